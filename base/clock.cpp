@@ -1,0 +1,45 @@
+#include "base/clock.h"
+
+#include <time.h>
+
+#include <cstdio>
+
+namespace lifeboat {
+namespace {
+
+class RealClock final : public Clock {
+ public:
+  int64_t WallMs() const override { return Read(CLOCK_REALTIME); }
+  int64_t MonotonicMs() const override { return Read(CLOCK_MONOTONIC); }
+
+ private:
+  static int64_t Read(clockid_t id) {
+    struct timespec ts;
+    ::clock_gettime(id, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  }
+};
+
+}  // namespace
+
+Clock* Clock::Real() {
+  static RealClock* clock = new RealClock();
+  return clock;
+}
+
+std::string FormatIso8601Ms(int64_t wall_ms) {
+  time_t secs = static_cast<time_t>(wall_ms / 1000);
+  int ms = static_cast<int>(wall_ms % 1000);
+  if (ms < 0) {
+    ms += 1000;
+    secs -= 1;
+  }
+  struct tm tm;
+  ::gmtime_r(&secs, &tm);
+  char buf[80];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+  return buf;
+}
+
+}  // namespace lifeboat

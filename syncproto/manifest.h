@@ -1,0 +1,107 @@
+// The export manifest: the data model shared by syncproto (which puts it on
+// the wire), catalog (whose scanner builds it and whose store consumes it),
+// the agent and restore.
+//
+// An export is a tree of *export paths*, the same on every provider:
+//
+//   vms/<uuid>.json                 VM payload (vmadm get object)
+//   sapi/<uuid>.json                SAPI instance record (optional)
+//   sapi/application.json           SAPI application record (optional)
+//   sapi/services/<service>.json    SAPI service record (optional)
+//   datasets/<uuid>/...             delegate dataset tree of the instance
+//   images/<uuid>/manifest.json     IMGAPI manifest
+//   images/<uuid>/file              image file
+//
+// Export paths are relative, '/'-separated, without empty, "." or ".."
+// components or NUL bytes (see ValidateExportPath). The instance and image
+// lists are the semantic index over the files.
+#ifndef LIFEBOAT_SYNCPROTO_MANIFEST_H_
+#define LIFEBOAT_SYNCPROTO_MANIFEST_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/digest.h"
+#include "base/status.h"
+
+namespace lifeboat::syncproto {
+
+enum class EntryKind : uint8_t { kFile = 1, kDir = 2, kSymlink = 3 };
+
+// One filesystem object of an export.
+struct FileEntry {
+  std::string path;  // export path
+  EntryKind kind = EntryKind::kFile;
+  uint64_t size = 0;  // content bytes for files, 0 otherwise
+  uint32_t mode = 0;  // permission bits (07777)
+  int64_t mtime_ns = 0;
+  Digest128 digest;    // XXH3-128 of the content (files) or of the target (symlinks); zero for dirs
+  std::string target;  // symlink target, verbatim; never followed by Lifeboat
+
+  bool operator==(const FileEntry&) const = default;
+};
+
+// One service instance of the exporting node.
+struct InstanceInfo {
+  std::string uuid;
+  std::string alias;    // "imgapi0"
+  std::string service;  // tags.smartdc_role of the VM payload
+  std::string image_uuid;
+  bool operator==(const InstanceInfo&) const = default;
+};
+
+// One image; `origin` names the parent image ("" for a root image).
+struct ImageInfo {
+  std::string uuid;
+  std::string origin;
+  bool operator==(const ImageInfo&) const = default;
+};
+
+// The whole export at one generation.
+struct Manifest {
+  std::string node_uuid;
+  std::string node_name;
+  uint64_t generation = 0;  // bumped on every change; never goes backwards
+  std::string boot_id;      // identifies the exporter's state lineage (new when its state is lost)
+  std::vector<InstanceInfo> instances;  // sorted by uuid
+  std::vector<ImageInfo> images;        // sorted by uuid
+  std::vector<FileEntry> files;         // sorted by path (bytewise)
+};
+
+// What an exporter answers to "what changed since generation G of boot B".
+struct ManifestAnswer {
+  enum class Kind : uint8_t {
+    kUnchanged = 1,  // G is current: nothing else is sent
+    kDelta = 2,      // only what changed since G
+    kFull = 3,       // G unknown (too old, other boot id, or 0): the whole manifest
+  };
+  Kind kind = Kind::kFull;
+  // For kUnchanged: generation and boot_id only. For kDelta: instances and
+  // images in full (they are small), `files` holds only added or changed
+  // entries, `removed` the paths gone since G. For kFull: everything.
+  Manifest manifest;
+  uint64_t since_generation = 0;  // G, for kDelta
+  std::vector<std::string> removed;
+};
+
+// Checks an export path read from the wire or from disk: non-empty, at most
+// kMaxPathBytes, relative, no empty/"."/".." components, no NUL, no
+// backslash-free trickery needed (we are POSIX only). Error names the path.
+inline constexpr size_t kMaxPathBytes = 4096;
+inline constexpr size_t kMaxComponentBytes = 255;
+Status ValidateExportPath(std::string_view path);
+
+// Checks a symlink target found in an export: it must stay inside the tree
+// that contains the link (relative, and never climbing above `link_path`'s
+// top-level export directory, e.g. datasets/<uuid>/).
+Status ValidateSymlinkTarget(std::string_view link_path, std::string_view target);
+
+// The instance uuid of "datasets/<uuid>/..." or "vms/<uuid>.json" style paths;
+// empty when the path belongs to no instance (images, sapi app/service records).
+std::string InstanceOfPath(std::string_view path);
+
+}  // namespace lifeboat::syncproto
+
+#endif  // LIFEBOAT_SYNCPROTO_MANIFEST_H_
