@@ -637,8 +637,9 @@ void Parser::ParsePeers(const toml::node& value, Config& c) {
 void Parser::CheckCrossFields(Config& c) {
   const AgentConfig& a = c.agent;
   if (a.api == a.listen && !Bad("agent.api") && !Bad("agent.listen")) {
-    Problem(PlaceAt("agent.api"), "agent.api",
-            "must differ from agent.listen (" + a.listen.ToString() + ")");
+    std::string key = Has("agent.api") ? "agent.api" : "agent.listen";
+    Problem(PlaceAt(key), key,
+            "agent.api and agent.listen are both " + a.listen.ToString() + "; they must differ");
   }
   if (a.stale_after <= a.interval && !Bad("agent.stale_after") && !Bad("agent.interval")) {
     std::string key = Has("agent.stale_after") ? "agent.stale_after" : "agent.interval";
