@@ -192,6 +192,9 @@ class DeltaStream {
   DeltaStream(ReadableFile* file, CoarsePlan plan, const LoadedSignature* sig);
   // Appends about `max_bytes` (at least 1 byte unless done) of delta to *out.
   Status Next(size_t max_bytes, std::vector<uint8_t>* out);
+  // Switches unmatched regions to librsync's rolling delta; only before the
+  // first Next().
+  void set_signature(const LoadedSignature* sig) { sig_ = sig; }
   bool done() const { return done_; }
   uint64_t literal_bytes() const { return literal_bytes_; }
 

@@ -121,6 +121,7 @@ class ServerSession {
   std::unique_ptr<ExportView> view_;
   std::map<uint32_t, std::unique_ptr<Stream>> streams_;
   std::set<uint32_t> seen_ids_;
+  uint32_t last_served_ = 0;
   std::vector<uint8_t> out_;
   size_t out_pos_ = 0;
   bool bye_ = false;
