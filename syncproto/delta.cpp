@@ -115,7 +115,8 @@ Result<SignatureJob> SignatureJob::Start(uint64_t basis_size) {
 
 Result<std::unique_ptr<LoadedSignature>> LoadedSignature::Load(std::span<const uint8_t> bytes) {
   if (bytes.size() < 12) {
-    return DataError("bad signature: " + std::to_string(bytes.size()) + " bytes is shorter than its header");
+    return DataError("bad signature: " + std::to_string(bytes.size()) +
+                     " bytes is shorter than its header");
   }
   uint32_t magic = BigEndian32(bytes.data());
   uint32_t block_len = BigEndian32(bytes.data() + 4);
@@ -281,15 +282,13 @@ Result<std::string> ComputeSignature(ReadableFile& basis) {
   ASSIGN_OR_RETURN(FileStat st, basis.Stat());
   ASSIGN_OR_RETURN(SignatureJob job, SignatureJob::Start(st.size));
   std::vector<uint8_t> out;
-  RETURN_IF_ERROR(ForEachChunk(basis, kReadPiece, [&](std::span<const uint8_t> d) {
-    return job.Feed(d, &out);
-  }));
+  RETURN_IF_ERROR(ForEachChunk(basis, kReadPiece,
+                               [&](std::span<const uint8_t> d) { return job.Feed(d, &out); }));
   RETURN_IF_ERROR(job.Finish(&out));
   return std::string(out.begin(), out.end());
 }
 
-Status ComputeDelta(std::span<const uint8_t> signature, ReadableFile& new_file,
-                    WritableFile& out) {
+Status ComputeDelta(std::span<const uint8_t> signature, ReadableFile& new_file, WritableFile& out) {
   ASSIGN_OR_RETURN(auto sig, LoadedSignature::Load(signature));
   ASSIGN_OR_RETURN(DeltaJob job, DeltaJob::Start(*sig));
   std::vector<uint8_t> buf;
@@ -309,8 +308,8 @@ Result<Digest128> ApplyDelta(ReadableFile& basis, ReadableFile& delta, WritableF
                      hasher.Update(d);
                      return out.Append(d);
                    }));
-  RETURN_IF_ERROR(ForEachChunk(delta, kReadPiece,
-                               [&](std::span<const uint8_t> d) { return job->Feed(d); }));
+  RETURN_IF_ERROR(
+      ForEachChunk(delta, kReadPiece, [&](std::span<const uint8_t> d) { return job->Feed(d); }));
   RETURN_IF_ERROR(job->Finish());
   return hasher.Finish();
 }
@@ -359,8 +358,8 @@ Result<CoarsePlan> PlanCoarse(ReadableFile& file, uint64_t size, const CoarseHas
   return plan;
 }
 
-bool WantsSignature(const CoarsePlan& plan) {
-  return plan.unmatched_bytes > std::max<uint64_t>(1u << 20, plan.size / 32);
+bool WantsSignature(const CoarsePlan& plan, uint64_t min_bytes) {
+  return plan.unmatched_bytes > std::max<uint64_t>(min_bytes, plan.size / 32);
 }
 
 void AppendDeltaMagic(std::vector<uint8_t>* out) { PutBig(out, RS_DELTA_MAGIC, 4); }
@@ -404,8 +403,8 @@ Status DeltaStream::Next(size_t max_bytes, std::vector<uint8_t>* out) {
 
 Status DeltaStream::EmitUnmatched(const Region& r, size_t budget, std::vector<uint8_t>* out) {
   uint64_t left = r.length - region_pos_;
-  size_t n = static_cast<size_t>(std::min<uint64_t>({left, std::max<size_t>(budget, 4096),
-                                                     kReadPiece}));
+  size_t n =
+      static_cast<size_t>(std::min<uint64_t>({left, std::max<size_t>(budget, 4096), kReadPiece}));
   if (n > 0) {
     read_buf_.resize(n);
     ASSIGN_OR_RETURN(size_t got, ReadFull(*file_, r.offset + region_pos_, read_buf_));
@@ -425,7 +424,8 @@ Status DeltaStream::EmitUnmatched(const Region& r, size_t budget, std::vector<ui
       job_out_.clear();
       job_magic_stripped_ = false;
     }
-    if (n > 0) RETURN_IF_ERROR(job_->Feed(std::span<const uint8_t>(read_buf_.data(), n), &job_out_));
+    if (n > 0)
+      RETURN_IF_ERROR(job_->Feed(std::span<const uint8_t>(read_buf_.data(), n), &job_out_));
     bool last = region_pos_ + n == r.length;
     if (last) RETURN_IF_ERROR(job_->Finish(&job_out_));
     size_t skip = 0;

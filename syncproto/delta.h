@@ -181,8 +181,10 @@ struct CoarsePlan {
 // errors and kTemporary when the file is shorter than `size` (changed).
 Result<CoarsePlan> PlanCoarse(ReadableFile& new_file, uint64_t size, const CoarseHashes& basis);
 
-// Whether the server should ask for the librsync signature for this plan.
-bool WantsSignature(const CoarsePlan& plan);
+// Whether the server should ask for the librsync signature for this plan:
+// when the unmatched bytes exceed max(min_bytes, size / 32), a rolling search
+// probably pays for the extra round trip and the signature bytes.
+bool WantsSignature(const CoarsePlan& plan, uint64_t min_bytes = 1u << 20);
 
 // Produces the librsync delta for a plan in bounded pieces: COPY for matched
 // regions, LITERAL (or, with a signature, librsync's rolling delta) for the

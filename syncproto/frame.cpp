@@ -20,20 +20,34 @@ using internal::Reader;
 
 std::string FrameTypeName(uint8_t type) {
   switch (static_cast<FrameType>(type)) {
-    case FrameType::kHello: return "HELLO";
-    case FrameType::kAuth: return "AUTH";
-    case FrameType::kError: return "ERROR";
-    case FrameType::kBye: return "BYE";
-    case FrameType::kManifestRequest: return "MANIFEST_REQUEST";
-    case FrameType::kManifestData: return "MANIFEST_DATA";
-    case FrameType::kFileRequest: return "FILE_REQUEST";
-    case FrameType::kFileBasis: return "FILE_BASIS";
-    case FrameType::kSignatureNeeded: return "SIGNATURE_NEEDED";
-    case FrameType::kSignatureData: return "SIGNATURE_DATA";
-    case FrameType::kFileStart: return "FILE_START";
-    case FrameType::kFileData: return "FILE_DATA";
-    case FrameType::kFileEnd: return "FILE_END";
-    case FrameType::kCancel: return "CANCEL";
+    case FrameType::kHello:
+      return "HELLO";
+    case FrameType::kAuth:
+      return "AUTH";
+    case FrameType::kError:
+      return "ERROR";
+    case FrameType::kBye:
+      return "BYE";
+    case FrameType::kManifestRequest:
+      return "MANIFEST_REQUEST";
+    case FrameType::kManifestData:
+      return "MANIFEST_DATA";
+    case FrameType::kFileRequest:
+      return "FILE_REQUEST";
+    case FrameType::kFileBasis:
+      return "FILE_BASIS";
+    case FrameType::kSignatureNeeded:
+      return "SIGNATURE_NEEDED";
+    case FrameType::kSignatureData:
+      return "SIGNATURE_DATA";
+    case FrameType::kFileStart:
+      return "FILE_START";
+    case FrameType::kFileData:
+      return "FILE_DATA";
+    case FrameType::kFileEnd:
+      return "FILE_END";
+    case FrameType::kCancel:
+      return "CANCEL";
   }
   static constexpr char kHex[] = "0123456789abcdef";
   return std::string("0x") + kHex[type >> 4] + kHex[type & 0xf];
@@ -135,17 +149,28 @@ Status FrameDecoder::Finish() const {
 
 std::string_view ErrorCodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kProtocol: return "PROTOCOL";
-    case ErrorCode::kVersion: return "VERSION";
-    case ErrorCode::kAuthFailed: return "AUTH_FAILED";
-    case ErrorCode::kNotAuthenticated: return "NOT_AUTHENTICATED";
-    case ErrorCode::kNotFound: return "NOT_FOUND";
-    case ErrorCode::kChanged: return "CHANGED";
-    case ErrorCode::kIo: return "IO";
-    case ErrorCode::kLimit: return "LIMIT";
-    case ErrorCode::kCancelled: return "CANCELLED";
-    case ErrorCode::kInternal: return "INTERNAL";
-    case ErrorCode::kBusy: return "BUSY";
+    case ErrorCode::kProtocol:
+      return "PROTOCOL";
+    case ErrorCode::kVersion:
+      return "VERSION";
+    case ErrorCode::kAuthFailed:
+      return "AUTH_FAILED";
+    case ErrorCode::kNotAuthenticated:
+      return "NOT_AUTHENTICATED";
+    case ErrorCode::kNotFound:
+      return "NOT_FOUND";
+    case ErrorCode::kChanged:
+      return "CHANGED";
+    case ErrorCode::kIo:
+      return "IO";
+    case ErrorCode::kLimit:
+      return "LIMIT";
+    case ErrorCode::kCancelled:
+      return "CANCELLED";
+    case ErrorCode::kInternal:
+      return "INTERNAL";
+    case ErrorCode::kBusy:
+      return "BUSY";
   }
   return "UNKNOWN";
 }
@@ -172,8 +197,8 @@ Status DecodePayload(std::span<const uint8_t> in, HelloMsg* m) {
   m->min_version = r.U16("min_version");
   m->max_version = r.U16("max_version");
   if (r.ok() && (m->min_version == 0 || m->min_version > m->max_version)) {
-    r.Fail("version", "bad range " + std::to_string(m->min_version) + ".." +
-                          std::to_string(m->max_version));
+    r.Fail("version",
+           "bad range " + std::to_string(m->min_version) + ".." + std::to_string(m->max_version));
   }
   uint8_t role = r.U8("role");
   if (r.ok() && role != 1 && role != 2) r.Fail("role", "unknown role " + std::to_string(role));
@@ -207,7 +232,8 @@ std::vector<uint8_t> EncodePayload(const ErrorMsg& m) {
 Status DecodePayload(std::span<const uint8_t> in, ErrorMsg* m) {
   Reader r(in, "ERROR");
   uint16_t code = r.U16("code");
-  if (r.ok() && (code < 1 || code > 11)) r.Fail("code", "unknown error code " + std::to_string(code));
+  if (r.ok() && (code < 1 || code > 11))
+    r.Fail("code", "unknown error code " + std::to_string(code));
   m->code = static_cast<ErrorCode>(code);
   uint8_t retry = r.U8("retryable");
   if (r.ok() && retry > 1) r.Fail("retryable", "not 0 or 1");
@@ -308,7 +334,8 @@ std::vector<uint8_t> EncodePayload(const FileStartMsg& m) {
 Status DecodePayload(std::span<const uint8_t> in, FileStartMsg* m) {
   Reader r(in, "FILE_START");
   uint8_t method = r.U8("method");
-  if (r.ok() && method != 1 && method != 2) r.Fail("method", "unknown method " + std::to_string(method));
+  if (r.ok() && method != 1 && method != 2)
+    r.Fail("method", "unknown method " + std::to_string(method));
   m->method = static_cast<TransferMethod>(method);
   m->size = r.U64("size");
   r.ExpectEnd();

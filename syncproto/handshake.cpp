@@ -18,8 +18,8 @@ Proof Hmac(std::string_view key, std::initializer_list<std::span<const uint8_t>>
   for (auto p : parts) msg.insert(msg.end(), p.begin(), p.end());
   Proof out{};
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), msg.data(), msg.size(),
-       out.data(), &len);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), msg.data(), msg.size(), out.data(),
+       &len);
   return out;
 }
 
@@ -52,9 +52,9 @@ Result<uint16_t> NegotiateVersion(const HelloMsg& a, const HelloMsg& b) {
   uint16_t lo = std::max(a.min_version, b.min_version);
   if (hi < lo) {
     return DataError("no common protocol version: " + RoleName(a.role) + " speaks " +
-                     std::to_string(a.min_version) + ".." + std::to_string(a.max_version) +
-                     ", " + RoleName(b.role) + " speaks " + std::to_string(b.min_version) +
-                     ".." + std::to_string(b.max_version));
+                     std::to_string(a.min_version) + ".." + std::to_string(a.max_version) + ", " +
+                     RoleName(b.role) + " speaks " + std::to_string(b.min_version) + ".." +
+                     std::to_string(b.max_version));
   }
   return hi;
 }
@@ -121,7 +121,8 @@ Status Handshake::Start(std::vector<uint8_t>* out) {
     return key_ok;
   }
   Status s;
-  puller_hello_ = MakeHelloFrame(options_.nonce ? Result<Nonce>(*options_.nonce) : RandomNonce(), &s);
+  puller_hello_ =
+      MakeHelloFrame(options_.nonce ? Result<Nonce>(*options_.nonce) : RandomNonce(), &s);
   if (!s.ok()) {
     state_ = State::kFailed;
     return s;
@@ -138,23 +139,25 @@ Status Handshake::OnFrame(const Frame& frame, std::vector<uint8_t>* out) {
     Status s = DecodePayload(frame.payload, &e);
     state_ = State::kFailed;
     if (!s.ok()) return s;
-    return StatusFromError(e, "handshake with " + RoleName(role_ == Role::kPuller ? Role::kServer
-                                                                                    : Role::kPuller) +
+    return StatusFromError(e, "handshake with " +
+                                  RoleName(role_ == Role::kPuller ? Role::kServer : Role::kPuller) +
                                   (peer_.name.empty() ? "" : " " + peer_.name));
   }
   if (frame.stream != 0) {
-    return Fail(PermissionError(FrameTypeName(frame.type) + " on stream " +
-                                std::to_string(frame.stream) +
-                                " before authentication completed; refused"),
-                ErrorCode::kNotAuthenticated, out);
+    return Fail(
+        PermissionError(FrameTypeName(frame.type) + " on stream " + std::to_string(frame.stream) +
+                        " before authentication completed; refused"),
+        ErrorCode::kNotAuthenticated, out);
   }
   switch (frame.type) {
-    case FrameType::kHello: return OnHello(frame, out);
-    case FrameType::kAuth: return OnAuth(frame, out);
+    case FrameType::kHello:
+      return OnHello(frame, out);
+    case FrameType::kAuth:
+      return OnAuth(frame, out);
     default:
-      return Fail(PermissionError(FrameTypeName(frame.type) +
-                                  " before authentication completed; refused"),
-                  ErrorCode::kNotAuthenticated, out);
+      return Fail(
+          PermissionError(FrameTypeName(frame.type) + " before authentication completed; refused"),
+          ErrorCode::kNotAuthenticated, out);
   }
 }
 
@@ -194,7 +197,8 @@ Status Handshake::OnHello(const Frame& frame, std::vector<uint8_t>* out) {
   if (!key_ok.ok()) return Fail(key_ok, ErrorCode::kInternal, out);
   puller_hello_ = std::move(raw);
   Status ns;
-  server_hello_ = MakeHelloFrame(options_.nonce ? Result<Nonce>(*options_.nonce) : RandomNonce(), &ns);
+  server_hello_ =
+      MakeHelloFrame(options_.nonce ? Result<Nonce>(*options_.nonce) : RandomNonce(), &ns);
   if (!ns.ok()) return Fail(ns, ErrorCode::kInternal, out);
   out->insert(out->end(), server_hello_.begin(), server_hello_.end());
   state_ = State::kWaitPullerAuth;
@@ -214,11 +218,11 @@ Status Handshake::OnAuth(const Frame& frame, std::vector<uint8_t>* out) {
   if (role_ == Role::kServer) {
     Proof want = PullerProof(key_, transcript);
     if (!ProofsEqual(want, auth.proof)) {
-      return Fail(PermissionError("authentication failed: puller " + peer_.name + " (" +
-                                  peer_.uuid +
-                                  ") does not know this cluster's key (check "
-                                  "auth.cluster_key_file on both nodes)"),
-                  ErrorCode::kAuthFailed, out);
+      return Fail(
+          PermissionError("authentication failed: puller " + peer_.name + " (" + peer_.uuid +
+                          ") does not know this cluster's key (check "
+                          "auth.cluster_key_file on both nodes)"),
+          ErrorCode::kAuthFailed, out);
     }
     AuthMsg mine{ServerProof(key_, transcript, auth.proof)};
     AppendFrame(out, FrameType::kAuth, 0, 0, EncodePayload(mine));
@@ -227,8 +231,7 @@ Status Handshake::OnAuth(const Frame& frame, std::vector<uint8_t>* out) {
   }
   Proof want = ServerProof(key_, transcript, puller_proof_);
   if (!ProofsEqual(want, auth.proof)) {
-    return Fail(PermissionError("authentication failed: server " + peer_.name + " (" +
-                                peer_.uuid +
+    return Fail(PermissionError("authentication failed: server " + peer_.name + " (" + peer_.uuid +
                                 ") does not know this cluster's key (check "
                                 "auth.cluster_key_file on both nodes)"),
                 ErrorCode::kAuthFailed, out);

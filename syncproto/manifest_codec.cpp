@@ -74,7 +74,8 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
   ManifestAnswer a;
   Manifest& m = a.manifest;
   uint8_t kind = r.U8("kind");
-  if (r.ok() && (kind < 1 || kind > 3)) r.Fail("kind", "unknown answer kind " + std::to_string(kind));
+  if (r.ok() && (kind < 1 || kind > 3))
+    r.Fail("kind", "unknown answer kind " + std::to_string(kind));
   a.kind = static_cast<ManifestAnswer::Kind>(kind);
   m.generation = r.U64("generation");
   m.boot_id = r.String("boot_id", 128);
@@ -118,13 +119,15 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
     f.kind = static_cast<EntryKind>(k);
     f.size = r.Varint("file size");
     uint64_t mode = r.Varint("file mode");
-    if (r.ok() && mode > 07777) r.Fail("file " + f.path, "mode " + std::to_string(mode) + " > 07777");
+    if (r.ok() && mode > 07777)
+      r.Fail("file " + f.path, "mode " + std::to_string(mode) + " > 07777");
     f.mode = static_cast<uint32_t>(mode);
     f.mtime_ns = r.I64("file mtime_ns");
     f.digest = r.Digest("file digest");
     f.target = r.String("file target", kMaxPathBytes);
     if (r.ok()) {
-      if (f.kind != EntryKind::kFile && f.size != 0) r.Fail("file " + f.path, "non-file with a size");
+      if (f.kind != EntryKind::kFile && f.size != 0)
+        r.Fail("file " + f.path, "non-file with a size");
       if (f.kind == EntryKind::kSymlink) {
         Status s = ValidateSymlinkTarget(f.path, f.target);
         if (!s.ok()) r.Fail("file " + f.path, s.message());

@@ -60,8 +60,8 @@ Status DecompressChunk(ZSTD_DCtx* dctx, std::span<const uint8_t> in, std::vector
   if (size == ZSTD_CONTENTSIZE_ERROR) return DataError("bad zstd: not a zstd frame");
   if (size == ZSTD_CONTENTSIZE_UNKNOWN) return DataError("bad zstd: frame without a content size");
   if (size > kMaxChunkBytes) {
-    return DataError("bad zstd: chunk declares " + std::to_string(size) +
-                     " bytes, limit " + std::to_string(kMaxChunkBytes));
+    return DataError("bad zstd: chunk declares " + std::to_string(size) + " bytes, limit " +
+                     std::to_string(kMaxChunkBytes));
   }
   out->resize(static_cast<size_t>(size));
   size_t n = ZSTD_decompressDCtx(dctx, out->data(), out->size(), in.data(), in.size());
@@ -109,7 +109,8 @@ ServerSession::ServerSession(ExportSource* source, std::string cluster_key, Node
       options_(options),
       handshake_(Role::kServer, std::move(cluster_key), std::move(self), options.handshake),
       zstd_(std::make_unique<Zstd>()) {
-  options_.limits.chunk_bytes = std::clamp<size_t>(options_.limits.chunk_bytes, 4096, kMaxChunkBytes);
+  options_.limits.chunk_bytes =
+      std::clamp<size_t>(options_.limits.chunk_bytes, 4096, kMaxChunkBytes);
 }
 
 ServerSession::~ServerSession() = default;
@@ -193,8 +194,10 @@ Status ServerSession::HandleFrame(Frame frame) {
     return s;
   }
   switch (frame.type) {
-    case FrameType::kManifestRequest: return HandleManifestRequest(frame);
-    case FrameType::kFileRequest: return HandleFileRequest(frame);
+    case FrameType::kManifestRequest:
+      return HandleManifestRequest(frame);
+    case FrameType::kFileRequest:
+      return HandleFileRequest(frame);
     case FrameType::kBye:
       if (frame.stream != 0 || !frame.payload.empty()) break;
       bye_ = true;
@@ -203,7 +206,8 @@ Status ServerSession::HandleFrame(Frame frame) {
     case FrameType::kError: {
       ErrorMsg e;
       Status s = DecodePayload(frame.payload, &e);
-      if (!s.ok()) return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
+      if (!s.ok())
+        return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
       if (frame.stream == 0) {
         status_ = StatusFromError(e, Context(0, ""));
         streams_.clear();
@@ -219,9 +223,9 @@ Status ServerSession::HandleFrame(Frame frame) {
       auto it = streams_.find(frame.stream);
       if (it == streams_.end()) {
         if (seen_ids_.count(frame.stream)) return Status::Ok();  // stream already ended
-        return FailConnection(DataError(FrameTypeName(frame.type) + " for unknown " +
-                                        Context(frame.stream, "")),
-                              ErrorCode::kProtocol);
+        return FailConnection(
+            DataError(FrameTypeName(frame.type) + " for unknown " + Context(frame.stream, "")),
+            ErrorCode::kProtocol);
       }
       Stream& s = *it->second;
       if (frame.type == FrameType::kCancel) {
@@ -247,19 +251,22 @@ Status ServerSession::EnsureView() {
 
 Status ServerSession::HandleManifestRequest(const Frame& frame) {
   if (frame.stream == 0 || seen_ids_.count(frame.stream)) {
-    return FailConnection(DataError("MANIFEST_REQUEST on a used or zero " + Context(frame.stream, "")),
-                          ErrorCode::kProtocol);
+    return FailConnection(
+        DataError("MANIFEST_REQUEST on a used or zero " + Context(frame.stream, "")),
+        ErrorCode::kProtocol);
   }
   seen_ids_.insert(frame.stream);
   ManifestRequestMsg req;
   Status s = DecodePayload(frame.payload, &req);
-  if (!s.ok()) return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
+  if (!s.ok())
+    return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
   s = EnsureView();
   if (!s.ok()) {
     FailStream(frame.stream, ErrorCode::kBusy, s);
     return Status::Ok();
   }
-  Result<ManifestAnswer> answer = view_->ManifestSince(req.since_generation, req.boot_id, req.services);
+  Result<ManifestAnswer> answer =
+      view_->ManifestSince(req.since_generation, req.boot_id, req.services);
   if (!answer.ok()) {
     FailStream(frame.stream, ErrorCode::kIo, answer.status());
     return Status::Ok();
@@ -283,7 +290,8 @@ Status ServerSession::HandleFileRequest(const Frame& frame) {
   auto st = std::make_unique<Stream>();
   st->id = frame.stream;
   Status s = DecodePayload(frame.payload, &st->req);
-  if (!s.ok()) return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
+  if (!s.ok())
+    return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
   const std::string& path = st->req.path;
   if (streams_.size() >= options_.limits.max_streams) {
     streams_.emplace(st->id, nullptr);  // so FailStream's erase is harmless
@@ -299,20 +307,22 @@ Status ServerSession::HandleFileRequest(const Frame& frame) {
   }
   Result<std::unique_ptr<ReadableFile>> file = view_->OpenFile(path, &st->entry);
   if (!file.ok()) {
-    ErrorCode code = file.status().code() == Code::kNotFound ? ErrorCode::kNotFound : ErrorCode::kIo;
+    ErrorCode code =
+        file.status().code() == Code::kNotFound ? ErrorCode::kNotFound : ErrorCode::kIo;
     FailStream(st->id, code, file.status().WithContext(Context(st->id, path)));
     return Status::Ok();
   }
   st->file = std::move(*file);
   if (st->entry.kind != EntryKind::kFile) {
-    FailStream(st->id, ErrorCode::kNotFound, DataError(Context(st->id, path) + ": not a regular file"));
+    FailStream(st->id, ErrorCode::kNotFound,
+               DataError(Context(st->id, path) + ": not a regular file"));
     return Status::Ok();
   }
   if (st->entry.size != st->req.expected_size || st->entry.digest != st->req.expected_digest) {
-    FailStream(st->id, ErrorCode::kChanged,
-               TemporaryError(Context(st->id, path) + ": the export changed (now " +
-                              std::to_string(st->entry.size) + " bytes, " + st->entry.digest.Hex() +
-                              ")"));
+    FailStream(
+        st->id, ErrorCode::kChanged,
+        TemporaryError(Context(st->id, path) + ": the export changed (now " +
+                       std::to_string(st->entry.size) + " bytes, " + st->entry.digest.Hex() + ")"));
     return Status::Ok();
   }
   st->state = st->req.has_basis ? Stream::State::kWaitBasis : Stream::State::kSending;
@@ -329,17 +339,19 @@ Status ServerSession::HandleFileBasis(Stream& s, const Frame& frame) {
   }
   size_t want = size_t{s.req.block_count} * 8;
   if (s.basis_bytes.size() + frame.payload.size() > want || frame.payload.size() % 8 != 0) {
-    return FailConnection(DataError("FILE_BASIS carries more than " + std::to_string(s.req.block_count) +
-                                    " block hashes (or a partial one) on " + Context(s.id, s.req.path)),
-                          ErrorCode::kProtocol);
+    return FailConnection(
+        DataError("FILE_BASIS carries more than " + std::to_string(s.req.block_count) +
+                  " block hashes (or a partial one) on " + Context(s.id, s.req.path)),
+        ErrorCode::kProtocol);
   }
   s.basis_bytes.insert(s.basis_bytes.end(), frame.payload.begin(), frame.payload.end());
   if (!frame.end()) return Status::Ok();
   if (s.basis_bytes.size() != want) {
-    return FailConnection(DataError("FILE_BASIS ended with " + std::to_string(s.basis_bytes.size() / 8) +
-                                    " of " + std::to_string(s.req.block_count) + " block hashes on " +
-                                    Context(s.id, s.req.path)),
-                          ErrorCode::kProtocol);
+    return FailConnection(
+        DataError("FILE_BASIS ended with " + std::to_string(s.basis_bytes.size() / 8) + " of " +
+                  std::to_string(s.req.block_count) + " block hashes on " +
+                  Context(s.id, s.req.path)),
+        ErrorCode::kProtocol);
   }
   if (IsImageFile(s.req.path) || s.entry.size == 0) {
     s.state = Stream::State::kSending;  // images go whole
@@ -355,7 +367,8 @@ Status ServerSession::HandleFileBasis(Stream& s, const Frame& frame) {
   s.basis_bytes = {};
   Result<CoarsePlan> plan = PlanCoarse(*s.file, s.entry.size, coarse);
   if (!plan.ok()) {
-    FailStream(s.id, plan.status().code() == Code::kTemporary ? ErrorCode::kChanged : ErrorCode::kIo,
+    FailStream(s.id,
+               plan.status().code() == Code::kTemporary ? ErrorCode::kChanged : ErrorCode::kIo,
                plan.status().WithContext(Context(s.id, s.req.path)));
     return Status::Ok();
   }
@@ -365,7 +378,7 @@ Status ServerSession::HandleFileBasis(Stream& s, const Frame& frame) {
                               plan->digest.Hex() + ", exported as " + s.entry.digest.Hex() + ")"));
     return Status::Ok();
   }
-  bool want_sig = WantsSignature(*plan);
+  bool want_sig = WantsSignature(*plan, options_.limits.signature_above);
   s.method = TransferMethod::kDelta;
   s.delta = std::make_unique<DeltaStream>(s.file.get(), std::move(*plan), nullptr);
   if (want_sig) {
@@ -453,16 +466,17 @@ Status ServerSession::ProduceChunk(Stream& s) {
     }
     finished = s.sent == s.entry.size;
     if (finished && s.hasher.Finish() != s.entry.digest) {
-      FailStream(s.id, ErrorCode::kChanged,
-                 TemporaryError(Context(s.id, s.req.path) + ": changed while being sent (digest " +
-                                s.hasher.Finish().Hex() + ", exported as " + s.entry.digest.Hex() + ")"));
+      FailStream(
+          s.id, ErrorCode::kChanged,
+          TemporaryError(Context(s.id, s.req.path) + ": changed while being sent (digest " +
+                         s.hasher.Finish().Hex() + ", exported as " + s.entry.digest.Hex() + ")"));
       return Status::Ok();
     }
   } else {
     s.buf.clear();
     Status st = s.delta->Next(options_.limits.chunk_bytes, &s.buf);
     if (!st.ok()) {
-      ErrorCode code = st.code() == Code::kTemporary ? ErrorCode::kChanged
+      ErrorCode code = st.code() == Code::kTemporary  ? ErrorCode::kChanged
                        : st.code() == Code::kInternal ? ErrorCode::kInternal
                                                       : ErrorCode::kIo;
       FailStream(s.id, code, st.WithContext(Context(s.id, s.req.path)));
@@ -629,7 +643,8 @@ Result<uint32_t> PullerSession::RequestFile(FileRequest request, FileCallback ca
   if (!status_.ok()) return status_;
   if (finishing_) return UsageError("RequestFile after Finish()");
   RETURN_IF_ERROR(ValidateExportPath(request.path));
-  if (!request.out) return UsageError("file request for " + Quoted(request.path) + " without an output file");
+  if (!request.out)
+    return UsageError("file request for " + Quoted(request.path) + " without an output file");
   if (request.expected.kind != EntryKind::kFile) {
     return UsageError("file request for " + Quoted(request.path) + ": entry is not a regular file");
   }
@@ -693,8 +708,8 @@ Status PullerSession::SendFileRequest(FileStream& f) {
   msg.path = r.path;
   msg.expected_size = r.expected.size;
   msg.expected_digest = r.expected.digest;
-  bool use_basis = r.basis && r.expected.size >= options_.limits.whole_file_below &&
-                   !IsImageFile(r.path);
+  bool use_basis =
+      r.basis && r.expected.size >= options_.limits.whole_file_below && !IsImageFile(r.path);
   if (use_basis) {
     f.summary = r.basis_summary;
     if (!f.summary && options_.cache && r.basis_digest) {
@@ -779,7 +794,8 @@ Status PullerSession::Feed(std::span<const uint8_t> data) {
   for (;;) {
     Result<std::optional<Frame>> next = decoder_.Next();
     if (!next.ok()) {
-      return FailConnection(next.status().WithContext("from peer " + peer().name), ErrorCode::kProtocol);
+      return FailConnection(next.status().WithContext("from peer " + peer().name),
+                            ErrorCode::kProtocol);
     }
     if (!next->has_value()) break;
     Frame& frame = **next;
@@ -840,8 +856,8 @@ Status PullerSession::HandleFrame(Frame frame) {
   }
   if (auto f = files_.find(id); f != files_.end()) {
     if (!f->second->sent) {
-      return FailConnection(DataError(FrameTypeName(frame.type) + " for stream " + std::to_string(id) +
-                                      " not yet requested"),
+      return FailConnection(DataError(FrameTypeName(frame.type) + " for stream " +
+                                      std::to_string(id) + " not yet requested"),
                             ErrorCode::kProtocol);
     }
     f->second->stats.wire_bytes_in += kFrameHeaderBytes + frame.payload.size();
@@ -854,8 +870,8 @@ Status PullerSession::HandleFrame(Frame frame) {
 }
 
 Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
-  const std::string ctx = "peer " + peer().name + ", stream " + std::to_string(f.id) + ", path " +
-                          Quoted(f.req.path);
+  const std::string ctx =
+      "peer " + peer().name + ", stream " + std::to_string(f.id) + ", path " + Quoted(f.req.path);
   // A per-file failure: tell the server to stop, report, keep the connection.
   auto fail_file = [&](Status s) {
     AppendFrame(&out_, FrameType::kCancel, 0, f.id, {});
@@ -902,7 +918,8 @@ Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
       if (!s.ok()) return FailConnection(s.WithContext(ctx), ErrorCode::kProtocol);
       if (start.size != f.req.expected.size) {
         return fail_file(DataError("server sends " + std::to_string(start.size) +
-                                   " bytes, the manifest said " + std::to_string(f.req.expected.size)));
+                                   " bytes, the manifest said " +
+                                   std::to_string(f.req.expected.size)));
       }
       if (start.method == TransferMethod::kDelta && !f.with_basis) {
         return fail_file(DataError("server sends a delta but no basis was offered"));
@@ -961,15 +978,15 @@ Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
       Digest128 got = f.hasher.Finish();
       if (f.stats.bytes_written != end.size || end.size != f.req.expected.size) {
         CompleteFile(f.id, DataError(ctx + ": size mismatch: wrote " +
-                                     std::to_string(f.stats.bytes_written) + " bytes, server says " +
-                                     std::to_string(end.size) + ", manifest says " +
-                                     std::to_string(f.req.expected.size)));
+                                     std::to_string(f.stats.bytes_written) +
+                                     " bytes, server says " + std::to_string(end.size) +
+                                     ", manifest says " + std::to_string(f.req.expected.size)));
         return Status::Ok();
       }
       if (got != end.digest || got != f.req.expected.digest) {
-        CompleteFile(f.id, DataError(ctx + ": digest mismatch: wrote " + got.Hex() +
-                                     ", server says " + end.digest.Hex() + ", manifest says " +
-                                     f.req.expected.digest.Hex()));
+        CompleteFile(
+            f.id, DataError(ctx + ": digest mismatch: wrote " + got.Hex() + ", server says " +
+                            end.digest.Hex() + ", manifest says " + f.req.expected.digest.Hex()));
         return Status::Ok();
       }
       CompleteFile(f.id, Status::Ok());

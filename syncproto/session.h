@@ -52,6 +52,7 @@ struct SessionLimits {
   uint32_t max_streams = 256;             // server: open streams per connection
   int zstd_level = 1;                     // FILE_DATA chunks
   uint64_t whole_file_below = 64u << 10;  // puller: no basis for smaller files
+  uint64_t signature_above = 1u << 20;    // server: see WantsSignature()
 };
 
 // ---- Server -----------------------------------------------------------------
