@@ -30,6 +30,12 @@ uint32_t BigEndian32(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 
+// librsync logs its errors to stderr; ours carry the same facts in a Status.
+struct QuietLibrsync {
+  QuietLibrsync() { rs_trace_set_level(RS_LOG_CRIT); }
+};
+const QuietLibrsync kQuietLibrsync;
+
 void PutBig(std::vector<uint8_t>* out, uint64_t v, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<uint8_t>(v >> (8 * i)));
 }

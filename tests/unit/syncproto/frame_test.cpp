@@ -32,12 +32,27 @@ ManifestAnswer SampleAnswer() {
   m.instances = {{"0b3e0e8a-0000-0000-0000-000000000001", "imgapi0", "imgapi",
                   "c1a1e0e8-0000-0000-0000-00000000000a"}};
   m.images = {{"c1a1e0e8-0000-0000-0000-00000000000a", ""}};
-  FileEntry dir{"datasets/0b3e0e8a-0000-0000-0000-000000000001", EntryKind::kDir, 0, 0755,
-                1700000000000000000, {}, ""};
-  FileEntry file{"datasets/0b3e0e8a-0000-0000-0000-000000000001/a.txt", EntryKind::kFile, 5,
-                 0644, 1700000000123456789, D(1), ""};
-  FileEntry link{"datasets/0b3e0e8a-0000-0000-0000-000000000001/l", EntryKind::kSymlink, 0,
-                 0777, -5, D(2), "a.txt"};
+  FileEntry dir{"datasets/0b3e0e8a-0000-0000-0000-000000000001",
+                EntryKind::kDir,
+                0,
+                0755,
+                1700000000000000000,
+                {},
+                ""};
+  FileEntry file{"datasets/0b3e0e8a-0000-0000-0000-000000000001/a.txt",
+                 EntryKind::kFile,
+                 5,
+                 0644,
+                 1700000000123456789,
+                 D(1),
+                 ""};
+  FileEntry link{"datasets/0b3e0e8a-0000-0000-0000-000000000001/l",
+                 EntryKind::kSymlink,
+                 0,
+                 0777,
+                 -5,
+                 D(2),
+                 "a.txt"};
   m.files = {dir, file, link};
   a.removed = {"vms/0b3e0e8a-0000-0000-0000-000000000009.json"};
   return a;
@@ -100,9 +115,9 @@ TEST_CASE("golden frame vectors: every frame type encodes to the recorded bytes"
     INFO(name);
     std::vector<uint8_t> enc = EncodeFrame(frame);
     if (regen) {
-      REQUIRE(WriteStringToFile(*Env::Default(), GoldenPath(name),
-                                std::string(enc.begin(), enc.end()))
-                  .ok());
+      REQUIRE(
+          WriteStringToFile(*Env::Default(), GoldenPath(name), std::string(enc.begin(), enc.end()))
+              .ok());
     }
     Result<std::string> golden = ReadFileToString(*Env::Default(), GoldenPath(name));
     REQUIRE(golden.ok());
@@ -251,8 +266,8 @@ TEST_CASE("malformed payloads produce specific errors") {
   SECTION("service count beyond the payload") {
     ManifestRequestMsg m;
     std::vector<uint8_t> b(8, 0);
-    b.push_back(0);       // boot id ""
-    b.push_back(0xe8);    // 1000 services
+    b.push_back(0);     // boot id ""
+    b.push_back(0xe8);  // 1000 services
     b.push_back(0x07);
     CHECK_THAT(DecodePayload(b, &m).message(), Catch::Contains("service_count"));
   }

@@ -46,7 +46,9 @@ TEST_CASE("a wrong key is refused on both sides with a clear error") {
   PullerSession puller("another-cluster-key-entirely", PullerId());
   REQUIRE(puller.Start().ok());
   Status manifest = InternalError("not called");
-  REQUIRE(puller.RequestManifest(0, "", {}, [&](Result<ManifestAnswer> a) { manifest = a.status(); }).ok());
+  REQUIRE(
+      puller.RequestManifest(0, "", {}, [&](Result<ManifestAnswer> a) { manifest = a.status(); })
+          .ok());
   PipeResult p = RunPipe(puller, server);
   CHECK(p.server.code() == Code::kPermission);
   CHECK_THAT(p.server.message(), Catch::Contains("does not know this cluster's key"));

@@ -1,7 +1,7 @@
 #include "syncproto/manifest_codec.h"
 
-#include <catch2/catch.hpp>
 #include <zstd.h>
+#include <catch2/catch.hpp>
 
 namespace lifeboat::syncproto {
 namespace {
@@ -57,7 +57,8 @@ TEST_CASE("manifest answers round trip, compressed and not") {
   CHECK(z->size() < enc.size() * 2 / 3);  // digests do not compress; paths do
   ManifestDecompressor d;
   for (size_t i = 0; i < z->size(); i += 1000) {
-    REQUIRE(d.Feed(std::span<const uint8_t>(*z).subspan(i, std::min<size_t>(1000, z->size() - i))).ok());
+    REQUIRE(d.Feed(std::span<const uint8_t>(*z).subspan(i, std::min<size_t>(1000, z->size() - i)))
+                .ok());
   }
   auto raw = d.End();
   REQUIRE(raw.ok());
