@@ -52,6 +52,11 @@ struct ExporterOptions {
   size_t journal_generations = 64;    // generations kept in the journal
   size_t journal_max_paths = 200000;  // total paths kept in the journal
   int hash_attempts = 3;              // tries to hash a file that keeps changing
+  // A file whose ctime/mtime is within this window of the moment it was hashed
+  // may still change within the same timestamp tick without its stat changing
+  // ("racy git"): its cache entry is not trusted and it is hashed again on the
+  // next scan. 0 disables the check (tests that count reads right after writing).
+  int64_t racy_window_ms = 20;
 };
 
 // What one scan did (for logs, metrics and tests).
