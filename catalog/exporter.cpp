@@ -199,9 +199,9 @@ bool DecodeState(std::string_view data, State* s) {
     uint8_t kind, flags, parse;
     if (!d.Str(&path) || !d.U8(&kind) || !d.U64(&c.entry.size) || !d.U32(&c.entry.mode) ||
         !d.I64(&c.entry.mtime_ns) || !d.Dig(&c.entry.digest) || !d.Str(&c.entry.target) ||
-        !d.U64(&c.dev) || !d.U64(&c.ino) || !d.I64(&c.ctime_ns) || !d.U8(&flags) ||
-        !d.U8(&parse) || !d.Str(&c.parse_error) || !d.Str(&c.uuid) || !d.Str(&c.alias) ||
-        !d.Str(&c.service) || !d.Str(&c.image_uuid) || !d.Str(&c.origin)) {
+        !d.U64(&c.dev) || !d.U64(&c.ino) || !d.I64(&c.ctime_ns) || !d.U8(&flags) || !d.U8(&parse) ||
+        !d.Str(&c.parse_error) || !d.Str(&c.uuid) || !d.Str(&c.alias) || !d.Str(&c.service) ||
+        !d.Str(&c.image_uuid) || !d.Str(&c.origin)) {
       return false;
     }
     if (kind < 1 || kind > 3 || parse > 2) return false;
@@ -268,7 +268,8 @@ class Scanner {
       Skip(src.payload_path, reason);
     };
     if (!payload->parse_error.empty()) return drop(payload->parse_error);
-    if (payload->uuid != src.uuid) return drop("payload uuid \"" + payload->uuid + "\" does not match");
+    if (payload->uuid != src.uuid)
+      return drop("payload uuid \"" + payload->uuid + "\" does not match");
     if (payload->service.empty()) return drop("payload has no tags.smartdc_role");
     if (!filter_.Matches(payload->service)) {
       payload->exported = false;  // cached so the next scan need not read it to filter it
@@ -281,7 +282,8 @@ class Scanner {
       Skip(src.payload_path, "image_uuid is not a valid path component");
       info.image_uuid.clear();
     }
-    if (!src.sapi_path.empty()) AddFile(src.sapi_path, "sapi/" + src.uuid + ".json", ParseAs::kNone);
+    if (!src.sapi_path.empty())
+      AddFile(src.sapi_path, "sapi/" + src.uuid + ".json", ParseAs::kNone);
     if (!src.dataset_path.empty()) {
       const std::string root = "datasets/" + src.uuid;
       auto st = env_.Stat(src.dataset_path);
@@ -347,13 +349,19 @@ class Scanner {
         continue;
       }
       switch (st->type) {
-        case FileType::kRegular: AddFile(local, path, ParseAs::kNone, &*st); break;
+        case FileType::kRegular:
+          AddFile(local, path, ParseAs::kNone, &*st);
+          break;
         case FileType::kDirectory:
           AddDir(*st, local, path);
           Walk(local, path, depth + 1);
           break;
-        case FileType::kSymlink: AddSymlink(*st, local, path); break;
-        case FileType::kOther: Skip(local, "not a regular file, directory or symlink"); break;
+        case FileType::kSymlink:
+          AddSymlink(*st, local, path);
+          break;
+        case FileType::kOther:
+          Skip(local, "not a regular file, directory or symlink");
+          break;
       }
     }
   }
@@ -453,7 +461,8 @@ class Scanner {
       std::string content;
       uint64_t size = 0;
       Status hashed = internal::HashOpenFile(**file, &c.entry.digest, &size,
-                                             parse == ParseAs::kNone ? nullptr : &content);
+                                             parse == ParseAs::kNone ? nullptr : &content,
+                                             64ull << 20, st.size);
       if (!hashed.ok()) {
         Skip(local, "unreadable: " + hashed.message());
         return nullptr;
@@ -587,8 +596,9 @@ class View final : public syncproto::ExportView {
       touched.insert(j.removed.begin(), j.removed.end());
     }
     for (const std::string& path : touched) {
-      auto it = std::lower_bound(m.files.begin(), m.files.end(), path,
-                                 [](const FileEntry& f, const std::string& p) { return f.path < p; });
+      auto it =
+          std::lower_bound(m.files.begin(), m.files.end(), path,
+                           [](const FileEntry& f, const std::string& p) { return f.path < p; });
       if (it != m.files.end() && it->path == path) {
         if (included(path)) a.manifest.files.push_back(*it);
       } else {
@@ -642,8 +652,9 @@ class Exporter::Impl {
         state_ = std::move(s);
         return Status::Ok();
       }
-      log::Warn("export state is corrupt: starting a new lineage (peers will keep their copies aside)",
-                {{"path", state_path_}});
+      log::Warn(
+          "export state is corrupt: starting a new lineage (peers will keep their copies aside)",
+          {{"path", state_path_}});
       RETURN_IF_ERROR(env_.Rename(state_path_, state_path_ + ".corrupt"));
     } else if (data.status().code() != Code::kNotFound) {
       return data.status().WithContext("export state");
@@ -687,15 +698,16 @@ class Exporter::Impl {
     const bool changed = j.paths() > 0 || next.instances != state_.instances ||
                          next.images != state_.images || state_.generation == 0;
     ScanStats stats = scanner.stats();
-    bool dirty = changed || stats.hashed_files > 0 || scanner.readlinks() > 0 || next.cache.size() != state_.cache.size();
+    bool dirty = changed || stats.hashed_files > 0 || scanner.readlinks() > 0 ||
+                 next.cache.size() != state_.cache.size();
     if (changed) {
       ++next.generation;
       j.generation = next.generation;
       next.journal.push_back(std::move(j));
       size_t total = 0;
       for (const JournalEntry& e : next.journal) total += e.paths();
-      while (!next.journal.empty() && (next.journal.size() > opts_.journal_generations ||
-                                       total > opts_.journal_max_paths)) {
+      while (!next.journal.empty() &&
+             (next.journal.size() > opts_.journal_generations || total > opts_.journal_max_paths)) {
         total -= next.journal.front().paths();
         next.journal.pop_front();
       }

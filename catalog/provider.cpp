@@ -75,7 +75,8 @@ class DirSnapshot final : public ProviderSnapshot {
       std::string uuid;
       const std::string path = JoinPath(vms, e.name);
       if (!StripJson(e.name, &uuid) || !IsRegular(env_, path, e)) {
-        log::Warn("export: skipping unexpected entry", {{"path", path}, {"reason", "not a <uuid>.json file"}});
+        log::Warn("export: skipping unexpected entry",
+                  {{"path", path}, {"reason", "not a <uuid>.json file"}});
         continue;
       }
       InstanceSource src;

@@ -2,6 +2,7 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <span>
@@ -31,7 +32,8 @@ bool Decoder::U8(uint8_t* v) {
 bool Decoder::U32(uint32_t* v) {
   if (in_.size() - pos_ < 4) return false;
   uint32_t r = 0;
-  for (int i = 0; i < 4; ++i) r |= static_cast<uint32_t>(static_cast<uint8_t>(in_[pos_ + i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    r |= static_cast<uint32_t>(static_cast<uint8_t>(in_[pos_ + i])) << (8 * i);
   pos_ += 4;
   *v = r;
   return true;
@@ -40,7 +42,8 @@ bool Decoder::U32(uint32_t* v) {
 bool Decoder::U64(uint64_t* v) {
   if (in_.size() - pos_ < 8) return false;
   uint64_t r = 0;
-  for (int i = 0; i < 8; ++i) r |= static_cast<uint64_t>(static_cast<uint8_t>(in_[pos_ + i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    r |= static_cast<uint64_t>(static_cast<uint8_t>(in_[pos_ + i])) << (8 * i);
   pos_ += 8;
   *v = r;
   return true;
@@ -103,10 +106,11 @@ bool IsSafeName(std::string_view name) {
 }
 
 Status HashOpenFile(ReadableFile& file, Digest128* digest, uint64_t* size, std::string* content,
-                    uint64_t max_content) {
+                    uint64_t max_content, uint64_t size_hint) {
   Xxh3Hasher hasher;
   uint64_t total = 0;
-  RETURN_IF_ERROR(ForEachChunk(file, 1 << 20, [&](std::span<const uint8_t> chunk) -> Status {
+  const size_t chunk = static_cast<size_t>(std::clamp<uint64_t>(size_hint + 1, 4096, 1 << 20));
+  RETURN_IF_ERROR(ForEachChunk(file, chunk, [&](std::span<const uint8_t> chunk) -> Status {
     hasher.Update(chunk);
     total += chunk.size();
     if (content != nullptr) {

@@ -61,8 +61,10 @@ bool IsSafeName(std::string_view name);
 
 // Streams a file through XXH3-128; keeps its bytes in *content when non-null
 // (fails with a data error past `max_content`).
+// `size_hint` (the stat size) picks the buffer size.
 Status HashOpenFile(ReadableFile& file, Digest128* digest, uint64_t* size,
-                    std::string* content = nullptr, uint64_t max_content = 64ull << 20);
+                    std::string* content = nullptr, uint64_t max_content = 64ull << 20,
+                    uint64_t size_hint = 1 << 20);
 
 }  // namespace lifeboat::catalog::internal
 

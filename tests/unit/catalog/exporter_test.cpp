@@ -317,20 +317,27 @@ class RacingEnv final : public Env {
     }
     return base_->OpenRead(path);
   }
-  Result<std::unique_ptr<WritableFile>> OpenWrite(const std::string& p, uint32_t m, bool x) override { return base_->OpenWrite(p, m, x); }
+  Result<std::unique_ptr<WritableFile>> OpenWrite(const std::string& p, uint32_t m,
+                                                  bool x) override {
+    return base_->OpenWrite(p, m, x);
+  }
   Result<FileStat> Stat(const std::string& p) override { return base_->Stat(p); }
   Result<std::vector<DirEntry>> ListDir(const std::string& p) override { return base_->ListDir(p); }
   Status MakeDir(const std::string& p, uint32_t m) override { return base_->MakeDir(p, m); }
   Status Rename(const std::string& a, const std::string& b) override { return base_->Rename(a, b); }
   Status Link(const std::string& a, const std::string& b) override { return base_->Link(a, b); }
-  Status Symlink(const std::string& a, const std::string& b) override { return base_->Symlink(a, b); }
+  Status Symlink(const std::string& a, const std::string& b) override {
+    return base_->Symlink(a, b);
+  }
   Result<std::string> ReadLink(const std::string& p) override { return base_->ReadLink(p); }
   Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
   Status RemoveDir(const std::string& p) override { return base_->RemoveDir(p); }
   Status SyncDir(const std::string& p) override { return base_->SyncDir(p); }
   Status SetMode(const std::string& p, uint32_t m) override { return base_->SetMode(p, m); }
   Status SetMtime(const std::string& p, int64_t t) override { return base_->SetMtime(p, t); }
-  Status CopyFile(const std::string& a, const std::string& b, uint32_t m) override { return base_->CopyFile(a, b, m); }
+  Status CopyFile(const std::string& a, const std::string& b, uint32_t m) override {
+    return base_->CopyFile(a, b, m);
+  }
   bool raced_ = false;
 
  private:
