@@ -27,6 +27,7 @@ namespace lifeboat::restore {
 struct StepResult {
   uint64_t bytes = 0;         // bytes the step wrote (data copied, image installed)
   bool already_done = false;  // the target already had the step's effect (a resumed restore)
+  std::string note;           // why nothing was done, when the backend skipped the step
 };
 
 class Backend {
@@ -75,7 +76,8 @@ std::unique_ptr<Backend> NewSmartosBackend(Env& env, SmartosBackendOptions optio
 
 struct ExecBackendOptions {
   // argv per step kind name ("install_image", "create_instance", "restore_data",
-  // "register_sapi"); a plan with a step kind that has no command fails Check().
+  // "register_sapi"). register_sapi is optional (its steps are then skipped
+  // with a note); a plan with another step kind that has no command fails Check().
   std::map<std::string, std::vector<std::string>> commands;
   // Optional: argv run with the image uuid appended; exit 0 = installed,
   // 1 = not installed, anything else an error. Without it no image counts as

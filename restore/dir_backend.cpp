@@ -117,9 +117,7 @@ class DirBackend final : public Backend {
     RETURN_IF_ERROR(CreateDirs(env_, ZonesDir(), 0700));
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
-    std::string text = step.payload.dump(2) + "\n";
-    RETURN_IF_ERROR(WriteFileAtomic(env_, JoinPath(zone, "vm.json"), text, 0644));
-    return StepResult{text.size(), false};
+    return WriteOnce(JoinPath(zone, "vm.json"), step.payload.dump(2) + "\n");
   }
 
   Result<StepResult> RestoreData(const Step& step) {
@@ -143,8 +141,14 @@ class DirBackend final : public Backend {
   Result<StepResult> RegisterSapi(const Step& step) {
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
-    std::string text = step.payload.dump(2) + "\n";
-    RETURN_IF_ERROR(WriteFileAtomic(env_, JoinPath(zone, "sapi.json"), text, 0644));
+    return WriteOnce(JoinPath(zone, "sapi.json"), step.payload.dump(2) + "\n");
+  }
+
+  // Publishes `text` at `path` atomically unless it is there already.
+  Result<StepResult> WriteOnce(const std::string& path, const std::string& text) {
+    auto existing = ReadFileToString(env_, path);
+    if (existing.ok() && *existing == text) return StepResult{0, true};
+    RETURN_IF_ERROR(WriteFileAtomic(env_, path, text, 0644));
     return StepResult{text.size(), false};
   }
 

@@ -36,6 +36,7 @@ class ExecBackend final : public Backend {
     for (const Step& s : plan.steps) {
       auto it = options_.commands.find(std::string(StepKindName(s.kind)));
       if (it == options_.commands.end() || it->second.empty()) {
+        if (s.kind == StepKind::kRegisterSapi) continue;
         return ConfigError("exec backend: no command for step kind " +
                            std::string(StepKindName(s.kind)) + " in [restore.exec]");
       }
@@ -47,6 +48,9 @@ class ExecBackend final : public Backend {
     const std::string kind(StepKindName(step.kind));
     auto it = options_.commands.find(kind);
     if (it == options_.commands.end() || it->second.empty()) {
+      if (step.kind == StepKind::kRegisterSapi) {
+        return StepResult{0, false, "no register_sapi command in [restore.exec]"};
+      }
       return ConfigError("exec backend: no command for step kind " + kind + " in [restore.exec]");
     }
     nlohmann::json input = step.ToJson();
