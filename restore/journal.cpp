@@ -155,11 +155,13 @@ json Journal::ToJson() const {
                     {"service", p.service},
                     {"peer", p.peer},
                     {"generation", p.generation},
+                    {"seq", p.seq},
                     {"data_bytes", p.data_bytes}});
   }
   json skipped = json::array();
   for (const Skip& s : skipped_) {
-    skipped.push_back({{"uuid", s.uuid}, {"alias", s.alias}, {"reason", s.reason}});
+    skipped.push_back(
+        {{"uuid", s.uuid}, {"alias", s.alias}, {"service", s.service}, {"reason", s.reason}});
   }
   json steps = json::array();
   for (const JournalStep& s : steps_) {
@@ -203,15 +205,15 @@ Result<Journal> Journal::FromJson(Env& env, const std::string& data_dir, const j
       out.last_error_ = j["last_error"].get<std::string>();
     }
     for (const json& p : j.at("instances")) {
-      out.instances_.push_back(
-          PlannedInstance{p.at("old_uuid").get<std::string>(), p.value("old_alias", ""),
-                          p.at("new_uuid").get<std::string>(), p.at("alias").get<std::string>(),
-                          p.value("service", ""), p.value("peer", ""),
-                          p.value("generation", uint64_t{0}), p.value("data_bytes", uint64_t{0})});
+      out.instances_.push_back(PlannedInstance{
+          p.at("old_uuid").get<std::string>(), p.value("old_alias", ""),
+          p.at("new_uuid").get<std::string>(), p.at("alias").get<std::string>(),
+          p.value("service", ""), p.value("peer", ""), p.value("generation", uint64_t{0}),
+          p.value("seq", uint64_t{0}), p.value("data_bytes", uint64_t{0})});
     }
     for (const json& s : j.value("skipped", json::array())) {
-      out.skipped_.push_back(
-          Skip{s.value("uuid", ""), s.value("alias", ""), s.value("reason", "")});
+      out.skipped_.push_back(Skip{s.value("uuid", ""), s.value("alias", ""), s.value("service", ""),
+                                  s.value("reason", "")});
     }
     for (const json& s : j.at("steps")) {
       ASSIGN_OR_RETURN(Step step, Step::FromJson(s.at("step")));

@@ -170,11 +170,13 @@ json Plan::ToJson() const {
                     {"service", p.service},
                     {"peer", p.peer},
                     {"generation", p.generation},
+                    {"seq", p.seq},
                     {"data_bytes", p.data_bytes}});
   }
   json skipped_j = json::array();
   for (const Skip& s : skipped) {
-    skipped_j.push_back({{"uuid", s.uuid}, {"alias", s.alias}, {"reason", s.reason}});
+    skipped_j.push_back(
+        {{"uuid", s.uuid}, {"alias", s.alias}, {"service", s.service}, {"reason", s.reason}});
   }
   return {{"instances", inst}, {"steps", steps_j}, {"skipped", skipped_j}, {"bytes", TotalBytes()}};
 }
@@ -256,7 +258,8 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
                        ") is not a JSON object");
     }
     if (in.service.empty()) {
-      plan.skipped.push_back({in.uuid, in.alias, "no service (tags.smartdc_role) in its payload"});
+      plan.skipped.push_back(
+          {in.uuid, in.alias, in.service, "no service (tags.smartdc_role) in its payload"});
       continue;
     }
     std::string missing;
@@ -268,7 +271,7 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
     }
     if (in.image_chain.empty() && !in.image_uuid.empty()) missing = in.image_uuid;
     if (!missing.empty()) {
-      plan.skipped.push_back({in.uuid, in.alias,
+      plan.skipped.push_back({in.uuid, in.alias, in.service,
                               "image " + missing +
                                   " of its origin chain is neither in the catalog nor on the "
                                   "target"});
@@ -342,7 +345,7 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
       plan.steps.push_back(std::move(sapi));
     }
     plan.instances.push_back(PlannedInstance{in->uuid, in->alias, a.new_uuid, a.alias, in->service,
-                                             in->peer, in->generation, in->data_bytes});
+                                             in->peer, in->generation, in->seq, in->data_bytes});
   }
   return plan;
 }

@@ -62,6 +62,7 @@ struct InstanceSource {
   std::string service;
   std::string peer;            // the node it was pulled from
   uint64_t generation = 0;     // the peer generation it comes from
+  uint64_t seq = 0;            // the catalog's local generation number it was read from
   nlohmann::json vm_payload;   // the `vmadm get` object
   nlohmann::json sapi_record;  // null when the instance has none
   std::string image_uuid;
@@ -127,12 +128,14 @@ struct PlannedInstance {
   std::string service;
   std::string peer;
   uint64_t generation = 0;
+  uint64_t seq = 0;
   uint64_t data_bytes = 0;
 };
 
 struct Skip {
   std::string uuid;
   std::string alias;
+  std::string service;
   std::string reason;
 };
 
