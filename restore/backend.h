@@ -21,6 +21,7 @@
 #include "base/env.h"
 #include "base/status.h"
 #include "restore/plan.h"
+#include "restore/tree_copy.h"
 
 namespace lifeboat::restore {
 
@@ -28,6 +29,13 @@ struct StepResult {
   uint64_t bytes = 0;         // bytes the step wrote (data copied, image installed)
   bool already_done = false;  // the target already had the step's effect (a resumed restore)
   std::string note;           // why nothing was done, when the backend skipped the step
+};
+
+// What a step needs besides its own fields (not part of the journal).
+struct StepInput {
+  // restore_data: the exported mode and mtime of each entry of the data tree
+  // (the catalog's on-disk copy may differ); null = take them from disk.
+  const TreeMeta* data_meta = nullptr;
 };
 
 class Backend {
@@ -46,7 +54,7 @@ class Backend {
     return Status::Ok();
   }
   // Runs one step. Errors name the step, the object and the cause.
-  virtual Result<StepResult> Run(const Step& step) = 0;
+  virtual Result<StepResult> Run(const Step& step, const StepInput& input) = 0;
 };
 
 // ---- dir --------------------------------------------------------------------

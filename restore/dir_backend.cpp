@@ -60,7 +60,7 @@ class DirBackend final : public Backend {
     return aliases;
   }
 
-  Result<StepResult> Run(const Step& step) override {
+  Result<StepResult> Run(const Step& step, const StepInput& input) override {
     RETURN_IF_ERROR(CreateDirs(env_, options_.target, 0700));
     switch (step.kind) {
       case StepKind::kInstallImage:
@@ -68,7 +68,7 @@ class DirBackend final : public Backend {
       case StepKind::kCreateInstance:
         return CreateInstance(step);
       case StepKind::kRestoreData:
-        return RestoreData(step);
+        return RestoreData(step, input);
       case StepKind::kRegisterSapi:
         return RegisterSapi(step);
     }
@@ -120,7 +120,7 @@ class DirBackend final : public Backend {
     return WriteOnce(JoinPath(zone, "vm.json"), step.payload.dump(2) + "\n");
   }
 
-  Result<StepResult> RestoreData(const Step& step) {
+  Result<StepResult> RestoreData(const Step& step, const StepInput& input) {
     const std::string zone = ZoneDir(step);
     auto zone_st = env_.Stat(zone);
     if (!zone_st.ok()) {
@@ -131,7 +131,8 @@ class DirBackend final : public Backend {
     if (Exists(env_, final_dir)) return StepResult{0, true};
     const std::string partial = final_dir + ".partial";
     RETURN_IF_ERROR(RemoveTree(env_, partial));
-    auto stats = CopyTree(env_, step.data_path, partial, CopyOptions{options_.copy_threads});
+    auto stats = CopyTree(env_, step.data_path, partial,
+                          CopyOptions{options_.copy_threads, input.data_meta});
     if (!stats.ok()) return stats.status().WithContext("restore data of " + step.alias);
     RETURN_IF_ERROR(env_.Rename(partial, final_dir));
     RETURN_IF_ERROR(env_.SyncDir(zone));

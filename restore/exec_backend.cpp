@@ -44,7 +44,7 @@ class ExecBackend final : public Backend {
     return Status::Ok();
   }
 
-  Result<StepResult> Run(const Step& step) override {
+  Result<StepResult> Run(const Step& step, const StepInput& input) override {
     const std::string kind(StepKindName(step.kind));
     auto it = options_.commands.find(kind);
     if (it == options_.commands.end() || it->second.empty()) {
@@ -53,10 +53,19 @@ class ExecBackend final : public Backend {
       }
       return ConfigError("exec backend: no command for step kind " + kind + " in [restore.exec]");
     }
-    nlohmann::json input = step.ToJson();
-    input["backend"] = "exec";
+    nlohmann::json stdin_json = step.ToJson();
+    stdin_json["backend"] = "exec";
+    if (input.data_meta != nullptr) {
+      // The exported mode and mtime of every entry under data_path: the
+      // catalog's copy on disk may carry other modes.
+      nlohmann::json files = nlohmann::json::object();
+      for (const auto& [rel, m] : *input.data_meta) {
+        files[rel.empty() ? "." : rel] = {{"mode", m.mode}, {"mtime_ns", m.mtime_ns}};
+      }
+      stdin_json["data_meta"] = std::move(files);
+    }
     CommandOptions opts;
-    opts.stdin_data = input.dump() + "\n";
+    opts.stdin_data = stdin_json.dump() + "\n";
     opts.extra_env = {"LIFEBOAT_STEP_KIND=" + kind, "LIFEBOAT_STEP_ID=" + step.id,
                       "LIFEBOAT_NEW_UUID=" + step.new_uuid};
     auto r = RunCommand(it->second, opts);

@@ -57,14 +57,14 @@ class SmartosBackend final : public Backend {
     return Status::Ok();
   }
 
-  Result<StepResult> Run(const Step& step) override {
+  Result<StepResult> Run(const Step& step, const StepInput& input) override {
     switch (step.kind) {
       case StepKind::kInstallImage:
         return InstallImage(step);
       case StepKind::kCreateInstance:
         return CreateInstance(step);
       case StepKind::kRestoreData:
-        return RestoreData(step);
+        return RestoreData(step, input);
       case StepKind::kRegisterSapi:
         return RegisterSapi(step);
     }
@@ -117,7 +117,7 @@ class SmartosBackend final : public Backend {
     return StepResult{0, false};
   }
 
-  Result<StepResult> RestoreData(const Step& step) {
+  Result<StepResult> RestoreData(const Step& step, const StepInput& input) {
     const std::string what = "restore data of " + step.alias + " (" + step.new_uuid + ")";
     ASSIGN_OR_RETURN(CommandResult got, MustRun({options_.vmadm, "get", step.new_uuid}));
     json vm = json::parse(got.out, nullptr, false);
@@ -138,7 +138,8 @@ class SmartosBackend final : public Backend {
     }
     Status cleared = ClearDir(env_, mountpoint);
     if (!cleared.ok()) return cleared.WithContext(what);
-    auto stats = CopyTree(env_, step.data_path, mountpoint, CopyOptions{options_.copy_threads});
+    auto stats = CopyTree(env_, step.data_path, mountpoint,
+                          CopyOptions{options_.copy_threads, input.data_meta});
     if (!stats.ok()) return stats.status().WithContext(what);
     auto r = MustRun({options_.vmadm, "start", step.new_uuid});
     if (!r.ok()) return r.status().WithContext(what);

@@ -83,6 +83,12 @@ Status ClearDir(Env& env, const std::string& dir) {
 
 Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string& to,
                            const CopyOptions& options) {
+  auto meta_of = [&](const std::string& rel, const FileStat& st) {
+    if (options.meta != nullptr) {
+      if (auto it = options.meta->find(rel); it != options.meta->end()) return it->second;
+    }
+    return EntryMeta{st.mode, st.mtime_ns};
+  };
   ASSIGN_OR_RETURN(FileStat root_st, env.Stat(from));
   if (root_st.type != FileType::kDirectory) {
     return DataError("cannot restore " + from + ": not a directory");
@@ -115,7 +121,7 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
         break;
       case FileType::kSymlink:
         RETURN_IF_ERROR(env.Symlink(n.link_target, path));
-        RETURN_IF_ERROR(env.SetMtime(path, n.st.mtime_ns));
+        RETURN_IF_ERROR(env.SetMtime(path, meta_of(n.rel, n.st).mtime_ns));
         ++stats.symlinks;
         break;
       case FileType::kRegular: {
@@ -148,10 +154,11 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
       const Node& n = *copies[i];
       std::string src = JoinPath(from, n.rel);
       std::string dst_path = JoinPath(to, n.rel);
-      Status st = env.CopyFile(src, dst_path, n.st.mode);
+      const EntryMeta m = meta_of(n.rel, n.st);
+      Status st = env.CopyFile(src, dst_path, m.mode);
       // CopyFile's mode passes through the umask: set it exactly.
-      if (st.ok()) st = env.SetMode(dst_path, n.st.mode);
-      if (st.ok()) st = env.SetMtime(dst_path, n.st.mtime_ns);
+      if (st.ok()) st = env.SetMode(dst_path, m.mode);
+      if (st.ok()) st = env.SetMtime(dst_path, m.mtime_ns);
       if (!st.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         if (!failed.exchange(true)) first_error = st;
@@ -179,11 +186,13 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
   for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
     if (it->st.type != FileType::kDirectory) continue;
     std::string path = JoinPath(to, it->rel);
-    RETURN_IF_ERROR(env.SetMode(path, it->st.mode));
-    RETURN_IF_ERROR(env.SetMtime(path, it->st.mtime_ns));
+    const EntryMeta m = meta_of(it->rel, it->st);
+    RETURN_IF_ERROR(env.SetMode(path, m.mode));
+    RETURN_IF_ERROR(env.SetMtime(path, m.mtime_ns));
   }
-  RETURN_IF_ERROR(env.SetMode(to, root_st.mode));
-  RETURN_IF_ERROR(env.SetMtime(to, root_st.mtime_ns));
+  const EntryMeta root_meta = meta_of("", root_st);
+  RETURN_IF_ERROR(env.SetMode(to, root_meta.mode));
+  RETURN_IF_ERROR(env.SetMtime(to, root_meta.mtime_ns));
   return stats;
 }
 

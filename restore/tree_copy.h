@@ -13,6 +13,7 @@
 #define LIFEBOAT_RESTORE_TREE_COPY_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 
@@ -29,13 +30,24 @@ struct CopyStats {
   uint64_t bytes = 0;
 };
 
+// The mode and mtime an entry must get, when they are not those of the
+// source on disk (the catalog stores entries with its own modes and keeps the
+// exported ones in its records).
+struct EntryMeta {
+  uint32_t mode = 0;
+  int64_t mtime_ns = 0;
+};
+// By path relative to the tree root, "" for the root itself.
+using TreeMeta = std::map<std::string, EntryMeta>;
+
 struct CopyOptions {
-  int threads = 4;  // file copies in flight
+  int threads = 4;                 // file copies in flight
+  const TreeMeta* meta = nullptr;  // overrides the source's modes and mtimes where it has an entry
 };
 
 // Copies the tree at `from` to `to`. `to` must not exist, or be an empty
 // directory (a dataset mountpoint); `from`'s own mode and mtime are applied
-// to it. Every symlink is validated before anything is created, so an
+// to it (or the meta of ""). Every symlink is validated before anything is created, so an
 // escaping link leaves `to` untouched. On another failure `to` holds a
 // partial copy: callers copy into a staging name and rename, or clear and
 // repeat. Thread-safe with respect to other trees; `env` must be thread-safe.

@@ -83,7 +83,7 @@ TEST_CASE("dir backend restores images, payload, SAPI record and an identical da
   CHECK_FALSE(backend->HasImage(kRootImage).value());
   for (const Step& s : plan.steps) {
     INFO(s.id);
-    auto r = backend->Run(s);
+    auto r = backend->Run(s, {});
     REQUIRE(r.ok());
     CHECK_FALSE(r->already_done);
   }
@@ -107,9 +107,9 @@ TEST_CASE("dir backend restores images, payload, SAPI record and an identical da
 
   // Running every step again changes nothing and says so.
   std::string before = SnapshotTree(target);
-  for (const Step& s : plan.steps) REQUIRE(backend->Run(s).ok());
+  for (const Step& s : plan.steps) REQUIRE(backend->Run(s, {}).ok());
   CHECK(SnapshotTree(target) == before);
-  CHECK(backend->Run(plan.steps[0])->already_done);
+  CHECK(backend->Run(plan.steps[0], {})->already_done);
 }
 
 TEST_CASE("dir backend refuses an image whose origin is not installed, and a corrupt image") {
@@ -119,7 +119,7 @@ TEST_CASE("dir backend refuses an image whose origin is not installed, and a cor
   auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{dir / "target", 2});
   const Step& leaf = plan.steps[1];
   REQUIRE(leaf.image_uuid == kLeafImage);
-  auto r = backend->Run(leaf);
+  auto r = backend->Run(leaf, {});
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == Code::kData);
   CHECK(r.status().message().find("origin image " + kRootImage) != std::string::npos);
@@ -127,7 +127,7 @@ TEST_CASE("dir backend refuses an image whose origin is not installed, and a cor
 
   Step root = plan.steps[0];
   WriteFile(root.file_path, "flipped bytes");
-  r = backend->Run(root);
+  r = backend->Run(root, {});
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == Code::kData);
   CHECK(r.status().message().find("expected " + root.file_digest) != std::string::npos);
@@ -141,9 +141,9 @@ TEST_CASE("a symlink pointing outside the instance is refused before anything is
   ::symlink("../../../../etc/passwd", (src.data + "/db/escape").c_str());
   Plan plan = src.MakeTestPlan();
   auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{dir / "target", 2});
-  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i]).ok());
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
   REQUIRE(plan.steps[3].kind == StepKind::kRestoreData);
-  auto r = backend->Run(plan.steps[3]);
+  auto r = backend->Run(plan.steps[3], {});
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == Code::kData);
   CHECK(r.status().message().find("db/escape") != std::string::npos);
@@ -164,15 +164,15 @@ TEST_CASE("a data copy that fails halfway is redone cleanly on the next run") {
   Plan plan = src.MakeTestPlan();
   FaultEnv fault(Env::Default());
   auto backend = NewDirBackend(fault, DirBackendOptions{dir / "target", 1});
-  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i]).ok());
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
   fault.FailNth(EnvOp::kCopyFile, 3, ENOSPC);
-  auto r = backend->Run(plan.steps[3]);
+  auto r = backend->Run(plan.steps[3], {});
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().message().find("No space left") != std::string::npos);
   const std::string zone = dir / ("target/zones/" + plan.instances[0].new_uuid);
   CHECK_FALSE(Exists(*Env::Default(), zone + "/data"));
   fault.ClearFaults();
-  REQUIRE(backend->Run(plan.steps[3]).ok());
+  REQUIRE(backend->Run(plan.steps[3], {}).ok());
   CHECK(SnapshotTree(zone + "/data") == SnapshotTree(src.data));
   CHECK_FALSE(Exists(*Env::Default(), zone + "/data.partial"));
 }
@@ -208,7 +208,7 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
   REQUIRE(backend->Check(plan).ok());
   for (const Step& s : plan.steps) {
     INFO(s.id);
-    auto r = backend->Run(s);
+    auto r = backend->Run(s, {});
     INFO(r.status().ToString());
     REQUIRE(r.ok());
   }
@@ -241,25 +241,25 @@ TEST_CASE("smartos backend steps are safe to repeat after a failure") {
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
   Plan plan = src.MakeTestPlan(/*root_on_target=*/false);
   auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
-  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i]).ok());
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
   {
     // `vmadm start` fails after the data was copied: the rerun stops nothing
     // (already stopped), copies again into a cleared dataset and starts.
     ScopedEnv fail("FAKE_SMARTOS_FAIL_MATCH", "vmadm\tstart");
-    auto r = backend->Run(plan.steps[3]);
+    auto r = backend->Run(plan.steps[3], {});
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().message().find("injected failure") != std::string::npos);
     CHECK(r.status().message().find("vmadm start") != std::string::npos);
   }
   const std::string u = plan.instances[0].new_uuid;
   WriteFile(dir / ("smartos/zones/" + u + "/data/stray"), "left by someone");
-  REQUIRE(backend->Run(plan.steps[3]).ok());
+  REQUIRE(backend->Run(plan.steps[3], {}).ok());
   CHECK(SnapshotTree(dir / ("smartos/zones/" + u + "/data"), false) ==
         SnapshotTree(src.data, false));
   // A repeated create or image install finds its work done and runs nothing.
   size_t calls = FakeCalls(dir / "smartos").size();
-  CHECK(backend->Run(plan.steps[2])->already_done);
-  CHECK(backend->Run(plan.steps[0])->already_done);
+  CHECK(backend->Run(plan.steps[2], {})->already_done);
+  CHECK(backend->Run(plan.steps[0], {})->already_done);
   auto after = FakeCalls(dir / "smartos");
   CHECK(Mutations(std::vector<std::string>(after.begin() + calls, after.end())).empty());
 }
@@ -298,7 +298,7 @@ TEST_CASE("exec backend gives the hook the step as JSON on stdin and reports its
   }
   auto backend = NewExecBackend(opts);
   REQUIRE(backend->Check(plan).ok());
-  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i]).ok());
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
   json create = json::parse(ReadFile(dir / ("out/" + plan.steps[2].id + ".json")));
   CHECK(create == [&] {
     json j = plan.steps[2].ToJson();
@@ -306,7 +306,7 @@ TEST_CASE("exec backend gives the hook the step as JSON on stdin and reports its
     return j;
   }());
   CHECK(create["payload"]["alias"] == "imgapi1");
-  auto r = backend->Run(plan.steps[3]);
+  auto r = backend->Run(plan.steps[3], {});
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().message().find("exit 3: disk on fire for " + plan.instances[0].new_uuid) !=
         std::string::npos);

@@ -58,7 +58,10 @@ inline std::string ReadFile(const std::string& path) {
 
 // One line per entry: "path type mode mtime content-digest/link-target [link-group]".
 // Hard links show as the first path (in sorted order) of their inode group.
-inline std::string SnapshotTree(const std::string& root, bool with_root_meta = true) {
+// `with_links` = false leaves out the hard-link structure (what a tree that
+// went through the wire can have: syncproto does not carry inode identity).
+inline std::string SnapshotTree(const std::string& root, bool with_root_meta = true,
+                                bool with_links = true) {
   Env& env = *Env::Default();
   std::vector<std::string> lines;
   std::map<std::pair<uint64_t, uint64_t>, std::string> inode_first;
@@ -93,7 +96,7 @@ inline std::string SnapshotTree(const std::string& root, bool with_root_meta = t
       case FileType::kRegular: {
         line << "file " << std::oct << st.mode << std::dec << " " << st.mtime_ns << " "
              << Xxh3Digest(ReadFile(path)).Hex();
-        if (st.nlink > 1) {
+        if (with_links && st.nlink > 1) {
           auto [it, inserted] = inode_first.emplace(std::make_pair(st.dev, st.ino), rel);
           line << " link-group=" << it->second;
         }
