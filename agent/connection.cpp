@@ -210,24 +210,7 @@ void Connection::Close(const Status& why) {
   cb_ = Callbacks{};
   if (on_close) {
     // Deferred one turn so no caller sees its callbacks re-entered from Close().
-    std::shared_ptr<Connection> self = shared_from_this();
-    auto* t = new uv_timer_t;
-    uv_timer_init(loop_, t);
-    struct Pending {
-      std::shared_ptr<Connection> conn;
-      std::function<void(const Status&)> fn;
-      Status why;
-    };
-    t->data = new Pending{self, std::move(on_close), why};
-    uv_timer_start(
-        t,
-        [](uv_timer_t* timer) {
-          std::unique_ptr<Pending> p(static_cast<Pending*>(timer->data));
-          uv_close(reinterpret_cast<uv_handle_t*>(timer),
-                   [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-          p->fn(p->why);
-        },
-        0, 0);
+    Defer(loop_, [self = shared_from_this(), fn = std::move(on_close), why] { fn(why); });
   }
 }
 

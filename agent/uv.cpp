@@ -106,6 +106,28 @@ void LoopTasks::RunQueued() {
   for (auto& fn : batch) fn();
 }
 
+// ---- Defer ---------------------------------------------------------------------------
+
+void Defer(uv_loop_t* loop, std::function<void()> fn) {
+  struct Deferred {
+    uv_timer_t timer;
+    std::function<void()> fn;
+  };
+  auto* d = new Deferred{{}, std::move(fn)};
+  uv_timer_init(loop, &d->timer);
+  d->timer.data = d;
+  uv_timer_start(
+      &d->timer,
+      [](uv_timer_t* t) {
+        auto* dd = static_cast<Deferred*>(t->data);
+        std::function<void()> f = std::move(dd->fn);
+        uv_close(reinterpret_cast<uv_handle_t*>(t),
+                 [](uv_handle_t* h) { delete static_cast<Deferred*>(h->data); });
+        f();
+      },
+      0, 0);
+}
+
 // ---- QueueWork ---------------------------------------------------------------------
 
 namespace {

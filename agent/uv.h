@@ -117,6 +117,17 @@ class LoopTasks {
   bool closed_ = false;
 };
 
+// Runs `fn` on the loop thread on a later loop turn (a one-shot zero timer).
+// Used to delete an object outside its own callbacks. Loop thread only.
+void Defer(uv_loop_t* loop, std::function<void()> fn);
+
+// Deletes `obj` on a later loop turn.
+template <typename T>
+void DeferDelete(uv_loop_t* loop, std::unique_ptr<T> obj) {
+  if (!obj) return;
+  Defer(loop, [p = obj.release()] { delete p; });
+}
+
 // Runs `work` on the libuv thread pool and then `done` on the loop thread.
 // Worker threads run at low CPU and I/O priority (nice 10, idle I/O class) so
 // the headnode's own services come first. `work` must not touch loop-owned
