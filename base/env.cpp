@@ -131,10 +131,17 @@ class PosixEnv final : public Env {
       if (name == "." || name == "..") continue;
       FileType t = FileType::kOther;
       switch (e->d_type) {
-        case DT_REG: t = FileType::kRegular; break;
-        case DT_DIR: t = FileType::kDirectory; break;
-        case DT_LNK: t = FileType::kSymlink; break;
-        default: break;
+        case DT_REG:
+          t = FileType::kRegular;
+          break;
+        case DT_DIR:
+          t = FileType::kDirectory;
+          break;
+        case DT_LNK:
+          t = FileType::kSymlink;
+          break;
+        default:
+          break;
       }
       out.push_back(DirEntry{std::string(name), t});
     }
@@ -346,8 +353,7 @@ Result<std::string> ReadFileToString(Env& env, const std::string& path, uint64_t
   return out;
 }
 
-Status WriteStringToFile(Env& env, const std::string& path, std::string_view data,
-                         uint32_t mode) {
+Status WriteStringToFile(Env& env, const std::string& path, std::string_view data, uint32_t mode) {
   ASSIGN_OR_RETURN(auto file, env.OpenWrite(path, mode));
   RETURN_IF_ERROR(file->Append(data));
   return file->Close();

@@ -61,8 +61,8 @@ class WritableFile {
   // Writes all of `data` or fails (a failure may leave a prefix written).
   virtual Status Append(std::span<const uint8_t> data) = 0;
   Status Append(std::string_view data) {
-    return Append(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
-                                           data.size()));
+    return Append(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
   }
   virtual Status Sync() = 0;   // fdatasync
   virtual Status Close() = 0;  // idempotent

@@ -76,16 +76,18 @@ bool IsMutating(EnvOp op) {
     case EnvOp::kSyncDir:
     case EnvOp::kSetMode:
     case EnvOp::kSetMtime:
-    case EnvOp::kCopyFile: return true;
-    default: return false;
+    case EnvOp::kCopyFile:
+      return true;
+    default:
+      return false;
   }
 }
 
 const char* EnvOpName(EnvOp op) {
-  static const char* kNames[] = {"open",  "create", "read",    "write",    "fsync",
-                                 "close", "stat",   "readdir", "mkdir",    "rename",
-                                 "link",  "symlink", "readlink", "unlink", "rmdir",
-                                 "fsync dir", "chmod", "utimensat", "copy"};
+  static const char* kNames[] = {"open",      "create",  "read",      "write",  "fsync",
+                                 "close",     "stat",    "readdir",   "mkdir",  "rename",
+                                 "link",      "symlink", "readlink",  "unlink", "rmdir",
+                                 "fsync dir", "chmod",   "utimensat", "copy"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<int>(EnvOp::kCount_));
   return kNames[static_cast<int>(op)];
 }

@@ -30,12 +30,18 @@ std::atomic<int> g_min_level{static_cast<int>(Level::kWarn)};
 
 const char* LevelName(Level level) {
   switch (level) {
-    case Level::kTrace: return "TRACE";
-    case Level::kDebug: return "DEBUG";
-    case Level::kInfo: return "INFO";
-    case Level::kWarn: return "WARN";
-    case Level::kError: return "ERROR";
-    case Level::kFatal: return "FATAL";
+    case Level::kTrace:
+      return "TRACE";
+    case Level::kDebug:
+      return "DEBUG";
+    case Level::kInfo:
+      return "INFO";
+    case Level::kWarn:
+      return "WARN";
+    case Level::kError:
+      return "ERROR";
+    case Level::kFatal:
+      return "FATAL";
   }
   return "?";
 }
@@ -135,9 +141,9 @@ std::string FormatHuman(int64_t wall_ms, Level level, std::string_view msg,
       out += ' ';
       out += it.key();
       out += '=';
-      out += it.value().is_string() ? it.value().get<std::string>()
-                                    : it.value().dump(-1, ' ', false,
-                                                      nlohmann::json::error_handler_t::replace);
+      out += it.value().is_string()
+                 ? it.value().get<std::string>()
+                 : it.value().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
   }
   return out;

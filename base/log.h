@@ -13,7 +13,14 @@
 namespace lifeboat::log {
 
 // bunyan's numeric levels.
-enum class Level : int { kTrace = 10, kDebug = 20, kInfo = 30, kWarn = 40, kError = 50, kFatal = 60 };
+enum class Level : int {
+  kTrace = 10,
+  kDebug = 20,
+  kInfo = 30,
+  kWarn = 40,
+  kError = 50,
+  kFatal = 60
+};
 
 enum class Format { kAuto, kJson, kHuman };  // kAuto: human on a TTY, JSON otherwise
 
@@ -26,10 +33,14 @@ bool ParseLevel(std::string_view text, Level* out);
 
 // Extra fields are a JSON object; they may not override the bunyan core keys.
 void Log(Level level, std::string_view msg, const nlohmann::json& fields = nullptr);
-inline void Debug(std::string_view m, const nlohmann::json& f = nullptr) { Log(Level::kDebug, m, f); }
+inline void Debug(std::string_view m, const nlohmann::json& f = nullptr) {
+  Log(Level::kDebug, m, f);
+}
 inline void Info(std::string_view m, const nlohmann::json& f = nullptr) { Log(Level::kInfo, m, f); }
 inline void Warn(std::string_view m, const nlohmann::json& f = nullptr) { Log(Level::kWarn, m, f); }
-inline void Error(std::string_view m, const nlohmann::json& f = nullptr) { Log(Level::kError, m, f); }
+inline void Error(std::string_view m, const nlohmann::json& f = nullptr) {
+  Log(Level::kError, m, f);
+}
 bool Enabled(Level level);
 
 // Pure formatters, exposed for tests.

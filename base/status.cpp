@@ -6,16 +6,26 @@ namespace lifeboat {
 
 std::string_view CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "ok";
-    case Code::kUsage: return "usage";
-    case Code::kData: return "data";
-    case Code::kUnavailable: return "unavailable";
-    case Code::kInternal: return "internal";
-    case Code::kIo: return "io";
-    case Code::kTemporary: return "temporary";
-    case Code::kPermission: return "permission";
-    case Code::kConfig: return "config";
-    case Code::kNotFound: return "not_found";
+    case Code::kOk:
+      return "ok";
+    case Code::kUsage:
+      return "usage";
+    case Code::kData:
+      return "data";
+    case Code::kUnavailable:
+      return "unavailable";
+    case Code::kInternal:
+      return "internal";
+    case Code::kIo:
+      return "io";
+    case Code::kTemporary:
+      return "temporary";
+    case Code::kPermission:
+      return "permission";
+    case Code::kConfig:
+      return "config";
+    case Code::kNotFound:
+      return "not_found";
   }
   return "unknown";
 }
@@ -61,18 +71,23 @@ Status PosixError(std::string_view operation, std::string_view path, int err) {
   msg += ": ";
   msg += std::strerror(err);
   switch (err) {
-    case ENOENT: return Status(Code::kNotFound, std::move(msg));
+    case ENOENT:
+      return Status(Code::kNotFound, std::move(msg));
     case EACCES:
-    case EPERM: return Status(Code::kPermission, std::move(msg));
+    case EPERM:
+      return Status(Code::kPermission, std::move(msg));
     case EINTR:
     case EAGAIN:
-    case ETIMEDOUT: return Status(Code::kTemporary, std::move(msg), true);
+    case ETIMEDOUT:
+      return Status(Code::kTemporary, std::move(msg), true);
     case ECONNREFUSED:
     case ECONNRESET:
     case EHOSTUNREACH:
     case ENETUNREACH:
-    case EPIPE: return Status(Code::kUnavailable, std::move(msg), true);
-    default: return Status(Code::kIo, std::move(msg));
+    case EPIPE:
+      return Status(Code::kUnavailable, std::move(msg), true);
+    default:
+      return Status(Code::kIo, std::move(msg));
   }
 }
 

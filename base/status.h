@@ -84,8 +84,8 @@ Status InternalError(std::string message);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}              // NOLINT: implicit on purpose
-  Result(Status status) : v_(std::move(status)) {}       // NOLINT: must not be OK
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit on purpose
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be OK
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
@@ -111,9 +111,9 @@ class [[nodiscard]] Result {
 #define LIFEBOAT_CONCAT_(a, b) LIFEBOAT_CONCAT_INNER_(a, b)
 
 // Return the Status of `expr` from the current function when it is not OK.
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::lifeboat::Status lifeboat_status_ = (expr);      \
+#define RETURN_IF_ERROR(expr)                            \
+  do {                                                   \
+    ::lifeboat::Status lifeboat_status_ = (expr);        \
     if (!lifeboat_status_.ok()) return lifeboat_status_; \
   } while (0)
 

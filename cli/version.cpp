@@ -31,12 +31,9 @@ std::string LibrsyncVersion() {
 
 std::string VersionText(bool json) {
   std::vector<std::pair<std::string, std::string>> rows = {
-      {"lifeboat", LIFEBOAT_VERSION},
-      {"librsync", LibrsyncVersion()},
-      {"libuv", uv_version_string()},
-      {"zstd", ZSTD_versionString()},
-      {"xxhash", XxhashVersion()},
-      {"openssl", OpenSSL_version(OPENSSL_VERSION_STRING)},
+      {"lifeboat", LIFEBOAT_VERSION}, {"librsync", LibrsyncVersion()},
+      {"libuv", uv_version_string()}, {"zstd", ZSTD_versionString()},
+      {"xxhash", XxhashVersion()},    {"openssl", OpenSSL_version(OPENSSL_VERSION_STRING)},
   };
   if (json) {
     nlohmann::ordered_json j;

@@ -66,8 +66,8 @@ Status ValidateSymlinkTarget(std::string_view link_path, std::string_view target
   // Depth of the link's directory below its top-level tree: for
   // "datasets/<uuid>/a/b/link" the tree is "datasets/<uuid>", depth 2 ("a/b").
   std::vector<std::string_view> parts = Split(link_path);
-  size_t tree_depth = (parts.size() >= 2 && (parts[0] == "datasets" || parts[0] == "images"))
-                          ? 2 : 1;
+  size_t tree_depth =
+      (parts.size() >= 2 && (parts[0] == "datasets" || parts[0] == "images")) ? 2 : 1;
   if (parts.size() <= tree_depth) {
     return DataError("symlink " + Quote(link_path) + " is not inside an instance tree");
   }

@@ -1,0 +1,202 @@
+// The Lifeboat configuration: a TOML file parsed into plain, validated structs.
+//
+// LoadConfig/ParseConfig either return a Config in which every field holds a
+// valid value (defaults filled in, paths resolved, the cluster key loaded), or
+// a kConfig Status listing every problem found, one per line, as
+//   <file>:<line>:<col>: <key>: <what was expected>
+// The same problems are available as structured ConfigProblem values.
+// docs/configuration.md lists every key, its type and default.
+//
+// Syntax of values:
+//   durations  one or more <digits><unit> groups, units d, h, m, s, ms, each at
+//              most once and from largest to smallest: "250ms", "90s", "5m",
+//              "2h30m", "7d". No sign, no spaces, no fractions, no bare numbers.
+//   sizes      <digits> bytes, optionally followed by B, or by K, M, G, T
+//              (powers of 1024) optionally followed by B or iB: "0", "512",
+//              "512B", "64K", "10M", "1GiB". Upper-case units only. A TOML
+//              integer is accepted too and means bytes.
+//   addresses  host:port where host is an IPv4 literal, a bracketed IPv6
+//              literal ("[::1]") or a DNS name; port 1..65535.
+//   paths      directories (agent.data_dir, export.root, restore.target) must
+//              be absolute; files under [auth] may be relative and are then
+//              resolved against the directory of the config file.
+//
+// All functions are thread-safe (no shared state). They never create or
+// modify files; they only read the config and the files [auth] names.
+#ifndef LIFEBOAT_CONF_CONFIG_H_
+#define LIFEBOAT_CONF_CONFIG_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/env.h"
+#include "base/log.h"
+#include "base/status.h"
+
+namespace lifeboat::conf {
+
+using Duration = std::chrono::milliseconds;
+
+// A validated "host:port". `host` holds an IPv6 literal without brackets.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+
+  // "10.0.0.1:4650", "[::1]:4650", "headnode1.example.com:4650".
+  std::string ToString() const;
+  bool operator==(const HostPort&) const = default;
+};
+
+struct NodeConfig {
+  std::string uuid;  // required; canonical lower-case 8-4-4-4-12 hex
+  std::string name;  // required; [A-Za-z0-9._-]{1,64}
+};
+
+// Bounds that keep the agent kind to the headnode it runs on.
+struct AgentLimits {
+  uint32_t max_files_in_flight = 32;               // file requests outstanding per pull, 1..4096
+  uint64_t max_memory = 256ull << 20;              // buffers for transfers in flight, >= 1M
+  Duration pull_deadline = std::chrono::hours(1);  // a whole pull, then it is aborted
+  Duration connect_timeout = std::chrono::seconds(10);  // TCP connect + handshake
+  Duration io_timeout = std::chrono::seconds(60);       // no byte moved for this long: abort
+};
+
+struct AgentConfig {
+  HostPort listen{"0.0.0.0", 4650};  // syncproto server for peers
+  HostPort api{"127.0.0.1", 4651};   // control API (HTTP/JSON, /metrics); != listen
+  // Absolute. Created (0700) by its users when missing; conf never touches it.
+  std::string data_dir = "/var/sdcadm/svc-restore-data";
+  Duration interval = std::chrono::minutes(5);  // periodic pull, >= 1s
+  // Each wait between pulls is interval * (1 + u), u uniform in [-jitter, +jitter].
+  // 0 <= jitter <= 0.5.
+  double jitter = 0.1;
+  Duration stale_after = std::chrono::minutes(30);  // > interval
+  uint64_t bwlimit = 0;                             // bytes/s for the whole node, 0 = unlimited
+  AgentLimits limits;                               // [agent.limits]
+  log::Level log_level = log::Level::kInfo;         // "trace".."fatal"
+};
+
+struct AuthConfig {
+  std::string cluster_key_file;  // required; absolute after loading
+  // The key file's content with surrounding whitespace trimmed; >= 32 bytes.
+  // Never logged or printed.
+  std::string cluster_key;
+  // Optional bearer token for the control API: path (absolute after loading,
+  // empty when not set) and its trimmed, non-empty content.
+  std::string api_token_file;
+  std::string api_token;
+  // Optional TLS material for later; absolute after loading, empty when not
+  // set, checked readable when set.
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
+enum class ExportProvider { kDir, kSmartos };
+std::string_view ExportProviderName(ExportProvider p);  // "dir", "smartos"
+
+struct ExportConfig {
+  ExportProvider provider = ExportProvider::kSmartos;
+  std::string root = "/opt/lifeboat/export";  // absolute; used by provider "dir"
+  // Services offered to peers: {"*"} (every core service) or a list of
+  // service names ([a-z0-9_-]+), never empty, "*" never mixed with names.
+  std::vector<std::string> services{"*"};
+};
+
+struct PeerConfig {
+  std::string name;  // [A-Za-z0-9._-]{1,64}; unique; != node.name
+  HostPort address;  // unique; not this node's agent.listen
+};
+
+struct RetentionConfig {
+  uint32_t generations = 3;                         // kept per instance, 1..100
+  Duration removed_grace = std::chrono::hours(24);  // keep data a peer stopped exporting
+};
+
+enum class RestoreBackend { kDir, kSmartos, kExec };
+std::string_view RestoreBackendName(RestoreBackend b);  // "dir", "smartos", "exec"
+
+// Operator hooks of the exec backend: one argv per step, run without a shell
+// (a TOML string value is taken as {"/bin/sh", "-c", value}). The step's JSON
+// goes to stdin. Empty argv = not configured. When backend is "exec",
+// install_image, create_instance and restore_data are required; register_sapi
+// is optional (the step is skipped when empty).
+struct RestoreExecConfig {
+  std::vector<std::string> install_image;
+  std::vector<std::string> create_instance;
+  std::vector<std::string> restore_data;
+  std::vector<std::string> register_sapi;
+};
+
+// RFD 67's restore order; services not listed restore last, by name.
+const std::vector<std::string>& DefaultServiceOrder();
+
+struct RestoreConfig {
+  RestoreBackend backend = RestoreBackend::kDir;
+  std::string target = "/var/lib/lifeboat/restored";       // absolute; used by backend "dir"
+  std::vector<std::string> order = DefaultServiceOrder();  // no duplicates
+  RestoreExecConfig exec;                                  // [restore.exec]
+};
+
+// One problem (or warning) found in a config. line/column are 1-based; 0 when
+// the problem has no place in the file (a missing file, a missing section).
+struct ConfigProblem {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string key;  // dotted: "agent.interval", "peer[1].address"; may be empty
+  std::string message;
+
+  // "<file>:<line>:<col>: <key>: <message>", dropping the parts that are unset.
+  std::string ToString() const;
+  bool operator==(const ConfigProblem&) const = default;
+};
+
+struct Config {
+  NodeConfig node;
+  AgentConfig agent;
+  AuthConfig auth;
+  ExportConfig export_;
+  std::vector<PeerConfig> peers;  // may be empty (a single node; see warnings)
+  RetentionConfig retention;
+  RestoreConfig restore;
+  std::string source_path;  // the file (or source name) this came from
+  // Things that are valid but probably not meant: no peers, an insecure key
+  // file mode, the published example key, a control API on a non-loopback
+  // address without a token. Callers log or print them.
+  std::vector<ConfigProblem> warnings;
+};
+
+// Reads and validates the config at `path` through `env` (Env::Default() when
+// null). On failure returns a kConfig Status listing every problem and, when
+// `problems` is not null, stores them there too (cleared first).
+Result<Config> LoadConfig(const std::string& path, std::vector<ConfigProblem>* problems = nullptr,
+                          Env* env = nullptr);
+
+// The same on text already in memory. `source_name` names the text in
+// problems and is the base for relative [auth] paths (its directory).
+Result<Config> ParseConfig(std::string_view text, std::string source_name,
+                           std::vector<ConfigProblem>* problems = nullptr, Env* env = nullptr);
+
+// Strict value parsers (syntax at the top of this file). Errors are kConfig
+// statuses whose message says what was expected.
+Result<Duration> ParseDuration(std::string_view text);
+Result<uint64_t> ParseSize(std::string_view text);
+Result<HostPort> ParseHostPort(std::string_view text);
+
+// Inverse of ParseDuration: "2h30m", "250ms", "0s".
+std::string FormatDuration(Duration d);
+// Inverse of ParseSize: "10M" when a whole multiple, else plain bytes "1000".
+std::string FormatSize(uint64_t bytes);
+
+// The published key of packaging/cluster.key (an example, not a secret);
+// LoadConfig warns when the cluster key equals it.
+inline constexpr std::string_view kExampleClusterKey =
+    "0000000000000000example-key-do-not-use0000000000000000";
+
+}  // namespace lifeboat::conf
+
+#endif  // LIFEBOAT_CONF_CONFIG_H_

@@ -1,0 +1,167 @@
+#include "base/env.h"
+
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+
+#include "base/fault_env.h"
+#include "tests/unit/base/test_dir.h"
+
+namespace lifeboat {
+namespace {
+
+using testing::TestDir;
+
+std::string Read(Env& env, const std::string& path) {
+  auto r = ReadFileToString(env, path);
+  REQUIRE(r.ok());
+  return *r;
+}
+
+TEST_CASE("WriteFileAtomic replaces the file and leaves no temp behind", "[env]") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  const std::string path = dir / "catalog.json";
+  REQUIRE(WriteFileAtomic(env, path, "old").ok());
+  REQUIRE(WriteFileAtomic(env, path, "new", 0600).ok());
+  CHECK(Read(env, path) == "new");
+  auto st = env.Stat(path);
+  REQUIRE(st.ok());
+  CHECK(st->mode == 0600);
+  auto entries = env.ListDir(dir.path());
+  REQUIRE(entries.ok());
+  CHECK(entries->size() == 1);
+}
+
+TEST_CASE("a failure at any step of an atomic publish keeps the old file intact", "[env]") {
+  TestDir dir;
+  FaultEnv fault(Env::Default());
+  const std::string path = dir / "catalog.json";
+  REQUIRE(WriteFileAtomic(fault, path, "generation 1").ok());
+
+  const EnvOp steps[] = {EnvOp::kOpenWrite, EnvOp::kWrite, EnvOp::kSync, EnvOp::kClose,
+                         EnvOp::kRename};
+  for (EnvOp op : steps) {
+    DYNAMIC_SECTION("failing " << EnvOpName(op)) {
+      fault.FailNth(op, 1, ENOSPC);
+      fault.PartialWrites(true);
+      Status s = WriteFileAtomic(fault, path, "generation 2, much longer than the first");
+      fault.ClearFaults();
+      CHECK_FALSE(s.ok());
+      CHECK(s.message().find("No space left on device") != std::string::npos);
+      CHECK(Read(*Env::Default(), path) == "generation 1");
+      auto entries = Env::Default()->ListDir(dir.path());
+      REQUIRE(entries.ok());
+      CHECK(entries->size() == 1);  // the temp file was removed
+    }
+  }
+}
+
+TEST_CASE("a crash after N mutating calls never exposes a torn file", "[env]") {
+  TestDir dir;
+  const std::string path = dir / "state";
+  REQUIRE(WriteFileAtomic(*Env::Default(), path, "A").ok());
+  // Mutating calls of a publish: create, write, fsync, rename, fsync dir.
+  for (uint64_t n = 0; n <= 5; ++n) {
+    REQUIRE(WriteFileAtomic(*Env::Default(), path, "A").ok());
+    FaultEnv fault(Env::Default());
+    fault.CrashAfter(n);
+    Status s = WriteFileAtomic(fault, path, "BBBB");
+    std::string now = Read(*Env::Default(), path);
+    INFO("crash after " << n << " mutating calls: " << s.ToString());
+    if (n < 4) {
+      CHECK_FALSE(s.ok());
+      CHECK(now == "A");  // crashed before the rename: the old file stands
+    } else {
+      CHECK(now == "BBBB");  // renamed; a failed directory fsync is still reported
+      CHECK(s.ok() == (n == 5));
+    }
+  }
+}
+
+TEST_CASE("FaultEnv counts calls and bytes read", "[env]") {
+  TestDir dir;
+  FaultEnv fault(Env::Default());
+  REQUIRE(WriteStringToFile(fault, dir / "f", std::string(10000, 'z')).ok());
+  fault.ResetCounts();
+  CHECK(Read(fault, dir / "f").size() == 10000);
+  CHECK(fault.Count(EnvOp::kOpenRead) == 1);
+  CHECK(fault.BytesRead() == 10000);
+  CHECK(fault.Count(EnvOp::kWrite) == 0);
+}
+
+TEST_CASE("FaultEnv fails only the Nth call when not sticky", "[env]") {
+  TestDir dir;
+  FaultEnv fault(Env::Default());
+  fault.FailNth(EnvOp::kMakeDir, 2, EIO, /*sticky=*/false);
+  CHECK(fault.MakeDir(dir / "a", 0700).ok());
+  Status second = fault.MakeDir(dir / "b", 0700);
+  CHECK(second.code() == Code::kIo);
+  CHECK(second.message().find("injected fault: mkdir") != std::string::npos);
+  CHECK(fault.MakeDir(dir / "c", 0700).ok());
+}
+
+TEST_CASE("CreateDirs and RemoveTree work on nested trees without following symlinks", "[env]") {
+  TestDir dir;
+  TestDir outside;
+  Env& env = *Env::Default();
+  REQUIRE(WriteStringToFile(env, outside / "keep", "precious").ok());
+  REQUIRE(CreateDirs(env, dir / "a/b/c").ok());
+  REQUIRE(CreateDirs(env, dir / "a/b/c").ok());  // idempotent
+  REQUIRE(WriteStringToFile(env, dir / "a/b/c/f", "x").ok());
+  REQUIRE(env.Symlink(outside.path(), dir / "a/link").ok());
+  REQUIRE(RemoveTree(env, dir / "a").ok());
+  CHECK_FALSE(Exists(env, dir / "a"));
+  CHECK(Read(env, outside / "keep") == "precious");
+  CHECK(RemoveTree(env, dir / "missing").ok());
+}
+
+TEST_CASE("OpenWrite refuses to write through a symlink", "[env]") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  REQUIRE(WriteStringToFile(env, dir / "target", "safe").ok());
+  REQUIRE(env.Symlink("target", dir / "link").ok());
+  CHECK_FALSE(env.OpenWrite(dir / "link", 0644, false).ok());
+  CHECK(Read(env, dir / "target") == "safe");
+}
+
+TEST_CASE("CopyFile copies bytes and mode and refuses to overwrite", "[env]") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  std::string data(3 << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31);
+  REQUIRE(WriteStringToFile(env, dir / "src", data).ok());
+  REQUIRE(env.CopyFile(dir / "src", dir / "dst", 0640).ok());
+  CHECK(Read(env, dir / "dst") == data);
+  CHECK(env.Stat(dir / "dst")->mode == 0640);
+  CHECK_FALSE(env.CopyFile(dir / "src", dir / "dst", 0640).ok());
+}
+
+TEST_CASE("SetMtime sets nanosecond mtimes that Stat reads back", "[env]") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  REQUIRE(WriteStringToFile(env, dir / "f", "x").ok());
+  const int64_t t = 1'700'000'000'123'456'789;
+  REQUIRE(env.SetMtime(dir / "f", t).ok());
+  CHECK(env.Stat(dir / "f")->mtime_ns == t);
+}
+
+TEST_CASE("errors name the path and the errno text", "[env]") {
+  Env& env = *Env::Default();
+  auto r = env.OpenRead("/nonexistent/lifeboat/file");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kNotFound);
+  CHECK(r.status().message() == "open /nonexistent/lifeboat/file: No such file or directory");
+}
+
+TEST_CASE("path helpers", "[env]") {
+  CHECK(JoinPath("a/b", "c") == "a/b/c");
+  CHECK(JoinPath("a/b/", "c") == "a/b/c");
+  CHECK(DirName("a/b/c") == "a/b");
+  CHECK(DirName("c") == ".");
+  CHECK(DirName("/c") == "/");
+  CHECK(BaseName("a/b/c") == "c");
+}
+
+}  // namespace
+}  // namespace lifeboat
