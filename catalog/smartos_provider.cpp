@@ -1,0 +1,327 @@
+// The smartos provider: vmadm, imgadm and zfs, run without a shell.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+
+#include "base/log.h"
+#include "catalog/internal/util.h"
+#include "catalog/provider.h"
+
+namespace lifeboat::catalog {
+namespace {
+
+constexpr size_t kMaxStderr = 16 << 10;
+
+struct Fd {
+  int fd = -1;
+  ~Fd() { Close(); }
+  void Close() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
+std::string CommandLine(const std::vector<std::string>& argv) {
+  std::string out;
+  for (const auto& a : argv) out += (out.empty() ? "" : " ") + a;
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> RunCommand(const std::string& command_dir, const std::vector<std::string>& argv,
+                               uint64_t max_output, int stdout_fd) {
+  if (argv.empty()) return InternalError("RunCommand: empty argv");
+  const std::string cmdline = CommandLine(argv);
+  const std::string program = command_dir.empty() ? argv[0] : JoinPath(command_dir, argv[0]);
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+
+  Fd out_r, out_w, err_r, err_w;
+  int p[2];
+  if (stdout_fd < 0) {
+    if (::pipe2(p, O_CLOEXEC) != 0) return PosixError("pipe", cmdline, errno);
+    out_r.fd = p[0];
+    out_w.fd = p[1];
+  }
+  if (::pipe2(p, O_CLOEXEC) != 0) return PosixError("pipe", cmdline, errno);
+  err_r.fd = p[0];
+  err_w.fd = p[1];
+
+  pid_t pid = ::fork();
+  if (pid < 0) return PosixError("fork", cmdline, errno);
+  if (pid == 0) {
+    // Child: only async-signal-safe calls from here on.
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    ::dup2(stdout_fd >= 0 ? stdout_fd : out_w.fd, 1);
+    ::dup2(err_w.fd, 2);
+    if (command_dir.empty()) {
+      ::execvp(program.c_str(), cargv.data());
+    } else {
+      ::execv(program.c_str(), cargv.data());
+    }
+    const char msg[] = "exec failed\n";
+    ssize_t ignored = ::write(2, msg, sizeof(msg) - 1);
+    (void)ignored;
+    ::_exit(127);
+  }
+  out_w.Close();
+  err_w.Close();
+
+  std::string out, err;
+  bool overflow = false;
+  char buf[65536];
+  while (out_r.fd >= 0 || err_r.fd >= 0) {
+    pollfd fds[2];
+    int n = 0;
+    if (out_r.fd >= 0) fds[n++] = {out_r.fd, POLLIN, 0};
+    if (err_r.fd >= 0) fds[n++] = {err_r.fd, POLLIN, 0};
+    if (::poll(fds, n, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (fds[i].revents == 0) continue;
+      Fd& which = fds[i].fd == out_r.fd ? out_r : err_r;
+      ssize_t got = ::read(which.fd, buf, sizeof(buf));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        which.Close();
+        continue;
+      }
+      if (&which == &out_r) {
+        if (out.size() + static_cast<size_t>(got) > max_output) {
+          overflow = true;
+          ::kill(pid, SIGKILL);
+          out_r.Close();
+        } else {
+          out.append(buf, static_cast<size_t>(got));
+        }
+      } else if (err.size() < kMaxStderr) {
+        err.append(buf, std::min(static_cast<size_t>(got), kMaxStderr - err.size()));
+      }
+    }
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return PosixError("waitpid", cmdline, errno);
+  }
+  while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
+  if (overflow) {
+    return IoError("`" + cmdline + "` printed more than " + std::to_string(max_output) + " bytes");
+  }
+  if (WIFSIGNALED(status)) {
+    return IoError("`" + cmdline + "` killed by signal " + std::to_string(WTERMSIG(status)) +
+                       (err.empty() ? "" : ": " + err),
+                   /*retryable=*/true);
+  }
+  if (WEXITSTATUS(status) != 0) {
+    return IoError("`" + cmdline + "` exited " + std::to_string(WEXITSTATUS(status)) +
+                       (err.empty() ? "" : ": " + err),
+                   /*retryable=*/true);
+  }
+  return out;
+}
+
+namespace {
+
+class SmartosProvider;
+
+class SmartosSnapshot final : public ProviderSnapshot {
+ public:
+  SmartosSnapshot(SmartosProvider& provider, std::string id)
+      : provider_(provider), id_(std::move(id)) {}
+  ~SmartosSnapshot() override;
+
+  const std::vector<InstanceSource>& instances() const override { return instances_; }
+  std::string application_path() const override { return application_; }
+  std::map<std::string, std::string> service_record_paths() const override { return services_; }
+  Result<ImageSource> Image(const std::string& uuid) override;
+  bool stable_devices() const override { return false; }
+
+  SmartosProvider& provider_;
+  std::string id_;
+  std::vector<InstanceSource> instances_;
+  std::string application_;
+  std::map<std::string, std::string> services_;
+  std::vector<std::string> zfs_snapshots_;  // to destroy
+};
+
+class SmartosProvider final : public Provider {
+ public:
+  SmartosProvider(Env& env, SmartosOptions o) : env_(env), o_(std::move(o)) {}
+  const char* name() const override { return "smartos"; }
+
+  Status Init() {
+    if (o_.cache_dir.empty()) return ConfigError("smartos provider: no cache directory");
+    RETURN_IF_ERROR(CreateDirs(env_, JoinPath(o_.cache_dir, "vms"), 0700));
+    return CreateDirs(env_, JoinPath(o_.cache_dir, "images"), 0700);
+  }
+
+  Result<std::string> Run(const std::vector<std::string>& argv, int stdout_fd = -1) {
+    return RunCommand(o_.command_dir, argv, o_.max_command_output, stdout_fd);
+  }
+
+  Result<std::unique_ptr<ProviderSnapshot>> Snapshot(const ServiceFilter& filter) override {
+    static std::atomic<uint64_t> counter{0};
+    auto snap = std::make_unique<SmartosSnapshot>(
+        *this, internal::RandomHex().substr(0, 12) + "-" + std::to_string(counter++));
+    ASSIGN_OR_RETURN(std::string out, Run({"vmadm", "lookup", "-j", "tags.smartdc_type=core"}));
+    ASSIGN_OR_RETURN(nlohmann::json vms, internal::ParseJson(out, "`vmadm lookup -j` output"));
+    if (!vms.is_array()) return DataError("`vmadm lookup -j` did not print a JSON array");
+    for (const nlohmann::json& vm : vms) {
+      const std::string uuid = internal::JsonString(vm, "uuid");
+      if (!internal::IsSafeName(uuid)) {
+        log::Warn("smartos provider: skipping a VM without a valid uuid", {{"uuid", uuid}});
+        continue;
+      }
+      std::string service;
+      if (auto tags = vm.find("tags"); tags != vm.end()) {
+        service = internal::JsonString(*tags, "smartdc_role");
+      }
+      if (!filter.Matches(service)) continue;
+      InstanceSource src;
+      src.uuid = uuid;
+      src.payload_path = JoinPath(o_.cache_dir, "vms/" + uuid + ".json");
+      RETURN_IF_ERROR(PublishIfChanged(src.payload_path, vm.dump(2) + "\n"));
+      if (HasDelegateDataset(vm, uuid)) {
+        const std::string dataset = o_.pool + "/" + uuid + "/data";
+        const std::string snapname = dataset + "@lifeboat-" + snap->id_;
+        RETURN_IF_ERROR(Run({"zfs", "snapshot", snapname}).status());
+        snap->zfs_snapshots_.push_back(snapname);
+        src.dataset_path =
+            JoinPath(o_.zones_root, uuid + "/data/.zfs/snapshot/lifeboat-" + snap->id_);
+      }
+      if (!o_.sapi_dir.empty()) {
+        std::string sapi = JoinPath(o_.sapi_dir, uuid + ".json");
+        if (Exists(env_, sapi)) src.sapi_path = sapi;
+      }
+      snap->instances_.push_back(std::move(src));
+    }
+    if (!o_.sapi_dir.empty()) {
+      std::string app = JoinPath(o_.sapi_dir, "application.json");
+      if (Exists(env_, app)) snap->application_ = app;
+      auto entries = env_.ListDir(JoinPath(o_.sapi_dir, "services"));
+      if (entries.ok()) {
+        for (const DirEntry& e : *entries) {
+          if (e.name.size() > 5 && e.name.ends_with(".json")) {
+            snap->services_[e.name.substr(0, e.name.size() - 5)] =
+                JoinPath(o_.sapi_dir, "services/" + e.name);
+          }
+        }
+      }
+    }
+    return std::unique_ptr<ProviderSnapshot>(std::move(snap));
+  }
+
+  Result<ImageSource> Image(const std::string& uuid) {
+    if (!internal::IsSafeName(uuid)) return DataError("invalid image uuid \"" + uuid + "\"");
+    ImageSource img;
+    img.uuid = uuid;
+    const std::string dir = JoinPath(o_.cache_dir, "images/" + uuid);
+    img.manifest_path = JoinPath(dir, "manifest.json");
+    img.file_path = JoinPath(dir, "file");
+    std::lock_guard<std::mutex> lock(image_mu_);
+    if (!manifests_done_.count(uuid)) {
+      auto out = Run({"imgadm", "get", uuid});
+      if (!out.ok()) return NotFoundError("image " + uuid + ": " + out.status().message());
+      ASSIGN_OR_RETURN(nlohmann::json m, internal::ParseJson(*out, "`imgadm get " + uuid + "`"));
+      // imgadm get prints {"manifest": {...}, "zpool": ..., "source": ...}.
+      const nlohmann::json& manifest = m.contains("manifest") ? m["manifest"] : m;
+      RETURN_IF_ERROR(CreateDirs(env_, dir, 0700));
+      RETURN_IF_ERROR(PublishIfChanged(img.manifest_path, manifest.dump(2) + "\n"));
+      manifests_done_.insert(uuid);
+    }
+    if (!Exists(env_, img.file_path)) {
+      // Images are immutable: the send stream is made once per uuid and kept.
+      const std::string tmp = TempPathFor(img.file_path);
+      ASSIGN_OR_RETURN(auto file, env_.OpenWrite(tmp, 0600, /*exclusive=*/true));
+      Status sent = Run({"zfs", "send", o_.pool + "/" + uuid + "@final"}, file->fd()).status();
+      if (sent.ok()) sent = file->Sync();
+      if (sent.ok()) sent = file->Close();
+      if (sent.ok()) sent = env_.Rename(tmp, img.file_path);
+      if (!sent.ok()) {
+        env_.RemoveFile(tmp).IgnoreError();
+        return sent;
+      }
+      RETURN_IF_ERROR(env_.SyncDir(dir));
+    }
+    return img;
+  }
+
+  void Destroy(const std::string& snapname) {
+    auto st = Run({"zfs", "destroy", snapname});
+    if (!st.ok()) {
+      log::Error("could not destroy a ZFS snapshot taken for a pull",
+                 {{"snapshot", snapname}, {"error", st.status().message()}});
+    }
+  }
+
+ private:
+  bool HasDelegateDataset(const nlohmann::json& vm, const std::string& uuid) const {
+    if (auto d = vm.find("delegate_dataset"); d != vm.end() && d->is_boolean() && d->get<bool>()) {
+      return true;
+    }
+    if (auto ds = vm.find("datasets"); ds != vm.end() && ds->is_array()) {
+      for (const auto& name : *ds) {
+        if (name.is_string() && name.get<std::string>() == o_.pool + "/" + uuid + "/data")
+          return true;
+      }
+    }
+    return false;
+  }
+
+  // Writes `content` to `path` atomically unless it already holds exactly
+  // that (so an unchanged payload keeps its stat and the exporter's cache hits).
+  Status PublishIfChanged(const std::string& path, const std::string& content) {
+    std::lock_guard<std::mutex> lock(publish_mu_);
+    auto it = published_.find(path);
+    if (it != published_.end() && it->second == Xxh3Digest(content)) return Status::Ok();
+    if (it == published_.end()) {
+      auto existing = ReadFileToString(env_, path);
+      if (existing.ok() && *existing == content) {
+        published_[path] = Xxh3Digest(content);
+        return Status::Ok();
+      }
+    }
+    RETURN_IF_ERROR(WriteFileAtomic(env_, path, content, 0600));
+    published_[path] = Xxh3Digest(content);
+    return Status::Ok();
+  }
+
+  Env& env_;
+  SmartosOptions o_;
+  std::mutex publish_mu_;
+  std::unordered_map<std::string, Digest128> published_;
+  std::mutex image_mu_;
+  std::set<std::string> manifests_done_;
+};
+
+SmartosSnapshot::~SmartosSnapshot() {
+  for (const std::string& s : zfs_snapshots_) provider_.Destroy(s);
+}
+
+Result<ImageSource> SmartosSnapshot::Image(const std::string& uuid) {
+  return provider_.Image(uuid);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Provider>> MakeSmartosProvider(Env& env, SmartosOptions options) {
+  auto p = std::make_unique<SmartosProvider>(env, std::move(options));
+  RETURN_IF_ERROR(p->Init());
+  return std::unique_ptr<Provider>(std::move(p));
+}
+
+}  // namespace lifeboat::catalog

@@ -1,0 +1,259 @@
+// Store: the restore data a node holds from its peers, under data_dir
+// (default /var/sdcadm/svc-restore-data). The on-disk format is specified in
+// docs/catalog.md; in short:
+//
+//   catalog.json                         index (format version, peers, instances, images)
+//   instances/<uuid>/<seq>/              one generation of an instance: its export
+//                                        paths (vms/<uuid>.json, sapi/<uuid>.json,
+//                                        datasets/<uuid>/...) + lifeboat-generation.json
+//   instances/<uuid>/current -> <seq>    THE switch: one atomic rename per instance
+//   svc-<service>/vm-<uuid>.json         -> ../instances/<uuid>/current/vms/<uuid>.json
+//   svc-<service>/data/<uuid>            -> ../../instances/<uuid>/current/datasets/<uuid>
+//   svc-<service>/sapi-insts.json        SAPI records of the service's instances (regenerated)
+//   svc-<service>/sapi-svc.json, sapi-app.json   SAPI service / application records
+//   images/<uuid>/{manifest.json,file}   shared immutable image store
+//   orphans/<peer>-<generation>-<time>/  what we held when a peer went backwards
+//   .staging/                            work area of pulls; emptied by Open()
+//
+// A pull: BeginPull -> Plan(answer) -> transfer each of transfers() into
+// StageFile/FinishFile -> Commit (or Abort). Nothing half-written is visible
+// under a final name: a generation is built under .staging/, fsync'd, renamed
+// into instances/<uuid>/<seq> and made current by renaming a new `current`
+// symlink over the old one. catalog.json is written atomically after the
+// switches; Open() reconciles it with the `current` links, so a crash at any
+// point leaves each instance at its old or its new generation, complete.
+//
+// Integrity decision: the store does not trust the transfer. FinishFile
+// re-hashes every staged file (it is hot in the page cache) and refuses it on
+// a size or digest mismatch, so a file whose digest does not match never
+// becomes current, whoever wrote it.
+//
+// Safety: the store never writes through a symlink: staged trees are built
+// only from validated export paths, a manifest in which a path would live
+// under a symlink or a file is refused, files are created with O_NOFOLLOW and
+// every parent directory is checked with lstat before a write.
+//
+// Threads: Store methods are thread-safe. One PullTxn per peer at a time
+// (BeginPull fails with a temporary error otherwise); a PullTxn is driven by
+// one thread, except StageFile/FinishFile/OpenBasis which may be called
+// concurrently for different paths. Commits of different peers are serialized.
+// A read_only Store (CLI) never modifies data_dir and may run beside the agent.
+#ifndef LIFEBOAT_CATALOG_STORE_H_
+#define LIFEBOAT_CATALOG_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/digest.h"
+#include "base/env.h"
+#include "base/status.h"
+#include "syncproto/manifest.h"
+
+namespace lifeboat::catalog {
+
+inline constexpr int kCatalogFormatVersion = 1;
+
+struct StoreOptions {
+  std::string data_dir;                         // required; created 0700 when missing
+  uint32_t generations_kept = 3;                // retention.generations (>= 1)
+  int64_t removed_grace_ms = 24 * 3600 * 1000;  // retention.removed_grace
+  bool read_only = false;                       // CLI: no cleanup, no repair on disk, no pulls
+};
+
+struct PeerState {
+  std::string name;       // the configured peer name
+  std::string node_uuid;  // from its manifests
+  std::string node_name;
+  uint64_t generation = 0;  // export generation we hold in full (0 = nothing yet)
+  std::string boot_id;
+  int64_t last_pull_ms = 0;     // last successful commit (wall ms)
+  int64_t last_attempt_ms = 0;  // last commit or recorded error
+  std::string last_error;       // "" after a success
+};
+
+struct InstanceRecord {
+  std::string uuid;
+  std::string alias;
+  std::string service;
+  std::string peer;
+  std::string image_uuid;
+  uint64_t generation = 0;   // peer export generation this copy was last confirmed at
+  uint64_t seq = 0;          // local generation number: instances/<uuid>/<seq>
+  int64_t pulled_at_ms = 0;  // when it was last confirmed current (wall ms)
+  uint64_t size = 0;         // bytes of regular files in the current generation
+  uint64_t files = 0;        // entries in the current generation
+  bool removed = false;      // the peer stopped exporting it
+  int64_t removed_since_ms = 0;
+};
+
+struct StoredFile {
+  syncproto::FileEntry entry;  // as exported (mode and mtime as the peer had them)
+  std::string local_path;      // absolute path in the store (a symlink for kSymlink)
+};
+
+// One generation of one instance, read from its lifeboat-generation.json.
+struct InstanceGeneration {
+  InstanceRecord record;  // catalog record, with generation/seq of this generation
+  bool current = false;
+  std::string dir;                // absolute: <data_dir>/instances/<uuid>/<seq>
+  std::vector<StoredFile> files;  // sorted by export path
+  std::string vm_payload;         // JSON text of vms/<uuid>.json
+  std::string sapi_record;        // JSON text of sapi/<uuid>.json; "" when none
+};
+
+struct StoredImage {
+  std::string uuid;
+  std::string origin;         // "" for a root image
+  std::string manifest_path;  // absolute
+  std::string file_path;      // absolute
+  uint64_t size = 0;          // of the image file
+  Digest128 file_digest;
+  Digest128 manifest_digest;
+  bool referenced = true;  // used by a held instance's origin chain
+  int64_t unreferenced_since_ms = 0;
+};
+
+struct VerifyProblem {
+  std::string path;  // absolute path of the bad file
+  std::string what;  // "digest mismatch", "size 10 != 12", "missing", ...
+};
+
+struct VerifyReport {
+  uint64_t files_checked = 0;
+  uint64_t bytes_checked = 0;
+  std::vector<VerifyProblem> problems;
+  bool ok() const { return problems.empty(); }
+};
+
+// A file the puller must fetch. `basis_path` is the current copy to compute
+// a delta against (open it with PullTxn::OpenBasis), "" for a whole-file transfer.
+struct Transfer {
+  syncproto::FileEntry entry;
+  std::string basis_path;
+};
+
+struct PlanSummary {
+  uint64_t transfer_files = 0;
+  uint64_t transfer_bytes = 0;   // sizes of the files to fetch (before delta)
+  uint64_t unchanged_files = 0;  // hard-linked from the current generation
+  uint64_t changed_instances = 0;
+  uint64_t removed_instances = 0;  // newly marked removed
+  bool orphaned = false;           // the rollback guard set data aside
+  std::string orphan_dir;
+};
+
+class Store;
+
+class PullTxn {
+ public:
+  ~PullTxn();  // aborts when neither Commit nor Abort was called
+  PullTxn(const PullTxn&) = delete;
+  PullTxn& operator=(const PullTxn&) = delete;
+
+  const std::string& peer() const;
+
+  // Plans the pull of `answer` (which must answer "since peer(held).generation
+  // of boot_id", see Store::Peer). Applies the rollback guard first: when the
+  // peer's generation is lower than the one we hold, or its boot id changed
+  // and its generation is not higher, a hard-linked copy of every current
+  // generation of the peer is kept under orphans/<peer>-<generation>-<time>/
+  // (a log::Warn says so); orphans are never removed automatically. Then
+  // builds the staged generations: directories, symlinks, empty files and
+  // unchanged files (hard links) are put in place at once; the rest is listed
+  // in transfers(). Fails with a data error on an invalid manifest (bad path,
+  // a path under a symlink, an inconsistent delta); then Abort.
+  Result<PlanSummary> Plan(const syncproto::ManifestAnswer& answer);
+
+  // Files to fetch, sorted by path. Valid after Plan.
+  const std::vector<Transfer>& transfers() const;
+
+  // Opens the basis of `t` for reading (signature computation).
+  Result<std::unique_ptr<ReadableFile>> OpenBasis(const Transfer& t);
+
+  // Creates the staged file for transfer path `path` (0600 until finished).
+  Result<std::unique_ptr<WritableFile>> StageFile(const std::string& path);
+
+  // Syncs and closes `file` (from StageFile(path)), re-hashes it and checks
+  // its size and digest against the planned entry, then sets mode and mtime.
+  // On a mismatch the staged file is removed and a data error returned: the
+  // pull cannot commit unless the file is staged again and finishes.
+  Status FinishFile(const std::string& path, std::unique_ptr<WritableFile> file);
+
+  // Publishes the pull. Fails (and leaves the previous state current) when a
+  // transfer did not finish. Order: images, then each changed instance
+  // (generation renamed in, `current` switched, svc-<service> links), SAPI
+  // records, catalog.json, retention. After a failure in the middle, some
+  // instances may be at their new generation (each complete); the peer's
+  // generation in catalog.json stays the old one, so the next pull repeats
+  // what is needed.
+  Status Commit();
+
+  // Drops everything staged. The previous generation stays current.
+  void Abort();
+
+ private:
+  friend class Store;
+  struct State;
+  explicit PullTxn(std::unique_ptr<State> state);
+  std::unique_ptr<State> s_;
+};
+
+class Store {
+ public:
+  // Opens data_dir (creating it 0700 when missing unless read_only), loads
+  // catalog.json, removes .staging/ leftovers and generations newer than the
+  // current one (never when read_only), reconciles catalog.json with the
+  // `current` links and rewrites it when they disagreed.
+  static Result<std::unique_ptr<Store>> Open(Env& env, Clock& clock, StoreOptions options);
+  ~Store();
+
+  const std::string& data_dir() const;
+
+  // Starts a pull from `peer`. `services` restricts it (empty = all): then
+  // instances of other services are left alone and the peer's generation is
+  // not advanced (the next unrestricted pull repeats from the old one).
+  // Fails with a temporary error when a pull from `peer` is in progress.
+  Result<std::unique_ptr<PullTxn>> BeginPull(const std::string& peer,
+                                             std::vector<std::string> services = {});
+
+  // Records a failed pull attempt (shown by status and catalog ls).
+  Status RecordPullError(const std::string& peer, const Status& error);
+
+  // ---- Read API (restore, status, CLI) ----
+  std::vector<PeerState> Peers() const;
+  std::optional<PeerState> Peer(const std::string& name) const;
+  std::vector<InstanceRecord> Instances() const;  // sorted by service, alias, uuid
+  std::vector<std::string> Services() const;      // sorted
+  std::optional<InstanceRecord> FindInstance(const std::string& uuid) const;
+  // Local generation numbers held for `uuid`, oldest first.
+  Result<std::vector<uint64_t>> Generations(const std::string& uuid) const;
+  // The current generation (seq 0) or a retained older one.
+  Result<InstanceGeneration> Instance(const std::string& uuid, uint64_t seq = 0) const;
+  std::vector<StoredImage> Images() const;
+  // `image_uuid` and its ancestors, root first. Fails with kNotFound naming
+  // the first image of the chain the store does not hold.
+  Result<std::vector<StoredImage>> ImageChain(const std::string& image_uuid) const;
+  // Re-hashes every file of every current generation, every image and SAPI
+  // record, and reports each mismatch with its path.
+  Result<VerifyReport> Verify() const;
+
+  // Applies retention now (also done by every Commit): old generations beyond
+  // generations_kept, removed instances past removed_grace, unreferenced
+  // images past removed_grace.
+  Status ApplyRetention();
+
+  class Impl;
+
+ private:
+  friend class PullTxn;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lifeboat::catalog
+
+#endif  // LIFEBOAT_CATALOG_STORE_H_

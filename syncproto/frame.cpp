@@ -1,0 +1,378 @@
+#include "syncproto/frame.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "syncproto/internal/coding.h"
+#include "syncproto/manifest.h"
+
+namespace lifeboat::syncproto {
+
+using internal::PutBytes;
+using internal::PutDigest;
+using internal::PutString;
+using internal::PutU16;
+using internal::PutU32;
+using internal::PutU64;
+using internal::PutU8;
+using internal::PutVarint;
+using internal::Reader;
+
+std::string FrameTypeName(uint8_t type) {
+  switch (static_cast<FrameType>(type)) {
+    case FrameType::kHello:
+      return "HELLO";
+    case FrameType::kAuth:
+      return "AUTH";
+    case FrameType::kError:
+      return "ERROR";
+    case FrameType::kBye:
+      return "BYE";
+    case FrameType::kManifestRequest:
+      return "MANIFEST_REQUEST";
+    case FrameType::kManifestData:
+      return "MANIFEST_DATA";
+    case FrameType::kFileRequest:
+      return "FILE_REQUEST";
+    case FrameType::kFileBasis:
+      return "FILE_BASIS";
+    case FrameType::kSignatureNeeded:
+      return "SIGNATURE_NEEDED";
+    case FrameType::kSignatureData:
+      return "SIGNATURE_DATA";
+    case FrameType::kFileStart:
+      return "FILE_START";
+    case FrameType::kFileData:
+      return "FILE_DATA";
+    case FrameType::kFileEnd:
+      return "FILE_END";
+    case FrameType::kCancel:
+      return "CANCEL";
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  return std::string("0x") + kHex[type >> 4] + kHex[type & 0xf];
+}
+
+bool IsKnownFrameType(uint8_t type) { return FrameTypeName(type).rfind("0x", 0) != 0; }
+
+namespace {
+
+// The flags each frame type may carry.
+uint8_t AllowedFlags(FrameType type) {
+  switch (type) {
+    case FrameType::kManifestData:
+    case FrameType::kFileBasis:
+    case FrameType::kSignatureData:
+      return kFlagEnd;
+    case FrameType::kFileData:
+      return kFlagCompressed;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+void AppendFrame(std::vector<uint8_t>* out, FrameType type, uint8_t flags, uint32_t stream,
+                 std::span<const uint8_t> payload) {
+  if (payload.size() > kMaxFramePayload) std::abort();  // callers split units
+  PutU32(out, static_cast<uint32_t>(payload.size()));
+  PutU8(out, static_cast<uint8_t>(type));
+  PutU8(out, flags);
+  PutU32(out, stream);
+  PutBytes(out, payload);
+}
+
+std::vector<uint8_t> EncodeFrame(const Frame& frame) {
+  std::vector<uint8_t> out;
+  AppendFrame(&out, frame.type, frame.flags, frame.stream, frame.payload);
+  return out;
+}
+
+FrameDecoder::FrameDecoder(uint32_t max_payload)
+    : max_payload_(max_payload > kMaxFramePayload ? kMaxFramePayload : max_payload) {}
+
+void FrameDecoder::Append(std::span<const uint8_t> data) {
+  if (!error_.ok()) return;
+  if (pos_ > 0 && pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  } else if (pos_ > (1u << 20) && pos_ * 2 > buf_.size()) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(pos_));
+    pos_ = 0;
+  }
+  buf_.insert(buf_.end(), data.begin(), data.end());
+}
+
+Result<std::optional<Frame>> FrameDecoder::Next() {
+  if (!error_.ok()) return error_;
+  if (buffered() < kFrameHeaderBytes) return std::optional<Frame>();
+  const uint8_t* h = buf_.data() + pos_;
+  uint32_t len = h[0] | (h[1] << 8) | (h[2] << 16) | (static_cast<uint32_t>(h[3]) << 24);
+  uint8_t type = h[4];
+  uint8_t flags = h[5];
+  uint32_t stream = h[6] | (h[7] << 8) | (h[8] << 16) | (static_cast<uint32_t>(h[9]) << 24);
+  if (len > max_payload_) {
+    error_ = DataError("oversized frame: " + FrameTypeName(type) + " on stream " +
+                       std::to_string(stream) + " declares " + std::to_string(len) +
+                       " payload bytes, limit " + std::to_string(max_payload_));
+    return error_;
+  }
+  if (!IsKnownFrameType(type)) {
+    error_ = DataError("unknown frame type " + FrameTypeName(type) + " on stream " +
+                       std::to_string(stream));
+    return error_;
+  }
+  if (flags & ~AllowedFlags(static_cast<FrameType>(type))) {
+    error_ = DataError("bad flags 0x" + HexEncode(std::span<const uint8_t>(&flags, 1)) + " on " +
+                       FrameTypeName(type) + " frame, stream " + std::to_string(stream));
+    return error_;
+  }
+  if (buffered() < kFrameHeaderBytes + len) return std::optional<Frame>();
+  Frame f;
+  f.type = static_cast<FrameType>(type);
+  f.flags = flags;
+  f.stream = stream;
+  f.payload.assign(h + kFrameHeaderBytes, h + kFrameHeaderBytes + len);
+  pos_ += kFrameHeaderBytes + len;
+  return std::optional<Frame>(std::move(f));
+}
+
+Status FrameDecoder::Finish() const {
+  if (!error_.ok()) return error_;
+  if (buffered() == 0) return Status::Ok();
+  return DataError("truncated frame: connection ended with " + std::to_string(buffered()) +
+                   " bytes of an incomplete frame");
+}
+
+// ---- Payloads ---------------------------------------------------------------
+
+std::string_view ErrorCodeName(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kProtocol:
+      return "PROTOCOL";
+    case ErrorCode::kVersion:
+      return "VERSION";
+    case ErrorCode::kAuthFailed:
+      return "AUTH_FAILED";
+    case ErrorCode::kNotAuthenticated:
+      return "NOT_AUTHENTICATED";
+    case ErrorCode::kNotFound:
+      return "NOT_FOUND";
+    case ErrorCode::kChanged:
+      return "CHANGED";
+    case ErrorCode::kIo:
+      return "IO";
+    case ErrorCode::kLimit:
+      return "LIMIT";
+    case ErrorCode::kCancelled:
+      return "CANCELLED";
+    case ErrorCode::kInternal:
+      return "INTERNAL";
+    case ErrorCode::kBusy:
+      return "BUSY";
+  }
+  return "UNKNOWN";
+}
+
+std::vector<uint8_t> EncodePayload(const HelloMsg& m) {
+  std::vector<uint8_t> out(kHelloMagic.begin(), kHelloMagic.end());
+  out.reserve(64 + m.node_uuid.size() + m.node_name.size());
+  PutU16(&out, m.min_version);
+  PutU16(&out, m.max_version);
+  PutU8(&out, static_cast<uint8_t>(m.role));
+  PutString(&out, m.node_uuid);
+  PutString(&out, m.node_name);
+  PutBytes(&out, m.nonce);
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, HelloMsg* m) {
+  Reader r(in, "HELLO");
+  std::array<uint8_t, 8> magic{};
+  r.Bytes("magic", &magic);
+  if (r.ok() && std::memcmp(magic.data(), kHelloMagic.data(), 8) != 0) {
+    r.Fail("magic", "not a Lifeboat syncproto peer (got " + HexEncode(magic) + ")");
+  }
+  m->min_version = r.U16("min_version");
+  m->max_version = r.U16("max_version");
+  if (r.ok() && (m->min_version == 0 || m->min_version > m->max_version)) {
+    r.Fail("version",
+           "bad range " + std::to_string(m->min_version) + ".." + std::to_string(m->max_version));
+  }
+  uint8_t role = r.U8("role");
+  if (r.ok() && role != 1 && role != 2) r.Fail("role", "unknown role " + std::to_string(role));
+  m->role = static_cast<Role>(role);
+  m->node_uuid = r.String("node_uuid", 64);
+  m->node_name = r.String("node_name", 255);
+  r.Bytes("nonce", &m->nonce);
+  r.ExpectEnd();
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const AuthMsg& m) {
+  return std::vector<uint8_t>(m.proof.begin(), m.proof.end());
+}
+
+Status DecodePayload(std::span<const uint8_t> in, AuthMsg* m) {
+  Reader r(in, "AUTH");
+  r.Bytes("proof", &m->proof);
+  r.ExpectEnd();
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const ErrorMsg& m) {
+  std::vector<uint8_t> out;
+  PutU16(&out, static_cast<uint16_t>(m.code));
+  PutU8(&out, m.retryable ? 1 : 0);
+  PutString(&out, std::string_view(m.message).substr(0, kMaxErrorMessageBytes));
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, ErrorMsg* m) {
+  Reader r(in, "ERROR");
+  uint16_t code = r.U16("code");
+  if (r.ok() && (code < 1 || code > 11))
+    r.Fail("code", "unknown error code " + std::to_string(code));
+  m->code = static_cast<ErrorCode>(code);
+  uint8_t retry = r.U8("retryable");
+  if (r.ok() && retry > 1) r.Fail("retryable", "not 0 or 1");
+  m->retryable = retry == 1;
+  m->message = r.String("message", kMaxErrorMessageBytes);
+  r.ExpectEnd();
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const ManifestRequestMsg& m) {
+  std::vector<uint8_t> out;
+  PutU64(&out, m.since_generation);
+  PutString(&out, m.boot_id);
+  PutVarint(&out, m.services.size());
+  for (const std::string& s : m.services) PutString(&out, s);
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, ManifestRequestMsg* m) {
+  Reader r(in, "MANIFEST_REQUEST");
+  m->since_generation = r.U64("since_generation");
+  m->boot_id = r.String("boot_id", 128);
+  uint64_t n = r.Varint("service_count");
+  if (r.ok() && (n > kMaxServicesPerRequest || n > r.remaining())) {
+    r.Fail("service_count", std::to_string(n) + " services is over the limit or the payload");
+  }
+  m->services.clear();
+  for (uint64_t i = 0; r.ok() && i < n; ++i) {
+    m->services.push_back(r.String("service", 255));
+    if (r.ok() && m->services.back().empty()) r.Fail("service", "empty service name");
+  }
+  r.ExpectEnd();
+  return r.status();
+}
+
+uint64_t CoarseBlockCount(uint64_t basis_size, uint32_t block_size) {
+  if (block_size == 0) return 0;
+  return basis_size / block_size + (basis_size % block_size ? 1 : 0);
+}
+
+std::vector<uint8_t> EncodePayload(const FileRequestMsg& m) {
+  std::vector<uint8_t> out;
+  PutString(&out, m.path);
+  PutU64(&out, m.expected_size);
+  PutDigest(&out, m.expected_digest);
+  PutU8(&out, m.has_basis ? 1 : 0);
+  if (m.has_basis) {
+    PutU64(&out, m.basis_size);
+    PutU32(&out, m.block_size);
+    PutU32(&out, m.block_count);
+  }
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, FileRequestMsg* m) {
+  Reader r(in, "FILE_REQUEST");
+  m->path = r.String("path", kMaxPathBytes);
+  if (r.ok()) {
+    Status s = ValidateExportPath(m->path);
+    if (!s.ok()) r.Fail("path", s.message());
+  }
+  m->expected_size = r.U64("expected_size");
+  m->expected_digest = r.Digest("expected_digest");
+  uint8_t flags = r.U8("flags");
+  if (r.ok() && flags > 1) r.Fail("flags", "unknown flag bits");
+  m->has_basis = flags == 1;
+  m->basis_size = m->block_size = m->block_count = 0;
+  if (m->has_basis) {
+    m->basis_size = r.U64("basis_size");
+    m->block_size = r.U32("block_size");
+    m->block_count = r.U32("block_count");
+    if (r.ok()) {
+      uint32_t bs = m->block_size;
+      if (bs < 4096 || bs > (16u << 20) || (bs & (bs - 1)) != 0) {
+        r.Fail("block_size", std::to_string(bs) + " is not a power of two in 4 KiB..16 MiB");
+      } else if (m->block_count != CoarseBlockCount(m->basis_size, bs)) {
+        r.Fail("block_count", std::to_string(m->block_count) + " does not match basis_size " +
+                                  std::to_string(m->basis_size));
+      } else if (m->block_count > kMaxCoarseBlocks) {
+        r.Fail("block_count", std::to_string(m->block_count) + " exceeds the limit");
+      }
+    }
+  }
+  r.ExpectEnd();
+  if (!r.ok() && !m->path.empty()) {
+    return r.status().WithContext("path \"" + m->path.substr(0, 256) + "\"");
+  }
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const FileStartMsg& m) {
+  std::vector<uint8_t> out;
+  PutU8(&out, static_cast<uint8_t>(m.method));
+  PutU64(&out, m.size);
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, FileStartMsg* m) {
+  Reader r(in, "FILE_START");
+  uint8_t method = r.U8("method");
+  if (r.ok() && method != 1 && method != 2)
+    r.Fail("method", "unknown method " + std::to_string(method));
+  m->method = static_cast<TransferMethod>(method);
+  m->size = r.U64("size");
+  r.ExpectEnd();
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const FileEndMsg& m) {
+  std::vector<uint8_t> out;
+  PutU64(&out, m.size);
+  PutDigest(&out, m.digest);
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, FileEndMsg* m) {
+  Reader r(in, "FILE_END");
+  m->size = r.U64("size");
+  m->digest = r.Digest("digest");
+  r.ExpectEnd();
+  return r.status();
+}
+
+Status StatusFromError(const ErrorMsg& m, std::string_view context) {
+  std::string msg = std::string(context) + ": peer error " + std::string(ErrorCodeName(m.code)) +
+                    ": " + m.message;
+  switch (m.code) {
+    case ErrorCode::kAuthFailed:
+    case ErrorCode::kNotAuthenticated:
+      return PermissionError(msg);
+    case ErrorCode::kNotFound:
+      return NotFoundError(msg);
+    case ErrorCode::kCancelled:
+      return TemporaryError(msg);
+    default:
+      break;
+  }
+  if (m.retryable) return TemporaryError(msg);
+  return DataError(msg);
+}
+
+}  // namespace lifeboat::syncproto

@@ -1,0 +1,252 @@
+#include "syncproto/manifest_codec.h"
+
+#include <zstd.h>
+
+#include "syncproto/internal/coding.h"
+
+namespace lifeboat::syncproto {
+
+using internal::PutDigest;
+using internal::PutString;
+using internal::PutU64;
+using internal::PutU8;
+using internal::PutVarint;
+using internal::Reader;
+
+namespace {
+
+// Minimal encoded sizes, to bound counts by the bytes left.
+constexpr size_t kMinInstanceBytes = 4;
+constexpr size_t kMinImageBytes = 2;
+constexpr size_t kMinFileBytes = 1 + 1 + 1 + 1 + 8 + 16 + 1;
+constexpr size_t kMinRemovedBytes = 1;
+
+uint64_t Count(Reader& r, const char* field, size_t min_entry) {
+  uint64_t n = r.Varint(field);
+  if (r.ok() && n > r.remaining() / min_entry) {
+    r.Fail(field, std::to_string(n) + " entries cannot fit in the " +
+                      std::to_string(r.remaining()) + " bytes left");
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::vector<uint8_t> EncodeManifestAnswer(const ManifestAnswer& a) {
+  const Manifest& m = a.manifest;
+  std::vector<uint8_t> out;
+  PutU8(&out, static_cast<uint8_t>(a.kind));
+  PutU64(&out, m.generation);
+  PutString(&out, m.boot_id);
+  PutString(&out, m.node_uuid);
+  PutString(&out, m.node_name);
+  PutU64(&out, a.kind == ManifestAnswer::Kind::kDelta ? a.since_generation : 0);
+  PutVarint(&out, m.instances.size());
+  for (const InstanceInfo& i : m.instances) {
+    PutString(&out, i.uuid);
+    PutString(&out, i.alias);
+    PutString(&out, i.service);
+    PutString(&out, i.image_uuid);
+  }
+  PutVarint(&out, m.images.size());
+  for (const ImageInfo& i : m.images) {
+    PutString(&out, i.uuid);
+    PutString(&out, i.origin);
+  }
+  PutVarint(&out, m.files.size());
+  for (const FileEntry& f : m.files) {
+    PutString(&out, f.path);
+    PutU8(&out, static_cast<uint8_t>(f.kind));
+    PutVarint(&out, f.size);
+    PutVarint(&out, f.mode);
+    PutU64(&out, static_cast<uint64_t>(f.mtime_ns));
+    PutDigest(&out, f.digest);
+    PutString(&out, f.target);
+  }
+  PutVarint(&out, a.removed.size());
+  for (const std::string& p : a.removed) PutString(&out, p);
+  return out;
+}
+
+Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
+  Reader r(in, "manifest");
+  ManifestAnswer a;
+  Manifest& m = a.manifest;
+  uint8_t kind = r.U8("kind");
+  if (r.ok() && (kind < 1 || kind > 3))
+    r.Fail("kind", "unknown answer kind " + std::to_string(kind));
+  a.kind = static_cast<ManifestAnswer::Kind>(kind);
+  m.generation = r.U64("generation");
+  m.boot_id = r.String("boot_id", 128);
+  m.node_uuid = r.String("node_uuid", 64);
+  m.node_name = r.String("node_name", 255);
+  a.since_generation = r.U64("since_generation");
+  uint64_t n = Count(r, "instance_count", kMinInstanceBytes);
+  for (uint64_t i = 0; r.ok() && i < n; ++i) {
+    InstanceInfo inst;
+    inst.uuid = r.String("instance uuid", 64);
+    inst.alias = r.String("instance alias", 255);
+    inst.service = r.String("instance service", 255);
+    inst.image_uuid = r.String("instance image_uuid", 64);
+    if (r.ok() && inst.uuid.empty()) r.Fail("instance " + std::to_string(i), "empty uuid");
+    if (r.ok() && !m.instances.empty() && !(m.instances.back().uuid < inst.uuid)) {
+      r.Fail("instance " + inst.uuid, "instances not sorted by uuid or duplicated");
+    }
+    m.instances.push_back(std::move(inst));
+  }
+  n = Count(r, "image_count", kMinImageBytes);
+  for (uint64_t i = 0; r.ok() && i < n; ++i) {
+    ImageInfo img;
+    img.uuid = r.String("image uuid", 64);
+    img.origin = r.String("image origin", 64);
+    if (r.ok() && img.uuid.empty()) r.Fail("image " + std::to_string(i), "empty uuid");
+    if (r.ok() && !m.images.empty() && !(m.images.back().uuid < img.uuid)) {
+      r.Fail("image " + img.uuid, "images not sorted by uuid or duplicated");
+    }
+    m.images.push_back(std::move(img));
+  }
+  n = Count(r, "file_count", kMinFileBytes);
+  for (uint64_t i = 0; r.ok() && i < n; ++i) {
+    FileEntry f;
+    f.path = r.String("file path", kMaxPathBytes);
+    if (r.ok()) {
+      Status s = ValidateExportPath(f.path);
+      if (!s.ok()) r.Fail("file " + std::to_string(i), s.message());
+    }
+    uint8_t k = r.U8("file kind");
+    if (r.ok() && (k < 1 || k > 3)) r.Fail("file " + f.path, "unknown kind " + std::to_string(k));
+    f.kind = static_cast<EntryKind>(k);
+    f.size = r.Varint("file size");
+    uint64_t mode = r.Varint("file mode");
+    if (r.ok() && mode > 07777)
+      r.Fail("file " + f.path, "mode " + std::to_string(mode) + " > 07777");
+    f.mode = static_cast<uint32_t>(mode);
+    f.mtime_ns = r.I64("file mtime_ns");
+    f.digest = r.Digest("file digest");
+    f.target = r.String("file target", kMaxPathBytes);
+    if (r.ok()) {
+      if (f.kind != EntryKind::kFile && f.size != 0)
+        r.Fail("file " + f.path, "non-file with a size");
+      if (f.kind == EntryKind::kSymlink) {
+        Status s = ValidateSymlinkTarget(f.path, f.target);
+        if (!s.ok()) r.Fail("file " + f.path, s.message());
+      } else if (!f.target.empty()) {
+        r.Fail("file " + f.path, "target on a non-symlink");
+      }
+    }
+    if (r.ok() && !m.files.empty() && !(m.files.back().path < f.path)) {
+      r.Fail("file " + f.path, "files not sorted by path or duplicated");
+    }
+    m.files.push_back(std::move(f));
+  }
+  n = Count(r, "removed_count", kMinRemovedBytes);
+  for (uint64_t i = 0; r.ok() && i < n; ++i) {
+    std::string p = r.String("removed path", kMaxPathBytes);
+    if (r.ok()) {
+      Status s = ValidateExportPath(p);
+      if (!s.ok()) r.Fail("removed " + std::to_string(i), s.message());
+    }
+    a.removed.push_back(std::move(p));
+  }
+  if (r.ok() && a.kind != ManifestAnswer::Kind::kDelta &&
+      (!a.removed.empty() || a.since_generation != 0)) {
+    r.Fail("removed", "only a DELTA answer has removed paths or since_generation");
+  }
+  if (r.ok() && a.kind == ManifestAnswer::Kind::kUnchanged &&
+      (!m.files.empty() || !m.instances.empty() || !m.images.empty())) {
+    r.Fail("kind", "an UNCHANGED answer carries entries");
+  }
+  r.ExpectEnd();
+  if (!r.ok()) return r.status();
+  return a;
+}
+
+Result<std::vector<uint8_t>> CompressManifest(std::span<const uint8_t> encoded) {
+  std::vector<uint8_t> out(ZSTD_compressBound(encoded.size()));
+  size_t n = ZSTD_compress(out.data(), out.size(), encoded.data(), encoded.size(), 3);
+  if (ZSTD_isError(n)) {
+    return InternalError(std::string("zstd compress of manifest: ") + ZSTD_getErrorName(n));
+  }
+  out.resize(n);
+  return out;
+}
+
+struct ManifestDecompressor::Rep {
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  size_t max_bytes;
+  std::vector<uint8_t> out;
+  size_t last_ret = 1;  // 0 once a zstd frame is complete
+  Status error;
+  ~Rep() { ZSTD_freeDCtx(dctx); }
+};
+
+ManifestDecompressor::ManifestDecompressor(size_t max_bytes) : rep_(std::make_unique<Rep>()) {
+  rep_->max_bytes = max_bytes;
+}
+ManifestDecompressor::~ManifestDecompressor() = default;
+
+Status ManifestDecompressor::Feed(std::span<const uint8_t> compressed) {
+  Rep& r = *rep_;
+  if (!r.error.ok()) return r.error;
+  ZSTD_inBuffer in{compressed.data(), compressed.size(), 0};
+  while (in.pos < in.size) {
+    if (r.last_ret == 0) {
+      return r.error = DataError("bad zstd in manifest: data after the end of the stream");
+    }
+    size_t old = r.out.size();
+    size_t room = std::min<size_t>(1u << 20, r.max_bytes + 1 - old);
+    if (room == 0) {
+      return r.error = DataError("manifest exceeds " + std::to_string(r.max_bytes) +
+                                 " bytes decompressed");
+    }
+    r.out.resize(old + room);
+    ZSTD_outBuffer ob{r.out.data() + old, room, 0};
+    size_t ret = ZSTD_decompressStream(r.dctx, &ob, &in);
+    r.out.resize(old + ob.pos);
+    if (ZSTD_isError(ret)) {
+      return r.error = DataError(std::string("bad zstd in manifest: ") + ZSTD_getErrorName(ret));
+    }
+    if (r.out.size() > r.max_bytes) {
+      return r.error = DataError("manifest exceeds " + std::to_string(r.max_bytes) +
+                                 " bytes decompressed");
+    }
+    r.last_ret = ret;
+  }
+  // Drain output the decoder still holds (input consumed, output pending).
+  while (r.last_ret != 0) {
+    size_t old = r.out.size();
+    size_t room = std::min<size_t>(1u << 20, r.max_bytes + 1 - old);
+    if (room == 0) {
+      return r.error = DataError("manifest exceeds " + std::to_string(r.max_bytes) +
+                                 " bytes decompressed");
+    }
+    r.out.resize(old + room);
+    ZSTD_outBuffer ob{r.out.data() + old, room, 0};
+    ZSTD_inBuffer empty{nullptr, 0, 0};
+    size_t ret = ZSTD_decompressStream(r.dctx, &ob, &empty);
+    r.out.resize(old + ob.pos);
+    if (ZSTD_isError(ret)) {
+      return r.error = DataError(std::string("bad zstd in manifest: ") + ZSTD_getErrorName(ret));
+    }
+    if (r.out.size() > r.max_bytes) {
+      return r.error = DataError("manifest exceeds " + std::to_string(r.max_bytes) +
+                                 " bytes decompressed");
+    }
+    r.last_ret = ret;
+    if (ob.pos < room) break;  // no more output without more input
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> ManifestDecompressor::End() {
+  Rep& r = *rep_;
+  if (!r.error.ok()) return r.error;
+  if (r.last_ret != 0) {
+    r.error = DataError("bad zstd in manifest: stream truncated");
+    return r.error;
+  }
+  return std::move(r.out);
+}
+
+}  // namespace lifeboat::syncproto

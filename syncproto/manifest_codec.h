@@ -1,0 +1,49 @@
+// The manifest answer codec (docs/syncproto.md section 5) and its zstd
+// framing for MANIFEST_DATA. Pure functions over byte spans; thread-compatible.
+#ifndef LIFEBOAT_SYNCPROTO_MANIFEST_CODEC_H_
+#define LIFEBOAT_SYNCPROTO_MANIFEST_CODEC_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/status.h"
+#include "syncproto/manifest.h"
+
+namespace lifeboat::syncproto {
+
+// Serializes an answer (uncompressed). The answer must be valid (sorted,
+// valid paths); the encoder does not check.
+std::vector<uint8_t> EncodeManifestAnswer(const ManifestAnswer& answer);
+
+// Parses and validates an uncompressed answer: every length, count, enum,
+// path (ValidateExportPath), symlink target (ValidateSymlinkTarget), mode,
+// sort order and uniqueness. Errors are kData and name the entry index/path.
+Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in);
+
+// zstd-compresses an encoded answer (level 3) into the MANIFEST_DATA stream.
+Result<std::vector<uint8_t>> CompressManifest(std::span<const uint8_t> encoded);
+
+// Streaming decompressor for MANIFEST_DATA payloads with an output cap.
+// Not thread-safe. A failure (bad zstd, over the cap, stream not finished at
+// End) is kData and leaves the object unusable.
+class ManifestDecompressor {
+ public:
+  explicit ManifestDecompressor(size_t max_bytes = 256u << 20);
+  ~ManifestDecompressor();
+  ManifestDecompressor(const ManifestDecompressor&) = delete;
+  ManifestDecompressor& operator=(const ManifestDecompressor&) = delete;
+
+  Status Feed(std::span<const uint8_t> compressed);
+  // Checks the zstd stream ended exactly and returns the decompressed bytes.
+  Result<std::vector<uint8_t>> End();
+
+ private:
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace lifeboat::syncproto
+
+#endif  // LIFEBOAT_SYNCPROTO_MANIFEST_CODEC_H_

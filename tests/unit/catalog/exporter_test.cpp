@@ -1,0 +1,429 @@
+#include "catalog/exporter.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include "base/fault_env.h"
+#include "tests/unit/catalog/test_util.h"
+
+namespace lifeboat::catalog {
+namespace {
+
+using syncproto::EntryKind;
+using syncproto::FileEntry;
+using syncproto::ManifestAnswer;
+using testing::DirExport;
+using testing::TempDir;
+using testing::Write;
+
+struct Fixture {
+  TempDir tmp;
+  DirExport exp{tmp / "export"};
+  FaultEnv env{Env::Default()};
+  ManualClock clock;
+  std::unique_ptr<Provider> provider = MakeDirProvider(env, exp.root);
+
+  ExporterOptions Options(std::vector<std::string> services = {}) {
+    ExporterOptions o;
+    o.provider = provider.get();
+    o.services = std::move(services);
+    o.state_dir = tmp / "state";
+    o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+    o.node_name = "headnode0";
+    o.racy_window_ms = 0;  // files are written right before each scan here
+    return o;
+  }
+  std::unique_ptr<Exporter> Open(ExporterOptions o) {
+    auto e = Exporter::Open(env, clock, std::move(o));
+    REQUIRE(e.ok());
+    return std::move(*e);
+  }
+};
+
+std::map<std::string, FileEntry> ByPath(const std::vector<FileEntry>& files) {
+  std::map<std::string, FileEntry> out;
+  for (const auto& f : files) out[f.path] = f;
+  return out;
+}
+
+ManifestAnswer Since(Exporter& e, uint64_t g, const std::string& boot,
+                     std::vector<std::string> services = {}) {
+  auto view = e.OpenView();
+  REQUIRE(view.ok());
+  auto a = (*view)->ManifestSince(g, boot, services);
+  REQUIRE(a.ok());
+  return *a;
+}
+
+TEST_CASE("scanner exports a realistic dir export") {
+  Fixture f;
+  auto e = f.Open(f.Options());
+  auto stats = e->Rescan();
+  REQUIRE(stats.ok());
+  auto m = e->current();
+  REQUIRE(m);
+  CHECK(m->generation == 1);
+  CHECK(m->boot_id.size() == 32);
+  CHECK(m->node_name == "headnode0");
+
+  REQUIRE(m->instances.size() == 3);
+  CHECK(m->instances[0].uuid == f.exp.imgapi);
+  CHECK(m->instances[0].alias == "imgapi0");
+  CHECK(m->instances[0].service == "imgapi");
+  CHECK(m->instances[0].image_uuid == f.exp.img_imgapi);
+  CHECK(m->instances[2].service == "ufds");
+
+  REQUIRE(m->images.size() == 5);
+  std::map<std::string, std::string> origin;
+  for (const auto& i : m->images) origin[i.uuid] = i.origin;
+  CHECK(origin[f.exp.img_imgapi] == f.exp.img_base);
+  CHECK(origin[f.exp.img_base] == f.exp.img_root);
+  CHECK(origin[f.exp.img_root] == "");
+
+  CHECK(std::is_sorted(m->files.begin(), m->files.end(),
+                       [](const FileEntry& a, const FileEntry& b) { return a.path < b.path; }));
+  auto files = ByPath(m->files);
+  const std::string d = "datasets/" + f.exp.imgapi;
+  CHECK(files.count("vms/" + f.exp.imgapi + ".json"));
+  CHECK(files.count("sapi/" + f.exp.sapi + ".json"));
+  CHECK(files.count("sapi/application.json"));
+  CHECK(files.count("sapi/services/imgapi.json"));
+  CHECK(files.count("images/" + f.exp.img_root + "/file"));
+  CHECK(files.count("images/" + f.exp.img_root + "/manifest.json"));
+  CHECK(files[d].kind == EntryKind::kDir);
+  CHECK(files[d + "/images/ab/cd"].kind == EntryKind::kDir);
+  CHECK(files[d + "/images/ab/cd/file0"].size == 100000);
+  CHECK(files[d + "/images/ab/cd/file0"].digest == Xxh3Digest(std::string(100000, 'x')));
+  CHECK(files[d + "/empty"].kind == EntryKind::kFile);
+  CHECK(files[d + "/empty"].size == 0);
+  CHECK(files[d + "/empty"].digest == Xxh3Digest(std::string()));
+  CHECK(files[d + "/latest"].kind == EntryKind::kSymlink);
+  CHECK(files[d + "/latest"].target == "images/ab/cd/file0");
+  CHECK(files[d + "/logs/config"].target == "../etc/imgapi.config.json");
+  CHECK(files.count("datasets/" + f.exp.sapi + "/sapi/nested/deeper/deepest/leaf.txt"));
+  // Skipped, with a logged reason: dangling, escaping symlinks, a socket.
+  CHECK(files.count(d + "/dangling") == 0);
+  CHECK(files.count(d + "/logs/escape") == 0);
+  CHECK(files.count(d + "/logs/agent.sock") == 0);
+  CHECK(stats->skipped >= 2);
+  for (const auto& entry : m->files) CHECK(syncproto::ValidateExportPath(entry.path).ok());
+}
+
+TEST_CASE("generation bumps exactly when the export changes, and survives restarts") {
+  Fixture f;
+  std::string boot;
+  {
+    auto e = f.Open(f.Options());
+    REQUIRE(e->Rescan().ok());
+    CHECK(e->generation() == 1);
+    boot = e->boot_id();
+    REQUIRE(e->Rescan().ok());
+    CHECK(e->generation() == 1);
+    CHECK_FALSE(e->last_scan().changed);
+
+    Write(f.exp.root + "/datasets/" + f.exp.ufds + "/ldap/data.mdb", std::string(4096, '\2'));
+    REQUIRE(e->Rescan().ok());
+    CHECK(e->generation() == 2);
+    CHECK(e->last_scan().changed);
+    REQUIRE(e->Rescan().ok());
+    CHECK(e->generation() == 2);
+
+    REQUIRE(::unlink((f.exp.root + "/datasets/" + f.exp.sapi + "/sapi/db.json").c_str()) == 0);
+    REQUIRE(e->Rescan().ok());
+    CHECK(e->generation() == 3);
+    Write(f.exp.root + "/datasets/" + f.exp.sapi + "/new.txt", "new");
+    REQUIRE(e->Rescan().ok());
+    CHECK(e->generation() == 4);
+  }
+  // A restart keeps generation and boot id; nothing changed, so no bump.
+  auto e = f.Open(f.Options());
+  REQUIRE(e->Rescan().ok());
+  CHECK(e->generation() == 4);
+  CHECK(e->boot_id() == boot);
+  CHECK_FALSE(e->last_scan().changed);
+  // A change after the restart continues from there, never backwards.
+  Write(f.exp.root + "/datasets/" + f.exp.sapi + "/new.txt", "newer");
+  REQUIRE(e->Rescan().ok());
+  CHECK(e->generation() == 5);
+}
+
+TEST_CASE("a stat cache hit reads nothing, also after a restart") {
+  Fixture f;
+  {
+    auto e = f.Open(f.Options());
+    auto first = e->Rescan();
+    REQUIRE(first.ok());
+    CHECK(first->hashed_files > 10);
+    CHECK(f.env.BytesRead() > 100000);
+    f.env.ResetCounts();
+    auto second = e->Rescan();
+    REQUIRE(second.ok());
+    CHECK(second->hashed_files == 0);
+    CHECK(f.env.Count(EnvOp::kRead) == 0);
+    CHECK(f.env.Count(EnvOp::kOpenRead) == 0);
+    CHECK(f.env.BytesRead() == 0);
+  }
+  f.env.ResetCounts();
+  auto e = f.Open(f.Options());  // loads the persisted cache (one read of the state file)
+  const uint64_t state_reads = f.env.Count(EnvOp::kOpenRead);
+  CHECK(state_reads == 1);
+  REQUIRE(e->Rescan().ok());
+  CHECK(f.env.Count(EnvOp::kOpenRead) == state_reads);
+
+  // One changed file: exactly that file is read.
+  Write(f.exp.root + "/datasets/" + f.exp.ufds + "/ldap/data.mdb", std::string(5000, '\3'));
+  f.env.ResetCounts();
+  auto s = e->Rescan();
+  REQUIRE(s.ok());
+  CHECK(s->hashed_files == 1);
+  CHECK(f.env.BytesRead() == 5000);
+}
+
+TEST_CASE("a file changed within the racy window is hashed again on the next scan") {
+  Fixture f;
+  auto o = f.Options();
+  o.racy_window_ms = 3'600'000;  // everything just written is "racy"
+  auto e = f.Open(o);
+  REQUIRE(e->Rescan().ok());
+  f.env.ResetCounts();
+  auto s = e->Rescan();
+  REQUIRE(s.ok());
+  CHECK(s->hashed_files > 10);
+  CHECK_FALSE(s->changed);  // same content: re-read, but no new generation
+}
+
+TEST_CASE("ManifestSince answers unchanged, delta or full") {
+  Fixture f;
+  auto e = f.Open(f.Options());
+  REQUIRE(e->Rescan().ok());
+  const std::string boot = e->boot_id();
+  const uint64_t g1 = e->generation();
+
+  auto full = Since(*e, 0, "");
+  CHECK(full.kind == ManifestAnswer::Kind::kFull);
+  CHECK(full.manifest.files.size() == e->current()->files.size());
+
+  auto same = Since(*e, g1, boot);
+  CHECK(same.kind == ManifestAnswer::Kind::kUnchanged);
+  CHECK(same.manifest.files.empty());
+  CHECK(same.manifest.generation == g1);
+
+  const std::string ds = "datasets/" + f.exp.sapi;
+  Write(f.exp.root + "/" + ds + "/sapi/db.json", R"({"instances": [1]})");
+  REQUIRE(::unlink((f.exp.root + "/" + ds + "/sapi/nested/deeper/deepest/leaf.txt").c_str()) == 0);
+  Write(f.exp.root + "/" + ds + "/added.txt", "added");
+
+  auto delta = Since(*e, g1, boot);
+  REQUIRE(delta.kind == ManifestAnswer::Kind::kDelta);
+  CHECK(delta.since_generation == g1);
+  CHECK(delta.manifest.generation == g1 + 1);
+  CHECK(delta.manifest.instances.size() == 3);  // instances and images always in full
+  CHECK(delta.manifest.images.size() == 5);
+  std::vector<std::string> paths;
+  for (const auto& fe : delta.manifest.files) paths.push_back(fe.path);
+  // The changed file, the added one, and the directories whose mtime moved.
+  CHECK(std::count(paths.begin(), paths.end(), ds + "/sapi/db.json") == 1);
+  CHECK(std::count(paths.begin(), paths.end(), ds + "/added.txt") == 1);
+  for (const auto& p : paths) CHECK(p.rfind(ds, 0) == 0);  // nothing of other instances
+  CHECK(delta.removed == std::vector<std::string>{ds + "/sapi/nested/deeper/deepest/leaf.txt"});
+
+  CHECK(Since(*e, g1, "another-boot").kind == ManifestAnswer::Kind::kFull);
+  CHECK(Since(*e, g1 + 5, boot).kind == ManifestAnswer::Kind::kFull);
+
+  // Restricted to one service: only its instance, its image chain, sapi records.
+  auto only = Since(*e, 0, "", {"imgapi"});
+  REQUIRE(only.manifest.instances.size() == 1);
+  CHECK(only.manifest.images.size() == 3);
+  for (const auto& fe : only.manifest.files) {
+    std::string inst = syncproto::InstanceOfPath(fe.path);
+    CHECK((inst.empty() || inst == f.exp.imgapi));
+  }
+}
+
+TEST_CASE("a generation older than the journal gets the full manifest") {
+  Fixture f;
+  auto o = f.Options();
+  o.journal_generations = 2;
+  auto e = f.Open(o);
+  REQUIRE(e->Rescan().ok());
+  const uint64_t g1 = e->generation();
+  for (int i = 0; i < 3; ++i) {
+    Write(f.exp.root + "/datasets/" + f.exp.ufds + "/ldap/n", std::to_string(i));
+    REQUIRE(e->Rescan().ok());
+  }
+  CHECK(e->generation() == g1 + 3);
+  CHECK(Since(*e, g1, e->boot_id()).kind == ManifestAnswer::Kind::kFull);
+  CHECK(Since(*e, g1 + 1, e->boot_id()).kind == ManifestAnswer::Kind::kDelta);
+}
+
+TEST_CASE("export.services limits the export to those services and their images") {
+  Fixture f;
+  auto e = f.Open(f.Options({"sapi", "ufds"}));
+  REQUIRE(e->Rescan().ok());
+  auto m = e->current();
+  REQUIRE(m->instances.size() == 2);
+  CHECK(m->images.size() == 4);  // sapi -> base -> root, ufds -> root
+  for (const auto& fe : m->files) {
+    CHECK(fe.path.find(f.exp.imgapi) == std::string::npos);
+    CHECK(fe.path != "sapi/services/imgapi.json");
+  }
+  // The filtered-out payload is cached: a rescan still reads nothing.
+  f.env.ResetCounts();
+  REQUIRE(e->Rescan().ok());
+  CHECK(f.env.Count(EnvOp::kRead) == 0);
+}
+
+TEST_CASE("a view serves files by export path and refuses a file changed since the scan") {
+  Fixture f;
+  auto e = f.Open(f.Options());
+  auto view = e->OpenView();
+  REQUIRE(view.ok());
+  const std::string path = "datasets/" + f.exp.imgapi + "/images/ab/cd/file0";
+  FileEntry entry;
+  auto file = (*view)->OpenFile(path, &entry);
+  REQUIRE(file.ok());
+  CHECK(entry.path == path);
+  std::string content;
+  REQUIRE(ForEachChunk(**file, 4096, [&](std::span<const uint8_t> c) {
+            content.append(reinterpret_cast<const char*>(c.data()), c.size());
+            return Status::Ok();
+          }).ok());
+  CHECK(Xxh3Digest(content) == entry.digest);
+
+  CHECK((*view)->OpenFile("datasets/nope", &entry).status().code() == Code::kNotFound);
+  CHECK((*view)->OpenFile("datasets/" + f.exp.imgapi + "/latest", &entry).status().code() ==
+        Code::kNotFound);  // a symlink is not served as a file
+
+  Write(f.exp.root + "/" + path, "changed");
+  auto stale = (*view)->OpenFile(path, &entry);
+  REQUIRE_FALSE(stale.ok());
+  CHECK(stale.status().retryable());
+}
+
+// An Env whose first read of one file rewrites that file (a writer racing the hash).
+class RacingEnv final : public Env {
+ public:
+  RacingEnv(std::string victim) : victim_(std::move(victim)) {}
+  Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) override {
+    if (path == victim_ && !raced_) {
+      raced_ = true;
+      auto f = base_->OpenRead(path);
+      // The writer lands after open, before the hash's final fstat.
+      WriteStringToFile(*base_, path, "rewritten while hashed, longer").IgnoreError();
+      return f;
+    }
+    return base_->OpenRead(path);
+  }
+  Result<std::unique_ptr<WritableFile>> OpenWrite(const std::string& p, uint32_t m,
+                                                  bool x) override {
+    return base_->OpenWrite(p, m, x);
+  }
+  Result<FileStat> Stat(const std::string& p) override { return base_->Stat(p); }
+  Result<std::vector<DirEntry>> ListDir(const std::string& p) override { return base_->ListDir(p); }
+  Status MakeDir(const std::string& p, uint32_t m) override { return base_->MakeDir(p, m); }
+  Status Rename(const std::string& a, const std::string& b) override { return base_->Rename(a, b); }
+  Status Link(const std::string& a, const std::string& b) override { return base_->Link(a, b); }
+  Status Symlink(const std::string& a, const std::string& b) override {
+    return base_->Symlink(a, b);
+  }
+  Result<std::string> ReadLink(const std::string& p) override { return base_->ReadLink(p); }
+  Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
+  Status RemoveDir(const std::string& p) override { return base_->RemoveDir(p); }
+  Status SyncDir(const std::string& p) override { return base_->SyncDir(p); }
+  Status SetMode(const std::string& p, uint32_t m) override { return base_->SetMode(p, m); }
+  Status SetMtime(const std::string& p, int64_t t) override { return base_->SetMtime(p, t); }
+  Status CopyFile(const std::string& a, const std::string& b, uint32_t m) override {
+    return base_->CopyFile(a, b, m);
+  }
+  bool raced_ = false;
+
+ private:
+  Env* base_ = Env::Default();
+  std::string victim_;
+};
+
+TEST_CASE("a file that changes while it is hashed is hashed again, never served torn") {
+  TempDir tmp;
+  DirExport exp(tmp / "export");
+  const std::string victim = exp.root + "/datasets/" + exp.ufds + "/ldap/data.mdb";
+  RacingEnv env(victim);
+  ManualClock clock;
+  auto provider = MakeDirProvider(env, exp.root);
+  ExporterOptions o;
+  o.provider = provider.get();
+  o.state_dir = tmp / "state";
+  auto e = Exporter::Open(env, clock, o);
+  REQUIRE(e.ok());
+  auto s = (*e)->Rescan();
+  REQUIRE(s.ok());
+  CHECK(env.raced_);
+  auto files = ByPath((*e)->current()->files);
+  const auto& entry = files["datasets/" + exp.ufds + "/ldap/data.mdb"];
+  CHECK(entry.digest == Xxh3Digest(std::string("rewritten while hashed, longer")));
+  CHECK(entry.size == 30);
+}
+
+TEST_CASE("a corrupt state file starts a new lineage") {
+  Fixture f;
+  std::string boot;
+  {
+    auto e = f.Open(f.Options());
+    REQUIRE(e->Rescan().ok());
+    boot = e->boot_id();
+  }
+  Write(f.tmp / "state/export-state.bin", "garbage");
+  auto e = f.Open(f.Options());
+  CHECK(e->boot_id() != boot);
+  REQUIRE(e->Rescan().ok());
+  CHECK(e->generation() == 1);
+  CHECK(Exists(*Env::Default(), f.tmp / "state/export-state.bin.corrupt"));
+}
+
+TEST_CASE("a no-change rescan of a 20k-file export is a stat walk only") {
+  TempDir tmp;
+  DirExport exp(tmp / "export");
+  const std::string big = exp.root + "/datasets/" + exp.imgapi + "/many";
+  for (int d = 0; d < 100; ++d) {
+    std::string dir = big + "/d" + std::to_string(d);
+    REQUIRE(CreateDirs(*Env::Default(), dir, 0755).ok());
+    for (int i = 0; i < 200; ++i) {
+      REQUIRE(WriteStringToFile(*Env::Default(), dir + "/f" + std::to_string(i),
+                                "content " + std::to_string(d * 1000 + i))
+                  .ok());
+    }
+  }
+  FaultEnv env(Env::Default());
+  ManualClock clock;
+  auto provider = MakeDirProvider(env, exp.root);
+  ExporterOptions o;
+  o.provider = provider.get();
+  o.state_dir = tmp / "state";
+  o.racy_window_ms = 0;
+  auto e = Exporter::Open(env, clock, o);
+  REQUIRE(e.ok());
+  auto t0 = std::chrono::steady_clock::now();
+  auto first = (*e)->Rescan();
+  auto t1 = std::chrono::steady_clock::now();
+  REQUIRE(first.ok());
+  CHECK(first->files > 20000);
+  env.ResetCounts();
+  auto second = (*e)->Rescan();
+  auto t2 = std::chrono::steady_clock::now();
+  REQUIRE(second.ok());
+  CHECK(second->hashed_files == 0);
+  CHECK(env.Count(EnvOp::kRead) == 0);
+  CHECK(env.Count(EnvOp::kOpenRead) == 0);
+  CHECK(env.BytesRead() == 0);
+  CHECK_FALSE(second->changed);
+  WARN("20k-file export: first scan "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count()
+       << " ms, no-change rescan "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(t2 - t1).count() << " ms, "
+       << env.Count(EnvOp::kStat) << " stats, " << env.Count(EnvOp::kListDir) << " listdirs");
+}
+
+}  // namespace
+}  // namespace lifeboat::catalog

@@ -1,0 +1,148 @@
+// Test helpers for the catalog tests: temp dirs and a realistic dir export.
+#ifndef LIFEBOAT_TESTS_UNIT_CATALOG_TEST_UTIL_H_
+#define LIFEBOAT_TESTS_UNIT_CATALOG_TEST_UTIL_H_
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "base/env.h"
+
+namespace lifeboat::catalog::testing {
+
+class TempDir {
+ public:
+  TempDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/lifeboat-catalog-XXXXXX";
+    char* made = ::mkdtemp(tmpl.data());
+    REQUIRE(made != nullptr);
+    path_ = made;
+  }
+  ~TempDir() { RemoveTree(*Env::Default(), path_).IgnoreError(); }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+inline void Write(const std::string& path, const std::string& data) {
+  Env& env = *Env::Default();
+  REQUIRE(CreateDirs(env, DirName(path), 0755).ok());
+  REQUIRE(WriteStringToFile(env, path, data).ok());
+}
+
+inline std::string Read(const std::string& path) {
+  auto r = ReadFileToString(*Env::Default(), path);
+  REQUIRE(r.ok());
+  return *r;
+}
+
+inline std::string SamplesDir() { return "/work/shared/samples"; }
+
+inline nlohmann::json SamplePayload() {
+  std::ifstream in(std::string(LIFEBOAT_TEST_DATA_DIR) + "/catalog/vmadm-get-imgapi0.json");
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+
+inline nlohmann::json SampleImageManifest() {
+  std::ifstream in(std::string(LIFEBOAT_TEST_DATA_DIR) + "/catalog/imgapi-manifest-imgapi.json");
+  REQUIRE(in.good());
+  return nlohmann::json::parse(in);
+}
+
+inline std::string Uuid(int n) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-0000-4000-8000-%012x", n, n);
+  return buf;
+}
+
+// A dir export shaped like a headnode's: three services, five images with a
+// 3-deep origin chain, nested datasets with symlinks and empty files, plus
+// things the scanner must skip (dangling and escaping symlinks, a socket).
+struct DirExport {
+  std::string root;
+  std::string imgapi = Uuid(0x11), sapi = Uuid(0x12), ufds = Uuid(0x13);
+  std::string img_root = Uuid(0x21), img_base = Uuid(0x22), img_imgapi = Uuid(0x23),
+              img_sapi = Uuid(0x24), img_ufds = Uuid(0x25);
+
+  explicit DirExport(std::string r) : root(std::move(r)) {
+    AddInstance(imgapi, "imgapi0", "imgapi", img_imgapi);
+    AddInstance(sapi, "sapi0", "sapi", img_sapi);
+    AddInstance(ufds, "ufds0", "ufds", img_ufds);
+    AddImage(img_root, "");
+    AddImage(img_base, img_root);
+    AddImage(img_imgapi, img_base);  // imgapi -> base -> root: 3 deep
+    AddImage(img_sapi, img_base);
+    AddImage(img_ufds, img_root);
+    Write(root + "/sapi/application.json", R"({"uuid":"app","name":"sdc"})");
+    Write(root + "/sapi/services/imgapi.json", R"({"name":"imgapi"})");
+    Write(root + "/sapi/services/sapi.json", R"({"name":"sapi"})");
+
+    const std::string d = root + "/datasets/" + imgapi;
+    Write(d + "/etc/imgapi.config.json", R"({"port": 8080})");
+    Write(d + "/images/ab/cd/file0", std::string(100000, 'x'));
+    Write(d + "/images/ab/cd/manifest0.json", "{}");
+    Write(d + "/empty", "");
+    Write(d + "/logs/.keep", "");
+    REQUIRE(::symlink("images/ab/cd/file0", (d + "/latest").c_str()) == 0);
+    REQUIRE(::symlink("../etc/imgapi.config.json", (d + "/logs/config").c_str()) == 0);
+    REQUIRE(::symlink("does/not/exist", (d + "/dangling").c_str()) == 0);
+    REQUIRE(::symlink("../../../../etc/passwd", (d + "/logs/escape").c_str()) == 0);
+    const std::string s = root + "/datasets/" + sapi;
+    Write(s + "/sapi/db.json", R"({"instances": []})");
+    Write(s + "/sapi/nested/deeper/deepest/leaf.txt", "leaf\n");
+    Write(root + "/datasets/" + ufds + "/ldap/data.mdb", std::string(4096, '\1'));
+    MakeSocket(d + "/logs/agent.sock");
+  }
+
+  void AddInstance(const std::string& uuid, const std::string& alias, const std::string& svc,
+                   const std::string& image) {
+    nlohmann::json vm = SamplePayload();
+    vm["uuid"] = uuid;
+    vm["zonename"] = uuid;
+    vm["alias"] = alias;
+    vm["image_uuid"] = image;
+    vm["tags"]["smartdc_role"] = svc;
+    Write(root + "/vms/" + uuid + ".json", vm.dump(2));
+    nlohmann::json rec = {{"uuid", uuid}, {"params", {{"alias", alias}}}, {"type", "vm"}};
+    Write(root + "/sapi/" + uuid + ".json", rec.dump());
+  }
+
+  void AddImage(const std::string& uuid, const std::string& origin) {
+    nlohmann::json m = SampleImageManifest();
+    m["uuid"] = uuid;
+    if (origin.empty()) {
+      m.erase("origin");
+    } else {
+      m["origin"] = origin;
+    }
+    Write(root + "/images/" + uuid + "/manifest.json", m.dump(2));
+    Write(root + "/images/" + uuid + "/file", "image bytes of " + uuid);
+  }
+
+  static void MakeSocket(const std::string& path) {
+    sockaddr_un addr{};
+    if (path.size() >= sizeof(addr.sun_path)) return;  // $TMPDIR too deep for a socket
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    ::close(fd);
+  }
+};
+
+}  // namespace lifeboat::catalog::testing
+
+#endif  // LIFEBOAT_TESTS_UNIT_CATALOG_TEST_UTIL_H_

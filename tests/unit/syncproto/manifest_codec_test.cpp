@@ -1,0 +1,156 @@
+#include "syncproto/manifest_codec.h"
+
+#include <zstd.h>
+#include <catch2/catch.hpp>
+
+namespace lifeboat::syncproto {
+namespace {
+
+ManifestAnswer Sample(size_t files) {
+  ManifestAnswer a;
+  a.kind = ManifestAnswer::Kind::kFull;
+  a.manifest.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+  a.manifest.node_name = "headnode1";
+  a.manifest.generation = 9;
+  a.manifest.boot_id = "boot";
+  a.manifest.instances = {{"a-uuid", "imgapi0", "imgapi", "img-1"},
+                          {"b-uuid", "sapi0", "sapi", "img-2"}};
+  a.manifest.images = {{"img-1", ""}, {"img-2", "img-1"}};
+  for (size_t i = 0; i < files; ++i) {
+    FileEntry f;
+    f.path = "datasets/a-uuid/dir/file" + std::to_string(100000 + i);
+    f.size = i * 13;
+    f.mode = 0640;
+    f.mtime_ns = 1700000000000000000 + static_cast<int64_t>(i);
+    f.digest = Xxh3Digest(f.path);
+    a.manifest.files.push_back(f);
+  }
+  FileEntry link;
+  link.path = "datasets/a-uuid/link";
+  link.kind = EntryKind::kSymlink;
+  link.mode = 0777;
+  link.target = "dir/file100000";
+  a.manifest.files.push_back(link);
+  return a;
+}
+
+void CheckEqual(const ManifestAnswer& a, const ManifestAnswer& b) {
+  CHECK(a.kind == b.kind);
+  CHECK(a.since_generation == b.since_generation);
+  CHECK(a.removed == b.removed);
+  CHECK(a.manifest.node_uuid == b.manifest.node_uuid);
+  CHECK(a.manifest.generation == b.manifest.generation);
+  CHECK(a.manifest.boot_id == b.manifest.boot_id);
+  CHECK(a.manifest.instances == b.manifest.instances);
+  CHECK(a.manifest.images == b.manifest.images);
+  CHECK(a.manifest.files == b.manifest.files);
+}
+
+TEST_CASE("manifest answers round trip, compressed and not") {
+  ManifestAnswer a = Sample(20000);
+  std::vector<uint8_t> enc = EncodeManifestAnswer(a);
+  auto dec = DecodeManifestAnswer(enc);
+  REQUIRE(dec.ok());
+  CheckEqual(a, *dec);
+  auto z = CompressManifest(enc);
+  REQUIRE(z.ok());
+  CHECK(z->size() < enc.size() * 2 / 3);  // digests do not compress; paths do
+  ManifestDecompressor d;
+  for (size_t i = 0; i < z->size(); i += 1000) {
+    REQUIRE(d.Feed(std::span<const uint8_t>(*z).subspan(i, std::min<size_t>(1000, z->size() - i)))
+                .ok());
+  }
+  auto raw = d.End();
+  REQUIRE(raw.ok());
+  CHECK(*raw == enc);
+
+  ManifestAnswer delta = Sample(2);
+  delta.kind = ManifestAnswer::Kind::kDelta;
+  delta.since_generation = 8;
+  delta.removed = {"vms/gone.json"};
+  auto dd = DecodeManifestAnswer(EncodeManifestAnswer(delta));
+  REQUIRE(dd.ok());
+  CheckEqual(delta, *dd);
+}
+
+Status DecodeStatus(const ManifestAnswer& a) {
+  return DecodeManifestAnswer(EncodeManifestAnswer(a)).status();
+}
+
+TEST_CASE("manifest validation rejects what a hostile peer could send") {
+  SECTION("bad paths") {
+    for (std::string p : {"/etc/shadow", "datasets/../../etc", "a//b", ""}) {
+      ManifestAnswer a = Sample(1);
+      a.manifest.files[0].path = p;
+      INFO(p);
+      CHECK(DecodeStatus(a).code() == Code::kData);
+    }
+  }
+  SECTION("symlink escaping its tree") {
+    ManifestAnswer a = Sample(1);
+    a.manifest.files.back().target = "../../../etc/passwd";
+    CHECK_THAT(DecodeStatus(a).message(), Catch::Contains("points outside"));
+  }
+  SECTION("unsorted or duplicate files") {
+    ManifestAnswer a = Sample(3);
+    std::swap(a.manifest.files[0], a.manifest.files[1]);
+    CHECK_THAT(DecodeStatus(a).message(), Catch::Contains("not sorted"));
+    ManifestAnswer b = Sample(3);
+    b.manifest.files[1] = b.manifest.files[0];
+    CHECK_THAT(DecodeStatus(b).message(), Catch::Contains("not sorted"));
+  }
+  SECTION("mode and kind") {
+    ManifestAnswer a = Sample(1);
+    a.manifest.files[0].mode = 010000;
+    CHECK_THAT(DecodeStatus(a).message(), Catch::Contains("mode"));
+    std::vector<uint8_t> enc = EncodeManifestAnswer(Sample(0));
+    enc[0] = 7;
+    CHECK_THAT(DecodeManifestAnswer(enc).status().message(), Catch::Contains("kind"));
+  }
+  SECTION("counts larger than the input") {
+    ManifestAnswer a = Sample(0);
+    a.manifest.files.clear();
+    a.manifest.instances.clear();
+    a.manifest.images.clear();
+    std::vector<uint8_t> enc = EncodeManifestAnswer(a);
+    // instance_count is the byte after the fixed header; claim 2^40 entries.
+    size_t at = enc.size() - 4;  // three zero counts + removed count
+    std::vector<uint8_t> bad(enc.begin(), enc.begin() + at);
+    for (uint8_t b : {0x80, 0x80, 0x80, 0x80, 0x80, 0x20}) bad.push_back(b);
+    Status s = DecodeManifestAnswer(bad).status();
+    CHECK_THAT(s.message(), Catch::Contains("instance_count") && Catch::Contains("cannot fit"));
+  }
+  SECTION("truncated and trailing") {
+    std::vector<uint8_t> enc = EncodeManifestAnswer(Sample(3));
+    for (size_t n : {size_t{0}, size_t{1}, enc.size() / 2, enc.size() - 1}) {
+      CHECK(DecodeManifestAnswer(std::span<const uint8_t>(enc).first(n)).status().code() ==
+            Code::kData);
+    }
+    enc.push_back(0);
+    CHECK_THAT(DecodeManifestAnswer(enc).status().message(), Catch::Contains("trailing"));
+  }
+}
+
+TEST_CASE("manifest zstd: garbage, truncation and bombs are bounded errors") {
+  ManifestDecompressor garbage;
+  Status s = garbage.Feed(std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 7, 8});
+  CHECK_THAT(s.message(), Catch::Contains("bad zstd in manifest"));
+
+  std::vector<uint8_t> enc = EncodeManifestAnswer(Sample(100));
+  auto z = *CompressManifest(enc);
+  ManifestDecompressor trunc;
+  REQUIRE(trunc.Feed(std::span<const uint8_t>(z).first(z.size() - 3)).ok());
+  CHECK_THAT(trunc.End().status().message(), Catch::Contains("truncated"));
+
+  // 64 MiB of zeros compress to a few KiB; a 1 MiB cap stops it early.
+  std::vector<uint8_t> zeros(64u << 20, 0);
+  std::vector<uint8_t> bomb(ZSTD_compressBound(zeros.size()));
+  bomb.resize(ZSTD_compress(bomb.data(), bomb.size(), zeros.data(), zeros.size(), 1));
+  ManifestDecompressor capped(1u << 20);
+  Status b = capped.Feed(bomb);
+  CHECK(b.code() == Code::kData);
+  CHECK_THAT(b.message(), Catch::Contains("exceeds"));
+}
+
+}  // namespace
+}  // namespace lifeboat::syncproto
