@@ -49,7 +49,6 @@ class Daemon final : public ControlBackend {
 
  private:
   void BeginStop(int signum);
-  void OnPullResult(const PullResult& r);
   nlohmann::json PeersJson(int64_t now) const;
   MetricsSnapshot LoopMetrics(int64_t now) const;
 
@@ -68,12 +67,15 @@ class Daemon final : public ControlBackend {
   std::vector<std::unique_ptr<PeerScheduler>> schedulers_;
   std::vector<std::unique_ptr<SignalWatcher>> signals_;
   bool stopping_ = false;
+  std::unique_ptr<Timer> stop_grace_;
+  int stop_grace_ticks_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
  public:
   ~Daemon() {
     *alive_ = false;
     schedulers_.clear();
+    stop_grace_.reset();
     http_.reset();
     peer_server_.reset();
     signals_.clear();
@@ -160,9 +162,8 @@ Status Daemon::Open() {
     auto starter = [loop, pc](const PullRequest& r, ProgressFn p, PullDoneFn d) {
       return StartPeerPull(loop, pc, r, std::move(p), std::move(d));
     };
-    auto s =
-        std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy, starter,
-                                        clock_, [this](const PullResult& r) { OnPullResult(r); });
+    auto s = std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy,
+                                             starter, clock_, nullptr);
     if (auto it = held.find(peer.name); it != held.end()) {
       s->SeedRecord(it->second.generation, it->second.last_pull_ms);
     }
@@ -212,10 +213,21 @@ void Daemon::BeginStop(int signum) {
   std::weak_ptr<bool> alive = alive_;
   auto finish = [this, alive] {
     if (alive.expired()) return;
-    // Nothing pulls any more: close the rest so the loop can end.
+    // Nothing pulls any more: close the rest so the loop can end. API
+    // responses being flushed (sync-now results) get a short grace.
     peer_server_->CloseAll();
-    http_->CloseAll();
     signals_.clear();
+    if (http_->open_connections() == 0) return;
+    stop_grace_ = std::make_unique<Timer>(&loop_);
+    stop_grace_->Start(
+        100,
+        [this] {
+          if (http_->open_connections() == 0 || ++stop_grace_ticks_ >= 30) {
+            http_->CloseAll();
+            stop_grace_->Stop();
+          }
+        },
+        100);
   };
   if (schedulers_.empty()) {
     finish();
@@ -227,8 +239,6 @@ void Daemon::BeginStop(int signum) {
     });
   }
 }
-
-void Daemon::OnPullResult(const PullResult& r) { (void)r; }
 
 Status Daemon::Sync(const std::string& peer, const std::vector<std::string>& services,
                     ProgressFn progress, std::function<void(const std::vector<PullResult>&)> done) {
@@ -284,7 +294,7 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
         {"wire_bytes", r.wire_bytes_total},
         {"file_bytes", r.file_bytes_total},
         {"files", r.files_total},
-        {"next_pull_in_ms", r.next_pull_in_ms}};
+        {"next_pull_in_ms", s->NextPullInMs()}};
     if (r.last_result) p["last_result"] = ResultToJson(*r.last_result);
     out.push_back(std::move(p));
   }

@@ -73,6 +73,11 @@ bool PeerScheduler::CanAttach(const PullRequest& r) const {
   return before_manifest && Covers(current_.request.services, r.services);
 }
 
+int64_t PeerScheduler::NextPullInMs() const {
+  if (state_ != State::kWaiting || !timer_.active()) return 0;
+  return std::max<int64_t>(0, next_due_loop_ms_ - static_cast<int64_t>(uv_now(loop_)));
+}
+
 void PeerScheduler::SyncNow(PullRequest request, Waiter waiter) {
   switch (state_) {
     case State::kStopping:

@@ -80,6 +80,8 @@ class PeerScheduler {
   const PeerRecord& record() const { return record_; }
   // Seeds the record from persisted catalog state (held generation, last success).
   void SeedRecord(uint64_t generation, int64_t last_success_wall_ms);
+  // Milliseconds until the next periodic pull (0 while pulling or stopped).
+  int64_t NextPullInMs() const;
   // Number of pulls started so far (tests).
   uint64_t pulls_started() const { return pulls_started_; }
 
