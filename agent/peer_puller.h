@@ -32,6 +32,7 @@
 #include "catalog/store.h"
 #include "syncproto/handshake.h"
 #include "syncproto/session.h"
+#include "syncproto/tls_channel.h"
 
 namespace lifeboat::agent {
 
@@ -40,8 +41,10 @@ struct PullerConfig {
   std::string host;
   uint16_t port = 0;
   std::string cluster_key;
+  // Client-role TLS context (auth.transport); null = plaintext ("plain").
+  std::shared_ptr<const syncproto::TlsContext> tls;
   syncproto::NodeIdentity self;
-  int64_t connect_timeout_ms = 10'000;  // TCP connect + handshake
+  int64_t connect_timeout_ms = 10'000;  // TCP connect + TLS and syncproto handshakes
   int64_t io_timeout_ms = 60'000;
   int64_t deadline_ms = 3'600'000;
   uint32_t max_files_in_flight = 32;

@@ -20,6 +20,7 @@
 #include "base/status.h"
 #include "syncproto/export_source.h"
 #include "syncproto/handshake.h"
+#include "syncproto/tls_channel.h"
 
 namespace lifeboat::agent {
 
@@ -27,6 +28,8 @@ struct PeerServerOptions {
   std::string host = "0.0.0.0";
   uint16_t port = 4650;  // 0 picks a free port (tests)
   std::string cluster_key;
+  // Server-role TLS context (auth.transport); null = plaintext ("plain").
+  std::shared_ptr<const syncproto::TlsContext> tls;
   syncproto::NodeIdentity self;
   int64_t handshake_timeout_ms = 10'000;
   int64_t io_timeout_ms = 60'000;

@@ -9,6 +9,13 @@
 // the session; producing pauses while the connection holds more than
 // `write_high_water` unsent bytes.
 //
+// Encryption: with a TlsChannel, TLS sits between the connection and the
+// session: received bytes are decrypted before Feed(), the session's output
+// is encrypted before it is written. The channel, like the session, is
+// touched only inside work items. A TLS failure (authentication, a bad
+// record) ends the pump like a session failure, after the alert that tells
+// the peer why has been written.
+//
 // Threads: the pump's methods are for the loop thread. Hooks::on_worker runs
 // on a worker thread with exclusive access to the session.
 #ifndef LIFEBOAT_AGENT_SESSION_PUMP_H_
@@ -24,6 +31,7 @@
 #include "agent/connection.h"
 #include "agent/uv.h"
 #include "base/status.h"
+#include "syncproto/tls_channel.h"
 
 namespace lifeboat::agent {
 
@@ -41,12 +49,16 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     std::function<void(const Status& why)> on_closed;
   };
 
+  // `tls` is null for a plaintext connection (auth.transport = "plain");
+  // otherwise a fresh channel, not yet started.
   SessionPump(uv_loop_t* loop, std::shared_ptr<Connection> conn, std::unique_ptr<Session> session,
-              Hooks hooks, size_t write_high_water = 8u << 20)
+              Hooks hooks, std::unique_ptr<syncproto::TlsChannel> tls = nullptr,
+              size_t write_high_water = 8u << 20)
       : loop_(loop),
         conn_(std::move(conn)),
         hooks_(std::move(hooks)),
         session_(std::move(session)),
+        tls_(std::move(tls)),
         high_water_(write_high_water) {}
 
   ~SessionPump() = default;
@@ -122,20 +134,14 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     auto st = std::make_shared<Status>();
     auto done = std::make_shared<bool>(false);
     Session* s = session_.get();
+    syncproto::TlsChannel* tls = tls_.get();
     auto on_worker = hooks_.on_worker;
     auto self = this->shared_from_this();
     QueueWork(
         loop_,
-        [s, in, out, st, done, on_worker] {
-          Status status;
-          if (!in->empty()) status = s->Feed(*in);
-          if (status.ok() && on_worker) on_worker(*s);
-          if (status.ok()) status = s->Pump();
-          auto o = s->output();
-          out->assign(reinterpret_cast<const char*>(o.data()), o.size());
-          s->ConsumeOutput(o.size());
-          *st = status;
-          *done = s->done();
+        [s, tls, in, out, st, done, on_worker] {
+          *st = tls ? RunTls(*s, *tls, *in, *out, on_worker) : RunPlain(*s, *in, *out, on_worker);
+          *done = s->done() && (tls == nullptr || tls->ciphertext().empty());
         },
         [self, out, st, done] { self->AfterWork(*out, *st, *done); });
   }
@@ -168,12 +174,58 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     Schedule();
   }
 
+  using WorkerHook = std::function<void(Session&)>;
+
+  // One work item without TLS: feed, let the owner queue requests, pump, and
+  // take the output.
+  static Status RunPlain(Session& s, const std::vector<uint8_t>& in, std::string& out,
+                         const WorkerHook& on_worker) {
+    Status status;
+    if (!in.empty()) status = s.Feed(in);
+    if (status.ok() && on_worker) on_worker(s);
+    if (status.ok()) status = s.Pump();
+    auto o = s.output();
+    out.assign(reinterpret_cast<const char*>(o.data()), o.size());
+    s.ConsumeOutput(o.size());
+    return status;
+  }
+
+  // The same through TLS. The session sees plaintext only; its output is
+  // held by the channel until the TLS handshake is done. On a TLS error the
+  // channel's alert still goes out.
+  static Status RunTls(Session& s, syncproto::TlsChannel& tls, const std::vector<uint8_t>& in,
+                       std::string& out, const WorkerHook& on_worker) {
+    Status status;
+    if (tls.status().ok() && !tls.started()) status = tls.Start();
+    if (status.ok() && !in.empty()) status = tls.FeedCiphertext(in);
+    if (status.ok() && !tls.plaintext().empty()) {
+      status = s.Feed(tls.plaintext());
+      tls.ConsumePlaintext(tls.plaintext().size());
+    }
+    if (status.ok() && on_worker) on_worker(s);
+    if (status.ok()) status = s.Pump();
+    // Whatever the session queued (even its ERROR frame after a failure).
+    auto o = s.output();
+    if (!o.empty() && tls.status().ok()) {
+      Status w = tls.WritePlaintext(o);
+      if (status.ok()) status = w;
+    }
+    s.ConsumeOutput(o.size());
+    // The session said goodbye: close the TLS stream cleanly (close_notify).
+    if (status.ok() && s.done()) tls.Shutdown().IgnoreError();
+    auto c = tls.ciphertext();
+    out.assign(reinterpret_cast<const char*>(c.data()), c.size());
+    tls.ConsumeCiphertext(c.size());
+    return status;
+  }
+
   static constexpr size_t kInboxHighWater = 4u << 20;
 
   uv_loop_t* loop_;
   std::shared_ptr<Connection> conn_;
   Hooks hooks_;  // before session_: the session's destructor may call into what hooks hold
   std::unique_ptr<Session> session_;
+  std::unique_ptr<syncproto::TlsChannel> tls_;
   size_t high_water_;
   std::vector<uint8_t> inbox_;
   bool busy_ = false;
