@@ -571,14 +571,50 @@ TEST_CASE("--generation restores an older retained generation of an instance") {
   // A different selection is a different restore, with its own alias.
   CHECK(current.journal_id != old_report.journal_id);
   CHECK(current.plan.instances[0].alias == "imgapi2");
-  CHECK(ReadFile(c.target() + "/zones/" + current.plan.instances[0].new_uuid +
-                 "/data/identity") == "imgapi0, second\n");
+  CHECK(ReadFile(c.target() + "/zones/" + current.plan.instances[0].new_uuid + "/data/identity") ==
+        "imgapi0, second\n");
 
   req.selection.generation = 999;
   RestoreReport missing;
   Status st = restorer.Run(req, &missing);
   REQUIRE_FALSE(st.ok());
   CHECK(st.message().find("generation 999") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace lifeboat::restore
+
+#include "restore/deposed.h"
+
+namespace lifeboat::restore {
+namespace {
+
+TEST_CASE("instances of a peer that comes back after their restore are deposed") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  RestoreRequest req;
+  req.selection.instances = {kImgapi0, kSapi0};
+  req.force = true;
+  RestoreReport report;
+  REQUIRE(Restorer(c.Context(backend.get())).Run(req, &report).ok());
+  auto before = FindDeposed(*Env::Default(), c.store(), c.data_dir());
+  REQUIRE(before.ok());
+  CHECK(before->empty());  // nothing heard from headnode1 since the restore
+
+  // headnode1 comes back and is pulled again: its old instances are deposed.
+  // It exports exactly what it did before it was lost.
+  c.clock().Advance(60'000);
+  REQUIRE(c.Pull().ok());
+  auto deposed = FindDeposed(*Env::Default(), c.store(), c.data_dir());
+  REQUIRE(deposed.ok());
+  REQUIRE(deposed->size() == 2);
+  CHECK((*deposed)[0].old.alias == "imgapi0");
+  CHECK((*deposed)[0].restored.alias == "imgapi1");
+  CHECK((*deposed)[0].restored.new_uuid == report.plan.instances[1].new_uuid);
+  CHECK((*deposed)[1].old.alias == "sapi0");
+  // The restored instances are untouched by the pull.
+  CHECK(json::parse(ReadFile(c.target() + "/zones/" + report.plan.instances[1].new_uuid +
+                             "/vm.json"))["alias"] == "imgapi1");
 }
 
 }  // namespace
