@@ -265,7 +265,7 @@ class Store::Impl {
       RETURN_IF_ERROR(RemoveTree(env_, P(kStaging)));
       RETURN_IF_ERROR(env_.MakeDir(P(kStaging), 0700));
     } else if (!Exists(env_, o_.data_dir)) {
-      return NotFoundError("catalog " + o_.data_dir + " does not exist (no pull has run here)");
+      return Status::Ok();  // nothing pulled yet: an empty catalog
     }
     auto text = ReadFileToString(env_, P(kCatalogFile));
     if (text.ok()) {
