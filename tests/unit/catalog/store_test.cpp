@@ -430,6 +430,12 @@ TEST_CASE("a crash at any step of a commit leaves a complete generation current"
     auto staging = Env::Default()->ListDir(dir + "/.staging");
     REQUIRE(staging.ok());
     CHECK(staging->empty());
+    for (const std::string& sub :
+         {std::string(), std::string("/svc-imgapi"), std::string("/svc-ufds")}) {
+      auto left = Env::Default()->ListDir(dir + sub);
+      REQUIRE(left.ok());
+      for (const DirEntry& e : *left) CHECK(e.name.find(".tmp.") == std::string::npos);
+    }
     auto report = (*s)->Verify();
     REQUIRE(report.ok());
     if (!report->ok())
