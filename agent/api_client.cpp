@@ -1,0 +1,256 @@
+#include "agent/api_client.h"
+
+#include <http_parser.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace lifeboat::agent {
+namespace {
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string Where(const ApiCall& c) {
+  std::string h = c.host.find(':') != std::string::npos ? "[" + c.host + "]" : c.host;
+  return h + ":" + std::to_string(c.port);
+}
+
+// Waits until `fd` is ready for `events`; false on timeout.
+Result<bool> WaitFd(int fd, short events, int64_t timeout_ms) {
+  pollfd p{fd, events, 0};
+  for (;;) {
+    int rc = ::poll(&p, 1, static_cast<int>(timeout_ms));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return PosixError("poll", "control API socket", errno);
+    return rc > 0;
+  }
+}
+
+Result<int> ConnectTo(const ApiCall& c) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(c.port);
+  int rc = ::getaddrinfo(c.host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) return UnavailableError("resolve " + Where(c) + ": " + gai_strerror(rc));
+  Status last = UnavailableError("connect to " + Where(c) + ": no address");
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) continue;
+    int err = 0;
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      err = errno;
+      if (err == EINPROGRESS) {
+        auto ready = WaitFd(fd, POLLOUT, c.connect_timeout_ms);
+        if (!ready.ok() || !*ready) {
+          ::close(fd);
+          last = TemporaryError("connect to " + Where(c) + ": timed out");
+          continue;
+        }
+        socklen_t len = sizeof(err);
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      }
+    }
+    if (err != 0) {
+      ::close(fd);
+      last = UnavailableError("connect to " + Where(c) + ": " + std::strerror(err) +
+                              " (is `lifeboat agent` running?)");
+      continue;
+    }
+    ::freeaddrinfo(res);
+    return fd;
+  }
+  ::freeaddrinfo(res);
+  return last;
+}
+
+struct ParseState {
+  const ApiCall* call;
+  ApiReply* reply;
+  std::string field, value, pending_line;
+  bool in_value = false;
+  bool complete = false;
+};
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  return s;
+}
+
+}  // namespace
+
+ApiCall ApiCallFor(const std::string& host, uint16_t port, const std::string& token) {
+  ApiCall c;
+  c.host = host;
+  if (c.host == "0.0.0.0") c.host = "127.0.0.1";
+  if (c.host == "::") c.host = "::1";
+  c.port = port;
+  c.bearer_token = token;
+  return c;
+}
+
+std::string HumanBytes(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  if (u == 0) {
+    std::snprintf(buf, sizeof(buf), "%llu B", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f %s", v, kUnits[u]);
+  }
+  return buf;
+}
+
+std::string HumanAge(int64_t s) {
+  if (s < 0) return "-";
+  char buf[32];
+  if (s < 60) {
+    std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
+  } else if (s < 3600) {
+    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  } else if (s < 86400) {
+    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s % 3600 / 60));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%lldd%02lldh", static_cast<long long>(s / 86400),
+                  static_cast<long long>(s % 86400 / 3600));
+  }
+  return buf;
+}
+
+std::string QueryEscape(std::string_view value) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : value) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[ch >> 4]);
+      out.push_back(kHex[ch & 15]);
+    }
+  }
+  return out;
+}
+
+Result<ApiReply> CallApi(const ApiCall& call) {
+  ASSIGN_OR_RETURN(int raw_fd, ConnectTo(call));
+  Fd fd(raw_fd);
+  std::string req = call.method + " " + call.target + " HTTP/1.1\r\nHost: " + Where(call) +
+                    "\r\nUser-Agent: lifeboat\r\nAccept: application/json\r\n";
+  if (!call.bearer_token.empty()) req += "Authorization: Bearer " + call.bearer_token + "\r\n";
+  req += "Content-Length: 0\r\nConnection: close\r\n\r\n";
+  size_t off = 0;
+  while (off < req.size()) {
+    ssize_t n = ::send(fd.get(), req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      ASSIGN_OR_RETURN(bool ready, WaitFd(fd.get(), POLLOUT, call.read_timeout_ms));
+      if (!ready) return TemporaryError("send to " + Where(call) + ": timed out");
+      continue;
+    }
+    if (n < 0) return PosixError("send", Where(call), errno);
+    off += static_cast<size_t>(n);
+  }
+
+  ApiReply reply;
+  ParseState st{&call, &reply};
+  http_parser parser;
+  http_parser_init(&parser, HTTP_RESPONSE);
+  parser.data = &st;
+  http_parser_settings s;
+  http_parser_settings_init(&s);
+  s.on_header_field = [](http_parser* p, const char* at, size_t len) {
+    auto* st = static_cast<ParseState*>(p->data);
+    if (st->in_value) {
+      st->reply->headers[Lower(st->field)] = st->value;
+      st->field.clear();
+      st->value.clear();
+      st->in_value = false;
+    }
+    st->field.append(at, len);
+    return 0;
+  };
+  s.on_header_value = [](http_parser* p, const char* at, size_t len) {
+    auto* st = static_cast<ParseState*>(p->data);
+    st->in_value = true;
+    st->value.append(at, len);
+    return 0;
+  };
+  s.on_headers_complete = [](http_parser* p) {
+    auto* st = static_cast<ParseState*>(p->data);
+    if (st->in_value) st->reply->headers[Lower(st->field)] = st->value;
+    st->reply->status = static_cast<int>(p->status_code);
+    return 0;
+  };
+  s.on_body = [](http_parser* p, const char* at, size_t len) {
+    auto* st = static_cast<ParseState*>(p->data);
+    if (!st->call->on_line) {
+      st->reply->body.append(at, len);
+      return 0;
+    }
+    st->pending_line.append(at, len);
+    size_t nl;
+    while ((nl = st->pending_line.find('\n')) != std::string::npos) {
+      std::string line = st->pending_line.substr(0, nl);
+      st->pending_line.erase(0, nl + 1);
+      if (!line.empty()) st->call->on_line(line);
+    }
+    return 0;
+  };
+  s.on_message_complete = [](http_parser* p) {
+    auto* st = static_cast<ParseState*>(p->data);
+    if (st->call->on_line && !st->pending_line.empty()) st->call->on_line(st->pending_line);
+    st->complete = true;
+    return 0;
+  };
+
+  char buf[16384];
+  while (!st.complete) {
+    ASSIGN_OR_RETURN(bool ready, WaitFd(fd.get(), POLLIN, call.read_timeout_ms));
+    if (!ready) {
+      return TemporaryError("no answer from the agent at " + Where(call) + " for " +
+                            std::to_string(call.read_timeout_ms / 1000) + "s");
+    }
+    ssize_t n = ::recv(fd.get(), buf, sizeof(buf), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) return PosixError("recv", Where(call), errno);
+    size_t used = http_parser_execute(&parser, &s, buf, static_cast<size_t>(n));
+    if (parser.http_errno != HPE_OK || used != static_cast<size_t>(n)) {
+      return DataError("malformed HTTP response from " + Where(call) + ": " +
+                       http_errno_description(static_cast<http_errno>(parser.http_errno)));
+    }
+    if (n == 0 && !st.complete) {
+      return UnavailableError("the agent at " + Where(call) + " closed the connection early");
+    }
+  }
+  return reply;
+}
+
+}  // namespace lifeboat::agent

@@ -1,0 +1,106 @@
+#include "agent/control_api.h"
+
+#include <openssl/crypto.h>
+
+namespace lifeboat::agent {
+namespace {
+
+bool TokenMatches(const std::string& want, const HttpRequest& req) {
+  auto it = req.headers.find("authorization");
+  if (it == req.headers.end()) return false;
+  const std::string prefix = "Bearer ";
+  if (it->second.rfind(prefix, 0) != 0) return false;
+  std::string got = it->second.substr(prefix.size());
+  return got.size() == want.size() && CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
+}
+
+std::vector<std::string> SplitServices(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t comma = s.find(',', start);
+    std::string part =
+        s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (!part.empty()) out.push_back(part);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+void SendJsonResult(const std::shared_ptr<HttpResponse>& resp, Result<nlohmann::json> r) {
+  if (!r.ok()) {
+    resp->SendStatus(r.status());
+    return;
+  }
+  resp->SendJson(200, *r);
+}
+
+}  // namespace
+
+void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> resp) {
+  const std::string& p = req.path;
+  bool known =
+      p == "/healthz" || p == "/status" || p == "/catalog" || p == "/metrics" || p == "/sync";
+  if (!known) {
+    resp->SendError(404, "ResourceNotFound", p + " does not exist");
+    return;
+  }
+  std::string want = p == "/sync" ? "POST" : "GET";
+  if (req.method != want && !(req.method == "HEAD" && want == "GET")) {
+    resp->SendError(405, "MethodNotAllowed", req.method + " is not supported on " + p);
+    return;
+  }
+  if (p != "/healthz" && !token_.empty() && !TokenMatches(token_, req)) {
+    resp->SendError(401, "InvalidCredentials", "a valid bearer token is required");
+    return;
+  }
+  if (p == "/healthz") {
+    std::string why = backend_->Unhealthy();
+    if (why.empty()) {
+      resp->SendJson(200, {{"ok", true}});
+    } else {
+      resp->SendError(503, "ServiceUnavailable", why);
+    }
+  } else if (p == "/status") {
+    backend_->GetStatus([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
+  } else if (p == "/catalog") {
+    backend_->GetCatalog([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
+  } else if (p == "/metrics") {
+    backend_->GetMetrics([resp](std::string text) {
+      resp->Send(200, "text/plain; version=0.0.4; charset=utf-8", text);
+    });
+  } else {
+    HandleSync(req, std::move(resp));
+  }
+}
+
+void ControlApi::HandleSync(const HttpRequest& req, std::shared_ptr<HttpResponse> resp) {
+  std::string peer = req.query.count("peer") ? req.query.at("peer") : "";
+  std::vector<std::string> services = req.query.count("service")
+                                          ? SplitServices(req.query.at("service"))
+                                          : std::vector<std::string>{};
+  // Progress is throttled per peer: phase changes always, counters at most every packet.
+  auto progress = [resp](const PullProgress& p) {
+    resp->WriteChunk(ProgressToJson(p).dump() + "\n");
+  };
+  auto done = [resp](const std::vector<PullResult>& results) {
+    bool ok = true;
+    for (const auto& r : results) {
+      resp->WriteChunk(ResultToJson(r).dump() + "\n");
+      ok = ok && r.status.ok();
+    }
+    resp->WriteChunk(
+        nlohmann::json{{"type", "done"}, {"ok", ok}, {"peers", results.size()}}.dump() + "\n");
+    resp->EndStream();
+  };
+  // Headers go out first so the client sees the stream start at once.
+  Status st = backend_->Sync(peer, services, progress, done);
+  if (!st.ok()) {
+    resp->SendStatus(st);
+    return;
+  }
+  resp->BeginStream(200, "application/x-ndjson");
+}
+
+}  // namespace lifeboat::agent

@@ -1,0 +1,65 @@
+// The control API on agent.api: routes HTTP requests to a ControlBackend.
+//
+//   GET  /healthz                 200 {"ok":true} while the agent runs; 503 when stopping
+//   GET  /status                  per-peer state, services held, this node's export
+//   GET  /catalog                 the instances and images held
+//   GET  /metrics                 Prometheus text format
+//   POST /sync?peer=P&service=S   pull now (both optional; service may repeat
+//                                 as a comma list); streams NDJSON: "progress"
+//                                 objects, one "result" object per peer, then
+//                                 a final {"type":"done","ok":...}
+//
+// Errors are restify-shaped: {"code":"ResourceNotFound","message":"..."}.
+// When the config sets auth.api_token, every route but /healthz needs
+// "Authorization: Bearer <token>".
+//
+// Threads: loop thread only; backend callbacks must run on the loop thread.
+#ifndef LIFEBOAT_AGENT_CONTROL_API_H_
+#define LIFEBOAT_AGENT_CONTROL_API_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/http_server.h"
+#include "agent/pull.h"
+
+namespace lifeboat::agent {
+
+class ControlBackend {
+ public:
+  virtual ~ControlBackend() = default;
+  using JsonFn = std::function<void(Result<nlohmann::json>)>;
+  virtual void GetStatus(JsonFn done) = 0;
+  virtual void GetCatalog(JsonFn done) = 0;
+  virtual void GetMetrics(std::function<void(std::string)> done) = 0;
+  // Empty when healthy, else why not.
+  virtual std::string Unhealthy() = 0;
+  // Pulls now from `peer` ("" = every peer) restricted to `services`.
+  // Returns an error (unknown peer, shutting down) without calling anything,
+  // else calls `progress` any number of times and `done` once with one result
+  // per peer, never from inside Sync() itself.
+  virtual Status Sync(const std::string& peer, const std::vector<std::string>& services,
+                      ProgressFn progress,
+                      std::function<void(const std::vector<PullResult>&)> done) = 0;
+};
+
+class ControlApi {
+ public:
+  // `backend` must outlive the ControlApi. `token` "" disables authentication.
+  ControlApi(ControlBackend* backend, std::string token)
+      : backend_(backend), token_(std::move(token)) {}
+  void Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> resp);
+
+ private:
+  void HandleSync(const HttpRequest& req, std::shared_ptr<HttpResponse> resp);
+  ControlBackend* backend_;
+  std::string token_;
+};
+
+}  // namespace lifeboat::agent
+
+#endif  // LIFEBOAT_AGENT_CONTROL_API_H_

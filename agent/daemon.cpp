@@ -1,0 +1,460 @@
+#include "agent/daemon.h"
+
+#include <signal.h>
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "agent/control_api.h"
+#include "agent/http_server.h"
+#include "agent/metrics.h"
+#include "agent/peer_puller.h"
+#include "agent/peer_server.h"
+#include "agent/scheduler.h"
+#include "agent/sd_notify.h"
+#include "agent/uv.h"
+#include "base/env.h"
+#include "base/log.h"
+#include "catalog/exporter.h"
+#include "catalog/provider.h"
+#include "catalog/store.h"
+#include "syncproto/session.h"
+
+namespace lifeboat::agent {
+namespace {
+
+int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
+
+nlohmann::json WallOrNull(int64_t wall_ms) {
+  if (wall_ms <= 0) return nullptr;
+  return FormatIso8601Ms(wall_ms);
+}
+
+class Daemon final : public ControlBackend {
+ public:
+  explicit Daemon(const conf::Config& config) : cfg_(config), clock_(Clock::Real()) {}
+
+  Status Open();
+  int Run();
+
+  // ---- ControlBackend ----
+  void GetStatus(JsonFn done) override;
+  void GetCatalog(JsonFn done) override;
+  void GetMetrics(std::function<void(std::string)> done) override;
+  std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
+  Status Sync(const std::string& peer, const std::vector<std::string>& services,
+              ProgressFn progress,
+              std::function<void(const std::vector<PullResult>&)> done) override;
+
+ private:
+  void BeginStop(int signum);
+  nlohmann::json PeersJson(int64_t now) const;
+  MetricsSnapshot LoopMetrics(int64_t now) const;
+
+  conf::Config cfg_;
+  Clock* clock_;
+  uv_loop_t loop_;
+  bool loop_open_ = false;
+  std::unique_ptr<catalog::Store> store_;
+  std::unique_ptr<catalog::Provider> provider_;
+  std::unique_ptr<catalog::Exporter> exporter_;
+  std::unique_ptr<syncproto::SignatureCache> sig_cache_;
+  std::unique_ptr<TokenBucket> bwlimit_;
+  std::unique_ptr<PeerServer> peer_server_;
+  std::unique_ptr<ControlApi> api_;
+  std::unique_ptr<HttpServer> http_;
+  std::vector<std::unique_ptr<PeerScheduler>> schedulers_;
+  std::vector<std::unique_ptr<SignalWatcher>> signals_;
+  bool stopping_ = false;
+  std::unique_ptr<Timer> stop_grace_;
+  int stop_grace_ticks_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+
+ public:
+  ~Daemon() {
+    *alive_ = false;
+    schedulers_.clear();
+    stop_grace_.reset();
+    http_.reset();
+    peer_server_.reset();
+    signals_.clear();
+    if (loop_open_) DrainAndCloseLoop(&loop_);
+  }
+};
+
+Status Daemon::Open() {
+  Env& env = *Env::Default();
+  const std::string& data_dir = cfg_.agent.data_dir;
+  RETURN_IF_ERROR(CreateDirs(env, data_dir, 0700));
+  RETURN_IF_ERROR(env.SetMode(data_dir, 0700));
+
+  catalog::StoreOptions so;
+  so.data_dir = data_dir;
+  so.generations_kept = cfg_.retention.generations;
+  so.removed_grace_ms = Ms(cfg_.retention.removed_grace);
+  ASSIGN_OR_RETURN(store_, catalog::Store::Open(env, *clock_, so));
+
+  std::string export_state = JoinPath(data_dir, ".export");
+  RETURN_IF_ERROR(CreateDirs(env, export_state, 0700));
+  if (cfg_.export_.provider == conf::ExportProvider::kDir) {
+    provider_ = catalog::MakeDirProvider(env, cfg_.export_.root);
+  } else {
+    catalog::SmartosOptions o;
+    o.cache_dir = JoinPath(export_state, "smartos-cache");
+    ASSIGN_OR_RETURN(provider_, catalog::MakeSmartosProvider(env, o));
+  }
+  catalog::ExporterOptions eo;
+  eo.provider = provider_.get();
+  eo.services = cfg_.export_.services;
+  eo.state_dir = export_state;
+  eo.node_uuid = cfg_.node.uuid;
+  eo.node_name = cfg_.node.name;
+  ASSIGN_OR_RETURN(exporter_, catalog::Exporter::Open(env, *clock_, eo));
+  sig_cache_ = syncproto::NewMemorySignatureCache(4096);
+
+  uv_loop_init(&loop_);
+  loop_open_ = true;
+  if (cfg_.agent.bwlimit > 0) {
+    bwlimit_ = std::make_unique<TokenBucket>(cfg_.agent.bwlimit, cfg_.agent.bwlimit / 4 + 65536,
+                                             static_cast<int64_t>(uv_now(&loop_)));
+  }
+
+  PeerServerOptions pso;
+  pso.host = cfg_.agent.listen.host;
+  pso.port = cfg_.agent.listen.port;
+  pso.cluster_key = cfg_.auth.cluster_key;
+  pso.self = {cfg_.node.uuid, cfg_.node.name};
+  pso.handshake_timeout_ms = Ms(cfg_.agent.limits.connect_timeout);
+  pso.io_timeout_ms = Ms(cfg_.agent.limits.io_timeout);
+  ASSIGN_OR_RETURN(peer_server_, PeerServer::Start(&loop_, exporter_.get(), pso));
+
+  api_ = std::make_unique<ControlApi>(this, cfg_.auth.api_token);
+  ASSIGN_OR_RETURN(
+      http_, HttpServer::Listen(&loop_, cfg_.agent.api.host, cfg_.agent.api.port,
+                                [this](const HttpRequest& req, std::shared_ptr<HttpResponse> resp) {
+                                  api_->Handle(req, std::move(resp));
+                                }));
+
+  SchedulePolicy policy;
+  policy.interval_ms = Ms(cfg_.agent.interval);
+  policy.jitter = cfg_.agent.jitter;
+  std::map<std::string, catalog::PeerState> held;
+  for (auto& p : store_->Peers()) held[p.name] = p;
+  Jitter first;
+  for (const auto& peer : cfg_.peers) {
+    PullerConfig pc;
+    pc.peer = peer.name;
+    pc.host = peer.address.host;
+    pc.port = peer.address.port;
+    pc.cluster_key = cfg_.auth.cluster_key;
+    pc.self = {cfg_.node.uuid, cfg_.node.name};
+    pc.connect_timeout_ms = Ms(cfg_.agent.limits.connect_timeout);
+    pc.io_timeout_ms = Ms(cfg_.agent.limits.io_timeout);
+    pc.deadline_ms = Ms(cfg_.agent.limits.pull_deadline);
+    pc.max_files_in_flight = cfg_.agent.limits.max_files_in_flight;
+    pc.max_memory = cfg_.agent.limits.max_memory;
+    pc.bwlimit = bwlimit_.get();
+    pc.store = store_.get();
+    pc.cache = sig_cache_.get();
+    pc.clock = clock_;
+    uv_loop_t* loop = &loop_;
+    auto starter = [loop, pc](const PullRequest& r, ProgressFn p, PullDoneFn d) {
+      return StartPeerPull(loop, pc, r, std::move(p), std::move(d));
+    };
+    auto s = std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy,
+                                             starter, clock_, nullptr);
+    if (auto it = held.find(peer.name); it != held.end()) {
+      s->SeedRecord(it->second.generation, it->second.last_pull_ms);
+    }
+    // The first periodic pull comes early (5-25% of the interval) so a
+    // restarted agent catches up soon, spread so peers do not start together.
+    s->Start(static_cast<int64_t>(policy.interval_ms * (0.05 + 0.2 * first.Next())));
+    schedulers_.push_back(std::move(s));
+  }
+
+  for (int signum : {SIGTERM, SIGINT}) {
+    signals_.push_back(
+        std::make_unique<SignalWatcher>(&loop_, signum, [this](int s) { BeginStop(s); }));
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  return Status::Ok();
+}
+
+int Daemon::Run() {
+  nlohmann::json peers = nlohmann::json::array();
+  for (const auto& p : cfg_.peers) peers.push_back(p.name);
+  log::Info("lifeboat agent ready",
+            {{"node", cfg_.node.name},
+             {"listen", FormatHostPort(cfg_.agent.listen.host, peer_server_->port())},
+             {"api", FormatHostPort(cfg_.agent.api.host, http_->port())},
+             {"data_dir", cfg_.agent.data_dir},
+             {"export_generation", exporter_->generation()},
+             {"peers", peers}});
+  if (Status st = SdNotify("READY=1\nSTATUS=serving and pulling"); !st.ok()) {
+    log::Warn("sd_notify failed", {{"err", st.ToString()}});
+  }
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  log::Info("lifeboat agent stopped", {{"node", cfg_.node.name}});
+  return 0;
+}
+
+void Daemon::BeginStop(int signum) {
+  if (stopping_) {
+    log::Info("already stopping; waiting for running commits", {{"signal", signum}});
+    return;
+  }
+  stopping_ = true;
+  log::Info("stopping", {{"signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  SdNotify("STOPPING=1").IgnoreError();
+  peer_server_->StopAccepting();
+  http_->StopAccepting();
+  auto remaining = std::make_shared<size_t>(schedulers_.size());
+  std::weak_ptr<bool> alive = alive_;
+  auto finish = [this, alive] {
+    if (alive.expired()) return;
+    // Nothing pulls any more: close the rest so the loop can end. API
+    // responses being flushed (sync-now results) get a short grace.
+    peer_server_->CloseAll();
+    signals_.clear();
+    if (http_->open_connections() == 0) return;
+    stop_grace_ = std::make_unique<Timer>(&loop_);
+    stop_grace_->Start(
+        100,
+        [this] {
+          if (http_->open_connections() == 0 || ++stop_grace_ticks_ >= 30) {
+            http_->CloseAll();
+            stop_grace_->Stop();
+          }
+        },
+        100);
+  };
+  if (schedulers_.empty()) {
+    finish();
+    return;
+  }
+  for (auto& s : schedulers_) {
+    s->Stop(UnavailableError("the agent is stopping", false), [remaining, finish] {
+      if (--*remaining == 0) finish();
+    });
+  }
+}
+
+Status Daemon::Sync(const std::string& peer, const std::vector<std::string>& services,
+                    ProgressFn progress, std::function<void(const std::vector<PullResult>&)> done) {
+  if (stopping_) return UnavailableError("the agent is stopping", false);
+  std::vector<PeerScheduler*> targets;
+  for (auto& s : schedulers_) {
+    if (peer.empty() || s->record().name == peer) targets.push_back(s.get());
+  }
+  if (targets.empty()) {
+    if (!peer.empty()) return NotFoundError("no peer named '" + peer + "' in the configuration");
+    Defer(&loop_, [done] { done({}); });
+    return Status::Ok();
+  }
+  struct Agg {
+    std::vector<PullResult> results;
+    size_t remaining;
+    std::function<void(const std::vector<PullResult>&)> done;
+  };
+  auto agg = std::make_shared<Agg>(Agg{{}, targets.size(), std::move(done)});
+  for (PeerScheduler* s : targets) {
+    s->SyncNow(PullRequest{services, "sync-now"}, {progress, [agg](const PullResult& r) {
+                                                     agg->results.push_back(r);
+                                                     if (--agg->remaining == 0)
+                                                       agg->done(agg->results);
+                                                   }});
+  }
+  return Status::Ok();
+}
+
+nlohmann::json Daemon::PeersJson(int64_t now) const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& s : schedulers_) {
+    const PeerRecord& r = s->record();
+    nlohmann::json p = {
+        {"name", r.name},
+        {"address", r.address},
+        {"reachable", r.reachable},
+        {"phase", PullPhaseName(r.phase)},
+        {"last_attempt", WallOrNull(r.last_attempt_wall_ms)},
+        {"last_success", WallOrNull(r.last_success_wall_ms)},
+        {"age_seconds", r.last_success_wall_ms > 0
+                            ? nlohmann::json((now - r.last_success_wall_ms) / 1000)
+                            : nlohmann::json(nullptr)},
+        {"stale", IsStale(r.last_success_wall_ms, now, Ms(cfg_.agent.stale_after))},
+        {"generation", r.generation},
+        {"last_error",
+         r.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.last_error)},
+        {"last_error_code",
+         r.last_error_code.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.last_error_code)},
+        {"consecutive_failures", r.consecutive_failures},
+        {"pulls", r.pulls_total},
+        {"pulls_failed", r.pulls_failed},
+        {"wire_bytes", r.wire_bytes_total},
+        {"file_bytes", r.file_bytes_total},
+        {"files", r.files_total},
+        {"next_pull_in_ms", s->NextPullInMs()}};
+    if (r.last_result) p["last_result"] = ResultToJson(*r.last_result);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+void Daemon::GetStatus(JsonFn done) {
+  int64_t now = clock_->WallMs();
+  auto result = std::make_shared<nlohmann::json>(
+      nlohmann::json{{"node", {{"uuid", cfg_.node.uuid}, {"name", cfg_.node.name}}},
+                     {"now", FormatIso8601Ms(now)},
+                     {"stopping", stopping_},
+                     {"stale_after_seconds", Ms(cfg_.agent.stale_after) / 1000},
+                     {"interval_seconds", Ms(cfg_.agent.interval) / 1000},
+                     {"peers", PeersJson(now)},
+                     {"server",
+                      {{"accepted", peer_server_->stats().accepted},
+                       {"open", peer_server_->stats().open},
+                       {"auth_failures", peer_server_->stats().auth_failures}}}});
+  catalog::Store* store = store_.get();
+  catalog::Exporter* exporter = exporter_.get();
+  QueueWork(
+      &loop_,
+      [result, store, exporter, now] {
+        std::map<std::string, nlohmann::json> services;
+        for (const auto& i : store->Instances()) {
+          auto& s = services[i.service];
+          if (s.is_null()) {
+            s = {{"service", i.service},
+                 {"instances", 0},
+                 {"removed", 0},
+                 {"newest_age_seconds", nullptr},
+                 {"oldest_age_seconds", nullptr},
+                 {"peers", nlohmann::json::array()}};
+          }
+          s["instances"] = s["instances"].get<int>() + 1;
+          if (i.removed) s["removed"] = s["removed"].get<int>() + 1;
+          int64_t age = (now - i.pulled_at_ms) / 1000;
+          if (s["newest_age_seconds"].is_null() || age < s["newest_age_seconds"].get<int64_t>()) {
+            s["newest_age_seconds"] = age;
+          }
+          if (s["oldest_age_seconds"].is_null() || age > s["oldest_age_seconds"].get<int64_t>()) {
+            s["oldest_age_seconds"] = age;
+          }
+          auto& peers = s["peers"];
+          if (std::find(peers.begin(), peers.end(), i.peer) == peers.end()) peers.push_back(i.peer);
+        }
+        nlohmann::json arr = nlohmann::json::array();
+        for (auto& [name, s] : services) arr.push_back(std::move(s));
+        (*result)["services"] = std::move(arr);
+        (*result)["export"] = {{"generation", exporter->generation()},
+                               {"boot_id", exporter->boot_id()}};
+      },
+      [result, done] { done(std::move(*result)); });
+}
+
+void Daemon::GetCatalog(JsonFn done) {
+  auto result = std::make_shared<nlohmann::json>();
+  catalog::Store* store = store_.get();
+  QueueWork(
+      &loop_,
+      [result, store] {
+        nlohmann::json inst = nlohmann::json::array();
+        for (const auto& i : store->Instances()) {
+          inst.push_back({{"uuid", i.uuid},
+                          {"alias", i.alias},
+                          {"service", i.service},
+                          {"peer", i.peer},
+                          {"image_uuid", i.image_uuid},
+                          {"generation", i.generation},
+                          {"seq", i.seq},
+                          {"pulled_at", WallOrNull(i.pulled_at_ms)},
+                          {"size", i.size},
+                          {"files", i.files},
+                          {"removed", i.removed},
+                          {"removed_since", WallOrNull(i.removed_since_ms)}});
+        }
+        nlohmann::json images = nlohmann::json::array();
+        for (const auto& im : store->Images()) {
+          images.push_back({{"uuid", im.uuid},
+                            {"origin", im.origin},
+                            {"size", im.size},
+                            {"referenced", im.referenced}});
+        }
+        nlohmann::json peers = nlohmann::json::array();
+        for (const auto& p : store->Peers()) {
+          peers.push_back({{"name", p.name},
+                           {"node_uuid", p.node_uuid},
+                           {"node_name", p.node_name},
+                           {"generation", p.generation},
+                           {"last_pull", WallOrNull(p.last_pull_ms)},
+                           {"last_error", p.last_error}});
+        }
+        *result = {{"data_dir", store->data_dir()},
+                   {"peers", std::move(peers)},
+                   {"instances", std::move(inst)},
+                   {"images", std::move(images)}};
+      },
+      [result, done] { done(std::move(*result)); });
+}
+
+MetricsSnapshot Daemon::LoopMetrics(int64_t now) const {
+  MetricsSnapshot m;
+  m.now_wall_ms = now;
+  bool all_succeeded = true;
+  int64_t oldest = 0;
+  for (const auto& s : schedulers_) {
+    const PeerRecord& r = s->record();
+    PeerMetrics p;
+    p.peer = r.name;
+    p.pulls_total = r.pulls_total;
+    p.pulls_failed_total = r.pulls_failed;
+    p.bytes_received_total = r.wire_bytes_total;
+    p.file_bytes_total = r.file_bytes_total;
+    p.files_total = r.files_total;
+    p.last_success_wall_ms = r.last_success_wall_ms;
+    p.generation = r.generation;
+    p.up = r.reachable;
+    p.pulling = r.phase != PullPhase::kIdle;
+    p.consecutive_failures = r.consecutive_failures;
+    m.peers.push_back(p);
+    if (r.last_success_wall_ms <= 0) all_succeeded = false;
+    if (oldest == 0 || r.last_success_wall_ms < oldest) oldest = r.last_success_wall_ms;
+  }
+  m.oldest_success_wall_ms = all_succeeded ? oldest : 0;
+  const auto& ss = peer_server_->stats();
+  m.served_connections_total = ss.accepted;
+  m.served_connections_open = ss.open;
+  m.served_auth_failures_total = ss.auth_failures;
+  m.served_bytes_total = ss.bytes_sent;
+  return m;
+}
+
+void Daemon::GetMetrics(std::function<void(std::string)> done) {
+  auto m = std::make_shared<MetricsSnapshot>(LoopMetrics(clock_->WallMs()));
+  catalog::Store* store = store_.get();
+  catalog::Exporter* exporter = exporter_.get();
+  QueueWork(
+      &loop_,
+      [m, store, exporter] {
+        uint64_t n = 0;
+        for (const auto& i : store->Instances()) n += !i.removed;
+        m->instances_held = n;
+        m->export_generation = exporter->generation();
+      },
+      [m, done] { done(RenderMetrics(*m)); });
+}
+
+}  // namespace
+
+int RunDaemon(const conf::Config& config) {
+  log::Init("lifeboat", log::Format::kAuto, config.agent.log_level);
+  for (const auto& w : config.warnings) log::Warn("config", {{"warning", w.ToString()}});
+  Daemon d(config);
+  Status st = d.Open();
+  if (!st.ok()) {
+    log::Error("lifeboat agent failed to start", {{"err", st.ToString()}});
+    return st.ExitCode();
+  }
+  return d.Run();
+}
+
+}  // namespace lifeboat::agent

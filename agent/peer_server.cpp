@@ -1,0 +1,114 @@
+#include "agent/peer_server.h"
+
+#include "agent/session_pump.h"
+#include "base/log.h"
+#include "syncproto/session.h"
+
+namespace lifeboat::agent {
+
+using Pump = SessionPump<syncproto::ServerSession>;
+
+struct PeerServer::Conn {
+  std::shared_ptr<Pump> pump;
+  std::unique_ptr<Timer> handshake_timer;
+  std::string remote;
+  bool authenticated = false;
+  std::string peer_name;
+};
+
+Result<std::unique_ptr<PeerServer>> PeerServer::Start(uv_loop_t* loop,
+                                                      syncproto::ExportSource* source,
+                                                      PeerServerOptions options) {
+  RETURN_IF_ERROR(syncproto::ValidateClusterKey(options.cluster_key));
+  std::unique_ptr<PeerServer> s(new PeerServer(loop, source, std::move(options)));
+  PeerServer* raw = s.get();
+  ASSIGN_OR_RETURN(s->listener_,
+                   TcpListener::Listen(loop, s->options_.host, s->options_.port,
+                                       [raw](std::shared_ptr<Connection> c) { raw->OnAccept(c); }));
+  return s;
+}
+
+PeerServer::~PeerServer() {
+  *alive_ = false;
+  CloseAll();
+}
+
+void PeerServer::StopAccepting() {
+  if (listener_) listener_->Close();
+}
+
+void PeerServer::CloseAll() {
+  StopAccepting();
+  auto conns = conns_;
+  for (auto& [id, c] : conns) c->pump->Close(UnavailableError("the agent is shutting down", false));
+}
+
+void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
+  if (conns_.size() >= options_.max_connections) {
+    ++stats_.refused;
+    log::Warn("peer connection refused: too many connections",
+              {{"remote", conn->peer_name()}, {"max", options_.max_connections}});
+    conn->Close();
+    return;
+  }
+  ++stats_.accepted;
+  uint64_t id = next_id_++;
+  auto c = std::make_shared<Conn>();
+  c->remote = conn->peer_name();
+  conn->SetIdleTimeout(options_.io_timeout_ms);
+  auto session =
+      std::make_unique<syncproto::ServerSession>(source_, options_.cluster_key, options_.self);
+  std::weak_ptr<bool> alive = alive_;
+  Pump::Hooks hooks;
+  std::weak_ptr<Conn> weak_c = c;
+  hooks.after_work = [weak_c] {
+    auto cc = weak_c.lock();
+    if (!cc || cc->authenticated || cc->pump->busy()) return;
+    if (cc->pump->session().authenticated()) {
+      cc->authenticated = true;
+      cc->peer_name = cc->pump->session().peer().name;
+      cc->handshake_timer->Stop();
+    }
+  };
+  hooks.on_closed = [this, alive, id, weak_c](const Status& why) {
+    if (alive.expired()) return;
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    std::shared_ptr<Conn> cc = it->second;
+    const auto& st = cc->pump->session().stats();
+    stats_.bytes_sent += cc->pump->connection().bytes_written();
+    stats_.files_served += st.files_served;
+    if (!cc->authenticated && !why.ok() && why.code() == Code::kPermission) ++stats_.auth_failures;
+    nlohmann::json fields = {{"remote", cc->remote},
+                             {"peer", cc->peer_name},
+                             {"manifests", st.manifests_served},
+                             {"files", st.files_served},
+                             {"files_failed", st.files_failed},
+                             {"bytes_sent", cc->pump->connection().bytes_written()}};
+    if (why.ok()) {
+      log::Debug("served a peer", fields);
+    } else {
+      fields["err"] = why.ToString();
+      log::Warn(cc->authenticated ? "serving a peer failed" : "peer refused in the handshake",
+                fields);
+    }
+    conns_.erase(it);
+    stats_.open = conns_.size();
+    // The pump (and its session) die once the last callback returned.
+    Defer(loop_, [cc] {});
+  };
+  c->pump = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks));
+  c->handshake_timer = std::make_unique<Timer>(loop_);
+  c->handshake_timer->Start(options_.handshake_timeout_ms, [weak_c,
+                                                            ms = options_.handshake_timeout_ms] {
+    if (auto cc = weak_c.lock(); cc && !cc->authenticated) {
+      cc->pump->Close(TemporaryError("peer " + cc->remote + " did not finish the handshake in " +
+                                     std::to_string(ms) + "ms"));
+    }
+  });
+  conns_[id] = c;
+  stats_.open = conns_.size();
+  c->pump->Start();
+}
+
+}  // namespace lifeboat::agent

@@ -1,0 +1,77 @@
+// PeerServer: serves this node's export to authenticated peers on
+// agent.listen. Every accepted connection gets its own syncproto
+// ServerSession over the shared ExportSource (catalog's exporter), driven by
+// a SessionPump on the thread pool. Many peers are served at once; a peer
+// that does not finish the handshake within `handshake_timeout_ms`, or moves
+// no byte for `io_timeout_ms`, is disconnected and never blocks the others.
+//
+// Threads: loop thread only.
+#ifndef LIFEBOAT_AGENT_PEER_SERVER_H_
+#define LIFEBOAT_AGENT_PEER_SERVER_H_
+
+#include <uv.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "agent/connection.h"
+#include "base/status.h"
+#include "syncproto/export_source.h"
+#include "syncproto/handshake.h"
+
+namespace lifeboat::agent {
+
+struct PeerServerOptions {
+  std::string host = "0.0.0.0";
+  uint16_t port = 4650;  // 0 picks a free port (tests)
+  std::string cluster_key;
+  syncproto::NodeIdentity self;
+  int64_t handshake_timeout_ms = 10'000;
+  int64_t io_timeout_ms = 60'000;
+  size_t max_connections = 64;
+};
+
+struct PeerServerStats {
+  uint64_t accepted = 0;
+  uint64_t refused = 0;  // over max_connections
+  uint64_t auth_failures = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t files_served = 0;
+  size_t open = 0;
+};
+
+class PeerServer {
+ public:
+  // `source` must outlive the server.
+  static Result<std::unique_ptr<PeerServer>> Start(uv_loop_t* loop, syncproto::ExportSource* source,
+                                                   PeerServerOptions options);
+  ~PeerServer();
+
+  uint16_t port() const { return listener_->port(); }
+  // Stops accepting; connections in progress go on.
+  void StopAccepting();
+  // Closes every connection (shutdown).
+  void CloseAll();
+  const PeerServerStats& stats() const { return stats_; }
+
+ private:
+  struct Conn;
+  PeerServer(uv_loop_t* loop, syncproto::ExportSource* source, PeerServerOptions options)
+      : loop_(loop), source_(source), options_(std::move(options)) {}
+  void OnAccept(std::shared_ptr<Connection> conn);
+
+  uv_loop_t* loop_;
+  syncproto::ExportSource* source_;
+  PeerServerOptions options_;
+  std::unique_ptr<TcpListener> listener_;
+  std::map<uint64_t, std::shared_ptr<Conn>> conns_;
+  uint64_t next_id_ = 1;
+  PeerServerStats stats_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace lifeboat::agent
+
+#endif  // LIFEBOAT_AGENT_PEER_SERVER_H_

@@ -1,0 +1,192 @@
+// SessionPump: drives a socket-free syncproto session (ServerSession or
+// PullerSession: Feed / Pump / output / ConsumeOutput / done / status) over a
+// Connection, running every session call on the libuv thread pool so that
+// hashing, delta, patch and zstd never block the loop.
+//
+// At most one work item per session runs at a time; the session is touched
+// only inside work items (and by its destructor, on the loop thread, when the
+// pump dies). Back-pressure: reading pauses while received bytes wait for
+// the session; producing pauses while the connection holds more than
+// `write_high_water` unsent bytes.
+//
+// Threads: the pump's methods are for the loop thread. Hooks::on_worker runs
+// on a worker thread with exclusive access to the session.
+#ifndef LIFEBOAT_AGENT_SESSION_PUMP_H_
+#define LIFEBOAT_AGENT_SESSION_PUMP_H_
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/connection.h"
+#include "agent/uv.h"
+#include "base/status.h"
+
+namespace lifeboat::agent {
+
+template <typename Session>
+class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
+ public:
+  struct Hooks {
+    // Worker thread, once per work item, after Feed and before Pump: the
+    // owner's chance to queue requests on the session.
+    std::function<void(Session&)> on_worker;
+    // Loop thread, after each work item.
+    std::function<void()> after_work;
+    // Loop thread, once, when the connection is closed and no work runs.
+    // `why`: the session's error if it failed, else the connection's reason.
+    std::function<void(const Status& why)> on_closed;
+  };
+
+  SessionPump(uv_loop_t* loop, std::shared_ptr<Connection> conn, std::unique_ptr<Session> session,
+              Hooks hooks, size_t write_high_water = 8u << 20)
+      : loop_(loop),
+        conn_(std::move(conn)),
+        hooks_(std::move(hooks)),
+        session_(std::move(session)),
+        high_water_(write_high_water) {}
+
+  ~SessionPump() = default;
+
+  void Start() {
+    std::weak_ptr<SessionPump> weak = this->shared_from_this();
+    Connection::Callbacks cb;
+    cb.on_data = [weak](std::span<const uint8_t> d) {
+      if (auto self = weak.lock()) self->OnData(d);
+    };
+    cb.on_eof = [weak] {
+      if (auto self = weak.lock()) {
+        self->eof_ = true;
+        self->Schedule();
+        if (!self->busy_) self->conn_->Close();
+      }
+    };
+    cb.on_drain = [weak] {
+      if (auto self = weak.lock()) self->Schedule();
+    };
+    cb.on_close = [weak](const Status& why) {
+      if (auto self = weak.lock()) self->OnConnClosed(why);
+    };
+    conn_->Start(std::move(cb));
+    kick_ = true;
+    Schedule();
+  }
+
+  // Runs a work item even without new bytes (e.g. the owner has requests to queue).
+  void Kick() {
+    kick_ = true;
+    Schedule();
+  }
+
+  // Closes the connection; on_closed follows (after a running work item).
+  void Close(const Status& why) { conn_->Close(why); }
+
+  Connection& connection() { return *conn_; }
+  bool busy() const { return busy_; }
+  // The session; only while !busy() (loop thread) or inside on_worker.
+  Session& session() { return *session_; }
+
+ private:
+  void OnData(std::span<const uint8_t> d) {
+    inbox_.insert(inbox_.end(), d.begin(), d.end());
+    if (inbox_.size() >= kInboxHighWater) conn_->PauseReading();
+    Schedule();
+  }
+
+  void OnConnClosed(const Status& why) {
+    conn_closed_ = true;
+    close_why_ = why;
+    if (!busy_) ReportClosed();
+  }
+
+  void ReportClosed() {
+    if (reported_) return;
+    reported_ = true;
+    Status why = !session_error_.ok() ? session_error_ : close_why_;
+    if (auto fn = std::move(hooks_.on_closed)) fn(why);
+  }
+
+  void Schedule() {
+    if (busy_ || conn_closed_ || stopped_) return;
+    bool want = !inbox_.empty() || kick_ || (more_output_ && conn_->queued_bytes() < high_water_);
+    if (!want) return;
+    kick_ = false;
+    busy_ = true;
+    auto in = std::make_shared<std::vector<uint8_t>>(std::move(inbox_));
+    inbox_.clear();
+    conn_->ResumeReading();
+    auto out = std::make_shared<std::string>();
+    auto st = std::make_shared<Status>();
+    auto done = std::make_shared<bool>(false);
+    Session* s = session_.get();
+    auto on_worker = hooks_.on_worker;
+    auto self = this->shared_from_this();
+    QueueWork(
+        loop_,
+        [s, in, out, st, done, on_worker] {
+          Status status;
+          if (!in->empty()) status = s->Feed(*in);
+          if (status.ok() && on_worker) on_worker(*s);
+          if (status.ok()) status = s->Pump();
+          auto o = s->output();
+          out->assign(reinterpret_cast<const char*>(o.data()), o.size());
+          s->ConsumeOutput(o.size());
+          *st = status;
+          *done = s->done();
+        },
+        [self, out, st, done] { self->AfterWork(*out, *st, *done); });
+  }
+
+  void AfterWork(const std::string& out, const Status& st, bool session_done) {
+    busy_ = false;
+    more_output_ = !out.empty();
+    if (!conn_closed_) {
+      conn_->Write(out);
+      conn_->Touch();
+    }
+    if (!st.ok() && session_error_.ok()) session_error_ = st;
+    if (hooks_.after_work) {
+      auto fn = hooks_.after_work;
+      fn();
+    }
+    if (conn_closed_) {
+      ReportClosed();
+      return;
+    }
+    if (!st.ok() || session_done) {
+      stopped_ = true;
+      conn_->CloseAfterFlush();
+      return;
+    }
+    if (eof_ && inbox_.empty()) {
+      conn_->Close();
+      return;
+    }
+    Schedule();
+  }
+
+  static constexpr size_t kInboxHighWater = 4u << 20;
+
+  uv_loop_t* loop_;
+  std::shared_ptr<Connection> conn_;
+  Hooks hooks_;  // before session_: the session's destructor may call into what hooks hold
+  std::unique_ptr<Session> session_;
+  size_t high_water_;
+  std::vector<uint8_t> inbox_;
+  bool busy_ = false;
+  bool kick_ = false;
+  bool more_output_ = false;
+  bool eof_ = false;
+  bool stopped_ = false;
+  bool conn_closed_ = false;
+  bool reported_ = false;
+  Status session_error_;
+  Status close_why_;
+};
+
+}  // namespace lifeboat::agent
+
+#endif  // LIFEBOAT_AGENT_SESSION_PUMP_H_

@@ -1,0 +1,182 @@
+// `lifeboat status [-H] [-o cols] [--check]`: what the local agent knows about
+// its peers (reachable, last attempt and success, age, generation, last
+// error, bytes) and the services it holds. `--check` (for monitoring) exits 1
+// when any peer's data is older than agent.stale_after; 69 when the agent is
+// not running.
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/api_client.h"
+#include "cli/command.h"
+#include "conf/config.h"
+
+namespace lifeboat::cli {
+namespace {
+
+struct StatusOptions {
+  bool no_header = false;
+  std::string columns;
+  bool check = false;
+};
+
+const std::vector<std::string> kDefaultColumns = {"peer", "reachable",  "last_success",
+                                                  "age",  "generation", "error"};
+const std::vector<std::string> kAllColumns = {"peer",         "address",      "reachable", "phase",
+                                              "last_attempt", "last_success", "age",       "stale",
+                                              "generation",   "error",        "bytes",     "files",
+                                              "pulls",        "failed",       "next_pull"};
+
+std::string Str(const nlohmann::json& v) {
+  if (v.is_null()) return "-";
+  if (v.is_string()) return v.get<std::string>();
+  return v.dump();
+}
+
+std::string Cell(const nlohmann::json& p, const std::string& col) {
+  if (col == "peer") return Str(p["name"]);
+  if (col == "address") return Str(p["address"]);
+  if (col == "reachable") return p.value("reachable", false) ? "yes" : "no";
+  if (col == "phase") return Str(p["phase"]);
+  if (col == "last_attempt") return Str(p["last_attempt"]);
+  if (col == "last_success") return Str(p["last_success"]);
+  if (col == "age")
+    return p["age_seconds"].is_null() ? "never" : agent::HumanAge(p["age_seconds"].get<int64_t>());
+  if (col == "stale") return p.value("stale", true) ? "STALE" : "ok";
+  if (col == "generation") return Str(p["generation"]);
+  if (col == "error") return p["last_error"].is_null() ? "-" : Str(p["last_error"]);
+  if (col == "bytes") return agent::HumanBytes(p.value("wire_bytes", 0ull));
+  if (col == "files") return Str(p["files"]);
+  if (col == "pulls") return Str(p["pulls"]);
+  if (col == "failed") return Str(p["pulls_failed"]);
+  if (col == "next_pull") return agent::HumanAge(p.value("next_pull_in_ms", 0ll) / 1000);
+  return "?";
+}
+
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows, bool no_header) {
+  std::vector<size_t> w(header.size(), 0);
+  if (!no_header) {
+    for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+  }
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  }
+  auto print = [&](const std::vector<std::string>& r) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(w[i] - r[i].size() + 2, ' ');
+    }
+    std::cout << line << "\n";
+  };
+  if (!no_header) print(header);
+  for (const auto& r : rows) print(r);
+}
+
+std::string Upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+int RunStatus(const Context& ctx, const StatusOptions& opt) {
+  std::vector<conf::ConfigProblem> problems;
+  Result<conf::Config> config = conf::LoadConfig(ctx.ConfigPath(), &problems);
+  if (!config.ok()) {
+    for (const auto& p : problems) std::cerr << p.ToString() << "\n";
+    return kExitConfig;
+  }
+  std::vector<std::string> cols = kDefaultColumns;
+  if (!opt.columns.empty()) {
+    cols.clear();
+    std::stringstream ss(opt.columns);
+    std::string c;
+    while (std::getline(ss, c, ',')) {
+      if (std::find(kAllColumns.begin(), kAllColumns.end(), c) == kAllColumns.end()) {
+        std::string all;
+        for (const auto& a : kAllColumns) all += (all.empty() ? "" : ",") + a;
+        std::cerr << "lifeboat status: unknown column '" << c << "' (columns: " << all << ")\n";
+        return kExitUsage;
+      }
+      cols.push_back(c);
+    }
+  }
+  agent::ApiCall call =
+      agent::ApiCallFor(config->agent.api.host, config->agent.api.port, config->auth.api_token);
+  call.target = "/status";
+  call.read_timeout_ms = 30'000;
+  Result<agent::ApiReply> reply = agent::CallApi(call);
+  if (!reply.ok()) {
+    std::cerr << "lifeboat status: " << reply.status().message() << "\n";
+    return reply.status().code() == Code::kUnavailable ? kExitUnavailable : kExitTemporary;
+  }
+  nlohmann::json st = nlohmann::json::parse(reply->body, nullptr, false);
+  if (reply->status != 200 || !st.is_object()) {
+    std::cerr << "lifeboat status: the agent answered " << reply->status << ": " << reply->body
+              << "\n";
+    return kExitUnavailable;
+  }
+  std::vector<std::string> stale;
+  for (const auto& p : st["peers"]) {
+    if (p.value("stale", true)) stale.push_back(p.value("name", "?"));
+  }
+  if (ctx.json) {
+    std::cout << st.dump() << "\n";
+  } else {
+    std::vector<std::string> header;
+    for (const auto& c : cols) header.push_back(Upper(c));
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& p : st["peers"]) {
+      std::vector<std::string> r;
+      for (const auto& c : cols) r.push_back(Cell(p, c));
+      rows.push_back(std::move(r));
+    }
+    PrintTable(header, rows, opt.no_header);
+    if (opt.columns.empty() && st["services"].is_array() && !st["services"].empty()) {
+      std::cout << "\n";
+      std::vector<std::vector<std::string>> srows;
+      for (const auto& s : st["services"]) {
+        std::string peers;
+        for (const auto& p : s["peers"]) peers += (peers.empty() ? "" : ",") + Str(p);
+        srows.push_back({Str(s["service"]), Str(s["instances"]), Str(s["removed"]),
+                         s["newest_age_seconds"].is_null()
+                             ? "-"
+                             : agent::HumanAge(s["newest_age_seconds"].get<int64_t>()),
+                         s["oldest_age_seconds"].is_null()
+                             ? "-"
+                             : agent::HumanAge(s["oldest_age_seconds"].get<int64_t>()),
+                         peers});
+      }
+      PrintTable({"SERVICE", "INSTANCES", "REMOVED", "NEWEST", "OLDEST", "PEERS"}, srows,
+                 opt.no_header);
+    }
+  }
+  if (opt.check && !stale.empty()) {
+    std::string names;
+    for (const auto& n : stale) names += (names.empty() ? "" : ", ") + n;
+    std::cerr << "lifeboat status: data older than "
+              << conf::FormatDuration(config->agent.stale_after) << " from: " << names << "\n";
+    return 1;
+  }
+  return kExitOk;
+}
+
+const CommandRegistrar kRegistrar(/*order=*/30, [](CLI::App& root, Context& ctx) {
+  static StatusOptions opt;
+  CLI::App* sub =
+      root.add_subcommand("status", "Show each peer's sync state and the services held");
+  sub->add_flag("-H,--no-header", opt.no_header, "omit the table header");
+  sub->add_option("-o,--output", opt.columns,
+                  "comma-separated peer columns: peer,address,reachable,phase,last_attempt,"
+                  "last_success,age,stale,generation,error,bytes,files,pulls,failed,next_pull");
+  sub->add_flag("--check", opt.check,
+                "exit 1 when any peer's data is older than agent.stale_after");
+  sub->callback([&ctx] { ctx.Run([&ctx] { return RunStatus(ctx, opt); }); });
+});
+
+}  // namespace
+}  // namespace lifeboat::cli

@@ -1,0 +1,186 @@
+// `lifeboat sync-now [--peer P] [--service S]...`: asks the local agent to
+// pull now and shows its progress until every asked pull finished. Output: a
+// progress bar on a TTY, one JSON object per line with -j, plain lines
+// otherwise. Exit 0 when every pull succeeded, 69 when the agent is not
+// running, 75 when a pull failed, 64 for an unknown peer.
+#include <unistd.h>
+
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/api_client.h"
+#include "cli/command.h"
+#include "conf/config.h"
+
+namespace lifeboat::cli {
+namespace {
+
+struct SyncOptions {
+  std::string peer;
+  std::vector<std::string> services;
+};
+
+std::string Join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+// Renders progress packets for a human.
+class ProgressView {
+ public:
+  explicit ProgressView(bool tty) : tty_(tty) {}
+
+  void Progress(const nlohmann::json& p) {
+    std::string peer = p.value("peer", "?");
+    std::string phase = p.value("phase", "?");
+    if (tty_) {
+      lines_[peer] = Bar(p);
+      Redraw();
+      return;
+    }
+    if (last_phase_[peer] != phase) {
+      last_phase_[peer] = phase;
+      std::cout << peer << ": " << phase;
+      if (phase == "transfer" || phase == "commit") {
+        std::cout << " (" << p.value("files_total", 0) << " files, "
+                  << agent::HumanBytes(p.value("bytes_total", 0ull)) << ")";
+      }
+      std::cout << std::endl;
+    }
+  }
+
+  void Result(const nlohmann::json& r) {
+    std::string peer = r.value("peer", "?");
+    if (tty_) {
+      lines_.erase(peer);
+      ClearBar();
+    }
+    if (r.value("ok", false)) {
+      std::cout << peer << ": ok, generation " << r.value("generation", 0ull) << ", ";
+      if (r.value("unchanged", false)) {
+        std::cout << "unchanged";
+      } else {
+        std::cout << r.value("files", 0ull) << " files ("
+                  << agent::HumanBytes(r.value("file_bytes", 0ull)) << ") updated";
+      }
+      std::cout << ", " << agent::HumanBytes(r.value("wire_bytes", 0ull)) << " received in "
+                << r.value("duration_ms", 0ll) << " ms" << std::endl;
+    } else {
+      std::cout << peer << ": FAILED: " << r["error"].value("message", "unknown error")
+                << std::endl;
+    }
+    if (tty_) Redraw();
+  }
+
+  void Done() {
+    if (tty_) ClearBar();
+  }
+
+ private:
+  std::string Bar(const nlohmann::json& p) {
+    uint64_t bt = p.value("bytes_total", 0ull), bd = p.value("bytes_done", 0ull);
+    uint64_t ft = p.value("files_total", 0ull), fd = p.value("files_done", 0ull);
+    double frac = bt > 0 ? static_cast<double>(bd) / static_cast<double>(bt)
+                         : (ft > 0 ? static_cast<double>(fd) / static_cast<double>(ft) : 0.0);
+    int width = 20;
+    int filled = static_cast<int>(frac * width);
+    std::string bar = "[" + std::string(filled, '#') + std::string(width - filled, '.') + "]";
+    return p.value("peer", "?") + " " + p.value("phase", "?") + " " + bar + " " +
+           std::to_string(fd) + "/" + std::to_string(ft) + " files " + agent::HumanBytes(bd) + "/" +
+           agent::HumanBytes(bt) + " (" + agent::HumanBytes(p.value("wire_bytes", 0ull)) +
+           " received)";
+  }
+  void ClearBar() { std::cout << "\r\033[K" << std::flush; }
+  void Redraw() {
+    std::vector<std::string> parts;
+    for (auto& [peer, line] : lines_) parts.push_back(line);
+    std::string s = Join(parts, " | ");
+    std::cout << "\r\033[K" << s << std::flush;
+  }
+
+  bool tty_;
+  std::map<std::string, std::string> lines_;
+  std::map<std::string, std::string> last_phase_;
+};
+
+int RunSync(const Context& ctx, const SyncOptions& opt) {
+  std::vector<conf::ConfigProblem> problems;
+  Result<conf::Config> config = conf::LoadConfig(ctx.ConfigPath(), &problems);
+  if (!config.ok()) {
+    for (const auto& p : problems) std::cerr << p.ToString() << "\n";
+    return kExitConfig;
+  }
+  agent::ApiCall call =
+      agent::ApiCallFor(config->agent.api.host, config->agent.api.port, config->auth.api_token);
+  call.method = "POST";
+  call.target = "/sync";
+  std::string sep = "?";
+  if (!opt.peer.empty()) {
+    call.target += sep + "peer=" + agent::QueryEscape(opt.peer);
+    sep = "&";
+  }
+  if (!opt.services.empty()) {
+    call.target += sep + "service=" + agent::QueryEscape(Join(opt.services, ","));
+  }
+  // A pull may sit in its commit without progress; never give up before its deadline.
+  call.read_timeout_ms = config->agent.limits.pull_deadline.count() + 60'000;
+
+  bool tty = !ctx.json && ::isatty(STDOUT_FILENO);
+  ProgressView view(tty);
+  bool saw_done = false, all_ok = false;
+  size_t results = 0;
+  call.on_line = [&](std::string_view line) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) return;
+    if (ctx.json) std::cout << j.dump() << std::endl;
+    std::string type = j.value("type", "");
+    if (type == "progress") {
+      if (!ctx.json) view.Progress(j);
+    } else if (type == "result") {
+      ++results;
+      if (!ctx.json) view.Result(j);
+    } else if (type == "done") {
+      saw_done = true;
+      all_ok = j.value("ok", false);
+    }
+  };
+  Result<agent::ApiReply> reply = agent::CallApi(call);
+  if (!ctx.json) view.Done();
+  if (!reply.ok()) {
+    std::cerr << "lifeboat sync-now: " << reply.status().message() << "\n";
+    return reply.status().code() == Code::kUnavailable ? kExitUnavailable : kExitTemporary;
+  }
+  if (reply->status != 200) {
+    nlohmann::json e = nlohmann::json::parse(reply->body, nullptr, false);
+    std::string msg = e.is_object() ? e.value("message", reply->body) : reply->body;
+    if (ctx.json)
+      std::cout << (e.is_object() ? e.dump() : nlohmann::json{{"message", msg}}.dump()) << "\n";
+    std::cerr << "lifeboat sync-now: " << msg << "\n";
+    if (reply->status == 404 || reply->status == 400) return kExitUsage;
+    if (reply->status == 503) return kExitUnavailable;
+    return kExitSoftware;
+  }
+  if (!saw_done) {
+    std::cerr << "lifeboat sync-now: the agent ended the stream before the result\n";
+    return kExitTemporary;
+  }
+  if (results == 0 && !ctx.json) std::cout << "no peers configured\n";
+  return all_ok ? kExitOk : kExitTemporary;
+}
+
+const CommandRegistrar kRegistrar(/*order=*/20, [](CLI::App& root, Context& ctx) {
+  static SyncOptions opt;
+  CLI::App* sub = root.add_subcommand(
+      "sync-now", "Ask the local agent to pull now; show progress and wait for the result");
+  sub->add_option("--peer", opt.peer, "pull only from this peer (default: every peer)");
+  sub->add_option("--service", opt.services, "pull only this service (repeatable)");
+  sub->callback([&ctx] { ctx.Run([&ctx] { return RunSync(ctx, opt); }); });
+});
+
+}  // namespace
+}  // namespace lifeboat::cli
