@@ -113,6 +113,7 @@ struct StoredImage {
   uint64_t size = 0;          // of the image file
   Digest128 file_digest;
   Digest128 manifest_digest;
+  uint64_t manifest_size = 0;
   bool referenced = true;  // used by a held instance's origin chain
   int64_t unreferenced_since_ms = 0;
 };

@@ -577,7 +577,11 @@ Config Parser::Parse(const toml::table& root) {
        }}};
   Section(root, "agent", agent);
   Section(root, "auth",
-          {FilePath("cluster_key_file", &c.auth.cluster_key_file, true),
+          {Choice<Transport>("transport", &c.auth.transport,
+                             {{"tls-psk", Transport::kTlsPsk},
+                              {"tls-ca", Transport::kTlsCa},
+                              {"plain", Transport::kPlain}}),
+           FilePath("cluster_key_file", &c.auth.cluster_key_file, true),
            FilePath("api_token_file", &c.auth.api_token_file), FilePath("ca_file", &c.auth.ca_file),
            FilePath("cert_file", &c.auth.cert_file), FilePath("key_file", &c.auth.key_file)});
   Section(root, "export",
@@ -646,6 +650,23 @@ void Parser::CheckCrossFields(Config& c) {
     Problem(PlaceAt(key), key,
             "agent.stale_after (" + FormatDuration(a.stale_after) +
                 ") must be longer than agent.interval (" + FormatDuration(a.interval) + ")");
+  }
+  if (c.auth.transport == Transport::kTlsCa && !Bad("auth.transport")) {
+    for (auto [name, path] :
+         {std::pair{"ca_file", &c.auth.ca_file}, std::pair{"cert_file", &c.auth.cert_file},
+          std::pair{"key_file", &c.auth.key_file}}) {
+      std::string key = "auth." + std::string(name);
+      if (path->empty() && !Has(key)) {
+        Problem(PlaceAt("auth.transport"), key,
+                "missing: auth.transport = \"tls-ca\" needs the cluster CA, this node's "
+                "certificate and its key");
+      }
+    }
+  }
+  if (c.auth.transport == Transport::kPlain) {
+    Warning(c, "auth.transport",
+            "transport \"plain\": peer traffic (VM payloads, delegate data) crosses the "
+            "network unencrypted; use it for benchmarks only");
   }
   if (c.restore.backend == RestoreBackend::kExec) {
     const RestoreExecConfig& e = c.restore.exec;
@@ -795,6 +816,18 @@ Result<Config> Finish(std::vector<ConfigProblem> found, Config config,
 std::string HostPort::ToString() const {
   bool v6 = host.find(':') != std::string::npos;
   return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+std::string_view TransportName(Transport t) {
+  switch (t) {
+    case Transport::kTlsPsk:
+      return "tls-psk";
+    case Transport::kTlsCa:
+      return "tls-ca";
+    case Transport::kPlain:
+      return "plain";
+  }
+  return "?";
 }
 
 std::string_view ExportProviderName(ExportProvider p) {

@@ -79,7 +79,18 @@ struct AgentConfig {
   log::Level log_level = log::Level::kInfo;         // "trace".."fatal"
 };
 
+// How peer connections (syncproto) are protected.
+enum class Transport {
+  kTlsPsk,  // TLS 1.3 with a PSK derived from the cluster key (the default)
+  kTlsCa,   // TLS 1.3 with certificates of a cluster CA, both sides verified
+  kPlain,   // no TLS: only the cluster-key handshake; for benchmarks
+};
+std::string_view TransportName(Transport t);  // "tls-psk", "tls-ca", "plain"
+
 struct AuthConfig {
+  // "tls-ca" requires ca_file, cert_file and key_file; "plain" is valid but
+  // warned about (nothing on the wire is encrypted).
+  Transport transport = Transport::kTlsPsk;
   std::string cluster_key_file;  // required; absolute after loading
   // The key file's content with surrounding whitespace trimmed; >= 32 bytes.
   // Never logged or printed.
@@ -88,8 +99,9 @@ struct AuthConfig {
   // empty when not set) and its trimmed, non-empty content.
   std::string api_token_file;
   std::string api_token;
-  // Optional TLS material for later; absolute after loading, empty when not
-  // set, checked readable when set.
+  // TLS material for transport "tls-ca" (all three required then; ignored
+  // otherwise): absolute after loading, empty when not set, checked readable
+  // when set.
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
@@ -166,7 +178,7 @@ struct Config {
   std::string source_path;  // the file (or source name) this came from
   // Things that are valid but probably not meant: no peers, an insecure key
   // file mode, the published example key, a control API on a non-loopback
-  // address without a token. Callers log or print them.
+  // address without a token, transport "plain". Callers log or print them.
   std::vector<ConfigProblem> warnings;
 };
 

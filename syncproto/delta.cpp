@@ -78,20 +78,31 @@ RsJob& RsJob::operator=(RsJob&& o) noexcept {
 
 Status RsJob::Iterate(std::span<const uint8_t> in, bool eof, std::vector<uint8_t>* out,
                       const char* what) {
+  return IterateTo(
+      in, eof,
+      [out](std::span<const uint8_t> d) {
+        out->insert(out->end(), d.begin(), d.end());
+        return Status::Ok();
+      },
+      what);
+}
+
+Status RsJob::IterateTo(std::span<const uint8_t> in, bool eof,
+                        const std::function<Status(std::span<const uint8_t>)>& sink,
+                        const char* what) {
   if (!job_) return InternalError(std::string(what) + ": job not started");
+  if (!buf_) buf_.reset(new uint8_t[kJobBuf]);  // uninitialized on purpose
   rs_buffers_t b{};
   b.next_in = const_cast<char*>(reinterpret_cast<const char*>(in.data()));
   b.avail_in = in.size();
   b.eof_in = eof ? 1 : 0;
   for (;;) {
-    size_t old = out->size();
-    out->resize(old + kJobBuf);
-    b.next_out = reinterpret_cast<char*>(out->data() + old);
+    b.next_out = reinterpret_cast<char*>(buf_.get());
     b.avail_out = kJobBuf;
     size_t in_before = b.avail_in;
     rs_result r = rs_job_iter(job_, &b);
     size_t produced = kJobBuf - b.avail_out;
-    out->resize(old + produced);
+    if (produced > 0) RETURN_IF_ERROR(sink(std::span<const uint8_t>(buf_.get(), produced)));
     if (r == RS_DONE) {
       if (b.avail_in != 0) {
         return DataError(std::string(what) + ": " + std::to_string(b.avail_in) +
@@ -170,9 +181,7 @@ struct PatchJob::Rep {
   ReadableFile* basis = nullptr;
   Sink sink;
   std::vector<uint8_t> copy_buf;
-  std::vector<uint8_t> out_buf;
   Status copy_error;
-  bool done = false;
 
   static rs_result Copy(void* opaque, rs_long_t pos, size_t* len, void** buf) {
     auto* rep = static_cast<Rep*>(opaque);
@@ -210,15 +219,11 @@ Result<std::unique_ptr<PatchJob>> PatchJob::Start(ReadableFile* basis, Sink sink
 }
 
 namespace {
-Status RunPatch(PatchJob::Sink& sink, RsJob& job, std::vector<uint8_t>& buf,
-                std::span<const uint8_t> in, bool eof, const Status& copy_error, bool* done) {
-  buf.clear();
-  Status s = job.Iterate(in, eof, &buf, "bad delta");
+Status RunPatch(const PatchJob::Sink& sink, RsJob& job, std::span<const uint8_t> in, bool eof,
+                const Status& copy_error) {
+  Status s = job.IterateTo(in, eof, sink, "bad delta");
   if (!copy_error.ok()) return copy_error;
-  if (!s.ok()) return s;
-  (void)done;
-  if (!buf.empty()) RETURN_IF_ERROR(sink(buf));
-  return Status::Ok();
+  return s;
 }
 }  // namespace
 
@@ -227,15 +232,14 @@ Status PatchJob::Feed(std::span<const uint8_t> delta) {
   // than a piece's worth of patched output beyond the COPY lengths.
   while (!delta.empty()) {
     size_t n = std::min<size_t>(delta.size(), 64u << 10);
-    RETURN_IF_ERROR(RunPatch(rep_->sink, rep_->job, rep_->out_buf, delta.first(n), false,
-                             rep_->copy_error, &rep_->done));
+    RETURN_IF_ERROR(RunPatch(rep_->sink, rep_->job, delta.first(n), false, rep_->copy_error));
     delta = delta.subspan(n);
   }
   return Status::Ok();
 }
 
 Status PatchJob::Finish() {
-  return RunPatch(rep_->sink, rep_->job, rep_->out_buf, {}, true, rep_->copy_error, &rep_->done);
+  return RunPatch(rep_->sink, rep_->job, {}, true, rep_->copy_error);
 }
 
 // ---- Basis summary -------------------------------------------------------------

@@ -75,7 +75,7 @@ class RsJob {
   RsJob() = default;
   explicit RsJob(rs_job* job) : job_(job) {}
   ~RsJob();
-  RsJob(RsJob&& o) noexcept : job_(o.job_) { o.job_ = nullptr; }
+  RsJob(RsJob&& o) noexcept : job_(o.job_), buf_(std::move(o.buf_)) { o.job_ = nullptr; }
   RsJob& operator=(RsJob&& o) noexcept;
   rs_job* get() const { return job_; }
 
@@ -84,9 +84,13 @@ class RsJob {
   // returns OK only on RS_DONE. `what` names the job in errors.
   Status Iterate(std::span<const uint8_t> in, bool eof, std::vector<uint8_t>* out,
                  const char* what);
+  // The same, handing each piece of output to `sink` (no accumulation).
+  Status IterateTo(std::span<const uint8_t> in, bool eof,
+                   const std::function<Status(std::span<const uint8_t>)>& sink, const char* what);
 
  private:
   rs_job* job_ = nullptr;
+  std::unique_ptr<uint8_t[]> buf_;  // output buffer, allocated on first use
 };
 
 // Streaming signature of a basis.

@@ -93,12 +93,16 @@ class Bench:
         os.makedirs(base, exist_ok=True)
         self.workdir = tempfile.mkdtemp(prefix="lifeboat-bench-", dir=base)
         try:
-            return self._run()
+            result = self._run()
+            self.procs.stop_all()
+            write_result(result, a.out)
+            return result
         finally:
             self.procs.stop_all()
             if a.keep:
                 self.log("kept %s" % self.workdir)
             else:
+                self.log("removing %s" % self.workdir)
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _run(self):
@@ -166,6 +170,7 @@ class Bench:
                 out["lifeboat_bytes_source"] = s.metric_source
         for s in list(self.sides):
             s.stop()
+        out["processes"] = self.procs.history
         out["rows"] = self.rows
         out["summary"] = self.summarize()
         out["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -340,17 +345,20 @@ def main(argv=None):
 
     bench = Bench(args)
     try:
-        result = bench.run()
+        bench.run()
     except bench_procs.CommandFailed as e:
         print("bench: %s" % e, file=sys.stderr)
         return 69 if "unavailable" in str(e) else 1
     except KeyboardInterrupt:
         print("bench: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+    return 0
+
+
+def write_result(result, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
     print(table(result))
-    print("\nwrote %s" % args.out)
-    return 0
+    print("\nwrote %s" % path, flush=True)

@@ -22,7 +22,8 @@ class CommandFailed(Exception):
 
 class Procs:
     def __init__(self):
-        self.daemons = []  # (name, Popen, log path)
+        self.daemons = []  # (name, Popen, log path) of the running ones
+        self.history = []  # {"name", "pid"} of every daemon started
 
     def start(self, name, argv, log_path, env=None, cwd=None):
         log = open(log_path, "ab")
@@ -30,6 +31,7 @@ class Procs:
                              start_new_session=True, env=env, cwd=cwd)
         log.close()
         self.daemons.append((name, p, log_path))
+        self.history.append({"name": name, "pid": p.pid})
         return p
 
     def stop(self, p, grace=10.0):
@@ -69,7 +71,7 @@ def install_signal_handlers(procs):
     def _raise(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
 
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _raise)
 
 

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 
@@ -146,3 +147,64 @@ struct DirExport {
 }  // namespace lifeboat::catalog::testing
 
 #endif  // LIFEBOAT_TESTS_UNIT_CATALOG_TEST_UTIL_H_
+
+#include "catalog/store.h"
+#include "syncproto/export_source.h"
+
+namespace lifeboat::catalog::testing {
+
+// What the agent's puller does, without the network: ask the view for the
+// manifest since what the store holds, plan, copy each transfer whole (or
+// `mangle` it), commit.
+inline Result<PlanSummary> PullFrom(syncproto::ExportSource& source, Store& store,
+                                    const std::string& peer,
+                                    std::function<void(std::string&)> mangle = nullptr,
+                                    std::vector<std::string> services = {}) {
+  ASSIGN_OR_RETURN(auto view, source.OpenView());
+  ASSIGN_OR_RETURN(auto txn, store.BeginPull(peer, services));
+  auto held = store.Peer(peer);
+  ASSIGN_OR_RETURN(auto answer, view->ManifestSince(held ? held->generation : 0,
+                                                    held ? held->boot_id : "", services));
+  ASSIGN_OR_RETURN(PlanSummary plan, txn->Plan(answer));
+  for (const Transfer& t : txn->transfers()) {
+    syncproto::FileEntry entry;
+    ASSIGN_OR_RETURN(auto in, view->OpenFile(t.entry.path, &entry));
+    std::string data;
+    RETURN_IF_ERROR(ForEachChunk(*in, 1 << 16, [&](std::span<const uint8_t> c) {
+      data.append(reinterpret_cast<const char*>(c.data()), c.size());
+      return Status::Ok();
+    }));
+    if (mangle) mangle(data);
+    ASSIGN_OR_RETURN(auto out, txn->StageFile(t.entry.path));
+    RETURN_IF_ERROR(out->Append(data));
+    RETURN_IF_ERROR(txn->FinishFile(t.entry.path, std::move(out)));
+  }
+  RETURN_IF_ERROR(txn->Commit());
+  return plan;
+}
+
+// cp -a for tests (files copied, symlinks recreated, modes and mtimes kept).
+inline void CopyTree(const std::string& from, const std::string& to) {
+  Env& env = *Env::Default();
+  auto st = env.Stat(from);
+  REQUIRE(st.ok());
+  REQUIRE(env.MakeDir(to, st->mode).ok());
+  auto entries = env.ListDir(from);
+  REQUIRE(entries.ok());
+  for (const DirEntry& e : *entries) {
+    const std::string a = from + "/" + e.name, b = to + "/" + e.name;
+    auto fs = env.Stat(a);
+    REQUIRE(fs.ok());
+    if (fs->type == FileType::kDirectory) {
+      CopyTree(a, b);
+    } else if (fs->type == FileType::kSymlink) {
+      REQUIRE(env.Symlink(*env.ReadLink(a), b).ok());
+    } else {
+      REQUIRE(env.CopyFile(a, b, fs->mode).ok());
+    }
+    REQUIRE(env.SetMtime(b, fs->mtime_ns).ok());
+  }
+  REQUIRE(env.SetMtime(to, st->mtime_ns).ok());
+}
+
+}  // namespace lifeboat::catalog::testing

@@ -2,6 +2,7 @@
 // problem reported with its file, line and key.
 #include "conf/config.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
@@ -77,6 +78,7 @@ TEST_CASE("a minimal config gets the documented defaults", "[conf]") {
   CHECK(c->agent.log_level == log::Level::kInfo);
   CHECK(c->auth.cluster_key_file == f.dir / "cluster.key");
   CHECK(c->auth.cluster_key == kKey);  // trimmed of its newline
+  CHECK(c->auth.transport == Transport::kTlsPsk);
   CHECK(c->export_.services == std::vector<std::string>{"*"});
   CHECK(c->peers.empty());
   CHECK(c->retention.generations == 3);
@@ -249,6 +251,8 @@ TEST_CASE("each kind of mistake is reported with its line and key", "[conf]") {
        "No such file or directory"},
       {"unreadable TLS file", "ca_file = \"/nonexistent/ca.pem\"\n", 6, "auth.ca_file",
        "cannot read the file"},
+      {"unknown transport", "transport = \"tls\"\n", 6, "auth.transport",
+       "expected one of \"tls-psk\", \"tls-ca\", \"plain\", found \"tls\""},
   };
   for (const ErrorCase& c : cases) {
     INFO(c.what);
@@ -460,10 +464,61 @@ TEST_CASE("the shipped example config parses clean", "[conf]") {
   CHECK(c->peers.size() == 2);
   CHECK(c->restore.exec.register_sapi.size() == 3);  // a string: run by /bin/sh -c
   CHECK(c->restore.order == DefaultServiceOrder());
+  CHECK(c->auth.transport == Transport::kTlsPsk);
   // It uses the published example key, and says so.
   CHECK(c->auth.cluster_key == kExampleClusterKey);
   REQUIRE(c->warnings.size() == 1);
   CHECK_THAT(c->warnings[0].message, Catch::Contains("example key"));
+}
+
+TEST_CASE("auth.transport: tls-ca needs its three files, plain is warned about", "[conf]") {
+  Fixture f;
+  SECTION("tls-ca with CA, certificate and key") {
+    WriteFile(f.dir / "ca.pem", "ca");
+    WriteFile(f.dir / "node.pem", "cert");
+    WriteFile(f.dir / "node.key", "key");
+    Result<Config> c =
+        f.Parse(Base("transport = \"tls-ca\"\nca_file = \"ca.pem\"\ncert_file = \"node.pem\"\n"
+                     "key_file = \"node.key\"\n"));
+    INFO(c.status().message());
+    REQUIRE(c.ok());
+    CHECK(c->auth.transport == Transport::kTlsCa);
+    CHECK(c->auth.ca_file == f.dir / "ca.pem");
+    CHECK(c->auth.cert_file == f.dir / "node.pem");
+    CHECK(c->auth.key_file == f.dir / "node.key");
+    REQUIRE(c->warnings.size() == 1);
+    CHECK(c->warnings[0].key == "peer");  // only the single-node warning
+  }
+  SECTION("tls-ca without its files: one problem per missing file, at the transport line") {
+    WriteFile(f.dir / "ca.pem", "ca");
+    Result<Config> c = f.Parse(Base("transport = \"tls-ca\"\nca_file = \"ca.pem\"\n"));
+    REQUIRE_FALSE(c.ok());
+    REQUIRE(f.problems.size() == 2);
+    CHECK(f.problems[0].line == 6);
+    std::vector<std::string> keys{f.problems[0].key, f.problems[1].key};
+    std::sort(keys.begin(), keys.end());
+    CHECK(keys == std::vector<std::string>{"auth.cert_file", "auth.key_file"});
+    CHECK_THAT(f.problems[0].message, Catch::Contains("tls-ca"));
+  }
+  SECTION("plain: valid, with a warning") {
+    Result<Config> c = f.Parse(Base("transport = \"plain\"\n"));
+    REQUIRE(c.ok());
+    CHECK(c->auth.transport == Transport::kPlain);
+    REQUIRE(c->warnings.size() == 2);  // no peers, and plain
+    bool warned = false;
+    for (const auto& w : c->warnings) {
+      warned |= w.key == "auth.transport" && w.message.find("unencrypted") != std::string::npos;
+    }
+    CHECK(warned);
+  }
+  SECTION("tls-psk ignores unset TLS files") {
+    Result<Config> c = f.Parse(Base("transport = \"tls-psk\"\n"));
+    REQUIRE(c.ok());
+    CHECK(c->auth.transport == Transport::kTlsPsk);
+  }
+  CHECK(TransportName(Transport::kTlsPsk) == "tls-psk");
+  CHECK(TransportName(Transport::kTlsCa) == "tls-ca");
+  CHECK(TransportName(Transport::kPlain) == "plain");
 }
 
 TEST_CASE("the example config installed beside a real key has no warnings", "[conf]") {

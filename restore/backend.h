@@ -1,0 +1,100 @@
+// Restore backends: where and how the steps of a plan take effect.
+//
+//   dir      (embedded default) images into <target>/images/<uuid>/, instances
+//            into <target>/zones/<new-uuid>/ with vm.json, sapi.json, data/
+//   smartos  imgadm / vmadm / zfs on a SmartOS headnode
+//   exec     one operator command per step kind, the step as JSON on stdin
+//
+// Contract for every backend: Run() of a step is safe to repeat after an
+// earlier Run() of the same step failed or was cut short by a crash (the
+// journal marks a step done only after Run() returned OK, so a crash between
+// the two repeats the step). Backends are used from one thread at a time.
+#ifndef LIFEBOAT_RESTORE_BACKEND_H_
+#define LIFEBOAT_RESTORE_BACKEND_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/env.h"
+#include "base/status.h"
+#include "restore/plan.h"
+#include "restore/tree_copy.h"
+
+namespace lifeboat::restore {
+
+struct StepResult {
+  uint64_t bytes = 0;         // bytes the step wrote (data copied, image installed)
+  bool already_done = false;  // the target already had the step's effect (a resumed restore)
+  std::string note;           // why nothing was done, when the backend skipped the step
+};
+
+// What a step needs besides its own fields (not part of the journal).
+struct StepInput {
+  // restore_data: the exported mode and mtime of each entry of the data tree
+  // (the catalog's on-disk copy may differ); null = take them from disk.
+  const TreeMeta* data_meta = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;    // "dir", "smartos", "exec"
+  virtual std::string target() const = 0;  // what it restores into, for messages and the journal
+
+  // Whether image `uuid` is installed on the target.
+  virtual Result<bool> HasImage(const std::string& uuid) = 0;
+  // Aliases of instances already on the target (so new aliases avoid them).
+  virtual Result<std::set<std::string>> TargetAliases() = 0;
+  // Checks, before any step runs, that the backend can run every step of `plan`.
+  virtual Status Check(const Plan& plan) {
+    (void)plan;
+    return Status::Ok();
+  }
+  // Runs one step. Errors name the step, the object and the cause.
+  virtual Result<StepResult> Run(const Step& step, const StepInput& input) = 0;
+};
+
+// ---- dir --------------------------------------------------------------------
+
+struct DirBackendOptions {
+  std::string target;  // created (0700) when missing
+  int copy_threads = 4;
+};
+std::unique_ptr<Backend> NewDirBackend(Env& env, DirBackendOptions options);
+
+// ---- smartos ----------------------------------------------------------------
+
+struct SmartosBackendOptions {
+  std::string imgadm = "imgadm";  // command names (PATH lookup) or paths
+  std::string vmadm = "vmadm";
+  std::string zfs = "zfs";
+  // SAPI registration: argv to which "-d" "@<record file>" is appended.
+  // Default: adopt the already-created VM as a SAPI instance.
+  std::vector<std::string> sapi_register = {"sdc-sapi", "/instances?exists=true", "-X", "POST"};
+  std::string zpool = "zones";  // the delegate dataset is <zpool>/<uuid>/data
+  std::string work_dir;         // where payload files for vmadm/sdc-sapi are written (required)
+  int copy_threads = 4;
+};
+std::unique_ptr<Backend> NewSmartosBackend(Env& env, SmartosBackendOptions options);
+
+// ---- exec -------------------------------------------------------------------
+
+struct ExecBackendOptions {
+  // argv per step kind name ("install_image", "create_instance", "restore_data",
+  // "register_sapi"). register_sapi is optional (its steps are then skipped
+  // with a note); a plan with another step kind that has no command fails Check().
+  std::map<std::string, std::vector<std::string>> commands;
+  // Optional: argv run with the image uuid appended; exit 0 = installed,
+  // 1 = not installed, anything else an error. Without it no image counts as
+  // installed.
+  std::vector<std::string> has_image;
+  std::string target = "exec";  // recorded in the journal
+};
+std::unique_ptr<Backend> NewExecBackend(ExecBackendOptions options);
+
+}  // namespace lifeboat::restore
+
+#endif  // LIFEBOAT_RESTORE_BACKEND_H_

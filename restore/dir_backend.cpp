@@ -1,0 +1,166 @@
+// The dir backend: restores into a plain directory tree.
+//
+//   <target>/images/<uuid>/manifest.json, file     installed images
+//   <target>/zones/<new-uuid>/vm.json              the VM payload
+//   <target>/zones/<new-uuid>/sapi.json            the SAPI record
+//   <target>/zones/<new-uuid>/data/                the delegate dataset
+//
+// Images and data trees are built under a ".partial" name and renamed into
+// place, so a name that exists is complete; a rerun removes leftovers.
+#include <memory>
+
+#include "base/digest.h"
+#include "restore/backend.h"
+#include "restore/tree_copy.h"
+
+namespace lifeboat::restore {
+namespace {
+
+using nlohmann::json;
+
+Result<Digest128> HashFile(Env& env, const std::string& path) {
+  ASSIGN_OR_RETURN(auto file, env.OpenRead(path));
+  Xxh3Hasher hasher;
+  RETURN_IF_ERROR(ForEachChunk(*file, 1 << 20, [&](std::span<const uint8_t> chunk) {
+    hasher.Update(chunk);
+    return Status::Ok();
+  }));
+  return hasher.Finish();
+}
+
+class DirBackend final : public Backend {
+ public:
+  DirBackend(Env& env, DirBackendOptions options) : env_(env), options_(std::move(options)) {}
+
+  std::string name() const override { return "dir"; }
+  std::string target() const override { return options_.target; }
+
+  Result<bool> HasImage(const std::string& uuid) override {
+    auto st = env_.Stat(JoinPath(ImagesDir(), uuid));
+    if (st.ok()) return st->type == FileType::kDirectory;
+    if (st.status().code() == Code::kNotFound) return false;
+    return st.status();
+  }
+
+  Result<std::set<std::string>> TargetAliases() override {
+    std::set<std::string> aliases;
+    auto entries = env_.ListDir(ZonesDir());
+    if (!entries.ok()) {
+      if (entries.status().code() == Code::kNotFound) return aliases;
+      return entries.status();
+    }
+    for (const DirEntry& e : *entries) {
+      auto text = ReadFileToString(env_, JoinPath(JoinPath(ZonesDir(), e.name), "vm.json"));
+      if (!text.ok()) continue;  // a zone whose create step has not run yet
+      json vm = json::parse(*text, nullptr, false);
+      if (vm.is_object() && vm.contains("alias") && vm["alias"].is_string()) {
+        aliases.insert(vm["alias"].get<std::string>());
+      }
+    }
+    return aliases;
+  }
+
+  Result<StepResult> Run(const Step& step, const StepInput& input) override {
+    RETURN_IF_ERROR(CreateDirs(env_, options_.target, 0700));
+    switch (step.kind) {
+      case StepKind::kInstallImage:
+        return InstallImage(step);
+      case StepKind::kCreateInstance:
+        return CreateInstance(step);
+      case StepKind::kRestoreData:
+        return RestoreData(step, input);
+      case StepKind::kRegisterSapi:
+        return RegisterSapi(step);
+    }
+    return InternalError("dir backend: unknown step kind");
+  }
+
+ private:
+  std::string ImagesDir() const { return JoinPath(options_.target, "images"); }
+  std::string ZonesDir() const { return JoinPath(options_.target, "zones"); }
+  std::string ZoneDir(const Step& s) const { return JoinPath(ZonesDir(), s.new_uuid); }
+
+  Result<StepResult> InstallImage(const Step& step) {
+    ASSIGN_OR_RETURN(bool installed, HasImage(step.image_uuid));
+    if (installed) return StepResult{0, true};
+    if (!step.image_origin.empty()) {
+      ASSIGN_OR_RETURN(bool origin_installed, HasImage(step.image_origin));
+      if (!origin_installed) {
+        return DataError("install image " + step.image_uuid + ": its origin image " +
+                         step.image_origin + " is not installed in " + ImagesDir());
+      }
+    }
+    RETURN_IF_ERROR(CreateDirs(env_, ImagesDir(), 0700));
+    const std::string final_dir = JoinPath(ImagesDir(), step.image_uuid);
+    const std::string partial = final_dir + ".partial";
+    RETURN_IF_ERROR(RemoveTree(env_, partial));
+    RETURN_IF_ERROR(env_.MakeDir(partial, 0755));
+    const std::string file = JoinPath(partial, "file");
+    RETURN_IF_ERROR(env_.CopyFile(step.manifest_path, JoinPath(partial, "manifest.json"), 0644));
+    RETURN_IF_ERROR(env_.CopyFile(step.file_path, file, 0644));
+    if (!step.file_digest.empty()) {
+      ASSIGN_OR_RETURN(Digest128 got, HashFile(env_, file));
+      if (got.Hex() != step.file_digest) {
+        RemoveTree(env_, partial).IgnoreError();
+        return DataError("install image " + step.image_uuid + ": copied file " + file +
+                         " has digest " + got.Hex() + ", expected " + step.file_digest);
+      }
+    }
+    ASSIGN_OR_RETURN(FileStat st, env_.Stat(file));
+    RETURN_IF_ERROR(env_.SyncDir(partial));
+    RETURN_IF_ERROR(env_.Rename(partial, final_dir));
+    RETURN_IF_ERROR(env_.SyncDir(ImagesDir()));
+    return StepResult{st.size, false};
+  }
+
+  Result<StepResult> CreateInstance(const Step& step) {
+    RETURN_IF_ERROR(CreateDirs(env_, ZonesDir(), 0700));
+    const std::string zone = ZoneDir(step);
+    RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
+    return WriteOnce(JoinPath(zone, "vm.json"), step.payload.dump(2) + "\n");
+  }
+
+  Result<StepResult> RestoreData(const Step& step, const StepInput& input) {
+    const std::string zone = ZoneDir(step);
+    auto zone_st = env_.Stat(zone);
+    if (!zone_st.ok()) {
+      return zone_st.status().WithContext("restore data of " + step.alias +
+                                          ": instance not created");
+    }
+    const std::string final_dir = JoinPath(zone, "data");
+    if (Exists(env_, final_dir)) return StepResult{0, true};
+    const std::string partial = final_dir + ".partial";
+    RETURN_IF_ERROR(RemoveTree(env_, partial));
+    auto stats = CopyTree(env_, step.data_path, partial,
+                          CopyOptions{options_.copy_threads, input.data_meta});
+    if (!stats.ok()) return stats.status().WithContext("restore data of " + step.alias);
+    RETURN_IF_ERROR(env_.Rename(partial, final_dir));
+    RETURN_IF_ERROR(env_.SyncDir(zone));
+    return StepResult{stats->bytes, false};
+  }
+
+  Result<StepResult> RegisterSapi(const Step& step) {
+    const std::string zone = ZoneDir(step);
+    RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
+    return WriteOnce(JoinPath(zone, "sapi.json"), step.payload.dump(2) + "\n");
+  }
+
+  // Publishes `text` at `path` atomically unless it is there already.
+  Result<StepResult> WriteOnce(const std::string& path, const std::string& text) {
+    auto existing = ReadFileToString(env_, path);
+    if (existing.ok() && *existing == text) return StepResult{0, true};
+    RETURN_IF_ERROR(WriteFileAtomic(env_, path, text, 0644));
+    return StepResult{text.size(), false};
+  }
+
+  Env& env_;
+  DirBackendOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> NewDirBackend(Env& env, DirBackendOptions options) {
+  return std::make_unique<DirBackend>(env, std::move(options));
+}
+
+}  // namespace lifeboat::restore

@@ -1,0 +1,90 @@
+// The exec backend: the operator's own hooks, one command per step kind.
+//
+// The command gets the step as one JSON object on stdin (Step::ToJson plus
+// "backend": "exec") and LIFEBOAT_STEP_KIND, LIFEBOAT_STEP_ID,
+// LIFEBOAT_NEW_UUID in its environment. Exit 0 means done; any other exit
+// stops the restore with the command's stderr in the error. Hooks must be
+// safe to run again for a step whose earlier run failed.
+#include <memory>
+
+#include "restore/backend.h"
+#include "restore/process.h"
+
+namespace lifeboat::restore {
+namespace {
+
+class ExecBackend final : public Backend {
+ public:
+  explicit ExecBackend(ExecBackendOptions options) : options_(std::move(options)) {}
+
+  std::string name() const override { return "exec"; }
+  std::string target() const override { return options_.target; }
+
+  Result<bool> HasImage(const std::string& uuid) override {
+    if (options_.has_image.empty()) return false;
+    std::vector<std::string> argv = options_.has_image;
+    argv.push_back(uuid);
+    ASSIGN_OR_RETURN(CommandResult r, RunCommand(argv));
+    if (r.exit_code == 0) return true;
+    if (r.exit_code == 1) return false;
+    return IoError("image check " + CommandLine(argv) + " failed: " + r.Describe());
+  }
+
+  Result<std::set<std::string>> TargetAliases() override { return std::set<std::string>(); }
+
+  Status Check(const Plan& plan) override {
+    for (const Step& s : plan.steps) {
+      auto it = options_.commands.find(std::string(StepKindName(s.kind)));
+      if (it == options_.commands.end() || it->second.empty()) {
+        if (s.kind == StepKind::kRegisterSapi) continue;
+        return ConfigError("exec backend: no command for step kind " +
+                           std::string(StepKindName(s.kind)) + " in [restore.exec]");
+      }
+    }
+    return Status::Ok();
+  }
+
+  Result<StepResult> Run(const Step& step, const StepInput& input) override {
+    const std::string kind(StepKindName(step.kind));
+    auto it = options_.commands.find(kind);
+    if (it == options_.commands.end() || it->second.empty()) {
+      if (step.kind == StepKind::kRegisterSapi) {
+        return StepResult{0, false, "no register_sapi command in [restore.exec]"};
+      }
+      return ConfigError("exec backend: no command for step kind " + kind + " in [restore.exec]");
+    }
+    nlohmann::json stdin_json = step.ToJson();
+    stdin_json["backend"] = "exec";
+    if (input.data_meta != nullptr) {
+      // The exported mode and mtime of every entry under data_path: the
+      // catalog's copy on disk may carry other modes.
+      nlohmann::json files = nlohmann::json::object();
+      for (const auto& [rel, m] : *input.data_meta) {
+        files[rel.empty() ? "." : rel] = {{"mode", m.mode}, {"mtime_ns", m.mtime_ns}};
+      }
+      stdin_json["data_meta"] = std::move(files);
+    }
+    CommandOptions opts;
+    opts.stdin_data = stdin_json.dump() + "\n";
+    opts.extra_env = {"LIFEBOAT_STEP_KIND=" + kind, "LIFEBOAT_STEP_ID=" + step.id,
+                      "LIFEBOAT_NEW_UUID=" + step.new_uuid};
+    auto r = RunCommand(it->second, opts);
+    if (!r.ok()) return r.status().WithContext("step " + step.id);
+    if (!r->ok()) {
+      return IoError("step " + step.id + ": " + CommandLine(it->second) +
+                     " failed: " + r->Describe());
+    }
+    return StepResult{step.bytes, false};
+  }
+
+ private:
+  ExecBackendOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> NewExecBackend(ExecBackendOptions options) {
+  return std::make_unique<ExecBackend>(std::move(options));
+}
+
+}  // namespace lifeboat::restore

@@ -1,0 +1,353 @@
+#include "restore/plan.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <random>
+
+namespace lifeboat::restore {
+namespace {
+
+using nlohmann::json;
+
+size_t OrderIndex(const std::vector<std::string>& order, const std::string& service) {
+  auto it = std::find(order.begin(), order.end(), service);
+  return it == order.end() ? order.size() : static_cast<size_t>(it - order.begin());
+}
+
+void ReplaceUuidStrings(json& j, const std::string& from, const std::string& to) {
+  if (j.is_string()) {
+    if (j.get_ref<const std::string&>() == from) j = to;
+  } else if (j.is_array() || j.is_object()) {
+    for (auto& v : j) ReplaceUuidStrings(v, from, to);
+  }
+}
+
+std::string StringField(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return "";
+  return it->get<std::string>();
+}
+
+uint64_t UintField(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number_unsigned()) return 0;
+  return it->get<uint64_t>();
+}
+
+}  // namespace
+
+const std::vector<std::string>& DefaultServiceOrder() {
+  static const std::vector<std::string> kOrder = {
+      "assets",  "sapi",     "amonredis", "ufds",   "workflow", "amon",    "sdc", "papi",
+      "napi",    "rabbitmq", "imgapi",    "cnapi",  "fwapi",    "vmapi",   "ca",  "mahi",
+      "adminui", "cloudapi", "cns",       "docker", "cmon",     "portolan"};
+  return kOrder;
+}
+
+const std::vector<std::string>& ReadOnlyVmFields() {
+  // vmadm(8) lists these as not settable at create (computed by vmadm or the
+  // system): state and timestamps, zone ids, paths derived from the uuid, and
+  // the datasets vmadm derives from delegate_dataset. zonename is rewritten
+  // to the new uuid rather than removed (see NewVmPayload).
+  static const std::vector<std::string> kFields = {"state",
+                                                   "zone_state",
+                                                   "zonepath",
+                                                   "zoneid",
+                                                   "zonedid",
+                                                   "pid",
+                                                   "datasets",
+                                                   "create_timestamp",
+                                                   "boot_timestamp",
+                                                   "last_modified",
+                                                   "server_uuid",
+                                                   "exit_status",
+                                                   "exit_timestamp",
+                                                   "zfs_filesystem",
+                                                   "platform_buildstamp",
+                                                   "transition_expire",
+                                                   "transition_to",
+                                                   "snapshots",
+                                                   "hvm",
+                                                   "init_restarts"};
+  return kFields;
+}
+
+const std::vector<std::string>& NicAddressFields() {
+  static const std::vector<std::string> kFields = {"ip",      "ips",      "netmask",
+                                                   "gateway", "gateways", "mac"};
+  return kFields;
+}
+
+std::string_view StepKindName(StepKind kind) {
+  switch (kind) {
+    case StepKind::kInstallImage:
+      return "install_image";
+    case StepKind::kCreateInstance:
+      return "create_instance";
+    case StepKind::kRestoreData:
+      return "restore_data";
+    case StepKind::kRegisterSapi:
+      return "register_sapi";
+  }
+  return "unknown";
+}
+
+bool ParseStepKind(std::string_view name, StepKind* out) {
+  for (StepKind k : {StepKind::kInstallImage, StepKind::kCreateInstance, StepKind::kRestoreData,
+                     StepKind::kRegisterSapi}) {
+    if (StepKindName(k) == name) {
+      *out = k;
+      return true;
+    }
+  }
+  return false;
+}
+
+json Step::ToJson() const {
+  json j = {{"kind", StepKindName(kind)}, {"id", id}};
+  if (kind == StepKind::kInstallImage) {
+    j["image_uuid"] = image_uuid;
+    j["origin"] = image_origin.empty() ? json(nullptr) : json(image_origin);
+    j["manifest_path"] = manifest_path;
+    j["file_path"] = file_path;
+    j["file_digest"] = file_digest;
+    j["bytes"] = bytes;
+    return j;
+  }
+  j["old_uuid"] = old_uuid;
+  j["new_uuid"] = new_uuid;
+  j["alias"] = alias;
+  j["service"] = service;
+  if (kind == StepKind::kCreateInstance) j["payload"] = payload;
+  if (kind == StepKind::kRegisterSapi) j["sapi_record"] = payload;
+  if (kind == StepKind::kRestoreData) {
+    j["data_path"] = data_path;
+    j["bytes"] = bytes;
+  }
+  return j;
+}
+
+Result<Step> Step::FromJson(const json& j) {
+  if (!j.is_object()) return DataError("restore step: not a JSON object");
+  Step s;
+  if (!ParseStepKind(StringField(j, "kind"), &s.kind)) {
+    return DataError("restore step: unknown kind '" + StringField(j, "kind") + "'");
+  }
+  s.id = StringField(j, "id");
+  if (s.id.empty()) return DataError("restore step: missing id");
+  s.image_uuid = StringField(j, "image_uuid");
+  s.image_origin = StringField(j, "origin");
+  s.manifest_path = StringField(j, "manifest_path");
+  s.file_path = StringField(j, "file_path");
+  s.file_digest = StringField(j, "file_digest");
+  s.old_uuid = StringField(j, "old_uuid");
+  s.new_uuid = StringField(j, "new_uuid");
+  s.alias = StringField(j, "alias");
+  s.service = StringField(j, "service");
+  s.data_path = StringField(j, "data_path");
+  s.bytes = UintField(j, "bytes");
+  if (s.kind == StepKind::kCreateInstance) s.payload = j.value("payload", json());
+  if (s.kind == StepKind::kRegisterSapi) s.payload = j.value("sapi_record", json());
+  return s;
+}
+
+uint64_t Plan::TotalBytes() const {
+  uint64_t total = 0;
+  for (const Step& s : steps) total += s.bytes;
+  return total;
+}
+
+json Plan::ToJson() const {
+  json steps_j = json::array();
+  for (const Step& s : steps) steps_j.push_back(s.ToJson());
+  json inst = json::array();
+  for (const PlannedInstance& p : instances) {
+    inst.push_back({{"old_uuid", p.old_uuid},
+                    {"old_alias", p.old_alias},
+                    {"new_uuid", p.new_uuid},
+                    {"alias", p.alias},
+                    {"service", p.service},
+                    {"peer", p.peer},
+                    {"generation", p.generation},
+                    {"seq", p.seq},
+                    {"data_bytes", p.data_bytes}});
+  }
+  json skipped_j = json::array();
+  for (const Skip& s : skipped) {
+    skipped_j.push_back(
+        {{"uuid", s.uuid}, {"alias", s.alias}, {"service", s.service}, {"reason", s.reason}});
+  }
+  return {{"instances", inst}, {"steps", steps_j}, {"skipped", skipped_j}, {"bytes", TotalBytes()}};
+}
+
+std::string LowestFreeAlias(const std::string& service, const std::set<std::string>& taken) {
+  for (uint64_t n = 0;; ++n) {
+    std::string candidate = service + std::to_string(n);
+    if (!taken.contains(candidate)) return candidate;
+  }
+}
+
+std::string NewUuidV4(std::mt19937_64& rng) {
+  uint64_t hi = rng();
+  uint64_t lo = rng();
+  hi = (hi & ~0xf000ull) | 0x4000ull;              // version 4
+  lo = (lo & ~(0xc0ull << 56)) | (0x80ull << 56);  // RFC 4122 variant
+  char buf[37];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),
+                static_cast<unsigned>((hi >> 16) & 0xffff), static_cast<unsigned>(hi & 0xffff),
+                static_cast<unsigned>(lo >> 48),
+                static_cast<unsigned long long>(lo & 0xffffffffffffull));
+  return buf;
+}
+
+bool IsUuid(std::string_view s) {
+  if (s.size() != 36) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (c != '-') return false;
+    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+json NewVmPayload(const json& old, const std::string& new_uuid, const std::string& alias,
+                  bool new_ips) {
+  json p = old;
+  for (const std::string& f : ReadOnlyVmFields()) p.erase(f);
+  p["uuid"] = new_uuid;
+  p["alias"] = alias;
+  if (p.contains("zonename")) p["zonename"] = new_uuid;
+  if (new_ips && p.contains("nics") && p["nics"].is_array()) {
+    for (json& nic : p["nics"]) {
+      if (!nic.is_object()) continue;
+      for (const std::string& f : NicAddressFields()) nic.erase(f);
+    }
+  }
+  return p;
+}
+
+json NewSapiRecord(const json& old, const std::string& old_uuid, const std::string& new_uuid,
+                   const std::string& alias, const std::string& target_server_uuid) {
+  json r = old;
+  ReplaceUuidStrings(r, old_uuid, new_uuid);
+  if (r.is_object()) {
+    r["uuid"] = new_uuid;
+    json& params = r["params"];
+    if (!params.is_object()) params = json::object();
+    params["alias"] = alias;
+    if (target_server_uuid.empty()) {
+      params.erase("server_uuid");
+    } else {
+      params["server_uuid"] = target_server_uuid;
+    }
+  }
+  return r;
+}
+
+Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
+                      const std::set<std::string>& known_aliases, const PlanOptions& options) {
+  std::vector<const InstanceSource*> ordered;
+  Plan plan;
+  for (const InstanceSource& in : instances) {
+    if (!in.vm_payload.is_object()) {
+      return DataError("VM payload of instance " + in.uuid + " (" + in.alias +
+                       ") is not a JSON object");
+    }
+    if (in.service.empty()) {
+      plan.skipped.push_back(
+          {in.uuid, in.alias, in.service, "no service (tags.smartdc_role) in its payload"});
+      continue;
+    }
+    std::string missing;
+    for (const ImageSource& img : in.image_chain) {
+      if (!img.on_target && img.file_path.empty()) {
+        missing = img.uuid;
+        break;
+      }
+    }
+    if (in.image_chain.empty() && !in.image_uuid.empty()) missing = in.image_uuid;
+    if (!missing.empty()) {
+      plan.skipped.push_back({in.uuid, in.alias, in.service,
+                              "image " + missing +
+                                  " of its origin chain is neither in the catalog nor on the "
+                                  "target"});
+      continue;
+    }
+    ordered.push_back(&in);
+  }
+  std::sort(ordered.begin(), ordered.end(), [&](const InstanceSource* a, const InstanceSource* b) {
+    size_t ia = OrderIndex(options.service_order, a->service);
+    size_t ib = OrderIndex(options.service_order, b->service);
+    if (ia != ib) return ia < ib;
+    if (a->service != b->service) return a->service < b->service;
+    if (a->alias != b->alias) return a->alias < b->alias;
+    return a->uuid < b->uuid;
+  });
+
+  std::mt19937_64 rng(options.seed != 0 ? options.seed
+                                        : (static_cast<uint64_t>(std::random_device{}()) << 32) ^
+                                              std::random_device{}());
+  std::set<std::string> taken = known_aliases;
+  for (const auto& [old_uuid, a] : options.assigned) taken.insert(a.alias);
+  std::set<std::string> planned_images;
+
+  for (const InstanceSource* in : ordered) {
+    Assignment a;
+    if (auto it = options.assigned.find(in->uuid); it != options.assigned.end()) {
+      a = it->second;
+    } else {
+      a.new_uuid = NewUuidV4(rng);
+      a.alias = LowestFreeAlias(in->service, taken);
+      taken.insert(a.alias);
+    }
+
+    for (const ImageSource& img : in->image_chain) {
+      if (img.on_target || !planned_images.insert(img.uuid).second) continue;
+      Step s;
+      s.kind = StepKind::kInstallImage;
+      s.id = "install_image:" + img.uuid;
+      s.image_uuid = img.uuid;
+      s.image_origin = img.origin;
+      s.manifest_path = img.manifest_path;
+      s.file_path = img.file_path;
+      s.file_digest = img.file_digest;
+      s.bytes = img.file_size;
+      plan.steps.push_back(std::move(s));
+    }
+
+    auto instance_step = [&](StepKind kind) {
+      Step s;
+      s.kind = kind;
+      s.id = std::string(StepKindName(kind)) + ":" + in->uuid;
+      s.old_uuid = in->uuid;
+      s.new_uuid = a.new_uuid;
+      s.alias = a.alias;
+      s.service = in->service;
+      return s;
+    };
+    Step create = instance_step(StepKind::kCreateInstance);
+    create.payload = NewVmPayload(in->vm_payload, a.new_uuid, a.alias, options.new_ips);
+    plan.steps.push_back(std::move(create));
+    if (!in->data_path.empty()) {
+      Step data = instance_step(StepKind::kRestoreData);
+      data.data_path = in->data_path;
+      data.bytes = in->data_bytes;
+      plan.steps.push_back(std::move(data));
+    }
+    if (in->sapi_record.is_object()) {
+      Step sapi = instance_step(StepKind::kRegisterSapi);
+      sapi.payload =
+          NewSapiRecord(in->sapi_record, in->uuid, a.new_uuid, a.alias, options.target_server_uuid);
+      plan.steps.push_back(std::move(sapi));
+    }
+    plan.instances.push_back(PlannedInstance{in->uuid, in->alias, a.new_uuid, a.alias, in->service,
+                                             in->peer, in->generation, in->seq, in->data_bytes});
+  }
+  return plan;
+}
+
+}  // namespace lifeboat::restore

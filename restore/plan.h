@@ -1,0 +1,179 @@
+// The restore planner: pure, no I/O.
+//
+// Given what was selected from the catalog (instances with their VM payload,
+// SAPI record, image chain and delegate data), every alias known anywhere,
+// and the options, it produces the ordered list of steps a backend executes:
+//
+//   install_image    root of each origin chain first, once per image across
+//                    the whole plan, skipping images the target already has
+//   create_instance  the new VM payload (new uuid, fresh alias, the fields
+//                    `vmadm create` refuses removed, NICs per the IP option)
+//   restore_data     the delegate dataset tree copied into the new instance
+//   register_sapi    the SAPI record with the old uuid replaced by the new one
+//
+// Instances are planned in service order (RFD 67's by default; services not
+// in the order come last, by name), then by old alias and uuid. New uuids are
+// random v4 uuids drawn from a seedable generator, so a plan is a pure
+// function of its inputs and the seed (tests pin the seed; the restorer pins
+// uuids and aliases of a resumed restore through `assigned`).
+#ifndef LIFEBOAT_RESTORE_PLAN_H_
+#define LIFEBOAT_RESTORE_PLAN_H_
+
+#include <cstdint>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.h"
+
+namespace lifeboat::restore {
+
+// RFD 67's restore order of the Triton core services.
+const std::vector<std::string>& DefaultServiceOrder();
+
+// Fields of a `vmadm get` object that `vmadm create` refuses or computes
+// itself (vmadm(8): read-only properties), removed from the new payload.
+const std::vector<std::string>& ReadOnlyVmFields();
+
+// NIC fields that carry the address; removed with new_ips so the new NIC gets
+// a fresh IP on the same network (nic_tag, network_uuid, vlan_id are kept).
+const std::vector<std::string>& NicAddressFields();
+
+// One image of an instance's origin chain.
+struct ImageSource {
+  std::string uuid;
+  std::string origin;         // parent image uuid, "" for a root image
+  std::string manifest_path;  // on-disk manifest.json in the catalog ("" when not held)
+  std::string file_path;      // on-disk image file in the catalog ("" when not held)
+  uint64_t file_size = 0;
+  std::string file_digest;  // XXH3-128 hex of the file as recorded by the catalog
+  bool on_target = false;   // the target already has it installed
+};
+
+// One instance selected for restore, as read from the catalog.
+struct InstanceSource {
+  std::string uuid;
+  std::string alias;
+  std::string service;
+  std::string peer;            // the node it was pulled from
+  uint64_t generation = 0;     // the peer generation it comes from
+  uint64_t seq = 0;            // the catalog's local generation number it was read from
+  nlohmann::json vm_payload;   // the `vmadm get` object
+  nlohmann::json sapi_record;  // null when the instance has none
+  std::string image_uuid;
+  std::vector<ImageSource> image_chain;  // root first, ending with image_uuid
+  std::string data_path;                 // on-disk delegate dataset tree ("" when none)
+  uint64_t data_bytes = 0;
+  uint64_t data_files = 0;
+};
+
+struct Assignment {
+  std::string new_uuid;
+  std::string alias;
+};
+
+struct PlanOptions {
+  std::vector<std::string> service_order = DefaultServiceOrder();
+  bool new_ips = false;  // false: reuse the old NIC addresses (their owner is dead)
+  uint64_t seed = 0;     // uuid generator seed; 0 draws one from std::random_device
+  // Uuids and aliases fixed in advance (a resumed restore), by old uuid.
+  std::map<std::string, Assignment> assigned;
+  // The uuid of the server that receives the instances; written into the SAPI
+  // record's params.server_uuid (removed when empty).
+  std::string target_server_uuid;
+};
+
+enum class StepKind { kInstallImage, kCreateInstance, kRestoreData, kRegisterSapi };
+std::string_view StepKindName(StepKind kind);  // "install_image", ...
+bool ParseStepKind(std::string_view name, StepKind* out);
+
+// One unit of work. `id` is stable across reruns ("install_image:<uuid>",
+// "create_instance:<old uuid>", ...) and is what the journal records.
+struct Step {
+  StepKind kind = StepKind::kInstallImage;
+  std::string id;
+
+  // install_image
+  std::string image_uuid;
+  std::string image_origin;
+  std::string manifest_path;
+  std::string file_path;
+  std::string file_digest;
+
+  // instance steps
+  std::string old_uuid;
+  std::string new_uuid;
+  std::string alias;
+  std::string service;
+  nlohmann::json payload;  // create_instance: VM payload; register_sapi: SAPI record
+  std::string data_path;   // restore_data: source tree
+  uint64_t bytes = 0;      // bytes the step moves (image file, data tree)
+
+  // The step as a JSON object (what the exec backend gets on stdin, what the
+  // journal stores, what `--dry-run -j` prints). FromJson is its inverse.
+  nlohmann::json ToJson() const;
+  static Result<Step> FromJson(const nlohmann::json& j);
+};
+
+struct PlannedInstance {
+  std::string old_uuid;
+  std::string old_alias;
+  std::string new_uuid;
+  std::string alias;
+  std::string service;
+  std::string peer;
+  uint64_t generation = 0;
+  uint64_t seq = 0;
+  uint64_t data_bytes = 0;
+};
+
+struct Skip {
+  std::string uuid;
+  std::string alias;
+  std::string service;
+  std::string reason;
+};
+
+struct Plan {
+  std::vector<Step> steps;
+  std::vector<PlannedInstance> instances;  // in plan order
+  std::vector<Skip> skipped;               // instances not planned, and why
+  uint64_t TotalBytes() const;
+  nlohmann::json ToJson() const;
+};
+
+// Makes the plan. Instances that cannot be restored (no service tag, an image
+// chain with an image neither held nor on the target) are listed in
+// `skipped`; a malformed payload (not an object) is a data error.
+// `known_aliases` holds every alias the catalog and the target know of.
+Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
+                      const std::set<std::string>& known_aliases, const PlanOptions& options);
+
+// The new VM payload for `old` under `new_uuid` / `alias` (exposed for tests).
+nlohmann::json NewVmPayload(const nlohmann::json& old, const std::string& new_uuid,
+                            const std::string& alias, bool new_ips);
+
+// The SAPI record rewritten for the new instance: every string equal to the
+// old uuid becomes the new one, params.alias the new alias, params.server_uuid
+// the target server (removed when empty).
+nlohmann::json NewSapiRecord(const nlohmann::json& old, const std::string& old_uuid,
+                             const std::string& new_uuid, const std::string& alias,
+                             const std::string& target_server_uuid);
+
+// The lowest `<service>N` (N >= 0) not in `taken`.
+std::string LowestFreeAlias(const std::string& service, const std::set<std::string>& taken);
+
+// A random (version 4, RFC 4122 variant) uuid from `rng`.
+std::string NewUuidV4(std::mt19937_64& rng);
+
+// True for a canonical lowercase 8-4-4-4-12 hex uuid.
+bool IsUuid(std::string_view s);
+
+}  // namespace lifeboat::restore
+
+#endif  // LIFEBOAT_RESTORE_PLAN_H_

@@ -1,0 +1,169 @@
+// The smartos backend: restores onto a SmartOS headnode with its own tools.
+//
+//   install_image    imgadm get <uuid> (installed already?), else
+//                    imgadm install -m <manifest.json> -f <file>
+//   create_instance  vmadm get <uuid> (created already?), else
+//                    vmadm create -f <payload file>
+//   restore_data     vmadm stop <uuid> (unless stopped),
+//                    zfs get -Hp -o value mountpoint <zpool>/<uuid>/data,
+//                    empty that directory, copy the tree into it,
+//                    vmadm start <uuid>
+//   register_sapi    <sapi_register...> -d @<record file>
+//
+// Every command runs without a shell (RunCommand); a non-zero exit fails the
+// step with the command line and its stderr.
+#include <memory>
+
+#include "restore/backend.h"
+#include "restore/process.h"
+#include "restore/tree_copy.h"
+
+namespace lifeboat::restore {
+namespace {
+
+using nlohmann::json;
+
+class SmartosBackend final : public Backend {
+ public:
+  SmartosBackend(Env& env, SmartosBackendOptions options)
+      : env_(env), options_(std::move(options)) {}
+
+  std::string name() const override { return "smartos"; }
+  std::string target() const override { return options_.zpool; }
+
+  Result<bool> HasImage(const std::string& uuid) override {
+    ASSIGN_OR_RETURN(CommandResult r, Run({options_.imgadm, "get", uuid}));
+    return r.ok();
+  }
+
+  Result<std::set<std::string>> TargetAliases() override {
+    ASSIGN_OR_RETURN(CommandResult r, MustRun({options_.vmadm, "list", "-H", "-o", "alias"}));
+    std::set<std::string> aliases;
+    size_t start = 0;
+    while (start < r.out.size()) {
+      size_t nl = r.out.find('\n', start);
+      std::string line = r.out.substr(start, nl == std::string::npos ? nl : nl - start);
+      while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+      if (!line.empty() && line != "-") aliases.insert(line);
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+    return aliases;
+  }
+
+  Status Check(const Plan& plan) override {
+    (void)plan;
+    if (options_.work_dir.empty()) return ConfigError("smartos backend: no work directory");
+    return Status::Ok();
+  }
+
+  Result<StepResult> Run(const Step& step, const StepInput& input) override {
+    switch (step.kind) {
+      case StepKind::kInstallImage:
+        return InstallImage(step);
+      case StepKind::kCreateInstance:
+        return CreateInstance(step);
+      case StepKind::kRestoreData:
+        return RestoreData(step, input);
+      case StepKind::kRegisterSapi:
+        return RegisterSapi(step);
+    }
+    return InternalError("smartos backend: unknown step kind");
+  }
+
+ private:
+  Result<CommandResult> Run(const std::vector<std::string>& argv) { return RunCommand(argv); }
+
+  // Runs argv and turns a non-zero exit into an error naming the command.
+  Result<CommandResult> MustRun(const std::vector<std::string>& argv) {
+    ASSIGN_OR_RETURN(CommandResult r, RunCommand(argv));
+    if (!r.ok()) return IoError(CommandLine(argv) + " failed: " + r.Describe());
+    return r;
+  }
+
+  Result<std::string> WriteWorkFile(const std::string& name, const json& content) {
+    RETURN_IF_ERROR(CreateDirs(env_, options_.work_dir, 0700));
+    std::string path = JoinPath(options_.work_dir, name);
+    RETURN_IF_ERROR(WriteFileAtomic(env_, path, content.dump(2) + "\n", 0600));
+    return path;
+  }
+
+  Result<StepResult> InstallImage(const Step& step) {
+    ASSIGN_OR_RETURN(bool installed, HasImage(step.image_uuid));
+    if (installed) return StepResult{0, true};
+    if (!step.image_origin.empty()) {
+      ASSIGN_OR_RETURN(bool origin_installed, HasImage(step.image_origin));
+      if (!origin_installed) {
+        return DataError("install image " + step.image_uuid + ": its origin image " +
+                         step.image_origin + " is not installed");
+      }
+    }
+    auto r = MustRun({options_.imgadm, "install", "-m", step.manifest_path, "-f", step.file_path});
+    if (!r.ok()) return r.status().WithContext("install image " + step.image_uuid);
+    return StepResult{step.bytes, false};
+  }
+
+  Result<bool> VmExists(const std::string& uuid) {
+    ASSIGN_OR_RETURN(CommandResult r, Run({options_.vmadm, "get", uuid}));
+    return r.ok();
+  }
+
+  Result<StepResult> CreateInstance(const Step& step) {
+    ASSIGN_OR_RETURN(bool exists, VmExists(step.new_uuid));
+    if (exists) return StepResult{0, true};
+    ASSIGN_OR_RETURN(std::string payload, WriteWorkFile(step.new_uuid + ".vm.json", step.payload));
+    auto r = MustRun({options_.vmadm, "create", "-f", payload});
+    if (!r.ok()) return r.status().WithContext("create instance " + step.alias);
+    return StepResult{0, false};
+  }
+
+  Result<StepResult> RestoreData(const Step& step, const StepInput& input) {
+    const std::string what = "restore data of " + step.alias + " (" + step.new_uuid + ")";
+    ASSIGN_OR_RETURN(CommandResult got, MustRun({options_.vmadm, "get", step.new_uuid}));
+    json vm = json::parse(got.out, nullptr, false);
+    std::string state = vm.is_object() ? vm.value("state", "") : "";
+    if (state != "stopped") {
+      auto r = MustRun({options_.vmadm, "stop", step.new_uuid});
+      if (!r.ok()) return r.status().WithContext(what);
+    }
+    const std::string dataset = options_.zpool + "/" + step.new_uuid + "/data";
+    auto mp = MustRun({options_.zfs, "get", "-Hp", "-o", "value", "mountpoint", dataset});
+    if (!mp.ok()) return mp.status().WithContext(what);
+    std::string mountpoint = mp->out;
+    while (!mountpoint.empty() && (mountpoint.back() == '\n' || mountpoint.back() == ' ')) {
+      mountpoint.pop_back();
+    }
+    if (mountpoint.empty() || mountpoint.front() != '/') {
+      return IoError(what + ": dataset " + dataset + " has no mountpoint ('" + mountpoint + "')");
+    }
+    Status cleared = ClearDir(env_, mountpoint);
+    if (!cleared.ok()) return cleared.WithContext(what);
+    auto stats = CopyTree(env_, step.data_path, mountpoint,
+                          CopyOptions{options_.copy_threads, input.data_meta});
+    if (!stats.ok()) return stats.status().WithContext(what);
+    auto r = MustRun({options_.vmadm, "start", step.new_uuid});
+    if (!r.ok()) return r.status().WithContext(what);
+    return StepResult{stats->bytes, false};
+  }
+
+  Result<StepResult> RegisterSapi(const Step& step) {
+    ASSIGN_OR_RETURN(std::string record, WriteWorkFile(step.new_uuid + ".sapi.json", step.payload));
+    std::vector<std::string> argv = options_.sapi_register;
+    argv.push_back("-d");
+    argv.push_back("@" + record);
+    auto r = MustRun(argv);
+    if (!r.ok()) return r.status().WithContext("register SAPI instance " + step.alias);
+    return StepResult{0, false};
+  }
+
+  Env& env_;
+  SmartosBackendOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> NewSmartosBackend(Env& env, SmartosBackendOptions options) {
+  return std::make_unique<SmartosBackend>(env, std::move(options));
+}
+
+}  // namespace lifeboat::restore

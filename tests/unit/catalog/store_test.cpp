@@ -1,0 +1,459 @@
+#include "catalog/store.h"
+
+#include <sys/stat.h>
+
+#include <set>
+
+#include "base/fault_env.h"
+#include "catalog/exporter.h"
+#include "tests/unit/catalog/test_util.h"
+
+namespace lifeboat::catalog {
+namespace {
+
+using syncproto::EntryKind;
+using syncproto::FileEntry;
+using syncproto::ManifestAnswer;
+using testing::DirExport;
+using testing::PullFrom;
+using testing::Read;
+using testing::TempDir;
+using testing::Write;
+
+constexpr int64_t kHour = 3600 * 1000;
+
+struct StoreFixture {
+  TempDir tmp;
+  DirExport exp{tmp / "export"};
+  ManualClock clock;
+  std::unique_ptr<Provider> provider = MakeDirProvider(*Env::Default(), exp.root);
+  std::unique_ptr<Exporter> exporter;
+  std::string data_dir = tmp / "data";
+
+  StoreFixture() { OpenExporter(); }
+
+  void OpenExporter() {
+    ExporterOptions o;
+    o.provider = provider.get();
+    o.state_dir = tmp / "export-state";
+    o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+    o.node_name = "headnode1";
+    exporter.reset();
+    auto e = Exporter::Open(*Env::Default(), clock, o);
+    REQUIRE(e.ok());
+    exporter = std::move(*e);
+  }
+
+  std::unique_ptr<Store> OpenStore(Env& env, uint32_t gens = 3, int64_t grace = 24 * kHour) {
+    StoreOptions o;
+    o.data_dir = data_dir;
+    o.generations_kept = gens;
+    o.removed_grace_ms = grace;
+    auto s = Store::Open(env, clock, o);
+    REQUIRE(s.ok());
+    return std::move(*s);
+  }
+  std::unique_ptr<Store> OpenStore(uint32_t gens = 3, int64_t grace = 24 * kHour) {
+    return OpenStore(*Env::Default(), gens, grace);
+  }
+  std::string Ds(const std::string& uuid) const { return exp.root + "/datasets/" + uuid; }
+};
+
+PlanSummary MustPull(StoreFixture& f, Store& store) {
+  auto plan = PullFrom(*f.exporter, store, "headnode1");
+  REQUIRE(plan.ok());
+  return *plan;
+}
+
+TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  struct stat sb;
+  REQUIRE(::stat(f.data_dir.c_str(), &sb) == 0);
+  CHECK((sb.st_mode & 0777) == 0700);
+
+  auto plan = MustPull(f, *store);
+  CHECK(plan.changed_instances == 3);
+  CHECK(plan.transfer_files > 10);
+  const std::string d = f.data_dir;
+  CHECK(Read(d + "/svc-imgapi/vm-" + f.exp.imgapi + ".json") ==
+        Read(f.exp.root + "/vms/" + f.exp.imgapi + ".json"));
+  CHECK(Read(d + "/svc-imgapi/data/" + f.exp.imgapi + "/images/ab/cd/file0") ==
+        std::string(100000, 'x'));
+  CHECK(Read(d + "/svc-imgapi/data/" + f.exp.imgapi + "/empty").empty());
+  auto link = Env::Default()->ReadLink(d + "/svc-imgapi/data/" + f.exp.imgapi + "/latest");
+  REQUIRE(link.ok());
+  CHECK(*link == "images/ab/cd/file0");
+  CHECK(Read(d + "/svc-sapi/sapi-svc.json") == R"({"name":"sapi"})");
+  CHECK(Read(d + "/svc-sapi/sapi-app.json") == R"({"uuid":"app","name":"sdc"})");
+  CHECK(Read(d + "/svc-ufds/sapi-app.json") == R"({"uuid":"app","name":"sdc"})");
+  auto insts = nlohmann::json::parse(Read(d + "/svc-imgapi/sapi-insts.json"));
+  REQUIRE(insts.size() == 1);
+  CHECK(insts[0]["uuid"] == f.exp.imgapi);
+  CHECK(Read(d + "/images/" + f.exp.img_root + "/file") == "image bytes of " + f.exp.img_root);
+  CHECK(Exists(*Env::Default(), d + "/catalog.json"));
+  auto staging = Env::Default()->ListDir(d + "/.staging");
+  REQUIRE(staging.ok());
+  CHECK(staging->empty());
+
+  // The read API.
+  auto peer = store->Peer("headnode1");
+  REQUIRE(peer);
+  CHECK(peer->generation == f.exporter->generation());
+  CHECK(peer->boot_id == f.exporter->boot_id());
+  CHECK(peer->node_name == "headnode1");
+  CHECK(peer->last_pull_ms == f.clock.WallMs());
+  auto instances = store->Instances();
+  REQUIRE(instances.size() == 3);
+  CHECK(instances[0].service == "imgapi");
+  CHECK(instances[0].alias == "imgapi0");
+  CHECK(instances[0].peer == "headnode1");
+  CHECK(instances[0].seq == 1);
+  CHECK(instances[0].size > 100000);
+  CHECK(store->Services() == std::vector<std::string>{"imgapi", "sapi", "ufds"});
+  auto gen = store->Instance(f.exp.imgapi);
+  REQUIRE(gen.ok());
+  CHECK(gen->current);
+  CHECK(nlohmann::json::parse(gen->vm_payload)["alias"] == "imgapi0");
+  CHECK(!gen->sapi_record.empty());
+  bool found = false;
+  for (const StoredFile& sf : gen->files) {
+    if (sf.entry.path == "datasets/" + f.exp.imgapi + "/images/ab/cd/file0") {
+      found = true;
+      CHECK(Read(sf.local_path) == std::string(100000, 'x'));
+      CHECK(sf.entry.digest == Xxh3Digest(std::string(100000, 'x')));
+    }
+  }
+  CHECK(found);
+  auto chain = store->ImageChain(f.exp.img_imgapi);
+  REQUIRE(chain.ok());
+  REQUIRE(chain->size() == 3);
+  CHECK((*chain)[0].uuid == f.exp.img_root);  // root first
+  CHECK((*chain)[1].uuid == f.exp.img_base);
+  CHECK((*chain)[2].uuid == f.exp.img_imgapi);
+  CHECK(Read((*chain)[0].file_path) == "image bytes of " + f.exp.img_root);
+  CHECK(store->ImageChain("nope").status().code() == Code::kNotFound);
+  auto report = store->Verify();
+  REQUIRE(report.ok());
+  CHECK(report->ok());
+  CHECK(report->files_checked > 20);
+
+  // A read-only store (the CLI) sees the same.
+  StoreOptions ro;
+  ro.data_dir = f.data_dir;
+  ro.read_only = true;
+  auto reader = Store::Open(*Env::Default(), f.clock, ro);
+  REQUIRE(reader.ok());
+  CHECK((*reader)->Instances().size() == 3);
+}
+
+TEST_CASE("later pulls transfer only what changed and hard-link the rest") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  // Nothing changed: one small answer, nothing planned, same generation.
+  auto same = MustPull(f, *store);
+  CHECK(same.transfer_files == 0);
+  CHECK(same.changed_instances == 0);
+  CHECK(store->FindInstance(f.exp.imgapi)->seq == 1);
+
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.imgapi) + "/etc/imgapi.config.json", R"({"port": 8081})");
+  auto plan = PullFrom(*f.exporter, *store, "headnode1");
+  REQUIRE(plan.ok());
+  CHECK(plan->transfer_files == 1);
+  CHECK(plan->changed_instances == 1);
+  CHECK(plan->unchanged_files >= 4);
+  auto cur = store->Instance(f.exp.imgapi);
+  REQUIRE(cur.ok());
+  CHECK(cur->record.seq == 2);
+  CHECK(cur->record.pulled_at_ms == f.clock.WallMs());
+  auto old = store->Instance(f.exp.imgapi, 1);
+  REQUIRE(old.ok());
+  CHECK_FALSE(old->current);
+  const std::string rel = "datasets/" + f.exp.imgapi + "/images/ab/cd/file0";
+  struct stat a, b;
+  REQUIRE(::stat((cur->dir + "/" + rel).c_str(), &a) == 0);
+  REQUIRE(::stat((old->dir + "/" + rel).c_str(), &b) == 0);
+  CHECK(a.st_ino == b.st_ino);  // unchanged: the same inode
+  CHECK(Read(cur->dir + "/datasets/" + f.exp.imgapi + "/etc/imgapi.config.json") ==
+        R"({"port": 8081})");
+  CHECK(Read(old->dir + "/datasets/" + f.exp.imgapi + "/etc/imgapi.config.json") ==
+        R"({"port": 8080})");
+  CHECK(Read(f.data_dir + "/svc-imgapi/data/" + f.exp.imgapi + "/etc/imgapi.config.json") ==
+        R"({"port": 8081})");
+  // Other instances were confirmed, not copied.
+  CHECK(store->FindInstance(f.exp.sapi)->seq == 1);
+  CHECK(store->FindInstance(f.exp.sapi)->pulled_at_ms == f.clock.WallMs());
+}
+
+TEST_CASE("transfers name their basis, and a wrong digest never becomes current") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  Write(f.Ds(f.exp.ufds) + "/ldap/data.mdb", std::string(4096, '\7'));
+  auto view = f.exporter->OpenView();
+  REQUIRE(view.ok());
+  auto txn = store->BeginPull("headnode1");
+  REQUIRE(txn.ok());
+  CHECK(store->BeginPull("headnode1").status().code() == Code::kTemporary);
+  auto held = store->Peer("headnode1");
+  auto answer = (*view)->ManifestSince(held->generation, held->boot_id, {});
+  REQUIRE(answer.ok());
+  CHECK(answer->kind == ManifestAnswer::Kind::kDelta);
+  REQUIRE((*txn)->Plan(*answer).ok());
+  REQUIRE((*txn)->transfers().size() == 1);
+  const Transfer& t = (*txn)->transfers()[0];
+  CHECK(t.entry.path == "datasets/" + f.exp.ufds + "/ldap/data.mdb");
+  REQUIRE_FALSE(t.basis_path.empty());
+  auto basis = (*txn)->OpenBasis(t);
+  REQUIRE(basis.ok());
+  auto out = (*txn)->StageFile(t.entry.path);
+  REQUIRE(out.ok());
+  REQUIRE((*out)->Append(std::string(4096, '\6')).ok());  // not what the digest says
+  Status st = (*txn)->FinishFile(t.entry.path, std::move(*out));
+  CHECK(st.code() == Code::kData);
+  CHECK(st.message().find("digest mismatch for datasets/" + f.exp.ufds + "/ldap/data.mdb") !=
+        std::string::npos);
+  CHECK_FALSE((*txn)->Commit().ok());
+  txn->reset();  // aborts
+  CHECK(Read(f.data_dir + "/svc-ufds/data/" + f.exp.ufds + "/ldap/data.mdb") ==
+        std::string(4096, '\1'));
+  CHECK(store->FindInstance(f.exp.ufds)->seq == 1);
+  // And a mangling puller cannot commit either.
+  auto bad = PullFrom(*f.exporter, *store, "headnode1", [](std::string& d) { d[0] ^= 1; });
+  CHECK(bad.status().code() == Code::kData);
+  CHECK(store->FindInstance(f.exp.ufds)->seq == 1);
+  REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
+  CHECK(store->FindInstance(f.exp.ufds)->seq == 2);
+}
+
+TEST_CASE("retention keeps N generations per instance") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/2);
+  for (int i = 0; i < 4; ++i) {
+    Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": " + std::to_string(i) + "}");
+    MustPull(f, *store);
+  }
+  auto gens = store->Generations(f.exp.sapi);
+  REQUIRE(gens.ok());
+  CHECK(*gens == std::vector<uint64_t>{3, 4});
+  auto old = store->Instance(f.exp.sapi, 3);
+  REQUIRE(old.ok());
+  CHECK(Read(old->dir + "/datasets/" + f.exp.sapi + "/sapi/db.json") == "{\"v\": 2}");
+  CHECK(store->Generations(f.exp.imgapi).value() == std::vector<uint64_t>{1});
+}
+
+TEST_CASE("an instance the peer stops exporting is kept for removed_grace, then deleted") {
+  StoreFixture f;
+  auto store = f.OpenStore(3, /*grace=*/24 * kHour);
+  MustPull(f, *store);
+  REQUIRE(RemoveTree(*Env::Default(), f.exp.root + "/vms/" + f.exp.ufds + ".json").ok());
+  auto plan = MustPull(f, *store);
+  CHECK(plan.removed_instances == 1);
+  auto rec = store->FindInstance(f.exp.ufds);
+  REQUIRE(rec);
+  CHECK(rec->removed);
+  CHECK(rec->removed_since_ms == f.clock.WallMs());
+  CHECK(Exists(*Env::Default(), f.data_dir + "/svc-ufds/data/" + f.exp.ufds + "/ldap/data.mdb"));
+
+  f.clock.Advance(23 * kHour);
+  MustPull(f, *store);  // later pulls keep it (and do not reset the clock of its removal)
+  REQUIRE(store->ApplyRetention().ok());
+  CHECK(store->FindInstance(f.exp.ufds));
+  CHECK(store->FindInstance(f.exp.ufds)->removed_since_ms == f.clock.WallMs() - 23 * kHour);
+
+  f.clock.Advance(2 * kHour);
+  REQUIRE(store->ApplyRetention().ok());
+  CHECK_FALSE(store->FindInstance(f.exp.ufds));
+  CHECK_FALSE(Exists(*Env::Default(), f.data_dir + "/instances/" + f.exp.ufds));
+  CHECK_FALSE(Exists(*Env::Default(), f.data_dir + "/svc-ufds/vm-" + f.exp.ufds + ".json"));
+  // Its image is now unreferenced: kept for the grace too, then deleted; the
+  // shared root image stays.
+  bool ufds_image = false;
+  for (const auto& img : store->Images()) {
+    if (img.uuid == f.exp.img_ufds) ufds_image = !img.referenced;
+  }
+  CHECK(ufds_image);
+  f.clock.Advance(25 * kHour);
+  REQUIRE(store->ApplyRetention().ok());
+  CHECK_FALSE(Exists(*Env::Default(), f.data_dir + "/images/" + f.exp.img_ufds));
+  CHECK(Exists(*Env::Default(), f.data_dir + "/images/" + f.exp.img_root + "/file"));
+  CHECK(store->Verify()->ok());
+
+  // It comes back: a new generation, no longer removed.
+  f.exp.AddInstance(f.exp.ufds, "ufds0", "ufds", f.exp.img_ufds);
+  MustPull(f, *store);
+  REQUIRE(store->FindInstance(f.exp.ufds));
+  CHECK_FALSE(store->FindInstance(f.exp.ufds)->removed);
+}
+
+TEST_CASE("a peer that went backwards: what we held is kept under orphans/") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", R"({"instances": ["precious"]})");
+  MustPull(f, *store);
+  const uint64_t held = store->Peer("headnode1")->generation;
+  REQUIRE(held == 2);
+
+  // The peer loses its export state (restored from an old backup): new boot id, generation 1.
+  REQUIRE(RemoveTree(*Env::Default(), f.tmp / "export-state").ok());
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", R"({"instances": []})");
+  f.OpenExporter();
+  auto plan = MustPull(f, *store);
+  CHECK(plan.orphaned);
+  REQUIRE(plan.orphan_dir.rfind(f.data_dir + "/orphans/headnode1-2-", 0) == 0);
+  CHECK(Read(plan.orphan_dir + "/instances/" + f.exp.sapi + "/datasets/" + f.exp.sapi +
+             "/sapi/db.json") == R"({"instances": ["precious"]})");
+  CHECK(Exists(*Env::Default(),
+               plan.orphan_dir + "/instances/" + f.exp.imgapi + "/vms/" + f.exp.imgapi + ".json"));
+  CHECK(nlohmann::json::parse(Read(plan.orphan_dir + "/peer.json"))["generation"] == 2);
+  // The peer's new state is accepted.
+  CHECK(store->Peer("headnode1")->generation == 1);
+  CHECK(store->Peer("headnode1")->boot_id == f.exporter->boot_id());
+  CHECK(Read(f.data_dir + "/svc-sapi/data/" + f.exp.sapi + "/sapi/db.json") ==
+        R"({"instances": []})");
+  // Orphans survive retention.
+  f.clock.Advance(1000 * kHour);
+  REQUIRE(store->ApplyRetention().ok());
+  CHECK(Exists(*Env::Default(), plan.orphan_dir + "/peer.json"));
+}
+
+TEST_CASE("verify finds a flipped byte and names the path") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  const std::string bad = f.data_dir + "/instances/" + f.exp.imgapi + "/1/datasets/" +
+                          f.exp.imgapi + "/images/ab/cd/file0";
+  {
+    FILE* fp = std::fopen(bad.c_str(), "r+");
+    REQUIRE(fp);
+    std::fseek(fp, 5000, SEEK_SET);
+    std::fputc('y', fp);
+    std::fclose(fp);
+  }
+  auto report = store->Verify();
+  REQUIRE(report.ok());
+  REQUIRE(report->problems.size() == 1);
+  CHECK(report->problems[0].path == bad);
+  CHECK(report->problems[0].what.find("digest mismatch") == 0);
+  std::remove((f.data_dir + "/images/" + f.exp.img_base + "/file").c_str());
+  report = store->Verify();
+  REQUIRE(report->problems.size() == 2);
+  CHECK(report->problems[1].path == f.data_dir + "/images/" + f.exp.img_base + "/file");
+  CHECK(report->problems[1].what == "missing");
+}
+
+TEST_CASE("a manifest that would write through a symlink is refused") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  // A delta that puts a file under what the held generation has as a symlink.
+  ManifestAnswer a;
+  a.kind = ManifestAnswer::Kind::kDelta;
+  auto held = store->Peer("headnode1");
+  a.since_generation = held->generation;
+  a.manifest.generation = held->generation + 1;
+  a.manifest.boot_id = held->boot_id;
+  a.manifest.instances = f.exporter->current()->instances;
+  FileEntry evil;
+  evil.path = "datasets/" + f.exp.imgapi + "/latest/evil";
+  evil.kind = EntryKind::kFile;
+  evil.size = 4;
+  evil.digest = Xxh3Digest(std::string("evil"));
+  a.manifest.files = {evil};
+  auto txn = store->BeginPull("headnode1");
+  REQUIRE(txn.ok());
+  auto plan = (*txn)->Plan(a);
+  REQUIRE_FALSE(plan.ok());
+  CHECK(plan.status().message().find("not a directory") != std::string::npos);
+  txn->reset();
+  // And a fresh instance whose symlink escapes.
+  ManifestAnswer b = a;
+  b.kind = ManifestAnswer::Kind::kFull;
+  b.manifest.generation = held->generation;
+  FileEntry vm;
+  vm.path = "vms/" + f.exp.imgapi + ".json";
+  vm.size = 2;
+  vm.digest = Xxh3Digest(std::string("{}"));
+  FileEntry link;
+  link.path = "datasets/" + f.exp.imgapi + "/up";
+  link.kind = EntryKind::kSymlink;
+  link.target = "../../../etc";
+  b.manifest.files = {link, vm};
+  auto txn2 = store->BeginPull("headnode1");
+  REQUIRE(txn2.ok());
+  CHECK((*txn2)->Plan(b).status().code() == Code::kData);
+}
+
+TEST_CASE("a crash at any step of a commit leaves a complete generation current") {
+  StoreFixture f;
+  const std::string tmpl = f.tmp / "template";
+  {
+    StoreOptions o;
+    o.data_dir = tmpl;
+    auto s = Store::Open(*Env::Default(), f.clock, o);
+    REQUIRE(s.ok());
+    REQUIRE(PullFrom(*f.exporter, **s, "headnode1").ok());
+  }
+  const std::string cfg = "datasets/" + f.exp.imgapi + "/etc/imgapi.config.json";
+  const std::string old_cfg = Read(f.exp.root + "/" + cfg);
+  Write(f.exp.root + "/" + cfg, R"({"port": 9999, "new": true})");
+  Write(f.Ds(f.exp.sapi) + "/sapi/brand-new.txt", "new file");
+  REQUIRE(RemoveTree(*Env::Default(), f.exp.root + "/vms/" + f.exp.ufds + ".json").ok());
+  const std::string new_cfg = Read(f.exp.root + "/" + cfg);
+
+  bool completed = false;
+  uint64_t crashes = 0;
+  uint64_t after_switch = 0;  // crashed after the switch, before the end of the commit
+  for (uint64_t n = 0; n < 2000 && !completed; ++n) {
+    const std::string dir = f.tmp / ("run-" + std::to_string(n));
+    testing::CopyTree(tmpl, dir);
+    FaultEnv fenv(Env::Default());
+    fenv.CrashAfter(n);
+    {
+      StoreOptions o;
+      o.data_dir = dir;
+      auto s = Store::Open(fenv, f.clock, o);
+      if (s.ok()) {
+        auto pulled = PullFrom(*f.exporter, **s, "headnode1");
+        completed = pulled.ok() && fenv.MutatingCount() <= n;
+      }
+    }
+    if (!completed) ++crashes;
+    // Reopen with the real Env: recovery.
+    StoreOptions o;
+    o.data_dir = dir;
+    auto s = Store::Open(*Env::Default(), f.clock, o);
+    REQUIRE(s.ok());
+    auto staging = Env::Default()->ListDir(dir + "/.staging");
+    REQUIRE(staging.ok());
+    CHECK(staging->empty());
+    auto report = (*s)->Verify();
+    REQUIRE(report.ok());
+    if (!report->ok())
+      FAIL("crash after " << n << ": " << report->problems[0].path << ": "
+                          << report->problems[0].what);
+    auto inst = (*s)->Instance(f.exp.imgapi);
+    REQUIRE(inst.ok());
+    const std::string cur = Read(inst->dir + "/" + cfg);
+    CHECK((cur == old_cfg || cur == new_cfg));
+    CHECK(Read(dir + "/svc-imgapi/data/" + f.exp.imgapi + "/etc/imgapi.config.json") == cur);
+    if (completed) {
+      CHECK(cur == new_cfg);
+      CHECK((*s)->FindInstance(f.exp.ufds)->removed);
+    }
+    if (n == 0) CHECK(cur == old_cfg);
+    if (!completed && cur == new_cfg) ++after_switch;
+    RemoveTree(*Env::Default(), dir).IgnoreError();
+  }
+  CHECK(completed);
+  CHECK(crashes > 20);
+  CHECK(after_switch > 0);
+  WARN("commit survived " << crashes << " injected crashes, " << after_switch
+                           << " of them after the switch");
+}
+
+}  // namespace
+}  // namespace lifeboat::catalog

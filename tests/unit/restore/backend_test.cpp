@@ -1,0 +1,339 @@
+#include "restore/backend.h"
+
+#include <catch2/catch.hpp>
+
+#include "base/digest.h"
+#include "base/fault_env.h"
+#include "restore/process.h"
+#include "restore/tree_copy.h"
+#include "tests/unit/restore/restore_test_util.h"
+
+namespace lifeboat::restore {
+namespace {
+
+using nlohmann::json;
+using testing::FakeCalls;
+using testing::FakeSmartosDir;
+using testing::MakeDataTree;
+using testing::ReadFile;
+using testing::ScopedEnv;
+using testing::SnapshotTree;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::string kRootImage = "04a48d7d-6bb5-4e83-8c3b-e60a99e0f48f";
+const std::string kLeafImage = "2d74d0fb-5c5e-4ad8-ab2a-0b6a3f8d4f8e";
+const std::string kOld = "b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
+
+// A catalog-shaped source: two images (root and child) and one instance.
+struct Source {
+  explicit Source(const TempDir& dir) {
+    for (const auto& [uuid, origin] :
+         {std::pair{kRootImage, std::string()}, std::pair{kLeafImage, kRootImage}}) {
+      json manifest = {{"v", 2}, {"uuid", uuid}, {"name", "img"}};
+      if (!origin.empty()) manifest["origin"] = origin;
+      std::string img_dir = dir / ("catalog/images/" + uuid);
+      WriteFile(img_dir + "/manifest.json", manifest.dump(2) + "\n");
+      WriteFile(img_dir + "/file", "image bytes of " + uuid);
+      images.push_back(ImageSource{uuid, origin, img_dir + "/manifest.json", img_dir + "/file",
+                                   ReadFile(img_dir + "/file").size(),
+                                   Xxh3Digest(ReadFile(img_dir + "/file")).Hex(), false});
+    }
+    data = dir / ("catalog/data/" + kOld);
+    MakeDataTree(data);
+    instance.uuid = kOld;
+    instance.alias = "imgapi0";
+    instance.service = "imgapi";
+    instance.peer = "headnode1";
+    instance.vm_payload = {{"uuid", kOld},
+                           {"alias", "imgapi0"},
+                           {"image_uuid", kLeafImage},
+                           {"state", "running"},
+                           {"zonepath", "/zones/" + kOld},
+                           {"tags", {{"smartdc_role", "imgapi"}}}};
+    instance.sapi_record = {{"uuid", kOld}, {"params", {{"alias", "imgapi0"}}}};
+    instance.image_uuid = kLeafImage;
+    instance.image_chain = images;
+    instance.data_path = data;
+    instance.data_bytes = 100;
+  }
+
+  Plan MakeTestPlan(bool root_on_target = false) {
+    InstanceSource in = instance;
+    in.image_chain[0].on_target = root_on_target;
+    PlanOptions opt;
+    opt.seed = 11;
+    auto plan = MakePlan({in}, {"imgapi0"}, opt);
+    REQUIRE(plan.ok());
+    return *plan;
+  }
+
+  std::vector<ImageSource> images;
+  std::string data;
+  InstanceSource instance;
+};
+
+TEST_CASE("dir backend restores images, payload, SAPI record and an identical data tree") {
+  TempDir dir;
+  Source src(dir);
+  Plan plan = src.MakeTestPlan();
+  REQUIRE(plan.steps.size() == 5);
+  const std::string target = dir / "target";
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{target, 3});
+  CHECK_FALSE(backend->HasImage(kRootImage).value());
+  for (const Step& s : plan.steps) {
+    INFO(s.id);
+    auto r = backend->Run(s, {});
+    REQUIRE(r.ok());
+    CHECK_FALSE(r->already_done);
+  }
+  const std::string new_uuid = plan.instances[0].new_uuid;
+  const std::string zone = target + "/zones/" + new_uuid;
+  CHECK(SnapshotTree(zone + "/data") == SnapshotTree(src.data));
+  json vm = json::parse(ReadFile(zone + "/vm.json"));
+  CHECK(vm["uuid"] == new_uuid);
+  CHECK(vm["alias"] == "imgapi1");
+  CHECK_FALSE(vm.contains("state"));
+  CHECK_FALSE(vm.contains("zonepath"));
+  json sapi = json::parse(ReadFile(zone + "/sapi.json"));
+  CHECK(sapi["uuid"] == new_uuid);
+  for (const auto& img : src.images) {
+    CHECK(ReadFile(target + "/images/" + img.uuid + "/file") == ReadFile(img.file_path));
+    CHECK(ReadFile(target + "/images/" + img.uuid + "/manifest.json") ==
+          ReadFile(img.manifest_path));
+  }
+  CHECK(backend->HasImage(kRootImage).value());
+  CHECK(backend->TargetAliases().value() == std::set<std::string>{"imgapi1"});
+
+  // Running every step again changes nothing and says so.
+  std::string before = SnapshotTree(target);
+  for (const Step& s : plan.steps) REQUIRE(backend->Run(s, {}).ok());
+  CHECK(SnapshotTree(target) == before);
+  CHECK(backend->Run(plan.steps[0], {})->already_done);
+}
+
+TEST_CASE("dir backend refuses an image whose origin is not installed, and a corrupt image") {
+  TempDir dir;
+  Source src(dir);
+  Plan plan = src.MakeTestPlan();
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{dir / "target", 2});
+  const Step& leaf = plan.steps[1];
+  REQUIRE(leaf.image_uuid == kLeafImage);
+  auto r = backend->Run(leaf, {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kData);
+  CHECK(r.status().message().find("origin image " + kRootImage) != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), dir / ("target/images/" + kLeafImage)));
+
+  Step root = plan.steps[0];
+  WriteFile(root.file_path, "flipped bytes");
+  r = backend->Run(root, {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kData);
+  CHECK(r.status().message().find("expected " + root.file_digest) != std::string::npos);
+  CHECK_FALSE(backend->HasImage(kRootImage).value());
+  CHECK(Env::Default()->ListDir(dir / "target/images").value().empty());
+}
+
+TEST_CASE("a symlink pointing outside the instance is refused before anything is written") {
+  TempDir dir;
+  Source src(dir);
+  ::symlink("../../../../etc/passwd", (src.data + "/db/escape").c_str());
+  Plan plan = src.MakeTestPlan();
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{dir / "target", 2});
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
+  REQUIRE(plan.steps[3].kind == StepKind::kRestoreData);
+  auto r = backend->Run(plan.steps[3], {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kData);
+  CHECK(r.status().message().find("db/escape") != std::string::npos);
+  const std::string zone = dir / ("target/zones/" + plan.instances[0].new_uuid);
+  CHECK_FALSE(Exists(*Env::Default(), zone + "/data"));
+  CHECK_FALSE(Exists(*Env::Default(), zone + "/data.partial"));
+
+  CHECK(CheckSymlinkInside("a/b/link", "../../x").ok());
+  CHECK_FALSE(CheckSymlinkInside("a/b/link", "../../../x").ok());
+  CHECK_FALSE(CheckSymlinkInside("link", "/etc/passwd").ok());
+  CHECK(CheckSymlinkInside("a/link", "./b/../c").ok());
+  CHECK_FALSE(CheckSymlinkInside("a/link", "b/../../../c").ok());
+}
+
+TEST_CASE("a data copy that fails halfway is redone cleanly on the next run") {
+  TempDir dir;
+  Source src(dir);
+  Plan plan = src.MakeTestPlan();
+  FaultEnv fault(Env::Default());
+  auto backend = NewDirBackend(fault, DirBackendOptions{dir / "target", 1});
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
+  fault.FailNth(EnvOp::kCopyFile, 3, ENOSPC);
+  auto r = backend->Run(plan.steps[3], {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message().find("No space left") != std::string::npos);
+  const std::string zone = dir / ("target/zones/" + plan.instances[0].new_uuid);
+  CHECK_FALSE(Exists(*Env::Default(), zone + "/data"));
+  fault.ClearFaults();
+  REQUIRE(backend->Run(plan.steps[3], {}).ok());
+  CHECK(SnapshotTree(zone + "/data") == SnapshotTree(src.data));
+  CHECK_FALSE(Exists(*Env::Default(), zone + "/data.partial"));
+}
+
+// ---- smartos, against the recording fakes ----------------------------------
+
+SmartosBackendOptions FakeSmartos(const TempDir& dir) {
+  SmartosBackendOptions o;
+  o.imgadm = FakeSmartosDir() + "/imgadm";
+  o.vmadm = FakeSmartosDir() + "/vmadm";
+  o.zfs = FakeSmartosDir() + "/zfs";
+  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances?exists=true", "-X", "POST"};
+  o.work_dir = dir / "work";
+  return o;
+}
+
+std::vector<std::string> Mutations(const std::vector<std::string>& calls) {
+  std::vector<std::string> out;
+  for (const std::string& c : calls) {
+    std::string cmd = c.substr(c.rfind('/', c.find(' ')) + 1);
+    if (cmd.find(" get") != std::string::npos || cmd.find(" list") != std::string::npos) continue;
+    out.push_back(cmd);
+  }
+  return out;
+}
+
+TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments in order") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  Plan plan = src.MakeTestPlan();
+  auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
+  REQUIRE(backend->Check(plan).ok());
+  for (const Step& s : plan.steps) {
+    INFO(s.id);
+    auto r = backend->Run(s, {});
+    INFO(r.status().ToString());
+    REQUIRE(r.ok());
+  }
+  const std::string u = plan.instances[0].new_uuid;
+  const auto& img = src.images;
+  CHECK(Mutations(FakeCalls(dir / "smartos")) ==
+        std::vector<std::string>{
+            "imgadm install -m " + img[0].manifest_path + " -f " + img[0].file_path,
+            "imgadm install -m " + img[1].manifest_path + " -f " + img[1].file_path,
+            "vmadm create -f " + (dir / ("work/" + u + ".vm.json")),
+            "vmadm stop " + u,
+            "vmadm start " + u,
+            "sdc-sapi /instances?exists=true -X POST -d @" + (dir / ("work/" + u + ".sapi.json")),
+        });
+  auto calls = FakeCalls(dir / "smartos");
+  CHECK(std::find(calls.begin(), calls.end(),
+                  "zfs get -Hp -o value mountpoint zones/" + u + "/data") != calls.end());
+  // The fake vmadm refuses read-only fields, so the create above proves they
+  // were stripped; the data replaced what the zone's first boot wrote.
+  CHECK(SnapshotTree(dir / ("smartos/zones/" + u + "/data"), false) ==
+        SnapshotTree(src.data, false));
+  CHECK(json::parse(ReadFile(dir / ("smartos/sapi/" + u + ".json")))["params"]["alias"] ==
+        "imgapi1");
+  CHECK(backend->TargetAliases().value() == std::set<std::string>{"imgapi1"});
+}
+
+TEST_CASE("smartos backend steps are safe to repeat after a failure") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  Plan plan = src.MakeTestPlan(/*root_on_target=*/false);
+  auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
+  {
+    // `vmadm start` fails after the data was copied: the rerun stops nothing
+    // (already stopped), copies again into a cleared dataset and starts.
+    ScopedEnv fail("FAKE_SMARTOS_FAIL_MATCH", "vmadm\tstart");
+    auto r = backend->Run(plan.steps[3], {});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().message().find("injected failure") != std::string::npos);
+    CHECK(r.status().message().find("vmadm start") != std::string::npos);
+  }
+  const std::string u = plan.instances[0].new_uuid;
+  WriteFile(dir / ("smartos/zones/" + u + "/data/stray"), "left by someone");
+  REQUIRE(backend->Run(plan.steps[3], {}).ok());
+  CHECK(SnapshotTree(dir / ("smartos/zones/" + u + "/data"), false) ==
+        SnapshotTree(src.data, false));
+  // A repeated create or image install finds its work done and runs nothing.
+  size_t calls = FakeCalls(dir / "smartos").size();
+  CHECK(backend->Run(plan.steps[2], {})->already_done);
+  CHECK(backend->Run(plan.steps[0], {})->already_done);
+  auto after = FakeCalls(dir / "smartos");
+  CHECK(Mutations(std::vector<std::string>(after.begin() + calls, after.end())).empty());
+}
+
+TEST_CASE("smartos backend reports a missing command as unavailable") {
+  TempDir dir;
+  Source src(dir);
+  auto opts = FakeSmartos(dir);
+  opts.imgadm = dir / "no-such-imgadm";
+  auto backend = NewSmartosBackend(*Env::Default(), opts);
+  auto r = backend->HasImage(kRootImage);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kUnavailable);
+  CHECK(r.status().message().find("no-such-imgadm") != std::string::npos);
+}
+
+// ---- exec ---------------------------------------------------------------------
+
+TEST_CASE("exec backend gives the hook the step as JSON on stdin and reports its stderr") {
+  TempDir dir;
+  Source src(dir);
+  Plan plan = src.MakeTestPlan();
+  const std::string hook = dir / "hook.sh";
+  WriteFile(hook,
+            "#!/bin/sh\n"
+            "cat > \"$HOOK_OUT/$LIFEBOAT_STEP_ID.json\"\n"
+            "if [ \"$LIFEBOAT_STEP_KIND\" = restore_data ]; then\n"
+            "  echo \"disk on fire for $LIFEBOAT_NEW_UUID\" >&2; exit 3\n"
+            "fi\n",
+            0755);
+  CreateDirs(*Env::Default(), dir / "out").IgnoreError();
+  ScopedEnv out("HOOK_OUT", dir / "out");
+  ExecBackendOptions opts;
+  for (const char* kind : {"install_image", "create_instance", "restore_data", "register_sapi"}) {
+    opts.commands[kind] = {hook};
+  }
+  auto backend = NewExecBackend(opts);
+  REQUIRE(backend->Check(plan).ok());
+  for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
+  json create = json::parse(ReadFile(dir / ("out/" + plan.steps[2].id + ".json")));
+  CHECK(create == [&] {
+    json j = plan.steps[2].ToJson();
+    j["backend"] = "exec";
+    return j;
+  }());
+  CHECK(create["payload"]["alias"] == "imgapi1");
+  auto r = backend->Run(plan.steps[3], {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().message().find("exit 3: disk on fire for " + plan.instances[0].new_uuid) !=
+        std::string::npos);
+
+  opts.commands.erase("create_instance");
+  auto partial = NewExecBackend(opts);
+  auto check = partial->Check(plan);
+  CHECK(check.code() == Code::kConfig);
+  CHECK(check.message().find("create_instance") != std::string::npos);
+}
+
+TEST_CASE("RunCommand captures bounded output and survives a child that ignores stdin") {
+  CommandOptions opts;
+  opts.stdin_data = std::string(1 << 20, 'a');  // more than a pipe holds
+  opts.max_output = 10;
+  auto r = RunCommand({"/bin/sh", "-c", "echo 0123456789abcdef; echo err >&2; exit 4"}, opts);
+  REQUIRE(r.ok());
+  CHECK(r->exit_code == 4);
+  CHECK(r->out == "0123456789");
+  CHECK(r->truncated);
+  CHECK(r->err == "err\n");
+  auto cat = RunCommand({"cat"}, CommandOptions{"hello", 1024, {}});
+  REQUIRE(cat.ok());
+  CHECK(cat->out == "hello");
+  auto missing = RunCommand({"/nonexistent/tool"});
+  CHECK(missing.status().code() == Code::kUnavailable);
+}
+
+}  // namespace
+}  // namespace lifeboat::restore

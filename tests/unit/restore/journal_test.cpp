@@ -1,0 +1,139 @@
+#include "restore/journal.h"
+
+#include <catch2/catch.hpp>
+
+#include "base/fault_env.h"
+#include "tests/unit/restore/restore_test_util.h"
+
+namespace lifeboat::restore {
+namespace {
+
+using testing::ReadFile;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::string kA = "11111111-1111-4111-8111-111111111111";
+const std::string kB = "22222222-2222-4222-8222-222222222222";
+
+Plan TwoInstancePlan() {
+  std::vector<InstanceSource> in(2);
+  in[0].uuid = kA;
+  in[0].alias = "vmapi0";
+  in[0].service = "vmapi";
+  in[0].peer = "headnode1";
+  in[0].generation = 4;
+  in[0].seq = 2;
+  in[0].vm_payload = {{"uuid", kA}};
+  in[0].data_path = "/cat/a";
+  in[1] = in[0];
+  in[1].uuid = kB;
+  in[1].alias = "napi0";
+  in[1].service = "napi";
+  in[1].vm_payload = {{"uuid", kB}};
+  in[1].sapi_record = {{"uuid", kB}};
+  PlanOptions opt;
+  opt.seed = 8;
+  return MakePlan(in, {"vmapi0", "napi0"}, opt).value();
+}
+
+TEST_CASE("journal ids follow the selection, not the order it was typed in") {
+  Selection a;
+  a.services = {"vmapi", "napi"};
+  Selection b;
+  b.services = {"napi", "vmapi", "napi"};
+  CHECK(JournalId(a, "dir", "/t") == JournalId(b, "dir", "/t"));
+  CHECK(JournalId(a, "dir", "/t").starts_with("service-napi-"));
+  CHECK(JournalId(a, "dir", "/t") != JournalId(a, "dir", "/u"));
+  CHECK(JournalId(a, "dir", "/t") != JournalId(a, "exec", "/t"));
+  Selection p;
+  p.peer = "headnode1";
+  CHECK(JournalId(p, "dir", "/t").starts_with("peer-headnode1-"));
+  Selection g = p;
+  g.generation = 3;
+  CHECK(JournalId(g, "dir", "/t") != JournalId(p, "dir", "/t"));
+}
+
+TEST_CASE("journal saves atomically after each step and loads back what it saved") {
+  TempDir dir;
+  Env& env = *Env::Default();
+  Plan plan = TwoInstancePlan();
+  Selection sel;
+  sel.peer = "headnode1";
+  CHECK_FALSE(Journal::Load(env, dir.path(), "x").value().has_value());
+  Journal j = Journal::Create(env, dir.path(), "x", sel, "headnode0", "dir", "/t", plan, 1000);
+  REQUIRE(j.Save().ok());
+  CHECK(Env::Default()->Stat(dir / "restores").value().mode == 0700);
+  REQUIRE(j.MarkDone(plan.steps[0].id, 2000).ok());
+
+  auto loaded = Journal::Load(env, dir.path(), "x");
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->has_value());
+  const Journal& back = **loaded;
+  CHECK(back.ToJson() == j.ToJson());
+  CHECK(back.done_count() == 1);
+  CHECK(back.steps()[0].done);
+  CHECK(back.steps()[0].finished_ms == 2000);
+  CHECK_FALSE(back.complete());
+  CHECK(back.ToPlan().ToJson() == plan.ToJson());
+  auto assigned = back.Assignments();
+  CHECK(assigned.at(kA).new_uuid == plan.instances[1].new_uuid);
+  CHECK(assigned.at(kA).alias == "vmapi1");
+  CHECK(back.instances()[0].seq == 2);
+  // No temp files are left beside it.
+  CHECK(env.ListDir(dir / "restores").value().size() == 1);
+}
+
+TEST_CASE("a journal write that fails leaves the previous journal and marks nothing") {
+  TempDir dir;
+  FaultEnv fault(Env::Default());
+  Plan plan = TwoInstancePlan();
+  Journal j =
+      Journal::Create(fault, dir.path(), "x", Selection{"hn1"}, "hn0", "dir", "/t", plan, 1);
+  REQUIRE(j.Save().ok());
+  std::string before = ReadFile(j.path());
+  fault.FailNth(EnvOp::kRename, 1, EIO);
+  Status st = j.MarkDone(plan.steps[0].id, 5);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.code() == Code::kIo);
+  CHECK_FALSE(j.steps()[0].done);
+  CHECK(ReadFile(j.path()) == before);
+  CHECK(fault.ListDir(dir / "restores").value().size() == 1);
+}
+
+TEST_CASE("a damaged journal is a data error naming the file") {
+  TempDir dir;
+  WriteFile(dir / "restores/x.json", "{\"format\": 1, \"id\": \"x\", \"steps\": [");
+  auto r = Journal::Load(*Env::Default(), dir.path(), "x");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kData);
+  CHECK(r.status().message().find("restores/x.json") != std::string::npos);
+}
+
+TEST_CASE("restored instances are listed once all their steps finished") {
+  TempDir dir;
+  Env& env = *Env::Default();
+  CHECK(ListRestoredInstances(env, dir.path()).value().empty());
+  Plan plan = TwoInstancePlan();
+  Journal j = Journal::Create(env, dir.path(), "x", Selection{"headnode1"}, "headnode0", "dir",
+                              "/t", plan, 1);
+  REQUIRE(j.Save().ok());
+  // Steps are napi0's (create, data, sapi) then vmapi0's (create, data).
+  for (size_t i = 0; i < 3; ++i) REQUIRE(j.MarkDone(plan.steps[i].id, 100 + i).ok());
+  auto restored = ListRestoredInstances(env, dir.path());
+  REQUIRE(restored.ok());
+  REQUIRE(restored->size() == 1);
+  const RestoredInstance& r = restored->at(kB);
+  CHECK(r.old_alias == "napi0");
+  CHECK(r.alias == "napi1");
+  CHECK(r.new_uuid == plan.instances[0].new_uuid);
+  CHECK(r.peer == "headnode1");
+  CHECK(r.node == "headnode0");
+  CHECK(r.target == "/t");
+  CHECK(r.restored_ms == 102);
+  for (size_t i = 3; i < plan.steps.size(); ++i) REQUIRE(j.MarkDone(plan.steps[i].id, 200).ok());
+  CHECK(j.complete());
+  CHECK(ListRestoredInstances(env, dir.path()).value().size() == 2);
+}
+
+}  // namespace
+}  // namespace lifeboat::restore

@@ -1,0 +1,288 @@
+#include "restore/plan.h"
+
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <string>
+#include <vector>
+
+namespace lifeboat::restore {
+namespace {
+
+using nlohmann::json;
+
+// vmadm get of a core zone as on a live system (tests/../samples shape).
+json SampleVm(const std::string& uuid, const std::string& alias, const std::string& role) {
+  json vm = json::parse(R"({
+    "uuid": "b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10", "alias": "imgapi0", "autoboot": true,
+    "brand": "joyent-minimal", "owner_uuid": "930896af-bf8c-48d4-885c-6573a94b1853",
+    "image_uuid": "2d74d0fb-5c5e-4ad8-ab2a-0b6a3f8d4f8e",
+    "server_uuid": "564dd1ac-164d-cc50-247c-b2eb0cf21ce5",
+    "zonename": "b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10",
+    "zonepath": "/zones/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10", "zoneid": 12, "zonedid": 12,
+    "pid": 4711, "state": "running", "zone_state": "running",
+    "create_timestamp": "2026-03-02T10:14:07.115Z", "boot_timestamp": "2026-11-01T08:02:55.000Z",
+    "last_modified": "2026-11-01T08:02:58.000Z", "max_physical_memory": 2048, "quota": 100,
+    "delegate_dataset": true, "datasets": ["zones/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10/data"],
+    "nics": [
+      {"interface": "net0", "mac": "90:b8:d0:1a:2b:3c", "nic_tag": "admin", "vlan_id": 0,
+       "ip": "10.99.99.21", "ips": ["10.99.99.21/24"], "netmask": "255.255.255.0",
+       "network_uuid": "4a3c2f5e-0b1d-4c6e-8f7a-9b0c1d2e3f40", "primary": true},
+      {"interface": "net1", "mac": "90:b8:d0:4d:5e:6f", "nic_tag": "external", "vlan_id": 0,
+       "ip": "203.0.113.21", "ips": ["203.0.113.21/24"], "netmask": "255.255.255.0",
+       "gateway": "203.0.113.1", "gateways": ["203.0.113.1"],
+       "network_uuid": "7e6d5c4b-3a29-4180-b7c6-d5e4f3a2b1c0"}],
+    "customer_metadata": {"sapi-url": "http://sapi.coal.example.com"},
+    "tags": {"smartdc_role": "imgapi", "smartdc_type": "core"}
+  })");
+  vm.update(json{{"uuid", uuid},
+                 {"alias", alias},
+                 {"zonename", uuid},
+                 {"tags", {{"smartdc_role", role}, {"smartdc_type", "core"}}}});
+  return vm;
+}
+
+json SampleSapi(const std::string& uuid, const std::string& alias) {
+  return json{
+      {"uuid", uuid},
+      {"service_uuid", "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9"},
+      {"params", {{"alias", alias}, {"server_uuid", "564dd1ac-164d-cc50-247c-b2eb0cf21ce5"}}},
+      {"metadata", {{"SELF", uuid}, {"IMGAPI_SERVICE_NAME", "imgapi.coal.example.com"}}},
+      {"type", "vm"}};
+}
+
+ImageSource Image(const std::string& uuid, const std::string& origin, bool on_target = false) {
+  return ImageSource{uuid,
+                     origin,
+                     "/cat/images/" + uuid + "/manifest.json",
+                     "/cat/images/" + uuid + "/file",
+                     100,
+                     "00",
+                     on_target};
+}
+
+InstanceSource Instance(const std::string& uuid, const std::string& alias,
+                        const std::string& service, std::vector<ImageSource> chain) {
+  InstanceSource in;
+  in.uuid = uuid;
+  in.alias = alias;
+  in.service = service;
+  in.peer = "headnode1";
+  in.generation = 7;
+  in.vm_payload = SampleVm(uuid, alias, service);
+  in.sapi_record = SampleSapi(uuid, alias);
+  in.image_uuid = chain.empty() ? "" : chain.back().uuid;
+  in.image_chain = std::move(chain);
+  in.data_path = "/cat/svc-" + service + "/data/" + uuid;
+  in.data_bytes = 1000;
+  return in;
+}
+
+const std::string kU1 = "11111111-1111-4111-8111-111111111111";
+const std::string kU2 = "22222222-2222-4222-8222-222222222222";
+const std::string kU3 = "33333333-3333-4333-8333-333333333333";
+const std::string kU4 = "44444444-4444-4444-8444-444444444444";
+
+std::vector<std::string> StepIds(const Plan& plan) {
+  std::vector<std::string> ids;
+  for (const Step& s : plan.steps) ids.push_back(s.id);
+  return ids;
+}
+
+TEST_CASE("plan orders instances by RFD 67 service order, unknown services last by name") {
+  std::vector<InstanceSource> in = {
+      Instance(kU1, "zzz0", "zzz", {}), Instance(kU2, "vmapi0", "vmapi", {}),
+      Instance(kU3, "aaa0", "aaa", {}), Instance(kU4, "sapi0", "sapi", {})};
+  for (auto& i : in) i.image_uuid.clear();
+  PlanOptions opt;
+  opt.seed = 42;
+  auto plan = MakePlan(in, {"zzz0", "vmapi0", "aaa0", "sapi0"}, opt);
+  REQUIRE(plan.ok());
+  std::vector<std::string> services;
+  for (const auto& p : plan->instances) services.push_back(p.service);
+  CHECK(services == std::vector<std::string>{"sapi", "vmapi", "aaa", "zzz"});
+
+  opt.service_order = {"zzz", "vmapi"};
+  plan = MakePlan(in, {}, opt);
+  REQUIRE(plan.ok());
+  services.clear();
+  for (const auto& p : plan->instances) services.push_back(p.service);
+  CHECK(services == std::vector<std::string>{"zzz", "vmapi", "aaa", "sapi"});
+}
+
+TEST_CASE("plan gives the lowest free <service>N across every known alias") {
+  std::vector<InstanceSource> in = {Instance(kU1, "vmapi0", "vmapi", {}),
+                                    Instance(kU2, "imgapi0", "imgapi", {}),
+                                    Instance(kU3, "imgapi1", "imgapi", {})};
+  for (auto& i : in) i.image_uuid.clear();
+  PlanOptions opt;
+  opt.seed = 1;
+  // imgapi0/1 are the ones being restored; imgapi2 lives elsewhere.
+  auto plan = MakePlan(in, {"vmapi0", "imgapi0", "imgapi1", "imgapi2"}, opt);
+  REQUIRE(plan.ok());
+  REQUIRE(plan->instances.size() == 3);
+  CHECK(plan->instances[0].old_alias == "imgapi0");
+  CHECK(plan->instances[0].alias == "imgapi3");
+  CHECK(plan->instances[1].alias == "imgapi4");
+  CHECK(plan->instances[2].old_alias == "vmapi0");
+  CHECK(plan->instances[2].alias == "vmapi1");
+  CHECK(LowestFreeAlias("cnapi", {"cnapi0", "cnapi2"}) == "cnapi1");
+  CHECK(LowestFreeAlias("cnapi", {}) == "cnapi0");
+}
+
+TEST_CASE("new payload: new uuid, read-only fields stripped, IPs reused by default") {
+  std::vector<InstanceSource> in = {Instance(kU1, "imgapi0", "imgapi", {})};
+  in[0].image_uuid.clear();
+  PlanOptions opt;
+  opt.seed = 7;
+  auto plan = MakePlan(in, {"imgapi0"}, opt);
+  REQUIRE(plan.ok());
+  const Step& create = plan->steps.at(0);
+  REQUIRE(create.kind == StepKind::kCreateInstance);
+  const json& p = create.payload;
+  CHECK(IsUuid(create.new_uuid));
+  CHECK(create.new_uuid != kU1);
+  CHECK(p["uuid"] == create.new_uuid);
+  CHECK(p["zonename"] == create.new_uuid);
+  CHECK(p["alias"] == "imgapi1");
+  for (const char* f : {"state", "zone_state", "zonepath", "zoneid", "zonedid", "pid", "datasets",
+                        "create_timestamp", "boot_timestamp", "last_modified", "server_uuid"}) {
+    INFO(f);
+    CHECK_FALSE(p.contains(f));
+  }
+  // What the operator configured is kept.
+  CHECK(p["max_physical_memory"] == 2048);
+  CHECK(p["delegate_dataset"] == true);
+  CHECK(p["tags"]["smartdc_role"] == "imgapi");
+  CHECK(p["customer_metadata"]["sapi-url"] == "http://sapi.coal.example.com");
+  CHECK(p["nics"][0]["ip"] == "10.99.99.21");
+  CHECK(p["nics"][1]["gateway"] == "203.0.113.1");
+  CHECK(p["nics"][0]["mac"] == "90:b8:d0:1a:2b:3c");
+  // The old payload, as the catalog holds it, is not modified.
+  CHECK(in[0].vm_payload["state"] == "running");
+}
+
+TEST_CASE("new payload with new_ips drops addresses but keeps the network") {
+  json p = NewVmPayload(SampleVm(kU1, "imgapi0", "imgapi"), kU2, "imgapi1", /*new_ips=*/true);
+  for (const json& nic : p["nics"]) {
+    for (const char* f : {"ip", "ips", "netmask", "gateway", "gateways", "mac"}) {
+      INFO(f);
+      CHECK_FALSE(nic.contains(f));
+    }
+    CHECK(nic.contains("nic_tag"));
+    CHECK(nic.contains("network_uuid"));
+    CHECK(nic.contains("interface"));
+  }
+  CHECK(p["nics"][0]["primary"] == true);
+}
+
+TEST_CASE("SAPI record gets the new uuid everywhere, the new alias and the target server") {
+  json r = NewSapiRecord(SampleSapi(kU1, "imgapi0"), kU1, kU2, "imgapi1", "target-server");
+  CHECK(r["uuid"] == kU2);
+  CHECK(r["metadata"]["SELF"] == kU2);
+  CHECK(r["params"]["alias"] == "imgapi1");
+  CHECK(r["params"]["server_uuid"] == "target-server");
+  CHECK(r["service_uuid"] == "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9");
+  CHECK(r.dump().find(kU1) == std::string::npos);
+  json no_server = NewSapiRecord(SampleSapi(kU1, "imgapi0"), kU1, kU2, "imgapi1", "");
+  CHECK_FALSE(no_server["params"].contains("server_uuid"));
+}
+
+TEST_CASE("images install root first, once across instances, skipping those on the target") {
+  const std::string root = "aaaaaaaa-0000-4000-8000-000000000000";
+  const std::string mid = "bbbbbbbb-0000-4000-8000-000000000000";
+  const std::string leaf1 = "cccccccc-0000-4000-8000-000000000000";
+  const std::string leaf2 = "dddddddd-0000-4000-8000-000000000000";
+  std::vector<InstanceSource> in = {
+      Instance(kU1, "vmapi0", "vmapi",
+               {Image(root, "", true), Image(mid, root), Image(leaf1, mid)}),
+      Instance(kU2, "sapi0", "sapi", {Image(root, "", true), Image(mid, root), Image(leaf2, mid)}),
+  };
+  PlanOptions opt;
+  opt.seed = 3;
+  auto plan = MakePlan(in, {}, opt);
+  REQUIRE(plan.ok());
+  CHECK(StepIds(*plan) == std::vector<std::string>{"install_image:" + mid, "install_image:" + leaf2,
+                                                   "create_instance:" + kU2, "restore_data:" + kU2,
+                                                   "register_sapi:" + kU2, "install_image:" + leaf1,
+                                                   "create_instance:" + kU1, "restore_data:" + kU1,
+                                                   "register_sapi:" + kU1});
+  CHECK(plan->steps[0].image_origin == root);
+  CHECK(plan->steps[0].manifest_path == "/cat/images/" + mid + "/manifest.json");
+  CHECK(plan->TotalBytes() == 3 * 100 + 2 * 1000);
+}
+
+TEST_CASE("instances with a broken image chain or no service are skipped with a reason") {
+  const std::string img = "aaaaaaaa-0000-4000-8000-000000000000";
+  ImageSource missing = Image(img, "");
+  missing.file_path.clear();
+  std::vector<InstanceSource> in = {Instance(kU1, "vmapi0", "vmapi", {missing}),
+                                    Instance(kU2, "x0", "", {}),
+                                    Instance(kU3, "napi0", "napi", {})};
+  in[1].image_uuid.clear();
+  in[2].image_uuid.clear();
+  auto plan = MakePlan(in, {}, PlanOptions{});
+  REQUIRE(plan.ok());
+  REQUIRE(plan->instances.size() == 1);
+  CHECK(plan->instances[0].old_uuid == kU3);
+  REQUIRE(plan->skipped.size() == 2);
+  CHECK(plan->skipped[0].uuid == kU1);
+  CHECK(plan->skipped[0].reason.find(img) != std::string::npos);
+  CHECK(plan->skipped[1].uuid == kU2);
+
+  in[2].vm_payload = json::array();
+  CHECK(MakePlan(in, {}, PlanOptions{}).status().code() == Code::kData);
+}
+
+TEST_CASE("plans are deterministic for a seed, and assignments pin uuids and aliases") {
+  std::vector<InstanceSource> in = {Instance(kU1, "vmapi0", "vmapi", {}),
+                                    Instance(kU2, "napi0", "napi", {})};
+  for (auto& i : in) i.image_uuid.clear();
+  PlanOptions opt;
+  opt.seed = 99;
+  auto a = MakePlan(in, {"vmapi0", "napi0"}, opt);
+  auto b = MakePlan(in, {"vmapi0", "napi0"}, opt);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a->ToJson() == b->ToJson());
+  opt.seed = 100;
+  auto c = MakePlan(in, {"vmapi0", "napi0"}, opt);
+  CHECK(c->instances[0].new_uuid != a->instances[0].new_uuid);
+
+  // A resumed restore: the catalog now also knows the first run's aliases, yet
+  // the pinned assignments come back unchanged.
+  opt.assigned = {{kU1, {"aaaaaaaa-1111-4111-8111-111111111111", "vmapi1"}},
+                  {kU2, {"bbbbbbbb-1111-4111-8111-111111111111", "napi1"}}};
+  auto d = MakePlan(in, {"vmapi0", "napi0", "vmapi1", "napi1"}, opt);
+  REQUIRE(d.ok());
+  CHECK(d->instances[0].alias == "napi1");
+  CHECK(d->instances[0].new_uuid == "bbbbbbbb-1111-4111-8111-111111111111");
+  CHECK(d->instances[1].alias == "vmapi1");
+}
+
+TEST_CASE("new uuids are valid v4 uuids and steps round-trip through JSON") {
+  std::mt19937_64 rng(5);
+  std::set<std::string> seen;
+  for (int i = 0; i < 100; ++i) {
+    std::string u = NewUuidV4(rng);
+    REQUIRE(IsUuid(u));
+    CHECK(u[14] == '4');
+    CHECK((u[19] == '8' || u[19] == '9' || u[19] == 'a' || u[19] == 'b'));
+    seen.insert(u);
+  }
+  CHECK(seen.size() == 100);
+
+  std::vector<InstanceSource> in = {
+      Instance(kU1, "vmapi0", "vmapi", {Image("aaaaaaaa-0000-4000-8000-000000000000", "")})};
+  auto plan = MakePlan(in, {}, PlanOptions{});
+  REQUIRE(plan.ok());
+  for (const Step& s : plan->steps) {
+    auto back = Step::FromJson(s.ToJson());
+    REQUIRE(back.ok());
+    CHECK(back->ToJson() == s.ToJson());
+  }
+  CHECK(Step::FromJson(json{{"kind", "explode"}, {"id", "x"}}).status().code() == Code::kData);
+}
+
+}  // namespace
+}  // namespace lifeboat::restore
