@@ -169,11 +169,11 @@ removed_grace = "%s"
 %s""" % (self.uuid, self.name, self.listen_port, self.api_port, self.data_dir, self.interval,
          self.bwlimit, self.export_root, self.removed_grace, peers))
 
-    def start(self):
+    def start(self, env=None):
         self.write_config()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([LIFEBOAT, "agent", "-c", self.config], stdout=log,
-                                     stderr=log, stdin=subprocess.DEVNULL)
+                                     stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -564,6 +564,23 @@ class AgentTest(unittest.TestCase):
         A.start()
         self.sync_ok(A)
         self.assert_holds(A, B, "B")
+
+    def test_ready_notification_and_clean_stop(self):
+        c = self.cluster(names=("A", "B"))
+        A = c.agents["A"]
+        sock_path = os.path.join(self.tmp, "notify.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.bind(sock_path)
+            s.settimeout(START_TIMEOUT)
+            A.start(env=dict(os.environ, NOTIFY_SOCKET=sock_path))
+            msg = s.recv(4096).decode()
+            self.assertIn("READY=1", msg)
+            self.assertTrue(A.healthy())  # READY means the API answers
+            A.kill(signal.SIGTERM)
+            self.assertEqual(A.wait(), 0)
+            self.assertIn("STOPPING=1", s.recv(4096).decode())
+        self.assertTrue(os.path.isdir(A.data_dir))
+        self.assertEqual(os.stat(A.data_dir).st_mode & 0o777, 0o700)
 
     def test_status_and_check(self):
         c = self.cluster(names=("A", "B"))
