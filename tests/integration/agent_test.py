@@ -565,6 +565,22 @@ class AgentTest(unittest.TestCase):
         self.sync_ok(A)
         self.assert_holds(A, B, "B")
 
+    def test_sync_now_one_service(self):
+        c = self.cluster(names=("A", "B"))
+        B = c.exports["B"]
+        img = B.add_instance("imgapi", "imgapi0", {"f": "imgapi data"})
+        sapi = B.add_instance("sapi", "sapi0", {"f": "sapi data"})
+        c.start()
+        A = c.agents["A"]
+        rc, lines, err = A.sync_now("B", services=["imgapi"])
+        self.assertEqual(rc, 0, err)
+        held = {i["uuid"] for i in A.catalog()["instances"]}
+        self.assertEqual(held, {img})
+        self.sync_ok(A)
+        held = {i["uuid"] for i in A.catalog()["instances"]}
+        self.assertEqual(held, {img, sapi})
+        self.assert_holds(A, B, "B")
+
     def test_ready_notification_and_clean_stop(self):
         c = self.cluster(names=("A", "B"))
         A = c.agents["A"]
