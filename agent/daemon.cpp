@@ -120,7 +120,21 @@ Status Daemon::Open() {
                                              static_cast<int64_t>(uv_now(&loop_)));
   }
 
+  std::shared_ptr<const syncproto::TlsContext> tls_server, tls_client;
+  if (cfg_.auth.transport != conf::Transport::kPlain) {
+    syncproto::TlsConfig tc;
+    tc.mode = cfg_.auth.transport == conf::Transport::kTlsCa ? syncproto::TlsMode::kCa
+                                                             : syncproto::TlsMode::kPsk;
+    tc.cluster_key = cfg_.auth.cluster_key;
+    tc.ca_file = cfg_.auth.ca_file;
+    tc.cert_file = cfg_.auth.cert_file;
+    tc.key_file = cfg_.auth.key_file;
+    ASSIGN_OR_RETURN(tls_server, syncproto::TlsContext::Create(syncproto::TlsRole::kServer, tc));
+    ASSIGN_OR_RETURN(tls_client, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, tc));
+  }
+
   PeerServerOptions pso;
+  pso.tls = tls_server;
   pso.host = cfg_.agent.listen.host;
   pso.port = cfg_.agent.listen.port;
   pso.cluster_key = cfg_.auth.cluster_key;
@@ -148,6 +162,7 @@ Status Daemon::Open() {
     pc.host = peer.address.host;
     pc.port = peer.address.port;
     pc.cluster_key = cfg_.auth.cluster_key;
+    pc.tls = tls_client;
     pc.self = {cfg_.node.uuid, cfg_.node.name};
     pc.connect_timeout_ms = Ms(cfg_.agent.limits.connect_timeout);
     pc.io_timeout_ms = Ms(cfg_.agent.limits.io_timeout);
@@ -189,6 +204,7 @@ int Daemon::Run() {
              {"listen", FormatHostPort(cfg_.agent.listen.host, peer_server_->port())},
              {"api", FormatHostPort(cfg_.agent.api.host, http_->port())},
              {"data_dir", cfg_.agent.data_dir},
+             {"transport", conf::TransportName(cfg_.auth.transport)},
              {"export_generation", exporter_->generation()},
              {"peers", peers}});
   if (Status st = SdNotify("READY=1\nSTATUS=serving and pulling"); !st.ok()) {

@@ -333,7 +333,8 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     hooks.on_closed = [weak](const Status& why) {
       if (auto self = weak.lock()) self->OnSessionClosed(why);
     };
-    pump_ = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks));
+    pump_ = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks),
+                                   core_->cfg.tls);
     // The handshake must finish within the connect timeout.
     handshake_timer_ = std::make_unique<Timer>(loop_);
     handshake_timer_->Start(core_->cfg.connect_timeout_ms, [weak] {

@@ -32,6 +32,7 @@
 #include "catalog/store.h"
 #include "syncproto/handshake.h"
 #include "syncproto/session.h"
+#include "syncproto/tls_channel.h"
 
 namespace lifeboat::agent {
 
@@ -41,6 +42,8 @@ struct PullerConfig {
   uint16_t port = 0;
   std::string cluster_key;
   syncproto::NodeIdentity self;
+  // Client-role TLS context (auth.transport tls-psk / tls-ca); null = plain.
+  std::shared_ptr<const syncproto::TlsContext> tls;
   int64_t connect_timeout_ms = 10'000;  // TCP connect + handshake
   int64_t io_timeout_ms = 60'000;
   int64_t deadline_ms = 3'600'000;

@@ -97,7 +97,8 @@ void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
     // The pump (and its session) die once the last callback returned.
     Defer(loop_, [cc] {});
   };
-  c->pump = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks));
+  c->pump = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks),
+                                   options_.tls);
   c->handshake_timer = std::make_unique<Timer>(loop_);
   c->handshake_timer->Start(options_.handshake_timeout_ms, [weak_c,
                                                             ms = options_.handshake_timeout_ms] {

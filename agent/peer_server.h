@@ -20,6 +20,7 @@
 #include "base/status.h"
 #include "syncproto/export_source.h"
 #include "syncproto/handshake.h"
+#include "syncproto/tls_channel.h"
 
 namespace lifeboat::agent {
 
@@ -28,6 +29,8 @@ struct PeerServerOptions {
   uint16_t port = 4650;  // 0 picks a free port (tests)
   std::string cluster_key;
   syncproto::NodeIdentity self;
+  // Server-role TLS context (auth.transport tls-psk / tls-ca); null = plain.
+  std::shared_ptr<const syncproto::TlsContext> tls;
   int64_t handshake_timeout_ms = 10'000;
   int64_t io_timeout_ms = 60'000;
   size_t max_connections = 64;
