@@ -484,8 +484,10 @@ TEST_CASE("a fresher copy on another node is named, and --from-freshest pulls it
   REQUIRE(Restorer(ctx).Run(dry, &report).ok());
   CHECK(report.fresher_node == "headnode2");
   CHECK(report.fresher_generation == local + 3);
-  REQUIRE_FALSE(report.warnings.empty());
-  CHECK(report.warnings[0].find("headnode2 holds generation " + std::to_string(local + 3)) !=
+  REQUIRE(report.warnings.size() == 2);
+  CHECK(report.warnings[0].find("headnode3") != std::string::npos);
+  CHECK(report.warnings[0].find("connection refused") != std::string::npos);
+  CHECK(report.warnings[1].find("headnode2 holds generation " + std::to_string(local + 3)) !=
         std::string::npos);
   CHECK(probe.pulls == 0);
 
