@@ -12,6 +12,7 @@
 #include "catalog/exporter.h"
 #include "catalog/provider.h"
 #include "catalog/store.h"
+#include "restore/deposed.h"
 #include "tests/unit/restore/restore_test_util.h"
 
 namespace lifeboat::restore {
@@ -541,12 +542,6 @@ TEST_CASE("selection by service and instance, and unknown selections") {
   CHECK(restorer.Run(req, &report).code() == Code::kUsage);
 }
 
-}  // namespace
-}  // namespace lifeboat::restore
-
-namespace lifeboat::restore {
-namespace {
-
 TEST_CASE("--generation restores an older retained generation of an instance") {
   Cluster c;
   WriteFile(c.export_root() + "/datasets/" + kImgapi0 + "/identity", "imgapi0, second\n");
@@ -582,14 +577,6 @@ TEST_CASE("--generation restores an older retained generation of an instance") {
   REQUIRE_FALSE(st.ok());
   CHECK(st.message().find("generation 999") != std::string::npos);
 }
-
-}  // namespace
-}  // namespace lifeboat::restore
-
-#include "restore/deposed.h"
-
-namespace lifeboat::restore {
-namespace {
 
 TEST_CASE("instances of a peer that comes back after their restore are deposed") {
   Cluster c;
