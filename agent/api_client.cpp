@@ -211,7 +211,7 @@ Result<ApiReply> CallApi(const ApiCall& call) {
   };
   s.on_body = [](http_parser* p, const char* at, size_t len) {
     auto* st = static_cast<ParseState*>(p->data);
-    if (!st->call->on_line) {
+    if (!st->call->on_line || p->status_code >= 300) {  // errors are one JSON object
       st->reply->body.append(at, len);
       return 0;
     }
@@ -226,7 +226,9 @@ Result<ApiReply> CallApi(const ApiCall& call) {
   };
   s.on_message_complete = [](http_parser* p) {
     auto* st = static_cast<ParseState*>(p->data);
-    if (st->call->on_line && !st->pending_line.empty()) st->call->on_line(st->pending_line);
+    if (st->call->on_line && !st->pending_line.empty() && p->status_code < 300) {
+      st->call->on_line(st->pending_line);
+    }
     st->complete = true;
     return 0;
   };

@@ -30,8 +30,9 @@ struct ApiCall {
   // Longest wait for the next byte of the response (a streamed /sync sends
   // progress often; a whole pull may take long, so this is per read).
   int64_t read_timeout_ms = 60'000;
-  // When set, the (de-chunked) body is split on '\n' and every line is passed
-  // here as it arrives instead of being collected in ApiReply::body.
+  // When set, the (de-chunked) body of a 2xx response is split on '\n' and
+  // every line is passed here as it arrives instead of being collected in
+  // ApiReply::body (an error response is still collected in body).
   std::function<void(std::string_view line)> on_line;
 };
 

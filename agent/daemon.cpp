@@ -26,27 +26,6 @@ namespace {
 
 int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
 
-// The TLS context for peer connections per auth.transport; null for "plain".
-Result<std::shared_ptr<const syncproto::TlsContext>> MakeTlsContext(const conf::AuthConfig& auth,
-                                                                    syncproto::TlsRole role) {
-  syncproto::TlsConfig t;
-  switch (auth.transport) {
-    case conf::Transport::kPlain:
-      return std::shared_ptr<const syncproto::TlsContext>();
-    case conf::Transport::kTlsPsk:
-      t.mode = syncproto::TlsMode::kPsk;
-      t.cluster_key = auth.cluster_key;
-      break;
-    case conf::Transport::kTlsCa:
-      t.mode = syncproto::TlsMode::kCa;
-      t.ca_file = auth.ca_file;
-      t.cert_file = auth.cert_file;
-      t.key_file = auth.key_file;
-      break;
-  }
-  return syncproto::TlsContext::Create(role, t);
-}
-
 nlohmann::json WallOrNull(int64_t wall_ms) {
   if (wall_ms <= 0) return nullptr;
   return FormatIso8601Ms(wall_ms);
@@ -141,14 +120,21 @@ Status Daemon::Open() {
                                              static_cast<int64_t>(uv_now(&loop_)));
   }
 
-  ASSIGN_OR_RETURN(auto server_tls, MakeTlsContext(cfg_.auth, syncproto::TlsRole::kServer));
-  ASSIGN_OR_RETURN(auto client_tls, MakeTlsContext(cfg_.auth, syncproto::TlsRole::kClient));
-  if (cfg_.auth.transport == conf::Transport::kPlain) {
-    log::Warn("auth.transport is \"plain\": peer traffic is not encrypted", {});
+  std::shared_ptr<const syncproto::TlsContext> tls_server, tls_client;
+  if (cfg_.auth.transport != conf::Transport::kPlain) {
+    syncproto::TlsConfig tc;
+    tc.mode = cfg_.auth.transport == conf::Transport::kTlsCa ? syncproto::TlsMode::kCa
+                                                             : syncproto::TlsMode::kPsk;
+    tc.cluster_key = cfg_.auth.cluster_key;
+    tc.ca_file = cfg_.auth.ca_file;
+    tc.cert_file = cfg_.auth.cert_file;
+    tc.key_file = cfg_.auth.key_file;
+    ASSIGN_OR_RETURN(tls_server, syncproto::TlsContext::Create(syncproto::TlsRole::kServer, tc));
+    ASSIGN_OR_RETURN(tls_client, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, tc));
   }
 
   PeerServerOptions pso;
-  pso.tls = server_tls;
+  pso.tls = tls_server;
   pso.host = cfg_.agent.listen.host;
   pso.port = cfg_.agent.listen.port;
   pso.cluster_key = cfg_.auth.cluster_key;
@@ -176,7 +162,7 @@ Status Daemon::Open() {
     pc.host = peer.address.host;
     pc.port = peer.address.port;
     pc.cluster_key = cfg_.auth.cluster_key;
-    pc.tls = client_tls;
+    pc.tls = tls_client;
     pc.self = {cfg_.node.uuid, cfg_.node.name};
     pc.connect_timeout_ms = Ms(cfg_.agent.limits.connect_timeout);
     pc.io_timeout_ms = Ms(cfg_.agent.limits.io_timeout);

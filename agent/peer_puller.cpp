@@ -333,12 +333,8 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     hooks.on_closed = [weak](const Status& why) {
       if (auto self = weak.lock()) self->OnSessionClosed(why);
     };
-    std::unique_ptr<syncproto::TlsChannel> tls;
-    if (core_->cfg.tls) {
-      tls = std::make_unique<syncproto::TlsChannel>(core_->cfg.tls, core_->cfg.peer);
-    }
     pump_ = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks),
-                                   std::move(tls));
+                                   core_->cfg.tls);
     // The handshake must finish within the connect timeout.
     handshake_timer_ = std::make_unique<Timer>(loop_);
     handshake_timer_->Start(core_->cfg.connect_timeout_ms, [weak] {

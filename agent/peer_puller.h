@@ -41,10 +41,10 @@ struct PullerConfig {
   std::string host;
   uint16_t port = 0;
   std::string cluster_key;
-  // Client-role TLS context (auth.transport); null = plaintext ("plain").
-  std::shared_ptr<const syncproto::TlsContext> tls;
   syncproto::NodeIdentity self;
-  int64_t connect_timeout_ms = 10'000;  // TCP connect + TLS and syncproto handshakes
+  // Client-role TLS context (auth.transport tls-psk / tls-ca); null = plain.
+  std::shared_ptr<const syncproto::TlsContext> tls;
+  int64_t connect_timeout_ms = 10'000;  // TCP connect + handshake
   int64_t io_timeout_ms = 60'000;
   int64_t deadline_ms = 3'600'000;
   uint32_t max_files_in_flight = 32;

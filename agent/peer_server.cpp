@@ -20,9 +20,6 @@ Result<std::unique_ptr<PeerServer>> PeerServer::Start(uv_loop_t* loop,
                                                       syncproto::ExportSource* source,
                                                       PeerServerOptions options) {
   RETURN_IF_ERROR(syncproto::ValidateClusterKey(options.cluster_key));
-  if (options.tls && options.tls->role() != syncproto::TlsRole::kServer) {
-    return InternalError("peer server: the TLS context is not a server context");
-  }
   std::unique_ptr<PeerServer> s(new PeerServer(loop, source, std::move(options)));
   PeerServer* raw = s.get();
   ASSIGN_OR_RETURN(s->listener_,
@@ -100,10 +97,8 @@ void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
     // The pump (and its session) die once the last callback returned.
     Defer(loop_, [cc] {});
   };
-  std::unique_ptr<syncproto::TlsChannel> tls;
-  if (options_.tls) tls = std::make_unique<syncproto::TlsChannel>(options_.tls, c->remote);
   c->pump = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks),
-                                   std::move(tls));
+                                   options_.tls);
   c->handshake_timer = std::make_unique<Timer>(loop_);
   c->handshake_timer->Start(options_.handshake_timeout_ms, [weak_c,
                                                             ms = options_.handshake_timeout_ms] {

@@ -28,9 +28,9 @@ struct PeerServerOptions {
   std::string host = "0.0.0.0";
   uint16_t port = 4650;  // 0 picks a free port (tests)
   std::string cluster_key;
-  // Server-role TLS context (auth.transport); null = plaintext ("plain").
-  std::shared_ptr<const syncproto::TlsContext> tls;
   syncproto::NodeIdentity self;
+  // Server-role TLS context (auth.transport tls-psk / tls-ca); null = plain.
+  std::shared_ptr<const syncproto::TlsContext> tls;
   int64_t handshake_timeout_ms = 10'000;
   int64_t io_timeout_ms = 60'000;
   size_t max_connections = 64;

@@ -9,12 +9,10 @@
 // the session; producing pauses while the connection holds more than
 // `write_high_water` unsent bytes.
 //
-// Encryption: with a TlsChannel, TLS sits between the connection and the
-// session: received bytes are decrypted before Feed(), the session's output
-// is encrypted before it is written. The channel, like the session, is
-// touched only inside work items. A TLS failure (authentication, a bad
-// record) ends the pump like a session failure, after the alert that tells
-// the peer why has been written.
+// With a TLS context, a syncproto::TlsChannel sits between the socket and
+// the session (ciphertext on the wire, plaintext to the session); it too is
+// touched only inside work items. When the session is done the channel sends
+// close_notify before the connection closes.
 //
 // Threads: the pump's methods are for the loop thread. Hooks::on_worker runs
 // on a worker thread with exclusive access to the session.
@@ -49,17 +47,17 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     std::function<void(const Status& why)> on_closed;
   };
 
-  // `tls` is null for a plaintext connection (auth.transport = "plain");
-  // otherwise a fresh channel, not yet started.
+  // `tls` null: the session's bytes go to the socket as they are.
   SessionPump(uv_loop_t* loop, std::shared_ptr<Connection> conn, std::unique_ptr<Session> session,
-              Hooks hooks, std::unique_ptr<syncproto::TlsChannel> tls = nullptr,
+              Hooks hooks, std::shared_ptr<const syncproto::TlsContext> tls = nullptr,
               size_t write_high_water = 8u << 20)
       : loop_(loop),
         conn_(std::move(conn)),
         hooks_(std::move(hooks)),
         session_(std::move(session)),
-        tls_(std::move(tls)),
-        high_water_(write_high_water) {}
+        high_water_(write_high_water) {
+    if (tls) tls_ = std::make_unique<syncproto::TlsChannel>(std::move(tls), conn_->peer_name());
+  }
 
   ~SessionPump() = default;
 
@@ -135,15 +133,59 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     auto done = std::make_shared<bool>(false);
     Session* s = session_.get();
     syncproto::TlsChannel* tls = tls_.get();
+    bool first = !tls_started_;
+    tls_started_ = true;
     auto on_worker = hooks_.on_worker;
     auto self = this->shared_from_this();
     QueueWork(
         loop_,
-        [s, tls, in, out, st, done, on_worker] {
-          *st = tls ? RunTls(*s, *tls, *in, *out, on_worker) : RunPlain(*s, *in, *out, on_worker);
+        [s, tls, first, in, out, st, done, on_worker] {
+          *st = tls != nullptr ? WorkTls(*s, *tls, first, *in, out.get(), on_worker)
+                               : WorkPlain(*s, *in, out.get(), on_worker);
           *done = s->done() && (tls == nullptr || tls->ciphertext().empty());
         },
         [self, out, st, done] { self->AfterWork(*out, *st, *done); });
+  }
+
+  using WorkerHook = std::function<void(Session&)>;
+
+  static Status WorkPlain(Session& s, const std::vector<uint8_t>& in, std::string* out,
+                          const WorkerHook& on_worker) {
+    Status status;
+    if (!in.empty()) status = s.Feed(in);
+    if (status.ok() && on_worker) on_worker(s);
+    if (status.ok()) status = s.Pump();
+    auto o = s.output();
+    out->assign(reinterpret_cast<const char*>(o.data()), o.size());
+    s.ConsumeOutput(o.size());
+    return status;
+  }
+
+  static Status WorkTls(Session& s, syncproto::TlsChannel& tls, bool first,
+                        const std::vector<uint8_t>& in, std::string* out,
+                        const WorkerHook& on_worker) {
+    Status status;
+    if (first) status = tls.Start();
+    if (status.ok() && !in.empty()) status = tls.FeedCiphertext(in);
+    if (status.ok() && !tls.plaintext().empty()) {
+      auto plain = tls.plaintext();
+      status = s.Feed(plain);
+      tls.ConsumePlaintext(plain.size());
+    }
+    if (status.ok() && on_worker) on_worker(s);
+    if (status.ok()) status = s.Pump();
+    // What the session queued (also its ERROR frame after a failure) goes out encrypted.
+    auto o = s.output();
+    if (!o.empty() && tls.status().ok()) {
+      Status w = tls.WritePlaintext(o);
+      if (status.ok()) status = w;
+    }
+    s.ConsumeOutput(o.size());
+    if (s.done() && tls.status().ok()) tls.Shutdown().IgnoreError();
+    auto c = tls.ciphertext();
+    out->assign(reinterpret_cast<const char*>(c.data()), c.size());
+    tls.ConsumeCiphertext(c.size());
+    return status;
   }
 
   void AfterWork(const std::string& out, const Status& st, bool session_done) {
@@ -174,51 +216,6 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     Schedule();
   }
 
-  using WorkerHook = std::function<void(Session&)>;
-
-  // One work item without TLS: feed, let the owner queue requests, pump, and
-  // take the output.
-  static Status RunPlain(Session& s, const std::vector<uint8_t>& in, std::string& out,
-                         const WorkerHook& on_worker) {
-    Status status;
-    if (!in.empty()) status = s.Feed(in);
-    if (status.ok() && on_worker) on_worker(s);
-    if (status.ok()) status = s.Pump();
-    auto o = s.output();
-    out.assign(reinterpret_cast<const char*>(o.data()), o.size());
-    s.ConsumeOutput(o.size());
-    return status;
-  }
-
-  // The same through TLS. The session sees plaintext only; its output is
-  // held by the channel until the TLS handshake is done. On a TLS error the
-  // channel's alert still goes out.
-  static Status RunTls(Session& s, syncproto::TlsChannel& tls, const std::vector<uint8_t>& in,
-                       std::string& out, const WorkerHook& on_worker) {
-    Status status;
-    if (tls.status().ok() && !tls.started()) status = tls.Start();
-    if (status.ok() && !in.empty()) status = tls.FeedCiphertext(in);
-    if (status.ok() && !tls.plaintext().empty()) {
-      status = s.Feed(tls.plaintext());
-      tls.ConsumePlaintext(tls.plaintext().size());
-    }
-    if (status.ok() && on_worker) on_worker(s);
-    if (status.ok()) status = s.Pump();
-    // Whatever the session queued (even its ERROR frame after a failure).
-    auto o = s.output();
-    if (!o.empty() && tls.status().ok()) {
-      Status w = tls.WritePlaintext(o);
-      if (status.ok()) status = w;
-    }
-    s.ConsumeOutput(o.size());
-    // The session said goodbye: close the TLS stream cleanly (close_notify).
-    if (status.ok() && s.done()) tls.Shutdown().IgnoreError();
-    auto c = tls.ciphertext();
-    out.assign(reinterpret_cast<const char*>(c.data()), c.size());
-    tls.ConsumeCiphertext(c.size());
-    return status;
-  }
-
   static constexpr size_t kInboxHighWater = 4u << 20;
 
   uv_loop_t* loop_;
@@ -226,6 +223,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
   Hooks hooks_;  // before session_: the session's destructor may call into what hooks hold
   std::unique_ptr<Session> session_;
   std::unique_ptr<syncproto::TlsChannel> tls_;
+  bool tls_started_ = false;
   size_t high_water_;
   std::vector<uint8_t> inbox_;
   bool busy_ = false;

@@ -50,7 +50,8 @@ struct JournalEntry {
   size_t paths() const { return added.size() + changed.size() + removed.size(); }
 };
 
-using Journal = std::deque<JournalEntry>;
+// Entries are shared and immutable so that copying the journal is cheap.
+using Journal = std::deque<std::shared_ptr<const JournalEntry>>;
 using Cache = std::map<std::string, CacheEntry>;  // by export path, bytewise
 
 struct State {
@@ -59,20 +60,14 @@ struct State {
   Journal journal;
   std::vector<InstanceInfo> instances;
   std::vector<ImageInfo> images;
-  Cache cache;
+  std::shared_ptr<const Cache> cache = std::make_shared<const Cache>();
 };
 
 // What a view serves: immutable, shared by the views of one scan.
-struct ServedFile {
-  std::string local_path;
-  uint64_t dev, ino, size;
-  int64_t mtime_ns, ctime_ns;
-};
-
 struct ScanResult {
   std::shared_ptr<const Manifest> manifest;
   std::shared_ptr<const Journal> journal;
-  std::unordered_map<std::string, ServedFile> files;
+  std::shared_ptr<const Cache> cache;  // local paths and stat keys of the files served
   bool stable_devices = true;
 };
 
@@ -118,11 +113,11 @@ std::string EncodeState(const State& s) {
   e.U64(s.generation);
   e.Str(s.boot_id);
   e.U32(static_cast<uint32_t>(s.journal.size()));
-  for (const JournalEntry& j : s.journal) {
-    e.U64(j.generation);
-    EncodeStrings(e, j.added);
-    EncodeStrings(e, j.changed);
-    EncodeStrings(e, j.removed);
+  for (const auto& j : s.journal) {
+    e.U64(j->generation);
+    EncodeStrings(e, j->added);
+    EncodeStrings(e, j->changed);
+    EncodeStrings(e, j->removed);
   }
   e.U32(static_cast<uint32_t>(s.instances.size()));
   for (const InstanceInfo& i : s.instances) {
@@ -136,8 +131,8 @@ std::string EncodeState(const State& s) {
     e.Str(i.uuid);
     e.Str(i.origin);
   }
-  e.U32(static_cast<uint32_t>(s.cache.size()));
-  for (const auto& [path, c] : s.cache) {
+  e.U32(static_cast<uint32_t>(s.cache->size()));
+  for (const auto& [path, c] : *s.cache) {
     e.Str(path);
     e.U8(static_cast<uint8_t>(c.entry.kind));
     e.U64(c.entry.size);
@@ -173,12 +168,13 @@ bool DecodeState(std::string_view data, State* s) {
   internal::Decoder d(body.substr(kStateMagic.size()));
   uint32_t n;
   if (!d.U64(&s->generation) || !d.Str(&s->boot_id) || !d.U32(&n)) return false;
-  s->journal.resize(n);
-  for (JournalEntry& j : s->journal) {
-    if (!d.U64(&j.generation) || !DecodeStrings(d, &j.added) || !DecodeStrings(d, &j.changed) ||
-        !DecodeStrings(d, &j.removed)) {
+  for (uint32_t k = 0; k < n; ++k) {
+    auto j = std::make_shared<JournalEntry>();
+    if (!d.U64(&j->generation) || !DecodeStrings(d, &j->added) || !DecodeStrings(d, &j->changed) ||
+        !DecodeStrings(d, &j->removed)) {
       return false;
     }
+    s->journal.push_back(std::move(j));
   }
   if (!d.U32(&n)) return false;
   s->instances.resize(n);
@@ -193,6 +189,7 @@ bool DecodeState(std::string_view data, State* s) {
     if (!d.Str(&i.uuid) || !d.Str(&i.origin)) return false;
   }
   if (!d.U32(&n)) return false;
+  auto cache = std::make_shared<Cache>();
   for (uint32_t k = 0; k < n; ++k) {
     std::string path;
     CacheEntry c;
@@ -210,8 +207,9 @@ bool DecodeState(std::string_view data, State* s) {
     c.racy = flags & 1;
     c.exported = flags & 2;
     c.parse = static_cast<ParseAs>(parse);
-    s->cache.emplace(std::move(path), std::move(c));
+    cache->emplace(std::move(path), std::move(c));
   }
+  s->cache = std::move(cache);
   return d.done();
 }
 
@@ -577,8 +575,8 @@ class View final : public syncproto::ExportView {
     };
     const Journal& journal = *scan_->journal;
     const bool covered = boot_id == m.boot_id && since > 0 && since < m.generation &&
-                         !journal.empty() && journal.front().generation <= since + 1 &&
-                         journal.back().generation == m.generation;
+                         !journal.empty() && journal.front()->generation <= since + 1 &&
+                         journal.back()->generation == m.generation;
     if (!covered) {
       a.kind = ManifestAnswer::Kind::kFull;
       for (const FileEntry& f : m.files) {
@@ -589,11 +587,11 @@ class View final : public syncproto::ExportView {
     a.kind = ManifestAnswer::Kind::kDelta;
     a.since_generation = since;
     std::set<std::string> touched;
-    for (const JournalEntry& j : journal) {
-      if (j.generation <= since) continue;
-      touched.insert(j.added.begin(), j.added.end());
-      touched.insert(j.changed.begin(), j.changed.end());
-      touched.insert(j.removed.begin(), j.removed.end());
+    for (const auto& j : journal) {
+      if (j->generation <= since) continue;
+      touched.insert(j->added.begin(), j->added.end());
+      touched.insert(j->changed.begin(), j->changed.end());
+      touched.insert(j->removed.begin(), j->removed.end());
     }
     for (const std::string& path : touched) {
       auto it =
@@ -610,20 +608,20 @@ class View final : public syncproto::ExportView {
 
   Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path,
                                                  FileEntry* entry) override {
-    auto it = scan_->files.find(path);
-    if (it == scan_->files.end()) return NotFoundError("export has no file " + path);
-    const ServedFile& f = it->second;
+    auto it = scan_->cache->find(path);
+    if (it == scan_->cache->end() || !it->second.exported ||
+        it->second.entry.kind != EntryKind::kFile) {
+      return NotFoundError("export has no file " + path);
+    }
+    const CacheEntry& f = it->second;
     ASSIGN_OR_RETURN(auto file, env_.OpenRead(f.local_path));
     ASSIGN_OR_RETURN(FileStat st, file->Stat());
-    if ((scan_->stable_devices && st.dev != f.dev) || st.ino != f.ino || st.size != f.size ||
-        st.mtime_ns != f.mtime_ns || st.ctime_ns != f.ctime_ns) {
+    if ((scan_->stable_devices && st.dev != f.dev) || st.ino != f.ino || st.size != f.entry.size ||
+        st.mtime_ns != f.entry.mtime_ns || st.ctime_ns != f.ctime_ns) {
       return TemporaryError("export file " + path + " (" + f.local_path +
                             ") changed since the scan; try again");
     }
-    const Manifest& m = *scan_->manifest;
-    auto e = std::lower_bound(m.files.begin(), m.files.end(), path,
-                              [](const FileEntry& x, const std::string& p) { return x.path < p; });
-    if (entry != nullptr) *entry = *e;
+    if (entry != nullptr) *entry = f.entry;
     return file;
   }
 
@@ -669,7 +667,7 @@ class Exporter::Impl {
     const int64_t start = clock_.MonotonicMs();
     ASSIGN_OR_RETURN(auto snap, opts_.provider->Snapshot(filter_));
     const bool stable = snap->stable_devices();
-    Scanner scanner(env_, opts_, filter_, state_.cache, stable);
+    Scanner scanner(env_, opts_, filter_, *state_.cache, stable);
     scanner.Run(*snap);
 
     State next;
@@ -678,37 +676,44 @@ class Exporter::Impl {
     next.journal = state_.journal;
     next.instances = std::move(scanner.instances());
     next.images = std::move(scanner.images());
-    next.cache = std::move(scanner.cache());
+    auto cache = std::make_shared<Cache>(std::move(scanner.cache()));
+    next.cache = cache;
 
-    JournalEntry j;
-    for (const auto& [path, c] : next.cache) {
-      if (!c.exported) continue;
-      auto old = state_.cache.find(path);
-      if (old == state_.cache.end() || !old->second.exported) {
-        j.added.push_back(path);
-      } else if (!(old->second.entry == c.entry)) {
-        j.changed.push_back(path);
+    // Diff the exported entries against the previous scan's (both sorted: one merge walk).
+    auto j = std::make_shared<JournalEntry>();
+    auto o = state_.cache->begin(), oe = state_.cache->end();
+    auto n = cache->begin(), ne = cache->end();
+    while (o != oe || n != ne) {
+      if (o != oe && !o->second.exported) {
+        ++o;
+      } else if (n != ne && !n->second.exported) {
+        ++n;
+      } else if (n == ne || (o != oe && o->first < n->first)) {
+        j->removed.push_back(o->first);
+        ++o;
+      } else if (o == oe || n->first < o->first) {
+        j->added.push_back(n->first);
+        ++n;
+      } else {
+        if (!(o->second.entry == n->second.entry)) j->changed.push_back(n->first);
+        ++o;
+        ++n;
       }
     }
-    for (const auto& [path, c] : state_.cache) {
-      if (!c.exported) continue;
-      auto now = next.cache.find(path);
-      if (now == next.cache.end() || !now->second.exported) j.removed.push_back(path);
-    }
-    const bool changed = j.paths() > 0 || next.instances != state_.instances ||
+    const bool changed = j->paths() > 0 || next.instances != state_.instances ||
                          next.images != state_.images || state_.generation == 0;
     ScanStats stats = scanner.stats();
     bool dirty = changed || stats.hashed_files > 0 || scanner.readlinks() > 0 ||
-                 next.cache.size() != state_.cache.size();
+                 cache->size() != state_.cache->size();
     if (changed) {
       ++next.generation;
-      j.generation = next.generation;
+      j->generation = next.generation;
       next.journal.push_back(std::move(j));
       size_t total = 0;
-      for (const JournalEntry& e : next.journal) total += e.paths();
+      for (const auto& e : next.journal) total += e->paths();
       while (!next.journal.empty() &&
              (next.journal.size() > opts_.journal_generations || total > opts_.journal_max_paths)) {
-        total -= next.journal.front().paths();
+        total -= next.journal.front()->paths();
         next.journal.pop_front();
       }
     }
@@ -718,22 +723,28 @@ class Exporter::Impl {
                           .WithContext("saving export state"));
     }
     auto result = std::make_shared<ScanResult>();
-    auto manifest = std::make_shared<Manifest>();
-    manifest->node_uuid = opts_.node_uuid;
-    manifest->node_name = opts_.node_name;
-    manifest->generation = next.generation;
-    manifest->boot_id = next.boot_id;
-    manifest->instances = next.instances;
-    manifest->images = next.images;
-    for (const auto& [path, c] : next.cache) {
-      if (!c.exported) continue;
-      manifest->files.push_back(c.entry);
-      if (c.entry.kind == EntryKind::kFile) {
-        result->files.emplace(path, ServedFile{c.local_path, c.dev, c.ino, c.entry.size,
-                                               c.entry.mtime_ns, c.ctime_ns});
-      }
+    std::shared_ptr<const Manifest> previous;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (last_) previous = last_->manifest;
     }
-    result->manifest = std::move(manifest);
+    if (!changed && previous && previous->generation == next.generation) {
+      result->manifest = previous;  // same content: no need to rebuild it
+    } else {
+      auto manifest = std::make_shared<Manifest>();
+      manifest->node_uuid = opts_.node_uuid;
+      manifest->node_name = opts_.node_name;
+      manifest->generation = next.generation;
+      manifest->boot_id = next.boot_id;
+      manifest->instances = next.instances;
+      manifest->images = next.images;
+      manifest->files.reserve(cache->size());
+      for (const auto& [path, c] : *cache) {
+        if (c.exported) manifest->files.push_back(c.entry);
+      }
+      result->manifest = std::move(manifest);
+    }
+    result->cache = cache;
     result->journal = std::make_shared<const Journal>(next.journal);
     result->stable_devices = stable;
 

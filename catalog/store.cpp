@@ -265,7 +265,7 @@ class Store::Impl {
       RETURN_IF_ERROR(RemoveTree(env_, P(kStaging)));
       RETURN_IF_ERROR(env_.MakeDir(P(kStaging), 0700));
     } else if (!Exists(env_, o_.data_dir)) {
-      return NotFoundError("catalog " + o_.data_dir + " does not exist (no pull has run here)");
+      return Status::Ok();  // nothing pulled yet: an empty catalog
     }
     auto text = ReadFileToString(env_, P(kCatalogFile));
     if (text.ok()) {
@@ -278,9 +278,33 @@ class Store::Impl {
     } else if (text.status().code() != Code::kNotFound) {
       return text.status();
     }
+    if (!o_.read_only) RETURN_IF_ERROR(RemoveTempLeftovers());
     bool changed = false;
     RETURN_IF_ERROR(Reconcile(&changed));
     if (changed && !o_.read_only) RETURN_IF_ERROR(WriteCatalog());
+    return Status::Ok();
+  }
+
+  // "<name>.tmp.<pid>.<n>" files of an atomic publish a crash interrupted:
+  // catalog.json's, and those in svc-<service>/ and svc-<service>/data/.
+  Status RemoveTempLeftovers() {
+    auto clean = [&](const std::string& dir) -> Status {
+      auto entries = env_.ListDir(dir);
+      if (!entries.ok()) return Status::Ok();
+      for (const DirEntry& e : *entries) {
+        if (e.name.find(".tmp.") != std::string::npos) {
+          RETURN_IF_ERROR(env_.RemoveFile(JoinPath(dir, e.name)));
+        }
+      }
+      return Status::Ok();
+    };
+    RETURN_IF_ERROR(clean(o_.data_dir));
+    ASSIGN_OR_RETURN(auto top, env_.ListDir(o_.data_dir));
+    for (const DirEntry& e : top) {
+      if (!e.name.starts_with("svc-")) continue;
+      RETURN_IF_ERROR(clean(P(e.name)));
+      RETURN_IF_ERROR(clean(P(e.name + "/data")));
+    }
     return Status::Ok();
   }
 

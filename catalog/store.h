@@ -205,7 +205,8 @@ class PullTxn {
 
 class Store {
  public:
-  // Opens data_dir (creating it 0700 when missing unless read_only), loads
+  // Opens data_dir (creating it 0700 when missing; read_only: a missing
+  // data_dir is an empty catalog), loads
   // catalog.json, removes .staging/ leftovers and generations newer than the
   // current one (never when read_only), reconciles catalog.json with the
   // `current` links and rewrites it when they disagreed.

@@ -9,9 +9,13 @@
 // thread at a time (any thread, e.g. a libuv worker). CPU and disk work
 // (hashing, librsync delta and patch, zstd) happens inside Feed()/Pump(),
 // bounded per call by the chunk size and the output high-water mark, except
-// where noted (PlanCoarse reads a whole requested file; a basis summary reads
-// the whole basis unless cached or supplied). The same steps are available as
-// plain functions in delta.h for a thread pool.
+// where noted: the server's coarse pass (PlanCoarse) reads a whole requested
+// file in the Feed() that completes its FILE_BASIS; the puller reads a whole
+// basis to summarize it (unless FileRequest::basis_summary or the cache has
+// it) when it sends the request, and again to compute the librsync signature
+// when the server asks for one; a manifest answer is queued whole
+// (compressed) regardless of the high-water mark. The same steps are plain
+// functions in delta.h, so the agent can precompute them on a thread pool.
 //
 // Failure: a connection-level failure (bad frame, authentication, version)
 // makes Feed()/Pump() return the error; the session queues an ERROR frame in

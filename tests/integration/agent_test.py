@@ -169,11 +169,11 @@ removed_grace = "%s"
 %s""" % (self.uuid, self.name, self.listen_port, self.api_port, self.data_dir, self.interval,
          self.bwlimit, self.export_root, self.removed_grace, peers))
 
-    def start(self):
+    def start(self, env=None):
         self.write_config()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([LIFEBOAT, "agent", "-c", self.config], stdout=log,
-                                     stderr=log, stdin=subprocess.DEVNULL)
+                                     stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -565,6 +565,39 @@ class AgentTest(unittest.TestCase):
         self.sync_ok(A)
         self.assert_holds(A, B, "B")
 
+    def test_sync_now_one_service(self):
+        c = self.cluster(names=("A", "B"))
+        B = c.exports["B"]
+        img = B.add_instance("imgapi", "imgapi0", {"f": "imgapi data"})
+        sapi = B.add_instance("sapi", "sapi0", {"f": "sapi data"})
+        c.start()
+        A = c.agents["A"]
+        rc, lines, err = A.sync_now("B", services=["imgapi"])
+        self.assertEqual(rc, 0, err)
+        held = {i["uuid"] for i in A.catalog()["instances"]}
+        self.assertEqual(held, {img})
+        self.sync_ok(A)
+        held = {i["uuid"] for i in A.catalog()["instances"]}
+        self.assertEqual(held, {img, sapi})
+        self.assert_holds(A, B, "B")
+
+    def test_ready_notification_and_clean_stop(self):
+        c = self.cluster(names=("A", "B"))
+        A = c.agents["A"]
+        sock_path = os.path.join(self.tmp, "notify.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.bind(sock_path)
+            s.settimeout(START_TIMEOUT)
+            A.start(env=dict(os.environ, NOTIFY_SOCKET=sock_path))
+            msg = s.recv(4096).decode()
+            self.assertIn("READY=1", msg)
+            self.assertTrue(A.healthy())  # READY means the API answers
+            A.kill(signal.SIGTERM)
+            self.assertEqual(A.wait(), 0)
+            self.assertIn("STOPPING=1", s.recv(4096).decode())
+        self.assertTrue(os.path.isdir(A.data_dir))
+        self.assertEqual(os.stat(A.data_dir).st_mode & 0o777, 0o700)
+
     def test_status_and_check(self):
         c = self.cluster(names=("A", "B"))
         c.exports["B"].add_instance("imgapi", "imgapi0", {"f": "x"})
@@ -579,6 +612,9 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(fields[0], "B")
         self.assertEqual(fields[1], "yes")
         self.assertEqual(fields[3], "ok")
+        r = A.cli("sync-now", "--peer", "nosuch")
+        self.assertEqual(r.returncode, 64)
+        self.assertIn("no peer named 'nosuch'", r.stderr)
         st = A.status()
         self.assertEqual(st["services"][0]["service"], "imgapi")
         self.assertEqual(st["services"][0]["instances"], 1)

@@ -430,6 +430,12 @@ TEST_CASE("a crash at any step of a commit leaves a complete generation current"
     auto staging = Env::Default()->ListDir(dir + "/.staging");
     REQUIRE(staging.ok());
     CHECK(staging->empty());
+    for (const std::string& sub :
+         {std::string(), std::string("/svc-imgapi"), std::string("/svc-ufds")}) {
+      auto left = Env::Default()->ListDir(dir + sub);
+      REQUIRE(left.ok());
+      for (const DirEntry& e : *left) CHECK(e.name.find(".tmp.") == std::string::npos);
+    }
     auto report = (*s)->Verify();
     REQUIRE(report.ok());
     if (!report->ok())
@@ -452,7 +458,31 @@ TEST_CASE("a crash at any step of a commit leaves a complete generation current"
   CHECK(crashes > 20);
   CHECK(after_switch > 0);
   WARN("commit survived " << crashes << " injected crashes, " << after_switch
-                           << " of them after the switch");
+                          << " of them after the switch");
+}
+
+}  // namespace
+}  // namespace lifeboat::catalog
+
+namespace lifeboat::catalog {
+namespace {
+
+// Not run by default: builds a catalog of a 20k-file export into
+// $LIFEBOAT_DEMO_DIR/data for trying `lifeboat catalog ...` by hand:
+//   LIFEBOAT_DEMO_DIR=/tmp/demo build/tests/unit/catalog_test '[.demo]'
+TEST_CASE("demo catalog for the CLI", "[.demo]") {
+  const char* out = std::getenv("LIFEBOAT_DEMO_DIR");
+  REQUIRE(out != nullptr);
+  StoreFixture f;
+  for (int d = 0; d < 100; ++d) {
+    for (int i = 0; i < 200; ++i) {
+      Write(f.Ds(f.exp.sapi) + "/many/d" + std::to_string(d) + "/f" + std::to_string(i),
+            "content " + std::to_string(d * 1000 + i));
+    }
+  }
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  testing::CopyTree(f.data_dir, std::string(out) + "/data");
 }
 
 }  // namespace

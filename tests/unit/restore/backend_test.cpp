@@ -306,10 +306,15 @@ TEST_CASE("exec backend gives the hook the step as JSON on stdin and reports its
     return j;
   }());
   CHECK(create["payload"]["alias"] == "imgapi1");
-  auto r = backend->Run(plan.steps[3], {});
+  TreeMeta meta = {{"", {0750, 1'600'000'000'000'000'000}}, {"etc/config.json", {0640, 42}}};
+  auto r = backend->Run(plan.steps[3], StepInput{&meta});
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().message().find("exit 3: disk on fire for " + plan.instances[0].new_uuid) !=
         std::string::npos);
+  json data = json::parse(ReadFile(dir / ("out/" + plan.steps[3].id + ".json")));
+  CHECK(data["data_path"] == src.data);
+  CHECK(data["data_meta"]["."]["mode"] == 0750);
+  CHECK(data["data_meta"]["etc/config.json"]["mtime_ns"] == 42);
 
   opts.commands.erase("create_instance");
   auto partial = NewExecBackend(opts);

@@ -1,0 +1,340 @@
+// `lifeboat restore`: rebuild a lost headnode's instances from the catalog.
+//
+//   lifeboat restore (--peer P | --service S... | --instance UUID...)
+//       [--dry-run] [--backend dir|smartos|exec] [--target DIR]
+//       [--reuse-ips|--new-ips] [--generation N] [--force] [--from-freshest] [-y] [-j]
+//
+// Exit codes: 0 done (or planned, with --dry-run); 64 usage; 65 bad data
+// (verification failed, unknown instance, corrupt journal); 69 a needed
+// command or node unavailable; 74 I/O; 75 refused for now (peer alive
+// without --force, stale data without -y, another restore running);
+// 78 bad config.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/env.h"
+#include "base/log.h"
+#include "catalog/store.h"
+#include "cli/command.h"
+#include "conf/config.h"
+#include "restore/backend.h"
+#include "restore/cluster_probe.h"
+#include "restore/restorer.h"
+
+namespace lifeboat::cli {
+namespace {
+
+using restore::NodeAddress;
+using restore::PeerCopy;
+
+struct RestoreFlags {
+  std::string peer;
+  std::vector<std::string> services;
+  std::vector<std::string> instances;
+  bool dry_run = false;
+  std::string backend;
+  std::string target;
+  bool reuse_ips = false;
+  bool new_ips = false;
+  std::optional<uint64_t> generation;
+  bool force = false;
+  bool from_freshest = false;
+  bool yes = false;
+};
+
+std::string HumanBytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+std::string Seconds(int64_t ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f s", static_cast<double>(ms) / 1000.0);
+  return buf;
+}
+
+// The cluster as the CLI sees it: liveness by a TCP connection to the peer's
+// syncproto port. Asking other nodes for their copies needs the agent's
+// cluster request, which this probe does not have: every other node is
+// reported as not asked, with that reason, and --from-freshest cannot pull.
+class CliClusterProbe final : public restore::ClusterProbe {
+ public:
+  bool Alive(const NodeAddress& peer) override { return restore::TcpConnects(peer, 2000); }
+  std::vector<PeerCopy> CopiesOf(const std::string& peer,
+                                 const std::vector<NodeAddress>& others) override {
+    std::vector<PeerCopy> out;
+    for (const NodeAddress& n : others) {
+      PeerCopy c;
+      c.node = n.name;
+      c.error = "not asked: this build cannot query other nodes for their copy of " + peer;
+      out.push_back(c);
+    }
+    return out;
+  }
+  Status PullFrom(const NodeAddress& holder, const std::string& peer) override {
+    return UnavailableError("cannot pull " + peer + "'s data from " + holder.name +
+                                ": this build cannot query other nodes",
+                            /*retryable=*/false);
+  }
+};
+
+bool AskOnTty(const std::string& question) {
+  if (!::isatty(0) || !::isatty(2)) return false;
+  std::cerr << question << " [y/N] " << std::flush;
+  std::string answer;
+  if (!std::getline(std::cin, answer)) return false;
+  return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+void PrintPlan(const restore::RestoreReport& r, const std::string& backend_desc) {
+  const restore::Plan& plan = r.plan;
+  std::cout << "Restore plan -> " << backend_desc << " (journal " << r.journal_id << ")\n";
+  if (r.already_complete) std::cout << "  This restore already finished; nothing to do.\n";
+  if (r.resumed) std::cout << "  Resuming an unfinished restore.\n";
+  std::printf("  %-12s %-12s %-12s %-36s %6s %10s\n", "SERVICE", "OLD ALIAS", "NEW ALIAS",
+              "NEW UUID", "GEN", "DATA");
+  for (const auto& p : plan.instances) {
+    std::printf("  %-12s %-12s %-12s %-36s %6llu %10s\n", p.service.c_str(), p.old_alias.c_str(),
+                p.alias.c_str(), p.new_uuid.c_str(), static_cast<unsigned long long>(p.generation),
+                HumanBytes(p.data_bytes).c_str());
+  }
+  std::cout << "Steps (" << plan.steps.size() << ", " << HumanBytes(plan.TotalBytes()) << "):\n";
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const restore::Step& s = plan.steps[i];
+    std::printf("  %3zu %-16s ", i + 1, std::string(restore::StepKindName(s.kind)).c_str());
+    if (s.kind == restore::StepKind::kInstallImage) {
+      std::printf("image %s%s%s\n", s.image_uuid.c_str(), s.image_origin.empty() ? "" : " (origin ",
+                  s.image_origin.empty() ? "" : (s.image_origin + ")").c_str());
+    } else {
+      std::printf("%s %s\n", s.alias.c_str(), s.new_uuid.c_str());
+    }
+  }
+  if (!plan.skipped.empty()) {
+    std::cout << "Not restorable:\n";
+    for (const auto& s : plan.skipped) {
+      std::cout << "  " << s.alias << " (" << s.uuid << "): " << s.reason << "\n";
+    }
+  }
+}
+
+void PrintWarnings(const restore::RestoreReport& r) {
+  for (const std::string& w : r.warnings) std::cerr << "warning: " << w << "\n";
+}
+
+void PrintSummary(const restore::RestoreReport& r, const std::string& backend_desc) {
+  double secs = static_cast<double>(r.wall_ms) / 1000.0;
+  std::cout << "Restored " << r.plan.instances.size() << " instance(s) into " << backend_desc
+            << " in " << Seconds(r.wall_ms) << ": " << HumanBytes(r.bytes_restored);
+  if (secs > 0) {
+    std::cout << ", "
+              << HumanBytes(static_cast<uint64_t>(static_cast<double>(r.bytes_restored) / secs))
+              << "/s";
+  }
+  std::cout << "\n  steps run " << r.steps_run << ", already done before " << r.steps_skipped_done
+            << "; verified " << r.files_verified << " files (" << HumanBytes(r.bytes_verified)
+            << ") in " << Seconds(r.verify_ms) << "\n";
+  for (const auto& p : r.plan.instances) {
+    std::cout << "  " << p.old_alias << " (" << p.old_uuid << ") -> " << p.alias << " ("
+              << p.new_uuid << ")\n";
+  }
+  for (const auto& s : r.plan.skipped) {
+    std::cout << "  skipped " << s.alias << " (" << s.uuid << "): " << s.reason << "\n";
+  }
+  for (const auto& n : r.notes) std::cout << "  note: " << n << "\n";
+  if (!r.not_restorable_services.empty()) {
+    std::cout << "  services not restorable:";
+    for (const auto& s : r.not_restorable_services) std::cout << " " << s;
+    std::cout << "\n";
+  }
+  std::cout << "  journal: " << r.journal_path << "\n";
+}
+
+Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config,
+                                                      const RestoreFlags& flags, Env& env,
+                                                      std::string* desc) {
+  std::string name = flags.backend.empty()
+                         ? std::string(conf::RestoreBackendName(config.restore.backend))
+                         : flags.backend;
+  if (name == "dir") {
+    std::string target = flags.target.empty() ? config.restore.target : flags.target;
+    if (target.empty() || target.front() != '/') {
+      return UsageError("--target must be an absolute directory, got '" + target + "'");
+    }
+    *desc = "dir " + target;
+    return restore::NewDirBackend(env, restore::DirBackendOptions{target, 4});
+  }
+  if (!flags.target.empty()) return UsageError("--target is only for --backend dir");
+  if (name == "smartos") {
+    restore::SmartosBackendOptions o;
+    o.work_dir = JoinPath(restore::RestoresDir(config.agent.data_dir), "work");
+    *desc = "smartos (zpool " + o.zpool + ")";
+    return restore::NewSmartosBackend(env, o);
+  }
+  if (name == "exec") {
+    restore::ExecBackendOptions o;
+    const auto& e = config.restore.exec;
+    for (const auto& [kind, argv] :
+         {std::pair{"install_image", e.install_image},
+          std::pair{"create_instance", e.create_instance},
+          std::pair{"restore_data", e.restore_data}, std::pair{"register_sapi", e.register_sapi}}) {
+      if (!argv.empty()) o.commands[kind] = argv;
+    }
+    o.target = "exec:" + config.source_path;
+    *desc = "exec hooks of " + config.source_path;
+    return restore::NewExecBackend(o);
+  }
+  return UsageError("--backend must be dir, smartos or exec, got '" + name + "'");
+}
+
+int Fail(const Status& st, const Context& ctx, const restore::RestoreReport* report) {
+  if (ctx.json) {
+    nlohmann::json out = report ? report->ToJson() : nlohmann::json::object();
+    out["ok"] = false;
+    out["error"] = {{"code", CodeName(st.code())}, {"message", st.message()}};
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cerr << "lifeboat restore: " << st.message() << "\n";
+  }
+  return st.ExitCode();
+}
+
+int RunRestore(const Context& ctx, const RestoreFlags& flags) {
+  int selections = !flags.peer.empty() + !flags.services.empty() + !flags.instances.empty();
+  if (selections != 1) {
+    return Fail(UsageError("select exactly one of --peer P, --service S... or --instance UUID..."),
+                ctx, nullptr);
+  }
+  if (flags.reuse_ips && flags.new_ips) {
+    return Fail(UsageError("--reuse-ips and --new-ips exclude each other"), ctx, nullptr);
+  }
+  std::vector<conf::ConfigProblem> problems;
+  auto config = conf::LoadConfig(ctx.ConfigPath(), &problems);
+  if (!config.ok()) return Fail(config.status(), ctx, nullptr);
+
+  Env& env = *Env::Default();
+  Clock& clock = *Clock::Real();
+  catalog::StoreOptions store_opts;
+  store_opts.data_dir = config->agent.data_dir;
+  store_opts.generations_kept = config->retention.generations;
+  store_opts.removed_grace_ms = config->retention.removed_grace.count();
+  store_opts.read_only = true;
+  auto store = catalog::Store::Open(env, clock, store_opts);
+  if (!store.ok()) return Fail(store.status().WithContext("opening the catalog"), ctx, nullptr);
+
+  std::string backend_desc;
+  auto backend = MakeBackend(*config, flags, env, &backend_desc);
+  if (!backend.ok()) return Fail(backend.status(), ctx, nullptr);
+
+  CliClusterProbe probe;
+  restore::RestoreContext rctx;
+  rctx.env = &env;
+  rctx.clock = &clock;
+  rctx.store = store->get();
+  rctx.backend = backend->get();
+  rctx.probe = &probe;
+  rctx.data_dir = config->agent.data_dir;
+  rctx.node_name = config->node.name;
+  rctx.node_uuid = config->node.uuid;
+  rctx.stale_after_ms = config->agent.stale_after.count();
+  for (const auto& p : config->peers) {
+    rctx.peers.push_back(NodeAddress{p.name, p.address.host, p.address.port});
+  }
+  rctx.confirm = AskOnTty;
+  const bool tty = ::isatty(2) != 0;
+  if (tty && !ctx.json && !flags.dry_run) {
+    rctx.progress = [](const restore::RestoreContext::Progress& p) {
+      if (!p.finished) {
+        std::cerr << "[" << (p.index + 1) << "/" << p.total << "] "
+                  << restore::StepKindName(p.step->kind) << " "
+                  << (p.step->kind == restore::StepKind::kInstallImage ? p.step->image_uuid
+                                                                       : p.step->alias)
+                  << " ..." << std::endl;
+      } else if (p.already_done) {
+        std::cerr << "[" << (p.index + 1) << "/" << p.total << "] " << p.step->id
+                  << ": already done" << std::endl;
+      }
+    };
+  }
+
+  restore::RestoreRequest req;
+  req.selection.peer = flags.peer;
+  req.selection.services = flags.services;
+  req.selection.instances = flags.instances;
+  req.selection.generation = flags.generation;
+  req.dry_run = flags.dry_run;
+  req.force = flags.force;
+  req.assume_yes = flags.yes;
+  req.from_freshest = flags.from_freshest;
+  req.new_ips = flags.new_ips;
+  req.service_order = config->restore.order;
+
+  restore::Restorer restorer(rctx);
+  restore::RestoreReport report;
+  Status st = restorer.Run(req, &report);
+  if (!ctx.json) PrintWarnings(report);
+  if (!st.ok()) {
+    if (!ctx.json && report.steps_run > 0) {
+      std::cerr << "lifeboat restore: stopped after " << report.steps_run
+                << " step(s); rerun the same command to resume (journal " << report.journal_path
+                << ")\n";
+    }
+    return Fail(st, ctx, &report);
+  }
+  if (ctx.json) {
+    nlohmann::json out = report.ToJson();
+    out["ok"] = true;
+    out["dry_run"] = flags.dry_run;
+    out["backend"] = backend_desc;
+    std::cout << out.dump() << "\n";
+  } else if (flags.dry_run || report.already_complete) {
+    PrintPlan(report, backend_desc);
+  } else {
+    PrintSummary(report, backend_desc);
+  }
+  return kExitOk;
+}
+
+const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx) {
+  static RestoreFlags flags;
+  CLI::App* sub = root.add_subcommand(
+      "restore", "Rebuild a lost headnode's instances from the catalog (see docs/restore.md)");
+  sub->add_option("--peer", flags.peer, "restore every instance held from this peer");
+  sub->add_option("--service", flags.services, "restore the instances of these services");
+  sub->add_option("--instance", flags.instances, "restore these instances (uuids)");
+  sub->add_flag("--dry-run", flags.dry_run, "print the plan and change nothing");
+  sub->add_option("--backend", flags.backend, "dir | smartos | exec (default: [restore] backend)");
+  sub->add_option("--target", flags.target, "target directory of the dir backend");
+  sub->add_flag("--reuse-ips", flags.reuse_ips, "keep the NIC addresses (default)");
+  sub->add_flag("--new-ips", flags.new_ips, "drop the NIC addresses: fresh IPs, same networks");
+  sub->add_option("--generation", flags.generation,
+                  "restore this retained catalog generation (the seq of `lifeboat catalog show "
+                  "UUID`) instead of the current one")
+      ->check([](const std::string& v) -> std::string {
+        bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? ""
+                      : "--generation must be a generation number (1, 2, ...), got '" + v + "'";
+      });
+  sub->add_flag("--force", flags.force, "restore even though the peer still answers");
+  sub->add_flag("--from-freshest", flags.from_freshest,
+                "pull the freshest copy held by another node first");
+  sub->add_flag("-y,--yes", flags.yes, "restore stale data without asking");
+  sub->callback([&ctx] { ctx.Run([&ctx] { return RunRestore(ctx, flags); }); });
+});
+
+}  // namespace
+}  // namespace lifeboat::cli

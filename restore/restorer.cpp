@@ -1,0 +1,668 @@
+#include "restore/restorer.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "base/digest.h"
+#include "base/log.h"
+
+namespace lifeboat::restore {
+namespace {
+
+using nlohmann::json;
+
+std::string Minutes(int64_t ms) {
+  int64_t m = ms / 60000;
+  if (m < 120) return std::to_string(m) + " min";
+  return std::to_string(m / 60) + " h " + std::to_string(m % 60) + " min";
+}
+
+// An flock(2)-held lock file; released (and left in place) on destruction.
+class LockFile {
+ public:
+  ~LockFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Status Acquire(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd_ < 0) return PosixError("open lock file", path, errno);
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        return TemporaryError("another lifeboat restore holds " + path + "; wait for it");
+      }
+      return PosixError("flock", path, errno);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct VerifyItem {
+  std::string path;
+  syncproto::EntryKind kind;
+  uint64_t size;
+  Digest128 digest;
+  std::string target;
+};
+
+struct Loaded {
+  InstanceSource source;
+  std::vector<VerifyItem> files;
+};
+
+Result<json> ParseJsonText(const std::string& text, const std::string& what) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return DataError(what + ": not valid JSON");
+  return j;
+}
+
+std::string CheckItem(Env& env, const VerifyItem& item, uint64_t* bytes) {
+  switch (item.kind) {
+    case syncproto::EntryKind::kDir: {
+      auto st = env.Stat(item.path);
+      if (!st.ok()) return st.status().message();
+      return st->type == FileType::kDirectory ? "" : "not a directory";
+    }
+    case syncproto::EntryKind::kSymlink: {
+      auto target = env.ReadLink(item.path);
+      if (!target.ok()) return target.status().message();
+      return *target == item.target ? ""
+                                    : "symlink target '" + *target + "' != '" + item.target + "'";
+    }
+    case syncproto::EntryKind::kFile: {
+      auto file = env.OpenRead(item.path);
+      if (!file.ok()) return file.status().message();
+      Xxh3Hasher hasher;
+      uint64_t size = 0;
+      Status st = ForEachChunk(**file, 1 << 20, [&](std::span<const uint8_t> chunk) {
+        hasher.Update(chunk);
+        size += chunk.size();
+        return Status::Ok();
+      });
+      if (!st.ok()) return st.message();
+      *bytes += size;
+      if (size != item.size) {
+        return "size " + std::to_string(size) + " != recorded " + std::to_string(item.size);
+      }
+      Digest128 got = hasher.Finish();
+      if (got != item.digest) {
+        return "digest " + got.Hex() + " != recorded " + item.digest.Hex();
+      }
+      return "";
+    }
+  }
+  return "unknown entry kind";
+}
+
+}  // namespace
+
+json RestoreReport::ToJson() const {
+  json copies_j = json::array();
+  for (const PeerCopy& c : copies) {
+    copies_j.push_back({{"node", c.node},
+                        {"reachable", c.reachable},
+                        {"error", c.error.empty() ? json() : json(c.error)},
+                        {"generation", c.generation},
+                        {"pulled_at", c.pulled_ms ? json(FormatIso8601Ms(c.pulled_ms)) : json()}});
+  }
+  double secs = static_cast<double>(wall_ms) / 1000.0;
+  return {{"plan", plan.ToJson()},
+          {"journal", {{"id", journal_id}, {"path", journal_path}}},
+          {"resumed", resumed},
+          {"already_complete", already_complete},
+          {"warnings", warnings},
+          {"copies", copies_j},
+          {"fresher_node", fresher_node.empty() ? json() : json(fresher_node)},
+          {"fresher_generation", fresher_generation},
+          {"local_generation", local_generation},
+          {"verified", {{"files", files_verified}, {"bytes", bytes_verified}, {"ms", verify_ms}}},
+          {"steps_run", steps_run},
+          {"steps_already_done", steps_skipped_done},
+          {"bytes_restored", bytes_restored},
+          {"wall_ms", wall_ms},
+          {"bytes_per_second",
+           secs > 0 ? static_cast<uint64_t>(static_cast<double>(bytes_restored) / secs) : 0},
+          {"notes", notes},
+          {"not_restorable_services", not_restorable_services}};
+}
+
+Restorer::Restorer(RestoreContext ctx) : ctx_(std::move(ctx)) {}
+
+namespace {
+
+class RunState {
+ public:
+  RunState(const RestoreContext& ctx, const RestoreRequest& req, RestoreReport* report)
+      : ctx_(ctx), req_(req), report_(*report), env_(*ctx.env) {}
+
+  Status Go() {
+    const int64_t start = ctx_.clock->MonotonicMs();
+    Status st = Steps();
+    report_.wall_ms = ctx_.clock->MonotonicMs() - start;
+    return st;
+  }
+
+ private:
+  Status Steps() {
+    ASSIGN_OR_RETURN(std::vector<catalog::InstanceRecord> selected, Select());
+    RETURN_IF_ERROR(GuardAlive(selected));
+    RETURN_IF_ERROR(Freshest(selected));
+    if (req_.from_freshest && !report_.fresher_node.empty()) {
+      ASSIGN_OR_RETURN(selected, Select());  // the pull brought newer generations
+    }
+    RETURN_IF_ERROR(GuardStale(selected));
+
+    const std::string id = JournalId(req_.selection, ctx_.backend->name(), ctx_.backend->target());
+    report_.journal_id = id;
+    ASSIGN_OR_RETURN(std::optional<Journal> journal, Journal::Load(env_, ctx_.data_dir, id));
+    if (journal) report_.journal_path = journal->path();
+    if (journal && journal->complete()) {
+      report_.already_complete = true;
+      report_.plan = journal->ToPlan();
+      report_.steps_skipped_done = journal->steps().size();
+      return Status::Ok();
+    }
+
+    std::vector<Loaded> loaded;
+    if (journal) {
+      report_.resumed = true;
+      RETURN_IF_ERROR(LoadJournalInstances(*journal, &loaded));
+      report_.plan = journal->ToPlan();
+    } else {
+      RETURN_IF_ERROR(LoadSelected(selected, &loaded));
+    }
+    RETURN_IF_ERROR(VerifyAll(loaded, journal ? &*journal : nullptr));
+    if (!journal) RETURN_IF_ERROR(MakeNewPlan(loaded));
+    NoteNotRestorable(selected);
+    if (req_.dry_run) return Status::Ok();
+
+    RETURN_IF_ERROR(ctx_.backend->Check(report_.plan));
+    RETURN_IF_ERROR(CreateDirs(env_, RestoresDir(ctx_.data_dir), 0700));
+    LockFile lock;
+    RETURN_IF_ERROR(lock.Acquire(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock")));
+    // Another process may have run this restore between our look at the
+    // journal and taking the lock: then its journal, not our plan, is the truth.
+    ASSIGN_OR_RETURN(std::optional<Journal> now, Journal::Load(env_, ctx_.data_dir, id));
+    if (now.has_value() != journal.has_value() ||
+        (now && now->done_count() != journal->done_count())) {
+      return TemporaryError("restore " + id +
+                            " was run by another process meanwhile; run the "
+                            "command again to continue from its journal");
+    }
+    if (!journal) {
+      journal = Journal::Create(env_, ctx_.data_dir, id, req_.selection, ctx_.node_name,
+                                ctx_.backend->name(), ctx_.backend->target(), report_.plan,
+                                ctx_.clock->WallMs());
+      RETURN_IF_ERROR(journal->Save());
+      report_.journal_path = journal->path();
+    }
+    return Execute(*journal);
+  }
+
+  // ---- 1. select -------------------------------------------------------------
+
+  Result<std::vector<catalog::InstanceRecord>> Select() {
+    const Selection& sel = req_.selection;
+    int kinds = !sel.peer.empty() + !sel.services.empty() + !sel.instances.empty();
+    if (kinds != 1) {
+      return UsageError("select exactly one of --peer, --service or --instance");
+    }
+    std::vector<catalog::InstanceRecord> all = ctx_.store->Instances();
+    std::vector<catalog::InstanceRecord> out;
+    report_.plan.skipped.clear();
+    if (!sel.peer.empty()) {
+      bool known = ctx_.store->Peer(sel.peer).has_value() ||
+                   std::any_of(ctx_.peers.begin(), ctx_.peers.end(),
+                               [&](const NodeAddress& a) { return a.name == sel.peer; });
+      if (!known) return NotFoundError("no peer named '" + sel.peer + "' in the config or catalog");
+      for (const auto& r : all) {
+        if (r.peer != sel.peer) continue;
+        if (r.removed) {
+          report_.plan.skipped.push_back(
+              {r.uuid, r.alias, r.service, "no longer exported by " + r.peer + " (removed)"});
+          continue;
+        }
+        out.push_back(r);
+      }
+      if (out.empty()) {
+        return NotFoundError("the catalog holds no instances from peer '" + sel.peer + "'");
+      }
+    } else if (!sel.services.empty()) {
+      for (const std::string& service : sel.services) {
+        size_t before = out.size();
+        for (const auto& r : all) {
+          if (r.service == service && !r.removed) out.push_back(r);
+        }
+        if (out.size() == before) {
+          return NotFoundError("the catalog holds no instances of service '" + service + "'");
+        }
+      }
+    } else {
+      for (const std::string& uuid : sel.instances) {
+        auto it = std::find_if(all.begin(), all.end(),
+                               [&](const catalog::InstanceRecord& r) { return r.uuid == uuid; });
+        if (it == all.end()) return NotFoundError("no instance " + uuid + " in the catalog");
+        out.push_back(*it);
+      }
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.uuid < b.uuid; });
+    out.erase(std::unique(out.begin(), out.end(),
+                          [](const auto& a, const auto& b) { return a.uuid == b.uuid; }),
+              out.end());
+    return out;
+  }
+
+  std::set<std::string> PeersOf(const std::vector<catalog::InstanceRecord>& selected) {
+    std::set<std::string> peers;
+    for (const auto& r : selected) peers.insert(r.peer);
+    return peers;
+  }
+
+  const NodeAddress* AddressOf(const std::string& peer) {
+    for (const NodeAddress& a : ctx_.peers) {
+      if (a.name == peer) return &a;
+    }
+    return nullptr;
+  }
+
+  // ---- 2. guards -------------------------------------------------------------
+
+  Status GuardAlive(const std::vector<catalog::InstanceRecord>& selected) {
+    if (ctx_.probe == nullptr) return Status::Ok();
+    for (const std::string& peer : PeersOf(selected)) {
+      const NodeAddress* addr = AddressOf(peer);
+      if (addr == nullptr || !ctx_.probe->Alive(*addr)) continue;
+      std::string msg = "peer " + peer + " still answers at " + addr->ToString() +
+                        ": it is alive, so restoring its instances here would run them twice "
+                        "(that is a migration, not a restore)";
+      if (req_.dry_run || req_.force) {
+        report_.warnings.push_back(msg + (req_.force ? "; going ahead (--force)" : ""));
+        continue;
+      }
+      return TemporaryError(msg + "; pass --force to restore anyway");
+    }
+    return Status::Ok();
+  }
+
+  Status GuardStale(const std::vector<catalog::InstanceRecord>& selected) {
+    int64_t now = ctx_.clock->WallMs();
+    int64_t oldest = now;
+    std::string oldest_alias;
+    for (const auto& r : selected) {
+      if (r.pulled_at_ms < oldest) {
+        oldest = r.pulled_at_ms;
+        oldest_alias = r.alias;
+      }
+    }
+    int64_t age = now - oldest;
+    if (age <= ctx_.stale_after_ms) return Status::Ok();
+    std::string msg = "the data to restore is stale: " + oldest_alias + " was last pulled " +
+                      Minutes(age) + " ago (" + FormatIso8601Ms(oldest) +
+                      "), more than stale_after (" + Minutes(ctx_.stale_after_ms) + ")";
+    if (req_.dry_run || req_.assume_yes) {
+      report_.warnings.push_back(msg);
+      return Status::Ok();
+    }
+    if (ctx_.confirm && ctx_.confirm(msg + ". Restore it anyway?")) {
+      report_.warnings.push_back(msg + " (confirmed)");
+      return Status::Ok();
+    }
+    return TemporaryError(msg + "; pass -y to restore it anyway");
+  }
+
+  // ---- 3. freshest copy ------------------------------------------------------
+
+  Status Freshest(const std::vector<catalog::InstanceRecord>& selected) {
+    if (ctx_.probe == nullptr) return Status::Ok();
+    std::set<std::string> peers = PeersOf(selected);
+    for (const std::string& peer : peers) {
+      uint64_t local = 0;
+      if (auto p = ctx_.store->Peer(peer)) local = p->generation;
+      report_.local_generation = std::max(report_.local_generation, local);
+      std::vector<NodeAddress> others;
+      for (const NodeAddress& a : ctx_.peers) {
+        if (a.name != peer) others.push_back(a);
+      }
+      if (others.empty()) continue;
+      std::vector<PeerCopy> copies = ctx_.probe->CopiesOf(peer, others);
+      const PeerCopy* best = nullptr;
+      for (const PeerCopy& c : copies) {
+        report_.copies.push_back(c);
+        if (!c.reachable) {
+          report_.warnings.push_back("could not learn which generation of " + peer + " node " +
+                                     c.node + " holds (" + c.error +
+                                     "): the copy here may not be the freshest");
+        }
+        if (c.reachable && c.generation > local && (!best || c.generation > best->generation)) {
+          best = &c;
+        }
+      }
+      if (best == nullptr) continue;
+      report_.fresher_node = best->node;
+      report_.fresher_generation = best->generation;
+      std::string msg = "node " + best->node + " holds generation " +
+                        std::to_string(best->generation) + " of " + peer +
+                        ", newer than generation " + std::to_string(local) + " held here";
+      if (!req_.from_freshest || req_.dry_run) {
+        report_.warnings.push_back(msg + ": run the restore on " + best->node +
+                                   ", or pass --from-freshest to pull it here first");
+        continue;
+      }
+      const NodeAddress* holder = AddressOf(best->node);
+      if (holder == nullptr) return InternalError("no address for node " + best->node);
+      RETURN_IF_ERROR(ctx_.probe->PullFrom(*holder, peer)
+                          .WithContext("pulling " + peer + "'s data from " + best->node));
+      if (ctx_.reopen_store) {
+        ASSIGN_OR_RETURN(ctx_.store, ctx_.reopen_store());
+      }
+      report_.warnings.push_back(msg + ": pulled it here first (--from-freshest)");
+      if (auto p = ctx_.store->Peer(peer)) report_.local_generation = p->generation;
+    }
+    return Status::Ok();
+  }
+
+  // ---- 4. load and verify ----------------------------------------------------
+
+  Result<Loaded> LoadInstance(const catalog::InstanceRecord& record, uint64_t seq) {
+    auto gen = ctx_.store->Instance(record.uuid, seq);
+    if (!gen.ok()) {
+      return gen.status().WithContext("instance " + record.alias + " (" + record.uuid + ")" +
+                                      (seq ? " generation " + std::to_string(seq) : ""));
+    }
+    Loaded out;
+    InstanceSource& s = out.source;
+    s.uuid = record.uuid;
+    s.alias = record.alias;
+    s.service = record.service;
+    s.peer = record.peer;
+    s.generation = gen->record.generation;
+    s.seq = gen->record.seq;
+    ASSIGN_OR_RETURN(s.vm_payload, ParseJsonText(gen->vm_payload, "VM payload of " + record.uuid +
+                                                                      " in " + gen->dir));
+    if (!gen->sapi_record.empty()) {
+      ASSIGN_OR_RETURN(
+          s.sapi_record,
+          ParseJsonText(gen->sapi_record, "SAPI record of " + record.uuid + " in " + gen->dir));
+    }
+    s.image_uuid = gen->record.image_uuid;
+    if (s.image_uuid.empty() && s.vm_payload.contains("image_uuid") &&
+        s.vm_payload["image_uuid"].is_string()) {
+      s.image_uuid = s.vm_payload["image_uuid"].get<std::string>();
+    }
+    const std::string data_prefix = "datasets/" + record.uuid;
+    for (const catalog::StoredFile& f : gen->files) {
+      out.files.push_back(
+          VerifyItem{f.local_path, f.entry.kind, f.entry.size, f.entry.digest, f.entry.target});
+      if (f.entry.path == data_prefix || f.entry.path.starts_with(data_prefix + "/")) {
+        s.data_path = JoinPath(gen->dir, data_prefix);
+        std::string rel = f.entry.path.size() == data_prefix.size()
+                              ? std::string()
+                              : f.entry.path.substr(data_prefix.size() + 1);
+        meta_[record.uuid][rel] = EntryMeta{f.entry.mode, f.entry.mtime_ns};
+        if (f.entry.kind == syncproto::EntryKind::kFile) {
+          s.data_bytes += f.entry.size;
+          ++s.data_files;
+        }
+      }
+    }
+    ASSIGN_OR_RETURN(s.image_chain, ImageChain(s.image_uuid));
+    return out;
+  }
+
+  // The origin chain of `image_uuid`, root first, stopping at the first image
+  // the target has; an image neither held nor on the target ends the chain
+  // with an ImageSource without file_path (the planner skips the instance).
+  Result<std::vector<ImageSource>> ImageChain(const std::string& image_uuid) {
+    if (images_.empty()) {
+      for (const catalog::StoredImage& img : ctx_.store->Images()) images_[img.uuid] = img;
+    }
+    std::vector<ImageSource> chain;
+    std::set<std::string> seen;
+    for (std::string uuid = image_uuid; !uuid.empty();) {
+      if (!seen.insert(uuid).second) return DataError("image origin loop at " + uuid);
+      ImageSource src;
+      src.uuid = uuid;
+      auto cached = on_target_.find(uuid);
+      if (cached == on_target_.end()) {
+        ASSIGN_OR_RETURN(bool has, ctx_.backend->HasImage(uuid));
+        cached = on_target_.emplace(uuid, has).first;
+      }
+      if (cached->second) {
+        src.on_target = true;
+        chain.push_back(src);
+        break;
+      }
+      auto it = images_.find(uuid);
+      if (it == images_.end()) {
+        chain.push_back(src);  // neither held nor installed
+        break;
+      }
+      src.origin = it->second.origin;
+      src.manifest_path = it->second.manifest_path;
+      src.file_path = it->second.file_path;
+      src.file_size = it->second.size;
+      src.file_digest = it->second.file_digest.Hex();
+      chain.push_back(src);
+      uuid = src.origin;
+    }
+    std::reverse(chain.begin(), chain.end());
+    return chain;
+  }
+
+  Status LoadSelected(const std::vector<catalog::InstanceRecord>& selected,
+                      std::vector<Loaded>* loaded) {
+    uint64_t seq = req_.selection.generation.value_or(0);
+    for (const auto& r : selected) {
+      ASSIGN_OR_RETURN(Loaded l, LoadInstance(r, seq));
+      loaded->push_back(std::move(l));
+    }
+    return Status::Ok();
+  }
+
+  Status LoadJournalInstances(const Journal& journal, std::vector<Loaded>* loaded) {
+    for (const PlannedInstance& p : journal.instances()) {
+      auto record = ctx_.store->FindInstance(p.old_uuid);
+      if (!record) {
+        return DataError("resuming restore " + journal.id() + ": instance " + p.old_uuid +
+                         " is no longer in the catalog; remove " + journal.path() +
+                         " to plan a new restore");
+      }
+      auto l = LoadInstance(*record, p.seq);
+      if (!l.ok()) {
+        return l.status().WithContext("resuming restore " + journal.id() + " (remove " +
+                                      journal.path() + " to plan a new restore)");
+      }
+      loaded->push_back(std::move(*l));
+    }
+    return Status::Ok();
+  }
+
+  Status VerifyAll(const std::vector<Loaded>& loaded, const Journal* journal) {
+    const int64_t start = ctx_.clock->MonotonicMs();
+    std::vector<VerifyItem> items;
+    for (const Loaded& l : loaded) items.insert(items.end(), l.files.begin(), l.files.end());
+    std::set<std::string> images_done;
+    if (journal != nullptr) {
+      for (const JournalStep& s : journal->steps()) {
+        if (s.done || s.step.kind != StepKind::kInstallImage) continue;
+        AddImageItems(s.step.image_uuid, &items, &images_done);
+      }
+    } else {
+      for (const Loaded& l : loaded) {
+        for (const ImageSource& img : l.source.image_chain) {
+          if (!img.on_target && !img.file_path.empty()) {
+            AddImageItems(img.uuid, &items, &images_done);
+          }
+        }
+      }
+    }
+
+    std::atomic<size_t> next{0};
+    std::atomic<uint64_t> bytes{0};
+    std::mutex mu;
+    std::vector<std::pair<std::string, std::string>> problems;
+    auto worker = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < items.size();) {
+        uint64_t b = 0;
+        std::string what = CheckItem(env_, items[i], &b);
+        bytes += b;
+        if (!what.empty()) {
+          std::lock_guard<std::mutex> lock(mu);
+          problems.emplace_back(items[i].path, what);
+        }
+      }
+    };
+    int threads = std::clamp(req_.verify_threads, 1, 32);
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    for (std::thread& t : pool) t.join();
+
+    report_.files_verified = items.size();
+    report_.bytes_verified = bytes.load();
+    report_.verify_ms = ctx_.clock->MonotonicMs() - start;
+    if (problems.empty()) return Status::Ok();
+    std::sort(problems.begin(), problems.end());
+    std::string msg =
+        "verification failed, nothing was restored: " + std::to_string(problems.size()) +
+        " file(s) do not match their digest";
+    size_t shown = 0;
+    for (const auto& [path, what] : problems) {
+      if (++shown > 50) {
+        msg += "\n  ... and " + std::to_string(problems.size() - 50) + " more";
+        break;
+      }
+      msg += "\n  " + path + ": " + what;
+    }
+    return DataError(msg);
+  }
+
+  void AddImageItems(const std::string& uuid, std::vector<VerifyItem>* items,
+                     std::set<std::string>* done) {
+    if (!done->insert(uuid).second) return;
+    if (images_.empty()) {
+      for (const catalog::StoredImage& img : ctx_.store->Images()) images_[img.uuid] = img;
+    }
+    auto it = images_.find(uuid);
+    if (it == images_.end()) {
+      items->push_back(VerifyItem{
+          "image " + uuid + " (not in the catalog)", syncproto::EntryKind::kDir, 0, {}, ""});
+      return;
+    }
+    const catalog::StoredImage& img = it->second;
+    auto manifest_size = env_.Stat(img.manifest_path);
+    items->push_back(VerifyItem{img.manifest_path, syncproto::EntryKind::kFile,
+                                manifest_size.ok() ? manifest_size->size : 0, img.manifest_digest,
+                                ""});
+    items->push_back(
+        VerifyItem{img.file_path, syncproto::EntryKind::kFile, img.size, img.file_digest, ""});
+  }
+
+  // ---- 5. plan ---------------------------------------------------------------
+
+  Status MakeNewPlan(const std::vector<Loaded>& loaded) {
+    std::vector<InstanceSource> sources;
+    for (const Loaded& l : loaded) sources.push_back(l.source);
+    std::set<std::string> aliases;
+    for (const auto& r : ctx_.store->Instances()) aliases.insert(r.alias);
+    ASSIGN_OR_RETURN(std::set<std::string> on_target, ctx_.backend->TargetAliases());
+    aliases.insert(on_target.begin(), on_target.end());
+    // Aliases handed out by earlier restores of this node, whatever their target.
+    ASSIGN_OR_RETURN(auto restored, ListRestoredInstances(env_, ctx_.data_dir));
+    for (const auto& [old_uuid, r] : restored) aliases.insert(r.alias);
+
+    PlanOptions opt;
+    opt.service_order = req_.service_order;
+    opt.new_ips = req_.new_ips;
+    opt.seed = req_.seed;
+    opt.target_server_uuid = ctx_.node_uuid;
+    std::vector<Skip> earlier = std::move(report_.plan.skipped);
+    ASSIGN_OR_RETURN(report_.plan, MakePlan(sources, aliases, opt));
+    report_.plan.skipped.insert(report_.plan.skipped.begin(), earlier.begin(), earlier.end());
+    return Status::Ok();
+  }
+
+  void NoteNotRestorable(const std::vector<catalog::InstanceRecord>& selected) {
+    std::set<std::string> planned, unplanned;
+    for (const PlannedInstance& p : report_.plan.instances) planned.insert(p.service);
+    for (const Skip& s : report_.plan.skipped) {
+      if (!planned.contains(s.service)) unplanned.insert(s.service.empty() ? "(none)" : s.service);
+    }
+    (void)selected;
+    report_.not_restorable_services.assign(unplanned.begin(), unplanned.end());
+  }
+
+  // ---- 6. execute ------------------------------------------------------------
+
+  Status Execute(Journal& journal) {
+    RestoreContext::Progress progress;
+    progress.total = journal.steps().size();
+    progress.bytes_total = report_.plan.TotalBytes();
+    for (size_t i = 0; i < journal.steps().size(); ++i) {
+      const JournalStep& js = journal.steps()[i];
+      progress.index = i;
+      progress.step = &js.step;
+      if (js.done) {
+        ++report_.steps_skipped_done;
+        progress.bytes_done += js.step.bytes;
+        progress.finished = true;
+        progress.already_done = true;
+        if (ctx_.progress) ctx_.progress(progress);
+        continue;
+      }
+      progress.finished = false;
+      progress.already_done = false;
+      if (ctx_.progress) ctx_.progress(progress);
+      log::Info("restore step",
+                {{"step", js.step.id}, {"alias", js.step.alias}, {"new_uuid", js.step.new_uuid}});
+      StepInput input;
+      if (js.step.kind == StepKind::kRestoreData) {
+        auto it = meta_.find(js.step.old_uuid);
+        if (it != meta_.end()) input.data_meta = &it->second;
+      }
+      auto result = ctx_.backend->Run(js.step, input);
+      if (!result.ok()) {
+        Status failed = result.status().WithContext("restore step " + js.step.id);
+        journal.RecordError(failed.ToString(), ctx_.clock->WallMs()).IgnoreError();
+        return failed;
+      }
+      RETURN_IF_ERROR(journal.MarkDone(js.step.id, ctx_.clock->WallMs()));
+      ++report_.steps_run;
+      report_.bytes_restored += result->bytes;
+      if (!result->note.empty()) report_.notes.push_back(js.step.id + ": " + result->note);
+      progress.bytes_done += js.step.bytes;
+      progress.finished = true;
+      progress.already_done = result->already_done;
+      if (ctx_.progress) ctx_.progress(progress);
+    }
+    return Status::Ok();
+  }
+
+  RestoreContext ctx_;
+  const RestoreRequest& req_;
+  RestoreReport& report_;
+  Env& env_;
+  std::map<std::string, catalog::StoredImage> images_;
+  std::map<std::string, bool> on_target_;
+  std::map<std::string, TreeMeta> meta_;  // exported modes/mtimes of data trees, by old uuid
+};
+
+}  // namespace
+
+Status Restorer::Run(const RestoreRequest& request, RestoreReport* report) {
+  *report = RestoreReport();
+  RunState run(ctx_, request, report);
+  return run.Go();
+}
+
+}  // namespace lifeboat::restore

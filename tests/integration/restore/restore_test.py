@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Integration tests of `lifeboat restore`: three real agents on 127.0.0.1
+(A pulls from B and C), then B is stopped and its instances are restored on A
+with the real `lifeboat restore` command, through the dir backend and through
+the smartos backend against the recording fakes of tests/data/fake-smartos-restore.
+
+  restore_test.py --lifeboat build/lifeboat [unittest args, e.g. RestoreTest.test_dry_run_changes_nothing]
+
+The agent/cluster helpers come from ../agent_test.py.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+import uuid as uuidlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import agent_test  # noqa: E402  (tests/integration/agent_test.py)
+from agent_test import Cluster, det_bytes, write  # noqa: E402
+
+FAKES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "data", "fake-smartos-restore")
+READ_ONLY_FIELDS = ["state", "zone_state", "zonepath", "zoneid", "zonedid", "pid", "datasets",
+                    "create_timestamp", "boot_timestamp", "last_modified", "server_uuid"]
+
+
+def tree(root):
+    """Relative path -> (kind, mode, mtime_ns, sha256 or link target) for everything under root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("symlink", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("dir", oct(st.st_mode & 0o7777), st.st_mtime_ns)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("file", oct(st.st_mode & 0o7777), st.st_mtime_ns,
+                                hashlib.sha256(f.read()).hexdigest())
+    return out
+
+
+def whole_tree_bytes(root):
+    """Every path under root with its bytes (or link target / dir marker): a byte-identity check."""
+    out = {}
+    if not os.path.exists(root):
+        return None
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = ("l", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("d", st.st_mode, st.st_mtime_ns)
+            else:
+                with open(p, "rb") as f:
+                    out[rel] = ("f", st.st_mode, st.st_mtime_ns, f.read())
+    return out
+
+
+class RestoreTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="lifeboat-restore-it-", dir=os.environ.get("TMPDIR"))
+        self.cluster = None
+
+    def tearDown(self):
+        failed = not getattr(self._outcome, "success", True)
+        if self.cluster:
+            if failed or os.environ.get("LIFEBOAT_IT_LOGS"):
+                for a in self.cluster.agents.values():
+                    sys.stderr.write("---- log of %s ----\n%s\n" % (a.name, a.log()))
+            self.cluster.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- fixtures ---------------------------------------------------------------
+
+    def add_chained_instance(self, export, service, alias, files):
+        """An instance whose image has a two-level origin chain (root <- base <- own)."""
+        root = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, "root-image"))
+        base = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, "base-image"))
+        own = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, "image-" + service))
+        export.add_image(root)
+        export.add_image(base, origin=root)
+        export.add_image(own, origin=base)
+        u = export.add_instance(service, alias, files)
+        vm_path = os.path.join(export.root, "vms", u + ".json")
+        with open(vm_path) as f:
+            vm = json.load(f)
+        vm.update({"image_uuid": own, "zonepath": "/zones/" + u, "zoneid": 7, "zonedid": 7,
+                   "pid": 4711, "zone_state": "running", "datasets": ["zones/%s/data" % u],
+                   "create_timestamp": "2026-03-02T10:14:07.115Z",
+                   "boot_timestamp": "2026-11-01T08:02:55.000Z",
+                   "last_modified": "2026-11-01T08:02:58.000Z", "quota": 100})
+        write(vm_path, json.dumps(vm, indent=2))
+        _, svc, old_image = export.instances[u]
+        export.instances[u] = (alias, svc, own)
+        shutil.rmtree(os.path.join(export.root, "images", old_image), ignore_errors=True)
+        return u, [root, base, own]
+
+    def start_cluster(self):
+        c = Cluster(self.tmp)
+        self.cluster = c
+        B = c.exports["B"]
+        self.b = {}
+        u, self.chain_imgapi = self.add_chained_instance(B, "imgapi", "imgapi0", {
+            "etc/config.json": '{"port": 8080}',
+            "images/ab/file0": det_bytes("b-file0", 300_000),
+            "empty": b"",
+            "bin/run.sh": "#!/bin/sh\nexit 0\n",
+        })
+        os.chmod(B.dataset_path(u, "bin/run.sh"), 0o755)
+        os.symlink("images/ab/file0", B.dataset_path(u, "latest"))
+        self.b["imgapi0"] = u
+        u, _ = self.add_chained_instance(B, "sapi", "sapi0", {"sapi/db.json": '{"instances": []}'})
+        self.b["sapi0"] = u
+        u, _ = self.add_chained_instance(B, "vmapi", "vmapi0", {"db/vms": det_bytes("vms", 70_000)})
+        self.b["vmapi0"] = u
+        self.c_ufds = c.exports["C"].add_instance("ufds", "ufds0", {"ldap/data.mdb": "mdb"})
+        c.start()
+        A = c.agents["A"]
+        rc, lines, err = A.sync_now()
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        return c
+
+    def restore(self, agent, *args, env=None):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        return subprocess.run([agent_test.LIFEBOAT, "restore", *args, "-c", agent.config],
+                              capture_output=True, text=True, timeout=300, env=full_env,
+                              stdin=subprocess.DEVNULL)
+
+    def restore_json(self, agent, *args, env=None, rc=0):
+        r = self.restore(agent, *args, "-j", env=env)
+        self.assertEqual(r.returncode, rc, "restore %s: rc %d\nstdout: %s\nstderr: %s"
+                         % (args, r.returncode, r.stdout, r.stderr))
+        return json.loads(r.stdout)
+
+    # ---- the tests --------------------------------------------------------------
+
+    def test_restore_lost_peer_into_dir(self):
+        c = self.start_cluster()
+        A, B = c.agents["A"], c.exports["B"]
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        self.assertTrue(out["ok"])
+        plan = out["plan"]
+        self.assertEqual([i["old_alias"] for i in plan["instances"]], ["sapi0", "imgapi0", "vmapi0"])
+        self.assertEqual([i["alias"] for i in plan["instances"]], ["sapi1", "imgapi1", "vmapi1"])
+        images = [s["image_uuid"] for s in plan["steps"] if s["kind"] == "install_image"]
+        root, base, own = self.chain_imgapi
+        self.assertEqual(images[:2], [root, base], "images must install root first")
+        self.assertEqual(len(images), len(set(images)), "an image installed twice")
+        self.assertEqual(len(images), 2 + 3)
+        self.assertEqual(out["steps_run"], len(plan["steps"]))
+
+        for inst in plan["instances"]:
+            old, new = inst["old_uuid"], inst["new_uuid"]
+            self.assertNotEqual(old, new)
+            zone = os.path.join(target, "zones", new)
+            with open(os.path.join(zone, "vm.json")) as f:
+                vm = json.load(f)
+            self.assertEqual(vm["uuid"], new)
+            self.assertEqual(vm["alias"], inst["alias"])
+            for field in READ_ONLY_FIELDS:
+                self.assertNotIn(field, vm)
+            with open(os.path.join(B.root, "vms", old + ".json")) as f:
+                self.assertEqual(vm["nics"][0]["ip"], json.load(f)["nics"][0]["ip"])
+            with open(os.path.join(zone, "sapi.json")) as f:
+                self.assertEqual(json.load(f)["uuid"], new)
+            self.assertEqual(tree(os.path.join(zone, "data")), tree(B.dataset_path(old)),
+                             "data tree of " + inst["old_alias"])
+        for image in images:
+            for name in ("manifest.json", "file"):
+                with open(os.path.join(target, "images", image, name), "rb") as f1, \
+                        open(os.path.join(B.root, "images", image, name), "rb") as f2:
+                    self.assertEqual(f1.read(), f2.read())
+        # C's instance was not selected.
+        self.assertEqual(len(os.listdir(os.path.join(target, "zones"))), 3)
+
+        # A rerun finds the journal and does nothing.
+        again = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        self.assertTrue(again["already_complete"])
+        self.assertEqual(again["steps_run"], 0)
+
+    def test_restore_refused_while_peer_answers(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        target = os.path.join(self.tmp, "restored")
+        r = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("still answers", r.stderr)
+        self.assertIn("--force", r.stderr)
+        self.assertFalse(os.path.exists(target))
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target, "--force")
+        self.assertEqual(len(out["plan"]["instances"]), 3)
+        self.assertTrue(any("still answers" in w for w in out["warnings"]))
+
+    def test_dry_run_changes_nothing(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        A.stop()  # nothing else may write into A's data_dir while we compare
+        target = os.path.join(self.tmp, "restored")
+        os.makedirs(os.path.join(target, "zones"))
+        before = (whole_tree_bytes(target), whole_tree_bytes(A.data_dir))
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target, "--dry-run")
+        self.assertTrue(out["dry_run"])
+        self.assertEqual(len(out["plan"]["instances"]), 3)
+        self.assertEqual(out["steps_run"], 0)
+        self.assertEqual((whole_tree_bytes(target), whole_tree_bytes(A.data_dir)), before)
+        text = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target, "--dry-run")
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("imgapi1", text.stdout)
+        self.assertIn("install_image", text.stdout)
+        self.assertEqual((whole_tree_bytes(target), whole_tree_bytes(A.data_dir)), before)
+
+    def test_corrupted_catalog_file_stops_before_anything_is_written(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        u = self.b["imgapi0"]
+        victim = os.path.join(A.held_instance_dir(u), "datasets", u, "images/ab/file0")
+        with open(victim, "rb") as f:
+            data = bytearray(f.read())
+        data[1000] ^= 0x01
+        os.remove(victim)  # a new inode: older generations hard-link the old one
+        write(victim, bytes(data), 0o644)
+        target = os.path.join(self.tmp, "restored")
+        r = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target)
+        self.assertEqual(r.returncode, 65, r.stderr)
+        self.assertIn("images/ab/file0", r.stderr)
+        self.assertIn("digest", r.stderr)
+        self.assertFalse(os.path.exists(target))
+        self.assertFalse(os.path.exists(os.path.join(A.data_dir, "restores")))
+
+    def test_smartos_restore_resumes_after_a_failed_command(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        state = os.path.join(self.tmp, "smartos")
+        env = {"PATH": FAKES + ":" + os.environ["PATH"], "FAKE_SMARTOS_STATE": state,
+               "FAKE_SMARTOS_FAIL_AT": "9"}
+        r = self.restore(A, "--peer", "B", "--backend", "smartos", env=env)
+        self.assertEqual(r.returncode, 74, r.stdout + r.stderr)
+        self.assertIn("injected failure", r.stderr)
+        self.assertIn("rerun the same command to resume", r.stderr)
+        env.pop("FAKE_SMARTOS_FAIL_AT")
+        out = self.restore_json(A, "--peer", "B", "--backend", "smartos", env=env)
+        self.assertTrue(out["resumed"])
+        self.assertEqual(out["steps_already_done"] + out["steps_run"], len(out["plan"]["steps"]))
+
+        with open(os.path.join(state, "calls.log")) as f:
+            calls = [l.rstrip("\n").split("\t") for l in f]
+        changes = [" ".join(cmd) for cmd in calls
+                   if cmd[1] in ("install", "create", "stop", "start") or cmd[0] == "sdc-sapi"]
+        failed = changes[8]  # the 9th state-changing command failed, then ran again
+        counts = {}
+        for cmd in changes:
+            counts[cmd] = counts.get(cmd, 0) + 1
+        for cmd, n in counts.items():
+            self.assertEqual(n, 2 if cmd == failed else 1, "ran %d times: %s" % (n, cmd))
+        self.assertEqual(len(changes), 5 + 3 * 4 + 1)
+        for inst in out["plan"]["instances"]:
+            self.assertEqual(tree(os.path.join(state, "zones", inst["new_uuid"], "data")),
+                             tree(c.exports["B"].dataset_path(inst["old_uuid"])))
+
+    def test_returning_peer_is_flagged_deposed_and_restored_instances_untouched(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        restored = {i["old_uuid"]: i for i in out["plan"]["instances"]}
+        st = A.status()
+        self.assertEqual({r["old_uuid"] for r in st["restored"]}, set(restored))
+        self.assertEqual(st["deposed"], [])
+        before = whole_tree_bytes(target)
+
+        c.agents["B"].start()  # B comes back with its old instances
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        st = A.status()
+        deposed = {d["old_uuid"]: d for d in st["deposed"]}
+        self.assertEqual(set(deposed), set(restored))
+        for old, d in deposed.items():
+            self.assertEqual(d["peer"], "B")
+            self.assertEqual(d["new_uuid"], restored[old]["new_uuid"])
+            self.assertEqual(d["alias"], restored[old]["alias"])
+        text = A.cli("status", timeout=30)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("DEPOSED", text.stdout)
+        self.assertIn(restored[self.b["imgapi0"]]["new_uuid"], text.stdout)
+        self.assertEqual(whole_tree_bytes(target), before, "a pull touched the restored instances")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lifeboat", required=True)
+    args, rest = parser.parse_known_args()
+    agent_test.LIFEBOAT = os.path.abspath(args.lifeboat)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()

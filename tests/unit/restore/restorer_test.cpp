@@ -1,0 +1,610 @@
+// The restorer end to end in one process: a real dir export, pulled into a
+// real catalog Store (exporter -> manifest answer -> PullTxn -> Commit, no
+// network), restored through the dir and smartos backends.
+#include "restore/restorer.h"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <map>
+
+#include "base/fault_env.h"
+#include "catalog/exporter.h"
+#include "catalog/provider.h"
+#include "catalog/store.h"
+#include "restore/deposed.h"
+#include "tests/unit/restore/restore_test_util.h"
+
+namespace lifeboat::restore {
+namespace {
+
+using nlohmann::json;
+using testing::FakeCalls;
+using testing::FakeSmartosDir;
+using testing::MakeDataTree;
+using testing::ReadFile;
+using testing::ScopedEnv;
+using testing::SnapshotTree;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::string kRootImg = "04a48d7d-6bb5-4e83-8c3b-e60a99e0f48f";
+const std::string kBaseImg = "1b0ea6a4-55c3-4b2a-9a7e-5e0c6a1f2d30";
+const std::string kImgapiImg = "2d74d0fb-5c5e-4ad8-ab2a-0b6a3f8d4f8e";
+const std::string kVmapiImg = "3c85e1fc-6d4f-4e9b-bc8f-1c7b9e2a5f41";
+const std::string kSapi0 = "a0000000-0000-4000-8000-000000000001";
+const std::string kImgapi0 = "b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
+const std::string kVmapi0 = "c0000000-0000-4000-8000-000000000003";
+
+json SamplePayload() {
+  std::ifstream in(std::string(LIFEBOAT_TEST_DATA_DIR) + "/catalog/vmadm-get-imgapi0.json");
+  return json::parse(in);
+}
+
+// headnode1's export: sapi0, imgapi0, vmapi0 on an image chain
+// root <- base <- {imgapi, vmapi}; sapi uses base directly.
+void MakeExport(const std::string& root) {
+  auto image = [&](const std::string& uuid, const std::string& origin) {
+    json m = {
+        {"v", 2}, {"uuid", uuid}, {"name", "img-" + uuid.substr(0, 4)}, {"type", "zone-dataset"}};
+    if (!origin.empty()) m["origin"] = origin;
+    WriteFile(root + "/images/" + uuid + "/manifest.json", m.dump(2));
+    WriteFile(root + "/images/" + uuid + "/file", std::string(3000, 'i') + uuid);
+  };
+  image(kRootImg, "");
+  image(kBaseImg, kRootImg);
+  image(kImgapiImg, kBaseImg);
+  image(kVmapiImg, kBaseImg);
+  auto instance = [&](const std::string& uuid, const std::string& alias, const std::string& role,
+                      const std::string& img) {
+    json vm = SamplePayload();
+    vm["uuid"] = uuid;
+    vm["zonename"] = uuid;
+    vm["alias"] = alias;
+    vm["image_uuid"] = img;
+    vm["tags"]["smartdc_role"] = role;
+    WriteFile(root + "/vms/" + uuid + ".json", vm.dump(2));
+    json sapi = {
+        {"uuid", uuid},
+        {"service_uuid", "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9"},
+        {"params", {{"alias", alias}, {"server_uuid", "564dd1ac-164d-cc50-247c-b2eb0cf21ce5"}}},
+        {"type", "vm"}};
+    WriteFile(root + "/sapi/" + uuid + ".json", sapi.dump(2));
+    MakeDataTree(root + "/datasets/" + uuid);
+    WriteFile(root + "/datasets/" + uuid + "/identity", alias + "\n");
+  };
+  instance(kSapi0, "sapi0", "sapi", kBaseImg);
+  instance(kImgapi0, "imgapi0", "imgapi", kImgapiImg);
+  instance(kVmapi0, "vmapi0", "vmapi", kVmapiImg);
+}
+
+// One peer exporting from a dir, and this node's catalog pulling from it.
+class Cluster {
+ public:
+  Cluster() : clock_(1'800'000'000'000) {
+    MakeExport(export_root());
+    provider_ = catalog::MakeDirProvider(*Env::Default(), export_root());
+    catalog::ExporterOptions eo;
+    eo.provider = provider_.get();
+    eo.state_dir = dir_ / "export-state";
+    eo.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+    eo.node_name = "headnode1";
+    eo.racy_window_ms = 0;
+    exporter_ = catalog::Exporter::Open(*Env::Default(), clock_, eo).value();
+    REQUIRE(ReopenStore().ok());
+    REQUIRE(Pull().ok());
+  }
+
+  std::string export_root() const { return dir_ / "export"; }
+  std::string data_dir() const { return dir_ / "data"; }
+  std::string target() const { return dir_ / "target"; }
+  const TempDir& dir() const { return dir_; }
+  ManualClock& clock() { return clock_; }
+  catalog::Store& store() { return *store_; }
+
+  Status ReopenStore() {
+    store_.reset();
+    catalog::StoreOptions so;
+    so.data_dir = data_dir();
+    ASSIGN_OR_RETURN(store_, catalog::Store::Open(*Env::Default(), clock_, so));
+    return Status::Ok();
+  }
+
+  // A pull of headnode1's export into the catalog, like the agent does.
+  Status Pull() {
+    ASSIGN_OR_RETURN(auto view, exporter_->OpenView());
+    auto held = store_->Peer("headnode1");
+    ASSIGN_OR_RETURN(
+        syncproto::ManifestAnswer answer,
+        view->ManifestSince(held ? held->generation : 0, held ? held->boot_id : "", {}));
+    ASSIGN_OR_RETURN(auto txn, store_->BeginPull("headnode1"));
+    ASSIGN_OR_RETURN(auto summary, txn->Plan(answer));
+    (void)summary;
+    for (const catalog::Transfer& t : txn->transfers()) {
+      syncproto::FileEntry entry;
+      ASSIGN_OR_RETURN(auto in, view->OpenFile(t.entry.path, &entry));
+      ASSIGN_OR_RETURN(auto out, txn->StageFile(t.entry.path));
+      RETURN_IF_ERROR(
+          ForEachChunk(*in, 1 << 16, [&](std::span<const uint8_t> c) { return out->Append(c); }));
+      RETURN_IF_ERROR(txn->FinishFile(t.entry.path, std::move(out)));
+    }
+    return txn->Commit();
+  }
+
+  RestoreContext Context(Backend* backend, ClusterProbe* probe = nullptr, Env* env = nullptr) {
+    RestoreContext c;
+    c.env = env ? env : Env::Default();
+    c.clock = &clock_;
+    c.store = store_.get();
+    c.backend = backend;
+    c.probe = probe;
+    c.data_dir = data_dir();
+    c.node_name = "headnode0";
+    c.node_uuid = "00000000-0000-4000-8000-0000000000aa";
+    c.peers = {{"headnode1", "127.0.0.1", 1}, {"headnode2", "127.0.0.1", 2}};
+    return c;
+  }
+
+ private:
+  TempDir dir_;
+  ManualClock clock_;
+  std::unique_ptr<catalog::Provider> provider_;
+  std::unique_ptr<catalog::Exporter> exporter_;
+  std::unique_ptr<catalog::Store> store_;
+};
+
+RestoreRequest PeerRequest(uint64_t seed = 1234) {
+  RestoreRequest r;
+  r.selection.peer = "headnode1";
+  r.seed = seed;
+  return r;
+}
+
+class FakeProbe final : public ClusterProbe {
+ public:
+  bool alive = false;
+  std::vector<PeerCopy> copies;
+  int pulls = 0;
+  std::function<Status()> on_pull;
+  bool Alive(const NodeAddress&) override { return alive; }
+  std::vector<PeerCopy> CopiesOf(const std::string&, const std::vector<NodeAddress>&) override {
+    return copies;
+  }
+  Status PullFrom(const NodeAddress&, const std::string&) override {
+    ++pulls;
+    return on_pull ? on_pull() : Status::Ok();
+  }
+};
+
+// What a restored target holds, independent of when it was written: file
+// contents everywhere, plus the full metadata snapshot of every data tree.
+std::string TargetState(const std::string& target) {
+  std::string out;
+  Env& env = *Env::Default();
+  for (const char* top : {"images", "zones"}) {
+    auto entries = env.ListDir(JoinPath(target, top));
+    if (!entries.ok()) continue;
+    std::vector<std::string> names;
+    for (const auto& e : *entries) names.push_back(e.name);
+    std::sort(names.begin(), names.end());
+    for (const std::string& n : names) {
+      std::string dir = JoinPath(JoinPath(target, top), n);
+      out += std::string(top) + "/" + n + "\n";
+      for (const char* f : {"manifest.json", "file", "vm.json", "sapi.json"}) {
+        if (Exists(env, JoinPath(dir, f))) {
+          out += "  " + std::string(f) + " " + Xxh3Digest(ReadFile(JoinPath(dir, f))).Hex() + "\n";
+        }
+      }
+      if (Exists(env, JoinPath(dir, "data"))) out += SnapshotTree(JoinPath(dir, "data"));
+    }
+  }
+  return out;
+}
+
+TEST_CASE("restore --peer rebuilds every instance of the lost node in service order") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 4});
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(), &report);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+
+  REQUIRE(report.plan.instances.size() == 3);
+  std::vector<std::string> order;
+  for (const auto& p : report.plan.instances) order.push_back(p.old_alias + "->" + p.alias);
+  CHECK(order == std::vector<std::string>{"sapi0->sapi1", "imgapi0->imgapi1", "vmapi0->vmapi1"});
+  CHECK(report.steps_run == report.plan.steps.size());
+  CHECK(report.files_verified > 0);
+  CHECK(report.bytes_restored > 3 * (1 << 20));
+
+  // Images root first, each once.
+  std::vector<std::string> images;
+  for (const Step& s : report.plan.steps) {
+    if (s.kind == StepKind::kInstallImage) images.push_back(s.image_uuid);
+  }
+  CHECK(images == std::vector<std::string>{kRootImg, kBaseImg, kImgapiImg, kVmapiImg});
+
+  for (const PlannedInstance& p : report.plan.instances) {
+    INFO(p.old_alias);
+    CHECK(IsUuid(p.new_uuid));
+    CHECK(p.new_uuid != p.old_uuid);
+    const std::string zone = c.target() + "/zones/" + p.new_uuid;
+    // Hard links do not survive the wire (syncproto carries no inode
+    // identity), so they are compared as separate files.
+    CHECK(SnapshotTree(zone + "/data", true, false) ==
+          SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid, true, false));
+    json vm = json::parse(ReadFile(zone + "/vm.json"));
+    CHECK(vm["uuid"] == p.new_uuid);
+    CHECK(vm["alias"] == p.alias);
+    for (const std::string& f : ReadOnlyVmFields()) CHECK_FALSE(vm.contains(f));
+    CHECK(vm["nics"][0]["ip"] == "10.99.99.21");
+    json sapi = json::parse(ReadFile(zone + "/sapi.json"));
+    CHECK(sapi["uuid"] == p.new_uuid);
+    CHECK(sapi["params"]["alias"] == p.alias);
+    CHECK(sapi["params"]["server_uuid"] == "00000000-0000-4000-8000-0000000000aa");
+  }
+  for (const std::string& img : {kRootImg, kBaseImg, kImgapiImg, kVmapiImg}) {
+    CHECK(ReadFile(c.target() + "/images/" + img + "/file") ==
+          ReadFile(c.export_root() + "/images/" + img + "/file"));
+  }
+
+  // The catalog remembers what was restored where (for the deposed check).
+  auto restored = ListRestoredInstances(*Env::Default(), c.data_dir());
+  REQUIRE(restored.ok());
+  REQUIRE(restored->size() == 3);
+  CHECK(restored->at(kImgapi0).alias == "imgapi1");
+  CHECK(restored->at(kImgapi0).peer == "headnode1");
+  CHECK(restored->at(kImgapi0).target == c.target());
+
+  // Running the same restore again does nothing.
+  std::string before = SnapshotTree(c.target());
+  RestoreReport again;
+  REQUIRE(restorer.Run(PeerRequest(), &again).ok());
+  CHECK(again.already_complete);
+  CHECK(again.steps_run == 0);
+  CHECK(SnapshotTree(c.target()) == before);
+}
+
+TEST_CASE("--dry-run prints the plan and leaves target and catalog byte-identical") {
+  Cluster c;
+  WriteFile(c.target() + "/zones/existing/vm.json", R"({"alias": "imgapi1"})");
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  Restorer restorer(c.Context(backend.get()));
+  std::string target_before = SnapshotTree(c.target());
+  std::string catalog_before = SnapshotTree(c.data_dir());
+  RestoreRequest req = PeerRequest();
+  req.dry_run = true;
+  RestoreReport report;
+  REQUIRE(restorer.Run(req, &report).ok());
+  CHECK(report.plan.instances.size() == 3);
+  CHECK(report.plan.steps.size() == 4 + 3 * 3);
+  // imgapi1 exists on the target already, so the alias goes one further.
+  CHECK(report.plan.instances[1].alias == "imgapi2");
+  CHECK(report.steps_run == 0);
+  CHECK(report.ToJson()["plan"]["steps"].size() == report.plan.steps.size());
+  CHECK(SnapshotTree(c.target()) == target_before);
+  CHECK(SnapshotTree(c.data_dir()) == catalog_before);
+}
+
+TEST_CASE("a corrupted catalog file stops the restore before anything is written") {
+  Cluster c;
+  auto inst = c.store().Instance(kVmapi0);
+  REQUIRE(inst.ok());
+  std::string victim;
+  for (const auto& f : inst->files) {
+    if (f.entry.path.ends_with("/db/images.db")) victim = f.local_path;
+  }
+  REQUIRE_FALSE(victim.empty());
+  // Same size, one byte flipped: only the digest can tell. Written through a
+  // new inode so the hard-linked older generations stay intact.
+  std::string bytes = ReadFile(victim);
+  bytes[4096] ^= 0x20;
+  REQUIRE(Env::Default()->RemoveFile(victim).ok());
+  WriteFile(victim, bytes, 0600);
+
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(), &report);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.code() == Code::kData);
+  CHECK(st.ExitCode() == 65);
+  CHECK(st.message().find(victim) != std::string::npos);
+  CHECK(st.message().find("digest") != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
+  CHECK_FALSE(Exists(*Env::Default(), c.data_dir() + "/restores"));
+}
+
+TEST_CASE("a restore that fails halfway resumes and ends identical to a clean run") {
+  Cluster c;
+  // Clean run, for comparison.
+  const std::string clean_target = c.dir() / "clean";
+  {
+    auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{clean_target, 2});
+    RestoreContext ctx = c.Context(backend.get());
+    ctx.data_dir = c.dir() / "clean-journal";
+    RestoreReport clean;
+    REQUIRE(Restorer(ctx).Run(PeerRequest(77), &clean).ok());
+  }
+
+  FaultEnv fault(Env::Default());
+  auto backend = NewDirBackend(fault, DirBackendOptions{c.target(), 2});
+  Restorer restorer(c.Context(backend.get(), nullptr, &fault));
+  // The data copy of the second instance fails on its 5th file.
+  fault.FailNth(EnvOp::kCopyFile, 4 + 8 + 5, ENOSPC);
+  RestoreReport first;
+  Status st = restorer.Run(PeerRequest(77), &first);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("restore_data:" + kImgapi0) != std::string::npos);
+  CHECK(st.message().find("No space left on device") != std::string::npos);
+  CHECK(first.steps_run > 0);
+  CHECK(first.steps_run < first.plan.steps.size());
+
+  fault.ClearFaults();
+  std::vector<std::string> ran;
+  RestoreContext ctx = c.Context(backend.get(), nullptr, &fault);
+  ctx.progress = [&](const RestoreContext::Progress& p) {
+    if (!p.finished) ran.push_back(p.step->id);
+  };
+  RestoreReport second;
+  // A different seed: the resumed restore must keep the first run's uuids.
+  REQUIRE(Restorer(ctx).Run(PeerRequest(78), &second).ok());
+  CHECK(second.resumed);
+  CHECK(second.steps_skipped_done == first.steps_run);
+  CHECK(second.steps_run == first.plan.steps.size() - first.steps_run);
+  CHECK(ran.front() == "restore_data:" + kImgapi0);
+  for (size_t i = 0; i < first.plan.instances.size(); ++i) {
+    CHECK(second.plan.instances[i].new_uuid == first.plan.instances[i].new_uuid);
+  }
+  CHECK(TargetState(c.target()) == TargetState(clean_target));
+}
+
+TEST_CASE("smartos restore resumes after a failed command without repeating a step") {
+  Cluster c;
+  SmartosBackendOptions o;
+  o.imgadm = FakeSmartosDir() + "/imgadm";
+  o.vmadm = FakeSmartosDir() + "/vmadm";
+  o.zfs = FakeSmartosDir() + "/zfs";
+  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances?exists=true", "-X", "POST"};
+  o.work_dir = c.dir() / "work";
+
+  auto mutations = [](const std::vector<std::string>& calls) {
+    std::vector<std::string> out;
+    for (const auto& call : calls) {
+      if (call.find(" get") == std::string::npos && call.find(" list") == std::string::npos) {
+        out.push_back(call);
+      }
+    }
+    return out;
+  };
+  std::vector<std::string> clean_calls;
+  {
+    ScopedEnv state("FAKE_SMARTOS_STATE", c.dir() / "smartos-clean");
+    auto backend = NewSmartosBackend(*Env::Default(), o);
+    RestoreContext ctx = c.Context(backend.get());
+    ctx.data_dir = c.dir() / "clean-journal";
+    RestoreReport r;
+    Status st = Restorer(ctx).Run(PeerRequest(5), &r);
+    INFO(st.ToString());
+    REQUIRE(st.ok());
+    clean_calls = mutations(FakeCalls(c.dir() / "smartos-clean"));
+    CHECK(clean_calls.size() == 4 + 3 * 4);  // installs; per instance create, stop, start, sapi
+  }
+
+  ScopedEnv state("FAKE_SMARTOS_STATE", c.dir() / "smartos");
+  auto backend = NewSmartosBackend(*Env::Default(), o);
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport first;
+  {
+    ScopedEnv fail("FAKE_SMARTOS_FAIL_AT", "9");
+    Status st = restorer.Run(PeerRequest(5), &first);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.message().find("injected failure") != std::string::npos);
+  }
+  RestoreReport second;
+  REQUIRE(restorer.Run(PeerRequest(5), &second).ok());
+  CHECK(second.resumed);
+  auto calls = mutations(FakeCalls(c.dir() / "smartos"));
+  // Exactly the clean run's commands, plus the one that failed (the second
+  // instance's `vmadm stop`, the 9th state change) and its retry.
+  REQUIRE(clean_calls.size() > 9);
+  CHECK(clean_calls[8].starts_with("vmadm stop "));
+  std::vector<std::string> expected = clean_calls;
+  expected.insert(expected.begin() + 8, clean_calls[8]);
+  CHECK(calls == expected);
+  for (const auto& p : second.plan.instances) {
+    CHECK(SnapshotTree(c.dir() / ("smartos/zones/" + p.new_uuid + "/data"), false, false) ==
+          SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid, false, false));
+  }
+}
+
+TEST_CASE("restoring a peer that still answers is refused without --force") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  FakeProbe probe;
+  probe.alive = true;
+  Restorer restorer(c.Context(backend.get(), &probe));
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(), &report);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.code() == Code::kTemporary);
+  CHECK(st.message().find("headnode1 still answers") != std::string::npos);
+  CHECK(st.message().find("--force") != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
+
+  RestoreRequest dry = PeerRequest();
+  dry.dry_run = true;
+  REQUIRE(restorer.Run(dry, &report).ok());
+  REQUIRE(report.warnings.size() == 1);
+  CHECK(report.warnings[0].find("still answers") != std::string::npos);
+
+  RestoreRequest forced = PeerRequest();
+  forced.force = true;
+  REQUIRE(restorer.Run(forced, &report).ok());
+  CHECK(report.plan.instances.size() == 3);
+}
+
+TEST_CASE("stale data needs -y or a confirmation") {
+  Cluster c;
+  c.clock().Advance(2 * 3600 * 1000);
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  RestoreContext ctx = c.Context(backend.get());
+  RestoreReport report;
+  Status st = Restorer(ctx).Run(PeerRequest(), &report);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.code() == Code::kTemporary);
+  CHECK(st.message().find("stale") != std::string::npos);
+  CHECK(st.message().find("-y") != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
+
+  std::string asked;
+  ctx.confirm = [&](const std::string& q) {
+    asked = q;
+    return false;
+  };
+  CHECK_FALSE(Restorer(ctx).Run(PeerRequest(), &report).ok());
+  CHECK(asked.find("last pulled 2 h 0 min ago") != std::string::npos);
+
+  ctx.confirm = [](const std::string&) { return true; };
+  REQUIRE(Restorer(ctx).Run(PeerRequest(), &report).ok());
+  CHECK(report.steps_run > 0);
+}
+
+TEST_CASE("a fresher copy on another node is named, and --from-freshest pulls it first") {
+  Cluster c;
+  uint64_t local = c.store().Peer("headnode1")->generation;
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  FakeProbe probe;
+  probe.copies = {PeerCopy{"headnode2", true, "", local + 3, 0},
+                  PeerCopy{"headnode3", false, "connection refused", 0, 0}};
+  RestoreContext ctx = c.Context(backend.get(), &probe);
+  RestoreRequest dry = PeerRequest();
+  dry.dry_run = true;
+  RestoreReport report;
+  REQUIRE(Restorer(ctx).Run(dry, &report).ok());
+  CHECK(report.fresher_node == "headnode2");
+  CHECK(report.fresher_generation == local + 3);
+  REQUIRE(report.warnings.size() == 2);
+  CHECK(report.warnings[0].find("headnode3") != std::string::npos);
+  CHECK(report.warnings[0].find("connection refused") != std::string::npos);
+  CHECK(report.warnings[1].find("headnode2 holds generation " + std::to_string(local + 3)) !=
+        std::string::npos);
+  CHECK(probe.pulls == 0);
+
+  // --from-freshest: the probe's pull changes vmapi0's data (standing in for
+  // the newer copy headnode2 holds); the restore must use it.
+  WriteFile(c.export_root() + "/datasets/" + kVmapi0 + "/identity", "vmapi0, newer\n");
+  probe.on_pull = [&] { return c.Pull(); };
+  ctx.reopen_store = [&]() -> Result<catalog::Store*> {
+    RETURN_IF_ERROR(c.ReopenStore());
+    return &c.store();
+  };
+  RestoreRequest req = PeerRequest();
+  req.from_freshest = true;
+  Status st = Restorer(ctx).Run(req, &report);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  CHECK(probe.pulls == 1);
+  const PlannedInstance& vmapi = report.plan.instances[2];
+  CHECK(ReadFile(c.target() + "/zones/" + vmapi.new_uuid + "/data/identity") == "vmapi0, newer\n");
+}
+
+TEST_CASE("selection by service and instance, and unknown selections") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  Restorer restorer(c.Context(backend.get()));
+  RestoreRequest req;
+  req.dry_run = true;
+  req.selection.services = {"vmapi", "sapi"};
+  RestoreReport report;
+  REQUIRE(restorer.Run(req, &report).ok());
+  REQUIRE(report.plan.instances.size() == 2);
+  CHECK(report.plan.instances[0].old_alias == "sapi0");
+  CHECK(report.plan.instances[1].old_alias == "vmapi0");
+  // sapi needs the root and base images; vmapi adds its own.
+  CHECK(report.plan.steps[0].image_uuid == kRootImg);
+
+  req.selection = Selection{};
+  req.selection.instances = {kImgapi0};
+  REQUIRE(restorer.Run(req, &report).ok());
+  REQUIRE(report.plan.instances.size() == 1);
+  CHECK(report.plan.instances[0].alias == "imgapi1");
+
+  req.selection.instances = {"deadbeef-0000-4000-8000-000000000000"};
+  Status st = restorer.Run(req, &report);
+  CHECK(st.code() == Code::kNotFound);
+  CHECK(st.ExitCode() == 65);
+  req.selection = Selection{};
+  req.selection.peer = "nobody";
+  CHECK(restorer.Run(req, &report).code() == Code::kNotFound);
+  req.selection.services = {"vmapi"};
+  CHECK(restorer.Run(req, &report).code() == Code::kUsage);
+}
+
+TEST_CASE("--generation restores an older retained generation of an instance") {
+  Cluster c;
+  WriteFile(c.export_root() + "/datasets/" + kImgapi0 + "/identity", "imgapi0, second\n");
+  REQUIRE(c.Pull().ok());
+  auto seqs = c.store().Generations(kImgapi0);
+  REQUIRE(seqs.ok());
+  REQUIRE(seqs->size() == 2);
+
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  Restorer restorer(c.Context(backend.get()));
+  RestoreRequest req;
+  req.selection.instances = {kImgapi0};
+  req.selection.generation = seqs->front();
+  RestoreReport old_report;
+  REQUIRE(restorer.Run(req, &old_report).ok());
+  REQUIRE(old_report.plan.instances.size() == 1);
+  CHECK(old_report.plan.instances[0].seq == seqs->front());
+  CHECK(ReadFile(c.target() + "/zones/" + old_report.plan.instances[0].new_uuid +
+                 "/data/identity") == "imgapi0\n");
+
+  req.selection.generation.reset();
+  RestoreReport current;
+  REQUIRE(restorer.Run(req, &current).ok());
+  // A different selection is a different restore, with its own alias.
+  CHECK(current.journal_id != old_report.journal_id);
+  CHECK(current.plan.instances[0].alias == "imgapi2");
+  CHECK(ReadFile(c.target() + "/zones/" + current.plan.instances[0].new_uuid + "/data/identity") ==
+        "imgapi0, second\n");
+
+  req.selection.generation = 999;
+  RestoreReport missing;
+  Status st = restorer.Run(req, &missing);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("generation 999") != std::string::npos);
+}
+
+TEST_CASE("instances of a peer that comes back after their restore are deposed") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  RestoreRequest req;
+  req.selection.instances = {kImgapi0, kSapi0};
+  req.force = true;
+  RestoreReport report;
+  REQUIRE(Restorer(c.Context(backend.get())).Run(req, &report).ok());
+  auto before = FindDeposed(*Env::Default(), c.store(), c.data_dir());
+  REQUIRE(before.ok());
+  CHECK(before->empty());  // nothing heard from headnode1 since the restore
+
+  // headnode1 comes back and is pulled again: its old instances are deposed.
+  // It exports exactly what it did before it was lost.
+  c.clock().Advance(60'000);
+  REQUIRE(c.Pull().ok());
+  auto deposed = FindDeposed(*Env::Default(), c.store(), c.data_dir());
+  REQUIRE(deposed.ok());
+  REQUIRE(deposed->size() == 2);
+  CHECK((*deposed)[0].old.alias == "imgapi0");
+  CHECK((*deposed)[0].restored.alias == "imgapi1");
+  CHECK((*deposed)[0].restored.new_uuid == report.plan.instances[1].new_uuid);
+  CHECK((*deposed)[1].old.alias == "sapi0");
+  // The restored instances are untouched by the pull.
+  CHECK(json::parse(ReadFile(c.target() + "/zones/" + report.plan.instances[1].new_uuid +
+                             "/vm.json"))["alias"] == "imgapi1");
+}
+
+}  // namespace
+}  // namespace lifeboat::restore
