@@ -17,6 +17,7 @@
 #include "base/env.h"
 #include "base/log.h"
 #include "catalog/exporter.h"
+#include "catalog/held_export.h"
 #include "catalog/provider.h"
 #include "catalog/store.h"
 #include "syncproto/session.h"
@@ -57,6 +58,7 @@ class Daemon final : public ControlBackend {
   uv_loop_t loop_;
   bool loop_open_ = false;
   std::unique_ptr<catalog::Store> store_;
+  std::unique_ptr<catalog::HeldExport> held_;
   std::unique_ptr<catalog::Provider> provider_;
   std::unique_ptr<catalog::Exporter> exporter_;
   std::unique_ptr<syncproto::SignatureCache> sig_cache_;
@@ -141,6 +143,8 @@ Status Daemon::Open() {
   pso.self = {cfg_.node.uuid, cfg_.node.name};
   pso.handshake_timeout_ms = Ms(cfg_.agent.limits.connect_timeout);
   pso.io_timeout_ms = Ms(cfg_.agent.limits.io_timeout);
+  held_ = std::make_unique<catalog::HeldExport>(env, store_.get());
+  pso.held = held_.get();
   ASSIGN_OR_RETURN(peer_server_, PeerServer::Start(&loop_, exporter_.get(), pso));
 
   api_ = std::make_unique<ControlApi>(this, cfg_.auth.api_token);
