@@ -339,6 +339,20 @@ class RestoreTest(unittest.TestCase):
         self.assertEqual(text.returncode, 0, text.stderr)
         self.assertIn("node C holds generation %d of B" % g2, text.stdout + text.stderr)
 
+        r = A.cli("status", "--cluster", "-j", timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        peers = {p["name"]: p for p in json.loads(r.stdout)["peers"]}
+        self.assertEqual(peers["B"]["freshest"], {"node": "C", "generation": g2})
+        copies = {c["node"]: c for c in peers["B"]["cluster_copies"]}
+        self.assertEqual(copies["A"]["generation"], g1)
+        self.assertEqual(copies["C"]["generation"], g2)
+        self.assertNotIn("B", copies)  # B is not asked about itself
+        self.assertEqual(peers["C"]["freshest"]["node"], "A")  # B is down: only A holds C
+        text = A.cli("status", "--cluster", timeout=60)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("FRESHEST", text.stdout)
+        self.assertIn("C@%d" % g2, text.stdout)
+
 
 def main():
     parser = argparse.ArgumentParser()
