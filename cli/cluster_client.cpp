@@ -11,6 +11,9 @@
 #include <cstring>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
+#include "agent/api_client.h"
 #include "syncproto/session.h"
 
 namespace lifeboat::cli {
@@ -155,9 +158,7 @@ class HeldProbe final : public restore::ClusterProbe {
     return out;
   }
   Status PullFrom(const restore::NodeAddress& holder, const std::string& peer) override {
-    return UnavailableError("cannot pull " + peer + "'s data from " + holder.name +
-                                " from the CLI in this version: run the restore on " + holder.name,
-                            /*retryable=*/false);
+    return client_->PullHeldCopy(holder, peer);
   }
 
  private:
@@ -212,6 +213,34 @@ Result<syncproto::HeldAnswerMsg> ClusterClient::QueryHeld(const restore::NodeAdd
   }
   if (!s.ok()) return s.WithContext(who);
   return UnavailableError(who + ": no answer to HELD_QUERY");
+}
+
+Status ClusterClient::PullHeldCopy(const restore::NodeAddress& holder, const std::string& peer) {
+  agent::ApiCall call =
+      agent::ApiCallFor(config_.agent.api.host, config_.agent.api.port, config_.auth.api_token);
+  call.method = "POST";
+  call.target =
+      "/sync?peer=" + agent::QueryEscape(peer) + "&from=" + agent::QueryEscape(holder.name);
+  call.read_timeout_ms = config_.agent.limits.pull_deadline.count() + 60'000;
+  std::optional<nlohmann::json> result;
+  call.on_line = [&](std::string_view line) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.value("type", "") == "result") result = std::move(j);
+  };
+  Result<agent::ApiReply> reply = agent::CallApi(call);
+  if (!reply.ok()) return reply.status().WithContext("asking the local agent to pull");
+  if (reply->status != 200) {
+    nlohmann::json e = nlohmann::json::parse(reply->body, nullptr, false);
+    return UnavailableError("the local agent refused to pull " + peer + " from " + holder.name +
+                                ": " +
+                                (e.is_object() ? e.value("message", reply->body) : reply->body),
+                            false);
+  }
+  if (!result) return TemporaryError("the local agent ended the pull without a result");
+  if (result->value("ok", false)) return Status::Ok();
+  std::string msg = "the pull failed";
+  if ((*result)["error"].is_object()) msg = (*result)["error"].value("message", msg);
+  return TemporaryError(msg);
 }
 
 std::unique_ptr<restore::ClusterProbe> ClusterClient::NewProbe() {

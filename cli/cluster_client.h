@@ -34,8 +34,14 @@ class ClusterClient {
   Result<syncproto::HeldAnswerMsg> QueryHeld(const restore::NodeAddress& node,
                                              const std::string& peer);
 
-  // restore::ClusterProbe over QueryHeld; PullFrom is not available from
-  // the CLI (kUnavailable naming what to do instead).
+  // Asks the local agent (control API, POST /sync?peer=P&from=N) to pull
+  // `peer`'s copy held by `holder` into this node's catalog, and waits for
+  // the result. The agent commits it as `peer`'s data with the usual pull
+  // transaction (digests, rollback guard). kUnavailable when the agent is
+  // not running; the pull's error otherwise.
+  Status PullHeldCopy(const restore::NodeAddress& holder, const std::string& peer);
+
+  // restore::ClusterProbe: CopiesOf by QueryHeld, PullFrom by PullHeldCopy.
   std::unique_ptr<restore::ClusterProbe> NewProbe();
 
  private:

@@ -224,6 +224,13 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   rctx.store = store->get();
   rctx.backend = backend->get();
   rctx.probe = probe.get();
+  std::unique_ptr<catalog::Store> reopened;  // after --from-freshest pulled into the catalog
+  rctx.reopen_store = [&]() -> Result<catalog::Store*> {
+    auto s = catalog::Store::Open(env, clock, store_opts);
+    if (!s.ok()) return s.status().WithContext("reopening the catalog");
+    reopened = std::move(*s);
+    return reopened.get();
+  };
   rctx.data_dir = config->agent.data_dir;
   rctx.node_name = config->node.name;
   rctx.node_uuid = config->node.uuid;

@@ -353,6 +353,27 @@ class RestoreTest(unittest.TestCase):
         self.assertIn("FRESHEST", text.stdout)
         self.assertIn("C@%d" % g2, text.stdout)
 
+    def test_from_freshest_restores_the_newer_copy(self):
+        A, g1, g2 = self.freshest_setup()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target,
+                                "--from-freshest")
+        self.assertTrue(out["ok"])
+        self.assertEqual(out["fresher_node"], "C")
+        self.assertEqual(out["local_generation"], g2)
+        self.assertTrue(any("pulled it here first" in w for w in out["warnings"]), out["warnings"])
+        # A now holds B's generation g2, committed as B's data.
+        self.assertEqual(A.peer_status("B")["generation"], g2)
+        imgapi = next(i for i in out["plan"]["instances"] if i["old_alias"] == "imgapi0")
+        self.assertEqual(imgapi["generation"], g2)
+        data = os.path.join(target, "zones", imgapi["new_uuid"], "data")
+        with open(os.path.join(data, "etc/config.json")) as f:
+            self.assertEqual(f.read(), '{"port": 9090, "changed": "after A pulled"}')
+        for inst in out["plan"]["instances"]:
+            self.assertEqual(tree(os.path.join(target, "zones", inst["new_uuid"], "data")),
+                             tree(self.cluster.exports["B"].dataset_path(inst["old_uuid"])),
+                             "data tree of " + inst["old_alias"])
+
 
 def main():
     parser = argparse.ArgumentParser()
