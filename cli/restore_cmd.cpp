@@ -296,7 +296,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
 const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx) {
   static RestoreFlags flags;
   CLI::App* sub = root.add_subcommand(
-      "restore", "Rebuild a lost headnode's instances from the catalog (see docs/restore.md)");
+      "restore", "Rebuild a lost headnode's instances from the catalog (see docs/operator-guide.md)");
   sub->add_option("--peer", flags.peer, "restore every instance held from this peer");
   sub->add_option("--service", flags.services, "restore the instances of these services");
   sub->add_option("--instance", flags.instances, "restore these instances (uuids)");

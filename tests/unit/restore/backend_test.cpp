@@ -4,7 +4,6 @@
 
 #include "base/digest.h"
 #include "base/fault_env.h"
-#include "restore/process.h"
 #include "restore/tree_copy.h"
 #include "tests/unit/restore/restore_test_util.h"
 
@@ -321,23 +320,6 @@ TEST_CASE("exec backend gives the hook the step as JSON on stdin and reports its
   auto check = partial->Check(plan);
   CHECK(check.code() == Code::kConfig);
   CHECK(check.message().find("create_instance") != std::string::npos);
-}
-
-TEST_CASE("RunCommand captures bounded output and survives a child that ignores stdin") {
-  CommandOptions opts;
-  opts.stdin_data = std::string(1 << 20, 'a');  // more than a pipe holds
-  opts.max_output = 10;
-  auto r = RunCommand({"/bin/sh", "-c", "echo 0123456789abcdef; echo err >&2; exit 4"}, opts);
-  REQUIRE(r.ok());
-  CHECK(r->exit_code == 4);
-  CHECK(r->out == "0123456789");
-  CHECK(r->truncated);
-  CHECK(r->err == "err\n");
-  auto cat = RunCommand({"cat"}, CommandOptions{"hello", 1024, {}});
-  REQUIRE(cat.ok());
-  CHECK(cat->out == "hello");
-  auto missing = RunCommand({"/nonexistent/tool"});
-  CHECK(missing.status().code() == Code::kUnavailable);
 }
 
 }  // namespace

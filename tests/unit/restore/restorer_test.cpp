@@ -266,7 +266,7 @@ TEST_CASE("restore --peer rebuilds every instance of the lost node in service or
   CHECK(SnapshotTree(c.target()) == before);
 }
 
-TEST_CASE("--dry-run prints the plan and leaves target and catalog byte-identical") {
+TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog byte-identical") {
   Cluster c;
   WriteFile(c.target() + "/zones/existing/vm.json", R"({"alias": "imgapi1"})");
   auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
@@ -542,7 +542,7 @@ TEST_CASE("selection by service and instance, and unknown selections") {
   CHECK(restorer.Run(req, &report).code() == Code::kUsage);
 }
 
-TEST_CASE("--generation restores an older retained generation of an instance") {
+TEST_CASE("a chosen generation (--generation) restores an older retained generation of an instance") {
   Cluster c;
   WriteFile(c.export_root() + "/datasets/" + kImgapi0 + "/identity", "imgapi0, second\n");
   REQUIRE(c.Pull().ok());
