@@ -95,7 +95,9 @@ void ControlApi::HandleSync(const HttpRequest& req, std::shared_ptr<HttpResponse
     resp->EndStream();
   };
   // Headers go out first so the client sees the stream start at once.
-  Status st = backend_->Sync(peer, services, progress, done);
+  std::string from = req.query.count("from") ? req.query.at("from") : "";
+  Status st = from.empty() ? backend_->Sync(peer, services, progress, done)
+                           : backend_->SyncFrom(peer, from, progress, done);
   if (!st.ok()) {
     resp->SendStatus(st);
     return;

@@ -45,6 +45,15 @@ class ControlBackend {
   virtual Status Sync(const std::string& peer, const std::vector<std::string>& services,
                       ProgressFn progress,
                       std::function<void(const std::vector<PullResult>&)> done) = 0;
+  // Pulls `peer`'s data held by the configured node `from` (its copy of
+  // `peer`, HELD_MANIFEST_REQUEST) into the catalog as `peer`'s, now,
+  // outside the peer's schedule. Same contract as Sync (one result).
+  virtual Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+                          std::function<void(const std::vector<PullResult>&)> done) {
+    (void)progress;
+    (void)done;
+    return UsageError("this agent cannot pull " + peer + "'s copy from " + from);
+  }
 };
 
 class ControlApi {

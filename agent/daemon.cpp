@@ -17,6 +17,7 @@
 #include "base/env.h"
 #include "base/log.h"
 #include "catalog/exporter.h"
+#include "catalog/held_export.h"
 #include "catalog/provider.h"
 #include "catalog/store.h"
 #include "syncproto/session.h"
@@ -43,12 +44,15 @@ class Daemon final : public ControlBackend {
   void GetCatalog(JsonFn done) override;
   void GetMetrics(std::function<void(std::string)> done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
+  Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+                  std::function<void(const std::vector<PullResult>&)> done) override;
   Status Sync(const std::string& peer, const std::vector<std::string>& services,
               ProgressFn progress,
               std::function<void(const std::vector<PullResult>&)> done) override;
 
  private:
   void BeginStop(int signum);
+  void RefreshRecord(const std::string& peer);
   nlohmann::json PeersJson(int64_t now) const;
   MetricsSnapshot LoopMetrics(int64_t now) const;
 
@@ -57,6 +61,7 @@ class Daemon final : public ControlBackend {
   uv_loop_t loop_;
   bool loop_open_ = false;
   std::unique_ptr<catalog::Store> store_;
+  std::unique_ptr<catalog::HeldExport> held_;
   std::unique_ptr<catalog::Provider> provider_;
   std::unique_ptr<catalog::Exporter> exporter_;
   std::unique_ptr<syncproto::SignatureCache> sig_cache_;
@@ -65,6 +70,9 @@ class Daemon final : public ControlBackend {
   std::unique_ptr<ControlApi> api_;
   std::unique_ptr<HttpServer> http_;
   std::vector<std::unique_ptr<PeerScheduler>> schedulers_;
+  std::map<std::string, PullerConfig> puller_configs_;       // by peer name
+  std::map<uint64_t, std::unique_ptr<PullJob>> held_pulls_;  // SyncFrom pulls running
+  uint64_t next_held_pull_ = 1;
   std::vector<std::unique_ptr<SignalWatcher>> signals_;
   bool stopping_ = false;
   std::unique_ptr<Timer> stop_grace_;
@@ -141,6 +149,8 @@ Status Daemon::Open() {
   pso.self = {cfg_.node.uuid, cfg_.node.name};
   pso.handshake_timeout_ms = Ms(cfg_.agent.limits.connect_timeout);
   pso.io_timeout_ms = Ms(cfg_.agent.limits.io_timeout);
+  held_ = std::make_unique<catalog::HeldExport>(env, store_.get());
+  pso.held = held_.get();
   ASSIGN_OR_RETURN(peer_server_, PeerServer::Start(&loop_, exporter_.get(), pso));
 
   api_ = std::make_unique<ControlApi>(this, cfg_.auth.api_token);
@@ -173,6 +183,7 @@ Status Daemon::Open() {
     pc.store = store_.get();
     pc.cache = sig_cache_.get();
     pc.clock = clock_;
+    puller_configs_[peer.name] = pc;
     uv_loop_t* loop = &loop_;
     auto starter = [loop, pc](const PullRequest& r, ProgressFn p, PullDoneFn d) {
       return StartPeerPull(loop, pc, r, std::move(p), std::move(d));
@@ -225,6 +236,7 @@ void Daemon::BeginStop(int signum) {
   SdNotify("STOPPING=1").IgnoreError();
   peer_server_->StopAccepting();
   http_->StopAccepting();
+  for (auto& [id, job] : held_pulls_) job->Cancel(UnavailableError("the agent is stopping", false));
   auto remaining = std::make_shared<size_t>(schedulers_.size());
   std::weak_ptr<bool> alive = alive_;
   auto finish = [this, alive] {
@@ -281,6 +293,48 @@ Status Daemon::Sync(const std::string& peer, const std::vector<std::string>& ser
                                                        agg->done(agg->results);
                                                    }});
   }
+  return Status::Ok();
+}
+
+// The peer's record (status, restore) shows the generation the catalog now
+// holds, after a pull outside the peer's scheduler.
+void Daemon::RefreshRecord(const std::string& peer) {
+  std::optional<catalog::PeerState> held = store_->Peer(peer);
+  if (!held) return;
+  for (auto& s : schedulers_) {
+    if (s->record().name == peer) s->SeedRecord(held->generation, held->last_pull_ms);
+  }
+}
+
+Status Daemon::SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+                        std::function<void(const std::vector<PullResult>&)> done) {
+  if (stopping_) return UnavailableError("the agent is stopping", false);
+  auto p = puller_configs_.find(peer);
+  if (p == puller_configs_.end()) {
+    return NotFoundError("no peer named '" + peer + "' in the configuration");
+  }
+  auto n = puller_configs_.find(from);
+  if (n == puller_configs_.end() || from == peer) {
+    return NotFoundError("no other node named '" + from + "' in the configuration");
+  }
+  PullerConfig pc = p->second;
+  pc.held_peer = peer;
+  pc.host = n->second.host;
+  pc.port = n->second.port;
+  log::Info("pulling a peer's copy held by another node", {{"peer", peer}, {"from", from}});
+  uint64_t id = next_held_pull_++;
+  std::weak_ptr<bool> alive = alive_;
+  auto finished = [this, alive, id, done = std::move(done)](const PullResult& r) {
+    if (alive.expired()) return;
+    if (r.status.ok()) RefreshRecord(r.peer);
+    done({r});
+    // Never delete the job from inside its own callback: drop it on a later turn.
+    Defer(&loop_, [this, alive, id] {
+      if (!alive.expired()) held_pulls_.erase(id);
+    });
+  };
+  held_pulls_[id] = StartPeerPull(&loop_, pc, PullRequest{{}, "from-freshest"}, std::move(progress),
+                                  std::move(finished));
   return Status::Ok();
 }
 

@@ -83,9 +83,9 @@ struct Core {
     if (!error.ok()) return;
     if (!manifest_requested) {
       manifest_requested = true;
-      auto r =
-          s.RequestManifest(since_generation, since_boot_id, request.services,
-                            [this](Result<syncproto::ManifestAnswer> a) { answer = std::move(a); });
+      auto r = s.RequestHeldManifest(
+          cfg.held_peer, since_generation, since_boot_id, request.services,
+          [this](Result<syncproto::ManifestAnswer> a) { answer = std::move(a); });
       if (!r.ok()) Fail(r.status());
       return;
     }

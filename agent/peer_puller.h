@@ -38,6 +38,10 @@ namespace lifeboat::agent {
 
 struct PullerConfig {
   std::string peer;  // configured peer name
+  // Non-empty: host:port is another node, and the pull asks it for its held
+  // copy of this peer (HELD_MANIFEST_REQUEST, --from-freshest) instead of
+  // the node's own export. The copy is committed as `peer`'s data.
+  std::string held_peer;
   std::string host;
   uint16_t port = 0;
   std::string cluster_key;

@@ -56,8 +56,10 @@ void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
   auto c = std::make_shared<Conn>();
   c->remote = conn->peer_name();
   conn->SetIdleTimeout(options_.io_timeout_ms);
+  syncproto::ServerOptions so;
+  so.held = options_.held;
   auto session =
-      std::make_unique<syncproto::ServerSession>(source_, options_.cluster_key, options_.self);
+      std::make_unique<syncproto::ServerSession>(source_, options_.cluster_key, options_.self, so);
   std::weak_ptr<bool> alive = alive_;
   Pump::Hooks hooks;
   std::weak_ptr<Conn> weak_c = c;

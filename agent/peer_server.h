@@ -31,6 +31,9 @@ struct PeerServerOptions {
   syncproto::NodeIdentity self;
   // Server-role TLS context (auth.transport tls-psk / tls-ca); null = plain.
   std::shared_ptr<const syncproto::TlsContext> tls;
+  // What this node holds of its peers (HELD_QUERY, HELD_MANIFEST_REQUEST);
+  // optional, must outlive the server.
+  syncproto::HeldSource* held = nullptr;
   int64_t handshake_timeout_ms = 10'000;
   int64_t io_timeout_ms = 60'000;
   size_t max_connections = 64;

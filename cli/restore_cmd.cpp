@@ -22,6 +22,7 @@
 #include "base/env.h"
 #include "base/log.h"
 #include "catalog/store.h"
+#include "cli/cluster_client.h"
 #include "cli/command.h"
 #include "conf/config.h"
 #include "restore/backend.h"
@@ -32,7 +33,6 @@ namespace lifeboat::cli {
 namespace {
 
 using restore::NodeAddress;
-using restore::PeerCopy;
 
 struct RestoreFlags {
   std::string peer;
@@ -67,31 +67,6 @@ std::string Seconds(int64_t ms) {
   std::snprintf(buf, sizeof(buf), "%.1f s", static_cast<double>(ms) / 1000.0);
   return buf;
 }
-
-// The cluster as the CLI sees it: liveness by a TCP connection to the peer's
-// syncproto port. Asking other nodes for their copies needs the agent's
-// cluster request, which this probe does not have: every other node is
-// reported as not asked, with that reason, and --from-freshest cannot pull.
-class CliClusterProbe final : public restore::ClusterProbe {
- public:
-  bool Alive(const NodeAddress& peer) override { return restore::TcpConnects(peer, 2000); }
-  std::vector<PeerCopy> CopiesOf(const std::string& peer,
-                                 const std::vector<NodeAddress>& others) override {
-    std::vector<PeerCopy> out;
-    for (const NodeAddress& n : others) {
-      PeerCopy c;
-      c.node = n.name;
-      c.error = "not asked: this build cannot query other nodes for their copy of " + peer;
-      out.push_back(c);
-    }
-    return out;
-  }
-  Status PullFrom(const NodeAddress& holder, const std::string& peer) override {
-    return UnavailableError("cannot pull " + peer + "'s data from " + holder.name +
-                                ": this build cannot query other nodes",
-                            /*retryable=*/false);
-  }
-};
 
 bool AskOnTty(const std::string& question) {
   if (!::isatty(0) || !::isatty(2)) return false;
@@ -240,13 +215,22 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   auto backend = MakeBackend(*config, flags, env, &backend_desc);
   if (!backend.ok()) return Fail(backend.status(), ctx, nullptr);
 
-  CliClusterProbe probe;
+  auto cluster = ClusterClient::Create(*config);
+  if (!cluster.ok()) return Fail(cluster.status(), ctx, nullptr);
+  std::unique_ptr<restore::ClusterProbe> probe = (*cluster)->NewProbe();
   restore::RestoreContext rctx;
   rctx.env = &env;
   rctx.clock = &clock;
   rctx.store = store->get();
   rctx.backend = backend->get();
-  rctx.probe = &probe;
+  rctx.probe = probe.get();
+  std::unique_ptr<catalog::Store> reopened;  // after --from-freshest pulled into the catalog
+  rctx.reopen_store = [&]() -> Result<catalog::Store*> {
+    auto s = catalog::Store::Open(env, clock, store_opts);
+    if (!s.ok()) return s.status().WithContext("reopening the catalog");
+    reopened = std::move(*s);
+    return reopened.get();
+  };
   rctx.data_dir = config->agent.data_dir;
   rctx.node_name = config->node.name;
   rctx.node_uuid = config->node.uuid;

@@ -1,6 +1,9 @@
-// `lifeboat status [-H] [-o cols] [--check]`: what the local agent knows about
-// its peers (reachable, last attempt and success, age, generation, last
-// error, bytes) and the services it holds. `--check` (for monitoring) exits 1
+// `lifeboat status [-H] [-o cols] [--check] [--cluster]`: what the local agent
+// knows about its peers (reachable, last attempt and success, age, generation,
+// last error, bytes) and the services it holds. `--cluster` also asks every
+// other node (syncproto HELD_QUERY) which generation of each peer it holds and
+// shows, per peer, the node with the freshest copy (column "freshest", JSON
+// "freshest" and "cluster_copies"). `--check` (for monitoring) exits 1
 // when any peer's data is older than agent.stale_after; 69 when the agent is
 // not running.
 #include <iostream>
@@ -14,6 +17,7 @@
 #include "agent/api_client.h"
 #include "base/clock.h"
 #include "catalog/store.h"
+#include "cli/cluster_client.h"
 #include "cli/command.h"
 #include "conf/config.h"
 #include "restore/deposed.h"
@@ -25,14 +29,63 @@ struct StatusOptions {
   bool no_header = false;
   std::string columns;
   bool check = false;
+  bool cluster = false;
 };
 
 const std::vector<std::string> kDefaultColumns = {"peer", "reachable",  "last_success",
                                                   "age",  "generation", "error"};
-const std::vector<std::string> kAllColumns = {"peer",         "address",      "reachable", "phase",
-                                              "last_attempt", "last_success", "age",       "stale",
-                                              "generation",   "error",        "bytes",     "files",
-                                              "pulls",        "failed",       "next_pull"};
+const std::vector<std::string> kAllColumns = {
+    "peer",  "address", "reachable",  "phase",   "last_attempt", "last_success",
+    "age",   "stale",   "generation", "error",   "bytes",        "files",
+    "pulls", "failed",  "next_pull",  "freshest"};
+
+// Adds, to each peer P of st["peers"], "cluster_copies" (what every node
+// holds of P: this node from the agent's status, the others by HELD_QUERY,
+// one connection per node) and "freshest" (the node with the highest
+// generation of P; this node on a tie; null when nobody holds any). Peer
+// names are matched by name: the cluster's nodes must name each other alike.
+Status AddClusterCopies(const conf::Config& config, nlohmann::json& st) {
+  ASSIGN_OR_RETURN(auto client, ClusterClient::Create(config));
+  std::map<std::string, Result<syncproto::HeldAnswerMsg>> held;
+  for (const auto& n : config.peers) {
+    held.emplace(n.name, client->QueryHeld({n.name, n.address.host, n.address.port}, /*peer=*/""));
+  }
+  for (auto& p : st["peers"]) {
+    const std::string name = p.value("name", "");
+    nlohmann::json copies = nlohmann::json::array();
+    nlohmann::json best;
+    uint64_t best_gen = 0;
+    auto consider = [&](const std::string& node, uint64_t gen, int64_t pulled_ms) {
+      copies.push_back({{"node", node},
+                        {"generation", gen},
+                        {"pulled_at", pulled_ms ? nlohmann::json(FormatIso8601Ms(pulled_ms))
+                                                : nlohmann::json()}});
+      if (gen > best_gen) {
+        best_gen = gen;
+        best = {{"node", node}, {"generation", gen}};
+      }
+    };
+    uint64_t local = p["generation"].is_number() ? p["generation"].get<uint64_t>() : 0;
+    consider(config.node.name, local, 0);
+    copies.back()["pulled_at"] = p["last_success"];
+    for (const auto& [node, answer] : held) {
+      if (node == name) continue;
+      if (!answer.ok()) {
+        copies.push_back({{"node", node}, {"error", answer.status().message()}});
+        continue;
+      }
+      uint64_t gen = 0;
+      int64_t pulled = 0;
+      for (const auto& h : answer->peers) {
+        if (h.peer == name) gen = h.generation, pulled = h.last_pull_ms;
+      }
+      consider(node, gen, pulled);
+    }
+    p["cluster_copies"] = std::move(copies);
+    p["freshest"] = std::move(best);
+  }
+  return Status::Ok();
+}
 
 // Adds "restored" (instances restored by this node, from the restore
 // journals) and "deposed" (instances of a peer that came back although they
@@ -98,6 +151,16 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "pulls") return Str(p["pulls"]);
   if (col == "failed") return Str(p["pulls_failed"]);
   if (col == "next_pull") return agent::HumanAge(p.value("next_pull_in_ms", 0ll) / 1000);
+  if (col == "freshest") {
+    if (!p.contains("freshest")) return "(--cluster)";
+    const auto& f = p["freshest"];
+    if (f.is_null()) return "-";
+    std::string cell = Str(f["node"]) + "@" + Str(f["generation"]);
+    for (const auto& c : p["cluster_copies"]) {
+      if (c.contains("error")) return cell + " (" + Str(c["node"]) + " not asked)";
+    }
+    return cell;
+  }
   return "?";
 }
 
@@ -135,6 +198,7 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
     return kExitConfig;
   }
   std::vector<std::string> cols = kDefaultColumns;
+  if (opt.cluster) cols.push_back("freshest");
   if (!opt.columns.empty()) {
     cols.clear();
     std::stringstream ss(opt.columns);
@@ -166,6 +230,11 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   }
   if (Status rs = AddRestoreState(*config, st); !rs.ok()) {
     std::cerr << "lifeboat status: restores: " << rs.message() << "\n";
+  }
+  if (opt.cluster) {
+    if (Status cs = AddClusterCopies(*config, st); !cs.ok()) {
+      std::cerr << "lifeboat status: asking the cluster: " << cs.message() << "\n";
+    }
   }
   std::vector<std::string> stale;
   for (const auto& p : st["peers"]) {
@@ -230,7 +299,11 @@ const CommandRegistrar kRegistrar(/*order=*/30, [](CLI::App& root, Context& ctx)
   sub->add_flag("-H,--no-header", opt.no_header, "omit the table header");
   sub->add_option("-o,--output", opt.columns,
                   "comma-separated peer columns: peer,address,reachable,phase,last_attempt,"
-                  "last_success,age,stale,generation,error,bytes,files,pulls,failed,next_pull");
+                  "last_success,age,stale,generation,error,bytes,files,pulls,failed,next_pull,"
+                  "freshest");
+  sub->add_flag("--cluster", opt.cluster,
+                "ask every other node which generation of each peer it holds; show the "
+                "freshest copy per peer");
   sub->add_flag("--check", opt.check,
                 "exit 1 when any peer's data is older than agent.stale_after");
   sub->callback([&ctx] { ctx.Run([&ctx] { return RunStatus(ctx, opt); }); });

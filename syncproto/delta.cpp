@@ -238,9 +238,7 @@ Status PatchJob::Feed(std::span<const uint8_t> delta) {
   return Status::Ok();
 }
 
-Status PatchJob::Finish() {
-  return RunPatch(rep_->sink, rep_->job, {}, true, rep_->copy_error);
-}
+Status PatchJob::Finish() { return RunPatch(rep_->sink, rep_->job, {}, true, rep_->copy_error); }
 
 // ---- Basis summary -------------------------------------------------------------
 

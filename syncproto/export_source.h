@@ -9,6 +9,7 @@
 
 #include "base/env.h"
 #include "base/status.h"
+#include "syncproto/frame.h"
 #include "syncproto/manifest.h"
 
 namespace lifeboat::syncproto {
@@ -41,6 +42,22 @@ class ExportSource {
   virtual ~ExportSource() = default;
   // Rescans as needed and returns a view of the current export. Thread-safe.
   virtual Result<std::unique_ptr<ExportView>> OpenView() = 0;
+};
+
+// What a node holds of its peers' exports (its catalog), for HELD_QUERY and
+// HELD_MANIFEST_REQUEST (docs/syncproto.md section 3). Implemented over the
+// catalog by the agent's wiring; read-only. Thread-safe.
+class HeldSource {
+ public:
+  virtual ~HeldSource() = default;
+  // The peers held, sorted by name; only `peer` when it is not "" (an
+  // unknown name gives an empty list, not an error).
+  virtual Result<std::vector<HeldPeer>> Held(const std::string& peer) = 0;
+  // A view of the copy of `peer` held here, served like an export: P's
+  // current generations under the export paths, with P's node uuid, name,
+  // generation and boot id in every manifest answer. kNotFound when nothing
+  // of `peer` is held.
+  virtual Result<std::unique_ptr<ExportView>> OpenHeldView(const std::string& peer) = 0;
 };
 
 }  // namespace lifeboat::syncproto

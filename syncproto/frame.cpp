@@ -48,6 +48,12 @@ std::string FrameTypeName(uint8_t type) {
       return "FILE_END";
     case FrameType::kCancel:
       return "CANCEL";
+    case FrameType::kHeldManifestRequest:
+      return "HELD_MANIFEST_REQUEST";
+    case FrameType::kHeldQuery:
+      return "HELD_QUERY";
+    case FrameType::kHeldAnswer:
+      return "HELD_ANSWER";
   }
   static constexpr char kHex[] = "0123456789abcdef";
   return std::string("0x") + kHex[type >> 4] + kHex[type & 0xf];
@@ -243,17 +249,16 @@ Status DecodePayload(std::span<const uint8_t> in, ErrorMsg* m) {
   return r.status();
 }
 
-std::vector<uint8_t> EncodePayload(const ManifestRequestMsg& m) {
-  std::vector<uint8_t> out;
-  PutU64(&out, m.since_generation);
-  PutString(&out, m.boot_id);
-  PutVarint(&out, m.services.size());
-  for (const std::string& s : m.services) PutString(&out, s);
-  return out;
+namespace {
+
+void PutManifestRequest(std::vector<uint8_t>* out, const ManifestRequestMsg& m) {
+  PutU64(out, m.since_generation);
+  PutString(out, m.boot_id);
+  PutVarint(out, m.services.size());
+  for (const std::string& s : m.services) PutString(out, s);
 }
 
-Status DecodePayload(std::span<const uint8_t> in, ManifestRequestMsg* m) {
-  Reader r(in, "MANIFEST_REQUEST");
+void ReadManifestRequest(Reader& r, ManifestRequestMsg* m) {
   m->since_generation = r.U64("since_generation");
   m->boot_id = r.String("boot_id", 128);
   uint64_t n = r.Varint("service_count");
@@ -264,6 +269,83 @@ Status DecodePayload(std::span<const uint8_t> in, ManifestRequestMsg* m) {
   for (uint64_t i = 0; r.ok() && i < n; ++i) {
     m->services.push_back(r.String("service", 255));
     if (r.ok() && m->services.back().empty()) r.Fail("service", "empty service name");
+  }
+}
+
+}  // namespace
+
+std::vector<uint8_t> EncodePayload(const ManifestRequestMsg& m) {
+  std::vector<uint8_t> out;
+  PutManifestRequest(&out, m);
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, ManifestRequestMsg* m) {
+  Reader r(in, "MANIFEST_REQUEST");
+  ReadManifestRequest(r, m);
+  r.ExpectEnd();
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const HeldManifestRequestMsg& m) {
+  std::vector<uint8_t> out;
+  PutManifestRequest(&out, m.request);
+  PutString(&out, m.held_peer);
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, HeldManifestRequestMsg* m) {
+  Reader r(in, "HELD_MANIFEST_REQUEST");
+  ReadManifestRequest(r, &m->request);
+  m->held_peer = r.String("held_peer", 255);
+  if (r.ok() && m->held_peer.empty()) r.Fail("held_peer", "empty peer name");
+  r.ExpectEnd();
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const HeldQueryMsg& m) {
+  std::vector<uint8_t> out;
+  PutString(&out, m.peer);
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, HeldQueryMsg* m) {
+  Reader r(in, "HELD_QUERY");
+  m->peer = r.String("peer", 255);
+  r.ExpectEnd();
+  return r.status();
+}
+
+std::vector<uint8_t> EncodePayload(const HeldAnswerMsg& m) {
+  std::vector<uint8_t> out;
+  PutVarint(&out, m.peers.size());
+  for (const HeldPeer& p : m.peers) {
+    PutString(&out, p.peer);
+    PutString(&out, p.node_uuid);
+    PutU64(&out, p.generation);
+    PutString(&out, p.boot_id);
+    PutU64(&out, static_cast<uint64_t>(p.last_pull_ms));
+  }
+  return out;
+}
+
+Status DecodePayload(std::span<const uint8_t> in, HeldAnswerMsg* m) {
+  Reader r(in, "HELD_ANSWER");
+  uint64_t n = r.Varint("peer_count");
+  // Each entry takes at least 20 bytes (four empty strings' lengths + u64 + i64).
+  if (r.ok() && (n > kMaxHeldPeers || n * 20 > r.remaining())) {
+    r.Fail("peer_count", std::to_string(n) + " peers is over the limit or the payload");
+  }
+  m->peers.clear();
+  for (uint64_t i = 0; r.ok() && i < n; ++i) {
+    HeldPeer p;
+    p.peer = r.String("peer", 255);
+    if (r.ok() && p.peer.empty()) r.Fail("peer", "empty peer name");
+    p.node_uuid = r.String("node_uuid", 64);
+    p.generation = r.U64("generation");
+    p.boot_id = r.String("boot_id", 128);
+    p.last_pull_ms = r.I64("last_pull_ms");
+    m->peers.push_back(std::move(p));
   }
   r.ExpectEnd();
   return r.status();

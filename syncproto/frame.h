@@ -28,6 +28,7 @@ inline constexpr size_t kMaxSignatureBytes = 64u << 20;
 inline constexpr uint32_t kMaxCoarseBlocks = 1u << 20;
 inline constexpr size_t kMaxErrorMessageBytes = 4096;
 inline constexpr size_t kMaxServicesPerRequest = 1024;
+inline constexpr size_t kMaxHeldPeers = 4096;
 inline constexpr std::string_view kHelloMagic = "LFBTSYNC";
 
 enum class FrameType : uint8_t {
@@ -37,6 +38,7 @@ enum class FrameType : uint8_t {
   kBye = 0x04,
   kManifestRequest = 0x10,
   kManifestData = 0x11,
+  kHeldManifestRequest = 0x12,
   kFileRequest = 0x20,
   kFileBasis = 0x21,
   kSignatureNeeded = 0x22,
@@ -45,6 +47,8 @@ enum class FrameType : uint8_t {
   kFileData = 0x25,
   kFileEnd = 0x26,
   kCancel = 0x27,
+  kHeldQuery = 0x30,
+  kHeldAnswer = 0x31,
 };
 
 inline constexpr uint8_t kFlagEnd = 0x01;
@@ -148,6 +152,35 @@ struct ManifestRequestMsg {
   bool operator==(const ManifestRequestMsg&) const = default;
 };
 
+// MANIFEST_REQUEST for the copy of peer `held_peer` the server holds in its
+// catalog (section 3, 0x12), instead of the server's own export.
+struct HeldManifestRequestMsg {
+  ManifestRequestMsg request;
+  std::string held_peer;
+  bool operator==(const HeldManifestRequestMsg&) const = default;
+};
+
+// HELD_QUERY: which generation of which peers do you hold? "" = every peer.
+struct HeldQueryMsg {
+  std::string peer;
+  bool operator==(const HeldQueryMsg&) const = default;
+};
+
+// One peer whose export a node holds in its catalog.
+struct HeldPeer {
+  std::string peer;         // the holder's configured name for it
+  std::string node_uuid;    // from the peer's manifests ("" before the first pull)
+  uint64_t generation = 0;  // the peer's export generation held in full (0 = nothing)
+  std::string boot_id;
+  int64_t last_pull_ms = 0;  // last successful pull, wall ms (0 = never)
+  bool operator==(const HeldPeer&) const = default;
+};
+
+struct HeldAnswerMsg {
+  std::vector<HeldPeer> peers;  // sorted by peer name
+  bool operator==(const HeldAnswerMsg&) const = default;
+};
+
 struct FileRequestMsg {
   std::string path;
   uint64_t expected_size = 0;
@@ -177,6 +210,9 @@ std::vector<uint8_t> EncodePayload(const HelloMsg& m);
 std::vector<uint8_t> EncodePayload(const AuthMsg& m);
 std::vector<uint8_t> EncodePayload(const ErrorMsg& m);
 std::vector<uint8_t> EncodePayload(const ManifestRequestMsg& m);
+std::vector<uint8_t> EncodePayload(const HeldManifestRequestMsg& m);
+std::vector<uint8_t> EncodePayload(const HeldQueryMsg& m);
+std::vector<uint8_t> EncodePayload(const HeldAnswerMsg& m);
 std::vector<uint8_t> EncodePayload(const FileRequestMsg& m);
 std::vector<uint8_t> EncodePayload(const FileStartMsg& m);
 std::vector<uint8_t> EncodePayload(const FileEndMsg& m);
@@ -188,6 +224,9 @@ Status DecodePayload(std::span<const uint8_t> in, HelloMsg* m);
 Status DecodePayload(std::span<const uint8_t> in, AuthMsg* m);
 Status DecodePayload(std::span<const uint8_t> in, ErrorMsg* m);
 Status DecodePayload(std::span<const uint8_t> in, ManifestRequestMsg* m);
+Status DecodePayload(std::span<const uint8_t> in, HeldManifestRequestMsg* m);
+Status DecodePayload(std::span<const uint8_t> in, HeldQueryMsg* m);
+Status DecodePayload(std::span<const uint8_t> in, HeldAnswerMsg* m);
 Status DecodePayload(std::span<const uint8_t> in, FileRequestMsg* m);
 Status DecodePayload(std::span<const uint8_t> in, FileStartMsg* m);
 Status DecodePayload(std::span<const uint8_t> in, FileEndMsg* m);

@@ -195,7 +195,10 @@ Status ServerSession::HandleFrame(Frame frame) {
   }
   switch (frame.type) {
     case FrameType::kManifestRequest:
+    case FrameType::kHeldManifestRequest:
       return HandleManifestRequest(frame);
+    case FrameType::kHeldQuery:
+      return HandleHeldQuery(frame);
     case FrameType::kFileRequest:
       return HandleFileRequest(frame);
     case FrameType::kBye:
@@ -250,34 +253,94 @@ Status ServerSession::EnsureView() {
 }
 
 Status ServerSession::HandleManifestRequest(const Frame& frame) {
+  const std::string name = FrameTypeName(frame.type);
   if (frame.stream == 0 || seen_ids_.count(frame.stream)) {
-    return FailConnection(
-        DataError("MANIFEST_REQUEST on a used or zero " + Context(frame.stream, "")),
-        ErrorCode::kProtocol);
+    return FailConnection(DataError(name + " on a used or zero " + Context(frame.stream, "")),
+                          ErrorCode::kProtocol);
   }
   seen_ids_.insert(frame.stream);
-  ManifestRequestMsg req;
-  Status s = DecodePayload(frame.payload, &req);
+  HeldManifestRequestMsg req;
+  Status s = frame.type == FrameType::kHeldManifestRequest
+                 ? DecodePayload(frame.payload, &req)
+                 : DecodePayload(frame.payload, &req.request);
   if (!s.ok())
     return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
-  s = EnsureView();
+  if (view_ && view_held_peer_ != req.held_peer) {
+    return FailConnection(DataError(name +
+                                    " for another copy than this connection's first "
+                                    "request, " +
+                                    Context(frame.stream, "")),
+                          ErrorCode::kProtocol);
+  }
+  if (!req.held_peer.empty() && !view_) {
+    if (options_.held == nullptr) {
+      FailStream(frame.stream, ErrorCode::kNotFound,
+                 NotFoundError("this node does not serve held copies"));
+      return Status::Ok();
+    }
+    Result<std::unique_ptr<ExportView>> v = options_.held->OpenHeldView(req.held_peer);
+    if (!v.ok()) {
+      FailStream(frame.stream,
+                 v.status().code() == Code::kNotFound ? ErrorCode::kNotFound : ErrorCode::kBusy,
+                 v.status());
+      return Status::Ok();
+    }
+    view_ = std::move(*v);
+    view_held_peer_ = req.held_peer;
+  }
+  return ServeManifest(frame.stream, req.request);
+}
+
+Status ServerSession::ServeManifest(uint32_t stream, const ManifestRequestMsg& req) {
+  Status s = EnsureView();
   if (!s.ok()) {
-    FailStream(frame.stream, ErrorCode::kBusy, s);
+    FailStream(stream, ErrorCode::kBusy, s);
     return Status::Ok();
   }
   Result<ManifestAnswer> answer =
       view_->ManifestSince(req.since_generation, req.boot_id, req.services);
   if (!answer.ok()) {
-    FailStream(frame.stream, ErrorCode::kIo, answer.status());
+    FailStream(stream, ErrorCode::kIo, answer.status());
     return Status::Ok();
   }
   Result<std::vector<uint8_t>> z = CompressManifest(EncodeManifestAnswer(*answer));
   if (!z.ok()) {
-    FailStream(frame.stream, ErrorCode::kInternal, z.status());
+    FailStream(stream, ErrorCode::kInternal, z.status());
     return Status::Ok();
   }
-  AppendSplit(&out_, FrameType::kManifestData, frame.stream, *z, kMaxFramePayload, true);
+  AppendSplit(&out_, FrameType::kManifestData, stream, *z, kMaxFramePayload, true);
   ++stats_.manifests_served;
+  return Status::Ok();
+}
+
+Status ServerSession::HandleHeldQuery(const Frame& frame) {
+  if (frame.stream == 0 || seen_ids_.count(frame.stream)) {
+    return FailConnection(DataError("HELD_QUERY on a used or zero " + Context(frame.stream, "")),
+                          ErrorCode::kProtocol);
+  }
+  seen_ids_.insert(frame.stream);
+  HeldQueryMsg req;
+  Status s = DecodePayload(frame.payload, &req);
+  if (!s.ok())
+    return FailConnection(s.WithContext(Context(frame.stream, "")), ErrorCode::kProtocol);
+  ++stats_.held_queries;
+  HeldAnswerMsg answer;
+  if (options_.held != nullptr) {
+    Result<std::vector<HeldPeer>> held = options_.held->Held(req.peer);
+    if (!held.ok()) {
+      FailStream(frame.stream, ErrorCode::kIo, held.status());
+      return Status::Ok();
+    }
+    answer.peers = std::move(*held);
+  }
+  std::vector<uint8_t> payload = EncodePayload(answer);
+  if (payload.size() > kMaxFramePayload || answer.peers.size() > kMaxHeldPeers) {
+    FailStream(frame.stream, ErrorCode::kLimit,
+               DataError("HELD_ANSWER of " + std::to_string(answer.peers.size()) +
+                         " peers does not fit one frame"));
+    return Status::Ok();
+  }
+  AppendFrame(&out_, FrameType::kHeldAnswer, 0, frame.stream, payload);
   return Status::Ok();
 }
 
@@ -569,8 +632,14 @@ struct PullerSession::Zstd {
 
 struct PullerSession::ManifestStream {
   ManifestRequestMsg req;
+  std::string held_peer;  // "" = the server's own export
   ManifestCallback cb;
   ManifestDecompressor dec{kMaxManifestBytes};
+};
+
+struct PullerSession::HeldStream {
+  HeldQueryMsg req;
+  HeldCallback cb;
 };
 
 struct PullerSession::FileStream {
@@ -612,7 +681,7 @@ void PullerSession::ConsumeOutput(size_t n) { Consume(&out_, &out_pos_, n); }
 bool PullerSession::done() const { return (bye_sent_ || !status_.ok()) && output().empty(); }
 bool PullerSession::authenticated() const { return handshake_.authenticated(); }
 const NodeIdentity& PullerSession::peer() const { return handshake_.peer(); }
-size_t PullerSession::pending() const { return manifests_.size() + files_.size(); }
+size_t PullerSession::pending() const { return manifests_.size() + files_.size() + held_.size(); }
 
 void PullerSession::Finish() {
   finishing_ = true;
@@ -622,18 +691,42 @@ void PullerSession::Finish() {
 Result<uint32_t> PullerSession::RequestManifest(uint64_t since_generation, std::string boot_id,
                                                 std::vector<std::string> services,
                                                 ManifestCallback callback) {
+  return RequestHeldManifest("", since_generation, std::move(boot_id), std::move(services),
+                             std::move(callback));
+}
+
+Result<uint32_t> PullerSession::RequestHeldManifest(std::string held_peer,
+                                                    uint64_t since_generation, std::string boot_id,
+                                                    std::vector<std::string> services,
+                                                    ManifestCallback callback) {
   if (!status_.ok()) return status_;
   if (finishing_) return UsageError("RequestManifest after Finish()");
   auto m = std::make_unique<ManifestStream>();
   m->req.since_generation = since_generation;
   m->req.boot_id = std::move(boot_id);
   m->req.services = std::move(services);
+  m->held_peer = std::move(held_peer);
   m->cb = std::move(callback);
-  if (m->req.boot_id.size() > 128 || m->req.services.size() > kMaxServicesPerRequest) {
-    return UsageError("manifest request: boot id or service list too long");
+  if (m->req.boot_id.size() > 128 || m->req.services.size() > kMaxServicesPerRequest ||
+      m->held_peer.size() > 255) {
+    return UsageError("manifest request: boot id, service list or peer name too long");
   }
   uint32_t id = next_stream_++;
   manifests_[id] = std::move(m);
+  queued_.push_back(id);
+  RETURN_IF_ERROR(SendQueued());
+  return id;
+}
+
+Result<uint32_t> PullerSession::RequestHeld(std::string peer, HeldCallback callback) {
+  if (!status_.ok()) return status_;
+  if (finishing_) return UsageError("RequestHeld after Finish()");
+  if (peer.size() > 255) return UsageError("held query: peer name too long");
+  auto h = std::make_unique<HeldStream>();
+  h->req.peer = std::move(peer);
+  h->cb = std::move(callback);
+  uint32_t id = next_stream_++;
+  held_[id] = std::move(h);
   queued_.push_back(id);
   RETURN_IF_ERROR(SendQueued());
   return id;
@@ -679,7 +772,17 @@ Status PullerSession::SendQueued() {
   while (!queued_.empty()) {
     uint32_t id = queued_.front();
     if (auto m = manifests_.find(id); m != manifests_.end()) {
-      AppendFrame(&out_, FrameType::kManifestRequest, 0, id, EncodePayload(m->second->req));
+      if (m->second->held_peer.empty()) {
+        AppendFrame(&out_, FrameType::kManifestRequest, 0, id, EncodePayload(m->second->req));
+      } else {
+        AppendFrame(&out_, FrameType::kHeldManifestRequest, 0, id,
+                    EncodePayload(HeldManifestRequestMsg{m->second->req, m->second->held_peer}));
+      }
+      queued_.pop_front();
+      continue;
+    }
+    if (auto h = held_.find(id); h != held_.end()) {
+      AppendFrame(&out_, FrameType::kHeldQuery, 0, id, EncodePayload(h->second->req));
       queued_.pop_front();
       continue;
     }
@@ -769,6 +872,11 @@ void PullerSession::FailAll(const Status& status) {
   for (auto& [id, m] : manifests) {
     if (m->cb) m->cb(status);
   }
+  auto held = std::move(held_);
+  held_.clear();
+  for (auto& [id, h] : held) {
+    if (h->cb) h->cb(status);
+  }
   std::vector<uint32_t> ids;
   for (auto& [id, f] : files_) ids.push_back(id);
   for (uint32_t id : ids) CompleteFile(id, status);
@@ -852,6 +960,31 @@ Status PullerSession::HandleFrame(Frame frame) {
     auto ms = std::move(m->second);
     manifests_.erase(m);
     ms->cb(std::move(answer));
+    return Status::Ok();
+  }
+  if (auto h = held_.find(id); h != held_.end()) {
+    std::string ctx = "peer " + peer().name + ", held query stream " + std::to_string(id);
+    HeldAnswerMsg answer;
+    Status s;
+    if (frame.type == FrameType::kError) {
+      ErrorMsg e;
+      s = DecodePayload(frame.payload, &e);
+      if (!s.ok()) return FailConnection(s.WithContext(ctx), ErrorCode::kProtocol);
+      s = StatusFromError(e, ctx);
+    } else if (frame.type == FrameType::kHeldAnswer) {
+      s = DecodePayload(frame.payload, &answer);
+      if (!s.ok()) return FailConnection(s.WithContext(ctx), ErrorCode::kProtocol);
+    } else {
+      return FailConnection(DataError("unexpected " + FrameTypeName(frame.type) + " on " + ctx),
+                            ErrorCode::kProtocol);
+    }
+    auto hs = std::move(h->second);
+    held_.erase(h);
+    if (s.ok()) {
+      hs->cb(std::move(answer));
+    } else {
+      hs->cb(s);
+    }
     return Status::Ok();
   }
   if (auto f = files_.find(id); f != files_.end()) {

@@ -64,6 +64,9 @@ struct SessionLimits {
 struct ServerOptions {
   SessionLimits limits;
   Handshake::Options handshake;
+  // Answers HELD_QUERY and HELD_MANIFEST_REQUEST; optional (without it both
+  // get ERROR NOT_FOUND on their stream). Must outlive the session.
+  HeldSource* held = nullptr;
 };
 
 struct ServerStats {
@@ -72,6 +75,7 @@ struct ServerStats {
   uint64_t files_served = 0;
   uint64_t files_failed = 0;
   uint64_t manifests_served = 0;
+  uint64_t held_queries = 0;
 };
 
 class ServerSession {
@@ -108,6 +112,8 @@ class ServerSession {
   struct Stream;
   Status HandleFrame(Frame frame);
   Status HandleManifestRequest(const Frame& frame);
+  Status HandleHeldQuery(const Frame& frame);
+  Status ServeManifest(uint32_t stream, const ManifestRequestMsg& req);
   Status HandleFileRequest(const Frame& frame);
   Status HandleFileBasis(Stream& s, const Frame& frame);
   Status HandleSignatureData(Stream& s, const Frame& frame);
@@ -124,6 +130,7 @@ class ServerSession {
   Handshake handshake_;
   FrameDecoder decoder_;
   std::unique_ptr<ExportView> view_;
+  std::string view_held_peer_;  // "" = view_ is our own export
   std::map<uint32_t, std::unique_ptr<Stream>> streams_;
   std::set<uint32_t> seen_ids_;
   uint32_t last_served_ = 0;
@@ -188,6 +195,7 @@ class PullerSession {
  public:
   using ManifestCallback = std::function<void(Result<ManifestAnswer>)>;
   using FileCallback = std::function<void(const Status&, const FileTransferStats&)>;
+  using HeldCallback = std::function<void(Result<HeldAnswerMsg>)>;
 
   PullerSession(std::string cluster_key, NodeIdentity self, PullerOptions options = {});
   ~PullerSession();
@@ -204,6 +212,16 @@ class PullerSession {
   // destructor (with kUnavailable when the session dies first).
   Result<uint32_t> RequestManifest(uint64_t since_generation, std::string boot_id,
                                    std::vector<std::string> services, ManifestCallback callback);
+  // The same for the copy of `held_peer` the server holds in its catalog
+  // (HELD_MANIFEST_REQUEST): later RequestFile()s of this session are served
+  // from that copy. Do not mix with RequestManifest on one session.
+  Result<uint32_t> RequestHeldManifest(std::string held_peer, uint64_t since_generation,
+                                       std::string boot_id, std::vector<std::string> services,
+                                       ManifestCallback callback);
+  // Which generation of `peer` ("" = of every peer) does the server hold?
+  // A server that predates HELD_QUERY fails the connection (ERROR PROTOCOL
+  // "unknown frame type"): the callback gets that error.
+  Result<uint32_t> RequestHeld(std::string peer, HeldCallback callback);
   Result<uint32_t> RequestFile(FileRequest request, FileCallback callback);
   // Cancels a file request: its callback runs now with kTemporary
   // "cancelled"; later frames of the stream are ignored.
@@ -227,6 +245,7 @@ class PullerSession {
  private:
   struct ManifestStream;
   struct FileStream;
+  struct HeldStream;
   Status HandleFrame(Frame frame);
   Status HandleFileFrame(FileStream& f, const Frame& frame);
   Status SendQueued();
@@ -241,6 +260,7 @@ class PullerSession {
   uint32_t next_stream_ = 1;
   std::map<uint32_t, std::unique_ptr<ManifestStream>> manifests_;
   std::map<uint32_t, std::unique_ptr<FileStream>> files_;
+  std::map<uint32_t, std::unique_ptr<HeldStream>> held_;
   std::deque<uint32_t> queued_;  // stream ids not yet sent (manifests and files)
   std::set<uint32_t> cancelled_;
   size_t files_in_flight_ = 0;

@@ -304,6 +304,76 @@ class RestoreTest(unittest.TestCase):
         self.assertIn(restored[self.b["imgapi0"]]["new_uuid"], text.stdout)
         self.assertEqual(whole_tree_bytes(target), before, "a pull touched the restored instances")
 
+    def freshest_setup(self):
+        """A holds B at generation g1; then B changes and C pulls it (g2 > g1); B stops."""
+        c = self.start_cluster()
+        A, C, B = c.agents["A"], c.agents["C"], c.exports["B"]
+        g1 = A.peer_status("B")["generation"]
+        u = self.b["imgapi0"]
+        self.changed = B.dataset_path(u, "etc/config.json")
+        write(self.changed, '{"port": 9090, "changed": "after A pulled"}')
+        rc, lines, err = C.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        g2 = C.peer_status("B")["generation"]
+        self.assertGreater(g2, g1)
+        self.assertEqual(A.peer_status("B")["generation"], g1)
+        c.agents["B"].stop()
+        return A, g1, g2
+
+    def test_freshest_copy_is_named_by_dry_run(self):
+        A, g1, g2 = self.freshest_setup()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target,
+                                "--dry-run")
+        self.assertEqual(out["fresher_node"], "C")
+        self.assertEqual(out["fresher_generation"], g2)
+        self.assertEqual(out["local_generation"], g1)
+        copies = {c["node"]: c for c in out["copies"]}
+        self.assertEqual(set(copies), {"C"})
+        self.assertTrue(copies["C"]["reachable"], copies["C"])
+        self.assertEqual(copies["C"]["generation"], g2)
+        self.assertTrue(any("node C holds generation %d of B" % g2 in w for w in out["warnings"]),
+                        out["warnings"])
+        self.assertFalse(os.path.exists(target))
+        text = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target, "--dry-run")
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("node C holds generation %d of B" % g2, text.stdout + text.stderr)
+
+        r = A.cli("status", "--cluster", "-j", timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        peers = {p["name"]: p for p in json.loads(r.stdout)["peers"]}
+        self.assertEqual(peers["B"]["freshest"], {"node": "C", "generation": g2})
+        copies = {c["node"]: c for c in peers["B"]["cluster_copies"]}
+        self.assertEqual(copies["A"]["generation"], g1)
+        self.assertEqual(copies["C"]["generation"], g2)
+        self.assertNotIn("B", copies)  # B is not asked about itself
+        self.assertEqual(peers["C"]["freshest"]["node"], "A")  # B is down: only A holds C
+        text = A.cli("status", "--cluster", timeout=60)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("FRESHEST", text.stdout)
+        self.assertIn("C@%d" % g2, text.stdout)
+
+    def test_from_freshest_restores_the_newer_copy(self):
+        A, g1, g2 = self.freshest_setup()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target,
+                                "--from-freshest")
+        self.assertTrue(out["ok"])
+        self.assertEqual(out["fresher_node"], "C")
+        self.assertEqual(out["local_generation"], g2)
+        self.assertTrue(any("pulled it here first" in w for w in out["warnings"]), out["warnings"])
+        # A now holds B's generation g2, committed as B's data.
+        self.assertEqual(A.peer_status("B")["generation"], g2)
+        imgapi = next(i for i in out["plan"]["instances"] if i["old_alias"] == "imgapi0")
+        self.assertEqual(imgapi["generation"], g2)
+        data = os.path.join(target, "zones", imgapi["new_uuid"], "data")
+        with open(os.path.join(data, "etc/config.json")) as f:
+            self.assertEqual(f.read(), '{"port": 9090, "changed": "after A pulled"}')
+        for inst in out["plan"]["instances"]:
+            self.assertEqual(tree(os.path.join(target, "zones", inst["new_uuid"], "data")),
+                             tree(self.cluster.exports["B"].dataset_path(inst["old_uuid"])),
+                             "data tree of " + inst["old_alias"])
+
 
 def main():
     parser = argparse.ArgumentParser()

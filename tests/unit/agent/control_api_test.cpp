@@ -42,6 +42,19 @@ struct FakeBackend : ControlBackend {
     });
     return Status::Ok();
   }
+  std::vector<std::pair<std::string, std::string>> sync_from;  // (peer, from) asked
+  Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn,
+                  std::function<void(const std::vector<PullResult>&)> done) override {
+    if (from == peer) return NotFoundError("no other node named " + from);
+    sync_from.emplace_back(peer, from);
+    Defer(loop, [=] {
+      PullResult r;
+      r.peer = peer;
+      r.generation = 9;
+      done({r});
+    });
+    return Status::Ok();
+  }
 };
 
 struct ApiFixture {
@@ -101,6 +114,23 @@ TEST_CASE("sync streams progress, one result per peer, then the overall outcome"
   CHECK(lines[3]["error"]["code"] == "permission");
   CHECK(lines[4]["type"] == "done");
   CHECK(lines[4]["ok"] == false);
+}
+
+TEST_CASE("sync with from= pulls the peer's copy held by that node") {
+  ApiFixture f;
+  std::vector<nlohmann::json> lines;
+  auto r = f.Call("POST", "/sync?peer=hn1&from=hn2", "", &lines);
+  REQUIRE(r.ok());
+  CHECK(r->status == 200);
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0]["type"] == "result");
+  CHECK(lines[0]["peer"] == "hn1");
+  CHECK(lines[0]["generation"] == 9);
+  CHECK(lines[1]["ok"] == true);
+  CHECK(f.backend.sync_from == std::vector<std::pair<std::string, std::string>>{{"hn1", "hn2"}});
+  auto bad = f.Call("POST", "/sync?peer=hn1&from=hn1");
+  REQUIRE(bad.ok());
+  CHECK(bad->status == 404);
 }
 
 TEST_CASE("an unknown peer is a 404 restify error, a wrong method a 405") {

@@ -100,6 +100,13 @@ std::vector<std::pair<std::string, Frame>> GoldenFrames() {
   add("file_data", FrameType::kFileData, 0, 2, Bytes("rs\x02\x36"));
   add("file_end", FrameType::kFileEnd, 0, 2, EncodePayload(FileEndMsg{300000, D(3)}));
   add("cancel", FrameType::kCancel, 0, 2, {});
+  add("held_manifest_request", FrameType::kHeldManifestRequest, 0, 4,
+      EncodePayload(HeldManifestRequestMsg{ManifestRequestMsg{7, "b1b1", {}}, "headnode1"}));
+  add("held_query", FrameType::kHeldQuery, 0, 5, EncodePayload(HeldQueryMsg{"headnode1"}));
+  add("held_answer", FrameType::kHeldAnswer, 0, 5,
+      EncodePayload(HeldAnswerMsg{
+          {HeldPeer{"headnode1", "22222222-3333-4444-5555-666666666666", 42, "b1b1", 1700000000123},
+           HeldPeer{"headnode2", "", 0, "", 0}}}));
   return v;
 }
 
@@ -110,7 +117,7 @@ std::string GoldenPath(const std::string& name) {
 TEST_CASE("golden frame vectors: every frame type encodes to the recorded bytes") {
   bool regen = std::getenv("LIFEBOAT_REGEN_GOLDEN") != nullptr;
   auto frames = GoldenFrames();
-  REQUIRE(frames.size() == 14);  // one per frame type
+  REQUIRE(frames.size() == 17);  // one per frame type
   for (auto& [name, frame] : frames) {
     INFO(name);
     std::vector<uint8_t> enc = EncodeFrame(frame);
@@ -181,7 +188,7 @@ TEST_CASE("the decoder yields frames split across arbitrary reads") {
       ++count;
     }
   }
-  CHECK(count == 14);
+  CHECK(count == 17);
   CHECK(d.Finish().ok());
 }
 

@@ -1,0 +1,126 @@
+#include "catalog/held_export.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace lifeboat::catalog {
+namespace {
+
+using syncproto::EntryKind;
+using syncproto::FileEntry;
+using syncproto::ManifestAnswer;
+
+class HeldView final : public syncproto::ExportView {
+ public:
+  HeldView(Env& env, syncproto::Manifest manifest, std::map<std::string, std::string> local)
+      : env_(env), manifest_(std::move(manifest)), local_(std::move(local)) {}
+
+  Result<ManifestAnswer> ManifestSince(uint64_t since, const std::string& boot_id,
+                                       const std::vector<std::string>& services) override {
+    ManifestAnswer a;
+    a.manifest.node_uuid = manifest_.node_uuid;
+    a.manifest.node_name = manifest_.node_name;
+    a.manifest.generation = manifest_.generation;
+    a.manifest.boot_id = manifest_.boot_id;
+    if (since == manifest_.generation && boot_id == manifest_.boot_id) {
+      a.kind = ManifestAnswer::Kind::kUnchanged;
+      return a;
+    }
+    a.kind = ManifestAnswer::Kind::kFull;
+    std::set<std::string> uuids, images;
+    for (const auto& i : manifest_.instances) {
+      if (!services.empty() &&
+          std::find(services.begin(), services.end(), i.service) == services.end()) {
+        continue;
+      }
+      a.manifest.instances.push_back(i);
+      uuids.insert(i.uuid);
+    }
+    for (const auto& img : manifest_.images) {
+      a.manifest.images.push_back(img);
+      images.insert(img.uuid);
+    }
+    for (const FileEntry& f : manifest_.files) {
+      std::string inst = syncproto::InstanceOfPath(f.path);
+      if (!inst.empty() && !uuids.count(inst)) continue;
+      a.manifest.files.push_back(f);
+    }
+    return a;
+  }
+
+  Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path,
+                                                 FileEntry* entry) override {
+    auto it = local_.find(path);
+    auto e = std::lower_bound(manifest_.files.begin(), manifest_.files.end(), path,
+                              [](const FileEntry& f, const std::string& p) { return f.path < p; });
+    if (it == local_.end() || e == manifest_.files.end() || e->path != path ||
+        e->kind != EntryKind::kFile) {
+      return NotFoundError("held copy of " + manifest_.node_name + ": no file " + path);
+    }
+    *entry = *e;
+    return env_.OpenRead(it->second);
+  }
+
+ private:
+  Env& env_;
+  syncproto::Manifest manifest_;
+  std::map<std::string, std::string> local_;  // export path -> absolute store path
+};
+
+}  // namespace
+
+Result<std::vector<syncproto::HeldPeer>> HeldExport::Held(const std::string& peer) {
+  std::vector<syncproto::HeldPeer> out;
+  for (const PeerState& p : store_->Peers()) {
+    if (!peer.empty() && p.name != peer) continue;
+    out.push_back({p.name, p.node_uuid, p.generation, p.boot_id, p.last_pull_ms});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.peer < b.peer; });
+  return out;
+}
+
+Result<std::unique_ptr<syncproto::ExportView>> HeldExport::OpenHeldView(const std::string& peer) {
+  std::optional<PeerState> state = store_->Peer(peer);
+  if (!state || state->generation == 0) {
+    return NotFoundError("this node holds no copy of peer " + peer);
+  }
+  syncproto::Manifest m;
+  m.node_uuid = state->node_uuid;
+  m.node_name = state->node_name;
+  m.generation = state->generation;
+  m.boot_id = state->boot_id;
+  std::map<std::string, std::string> local;
+  std::map<std::string, StoredImage> images;
+  for (const InstanceRecord& r : store_->Instances()) {
+    if (r.peer != peer || r.removed) continue;
+    ASSIGN_OR_RETURN(InstanceGeneration g, store_->Instance(r.uuid));
+    m.instances.push_back({r.uuid, r.alias, r.service, r.image_uuid});
+    for (const StoredFile& f : g.files) {
+      m.files.push_back(f.entry);
+      local[f.entry.path] = f.local_path;
+    }
+    if (r.image_uuid.empty()) continue;
+    Result<std::vector<StoredImage>> chain = store_->ImageChain(r.image_uuid);
+    if (!chain.ok()) continue;  // served without it, as the peer would with a missing image
+    for (StoredImage& img : *chain) images.emplace(img.uuid, std::move(img));
+  }
+  for (const auto& [uuid, img] : images) {
+    m.images.push_back({uuid, img.origin});
+    const std::string dir = "images/" + uuid;
+    m.files.push_back(FileEntry{dir, EntryKind::kDir, 0, 0755, 0, {}, ""});
+    m.files.push_back(
+        FileEntry{dir + "/file", EntryKind::kFile, img.size, 0644, 0, img.file_digest, ""});
+    m.files.push_back(FileEntry{dir + "/manifest.json", EntryKind::kFile, img.manifest_size, 0644,
+                                0, img.manifest_digest, ""});
+    local[dir + "/file"] = img.file_path;
+    local[dir + "/manifest.json"] = img.manifest_path;
+  }
+  std::sort(m.instances.begin(), m.instances.end(),
+            [](const auto& a, const auto& b) { return a.uuid < b.uuid; });
+  std::sort(m.files.begin(), m.files.end(),
+            [](const FileEntry& a, const FileEntry& b) { return a.path < b.path; });
+  return std::unique_ptr<syncproto::ExportView>(new HeldView(env_, std::move(m), std::move(local)));
+}
+
+}  // namespace lifeboat::catalog

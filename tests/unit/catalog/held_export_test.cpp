@@ -1,0 +1,120 @@
+#include "catalog/held_export.h"
+
+#include <catch2/catch.hpp>
+
+#include "catalog/exporter.h"
+#include "tests/unit/catalog/test_util.h"
+
+namespace lifeboat::catalog {
+namespace {
+
+using testing::DirExport;
+using testing::PullFrom;
+using testing::TempDir;
+
+// The held copy of one peer, as an ExportSource (what HELD_MANIFEST_REQUEST
+// gives a puller).
+class HeldSourceOf : public syncproto::ExportSource {
+ public:
+  HeldSourceOf(HeldExport* held, std::string peer) : held_(held), peer_(std::move(peer)) {}
+  Result<std::unique_ptr<syncproto::ExportView>> OpenView() override {
+    return held_->OpenHeldView(peer_);
+  }
+
+ private:
+  HeldExport* held_;
+  std::string peer_;
+};
+
+struct Fixture {
+  TempDir tmp;
+  DirExport exp{tmp / "export"};
+  ManualClock clock;
+  std::unique_ptr<Provider> provider = MakeDirProvider(*Env::Default(), exp.root);
+  std::unique_ptr<Exporter> exporter;
+
+  Fixture() {
+    ExporterOptions o;
+    o.provider = provider.get();
+    o.state_dir = tmp / "export-state";
+    o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+    o.node_name = "headnode1";
+    auto e = Exporter::Open(*Env::Default(), clock, o);
+    REQUIRE(e.ok());
+    exporter = std::move(*e);
+  }
+  std::unique_ptr<Store> OpenStore(const std::string& dir) {
+    StoreOptions o;
+    o.data_dir = tmp / dir;
+    auto s = Store::Open(*Env::Default(), clock, o);
+    REQUIRE(s.ok());
+    return std::move(*s);
+  }
+};
+
+TEST_CASE("Held lists the peers held with their generation, filtered by name") {
+  Fixture f;
+  auto store = f.OpenStore("c");
+  HeldExport held(*Env::Default(), store.get());
+  auto none = held.Held("");
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+  REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
+  auto all = held.Held("");
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 1);
+  const auto p = store->Peer("headnode1");
+  CHECK((*all)[0] ==
+        syncproto::HeldPeer{"headnode1", p->node_uuid, p->generation, p->boot_id, p->last_pull_ms});
+  CHECK((*all)[0].generation > 0);
+  auto other = held.Held("headnode9");
+  REQUIRE(other.ok());
+  CHECK(other->empty());
+  CHECK(held.OpenHeldView("headnode9").status().code() == Code::kNotFound);
+}
+
+TEST_CASE("a held copy pulled by another store becomes that peer's data, identical") {
+  Fixture f;
+  auto c = f.OpenStore("c");  // pulled headnode1 itself
+  REQUIRE(PullFrom(*f.exporter, *c, "headnode1").ok());
+  HeldExport held(*Env::Default(), c.get());
+  HeldSourceOf source(&held, "headnode1");
+
+  auto a = f.OpenStore("a");  // pulls headnode1's copy from c
+  REQUIRE(PullFrom(source, *a, "headnode1").ok());
+  auto pa = a->Peer("headnode1"), pc = c->Peer("headnode1");
+  REQUIRE(pa);
+  CHECK(pa->generation == pc->generation);
+  CHECK(pa->boot_id == pc->boot_id);
+  CHECK(pa->node_uuid == "564dd1ac-164d-cc50-247c-b2eb0cf21ce5");
+  CHECK(pa->node_name == "headnode1");
+  auto ia = a->Instances(), ic = c->Instances();
+  REQUIRE(ia.size() == 3);
+  REQUIRE(ia.size() == ic.size());
+  for (size_t i = 0; i < ia.size(); ++i) {
+    CHECK(ia[i].uuid == ic[i].uuid);
+    CHECK(ia[i].alias == ic[i].alias);
+    auto ga = a->Instance(ia[i].uuid), gc = c->Instance(ic[i].uuid);
+    REQUIRE(ga.ok());
+    REQUIRE(gc.ok());
+    REQUIRE(ga->files.size() == gc->files.size());
+    for (size_t k = 0; k < ga->files.size(); ++k) CHECK(ga->files[k].entry == gc->files[k].entry);
+    CHECK(ga->vm_payload == gc->vm_payload);
+  }
+  auto chain = a->ImageChain(f.exp.img_imgapi);
+  REQUIRE(chain.ok());
+  CHECK(chain->size() == 3);
+  auto verify = a->Verify();
+  REQUIRE(verify.ok());
+  CHECK(verify->ok());
+
+  // Asked again at the generation now held: nothing to do.
+  auto view = held.OpenHeldView("headnode1");
+  REQUIRE(view.ok());
+  auto same = (*view)->ManifestSince(pa->generation, pa->boot_id, {});
+  REQUIRE(same.ok());
+  CHECK(same->kind == syncproto::ManifestAnswer::Kind::kUnchanged);
+}
+
+}  // namespace
+}  // namespace lifeboat::catalog
