@@ -198,22 +198,160 @@ void HttpResponse::EndStream() {
   conn_->CloseAfterFlush();
 }
 
+// ---- HttpRequestParser ---------------------------------------------------------------
+
+struct HttpRequestParser::Impl {
+  explicit Impl(HttpLimits l) : limits(l) {
+    http_parser_init(&parser, HTTP_REQUEST);
+    parser.data = this;
+    http_parser_settings_init(&settings);
+    settings.on_url = &OnUrl;
+    settings.on_header_field = &OnHeaderField;
+    settings.on_header_value = &OnHeaderValue;
+    settings.on_headers_complete = &OnHeadersComplete;
+    settings.on_body = &OnBody;
+    settings.on_message_complete = &OnMessageComplete;
+  }
+
+  void Feed(std::span<const uint8_t> data) {
+    if (state != State::kNeedMore) return;
+    size_t n = http_parser_execute(&parser, &settings, reinterpret_cast<const char*>(data.data()),
+                                   data.size());
+    if (state != State::kNeedMore) return;
+    if (parser.http_errno != HPE_OK || n != data.size()) {
+      Fail(400, "BadRequest",
+           std::string("malformed HTTP request: ") +
+               http_errno_description(static_cast<http_errno>(parser.http_errno)));
+    }
+  }
+
+  void Fail(int status, std::string_view code, std::string_view message) {
+    if (state != State::kNeedMore) return;
+    state = State::kFailed;
+    error = {status, std::string(code), std::string(message)};
+  }
+
+  static Impl* Self(http_parser* p) { return static_cast<Impl*>(p->data); }
+
+  bool AddHeaderBytes(size_t n) {
+    header_bytes += n;
+    if (header_bytes > limits.max_header_bytes) {
+      Fail(431, "RequestHeaderFieldsTooLarge", "request headers are too large");
+      return false;
+    }
+    return true;
+  }
+
+  static int OnUrl(http_parser* p, const char* at, size_t len) {
+    auto* self = Self(p);
+    self->url.append(at, len);
+    if (self->url.size() > self->limits.max_url) {
+      self->Fail(414, "UriTooLong", "request URL is too long");
+      return -1;
+    }
+    return 0;
+  }
+
+  static int OnHeaderField(http_parser* p, const char* at, size_t len) {
+    auto* self = Self(p);
+    if (!self->AddHeaderBytes(len)) return -1;
+    if (self->in_value) {
+      self->req.headers[Lower(self->field)] = self->value;
+      self->field.clear();
+      self->value.clear();
+      self->in_value = false;
+    }
+    self->field.append(at, len);
+    return 0;
+  }
+
+  static int OnHeaderValue(http_parser* p, const char* at, size_t len) {
+    auto* self = Self(p);
+    if (!self->AddHeaderBytes(len)) return -1;
+    self->in_value = true;
+    self->value.append(at, len);
+    return 0;
+  }
+
+  static int OnHeadersComplete(http_parser* p) {
+    auto* self = Self(p);
+    if (self->in_value) self->req.headers[Lower(self->field)] = self->value;
+    if (p->content_length != ULLONG_MAX && p->content_length > self->limits.max_body) {
+      self->Fail(413, "PayloadTooLarge", "request body is too large");
+      return -1;
+    }
+    return 0;
+  }
+
+  static int OnBody(http_parser* p, const char* at, size_t len) {
+    auto* self = Self(p);
+    self->req.body.append(at, len);
+    if (self->req.body.size() > self->limits.max_body) {
+      self->Fail(413, "PayloadTooLarge", "request body is too large");
+      return -1;
+    }
+    return 0;
+  }
+
+  static int OnMessageComplete(http_parser* p) {
+    Self(p)->Complete(p);
+    // Stop here: one request per connection, whatever follows is ignored.
+    http_parser_pause(p, 1);
+    return 0;
+  }
+
+  void Complete(http_parser* p) {
+    req.method = http_method_str(static_cast<http_method>(p->method));
+    http_parser_url u;
+    http_parser_url_init(&u);
+    if (http_parser_parse_url(url.data(), url.size(), 0, &u) != 0) {
+      Fail(400, "BadRequest", "malformed request URL");
+      return;
+    }
+    std::string_view raw_path =
+        (u.field_set & (1 << UF_PATH))
+            ? std::string_view(url).substr(u.field_data[UF_PATH].off, u.field_data[UF_PATH].len)
+            : std::string_view("/");
+    std::string_view raw_query =
+        (u.field_set & (1 << UF_QUERY))
+            ? std::string_view(url).substr(u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
+            : std::string_view();
+    if (!PercentDecode(raw_path, &req.path, false) || !ParseQuery(raw_query, &req.query)) {
+      Fail(400, "BadRequest", "malformed escape in request URL");
+      return;
+    }
+    state = State::kDone;
+  }
+
+  HttpLimits limits;
+  http_parser parser;
+  http_parser_settings settings;
+  State state = State::kNeedMore;
+  Error error;
+  HttpRequest req;
+  std::string url, field, value;
+  bool in_value = false;
+  size_t header_bytes = 0;
+};
+
+HttpRequestParser::HttpRequestParser(HttpLimits limits) : impl_(std::make_unique<Impl>(limits)) {}
+HttpRequestParser::~HttpRequestParser() = default;
+
+HttpRequestParser::State HttpRequestParser::Feed(std::span<const uint8_t> data) {
+  impl_->Feed(data);
+  return impl_->state;
+}
+
+HttpRequestParser::State HttpRequestParser::state() const { return impl_->state; }
+HttpRequest& HttpRequestParser::request() { return impl_->req; }
+const HttpRequestParser::Error& HttpRequestParser::error() const { return impl_->error; }
+
 // ---- HttpConnection: one connection, one request -------------------------------------------
 
 class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
  public:
   HttpConnection(HttpServer* server, std::shared_ptr<Connection> conn)
-      : server_(server), conn_(std::move(conn)), deadline_(nullptr) {
-    http_parser_init(&parser_, HTTP_REQUEST);
-    parser_.data = this;
-    http_parser_settings_init(&settings_);
-    settings_.on_url = &OnUrl;
-    settings_.on_header_field = &OnHeaderField;
-    settings_.on_header_value = &OnHeaderValue;
-    settings_.on_headers_complete = &OnHeadersComplete;
-    settings_.on_body = &OnBody;
-    settings_.on_message_complete = &OnMessageComplete;
-  }
+      : server_(server), conn_(std::move(conn)), deadline_(nullptr), parser_(server->limits_) {}
 
   void Start(uv_loop_t* loop) {
     std::weak_ptr<HttpConnection> weak = shared_from_this();
@@ -252,13 +390,17 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
  private:
   void OnData(std::span<const uint8_t> data) {
     if (dispatched_ || failed_) return;  // one request per connection
-    size_t n = http_parser_execute(&parser_, &settings_, reinterpret_cast<const char*>(data.data()),
-                                   data.size());
-    if (failed_ || dispatched_) return;
-    if (parser_.http_errno != HPE_OK || n != data.size()) {
-      Fail(400, "BadRequest",
-           std::string("malformed HTTP request: ") +
-               http_errno_description(static_cast<http_errno>(parser_.http_errno)));
+    switch (parser_.Feed(data)) {
+      case HttpRequestParser::State::kNeedMore:
+        return;
+      case HttpRequestParser::State::kFailed: {
+        const auto& e = parser_.error();
+        Fail(e.status, e.code, e.message);
+        return;
+      }
+      case HttpRequestParser::State::kDone:
+        Dispatch();
+        return;
     }
   }
 
@@ -269,98 +411,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     r.SendError(status, code, message);
   }
 
-  static HttpConnection* Self(http_parser* p) { return static_cast<HttpConnection*>(p->data); }
-
-  bool AddHeaderBytes(size_t n) {
-    header_bytes_ += n;
-    if (header_bytes_ > server_->limits_.max_header_bytes) {
-      Fail(431, "RequestHeaderFieldsTooLarge", "request headers are too large");
-      return false;
-    }
-    return true;
-  }
-
-  static int OnUrl(http_parser* p, const char* at, size_t len) {
-    auto* self = Self(p);
-    self->url_.append(at, len);
-    if (self->url_.size() > self->server_->limits_.max_url) {
-      self->Fail(414, "UriTooLong", "request URL is too long");
-      return -1;
-    }
-    return 0;
-  }
-
-  static int OnHeaderField(http_parser* p, const char* at, size_t len) {
-    auto* self = Self(p);
-    if (!self->AddHeaderBytes(len)) return -1;
-    if (self->in_value_) {
-      self->headers_[Lower(self->field_)] = self->value_;
-      self->field_.clear();
-      self->value_.clear();
-      self->in_value_ = false;
-    }
-    self->field_.append(at, len);
-    return 0;
-  }
-
-  static int OnHeaderValue(http_parser* p, const char* at, size_t len) {
-    auto* self = Self(p);
-    if (!self->AddHeaderBytes(len)) return -1;
-    self->in_value_ = true;
-    self->value_.append(at, len);
-    return 0;
-  }
-
-  static int OnHeadersComplete(http_parser* p) {
-    auto* self = Self(p);
-    if (self->in_value_) self->headers_[Lower(self->field_)] = self->value_;
-    if (p->content_length != ULLONG_MAX && p->content_length > self->server_->limits_.max_body) {
-      self->Fail(413, "PayloadTooLarge", "request body is too large");
-      return -1;
-    }
-    return 0;
-  }
-
-  static int OnBody(http_parser* p, const char* at, size_t len) {
-    auto* self = Self(p);
-    self->body_.append(at, len);
-    if (self->body_.size() > self->server_->limits_.max_body) {
-      self->Fail(413, "PayloadTooLarge", "request body is too large");
-      return -1;
-    }
-    return 0;
-  }
-
-  static int OnMessageComplete(http_parser* p) {
-    auto* self = Self(p);
-    self->Dispatch(p);
-    return 0;
-  }
-
-  void Dispatch(http_parser* p) {
-    HttpRequest req;
-    req.method = http_method_str(static_cast<http_method>(p->method));
-    req.headers = std::move(headers_);
-    req.body = std::move(body_);
+  void Dispatch() {
+    HttpRequest req = std::move(parser_.request());
     req.remote = conn_->peer_name();
-    http_parser_url u;
-    http_parser_url_init(&u);
-    if (http_parser_parse_url(url_.data(), url_.size(), 0, &u) != 0) {
-      Fail(400, "BadRequest", "malformed request URL");
-      return;
-    }
-    std::string_view raw_path =
-        (u.field_set & (1 << UF_PATH))
-            ? std::string_view(url_).substr(u.field_data[UF_PATH].off, u.field_data[UF_PATH].len)
-            : std::string_view("/");
-    std::string_view raw_query =
-        (u.field_set & (1 << UF_QUERY))
-            ? std::string_view(url_).substr(u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len)
-            : std::string_view();
-    if (!PercentDecode(raw_path, &req.path, false) || !ParseQuery(raw_query, &req.query)) {
-      Fail(400, "BadRequest", "malformed escape in request URL");
-      return;
-    }
     dispatched_ = true;
     deadline_->Stop();
     conn_->PauseReading();
@@ -372,12 +425,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   HttpServer* server_;
   std::shared_ptr<Connection> conn_;
   std::unique_ptr<Timer> deadline_;
-  http_parser parser_;
-  http_parser_settings settings_;
-  std::string url_, field_, value_, body_;
-  bool in_value_ = false;
-  size_t header_bytes_ = 0;
-  std::map<std::string, std::string> headers_;
+  HttpRequestParser parser_;
   bool dispatched_ = false;
   bool failed_ = false;
   std::shared_ptr<HttpResponse> response_;

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +48,42 @@ bool ParseQuery(std::string_view query, std::map<std::string, std::string>* out)
 
 // The reason phrase of a status code ("Not Found").
 const char* HttpReason(int status);
+
+// Parses one HTTP/1.1 request from bytes as they arrive, socket-free
+// (nodejs/http-parser underneath), enforcing the URL, header and body limits
+// of HttpLimits (not the timeouts). The server feeds it what a connection
+// receives; the fuzz target feeds it anything.
+//
+// Threads: one thread at a time.
+class HttpRequestParser {
+ public:
+  enum class State { kNeedMore, kDone, kFailed };
+  // The answer a request that failed to parse gets.
+  struct Error {
+    int status = 400;
+    std::string code;  // restify-style: "BadRequest", "UriTooLong", ...
+    std::string message;
+  };
+
+  explicit HttpRequestParser(HttpLimits limits = {});
+  ~HttpRequestParser();
+  HttpRequestParser(const HttpRequestParser&) = delete;
+  HttpRequestParser& operator=(const HttpRequestParser&) = delete;
+
+  // Consumes received bytes; once kDone or kFailed, further bytes are ignored
+  // (one request per connection).
+  State Feed(std::span<const uint8_t> data);
+  State state() const;
+  // kDone: the request (method, path, query, headers, body; not `remote`).
+  HttpRequest& request();
+  // kFailed: why.
+  const Error& error() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
 
 class HttpConnection;
 

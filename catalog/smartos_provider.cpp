@@ -1,8 +1,7 @@
 // The smartos provider: vmadm, imgadm and zfs, run without a shell.
+#include "catalog/provider.h"
+
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,125 +12,29 @@
 #include <unordered_map>
 
 #include "base/log.h"
+#include "base/subprocess.h"
 #include "catalog/internal/util.h"
-#include "catalog/provider.h"
 
 namespace lifeboat::catalog {
-namespace {
-
-constexpr size_t kMaxStderr = 16 << 10;
-
-struct Fd {
-  int fd = -1;
-  ~Fd() { Close(); }
-  void Close() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
-
-std::string CommandLine(const std::vector<std::string>& argv) {
-  std::string out;
-  for (const auto& a : argv) out += (out.empty() ? "" : " ") + a;
-  return out;
-}
-
-}  // namespace
 
 Result<std::string> RunCommand(const std::string& command_dir, const std::vector<std::string>& argv,
                                uint64_t max_output, int stdout_fd) {
   if (argv.empty()) return InternalError("RunCommand: empty argv");
+  std::vector<std::string> full = argv;
+  if (!command_dir.empty()) full[0] = JoinPath(command_dir, argv[0]);
+  CommandOptions options;
+  options.max_output = static_cast<size_t>(max_output);
+  options.stdout_fd = stdout_fd;
+  ASSIGN_OR_RETURN(CommandResult r, lifeboat::RunCommand(full, options));
   const std::string cmdline = CommandLine(argv);
-  const std::string program = command_dir.empty() ? argv[0] : JoinPath(command_dir, argv[0]);
-  std::vector<char*> cargv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-
-  Fd out_r, out_w, err_r, err_w;
-  int p[2];
-  if (stdout_fd < 0) {
-    if (::pipe2(p, O_CLOEXEC) != 0) return PosixError("pipe", cmdline, errno);
-    out_r.fd = p[0];
-    out_w.fd = p[1];
-  }
-  if (::pipe2(p, O_CLOEXEC) != 0) return PosixError("pipe", cmdline, errno);
-  err_r.fd = p[0];
-  err_w.fd = p[1];
-
-  pid_t pid = ::fork();
-  if (pid < 0) return PosixError("fork", cmdline, errno);
-  if (pid == 0) {
-    // Child: only async-signal-safe calls from here on.
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, 0);
-    ::dup2(stdout_fd >= 0 ? stdout_fd : out_w.fd, 1);
-    ::dup2(err_w.fd, 2);
-    if (command_dir.empty()) {
-      ::execvp(program.c_str(), cargv.data());
-    } else {
-      ::execv(program.c_str(), cargv.data());
-    }
-    const char msg[] = "exec failed\n";
-    ssize_t ignored = ::write(2, msg, sizeof(msg) - 1);
-    (void)ignored;
-    ::_exit(127);
-  }
-  out_w.Close();
-  err_w.Close();
-
-  std::string out, err;
-  bool overflow = false;
-  char buf[65536];
-  while (out_r.fd >= 0 || err_r.fd >= 0) {
-    pollfd fds[2];
-    int n = 0;
-    if (out_r.fd >= 0) fds[n++] = {out_r.fd, POLLIN, 0};
-    if (err_r.fd >= 0) fds[n++] = {err_r.fd, POLLIN, 0};
-    if (::poll(fds, n, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    for (int i = 0; i < n; ++i) {
-      if (fds[i].revents == 0) continue;
-      Fd& which = fds[i].fd == out_r.fd ? out_r : err_r;
-      ssize_t got = ::read(which.fd, buf, sizeof(buf));
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) {
-        which.Close();
-        continue;
-      }
-      if (&which == &out_r) {
-        if (out.size() + static_cast<size_t>(got) > max_output) {
-          overflow = true;
-          ::kill(pid, SIGKILL);
-          out_r.Close();
-        } else {
-          out.append(buf, static_cast<size_t>(got));
-        }
-      } else if (err.size() < kMaxStderr) {
-        err.append(buf, std::min(static_cast<size_t>(got), kMaxStderr - err.size()));
-      }
-    }
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return PosixError("waitpid", cmdline, errno);
-  }
-  while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
-  if (overflow) {
+  if (r.truncated && r.out.size() >= max_output) {
     return IoError("`" + cmdline + "` printed more than " + std::to_string(max_output) + " bytes");
   }
-  if (WIFSIGNALED(status)) {
-    return IoError("`" + cmdline + "` killed by signal " + std::to_string(WTERMSIG(status)) +
-                       (err.empty() ? "" : ": " + err),
-                   /*retryable=*/true);
+  if (!r.ok()) {
+    // "`zfs send ...` exited 1: cannot open ..." (Describe() says "exit 1: ...").
+    return IoError("`" + cmdline + "` exited" + r.Describe().substr(4), /*retryable=*/true);
   }
-  if (WEXITSTATUS(status) != 0) {
-    return IoError("`" + cmdline + "` exited " + std::to_string(WEXITSTATUS(status)) +
-                       (err.empty() ? "" : ": " + err),
-                   /*retryable=*/true);
-  }
-  return out;
+  return std::move(r.out);
 }
 
 namespace {

@@ -43,7 +43,7 @@ struct RestoreFlags {
   std::string target;
   bool reuse_ips = false;
   bool new_ips = false;
-  int64_t generation = -1;
+  std::optional<uint64_t> generation;
   bool force = false;
   bool from_freshest = false;
   bool yes = false;
@@ -275,7 +275,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   req.selection.peer = flags.peer;
   req.selection.services = flags.services;
   req.selection.instances = flags.instances;
-  if (flags.generation >= 0) req.selection.generation = static_cast<uint64_t>(flags.generation);
+  req.selection.generation = flags.generation;
   req.dry_run = flags.dry_run;
   req.force = flags.force;
   req.assume_yes = flags.yes;
@@ -312,7 +312,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
 const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx) {
   static RestoreFlags flags;
   CLI::App* sub = root.add_subcommand(
-      "restore", "Rebuild a lost headnode's instances from the catalog (see docs/restore.md)");
+      "restore", "Rebuild a lost headnode's instances from the catalog (see docs/operator-guide.md)");
   sub->add_option("--peer", flags.peer, "restore every instance held from this peer");
   sub->add_option("--service", flags.services, "restore the instances of these services");
   sub->add_option("--instance", flags.instances, "restore these instances (uuids)");
@@ -322,7 +322,13 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
   sub->add_flag("--reuse-ips", flags.reuse_ips, "keep the NIC addresses (default)");
   sub->add_flag("--new-ips", flags.new_ips, "drop the NIC addresses: fresh IPs, same networks");
   sub->add_option("--generation", flags.generation,
-                  "restore this retained catalog generation instead of the current one");
+                  "restore this retained catalog generation (the seq of `lifeboat catalog show "
+                  "UUID`) instead of the current one")
+      ->check([](const std::string& v) -> std::string {
+        bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? ""
+                      : "--generation must be a generation number (1, 2, ...), got '" + v + "'";
+      });
   sub->add_flag("--force", flags.force, "restore even though the peer still answers");
   sub->add_flag("--from-freshest", flags.from_freshest,
                 "pull the freshest copy held by another node first");

@@ -12,8 +12,11 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "base/clock.h"
+#include "catalog/store.h"
 #include "cli/command.h"
 #include "conf/config.h"
+#include "restore/deposed.h"
 
 namespace lifeboat::cli {
 namespace {
@@ -30,6 +33,47 @@ const std::vector<std::string> kAllColumns = {"peer",         "address",      "r
                                               "last_attempt", "last_success", "age",       "stale",
                                               "generation",   "error",        "bytes",     "files",
                                               "pulls",        "failed",       "next_pull"};
+
+// Adds "restored" (instances restored by this node, from the restore
+// journals) and "deposed" (instances of a peer that came back although they
+// were restored: both copies exist) to the status object. Reads the catalog
+// read-only, beside the running agent.
+Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
+  catalog::StoreOptions so;
+  so.data_dir = config.agent.data_dir;
+  so.read_only = true;
+  ASSIGN_OR_RETURN(auto store, catalog::Store::Open(*Env::Default(), *Clock::Real(), so));
+  ASSIGN_OR_RETURN(auto restored, restore::ListRestoredInstances(*Env::Default(), so.data_dir));
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& [old_uuid, r] : restored) {
+    list.push_back({{"old_uuid", old_uuid},
+                    {"old_alias", r.old_alias},
+                    {"peer", r.peer},
+                    {"new_uuid", r.new_uuid},
+                    {"alias", r.alias},
+                    {"node", r.node},
+                    {"backend", r.backend},
+                    {"target", r.target},
+                    {"restored_at", FormatIso8601Ms(r.restored_ms)}});
+  }
+  st["restored"] = std::move(list);
+  nlohmann::json deposed = nlohmann::json::array();
+  for (const auto& d : restore::FindDeposed(store->Instances(), restored, [&] {
+         std::map<std::string, int64_t> last;
+         for (const auto& p : store->Peers()) last[p.name] = p.last_pull_ms;
+         return last;
+       }())) {
+    deposed.push_back({{"peer", d.old.peer},
+                       {"old_uuid", d.old.uuid},
+                       {"old_alias", d.old.alias},
+                       {"new_uuid", d.restored.new_uuid},
+                       {"alias", d.restored.alias},
+                       {"node", d.restored.node},
+                       {"restored_at", FormatIso8601Ms(d.restored.restored_ms)}});
+  }
+  st["deposed"] = std::move(deposed);
+  return Status::Ok();
+}
 
 std::string Str(const nlohmann::json& v) {
   if (v.is_null()) return "-";
@@ -120,6 +164,9 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
               << "\n";
     return kExitUnavailable;
   }
+  if (Status rs = AddRestoreState(*config, st); !rs.ok()) {
+    std::cerr << "lifeboat status: restores: " << rs.message() << "\n";
+  }
   std::vector<std::string> stale;
   for (const auto& p : st["peers"]) {
     if (p.value("stale", true)) stale.push_back(p.value("name", "?"));
@@ -154,6 +201,17 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
       PrintTable({"SERVICE", "INSTANCES", "REMOVED", "NEWEST", "OLDEST", "PEERS"}, srows,
                  opt.no_header);
     }
+  }
+  if (!ctx.json && st.contains("deposed") && !st["deposed"].empty()) {
+    std::cout << "\nDEPOSED: restored elsewhere, yet their node exports them again; retire the "
+                 "old instances:\n";
+    std::vector<std::vector<std::string>> drows;
+    for (const auto& d : st["deposed"]) {
+      drows.push_back({Str(d["peer"]), Str(d["old_alias"]), Str(d["old_uuid"]), Str(d["alias"]),
+                       Str(d["new_uuid"]), Str(d["node"]), Str(d["restored_at"])});
+    }
+    PrintTable({"PEER", "OLD ALIAS", "OLD UUID", "RESTORED AS", "NEW UUID", "ON", "AT"}, drows,
+               opt.no_header);
   }
   if (opt.check && !stale.empty()) {
     std::string names;

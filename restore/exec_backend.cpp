@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "restore/backend.h"
-#include "restore/process.h"
+#include "base/subprocess.h"
 
 namespace lifeboat::restore {
 namespace {

@@ -338,6 +338,11 @@ class RunState {
       const PeerCopy* best = nullptr;
       for (const PeerCopy& c : copies) {
         report_.copies.push_back(c);
+        if (!c.reachable) {
+          report_.warnings.push_back("could not learn which generation of " + peer + " node " +
+                                     c.node + " holds (" + c.error +
+                                     "): the copy here may not be the freshest");
+        }
         if (c.reachable && c.generation > local && (!best || c.generation > best->generation)) {
           best = &c;
         }

@@ -15,7 +15,7 @@
 #include <memory>
 
 #include "restore/backend.h"
-#include "restore/process.h"
+#include "base/subprocess.h"
 #include "restore/tree_copy.h"
 
 namespace lifeboat::restore {

@@ -133,6 +133,7 @@ class TlsChannel {
   std::span<const uint8_t> ciphertext() const;
   void ConsumeCiphertext(size_t n);
 
+  bool started() const { return started_; }
   bool handshake_done() const { return handshake_done_; }
   // The peer sent close_notify: no more plaintext will come.
   bool peer_closed() const { return peer_closed_; }

@@ -276,6 +276,34 @@ class RestoreTest(unittest.TestCase):
             self.assertEqual(tree(os.path.join(state, "zones", inst["new_uuid"], "data")),
                              tree(c.exports["B"].dataset_path(inst["old_uuid"])))
 
+    def test_returning_peer_is_flagged_deposed_and_restored_instances_untouched(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        restored = {i["old_uuid"]: i for i in out["plan"]["instances"]}
+        st = A.status()
+        self.assertEqual({r["old_uuid"] for r in st["restored"]}, set(restored))
+        self.assertEqual(st["deposed"], [])
+        before = whole_tree_bytes(target)
+
+        c.agents["B"].start()  # B comes back with its old instances
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        st = A.status()
+        deposed = {d["old_uuid"]: d for d in st["deposed"]}
+        self.assertEqual(set(deposed), set(restored))
+        for old, d in deposed.items():
+            self.assertEqual(d["peer"], "B")
+            self.assertEqual(d["new_uuid"], restored[old]["new_uuid"])
+            self.assertEqual(d["alias"], restored[old]["alias"])
+        text = A.cli("status", timeout=30)
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("DEPOSED", text.stdout)
+        self.assertIn(restored[self.b["imgapi0"]]["new_uuid"], text.stdout)
+        self.assertEqual(whole_tree_bytes(target), before, "a pull touched the restored instances")
+
 
 def main():
     parser = argparse.ArgumentParser()

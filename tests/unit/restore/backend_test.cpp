@@ -4,7 +4,6 @@
 
 #include "base/digest.h"
 #include "base/fault_env.h"
-#include "restore/process.h"
 #include "restore/tree_copy.h"
 #include "tests/unit/restore/restore_test_util.h"
 
@@ -306,33 +305,21 @@ TEST_CASE("exec backend gives the hook the step as JSON on stdin and reports its
     return j;
   }());
   CHECK(create["payload"]["alias"] == "imgapi1");
-  auto r = backend->Run(plan.steps[3], {});
+  TreeMeta meta = {{"", {0750, 1'600'000'000'000'000'000}}, {"etc/config.json", {0640, 42}}};
+  auto r = backend->Run(plan.steps[3], StepInput{&meta});
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().message().find("exit 3: disk on fire for " + plan.instances[0].new_uuid) !=
         std::string::npos);
+  json data = json::parse(ReadFile(dir / ("out/" + plan.steps[3].id + ".json")));
+  CHECK(data["data_path"] == src.data);
+  CHECK(data["data_meta"]["."]["mode"] == 0750);
+  CHECK(data["data_meta"]["etc/config.json"]["mtime_ns"] == 42);
 
   opts.commands.erase("create_instance");
   auto partial = NewExecBackend(opts);
   auto check = partial->Check(plan);
   CHECK(check.code() == Code::kConfig);
   CHECK(check.message().find("create_instance") != std::string::npos);
-}
-
-TEST_CASE("RunCommand captures bounded output and survives a child that ignores stdin") {
-  CommandOptions opts;
-  opts.stdin_data = std::string(1 << 20, 'a');  // more than a pipe holds
-  opts.max_output = 10;
-  auto r = RunCommand({"/bin/sh", "-c", "echo 0123456789abcdef; echo err >&2; exit 4"}, opts);
-  REQUIRE(r.ok());
-  CHECK(r->exit_code == 4);
-  CHECK(r->out == "0123456789");
-  CHECK(r->truncated);
-  CHECK(r->err == "err\n");
-  auto cat = RunCommand({"cat"}, CommandOptions{"hello", 1024, {}});
-  REQUIRE(cat.ok());
-  CHECK(cat->out == "hello");
-  auto missing = RunCommand({"/nonexistent/tool"});
-  CHECK(missing.status().code() == Code::kUnavailable);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "catalog/exporter.h"
 #include "catalog/provider.h"
 #include "catalog/store.h"
+#include "restore/deposed.h"
 #include "tests/unit/restore/restore_test_util.h"
 
 namespace lifeboat::restore {
@@ -265,7 +266,7 @@ TEST_CASE("restore --peer rebuilds every instance of the lost node in service or
   CHECK(SnapshotTree(c.target()) == before);
 }
 
-TEST_CASE("--dry-run prints the plan and leaves target and catalog byte-identical") {
+TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog byte-identical") {
   Cluster c;
   WriteFile(c.target() + "/zones/existing/vm.json", R"({"alias": "imgapi1"})");
   auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
@@ -484,8 +485,10 @@ TEST_CASE("a fresher copy on another node is named, and --from-freshest pulls it
   REQUIRE(Restorer(ctx).Run(dry, &report).ok());
   CHECK(report.fresher_node == "headnode2");
   CHECK(report.fresher_generation == local + 3);
-  REQUIRE_FALSE(report.warnings.empty());
-  CHECK(report.warnings[0].find("headnode2 holds generation " + std::to_string(local + 3)) !=
+  REQUIRE(report.warnings.size() == 2);
+  CHECK(report.warnings[0].find("headnode3") != std::string::npos);
+  CHECK(report.warnings[0].find("connection refused") != std::string::npos);
+  CHECK(report.warnings[1].find("headnode2 holds generation " + std::to_string(local + 3)) !=
         std::string::npos);
   CHECK(probe.pulls == 0);
 
@@ -537,6 +540,70 @@ TEST_CASE("selection by service and instance, and unknown selections") {
   CHECK(restorer.Run(req, &report).code() == Code::kNotFound);
   req.selection.services = {"vmapi"};
   CHECK(restorer.Run(req, &report).code() == Code::kUsage);
+}
+
+TEST_CASE("a chosen generation (--generation) restores an older retained generation of an instance") {
+  Cluster c;
+  WriteFile(c.export_root() + "/datasets/" + kImgapi0 + "/identity", "imgapi0, second\n");
+  REQUIRE(c.Pull().ok());
+  auto seqs = c.store().Generations(kImgapi0);
+  REQUIRE(seqs.ok());
+  REQUIRE(seqs->size() == 2);
+
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  Restorer restorer(c.Context(backend.get()));
+  RestoreRequest req;
+  req.selection.instances = {kImgapi0};
+  req.selection.generation = seqs->front();
+  RestoreReport old_report;
+  REQUIRE(restorer.Run(req, &old_report).ok());
+  REQUIRE(old_report.plan.instances.size() == 1);
+  CHECK(old_report.plan.instances[0].seq == seqs->front());
+  CHECK(ReadFile(c.target() + "/zones/" + old_report.plan.instances[0].new_uuid +
+                 "/data/identity") == "imgapi0\n");
+
+  req.selection.generation.reset();
+  RestoreReport current;
+  REQUIRE(restorer.Run(req, &current).ok());
+  // A different selection is a different restore, with its own alias.
+  CHECK(current.journal_id != old_report.journal_id);
+  CHECK(current.plan.instances[0].alias == "imgapi2");
+  CHECK(ReadFile(c.target() + "/zones/" + current.plan.instances[0].new_uuid + "/data/identity") ==
+        "imgapi0, second\n");
+
+  req.selection.generation = 999;
+  RestoreReport missing;
+  Status st = restorer.Run(req, &missing);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.message().find("generation 999") != std::string::npos);
+}
+
+TEST_CASE("instances of a peer that comes back after their restore are deposed") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  RestoreRequest req;
+  req.selection.instances = {kImgapi0, kSapi0};
+  req.force = true;
+  RestoreReport report;
+  REQUIRE(Restorer(c.Context(backend.get())).Run(req, &report).ok());
+  auto before = FindDeposed(*Env::Default(), c.store(), c.data_dir());
+  REQUIRE(before.ok());
+  CHECK(before->empty());  // nothing heard from headnode1 since the restore
+
+  // headnode1 comes back and is pulled again: its old instances are deposed.
+  // It exports exactly what it did before it was lost.
+  c.clock().Advance(60'000);
+  REQUIRE(c.Pull().ok());
+  auto deposed = FindDeposed(*Env::Default(), c.store(), c.data_dir());
+  REQUIRE(deposed.ok());
+  REQUIRE(deposed->size() == 2);
+  CHECK((*deposed)[0].old.alias == "imgapi0");
+  CHECK((*deposed)[0].restored.alias == "imgapi1");
+  CHECK((*deposed)[0].restored.new_uuid == report.plan.instances[1].new_uuid);
+  CHECK((*deposed)[1].old.alias == "sapi0");
+  // The restored instances are untouched by the pull.
+  CHECK(json::parse(ReadFile(c.target() + "/zones/" + report.plan.instances[1].new_uuid +
+                             "/vm.json"))["alias"] == "imgapi1");
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-#include "restore/process.h"
+#include "base/subprocess.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -12,7 +12,7 @@
 
 extern char** environ;
 
-namespace lifeboat::restore {
+namespace lifeboat {
 namespace {
 
 struct Pipe {
@@ -101,7 +101,7 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
   if (pid < 0) return PosixError("fork for", argv[0], errno);
   if (pid == 0) {
     ::dup2(in.fd[0], 0);
-    ::dup2(out.fd[1], 1);
+    ::dup2(options.stdout_fd >= 0 ? options.stdout_fd : out.fd[1], 1);
     ::dup2(err.fd[1], 2);
     ::signal(SIGPIPE, SIG_DFL);
     ::execvpe(cargv[0], cargv.data(), cenv.data());
@@ -112,6 +112,7 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
   }
   in.Close(0);
   out.Close(1);
+  if (options.stdout_fd >= 0) out.Close(0);
   err.Close(1);
   status.Close(1);
 
@@ -191,4 +192,4 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
   return result;
 }
 
-}  // namespace lifeboat::restore
+}  // namespace lifeboat

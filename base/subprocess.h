@@ -1,8 +1,8 @@
-// Running an external command without a shell (fork + execvp), feeding it
-// stdin and capturing bounded stdout/stderr. Used by the smartos and exec
-// backends.
-#ifndef LIFEBOAT_RESTORE_PROCESS_H_
-#define LIFEBOAT_RESTORE_PROCESS_H_
+// Running an external command without a shell (fork + execvpe), feeding it
+// stdin and capturing bounded stdout/stderr. Used by the smartos provider
+// (vmadm, imgadm, zfs) and the smartos and exec restore backends.
+#ifndef LIFEBOAT_BASE_SUBPROCESS_H_
+#define LIFEBOAT_BASE_SUBPROCESS_H_
 
 #include <cstddef>
 #include <string>
@@ -10,7 +10,7 @@
 
 #include "base/status.h"
 
-namespace lifeboat::restore {
+namespace lifeboat {
 
 struct CommandResult {
   int exit_code = -1;      // the exit status, or 128 + signal when killed by one
@@ -27,6 +27,9 @@ struct CommandOptions {
   std::string stdin_data;              // written to the child's stdin, then closed
   size_t max_output = 64 * 1024;       // per stream; the rest is read and dropped
   std::vector<std::string> extra_env;  // "NAME=value" added to the environment
+  // When >= 0, the child's stdout goes to this descriptor (e.g. `zfs send`
+  // into a file) and CommandResult::out stays empty.
+  int stdout_fd = -1;
 };
 
 // Runs argv[0] (looked up on PATH when it has no '/') with `argv`, waits for
@@ -39,6 +42,6 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
 // "imgadm install -m '/a b/manifest.json'" for messages and logs.
 std::string CommandLine(const std::vector<std::string>& argv);
 
-}  // namespace lifeboat::restore
+}  // namespace lifeboat
 
-#endif  // LIFEBOAT_RESTORE_PROCESS_H_
+#endif  // LIFEBOAT_BASE_SUBPROCESS_H_
