@@ -159,7 +159,10 @@ class LifeboatSide:
                        rss_exporter_kib=bench_procs.vm_hwm_kib(self.src.proc.pid), bytes_source=source)
 
     def restore(self, target):
-        """B6: restores everything held from bench-src into `target` (dir backend)."""
+        """B6: restores everything held from bench-src into `target` (dir backend).
+        The journal of the previous run is removed first: otherwise the same
+        selection and target resume a finished restore and copy nothing."""
+        shutil.rmtree(os.path.join(self.dst.data_dir, "restores"), ignore_errors=True)
         argv = [self.binary, "restore", "--peer", SRC, "--backend", "dir", "--target", target, "-y", "-j",
                 "-c", self.dst.config]
         res = bench_procs.run_measured(argv, self.timeout, self.dir).check("lifeboat restore")
