@@ -383,4 +383,14 @@ Status WriteFileAtomic(Env& env, const std::string& path, std::string_view data,
   return env.SyncDir(DirName(path));
 }
 
+Status Env::SyncFilesystem(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return PosixError("open for syncfs", path, errno);
+  int rc = ::syncfs(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return PosixError("syncfs", path, err);
+  return Status::Ok();
+}
+
 }  // namespace lifeboat

@@ -516,7 +516,8 @@ class Store::Impl {
   }
 
   // Points symlink `link` at `target` atomically (new link, then rename over).
-  Status PointLink(const std::string& link, const std::string& target) {
+  // `sync`: fsync the directory after (else the caller syncs the filesystem).
+  Status PointLink(const std::string& link, const std::string& target, bool sync = true) {
     auto cur = env_.ReadLink(link);
     if (cur.ok() && *cur == target) return Status::Ok();
     const std::string tmp = TempPathFor(link);
@@ -526,16 +527,16 @@ class Store::Impl {
       env_.RemoveFile(tmp).IgnoreError();
       return st;
     }
-    return env_.SyncDir(DirName(link));
+    return sync ? env_.SyncDir(DirName(link)) : Status::Ok();
   }
 
-  Status LinkServiceNames(const InstanceRecord& r) {
+  Status LinkServiceNames(const InstanceRecord& r, bool sync = true) {
     const std::string svc = SvcDir(r.service);
     RETURN_IF_ERROR(MakeDirsUnder(o_.data_dir, "svc-" + r.service + "/data", nullptr));
     RETURN_IF_ERROR(PointLink(svc + "/vm-" + r.uuid + ".json",
-                              "../instances/" + r.uuid + "/current/vms/" + r.uuid + ".json"));
+                              "../instances/" + r.uuid + "/current/vms/" + r.uuid + ".json", sync));
     return PointLink(svc + "/data/" + r.uuid,
-                     "../../instances/" + r.uuid + "/current/datasets/" + r.uuid);
+                     "../../instances/" + r.uuid + "/current/datasets/" + r.uuid, sync);
   }
 
   void UnlinkServiceNames(const std::string& service, const std::string& uuid) {
@@ -543,8 +544,50 @@ class Store::Impl {
     env_.RemoveFile(SvcDir(service) + "/data/" + uuid).IgnoreError();
   }
 
-  // svc-<service>/sapi-insts.json: the SAPI records of the service's held instances.
-  Status WriteSapiInstances(const std::string& service) {
+  // A file replace staged for a commit: `tmp` is written and closed, not yet
+  // synced or renamed over `path`.
+  struct PendingReplace {
+    std::string tmp, path;
+  };
+
+  // Writes `data` to a temp file beside `path` without syncing it.
+  Status StageReplace(const std::string& path, const std::string& data,
+                      std::vector<PendingReplace>* pending) {
+    const std::string tmp = TempPathFor(path);
+    Status st = [&]() -> Status {
+      ASSIGN_OR_RETURN(auto w, env_.OpenWrite(tmp, 0600, /*exclusive=*/true));
+      RETURN_IF_ERROR(w->Append(data));
+      return w->Close();
+    }();
+    if (!st.ok()) {
+      env_.RemoveFile(tmp).IgnoreError();
+      return st;
+    }
+    pending->push_back({tmp, path});
+    return Status::Ok();
+  }
+
+  // Renames the staged replaces into place (the caller synced the filesystem
+  // before, so no file becomes visible before its data is durable). Temp
+  // files left by a failure are removed here or by Open.
+  Status FinishReplaces(std::vector<PendingReplace>* pending) {
+    Status first;
+    for (const PendingReplace& r : *pending) {
+      Status st = first.ok() ? env_.Rename(r.tmp, r.path) : first;
+      if (!st.ok()) {
+        env_.RemoveFile(r.tmp).IgnoreError();
+        if (first.ok()) first = st;
+      }
+    }
+    pending->clear();
+    return first;
+  }
+
+  // svc-<service>/sapi-insts.json: the SAPI records of the service's held
+  // instances. With `pending`, the new content (only when it differs from
+  // what is there) is staged for FinishReplaces instead of written and synced.
+  Status WriteSapiInstances(const std::string& service,
+                            std::vector<PendingReplace>* pending = nullptr) {
     json arr = json::array();
     for (const auto& [uuid, rec] : cat_.instances) {
       if (rec.r.service != service) continue;
@@ -554,7 +597,11 @@ class Store::Impl {
       if (j.ok()) arr.push_back(std::move(*j));
     }
     if (!Exists(env_, SvcDir(service))) return Status::Ok();
-    return WriteFileAtomic(env_, SvcDir(service) + "/sapi-insts.json", arr.dump(2) + "\n", 0600);
+    const std::string path = SvcDir(service) + "/sapi-insts.json";
+    const std::string text = arr.dump(2) + "\n";
+    if (pending == nullptr) return WriteFileAtomic(env_, path, text, 0600);
+    if (auto cur = ReadFileToString(env_, path); cur.ok() && *cur == text) return Status::Ok();
+    return StageReplace(path, text, pending);
   }
 
   // ---- Retention ----
@@ -1126,6 +1173,50 @@ Result<std::unique_ptr<ReadableFile>> PullTxn::OpenBasis(const Transfer& t) {
   return s_->store->env_.OpenRead(t.basis_path);
 }
 
+namespace {
+
+// The file StageFile hands out: the store's own write path. It hashes every
+// byte it passes to the Env file, so FinishFile knows the digest of exactly
+// what was written without reading the file back. It does not fsync: Commit
+// makes every staged file durable at once before anything becomes current.
+class StagedFile final : public WritableFile {
+ public:
+  StagedFile(const void* txn, std::string path, std::unique_ptr<WritableFile> file)
+      : txn_(txn), export_path_(std::move(path)), file_(std::move(file)) {}
+  Status Append(std::span<const uint8_t> data) override {
+    if (failed_) return IoError("write after a failed write on " + file_->path());
+    Status st = file_->Append(data);
+    if (!st.ok()) {
+      failed_ = true;  // what is on disk is unknown: FinishFile re-reads it
+      return st;
+    }
+    hasher_.Update(data);
+    size_ += data.size();
+    return Status::Ok();
+  }
+  Status Sync() override { return file_->Sync(); }
+  Status Close() override { return file_->Close(); }
+  const std::string& path() const override { return file_->path(); }
+  int fd() const override { return file_->fd(); }
+
+  // True when every byte went through Append of this object for this txn and path.
+  bool Written(const void* txn, const std::string& path) const {
+    return !failed_ && txn == txn_ && path == export_path_;
+  }
+  Digest128 digest() { return hasher_.Finish(); }
+  uint64_t size() const { return size_; }
+
+ private:
+  const void* txn_;
+  std::string export_path_;
+  std::unique_ptr<WritableFile> file_;
+  Xxh3Hasher hasher_;
+  uint64_t size_ = 0;
+  bool failed_ = false;
+};
+
+}  // namespace
+
 Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path) {
   State& s = *s_;
   Env& env = s.store->env_;
@@ -1146,7 +1237,8 @@ Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path
       s.known_dirs.insert(dir);
     }
   }
-  return env.OpenWrite(staged, 0600, /*exclusive=*/false);
+  ASSIGN_OR_RETURN(auto file, env.OpenWrite(staged, 0600, /*exclusive=*/false));
+  return std::unique_ptr<WritableFile>(new StagedFile(&s, path, std::move(file)));
 }
 
 Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile> file) {
@@ -1162,13 +1254,18 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
     want = it->second.entry;
     staged = it->second.staged_path;
   }
-  RETURN_IF_ERROR(file->Sync());
   RETURN_IF_ERROR(file->Close());
-  file.reset();
-  ASSIGN_OR_RETURN(auto in, env.OpenRead(staged));
   Digest128 got;
   uint64_t size = 0;
-  RETURN_IF_ERROR(internal::HashOpenFile(*in, &got, &size, nullptr, 0, want.size));
+  auto* ours = dynamic_cast<StagedFile*>(file.get());
+  if (ours != nullptr && ours->Written(&s, path)) {
+    got = ours->digest();  // the store's own write path hashed every byte it wrote
+    size = ours->size();
+  } else {
+    ASSIGN_OR_RETURN(auto in, env.OpenRead(staged));
+    RETURN_IF_ERROR(internal::HashOpenFile(*in, &got, &size, nullptr, 0, want.size));
+  }
+  file.reset();
   if (size != want.size || got != want.digest) {
     env.RemoveFile(staged).IgnoreError();
     return DataError("digest mismatch for " + path + " from peer " + s.peer + ": expected " +
@@ -1202,60 +1299,67 @@ Status PullTxn::Commit() {
   const int64_t now = st.clock_.WallMs();
   std::set<std::string> services_touched;
 
+  // 0. Finish the staged trees: directory modes and mtimes (children first),
+  // each generation's description; then ONE filesystem sync makes every staged
+  // file, directory and description durable before anything is renamed in.
+  std::vector<std::string> texts(s.changed.size());
+  for (size_t i = 0; i < s.changed.size(); ++i) {
+    State::StagedInstance& si = s.changed[i];
+    for (auto it = si.desc.files.rbegin(); it != si.desc.files.rend(); ++it) {
+      if (it->kind != EntryKind::kDir) continue;
+      const std::string d = si.dir + "/" + it->path;
+      RETURN_IF_ERROR(env.SetMode(d, DiskMode(*it)));
+      RETURN_IF_ERROR(env.SetMtime(d, it->mtime_ns));
+    }
+    uint64_t seq = 1;
+    if (auto entries = env.ListDir(st.InstDir(si.desc.r.uuid)); entries.ok()) {
+      for (const DirEntry& e : *entries) {
+        uint64_t n;
+        if (ParseSeq(e.name, &n)) seq = std::max(seq, n + 1);
+      }
+    }
+    si.desc.r.seq = seq;
+    si.desc.r.pulled_at_ms = now;
+    texts[i] = EncodeDescription(si.desc);
+    ASSIGN_OR_RETURN(auto w, env.OpenWrite(si.dir + "/" + kGenerationFile, 0600, true));
+    RETURN_IF_ERROR(w->Append(texts[i]));
+    RETURN_IF_ERROR(w->Close());
+  }
+  RETURN_IF_ERROR(env.SyncFilesystem(s.staging));
+
   // 1. Images (before the instances that need them).
   for (const State::StagedImage& si : s.images) {
-    RETURN_IF_ERROR(env.SyncDir(si.dir));
     const std::string final_dir = st.ImageDir(si.img.uuid);
-    if (!Exists(env, final_dir)) {
-      RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
-      RETURN_IF_ERROR(env.SyncDir(st.P("images")));
-    }
+    if (!Exists(env, final_dir)) RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
     std::lock_guard<std::mutex> lock(st.mu_);
     st.cat_.images[si.img.uuid] = si.img;
   }
 
-  // 2. Each changed instance: finish, rename in, switch `current`.
+  // 2. Each changed instance: rename its generation in; one sync makes the
+  // renames (and the images) durable; then switch each `current`.
   Status failed;
-  for (State::StagedInstance& si : s.changed) {
+  size_t renamed = 0;
+  for (; renamed < s.changed.size(); ++renamed) {
+    const State::StagedInstance& si = s.changed[renamed];
+    Status one = st.MakeDirsUnder(st.o_.data_dir, "instances/" + si.desc.r.uuid, nullptr);
+    if (one.ok()) one = env.Rename(si.dir, st.GenDir(si.desc.r.uuid, si.desc.r.seq));
+    if (!one.ok()) {
+      failed = one;
+      break;
+    }
+  }
+  if (failed.ok() && (renamed > 0 || !s.images.empty())) {
+    failed = env.SyncFilesystem(st.o_.data_dir);
+  }
+  for (size_t i = 0; failed.ok() && i < renamed; ++i) {
+    State::StagedInstance& si = s.changed[i];
     Status one = [&]() -> Status {
-      // Directory modes and mtimes last (children first), then fsync every directory.
-      for (auto it = si.desc.files.rbegin(); it != si.desc.files.rend(); ++it) {
-        if (it->kind != EntryKind::kDir) continue;
-        const std::string d = si.dir + "/" + it->path;
-        RETURN_IF_ERROR(env.SetMode(d, DiskMode(*it)));
-        RETURN_IF_ERROR(env.SetMtime(d, it->mtime_ns));
-      }
-      std::set<std::string> dirs;
-      for (const FileEntry& f : si.desc.files) {
-        for (std::string d = DirName(f.path); d != "."; d = DirName(d)) dirs.insert(d);
-      }
-      for (auto it = dirs.rbegin(); it != dirs.rend(); ++it)
-        RETURN_IF_ERROR(env.SyncDir(si.dir + "/" + *it));
-      uint64_t seq = 1;
-      if (auto entries = env.ListDir(st.InstDir(si.desc.r.uuid)); entries.ok()) {
-        for (const DirEntry& e : *entries) {
-          uint64_t n;
-          if (ParseSeq(e.name, &n)) seq = std::max(seq, n + 1);
-        }
-      }
-      si.desc.r.seq = seq;
-      si.desc.r.pulled_at_ms = now;
-      const std::string text = EncodeDescription(si.desc);
-      ASSIGN_OR_RETURN(auto w, env.OpenWrite(si.dir + "/" + kGenerationFile, 0600, true));
-      RETURN_IF_ERROR(w->Append(text));
-      RETURN_IF_ERROR(w->Sync());
-      RETURN_IF_ERROR(w->Close());
-      RETURN_IF_ERROR(env.SyncDir(si.dir));
-      RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "instances/" + si.desc.r.uuid, nullptr));
-      const std::string final_dir = st.GenDir(si.desc.r.uuid, seq);
-      RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
-      RETURN_IF_ERROR(env.SyncDir(st.InstDir(si.desc.r.uuid)));
       // The switch.
-      RETURN_IF_ERROR(
-          st.PointLink(st.InstDir(si.desc.r.uuid) + "/" + kCurrent, std::to_string(seq)));
+      RETURN_IF_ERROR(st.PointLink(st.InstDir(si.desc.r.uuid) + "/" + kCurrent,
+                                   std::to_string(si.desc.r.seq), /*sync=*/false));
       Record rec;
       rec.r = si.desc.r;
-      rec.description_digest = Xxh3Digest(text);
+      rec.description_digest = Xxh3Digest(texts[i]);
       {
         std::lock_guard<std::mutex> lock(st.mu_);
         st.cat_.instances[rec.r.uuid] = rec;
@@ -1265,15 +1369,13 @@ Status PullTxn::Commit() {
         services_touched.insert(si.old_service);
       }
       services_touched.insert(rec.r.service);
-      return st.LinkServiceNames(rec.r);
+      return st.LinkServiceNames(rec.r, /*sync=*/false);
     }();
-    if (!one.ok()) {
-      failed = one;
-      break;
-    }
+    if (!one.ok()) failed = one;
   }
 
   std::lock_guard<std::mutex> lock(st.mu_);
+  std::vector<Store::Impl::PendingReplace> pending;
   if (failed.ok()) {
     for (const std::string& uuid : s.confirmed) {
       auto it = st.cat_.instances.find(uuid);
@@ -1300,7 +1402,6 @@ Status PullTxn::Commit() {
     // 3. SAPI records.
     for (const State::StagedRecord& r : s.records) {
       Status one = [&]() -> Status {
-        RETURN_IF_ERROR(env.SyncDir(DirName(r.staged_path)));
         if (r.service.empty()) {
           std::set<std::string> svcs;
           for (const auto& [uuid, rec] : st.cat_.instances) svcs.insert(rec.r.service);
@@ -1310,14 +1411,12 @@ Status PullTxn::Commit() {
             const std::string tmp = TempPathFor(dst);
             RETURN_IF_ERROR(env.Link(r.staged_path, tmp));
             RETURN_IF_ERROR(env.Rename(tmp, dst));
-            RETURN_IF_ERROR(env.SyncDir(st.SvcDir(svc)));
           }
           st.cat_.application = r.rec;
           st.cat_.has_application = true;
         } else {
           RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "svc-" + r.service, nullptr));
           RETURN_IF_ERROR(env.Rename(r.staged_path, st.SvcDir(r.service) + "/sapi-svc.json"));
-          RETURN_IF_ERROR(env.SyncDir(st.SvcDir(r.service)));
           st.cat_.services[r.service] = r.rec;
         }
         return Status::Ok();
@@ -1345,13 +1444,14 @@ Status PullTxn::Commit() {
         }
       }
     }
-    for (const std::string& svc : services_touched) {
-      if (Status w = st.WriteSapiInstances(svc); !w.ok()) failed = w;
-    }
+    std::set<std::string> insts_services = services_touched;
     for (const std::string& uuid : s.newly_removed) {
       if (auto it = st.cat_.instances.find(uuid); it != st.cat_.instances.end()) {
-        if (Status w = st.WriteSapiInstances(it->second.r.service); !w.ok()) failed = w;
+        insts_services.insert(it->second.r.service);
       }
+    }
+    for (const std::string& svc : insts_services) {
+      if (Status w = st.WriteSapiInstances(svc, &pending); !w.ok()) failed = w;
     }
   }
   PeerState& peer = st.cat_.peers[s.peer];
@@ -1369,8 +1469,17 @@ Status PullTxn::Commit() {
   } else {
     peer.last_error = failed.ToString();
   }
-  // 4. The index, then retention.
-  Status wrote = st.WriteCatalog();
+  // 4. The index. Its new text and the regenerated sapi-insts.json files are
+  // staged, one sync makes them and the switches, links and records durable,
+  // then they are renamed in and a last sync makes the renames durable.
+  Status wrote = st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(), &pending);
+  if (wrote.ok()) wrote = env.SyncFilesystem(st.o_.data_dir);
+  if (wrote.ok()) {
+    wrote = st.FinishReplaces(&pending);
+  } else {
+    for (const auto& r : pending) env.RemoveFile(r.tmp).IgnoreError();
+  }
+  if (wrote.ok()) wrote = env.SyncFilesystem(st.o_.data_dir);
   if (failed.ok() && wrote.ok()) {
     if (Status r = st.ApplyRetentionLocked(); !r.ok()) {
       log::Warn("catalog: retention failed", {{"error", r.message()}});

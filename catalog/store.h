@@ -23,10 +23,13 @@
 // switches; Open() reconciles it with the `current` links, so a crash at any
 // point leaves each instance at its old or its new generation, complete.
 //
-// Integrity decision: the store does not trust the transfer. FinishFile
-// re-hashes every staged file (it is hot in the page cache) and refuses it on
-// a size or digest mismatch, so a file whose digest does not match never
-// becomes current, whoever wrote it.
+// Integrity decision: the store does not trust the transfer. StageFile hands
+// out the store's own writer, which hashes every byte it writes; FinishFile
+// refuses the file on a size or digest mismatch (a file written any other way
+// is re-read and re-hashed), so a file whose digest does not match never
+// becomes current, whoever wrote it. Durability: FinishFile does not fsync;
+// Commit syncs the filesystem once (syncfs) before it renames anything in and
+// again before the switches, so nothing becomes current before it is durable.
 //
 // Safety: the store never writes through a symlink: staged trees are built
 // only from validated export paths, a manifest in which a path would live
@@ -178,8 +181,10 @@ class PullTxn {
   // Creates the staged file for transfer path `path` (0600 until finished).
   Result<std::unique_ptr<WritableFile>> StageFile(const std::string& path);
 
-  // Syncs and closes `file` (from StageFile(path)), re-hashes it and checks
-  // its size and digest against the planned entry, then sets mode and mtime.
+  // Closes `file` (from StageFile(path)) and checks its size and digest (as
+  // hashed by the store's writer while written; re-read when `file` is not
+  // that writer) against the planned entry, then sets mode and mtime. Does
+  // not fsync: Commit makes all staged files durable at once.
   // On a mismatch the staged file is removed and a data error returned: the
   // pull cannot commit unless the file is staged again and finishes.
   Status FinishFile(const std::string& path, std::unique_ptr<WritableFile> file);

@@ -228,6 +228,37 @@ TEST_CASE("transfers name their basis, and a wrong digest never becomes current"
   CHECK(store->FindInstance(f.exp.ufds)->seq == 2);
 }
 
+TEST_CASE("a commit syncs a constant number of times, and staged files are not read back") {
+  StoreFixture f;
+  FaultEnv fenv(Env::Default());
+  auto store = f.OpenStore(fenv);
+  fenv.ResetCounts();
+  auto first = PullFrom(*f.exporter, *store, "headnode1");
+  REQUIRE(first.ok());
+  REQUIRE(first->transfer_files > 10);
+  // Per-file fsyncs are gone: a few filesystem syncs for the whole commit,
+  // and only the index writes of retention may fsync a file.
+  CHECK(fenv.Count(EnvOp::kSyncFs) <= 4);
+  CHECK(fenv.Count(EnvOp::kSync) + fenv.Count(EnvOp::kSyncDir) <= 4);
+  // The digest was taken while writing: no staged file is opened again.
+  CHECK(fenv.Count(EnvOp::kOpenRead) < first->transfer_files);
+
+  fenv.ResetCounts();
+  f.clock.Advance(60000);
+  for (int i = 0; i < 5; ++i) {
+    Write(f.Ds(f.exp.imgapi) + "/etc/extra" + std::to_string(i) + ".json",
+          "{\"n\": " + std::to_string(i) + "}");
+  }
+  auto second = PullFrom(*f.exporter, *store, "headnode1");
+  REQUIRE(second.ok());
+  CHECK(second->transfer_files == 5);
+  CHECK(fenv.Count(EnvOp::kSyncFs) <= 4);
+  CHECK(fenv.Count(EnvOp::kSync) + fenv.Count(EnvOp::kSyncDir) <= 4);
+  auto report = store->Verify();
+  REQUIRE(report.ok());
+  CHECK(report->ok());
+}
+
 TEST_CASE("retention keeps N generations per instance") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/2);
