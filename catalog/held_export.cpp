@@ -70,6 +70,16 @@ class HeldView final : public syncproto::ExportView {
 
 }  // namespace
 
+bool HeldExport::AddRecord(const std::string& local_path, const std::string& export_path,
+                           syncproto::Manifest* m, std::map<std::string, std::string>* local) {
+  Result<std::string> data = ReadFileToString(env_, local_path);
+  if (!data.ok()) return false;
+  m->files.push_back(
+      FileEntry{export_path, EntryKind::kFile, data->size(), 0644, 0, Xxh3Digest(*data), ""});
+  (*local)[export_path] = local_path;
+  return true;
+}
+
 Result<std::vector<syncproto::HeldPeer>> HeldExport::Held(const std::string& peer) {
   std::vector<syncproto::HeldPeer> out;
   for (const PeerState& p : store_->Peers()) {
@@ -92,8 +102,10 @@ Result<std::unique_ptr<syncproto::ExportView>> HeldExport::OpenHeldView(const st
   m.boot_id = state->boot_id;
   std::map<std::string, std::string> local;
   std::map<std::string, StoredImage> images;
+  std::set<std::string> services;
   for (const InstanceRecord& r : store_->Instances()) {
     if (r.peer != peer || r.removed) continue;
+    services.insert(r.service);
     ASSIGN_OR_RETURN(InstanceGeneration g, store_->Instance(r.uuid));
     m.instances.push_back({r.uuid, r.alias, r.service, r.image_uuid});
     for (const StoredFile& f : g.files) {
@@ -104,6 +116,16 @@ Result<std::unique_ptr<syncproto::ExportView>> HeldExport::OpenHeldView(const st
     Result<std::vector<StoredImage>> chain = store_->ImageChain(r.image_uuid);
     if (!chain.ok()) continue;  // served without it, as the peer would with a missing image
     for (StoredImage& img : *chain) images.emplace(img.uuid, std::move(img));
+  }
+  // The SAPI application and service records of P's services, as held
+  // (they are cluster-wide records; absent ones are simply not offered).
+  bool have_app = false;
+  for (const std::string& svc : services) {
+    const std::string dir = JoinPath(store_->data_dir(), "svc-" + svc);
+    AddRecord(dir + "/sapi-svc.json", "sapi/services/" + svc + ".json", &m, &local);
+    if (!have_app) {
+      have_app = AddRecord(dir + "/sapi-app.json", "sapi/application.json", &m, &local);
+    }
   }
   for (const auto& [uuid, img] : images) {
     m.images.push_back({uuid, img.origin});

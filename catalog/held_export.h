@@ -6,7 +6,8 @@
 // A held view describes peer P's copy as P exported it: P's node uuid, name,
 // generation and boot id; the current generation of every instance held from
 // P (removed ones left out) under the export paths, and the images of their
-// origin chains (images/<uuid>/manifest.json and file). It answers UNCHANGED
+// origin chains (images/<uuid>/manifest.json and file), and the SAPI
+// application and service records held for P's services. It answers UNCHANGED
 // for P's held generation and boot id, FULL otherwise (no history is kept).
 // Files are opened from the store; a file retention removed after the view
 // was opened is a kNotFound for that file.
@@ -16,6 +17,7 @@
 #ifndef LIFEBOAT_CATALOG_HELD_EXPORT_H_
 #define LIFEBOAT_CATALOG_HELD_EXPORT_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +36,11 @@ class HeldExport final : public syncproto::HeldSource {
   Result<std::unique_ptr<syncproto::ExportView>> OpenHeldView(const std::string& peer) override;
 
  private:
+  // Offers the small file at `local_path` as `export_path` (digest computed
+  // now); false when it cannot be read.
+  bool AddRecord(const std::string& local_path, const std::string& export_path,
+                 syncproto::Manifest* m, std::map<std::string, std::string>* local);
+
   Env& env_;
   const Store* store_;
 };

@@ -296,7 +296,8 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
 const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx) {
   static RestoreFlags flags;
   CLI::App* sub = root.add_subcommand(
-      "restore", "Rebuild a lost headnode's instances from the catalog (see docs/operator-guide.md)");
+      "restore",
+      "Rebuild a lost headnode's instances from the catalog (see docs/operator-guide.md)");
   sub->add_option("--peer", flags.peer, "restore every instance held from this peer");
   sub->add_option("--service", flags.services, "restore the instances of these services");
   sub->add_option("--instance", flags.instances, "restore these instances (uuids)");
@@ -315,7 +316,8 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
       });
   sub->add_flag("--force", flags.force, "restore even though the peer still answers");
   sub->add_flag("--from-freshest", flags.from_freshest,
-                "pull the freshest copy held by another node first");
+                "first pull the freshest copy of the peer held by another node into this "
+                "catalog (through the local agent)");
   sub->add_flag("-y,--yes", flags.yes, "restore stale data without asking");
   sub->callback([&ctx] { ctx.Run([&ctx] { return RunRestore(ctx, flags); }); });
 });

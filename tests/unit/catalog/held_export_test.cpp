@@ -104,6 +104,12 @@ TEST_CASE("a held copy pulled by another store becomes that peer's data, identic
   auto chain = a->ImageChain(f.exp.img_imgapi);
   REQUIRE(chain.ok());
   CHECK(chain->size() == 3);
+  for (const char* rec :
+       {"svc-imgapi/sapi-svc.json", "svc-imgapi/sapi-app.json", "svc-sapi/sapi-svc.json"}) {
+    INFO(rec);
+    CHECK(testing::Read(f.tmp / "a" + "/" + rec) == testing::Read(f.tmp / "c" + "/" + rec));
+    CHECK(!testing::Read(f.tmp / "a" + "/" + rec).empty());
+  }
   auto verify = a->Verify();
   REQUIRE(verify.ok());
   CHECK(verify->ok());
