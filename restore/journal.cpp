@@ -147,22 +147,9 @@ Status Journal::Save() {
 
 json Journal::ToJson() const {
   json inst = json::array();
-  for (const PlannedInstance& p : instances_) {
-    inst.push_back({{"old_uuid", p.old_uuid},
-                    {"old_alias", p.old_alias},
-                    {"new_uuid", p.new_uuid},
-                    {"alias", p.alias},
-                    {"service", p.service},
-                    {"peer", p.peer},
-                    {"generation", p.generation},
-                    {"seq", p.seq},
-                    {"data_bytes", p.data_bytes}});
-  }
+  for (const PlannedInstance& p : instances_) inst.push_back(p.ToJson());
   json skipped = json::array();
-  for (const Skip& s : skipped_) {
-    skipped.push_back(
-        {{"uuid", s.uuid}, {"alias", s.alias}, {"service", s.service}, {"reason", s.reason}});
-  }
+  for (const Skip& s : skipped_) skipped.push_back(s.ToJson());
   json steps = json::array();
   for (const JournalStep& s : steps_) {
     steps.push_back({{"done", s.done},

@@ -158,26 +158,25 @@ uint64_t Plan::TotalBytes() const {
   return total;
 }
 
+json PlannedInstance::ToJson() const {
+  return {{"old_uuid", old_uuid},     {"old_alias", old_alias},
+          {"new_uuid", new_uuid},     {"alias", alias},
+          {"service", service},       {"peer", peer},
+          {"generation", generation}, {"seq", seq},
+          {"data_bytes", data_bytes}};
+}
+
+json Skip::ToJson() const {
+  return {{"uuid", uuid}, {"alias", alias}, {"service", service}, {"reason", reason}};
+}
+
 json Plan::ToJson() const {
   json steps_j = json::array();
   for (const Step& s : steps) steps_j.push_back(s.ToJson());
   json inst = json::array();
-  for (const PlannedInstance& p : instances) {
-    inst.push_back({{"old_uuid", p.old_uuid},
-                    {"old_alias", p.old_alias},
-                    {"new_uuid", p.new_uuid},
-                    {"alias", p.alias},
-                    {"service", p.service},
-                    {"peer", p.peer},
-                    {"generation", p.generation},
-                    {"seq", p.seq},
-                    {"data_bytes", p.data_bytes}});
-  }
+  for (const PlannedInstance& p : instances) inst.push_back(p.ToJson());
   json skipped_j = json::array();
-  for (const Skip& s : skipped) {
-    skipped_j.push_back(
-        {{"uuid", s.uuid}, {"alias", s.alias}, {"service", s.service}, {"reason", s.reason}});
-  }
+  for (const Skip& s : skipped) skipped_j.push_back(s.ToJson());
   return {{"instances", inst}, {"steps", steps_j}, {"skipped", skipped_j}, {"bytes", TotalBytes()}};
 }
 

@@ -130,6 +130,9 @@ struct PlannedInstance {
   uint64_t generation = 0;
   uint64_t seq = 0;
   uint64_t data_bytes = 0;
+
+  // The JSON shape shared by the plan (`--dry-run -j`) and the journal.
+  nlohmann::json ToJson() const;
 };
 
 struct Skip {
@@ -137,6 +140,8 @@ struct Skip {
   std::string alias;
   std::string service;
   std::string reason;
+
+  nlohmann::json ToJson() const;
 };
 
 struct Plan {
