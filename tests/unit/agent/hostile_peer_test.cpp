@@ -34,6 +34,8 @@
 #include "syncproto/tls_channel.h"
 #include "tests/unit/catalog/test_util.h"
 
+#include "tests/unit/base/test_dir.h"
+
 namespace lifeboat::agent {
 namespace {
 
@@ -45,21 +47,7 @@ using syncproto::ManifestAnswer;
 
 const std::string kKey = "hostile-peer-test-cluster-key-0123456789abcdef";
 
-class TempDir {
- public:
-  TempDir() {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/hostile_peer.XXXXXX";
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() { RemoveTree(*Env::Default(), path_).IgnoreError(); }
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
+using TempDir = ::lifeboat::testing::TestDir;
 
 std::shared_ptr<const syncproto::TlsContext> Tls(syncproto::TlsRole role,
                                                  const std::string& key = kKey) {

@@ -17,24 +17,11 @@
 
 #include "base/env.h"
 
+#include "tests/unit/base/test_dir.h"
+
 namespace lifeboat::catalog::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/lifeboat-catalog-XXXXXX";
-    char* made = ::mkdtemp(tmpl.data());
-    REQUIRE(made != nullptr);
-    path_ = made;
-  }
-  ~TempDir() { RemoveTree(*Env::Default(), path_).IgnoreError(); }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
+using TempDir = ::lifeboat::testing::TestDir;
 
 inline void Write(const std::string& path, const std::string& data) {
   Env& env = *Env::Default();

@@ -12,27 +12,15 @@
 #include "base/env.h"
 #include "base/fault_env.h"
 
+#include "tests/unit/base/test_dir.h"
+
 namespace lifeboat::conf {
 namespace {
 
 constexpr std::string_view kKey =
     "3f9a1c0e5b7d2e4f6a8c0b1d3e5f7a9c1e3b5d7f9a0c2e4b6d8f0a1c3e5b7d9f";
 
-class TempDir {
- public:
-  TempDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/conf_test.XXXXXX";
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() { RemoveTree(*Env::Default(), path_).IgnoreError(); }
-  const std::string& path() const { return path_; }
-  std::string operator/(std::string_view name) const { return JoinPath(path_, name); }
-
- private:
-  std::string path_;
-};
+using TempDir = ::lifeboat::testing::TestDir;
 
 void WriteFile(const std::string& path, std::string_view data, uint32_t mode = 0600) {
   REQUIRE(WriteStringToFile(*Env::Default(), path, data, mode).ok());

@@ -18,30 +18,11 @@
 #include "base/digest.h"
 #include "base/env.h"
 
+#include "tests/unit/base/test_dir.h"
+
 namespace lifeboat::restore::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/lifeboat-restore-XXXXXX";
-    path_ = ::mkdtemp(tmpl.data()) ? tmpl : "";
-  }
-  ~TempDir() {
-    // Make read-only directories writable again so they can be removed.
-    std::string cmd = "chmod -R u+rwx '" + path_ + "' 2>/dev/null";
-    int ignored = std::system(cmd.c_str());
-    (void)ignored;
-    RemoveTree(*Env::Default(), path_).IgnoreError();
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(std::string_view rel) const { return JoinPath(path_, rel); }
-
- private:
-  std::string path_;
-};
+using TempDir = ::lifeboat::testing::TestDir;
 
 inline void WriteFile(const std::string& path, const std::string& content, mode_t mode = 0644) {
   CreateDirs(*Env::Default(), DirName(path), 0755).IgnoreError();

@@ -16,26 +16,13 @@
 #include "syncproto/export_source.h"
 #include "syncproto/session.h"
 
+#include "tests/unit/base/test_dir.h"
+
 namespace lifeboat::syncproto::testing {
 
 inline const std::string kKey = "0123456789abcdef-cluster-key";
 
-class TempDir {
- public:
-  TempDir() {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t && *t ? t : "/tmp") + "/syncproto_test.XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    path_ = mkdtemp(buf.data());
-  }
-  ~TempDir() { RemoveTree(*Env::Default(), path_).IgnoreError(); }
-  const std::string& path() const { return path_; }
-  std::string Sub(const std::string& rel) const { return path_ + "/" + rel; }
-
- private:
-  std::string path_;
-};
+using TempDir = ::lifeboat::testing::TestDir;
 
 inline std::string RandomBytes(std::mt19937_64& rng, size_t n) {
   std::string s(n, '\0');
