@@ -110,6 +110,7 @@ Status Daemon::Open() {
   } else {
     catalog::SmartosOptions o;
     o.cache_dir = JoinPath(export_state, "smartos-cache");
+    o.destroy_leftover_snapshots = true;  // the agent is the one process taking them
     ASSIGN_OR_RETURN(provider_, catalog::MakeSmartosProvider(env, o));
   }
   catalog::ExporterOptions eo;
