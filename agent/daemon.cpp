@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "agent/control_api.h"
@@ -15,6 +16,7 @@
 #include "agent/sd_notify.h"
 #include "agent/uv.h"
 #include "base/env.h"
+#include "base/lock_file.h"
 #include "base/log.h"
 #include "catalog/exporter.h"
 #include "catalog/held_export.h"
@@ -60,6 +62,7 @@ class Daemon final : public ControlBackend {
   Clock* clock_;
   uv_loop_t loop_;
   bool loop_open_ = false;
+  std::optional<LockFile> data_dir_lock_;  // one agent per data_dir
   std::unique_ptr<catalog::Store> store_;
   std::unique_ptr<catalog::HeldExport> held_;
   std::unique_ptr<catalog::Provider> provider_;
@@ -96,6 +99,9 @@ Status Daemon::Open() {
   const std::string& data_dir = cfg_.agent.data_dir;
   RETURN_IF_ERROR(CreateDirs(env, data_dir, 0700));
   RETURN_IF_ERROR(env.SetMode(data_dir, 0700));
+  ASSIGN_OR_RETURN(LockFile lock, LockFile::Acquire(JoinPath(data_dir, ".agent.lock"),
+                                                    "agent.data_dir " + data_dir));
+  data_dir_lock_.emplace(std::move(lock));
 
   catalog::StoreOptions so;
   so.data_dir = data_dir;
