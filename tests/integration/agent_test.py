@@ -640,8 +640,17 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(st["services"][0]["service"], "imgapi")
         self.assertEqual(st["services"][0]["instances"], 1)
         c.stop()
-        r = A.cli("status")
+        # The agent is down: status still shows what the catalog holds, and says so.
+        r = A.cli("status", "-H", "-o", "peer,reachable,generation,stale")
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertIn("the agent is not running", r.stderr)
+        self.assertEqual(r.stdout.split()[:4], ["B", "?", fields[2], "ok"])
+        self.assertIn("imgapi", A.cli("status").stdout)
+        r = A.cli("status", "-j")
         self.assertEqual(r.returncode, 69)
+        st = json.loads(r.stdout)
+        self.assertFalse(st["agent_running"])
+        self.assertEqual(st["services"][0]["instances"], 1)
         r = A.cli("sync-now")
         self.assertEqual(r.returncode, 69)
 
