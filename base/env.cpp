@@ -26,6 +26,8 @@ FileStat FromStat(const struct stat& st) {
   fs.ino = st.st_ino;
   fs.size = static_cast<uint64_t>(st.st_size);
   fs.mode = st.st_mode & 07777;
+  fs.uid = st.st_uid;
+  fs.gid = st.st_gid;
   fs.nlink = st.st_nlink;
   fs.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   fs.ctime_ns = static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
@@ -390,6 +392,11 @@ Status Env::SyncFilesystem(const std::string& path) {
   int err = errno;
   ::close(fd);
   if (rc != 0) return PosixError("syncfs", path, err);
+  return Status::Ok();
+}
+
+Status Env::SetOwner(const std::string& path, uint32_t uid, uint32_t gid) {
+  if (::lchown(path.c_str(), uid, gid) != 0) return PosixError("lchown", path, errno);
   return Status::Ok();
 }
 

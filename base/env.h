@@ -29,6 +29,8 @@ struct FileStat {
   uint64_t ino = 0;
   uint64_t size = 0;
   uint32_t mode = 0;  // permission bits only (07777)
+  uint32_t uid = 0;
+  uint32_t gid = 0;
   uint64_t nlink = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
@@ -102,6 +104,10 @@ class Env {
   virtual Status SetMode(const std::string& path, uint32_t mode) = 0;
   // Sets atime and mtime; does not follow a symlink at `path`.
   virtual Status SetMtime(const std::string& path, int64_t mtime_ns) = 0;
+  // Sets the owner (lchown: a symlink itself, not its target). Needs root
+  // for any owner but one's own. The default runs lchown(2) on `path` (every
+  // Env here uses real paths).
+  virtual Status SetOwner(const std::string& path, uint32_t uid, uint32_t gid);
   // Copies a regular file's bytes with copy_file_range (a reflink where the
   // filesystem can), creating `to` with `mode`. `to` must not exist.
   virtual Status CopyFile(const std::string& from, const std::string& to, uint32_t mode) = 0;

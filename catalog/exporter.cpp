@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -24,7 +25,8 @@ using syncproto::ManifestAnswer;
 
 namespace {
 
-constexpr std::string_view kStateMagic = "LBEXPST1";
+constexpr std::string_view kStateMagic = "LBEXPST2";     // entries with owners and hard links
+constexpr std::string_view kOldStateMagic = "LBEXPST1";  // before them: a new lineage
 constexpr const char* kStateFile = "export-state.bin";
 
 enum class ParseAs : uint8_t { kNone = 0, kPayload = 1, kImageManifest = 2 };
@@ -42,6 +44,7 @@ struct CacheEntry {
   std::string parse_error;  // "" when the parse succeeded
   std::string uuid, alias, service, image_uuid, origin;
   std::string local_path;  // not persisted: set by every scan
+  uint64_t nlink = 1;      // not persisted: set by every scan
 };
 
 struct JournalEntry {
@@ -140,6 +143,9 @@ std::string EncodeState(const State& s) {
     e.I64(c.entry.mtime_ns);
     e.Dig(c.entry.digest);
     e.Str(c.entry.target);
+    e.U32(c.entry.uid);
+    e.U32(c.entry.gid);
+    e.Str(c.entry.hardlink_of);
     e.U64(c.dev);
     e.U64(c.ino);
     e.I64(c.ctime_ns);
@@ -196,6 +202,7 @@ bool DecodeState(std::string_view data, State* s) {
     uint8_t kind, flags, parse;
     if (!d.Str(&path) || !d.U8(&kind) || !d.U64(&c.entry.size) || !d.U32(&c.entry.mode) ||
         !d.I64(&c.entry.mtime_ns) || !d.Dig(&c.entry.digest) || !d.Str(&c.entry.target) ||
+        !d.U32(&c.entry.uid) || !d.U32(&c.entry.gid) || !d.Str(&c.entry.hardlink_of) ||
         !d.U64(&c.dev) || !d.U64(&c.ino) || !d.I64(&c.ctime_ns) || !d.U8(&flags) || !d.U8(&parse) ||
         !d.Str(&c.parse_error) || !d.Str(&c.uuid) || !d.Str(&c.alias) || !d.Str(&c.service) ||
         !d.Str(&c.image_uuid) || !d.Str(&c.origin)) {
@@ -237,6 +244,7 @@ class Scanner {
     }
     std::sort(instances_.begin(), instances_.end(),
               [](const InstanceInfo& a, const InstanceInfo& b) { return a.uuid < b.uuid; });
+    GroupHardlinks();
   }
 
   Cache& cache() { return new_; }
@@ -249,6 +257,23 @@ class Scanner {
   void Skip(const std::string& path, const std::string& reason) {
     ++stats_.skipped;
     log::Warn("export: skipping", {{"path", path}, {"reason", reason}});
+  }
+
+  // Files of one dataset tree that share an inode: each but the smallest
+  // path names that one in hardlink_of (new_ is sorted by path, so the first
+  // seen of a group is its smallest).
+  void GroupHardlinks() {
+    std::map<std::tuple<std::string, uint64_t, uint64_t>, const std::string*> first;
+    for (auto& [path, c] : new_) {
+      c.entry.hardlink_of.clear();
+      if (!c.exported || c.entry.kind != EntryKind::kFile || c.nlink < 2 ||
+          !path.starts_with("datasets/")) {
+        continue;
+      }
+      auto [it, inserted] =
+          first.try_emplace({syncproto::InstanceOfPath(path), c.dev, c.ino}, &path);
+      if (!inserted) c.entry.hardlink_of = *it->second;
+    }
   }
 
   void ScanInstance(const InstanceSource& src) {
@@ -370,6 +395,8 @@ class Scanner {
     c.entry.kind = EntryKind::kDir;
     c.entry.mode = st.mode;
     c.entry.mtime_ns = st.mtime_ns;
+    c.entry.uid = st.uid;
+    c.entry.gid = st.gid;
     c.dev = st.dev;
     c.ino = st.ino;
     c.ctime_ns = st.ctime_ns;
@@ -399,6 +426,8 @@ class Scanner {
     c.entry.kind = EntryKind::kSymlink;
     c.entry.mode = st.mode;
     c.entry.mtime_ns = st.mtime_ns;
+    c.entry.uid = st.uid;
+    c.entry.gid = st.gid;
     c.exported = true;
     if (Status ok = syncproto::ValidateSymlinkTarget(path, c.entry.target); !ok.ok()) {
       return Skip(local, ok.message());
@@ -437,7 +466,10 @@ class Scanner {
       c.local_path = local;
       c.exported = true;
       c.entry.mode = st.mode;
+      c.entry.uid = st.uid;
+      c.entry.gid = st.gid;
       c.dev = st.dev;
+      c.nlink = st.nlink;
       Count(c);
       return &c;
     }
@@ -474,7 +506,10 @@ class Scanner {
       c.entry.size = size;
       c.entry.mode = st.mode;
       c.entry.mtime_ns = st.mtime_ns;
+      c.entry.uid = st.uid;
+      c.entry.gid = st.gid;
       c.dev = st.dev;
+      c.nlink = st.nlink;
       c.ino = st.ino;
       c.ctime_ns = st.ctime_ns;
       const int64_t window_ns = opts_.racy_window_ms * 1000000;
@@ -650,10 +685,17 @@ class Exporter::Impl {
         state_ = std::move(s);
         return Status::Ok();
       }
-      log::Warn(
-          "export state is corrupt: starting a new lineage (peers will keep their copies aside)",
-          {{"path", state_path_}});
-      RETURN_IF_ERROR(env_.Rename(state_path_, state_path_ + ".corrupt"));
+      if (std::string_view(*data).starts_with(kOldStateMagic)) {
+        log::Warn(
+            "export state of an older version (no owners, no hard links): starting a new "
+            "lineage (peers keep their copies aside)",
+            {{"path", state_path_}});
+      } else {
+        log::Warn(
+            "export state is corrupt: starting a new lineage (peers will keep their copies aside)",
+            {{"path", state_path_}});
+        RETURN_IF_ERROR(env_.Rename(state_path_, state_path_ + ".corrupt"));
+      }
     } else if (data.status().code() != Code::kNotFound) {
       return data.status().WithContext("export state");
     }

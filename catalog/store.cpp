@@ -52,6 +52,9 @@ json EntryToJson(const FileEntry& f) {
     j["target"] = f.target;
     j["digest"] = f.digest.Hex();
   }
+  j["uid"] = f.uid;
+  j["gid"] = f.gid;
+  if (!f.hardlink_of.empty()) j["hardlink_of"] = f.hardlink_of;
   return j;
 }
 
@@ -67,6 +70,11 @@ Result<FileEntry> EntryFromJson(const json& j) {
     f.mtime_ns = j.at("mtime_ns").get<int64_t>();
     f.size = j.value("size", uint64_t{0});
     f.target = j.value("target", std::string());
+    // Descriptions written before owners were exported have none: root.
+    f.uid = j.value("uid", uint32_t{0});
+    f.gid = j.value("gid", uint32_t{0});
+    f.hardlink_of = j.value("hardlink_of", std::string());
+    if (!f.hardlink_of.empty()) RETURN_IF_ERROR(syncproto::ValidateHardlink(f.path, f.hardlink_of));
     if (j.contains("digest")) {
       auto d = Digest128::FromHex(j["digest"].get<std::string>());
       if (!d) return DataError("bad digest for " + f.path);

@@ -151,7 +151,14 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
       return UsageError("--target must be an absolute directory, got '" + target + "'");
     }
     *desc = "dir " + target;
-    return restore::NewDirBackend(env, restore::DirBackendOptions{target, 4});
+    // Owners need root; a restore run by another user leaves its own.
+    const bool root = ::geteuid() == 0;
+    if (!root) {
+      log::Warn(
+          "restore: not running as root; restored files will belong to this user, not to "
+          "their exported owners");
+    }
+    return restore::NewDirBackend(env, restore::DirBackendOptions{target, 4, root});
   }
   if (!flags.target.empty()) return UsageError("--target is only for --backend dir");
   if (name == "smartos") {

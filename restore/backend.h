@@ -77,6 +77,7 @@ class StepwiseBackend : public Backend {
 struct DirBackendOptions {
   std::string target;  // created (0700) when missing
   int copy_threads = 4;
+  bool set_owners = false;  // give restored data its exported owners (needs root)
 };
 std::unique_ptr<Backend> NewDirBackend(Env& env, DirBackendOptions options);
 
@@ -92,6 +93,7 @@ struct SmartosBackendOptions {
   std::string zpool = "zones";  // the delegate dataset is <zpool>/<uuid>/data
   std::string work_dir;         // where payload files for vmadm/sdc-sapi are written (required)
   int copy_threads = 4;
+  bool set_owners = true;  // give restored data its exported owners (the backend runs as root)
 };
 std::unique_ptr<Backend> NewSmartosBackend(Env& env, SmartosBackendOptions options);
 

@@ -119,7 +119,7 @@ class DirBackend final : public StepwiseBackend {
     const std::string partial = final_dir + ".partial";
     RETURN_IF_ERROR(RemoveTree(env_, partial));
     auto stats = CopyTree(env_, step.data_path, partial,
-                          CopyOptions{options_.copy_threads, input.data_meta});
+                          CopyOptions{options_.copy_threads, input.data_meta, options_.set_owners});
     if (!stats.ok()) return stats.status().WithContext("restore data of " + step.alias);
     RETURN_IF_ERROR(env_.Rename(partial, final_dir));
     RETURN_IF_ERROR(env_.SyncDir(zone));

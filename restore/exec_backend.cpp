@@ -7,8 +7,8 @@
 // safe to run again for a step whose earlier run failed.
 #include <memory>
 
-#include "restore/backend.h"
 #include "base/subprocess.h"
+#include "restore/backend.h"
 
 namespace lifeboat::restore {
 namespace {
@@ -56,11 +56,13 @@ class ExecBackend final : public Backend {
     nlohmann::json stdin_json = step.ToJson();
     stdin_json["backend"] = "exec";
     if (input.data_meta != nullptr) {
-      // The exported mode and mtime of every entry under data_path: the
-      // catalog's copy on disk may carry other modes.
+      // The exported mode, mtime, owner and hard link of every entry under
+      // data_path: the catalog's copy on disk may carry others.
       nlohmann::json files = nlohmann::json::object();
       for (const auto& [rel, m] : *input.data_meta) {
-        files[rel.empty() ? "." : rel] = {{"mode", m.mode}, {"mtime_ns", m.mtime_ns}};
+        nlohmann::json& f = files[rel.empty() ? "." : rel];
+        f = {{"mode", m.mode}, {"mtime_ns", m.mtime_ns}, {"uid", m.uid}, {"gid", m.gid}};
+        if (!m.hardlink_of.empty()) f["hardlink_of"] = m.hardlink_of;
       }
       stdin_json["data_meta"] = std::move(files);
     }

@@ -400,6 +400,21 @@ class RunState {
       s.image_uuid = s.vm_payload["image_uuid"].get<std::string>();
     }
     const std::string data_prefix = "datasets/" + record.uuid;
+    std::map<std::string_view, const syncproto::FileEntry*> by_path;
+    for (const catalog::StoredFile& f : gen->files) by_path.emplace(f.entry.path, &f.entry);
+    // A hard link is recreated only to a file with the same content.
+    auto link_rel = [&](const syncproto::FileEntry& e) -> std::string {
+      if (e.hardlink_of.empty()) return "";
+      auto it = by_path.find(e.hardlink_of);
+      if (it == by_path.end() || it->second->kind != syncproto::EntryKind::kFile ||
+          it->second->size != e.size || it->second->digest != e.digest ||
+          !e.hardlink_of.starts_with(data_prefix + "/")) {
+        log::Warn("restore: hard link to a different or missing file; restored as a copy",
+                  {{"path", e.path}, {"hardlink_of", e.hardlink_of}});
+        return "";
+      }
+      return e.hardlink_of.substr(data_prefix.size() + 1);
+    };
     for (const catalog::StoredFile& f : gen->files) {
       out.files.push_back(
           VerifyItem{f.local_path, f.entry.kind, f.entry.size, f.entry.digest, f.entry.target});
@@ -408,7 +423,8 @@ class RunState {
         std::string rel = f.entry.path.size() == data_prefix.size()
                               ? std::string()
                               : f.entry.path.substr(data_prefix.size() + 1);
-        meta_[record.uuid][rel] = EntryMeta{f.entry.mode, f.entry.mtime_ns};
+        meta_[record.uuid][rel] =
+            EntryMeta{f.entry.mode, f.entry.mtime_ns, f.entry.uid, f.entry.gid, link_rel(f.entry)};
         if (f.entry.kind == syncproto::EntryKind::kFile) {
           s.data_bytes += f.entry.size;
           ++s.data_files;

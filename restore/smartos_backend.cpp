@@ -125,7 +125,7 @@ class SmartosBackend final : public StepwiseBackend {
     Status cleared = ClearDir(env_, mountpoint);
     if (!cleared.ok()) return cleared.WithContext(what);
     auto stats = CopyTree(env_, step.data_path, mountpoint,
-                          CopyOptions{options_.copy_threads, input.data_meta});
+                          CopyOptions{options_.copy_threads, input.data_meta, options_.set_owners});
     if (!stats.ok()) return stats.status().WithContext(what);
     auto r = MustRun({options_.vmadm, "start", step.new_uuid});
     if (!r.ok()) return r.status().WithContext(what);

@@ -87,7 +87,10 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
     if (options.meta != nullptr) {
       if (auto it = options.meta->find(rel); it != options.meta->end()) return it->second;
     }
-    return EntryMeta{st.mode, st.mtime_ns};
+    return EntryMeta{st.mode, st.mtime_ns, st.uid, st.gid, ""};
+  };
+  auto own = [&](const std::string& path, const EntryMeta& m) {
+    return options.set_owners ? env.SetOwner(path, m.uid, m.gid) : Status::Ok();
   };
   ASSIGN_OR_RETURN(FileStat root_st, env.Stat(from));
   if (root_st.type != FileType::kDirectory) {
@@ -112,6 +115,26 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
   std::vector<const Node*> copies;
   std::vector<std::pair<const Node*, const Node*>> links;  // (link, first copy)
   std::map<std::pair<uint64_t, uint64_t>, const Node*> first_of_inode;
+  std::map<std::string_view, const Node*> file_by_rel;
+  for (const Node& n : nodes) {
+    if (n.st.type == FileType::kRegular) file_by_rel.emplace(n.rel, &n);
+  }
+  // The copy a file is a hard link of, or null when it is copied itself.
+  auto link_source = [&](const Node& n) -> const Node* {
+    if (options.meta == nullptr) {
+      if (n.st.nlink < 2) return nullptr;
+      auto [it, inserted] = first_of_inode.emplace(std::make_pair(n.st.dev, n.st.ino), &n);
+      return inserted ? nullptr : it->second;
+    }
+    const std::string of = meta_of(n.rel, n.st).hardlink_of;
+    if (of.empty()) return nullptr;
+    auto it = file_by_rel.find(of);
+    if (it == file_by_rel.end() || it->second == &n || it->second->st.size != n.st.size ||
+        !meta_of(it->second->rel, it->second->st).hardlink_of.empty()) {
+      return nullptr;  // no such first copy: copy this one on its own
+    }
+    return it->second;
+  };
   for (const Node& n : nodes) {
     std::string path = JoinPath(to, n.rel);
     switch (n.st.type) {
@@ -121,20 +144,17 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
         break;
       case FileType::kSymlink:
         RETURN_IF_ERROR(env.Symlink(n.link_target, path));
+        RETURN_IF_ERROR(own(path, meta_of(n.rel, n.st)));
         RETURN_IF_ERROR(env.SetMtime(path, meta_of(n.rel, n.st).mtime_ns));
         ++stats.symlinks;
         break;
-      case FileType::kRegular: {
-        if (n.st.nlink > 1) {
-          auto [it, inserted] = first_of_inode.emplace(std::make_pair(n.st.dev, n.st.ino), &n);
-          if (!inserted) {
-            links.emplace_back(&n, it->second);
-            break;
-          }
+      case FileType::kRegular:
+        if (const Node* first = link_source(n); first != nullptr) {
+          links.emplace_back(&n, first);
+        } else {
+          copies.push_back(&n);
         }
-        copies.push_back(&n);
         break;
-      }
       case FileType::kOther:
         break;
     }
@@ -156,7 +176,9 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
       std::string dst_path = JoinPath(to, n.rel);
       const EntryMeta m = meta_of(n.rel, n.st);
       Status st = env.CopyFile(src, dst_path, m.mode);
-      // CopyFile's mode passes through the umask: set it exactly.
+      // chown clears set-id bits: owner first. CopyFile's mode passes
+      // through the umask: set it exactly.
+      if (st.ok()) st = own(dst_path, m);
       if (st.ok()) st = env.SetMode(dst_path, m.mode);
       if (st.ok()) st = env.SetMtime(dst_path, m.mtime_ns);
       if (!st.ok()) {
@@ -187,10 +209,12 @@ Result<CopyStats> CopyTree(Env& env, const std::string& from, const std::string&
     if (it->st.type != FileType::kDirectory) continue;
     std::string path = JoinPath(to, it->rel);
     const EntryMeta m = meta_of(it->rel, it->st);
+    RETURN_IF_ERROR(own(path, m));
     RETURN_IF_ERROR(env.SetMode(path, m.mode));
     RETURN_IF_ERROR(env.SetMtime(path, m.mtime_ns));
   }
   const EntryMeta root_meta = meta_of("", root_st);
+  RETURN_IF_ERROR(own(to, root_meta));
   RETURN_IF_ERROR(env.SetMode(to, root_meta.mode));
   RETURN_IF_ERROR(env.SetMtime(to, root_meta.mtime_ns));
   return stats;

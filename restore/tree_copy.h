@@ -2,13 +2,12 @@
 //
 // Regular files are copied with Env::CopyFile (copy_file_range: a reflink or
 // in-kernel copy where the filesystem can) by a small pool of threads; modes
-// and mtimes of files, directories and symlinks are reproduced; files that
-// share an inode inside the source tree become hard links of one copy;
-// symlinks are recreated verbatim after checking that they cannot point
-// outside the tree (absolute targets and targets climbing above the root are
-// refused). Sockets, fifos and devices are refused. Owners are not copied
-// (the Env seam and the catalog do not carry them): files belong to the user
-// running the restore.
+// and mtimes of files, directories and symlinks are reproduced, and owners
+// when asked (root only); hard links are recreated (from the exported link
+// groups in the meta when there is one, else from the inodes the source tree
+// shares); symlinks are recreated verbatim after checking that they cannot
+// point outside the tree (absolute targets and targets climbing above the
+// root are refused). Sockets, fifos and devices are refused.
 #ifndef LIFEBOAT_RESTORE_TREE_COPY_H_
 #define LIFEBOAT_RESTORE_TREE_COPY_H_
 
@@ -30,19 +29,28 @@ struct CopyStats {
   uint64_t bytes = 0;
 };
 
-// The mode and mtime an entry must get, when they are not those of the
-// source on disk (the catalog stores entries with its own modes and keeps the
-// exported ones in its records).
+// What an entry must get when it is not what the source on disk has (the
+// catalog stores entries with its own modes and owner, and keeps the exported
+// ones in its generation descriptions).
 struct EntryMeta {
   uint32_t mode = 0;
   int64_t mtime_ns = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  // Regular files: the tree-relative path of the file this one is a hard link
+  // of ("" for none). The caller vouches that both have the same content.
+  std::string hardlink_of;
 };
 // By path relative to the tree root, "" for the root itself.
 using TreeMeta = std::map<std::string, EntryMeta>;
 
 struct CopyOptions {
-  int threads = 4;                 // file copies in flight
-  const TreeMeta* meta = nullptr;  // overrides the source's modes and mtimes where it has an entry
+  int threads = 4;  // file copies in flight
+  // Overrides the source's modes, mtimes and owners where it has an entry;
+  // when set, hard links come from its hardlink_of alone (the catalog may
+  // share inodes between files that were not links on the exporter).
+  const TreeMeta* meta = nullptr;
+  bool set_owners = false;  // lchown every entry to its owner (needs root)
 };
 
 // Copies the tree at `from` to `to`. `to` must not exist, or be an empty

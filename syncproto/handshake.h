@@ -21,8 +21,10 @@
 
 namespace lifeboat::syncproto {
 
-inline constexpr uint16_t kMinProtocolVersion = 1;
-inline constexpr uint16_t kMaxProtocolVersion = 1;
+// Version 2 added owners and hard links to manifest entries; version 1 was
+// never released and is not spoken.
+inline constexpr uint16_t kMinProtocolVersion = 2;
+inline constexpr uint16_t kMaxProtocolVersion = 2;
 inline constexpr size_t kMinClusterKeyBytes = 16;
 
 struct NodeIdentity {

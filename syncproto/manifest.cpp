@@ -86,6 +86,20 @@ Status ValidateSymlinkTarget(std::string_view link_path, std::string_view target
   return Status::Ok();
 }
 
+Status ValidateHardlink(std::string_view path, std::string_view hardlink_of) {
+  RETURN_IF_ERROR(ValidateExportPath(hardlink_of));
+  auto fail = [&](const std::string& why) {
+    return DataError("hard link " + std::string(path) + " -> " + std::string(hardlink_of) + ": " +
+                     why);
+  };
+  if (!(hardlink_of < path)) return fail("must name a smaller path");
+  std::vector<std::string_view> a = Split(path), b = Split(hardlink_of);
+  if (a.size() < 3 || b.size() < 3 || a[0] != "datasets" || b[0] != "datasets" || a[1] != b[1]) {
+    return fail("both must be in the same datasets/<uuid>/ tree");
+  }
+  return Status::Ok();
+}
+
 std::string InstanceOfPath(std::string_view path) {
   std::vector<std::string_view> parts = Split(path);
   if (parts.size() >= 2 && parts[0] == "datasets") return std::string(parts[1]);

@@ -39,6 +39,14 @@ struct FileEntry {
   int64_t mtime_ns = 0;
   Digest128 digest;    // XXH3-128 of the content (files) or of the target (symlinks); zero for dirs
   std::string target;  // symlink target, verbatim; never followed by Lifeboat
+  uint32_t uid = 0;    // numeric owner, as exported (restore puts it back when run as root)
+  uint32_t gid = 0;
+  // Files under datasets/<uuid>/ only: the export path of the first (smallest)
+  // path of the group of files sharing this file's inode, "" for that first
+  // one and for files with one link. Metadata for restore, which recreates
+  // the link when both entries are files with the same size and digest (see
+  // ValidateHardlink); transfers and the catalog treat each path as a file.
+  std::string hardlink_of;
 
   bool operator==(const FileEntry&) const = default;
 };
@@ -97,6 +105,12 @@ Status ValidateExportPath(std::string_view path);
 // that contains the link (relative, and never climbing above `link_path`'s
 // top-level export directory, e.g. datasets/<uuid>/).
 Status ValidateSymlinkTarget(std::string_view link_path, std::string_view target);
+
+// Checks `hardlink_of` of entry `path` read from the wire or from disk: a
+// valid export path, smaller than `path`, in the same datasets/<uuid>/ tree.
+// Whether it names a file with the same content is checked where both
+// entries are known (restore).
+Status ValidateHardlink(std::string_view path, std::string_view hardlink_of);
 
 // The instance uuid of "datasets/<uuid>/..." or "vms/<uuid>.json" style paths;
 // empty when the path belongs to no instance (images, sapi app/service records).

@@ -18,7 +18,7 @@ namespace {
 // Minimal encoded sizes, to bound counts by the bytes left.
 constexpr size_t kMinInstanceBytes = 4;
 constexpr size_t kMinImageBytes = 2;
-constexpr size_t kMinFileBytes = 1 + 1 + 1 + 1 + 8 + 16 + 1;
+constexpr size_t kMinFileBytes = 1 + 1 + 1 + 1 + 8 + 16 + 1 + 1 + 1 + 1;
 constexpr size_t kMinRemovedBytes = 1;
 
 uint64_t Count(Reader& r, const char* field, size_t min_entry) {
@@ -63,6 +63,9 @@ std::vector<uint8_t> EncodeManifestAnswer(const ManifestAnswer& a) {
     PutU64(&out, static_cast<uint64_t>(f.mtime_ns));
     PutDigest(&out, f.digest);
     PutString(&out, f.target);
+    PutVarint(&out, f.uid);
+    PutVarint(&out, f.gid);
+    PutString(&out, f.hardlink_of);
   }
   PutVarint(&out, a.removed.size());
   for (const std::string& p : a.removed) PutString(&out, p);
@@ -125,6 +128,19 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
     f.mtime_ns = r.I64("file mtime_ns");
     f.digest = r.Digest("file digest");
     f.target = r.String("file target", kMaxPathBytes);
+    const uint64_t uid = r.Varint("file uid"), gid = r.Varint("file gid");
+    if (r.ok() && (uid > UINT32_MAX || gid > UINT32_MAX))
+      r.Fail("file " + f.path, "uid/gid > 2^32-1");
+    f.uid = static_cast<uint32_t>(uid);
+    f.gid = static_cast<uint32_t>(gid);
+    f.hardlink_of = r.String("file hardlink_of", kMaxPathBytes);
+    if (r.ok() && !f.hardlink_of.empty()) {
+      if (f.kind != EntryKind::kFile) {
+        r.Fail("file " + f.path, "hardlink_of on a non-file");
+      } else if (Status s = ValidateHardlink(f.path, f.hardlink_of); !s.ok()) {
+        r.Fail("file " + f.path, s.message());
+      }
+    }
     if (r.ok()) {
       if (f.kind != EntryKind::kFile && f.size != 0)
         r.Fail("file " + f.path, "non-file with a size");

@@ -77,6 +77,7 @@ SIZES = {
 }
 
 OWNER_UUID = "930896af-bf8c-48d4-885c-6573a94b1853"  # the "admin" user
+NOBODY_UID = 60001  # SmartOS "nobody": owns service run files and logs in the fixture
 
 
 class Tree:
@@ -121,6 +122,19 @@ class Tree:
         path = self._prepare(rel)
         detrand.write_random_file(path, size, *labels, hashers=hashers)
         self._done(rel, path, size, mode, mtime)
+
+    def hardlink(self, rel, existing_rel):
+        """A second name for a file already written (same inode, same mtime)."""
+        path = self._prepare(rel)
+        os.link(os.path.join(self.root, existing_rel), path)
+        self.mtimes[rel] = self.mtimes[existing_rel]
+        self.files += 1
+
+    def chown(self, rel, uid, gid):
+        """Gives an entry another owner, where we may (as root); elsewhere
+        the tree keeps the generating user's, which is still reproducible."""
+        if os.geteuid() == 0:
+            os.lchown(os.path.join(self.root, rel), uid, gid)
 
     def symlink(self, rel, target, mtime):
         path = self._prepare(rel)
@@ -478,10 +492,12 @@ def write_dataset(tree, inst, doc_count, bulk_bytes, sz):
 
     tree.write_json(d + "config/config.json", config_json(inst), mt())
     tree.write(d + "config/%s.ini" % svc, config_ini(inst), mt())
+    tree.hardlink(d + "config/%s.ini.default" % svc, d + "config/%s.ini" % svc)
     tree.symlink(d + "config/active.json", "config.json", mt())
     tree.write(d + "config/sapi-manifests.json", json.dumps({"sapi": {"template": "/opt/smartdc/%s/sapi_manifests" % svc, "path": "/opt/smartdc/%s/etc/config.json" % svc, "post_cmd": "svcadm restart %s" % svc}}, indent=2) + "\n", mt())
     tree.write(d + ".initialized", b"", mt())
     tree.write(d + "run/%s.lock" % svc, b"", mt(), 0o600)
+    tree.chown(d + "run/%s.lock" % svc, NOBODY_UID, NOBODY_UID)
     if p["tls"]:
         tree.write(d + "tls/%s.crt.pem" % svc, pem_block("CERTIFICATE", r.randbytes(r.randrange(900, 1400))), mt())
         tree.write(d + "tls/%s.key.pem" % svc, pem_block("PRIVATE KEY", r.randbytes(r.randrange(1100, 1300))), mt(), 0o600)
@@ -498,6 +514,7 @@ def write_dataset(tree, inst, doc_count, bulk_bytes, sz):
         tree.write(d + "log/%s.log.%d" % (svc, i - 1), body, t)
     body = log_lines(r, svc, alias, t, log_size)
     tree.write(d + "log/%s.log" % svc, body, detrand.BASE_EPOCH_S * 1_000_000_000 - r.randrange(1, 600) * 1_000_000_000)
+    tree.chown(d + "log/%s.log" % svc, NOBODY_UID, NOBODY_UID)
     tree.symlink(d + "log/current", "%s.log" % svc, mt())
     tree.write(d + "log/audit/audit.log", log_lines(r, svc, alias, t, log_size // 4), mt())
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Describes a directory tree exactly: per entry its kind, mode, size, mtime
-and content hash (sha256) or symlink target. Two trees are byte-identical
-when their descriptions are equal.
+"""Describes a directory tree exactly: per entry its kind, mode, size, mtime,
+content hash (sha256) or symlink target, owner (uid:gid) and, for a file
+with several links, the first path (sorted) of its hard-link group. Two
+trees are identical when their descriptions are equal.
 
   python3 scripts/lib/treedigest.py DIR [--no-mtime] [--list]
 prints the tree's sha256 (or the per-entry listing with --list).
@@ -14,25 +15,31 @@ import sys
 
 
 def describe(root, mtimes=True, modes=True):
-    """{relpath: (kind, mode, size, mtime_ns, sha256-or-target)} for every
-    entry below root (root itself excluded). Symlinks are not followed."""
+    """{relpath: (kind, mode, size, mtime_ns, sha256-or-target, "uid:gid",
+    link-group)} for every entry below root (root itself excluded). Symlinks
+    are not followed. link-group is "" unless a file has several links."""
     out = {}
+    stats = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in dirnames + sorted(filenames):
             path = os.path.join(dirpath, name)
-            rel = os.path.relpath(path, root)
-            st = os.lstat(path)
-            mode = stat.S_IMODE(st.st_mode) if modes else 0
-            mt = st.st_mtime_ns if mtimes else 0
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("l", mode if modes else 0, 0, mt, os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("d", mode, 0, mt, "")
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = ("f", mode, st.st_size, mt, file_sha256(path))
-            else:
-                out[rel] = ("?", mode, 0, mt, "")
+            stats[os.path.relpath(path, root)] = (path, os.lstat(path))
+    first_of_inode = {}
+    for rel in sorted(stats):
+        path, st = stats[rel]
+        mode = stat.S_IMODE(st.st_mode) if modes else 0
+        mt = st.st_mtime_ns if mtimes else 0
+        owner = "%d:%d" % (st.st_uid, st.st_gid)
+        if stat.S_ISLNK(st.st_mode):
+            out[rel] = ("l", mode, 0, mt, os.readlink(path), owner, "")
+        elif stat.S_ISDIR(st.st_mode):
+            out[rel] = ("d", mode, 0, mt, "", owner, "")
+        elif stat.S_ISREG(st.st_mode):
+            group = first_of_inode.setdefault((st.st_dev, st.st_ino), rel) if st.st_nlink > 1 else ""
+            out[rel] = ("f", mode, st.st_size, mt, file_sha256(path), owner, group)
+        else:
+            out[rel] = ("?", mode, 0, mt, "", owner, "")
     return out
 
 

@@ -10,7 +10,6 @@ The agent/cluster helpers come from ../agent_test.py.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -22,7 +21,9 @@ import uuid as uuidlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "scripts", "lib"))
 import agent_test  # noqa: E402  (tests/integration/agent_test.py)
+import treedigest  # noqa: E402  (scripts/lib/treedigest.py)
 from agent_test import Cluster, det_bytes, write  # noqa: E402
 
 FAKES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "data", "fake-smartos-restore")
@@ -31,22 +32,9 @@ READ_ONLY_FIELDS = ["state", "zone_state", "zonepath", "zoneid", "zonedid", "pid
 
 
 def tree(root):
-    """Relative path -> (kind, mode, mtime_ns, sha256 or link target) for everything under root."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            rel = os.path.relpath(p, root)
-            if os.path.islink(p):
-                out[rel] = ("symlink", os.readlink(p))
-            elif os.path.isdir(p):
-                out[rel] = ("dir", oct(st.st_mode & 0o7777), st.st_mtime_ns)
-            else:
-                with open(p, "rb") as f:
-                    out[rel] = ("file", oct(st.st_mode & 0o7777), st.st_mtime_ns,
-                                hashlib.sha256(f.read()).hexdigest())
-    return out
+    """What an operator needs back, per path under root: kind, mode, mtime,
+    content or link target, owner and hard-link group (scripts/lib/treedigest.py)."""
+    return treedigest.describe(root)
 
 
 def whole_tree_bytes(root):
@@ -121,6 +109,12 @@ class RestoreTest(unittest.TestCase):
         })
         os.chmod(B.dataset_path(u, "bin/run.sh"), 0o755)
         os.symlink("images/ab/file0", B.dataset_path(u, "latest"))
+        # A hard link and files of other owners (as root) must come back as they were.
+        os.link(B.dataset_path(u, "etc/config.json"), B.dataset_path(u, "etc/config.json.orig"))
+        if os.geteuid() == 0:
+            os.lchown(B.dataset_path(u, "images/ab/file0"), 907, 908)
+            os.lchown(B.dataset_path(u, "latest"), 60001, 60001)
+            os.lchown(B.dataset_path(u, "etc"), 0, 908)
         self.b["imgapi0"] = u
         u, _ = self.add_chained_instance(B, "sapi", "sapi0", {"sapi/db.json": '{"instances": []}'})
         self.b["sapi0"] = u

@@ -1,6 +1,7 @@
 #include "catalog/exporter.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -381,6 +382,44 @@ TEST_CASE("a corrupt state file starts a new lineage") {
   REQUIRE(e->Rescan().ok());
   CHECK(e->generation() == 1);
   CHECK(Exists(*Env::Default(), f.tmp / "state/export-state.bin.corrupt"));
+}
+
+TEST_CASE("owners and hard links of a dataset are exported, and their changes are changes") {
+  Fixture f;
+  const std::string ds = f.exp.root + "/datasets/" + f.exp.sapi;
+  const std::string p = "datasets/" + f.exp.sapi;
+  Write(ds + "/pg/base", std::string(5000, 'b'));
+  REQUIRE(::link((ds + "/pg/base").c_str(), (ds + "/pg/z-link").c_str()) == 0);
+  REQUIRE(::link((ds + "/pg/base").c_str(), (ds + "/a-first").c_str()) == 0);
+  const bool root = ::geteuid() == 0;
+  if (root) REQUIRE(::lchown((ds + "/pg/base").c_str(), 907, 908) == 0);
+  auto e = f.Open(f.Options());
+  REQUIRE(e->Rescan().ok());
+  auto files = ByPath(e->current()->files);
+  // The group is named by its smallest path, whichever directory it is in.
+  CHECK(files.at(p + "/a-first").hardlink_of.empty());
+  CHECK(files.at(p + "/pg/base").hardlink_of == p + "/a-first");
+  CHECK(files.at(p + "/pg/z-link").hardlink_of == p + "/a-first");
+  CHECK(files.at(p + "/sapi/db.json").hardlink_of.empty());
+  if (root) {
+    CHECK(files.at(p + "/pg/z-link").uid == 907);
+    CHECK(files.at(p + "/pg/z-link").gid == 908);
+  }
+  CHECK(files.at(p).uid == ::geteuid());  // the dataset root directory
+
+  // Removing the group's first path renames the group; a restart keeps that.
+  const uint64_t g = e->generation();
+  REQUIRE(::unlink((ds + "/a-first").c_str()) == 0);
+  REQUIRE(e->Rescan().ok());
+  CHECK(e->generation() == g + 1);
+  files = ByPath(e->current()->files);
+  CHECK(files.at(p + "/pg/base").hardlink_of.empty());
+  CHECK(files.at(p + "/pg/z-link").hardlink_of == p + "/pg/base");
+  e.reset();
+  auto again = f.Open(f.Options());
+  REQUIRE(again->Rescan().ok());
+  CHECK(again->generation() == g + 1);
+  CHECK(ByPath(again->current()->files).at(p + "/pg/z-link").hardlink_of == p + "/pg/base");
 }
 
 TEST_CASE("a no-change rescan of a 20k-file export is a stat walk only") {

@@ -11,6 +11,7 @@ namespace lifeboat::restore {
 namespace {
 
 using nlohmann::json;
+using testing::DirOptions;
 using testing::FakeCalls;
 using testing::FakeSmartosDir;
 using testing::MakeDataTree;
@@ -78,7 +79,7 @@ TEST_CASE("dir backend restores images, payload, SAPI record and an identical da
   Plan plan = src.MakeTestPlan();
   REQUIRE(plan.steps.size() == 5);
   const std::string target = dir / "target";
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{target, 3});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(target, 3));
   CHECK_FALSE(backend->HasImage(kRootImage).value());
   for (const Step& s : plan.steps) {
     INFO(s.id);
@@ -115,7 +116,7 @@ TEST_CASE("dir backend refuses an image whose origin is not installed, and a cor
   TempDir dir;
   Source src(dir);
   Plan plan = src.MakeTestPlan();
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{dir / "target", 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(dir / "target", 2));
   const Step& leaf = plan.steps[1];
   REQUIRE(leaf.image_uuid == kLeafImage);
   auto r = backend->Run(leaf, {});
@@ -139,7 +140,7 @@ TEST_CASE("a symlink pointing outside the instance is refused before anything is
   Source src(dir);
   ::symlink("../../../../etc/passwd", (src.data + "/db/escape").c_str());
   Plan plan = src.MakeTestPlan();
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{dir / "target", 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(dir / "target", 2));
   for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
   REQUIRE(plan.steps[3].kind == StepKind::kRestoreData);
   auto r = backend->Run(plan.steps[3], {});
@@ -162,7 +163,7 @@ TEST_CASE("a data copy that fails halfway is redone cleanly on the next run") {
   Source src(dir);
   Plan plan = src.MakeTestPlan();
   FaultEnv fault(Env::Default());
-  auto backend = NewDirBackend(fault, DirBackendOptions{dir / "target", 1});
+  auto backend = NewDirBackend(fault, DirOptions(dir / "target", 1));
   for (size_t i = 0; i < 3; ++i) REQUIRE(backend->Run(plan.steps[i], {}).ok());
   fault.FailNth(EnvOp::kCopyFile, 3, ENOSPC);
   auto r = backend->Run(plan.steps[3], {});

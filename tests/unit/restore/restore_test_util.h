@@ -17,6 +17,7 @@
 
 #include "base/digest.h"
 #include "base/env.h"
+#include "restore/backend.h"
 
 #include "tests/unit/base/test_dir.h"
 
@@ -37,10 +38,9 @@ inline std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-// One line per entry: "path type mode mtime content-digest/link-target [link-group]".
-// Hard links show as the first path (in sorted order) of their inode group.
-// `with_links` = false leaves out the hard-link structure (what a tree that
-// went through the wire can have: syncproto does not carry inode identity).
+// One line per entry: "path type mode mtime content-digest/link-target
+// owner [link-group]". Hard links show as the first path (in sorted order) of
+// their inode group. `with_links` = false leaves out the hard-link structure.
 inline std::string SnapshotTree(const std::string& root, bool with_root_meta = true,
                                 bool with_links = true) {
   Env& env = *Env::Default();
@@ -86,6 +86,7 @@ inline std::string SnapshotTree(const std::string& root, bool with_root_meta = t
       default:
         line << "other";
     }
+    line << " owner=" << st.uid << ":" << st.gid;
     lines.push_back(line.str());
   }
   std::string out;
@@ -120,6 +121,19 @@ inline void MakeDataTree(const std::string& root) {
     env.SetMtime(JoinPath(root, rel), t += 1'000'000'123).IgnoreError();
   }
   env.SetMtime(root, t += 7).IgnoreError();
+  // Owners other than the test's, where it may set them (root): postgres-like
+  // data, and a directory of another group.
+  if (::geteuid() == 0) {
+    ::lchown((root + "/db/wal/0001").c_str(), 907, 908);
+    ::lchown((root + "/db/current").c_str(), 907, 908);
+    ::lchown((root + "/etc").c_str(), 0, 908);
+  }
+}
+
+// Dir backend options that restore owners wherever the test can (as root),
+// so tree snapshots, which show owners, compare equal.
+inline DirBackendOptions DirOptions(std::string target, int threads) {
+  return DirBackendOptions{std::move(target), threads, ::geteuid() == 0};
 }
 
 inline std::string FakeSmartosDir() {

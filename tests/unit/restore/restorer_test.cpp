@@ -19,6 +19,7 @@ namespace lifeboat::restore {
 namespace {
 
 using nlohmann::json;
+using testing::DirOptions;
 using testing::FakeCalls;
 using testing::FakeSmartosDir;
 using testing::MakeDataTree;
@@ -203,7 +204,7 @@ std::string TargetState(const std::string& target) {
 
 TEST_CASE("restore --peer rebuilds every instance of the lost node in service order") {
   Cluster c;
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 4});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 4));
   Restorer restorer(c.Context(backend.get()));
   RestoreReport report;
   Status st = restorer.Run(PeerRequest(), &report);
@@ -230,10 +231,9 @@ TEST_CASE("restore --peer rebuilds every instance of the lost node in service or
     CHECK(IsUuid(p.new_uuid));
     CHECK(p.new_uuid != p.old_uuid);
     const std::string zone = c.target() + "/zones/" + p.new_uuid;
-    // Hard links do not survive the wire (syncproto carries no inode
-    // identity), so they are compared as separate files.
-    CHECK(SnapshotTree(zone + "/data", true, false) ==
-          SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid, true, false));
+    // Modes, mtimes, owners and hard links came through the catalog.
+    CHECK(SnapshotTree(zone + "/data") ==
+          SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid));
     json vm = json::parse(ReadFile(zone + "/vm.json"));
     CHECK(vm["uuid"] == p.new_uuid);
     CHECK(vm["alias"] == p.alias);
@@ -269,7 +269,7 @@ TEST_CASE("restore --peer rebuilds every instance of the lost node in service or
 TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog byte-identical") {
   Cluster c;
   WriteFile(c.target() + "/zones/existing/vm.json", R"({"alias": "imgapi1"})");
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   Restorer restorer(c.Context(backend.get()));
   std::string target_before = SnapshotTree(c.target());
   std::string catalog_before = SnapshotTree(c.data_dir());
@@ -303,7 +303,7 @@ TEST_CASE("a corrupted catalog file stops the restore before anything is written
   REQUIRE(Env::Default()->RemoveFile(victim).ok());
   WriteFile(victim, bytes, 0600);
 
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   Restorer restorer(c.Context(backend.get()));
   RestoreReport report;
   Status st = restorer.Run(PeerRequest(), &report);
@@ -321,7 +321,7 @@ TEST_CASE("a restore that fails halfway resumes and ends identical to a clean ru
   // Clean run, for comparison.
   const std::string clean_target = c.dir() / "clean";
   {
-    auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{clean_target, 2});
+    auto backend = NewDirBackend(*Env::Default(), DirOptions(clean_target, 2));
     RestoreContext ctx = c.Context(backend.get());
     ctx.data_dir = c.dir() / "clean-journal";
     RestoreReport clean;
@@ -329,7 +329,7 @@ TEST_CASE("a restore that fails halfway resumes and ends identical to a clean ru
   }
 
   FaultEnv fault(Env::Default());
-  auto backend = NewDirBackend(fault, DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(fault, DirOptions(c.target(), 2));
   Restorer restorer(c.Context(backend.get(), nullptr, &fault));
   // The data copy of the second instance fails on its 5th file.
   fault.FailNth(EnvOp::kCopyFile, 4 + 8 + 5, ENOSPC);
@@ -414,14 +414,14 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
   expected.insert(expected.begin() + 8, clean_calls[8]);
   CHECK(calls == expected);
   for (const auto& p : second.plan.instances) {
-    CHECK(SnapshotTree(c.dir() / ("smartos/zones/" + p.new_uuid + "/data"), false, false) ==
-          SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid, false, false));
+    CHECK(SnapshotTree(c.dir() / ("smartos/zones/" + p.new_uuid + "/data"), false) ==
+          SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid, false));
   }
 }
 
 TEST_CASE("restoring a peer that still answers is refused without --force") {
   Cluster c;
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   FakeProbe probe;
   probe.alive = true;
   Restorer restorer(c.Context(backend.get(), &probe));
@@ -448,7 +448,7 @@ TEST_CASE("restoring a peer that still answers is refused without --force") {
 TEST_CASE("stale data needs -y or a confirmation") {
   Cluster c;
   c.clock().Advance(2 * 3600 * 1000);
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   RestoreContext ctx = c.Context(backend.get());
   RestoreReport report;
   Status st = Restorer(ctx).Run(PeerRequest(), &report);
@@ -474,7 +474,7 @@ TEST_CASE("stale data needs -y or a confirmation") {
 TEST_CASE("a fresher copy on another node is named, and --from-freshest pulls it first") {
   Cluster c;
   uint64_t local = c.store().Peer("headnode1")->generation;
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   FakeProbe probe;
   probe.copies = {PeerCopy{"headnode2", true, "", local + 3, 0},
                   PeerCopy{"headnode3", false, "connection refused", 0, 0}};
@@ -512,7 +512,7 @@ TEST_CASE("a fresher copy on another node is named, and --from-freshest pulls it
 
 TEST_CASE("selection by service and instance, and unknown selections") {
   Cluster c;
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   Restorer restorer(c.Context(backend.get()));
   RestoreRequest req;
   req.dry_run = true;
@@ -550,7 +550,7 @@ TEST_CASE("a chosen generation (--generation) restores an older retained generat
   REQUIRE(seqs.ok());
   REQUIRE(seqs->size() == 2);
 
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   Restorer restorer(c.Context(backend.get()));
   RestoreRequest req;
   req.selection.instances = {kImgapi0};
@@ -580,7 +580,7 @@ TEST_CASE("a chosen generation (--generation) restores an older retained generat
 
 TEST_CASE("instances of a peer that comes back after their restore are deposed") {
   Cluster c;
-  auto backend = NewDirBackend(*Env::Default(), DirBackendOptions{c.target(), 2});
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
   RestoreRequest req;
   req.selection.instances = {kImgapi0, kSapi0};
   req.force = true;

@@ -168,13 +168,17 @@ TEST_CASE("version mismatch is refused with both ranges named") {
   Setup s;
   ServerSession server(&s.src, kKey, ServerId());
   PullerOptions po;
-  po.handshake.min_version = 2;
-  po.handshake.max_version = 3;
+  po.handshake.min_version = kMaxProtocolVersion + 1;
+  po.handshake.max_version = kMaxProtocolVersion + 2;
   PullerSession puller(kKey, PullerId(), po);
   REQUIRE(puller.Start().ok());
   PipeResult p = RunPipe(puller, server);
   CHECK(p.server.code() == Code::kData);
-  CHECK_THAT(p.server.message(), Catch::Contains("2..3") && Catch::Contains("1..1"));
+  const std::string ours =
+      std::to_string(kMinProtocolVersion) + ".." + std::to_string(kMaxProtocolVersion);
+  const std::string theirs =
+      std::to_string(kMaxProtocolVersion + 1) + ".." + std::to_string(kMaxProtocolVersion + 2);
+  CHECK_THAT(p.server.message(), Catch::Contains(theirs) && Catch::Contains(ours));
   CHECK_THAT(p.puller.message(), Catch::Contains("VERSION"));
 }
 

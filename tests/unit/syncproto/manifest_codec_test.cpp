@@ -23,6 +23,9 @@ ManifestAnswer Sample(size_t files) {
     f.mode = 0640;
     f.mtime_ns = 1700000000000000000 + static_cast<int64_t>(i);
     f.digest = Xxh3Digest(f.path);
+    f.uid = static_cast<uint32_t>(i % 3 == 0 ? 0 : 907 + i);  // root and others, varint widths
+    f.gid = static_cast<uint32_t>(i % 5 == 0 ? 4294967294u : 907);
+    if (i % 7 == 1) f.hardlink_of = a.manifest.files.front().path;
     a.manifest.files.push_back(f);
   }
   FileEntry link;
@@ -119,6 +122,24 @@ TEST_CASE("manifest validation rejects what a hostile peer could send") {
     for (uint8_t b : {0x80, 0x80, 0x80, 0x80, 0x80, 0x20}) bad.push_back(b);
     Status s = DecodeManifestAnswer(bad).status();
     CHECK_THAT(s.message(), Catch::Contains("instance_count") && Catch::Contains("cannot fit"));
+  }
+  SECTION("hard links only between files of one dataset tree, to a smaller path") {
+    auto with_link = [](std::string of, EntryKind kind = EntryKind::kFile) {
+      ManifestAnswer a = Sample(3);
+      a.manifest.files[2].hardlink_of = std::move(of);
+      a.manifest.files[2].kind = kind;
+      if (kind != EntryKind::kFile) a.manifest.files[2].size = 0;
+      return DecodeStatus(a);
+    };
+    CHECK(with_link("datasets/a-uuid/dir/file100000").ok());
+    CHECK_THAT(with_link("datasets/a-uuid/dir/file100002").message(),
+               Catch::Contains("smaller path"));
+    CHECK_THAT(with_link("datasets/a-uuid/zzz").message(), Catch::Contains("smaller path"));
+    CHECK_THAT(with_link("datasets/0-other/file").message(), Catch::Contains("same datasets"));
+    CHECK_THAT(with_link("apps/a-uuid/file").message(), Catch::Contains("same datasets"));
+    CHECK(with_link("datasets/a-uuid/../../etc/passwd").code() == Code::kData);
+    CHECK_THAT(with_link("datasets/a-uuid/dir/file100000", EntryKind::kDir).message(),
+               Catch::Contains("non-file"));
   }
   SECTION("truncated and trailing") {
     std::vector<uint8_t> enc = EncodeManifestAnswer(Sample(3));
