@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "agent/control_api.h"
@@ -14,8 +15,10 @@
 #include "agent/peer_server.h"
 #include "agent/scheduler.h"
 #include "agent/sd_notify.h"
+#include "agent/status_json.h"
 #include "agent/uv.h"
 #include "base/env.h"
+#include "base/lock_file.h"
 #include "base/log.h"
 #include "catalog/exporter.h"
 #include "catalog/held_export.h"
@@ -27,11 +30,6 @@ namespace lifeboat::agent {
 namespace {
 
 int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
-
-nlohmann::json WallOrNull(int64_t wall_ms) {
-  if (wall_ms <= 0) return nullptr;
-  return FormatIso8601Ms(wall_ms);
-}
 
 class Daemon final : public ControlBackend {
  public:
@@ -61,6 +59,7 @@ class Daemon final : public ControlBackend {
   Clock* clock_;
   uv_loop_t loop_;
   bool loop_open_ = false;
+  std::optional<LockFile> data_dir_lock_;  // one agent per data_dir
   std::unique_ptr<catalog::Store> store_;
   std::unique_ptr<catalog::HeldExport> held_;
   std::unique_ptr<catalog::Provider> provider_;
@@ -97,6 +96,9 @@ Status Daemon::Open() {
   const std::string& data_dir = cfg_.agent.data_dir;
   RETURN_IF_ERROR(CreateDirs(env, data_dir, 0700));
   RETURN_IF_ERROR(env.SetMode(data_dir, 0700));
+  ASSIGN_OR_RETURN(LockFile lock, LockFile::Acquire(JoinPath(data_dir, ".agent.lock"),
+                                                    "agent.data_dir " + data_dir));
+  data_dir_lock_.emplace(std::move(lock));
 
   catalog::StoreOptions so;
   so.data_dir = data_dir;
@@ -111,6 +113,7 @@ Status Daemon::Open() {
   } else {
     catalog::SmartosOptions o;
     o.cache_dir = JoinPath(export_state, "smartos-cache");
+    o.destroy_leftover_snapshots = true;  // the agent is the one process taking them
     ASSIGN_OR_RETURN(provider_, catalog::MakeSmartosProvider(env, o));
   }
   catalog::ExporterOptions eo;
@@ -374,7 +377,8 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
 void Daemon::GetStatus(JsonFn done) {
   int64_t now = clock_->WallMs();
   auto result = std::make_shared<nlohmann::json>(
-      nlohmann::json{{"node", {{"uuid", cfg_.node.uuid}, {"name", cfg_.node.name}}},
+      nlohmann::json{{"agent_running", true},
+                     {"node", {{"uuid", cfg_.node.uuid}, {"name", cfg_.node.name}}},
                      {"now", FormatIso8601Ms(now)},
                      {"stopping", stopping_},
                      {"stale_after_seconds", Ms(cfg_.agent.stale_after) / 1000},
@@ -389,33 +393,7 @@ void Daemon::GetStatus(JsonFn done) {
   QueueWork(
       &loop_,
       [result, store, exporter, now] {
-        std::map<std::string, nlohmann::json> services;
-        for (const auto& i : store->Instances()) {
-          auto& s = services[i.service];
-          if (s.is_null()) {
-            s = {{"service", i.service},
-                 {"instances", 0},
-                 {"removed", 0},
-                 {"newest_age_seconds", nullptr},
-                 {"oldest_age_seconds", nullptr},
-                 {"peers", nlohmann::json::array()}};
-          }
-          s["instances"] = s["instances"].get<int>() + 1;
-          if (i.removed) s["removed"] = s["removed"].get<int>() + 1;
-          // Wall time is all the catalog has; a clock that went back is age 0.
-          int64_t age = std::max<int64_t>(0, now - i.pulled_at_ms) / 1000;
-          if (s["newest_age_seconds"].is_null() || age < s["newest_age_seconds"].get<int64_t>()) {
-            s["newest_age_seconds"] = age;
-          }
-          if (s["oldest_age_seconds"].is_null() || age > s["oldest_age_seconds"].get<int64_t>()) {
-            s["oldest_age_seconds"] = age;
-          }
-          auto& peers = s["peers"];
-          if (std::find(peers.begin(), peers.end(), i.peer) == peers.end()) peers.push_back(i.peer);
-        }
-        nlohmann::json arr = nlohmann::json::array();
-        for (auto& [name, s] : services) arr.push_back(std::move(s));
-        (*result)["services"] = std::move(arr);
+        (*result)["services"] = ServicesJson(store->Instances(), now);
         (*result)["export"] = {{"generation", exporter->generation()},
                                {"boot_id", exporter->boot_id()}};
       },

@@ -112,6 +112,11 @@ struct SmartosOptions {
   // sapi/ folder (<uuid>.json, application.json, services/<svc>.json).
   std::string sapi_dir;
   uint64_t max_command_output = 64ull << 20;  // bytes of stdout kept from one command
+  // At creation, destroy the snapshots a crashed process left behind: every
+  // <pool>/<uuid>/data@lifeboat-<id> (the names this provider gives; nothing
+  // else is touched). Only the one process that takes snapshots on this node
+  // (the agent) may set it: another process's snapshots may be in use.
+  bool destroy_leftover_snapshots = false;
 };
 
 // The `smartos` provider. Commands run with fork/exec (no shell); their

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <unordered_map>
 
 #include "base/log.h"
@@ -69,7 +70,41 @@ class SmartosProvider final : public Provider {
   Status Init() {
     if (o_.cache_dir.empty()) return ConfigError("smartos provider: no cache directory");
     RETURN_IF_ERROR(CreateDirs(env_, JoinPath(o_.cache_dir, "vms"), 0700));
-    return CreateDirs(env_, JoinPath(o_.cache_dir, "images"), 0700);
+    RETURN_IF_ERROR(CreateDirs(env_, JoinPath(o_.cache_dir, "images"), 0700));
+    if (o_.destroy_leftover_snapshots) DestroyLeftoverSnapshots();
+    return Status::Ok();
+  }
+
+  // Best effort: a snapshot that cannot be listed or destroyed is logged and
+  // left (it costs space, not correctness).
+  void DestroyLeftoverSnapshots() {
+    auto out = Run({"zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", o_.pool});
+    if (!out.ok()) {
+      log::Warn("smartos provider: cannot list ZFS snapshots to clean up",
+                {{"error", out.status().message()}});
+      return;
+    }
+    const std::string prefix = o_.pool + "/";
+    const std::string marker = "/data@lifeboat-";
+    size_t destroyed = 0;
+    std::istringstream in(*out);
+    for (std::string name; std::getline(in, name);) {
+      // <pool>/<uuid>/data@lifeboat-<id>, the uuid a safe name.
+      if (!name.starts_with(prefix)) continue;
+      const size_t at = name.find(marker, prefix.size());
+      if (at == std::string::npos ||
+          !internal::IsSafeName(name.substr(prefix.size(), at - prefix.size())) ||
+          !internal::IsSafeName(name.substr(at + marker.size()))) {
+        continue;
+      }
+      log::Info("smartos provider: destroying a snapshot left by an earlier run",
+                {{"snapshot", name}});
+      Destroy(name);
+      ++destroyed;
+    }
+    if (destroyed > 0) {
+      log::Info("smartos provider: leftover snapshots destroyed", {{"count", destroyed}});
+    }
   }
 
   Result<std::string> Run(const std::vector<std::string>& argv, int stdout_fd = -1) {

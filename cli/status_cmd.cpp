@@ -4,8 +4,9 @@
 // other node (syncproto HELD_QUERY) which generation of each peer it holds and
 // shows, per peer, the node with the freshest copy (column "freshest", JSON
 // "freshest" and "cluster_copies"). `--check` (for monitoring) exits 1
-// when any peer's data is older than agent.stale_after; 69 when the agent is
-// not running.
+// when any peer's data is older than agent.stale_after. When the agent is
+// not running, status shows what the catalog on disk records (reachability
+// unknown, "agent_running": false) and exits 69, with or without --check.
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "agent/status_json.h"
 #include "base/clock.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
@@ -128,6 +130,15 @@ Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
   return Status::Ok();
 }
 
+// The status object built from the catalog on disk, for when the agent is down.
+Result<nlohmann::json> OfflineStatus(const conf::Config& config) {
+  catalog::StoreOptions so;
+  so.data_dir = config.agent.data_dir;
+  so.read_only = true;
+  ASSIGN_OR_RETURN(auto store, catalog::Store::Open(*Env::Default(), *Clock::Real(), so));
+  return agent::OfflineStatusJson(config, *store, Clock::Real()->WallMs());
+}
+
 std::string Str(const nlohmann::json& v) {
   if (v.is_null()) return "-";
   if (v.is_string()) return v.get<std::string>();
@@ -137,7 +148,10 @@ std::string Str(const nlohmann::json& v) {
 std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "peer") return Str(p["name"]);
   if (col == "address") return Str(p["address"]);
-  if (col == "reachable") return p.value("reachable", false) ? "yes" : "no";
+  if (col == "reachable") {
+    if (!p.contains("reachable") || p["reachable"].is_null()) return "?";
+    return p["reachable"].get<bool>() ? "yes" : "no";
+  }
   if (col == "phase") return Str(p["phase"]);
   if (col == "last_attempt") return Str(p["last_attempt"]);
   if (col == "last_success") return Str(p["last_success"]);
@@ -218,15 +232,27 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   call.target = "/status";
   call.read_timeout_ms = 30'000;
   Result<agent::ApiReply> reply = agent::CallApi(call);
+  nlohmann::json st;
+  bool agent_down = false;
   if (!reply.ok()) {
     std::cerr << "lifeboat status: " << reply.status().message() << "\n";
-    return reply.status().code() == Code::kUnavailable ? kExitUnavailable : kExitTemporary;
-  }
-  nlohmann::json st = nlohmann::json::parse(reply->body, nullptr, false);
-  if (reply->status != 200 || !st.is_object()) {
-    std::cerr << "lifeboat status: the agent answered " << reply->status << ": " << reply->body
-              << "\n";
-    return kExitUnavailable;
+    if (reply.status().code() != Code::kUnavailable) return kExitTemporary;
+    Result<nlohmann::json> offline = OfflineStatus(*config);
+    if (!offline.ok()) {
+      std::cerr << "lifeboat status: reading the catalog: " << offline.status().message() << "\n";
+      return kExitUnavailable;
+    }
+    std::cerr << "lifeboat status: the agent is not running; showing what the catalog in "
+              << config->agent.data_dir << " records (REACHABLE unknown)\n";
+    st = std::move(*offline);
+    agent_down = true;
+  } else {
+    st = nlohmann::json::parse(reply->body, nullptr, false);
+    if (reply->status != 200 || !st.is_object()) {
+      std::cerr << "lifeboat status: the agent answered " << reply->status << ": " << reply->body
+                << "\n";
+      return kExitUnavailable;
+    }
   }
   if (Status rs = AddRestoreState(*config, st); !rs.ok()) {
     std::cerr << "lifeboat status: restores: " << rs.message() << "\n";
@@ -287,9 +313,9 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
     for (const auto& n : stale) names += (names.empty() ? "" : ", ") + n;
     std::cerr << "lifeboat status: data older than "
               << conf::FormatDuration(config->agent.stale_after) << " from: " << names << "\n";
-    return 1;
   }
-  return kExitOk;
+  if (agent_down) return kExitUnavailable;  // a stopped agent is worse than stale data
+  return opt.check && !stale.empty() ? 1 : kExitOk;
 }
 
 const CommandRegistrar kRegistrar(/*order=*/30, [](CLI::App& root, Context& ctx) {

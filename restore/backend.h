@@ -57,6 +57,21 @@ class Backend {
   virtual Result<StepResult> Run(const Step& step, const StepInput& input) = 0;
 };
 
+// A backend with one method per step kind; Run() dispatches on the kind.
+// The dir and smartos backends are built on it.
+class StepwiseBackend : public Backend {
+ public:
+  Result<StepResult> Run(const Step& step, const StepInput& input) final;
+
+ protected:
+  virtual Result<StepResult> InstallImage(const Step& step) = 0;
+  virtual Result<StepResult> CreateInstance(const Step& step) = 0;
+  virtual Result<StepResult> RestoreData(const Step& step, const StepInput& input) = 0;
+  virtual Result<StepResult> RegisterSapi(const Step& step) = 0;
+  // Runs before every step (e.g. creating the target); an error stops the step.
+  virtual Status BeforeStep() { return Status::Ok(); }
+};
+
 // ---- dir --------------------------------------------------------------------
 
 struct DirBackendOptions {

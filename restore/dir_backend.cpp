@@ -28,7 +28,7 @@ Result<Digest128> HashFile(Env& env, const std::string& path) {
   return hasher.Finish();
 }
 
-class DirBackend final : public Backend {
+class DirBackend final : public StepwiseBackend {
  public:
   DirBackend(Env& env, DirBackendOptions options) : env_(env), options_(std::move(options)) {}
 
@@ -60,27 +60,14 @@ class DirBackend final : public Backend {
     return aliases;
   }
 
-  Result<StepResult> Run(const Step& step, const StepInput& input) override {
-    RETURN_IF_ERROR(CreateDirs(env_, options_.target, 0700));
-    switch (step.kind) {
-      case StepKind::kInstallImage:
-        return InstallImage(step);
-      case StepKind::kCreateInstance:
-        return CreateInstance(step);
-      case StepKind::kRestoreData:
-        return RestoreData(step, input);
-      case StepKind::kRegisterSapi:
-        return RegisterSapi(step);
-    }
-    return InternalError("dir backend: unknown step kind");
-  }
+  Status BeforeStep() override { return CreateDirs(env_, options_.target, 0700); }
 
  private:
   std::string ImagesDir() const { return JoinPath(options_.target, "images"); }
   std::string ZonesDir() const { return JoinPath(options_.target, "zones"); }
   std::string ZoneDir(const Step& s) const { return JoinPath(ZonesDir(), s.new_uuid); }
 
-  Result<StepResult> InstallImage(const Step& step) {
+  Result<StepResult> InstallImage(const Step& step) override {
     ASSIGN_OR_RETURN(bool installed, HasImage(step.image_uuid));
     if (installed) return StepResult{0, true};
     if (!step.image_origin.empty()) {
@@ -113,14 +100,14 @@ class DirBackend final : public Backend {
     return StepResult{st.size, false};
   }
 
-  Result<StepResult> CreateInstance(const Step& step) {
+  Result<StepResult> CreateInstance(const Step& step) override {
     RETURN_IF_ERROR(CreateDirs(env_, ZonesDir(), 0700));
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
     return WriteOnce(JoinPath(zone, "vm.json"), step.payload.dump(2) + "\n");
   }
 
-  Result<StepResult> RestoreData(const Step& step, const StepInput& input) {
+  Result<StepResult> RestoreData(const Step& step, const StepInput& input) override {
     const std::string zone = ZoneDir(step);
     auto zone_st = env_.Stat(zone);
     if (!zone_st.ok()) {
@@ -139,7 +126,7 @@ class DirBackend final : public Backend {
     return StepResult{stats->bytes, false};
   }
 
-  Result<StepResult> RegisterSapi(const Step& step) {
+  Result<StepResult> RegisterSapi(const Step& step) override {
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
     return WriteOnce(JoinPath(zone, "sapi.json"), step.payload.dump(2) + "\n");

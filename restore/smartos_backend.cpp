@@ -14,8 +14,8 @@
 // step with the command line and its stderr.
 #include <memory>
 
-#include "restore/backend.h"
 #include "base/subprocess.h"
+#include "restore/backend.h"
 #include "restore/tree_copy.h"
 
 namespace lifeboat::restore {
@@ -23,7 +23,7 @@ namespace {
 
 using nlohmann::json;
 
-class SmartosBackend final : public Backend {
+class SmartosBackend final : public StepwiseBackend {
  public:
   SmartosBackend(Env& env, SmartosBackendOptions options)
       : env_(env), options_(std::move(options)) {}
@@ -32,7 +32,7 @@ class SmartosBackend final : public Backend {
   std::string target() const override { return options_.zpool; }
 
   Result<bool> HasImage(const std::string& uuid) override {
-    ASSIGN_OR_RETURN(CommandResult r, Run({options_.imgadm, "get", uuid}));
+    ASSIGN_OR_RETURN(CommandResult r, RunCmd({options_.imgadm, "get", uuid}));
     return r.ok();
   }
 
@@ -57,22 +57,8 @@ class SmartosBackend final : public Backend {
     return Status::Ok();
   }
 
-  Result<StepResult> Run(const Step& step, const StepInput& input) override {
-    switch (step.kind) {
-      case StepKind::kInstallImage:
-        return InstallImage(step);
-      case StepKind::kCreateInstance:
-        return CreateInstance(step);
-      case StepKind::kRestoreData:
-        return RestoreData(step, input);
-      case StepKind::kRegisterSapi:
-        return RegisterSapi(step);
-    }
-    return InternalError("smartos backend: unknown step kind");
-  }
-
  private:
-  Result<CommandResult> Run(const std::vector<std::string>& argv) { return RunCommand(argv); }
+  Result<CommandResult> RunCmd(const std::vector<std::string>& argv) { return RunCommand(argv); }
 
   // Runs argv and turns a non-zero exit into an error naming the command.
   Result<CommandResult> MustRun(const std::vector<std::string>& argv) {
@@ -88,7 +74,7 @@ class SmartosBackend final : public Backend {
     return path;
   }
 
-  Result<StepResult> InstallImage(const Step& step) {
+  Result<StepResult> InstallImage(const Step& step) override {
     ASSIGN_OR_RETURN(bool installed, HasImage(step.image_uuid));
     if (installed) return StepResult{0, true};
     if (!step.image_origin.empty()) {
@@ -104,11 +90,11 @@ class SmartosBackend final : public Backend {
   }
 
   Result<bool> VmExists(const std::string& uuid) {
-    ASSIGN_OR_RETURN(CommandResult r, Run({options_.vmadm, "get", uuid}));
+    ASSIGN_OR_RETURN(CommandResult r, RunCmd({options_.vmadm, "get", uuid}));
     return r.ok();
   }
 
-  Result<StepResult> CreateInstance(const Step& step) {
+  Result<StepResult> CreateInstance(const Step& step) override {
     ASSIGN_OR_RETURN(bool exists, VmExists(step.new_uuid));
     if (exists) return StepResult{0, true};
     ASSIGN_OR_RETURN(std::string payload, WriteWorkFile(step.new_uuid + ".vm.json", step.payload));
@@ -117,7 +103,7 @@ class SmartosBackend final : public Backend {
     return StepResult{0, false};
   }
 
-  Result<StepResult> RestoreData(const Step& step, const StepInput& input) {
+  Result<StepResult> RestoreData(const Step& step, const StepInput& input) override {
     const std::string what = "restore data of " + step.alias + " (" + step.new_uuid + ")";
     ASSIGN_OR_RETURN(CommandResult got, MustRun({options_.vmadm, "get", step.new_uuid}));
     json vm = json::parse(got.out, nullptr, false);
@@ -146,7 +132,7 @@ class SmartosBackend final : public Backend {
     return StepResult{stats->bytes, false};
   }
 
-  Result<StepResult> RegisterSapi(const Step& step) {
+  Result<StepResult> RegisterSapi(const Step& step) override {
     ASSIGN_OR_RETURN(std::string record, WriteWorkFile(step.new_uuid + ".sapi.json", step.payload));
     std::vector<std::string> argv = options_.sapi_register;
     argv.push_back("-d");

@@ -128,7 +128,8 @@ class Bench:
         self.log("export: %d files, %.2f GiB, %.1f s" % (gen["files"], gen["bytes"] / 2**30, out["fixture"]["generate_s"]))
 
         big = a.big_size if a.big_size is not None else BIG_FILE_SIZE[a.size]
-        n_copies = (1 if want_rsync else 0) + (3 if want_lifeboat else 0) + 1
+        tls_cost = want_lifeboat and a.tls_cost
+        n_copies = (1 if want_rsync else 0) + (3 if want_lifeboat else 0) + (1 if tls_cost else 0) + 1
         free = shutil.disk_usage(self.workdir).free
         need = disk_needed(gen["bytes"], big, n_copies)
         if free < need:
@@ -138,6 +139,9 @@ class Bench:
             self.sides.append(rsync_side.RsyncSide(self.procs, self.workdir, export, a.timeout))
         if want_lifeboat:
             self.sides.append(lifeboat_side.LifeboatSide(self.procs, self.workdir, a.lifeboat, export, a.timeout))
+        if tls_cost:
+            self.sides.append(lifeboat_side.LifeboatSide(self.procs, self.workdir, a.lifeboat, export, a.timeout,
+                                                         transport="plain"))
         for s in self.sides:
             s.start()
 
@@ -215,7 +219,7 @@ class Bench:
                 s.pull()
 
     def scenario_b6(self):
-        lb = next((s for s in self.sides if isinstance(s, lifeboat_side.LifeboatSide)), None)
+        lb = next((s for s in self.sides if s.name == "lifeboat"), None)
         src = (lb or self.sides[0]).copy_source()
         meas = {"cp": []}
         if lb:
@@ -264,8 +268,20 @@ class Bench:
                 row["wall_ratio"] = round(row["wall_s"] / max(base["wall_s"], 1e-9), 3)
                 if "bytes_wire" in row and base.get("bytes_wire"):
                     row["bytes_ratio"] = round(row["bytes_wire"] / base["bytes_wire"], 4)
-                row["target"] = self.verdict(name, row)
+                if tool == "lifeboat":
+                    row["target"] = self.verdict(name, row)
             self.rows.append(row)
+        self.note_tls_cost(name)
+
+    def note_tls_cost(self, name):
+        """With --tls-cost: what TLS costs in this scenario, as the default
+        (TLS) row's wall time and bytes over the plaintext row's."""
+        rows = {r["tool"]: r for r in self.rows if r["scenario"] == name}
+        tls, plain = rows.get("lifeboat"), rows.get("lifeboat-plain")
+        if not tls or not plain:
+            return
+        tls["tls_cost"] = {"wall_ratio": round(tls["wall_s"] / max(plain["wall_s"], 1e-9), 3),
+                           "bytes_ratio": round(tls["bytes_wire"] / max(plain["bytes_wire"], 1), 4)}
 
     def verdict(self, name, row):
         t = TARGETS[name]
@@ -319,6 +335,10 @@ def table(result):
     out.append("")
     out.append("export: %d files, %s, %d instances (generated in %.1f s); runs per scenario: %d (median)" % (
         fx.get("files", 0), human(fx.get("bytes", 0)), fx.get("instances", 0), fx.get("generate_s", 0), result["runs"]))
+    costs = [(r["scenario"], r["tls_cost"]) for r in result["rows"] if "tls_cost" in r]
+    if costs:
+        out.append("TLS cost (lifeboat over lifeboat-plain): " + "; ".join(
+            "%s wall %.2fx bytes %.3fx" % (s, c["wall_ratio"], c["bytes_ratio"]) for s, c in costs))
     out.append("machine: %s x%s, kernel %s; rsync %s" % (m["cpu_model"], m["nproc"], m["kernel"], result["rsync"]))
     return "\n".join(out)
 
@@ -329,6 +349,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario; the table shows the median (default 3)")
     ap.add_argument("--only", choices=("rsync", "lifeboat"), help="run one side only")
     ap.add_argument("--scenarios", default="B1,B2,B3,B4,B5,B6", help="comma-separated subset (B1 runs once unmeasured when needed)")
+    ap.add_argument("--tls-cost", action="store_true",
+                    help="also run lifeboat with auth.transport = \"plain\" (side lifeboat-plain) to show what TLS costs")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--big-size", type=fixture_mutate.parse_size, help="B4 file size (default 512M at bench, 128M medium, 16M small)")
     ap.add_argument("--lifeboat", default=None, help="the lifeboat binary (default build/lifeboat)")

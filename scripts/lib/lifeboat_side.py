@@ -9,6 +9,10 @@ them, else the difference of the pulling agent's `GET /metrics` counters
 (see wire_bytes()). Peak RSS: VmHWM of each agent, reset before every pull
 (/proc/<pid>/clear_refs), read after it.
 
+The side runs with the default transport (TLS 1.3, PSK from the cluster key);
+`--tls-cost` adds a second pair with `auth.transport = "plain"` named
+`lifeboat-plain`, so the table shows what encryption costs.
+
 Everything that depends on the agent's exact output is in this module.
 """
 
@@ -72,7 +76,8 @@ class Node:
                     "bwlimit = \"0\"\nlog_level = \"info\"\n\n" % (
                         _toml_str("127.0.0.1:%d" % self.port), _toml_str("127.0.0.1:%d" % self.api_port),
                         _toml_str(self.data_dir)))
-            f.write("[auth]\ncluster_key_file = %s\n\n" % _toml_str(side.key_file))
+            f.write("[auth]\ncluster_key_file = %s\ntransport = %s\n\n" % (_toml_str(side.key_file),
+                                                                        _toml_str(side.transport)))
             f.write("[export]\nprovider = \"dir\"\nroot = %s\nservices = [\"*\"]\n\n" % _toml_str(self.export_root))
             f.write("[[peer]]\nname = %s\naddress = %s\n\n" % (_toml_str(peer.name), _toml_str("127.0.0.1:%d" % peer.port)))
             f.write("[restore]\nbackend = \"dir\"\ntarget = %s\n" % _toml_str(os.path.join(self.dir, "restored")))
@@ -82,11 +87,14 @@ class Node:
 
 
 class LifeboatSide:
-    name = "lifeboat"
+    """transport: auth.transport of both agents ("tls-psk" or "plain"); the
+    side is named "lifeboat" for the default, "lifeboat-<transport>" else."""
 
-    def __init__(self, procs, workdir, binary, export_root, timeout):
+    def __init__(self, procs, workdir, binary, export_root, timeout, transport="tls-psk"):
         self.procs, self.binary, self.timeout = procs, os.path.abspath(binary), timeout
-        self.dir = os.path.join(workdir, "lifeboat")
+        self.transport = transport
+        self.name = "lifeboat" if transport == "tls-psk" else "lifeboat-" + transport
+        self.dir = os.path.join(workdir, self.name)
         os.makedirs(self.dir, exist_ok=True)
         self.key_file = os.path.join(self.dir, "cluster.key")
         with open(self.key_file, "w") as f:

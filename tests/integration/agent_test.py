@@ -598,6 +598,27 @@ class AgentTest(unittest.TestCase):
         self.assertTrue(os.path.isdir(A.data_dir))
         self.assertEqual(os.stat(A.data_dir).st_mode & 0o777, 0o700)
 
+    def test_second_agent_on_one_data_dir_refuses_to_start(self):
+        c = self.cluster(names=("A", "B"))
+        c.start()
+        A = c.agents["A"]
+        # Same data_dir, its own ports: only the data_dir lock can stop it.
+        second = Agent(self.tmp, "A2", A.key, A.export_root)
+        second.data_dir = A.data_dir
+        second.write_config()
+        p = subprocess.run([LIFEBOAT, "agent", "-c", second.config], capture_output=True, text=True,
+                           timeout=START_TIMEOUT)
+        self.assertEqual(p.returncode, 69, p.stdout + p.stderr)
+        self.assertIn("agent.data_dir %s is in use by another process (pid %d)" % (A.data_dir, A.proc.pid),
+                      p.stdout + p.stderr)
+        self.assertTrue(A.healthy())
+        # A crashed agent leaves no stale lock behind: the kernel drops it.
+        A.kill(signal.SIGKILL)
+        A.wait()
+        second.start()
+        self.assertTrue(second.healthy())
+        second.stop()
+
     def test_status_and_check(self):
         c = self.cluster(names=("A", "B"))
         c.exports["B"].add_instance("imgapi", "imgapi0", {"f": "x"})
@@ -619,8 +640,17 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(st["services"][0]["service"], "imgapi")
         self.assertEqual(st["services"][0]["instances"], 1)
         c.stop()
-        r = A.cli("status")
+        # The agent is down: status still shows what the catalog holds, and says so.
+        r = A.cli("status", "-H", "-o", "peer,reachable,generation,stale")
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertIn("the agent is not running", r.stderr)
+        self.assertEqual(r.stdout.split()[:4], ["B", "?", fields[2], "ok"])
+        self.assertIn("imgapi", A.cli("status").stdout)
+        r = A.cli("status", "-j")
         self.assertEqual(r.returncode, 69)
+        st = json.loads(r.stdout)
+        self.assertFalse(st["agent_running"])
+        self.assertEqual(st["services"][0]["instances"], 1)
         r = A.cli("sync-now")
         self.assertEqual(r.returncode, 69)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Tests for scripts/bench: its parsers, and a smoke run of the rsync side
+"""Tests for scripts/bench: its parsers, a smoke run of the rsync side
 (small fixture, one run) that must produce every scenario's numbers and
-leave no process of its own running."""
+leave no process of its own running, and a smoke run of the lifeboat side
+with --tls-cost (TLS and plaintext agents side by side)."""
 
 import json
 import os
@@ -77,6 +78,33 @@ class Smoke(unittest.TestCase):
                 self.assertFalse(os.path.exists("/proc/%d" % pr["pid"]) and _not_zombie(pr["pid"]),
                                  "%s (pid %d) still running" % (pr["name"], pr["pid"]))
             self.assertEqual([d for d in os.listdir(tmp) if d.startswith("lifeboat-bench-")], [])
+
+
+@unittest.skipIf(not os.access(os.environ.get("LIFEBOAT_BIN", ""), os.X_OK), "LIFEBOAT_BIN not set (run through ctest)")
+class LifeboatSmoke(unittest.TestCase):
+    def test_tls_cost_rows_compare_tls_with_plaintext(self):
+        with tempfile.TemporaryDirectory(prefix="lifeboat-bench-test-") as tmp:
+            out = os.path.join(tmp, "bench.json")
+            p = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "bench"), "--only", "lifeboat",
+                                "--tls-cost", "--scenarios", "B1,B2", "--size", "small", "--runs", "1",
+                                "--lifeboat", os.environ["LIFEBOAT_BIN"], "--workdir", tmp, "--out", out],
+                               capture_output=True, text=True, timeout=240)
+            self.assertEqual(p.returncode, 0, p.stderr[-3000:])
+            with open(out) as f:
+                res = json.load(f)
+            rows = {(r["scenario"], r["tool"]): r for r in res["rows"]}
+            self.assertEqual(sorted(rows), [("B1", "lifeboat"), ("B1", "lifeboat-plain"),
+                                            ("B2", "lifeboat"), ("B2", "lifeboat-plain")])
+            tls, plain = rows[("B1", "lifeboat")], rows[("B1", "lifeboat-plain")]
+            # Both moved the whole export; TLS adds record framing, not a second copy.
+            self.assertGreaterEqual(plain["bytes_received"], res["fixture"]["bytes"] // 4)
+            self.assertGreater(tls["bytes_wire"], plain["bytes_wire"])
+            self.assertLess(tls["bytes_wire"], plain["bytes_wire"] * 1.05)
+            self.assertAlmostEqual(tls["tls_cost"]["bytes_ratio"], tls["bytes_wire"] / plain["bytes_wire"], places=3)
+            self.assertIn("TLS cost", p.stdout)
+            for pr in res["processes"]:
+                self.assertFalse(os.path.exists("/proc/%d" % pr["pid"]) and _not_zombie(pr["pid"]),
+                                 "%s (pid %d) still running" % (pr["name"], pr["pid"]))
 
 
 def _not_zombie(pid):

@@ -79,9 +79,11 @@ struct SmartosFixture {
 
   std::vector<std::string> Lines() const { return lifeboat::catalog::Lines(log); }
 
-  std::unique_ptr<Provider> MakeProvider(const std::string& command_dir) {
+  std::unique_ptr<Provider> MakeProvider(const std::string& command_dir,
+                                         bool destroy_leftovers = false) {
     SmartosOptions o;
     o.command_dir = command_dir;
+    o.destroy_leftover_snapshots = destroy_leftovers;
     o.zones_root = tmp / "zones";
     o.cache_dir = tmp / "cache";
     o.sapi_dir = tmp / "sapi";
@@ -173,6 +175,27 @@ TEST_CASE("smartos provider destroys the snapshots it took when a later one fail
   CHECK(log[1].rfind("zfs snapshot zones/" + f.imgapi + "/data@lifeboat-", 0) == 0);
   CHECK(log[3] == "zfs destroy " + log[1].substr(13));
   ::unsetenv("FAKE_SMARTOS_FAIL_SNAPSHOT");
+}
+
+TEST_CASE("the agent's provider destroys the snapshots a crashed run left, and only those") {
+  SmartosFixture f;
+  const std::string snaps = f.tmp / ("zones/" + f.imgapi + "/data/.zfs/snapshot/");
+  Write(snaps + "lifeboat-0123456789ab-7/x", "left by a crash");
+  Write(snaps + "daily-2026-11-20/x", "the operator's");
+  Write(f.tmp / ("zones/" + f.sapi + "/data/.zfs/snapshot/lifeboat-ba9876543210-0/y"), "left");
+
+  f.MakeProvider(kFakes);  // not the agent: leaves them alone
+  CHECK(Exists(*Env::Default(), snaps + "lifeboat-0123456789ab-7"));
+
+  f.MakeProvider(kFakes, /*destroy_leftovers=*/true);
+  auto log = f.Lines();
+  CHECK(std::count(log.begin(), log.end(), "zfs list -H -t snapshot -o name -r zones") == 1);
+  CHECK_FALSE(Exists(*Env::Default(), snaps + "lifeboat-0123456789ab-7"));
+  CHECK_FALSE(Exists(*Env::Default(),
+                     f.tmp / ("zones/" + f.sapi + "/data/.zfs/snapshot/lifeboat-ba9876543210-0")));
+  CHECK(Exists(*Env::Default(), snaps + "daily-2026-11-20"));
+  CHECK(std::count_if(log.begin(), log.end(),
+                      [](const std::string& l) { return l.rfind("zfs destroy", 0) == 0; }) == 2);
 }
 
 TEST_CASE("smartos commands are found on PATH when no command directory is set") {

@@ -1,0 +1,83 @@
+#include "agent/status_json.h"
+
+#include <algorithm>
+#include <map>
+#include <string>
+
+#include "agent/schedule.h"
+#include "base/clock.h"
+
+namespace lifeboat::agent {
+namespace {
+
+int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
+
+}  // namespace
+
+nlohmann::json WallOrNull(int64_t wall_ms) {
+  if (wall_ms <= 0) return nullptr;
+  return FormatIso8601Ms(wall_ms);
+}
+
+nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instances, int64_t now_ms) {
+  std::map<std::string, nlohmann::json> services;
+  for (const auto& i : instances) {
+    auto& s = services[i.service];
+    if (s.is_null()) {
+      s = {{"service", i.service},
+           {"instances", 0},
+           {"removed", 0},
+           {"newest_age_seconds", nullptr},
+           {"oldest_age_seconds", nullptr},
+           {"peers", nlohmann::json::array()}};
+    }
+    s["instances"] = s["instances"].get<int>() + 1;
+    if (i.removed) s["removed"] = s["removed"].get<int>() + 1;
+    const int64_t age = (now_ms - i.pulled_at_ms) / 1000;
+    if (s["newest_age_seconds"].is_null() || age < s["newest_age_seconds"].get<int64_t>()) {
+      s["newest_age_seconds"] = age;
+    }
+    if (s["oldest_age_seconds"].is_null() || age > s["oldest_age_seconds"].get<int64_t>()) {
+      s["oldest_age_seconds"] = age;
+    }
+    auto& peers = s["peers"];
+    if (std::find(peers.begin(), peers.end(), i.peer) == peers.end()) peers.push_back(i.peer);
+  }
+  nlohmann::json arr = nlohmann::json::array();
+  for (auto& [name, s] : services) arr.push_back(std::move(s));
+  return arr;
+}
+
+nlohmann::json OfflineStatusJson(const conf::Config& config, const catalog::Store& store,
+                                 int64_t now_ms) {
+  std::map<std::string, catalog::PeerState> held;
+  for (auto& p : store.Peers()) held[p.name] = p;
+  const int64_t stale_after_ms = Ms(config.agent.stale_after);
+  nlohmann::json peers = nlohmann::json::array();
+  for (const auto& cp : config.peers) {
+    catalog::PeerState p;
+    if (auto it = held.find(cp.name); it != held.end()) p = it->second;
+    peers.push_back(
+        {{"name", cp.name},
+         {"address", cp.address.ToString()},
+         {"reachable", nullptr},
+         {"phase", nullptr},
+         {"last_attempt", WallOrNull(p.last_attempt_ms)},
+         {"last_success", WallOrNull(p.last_pull_ms)},
+         {"age_seconds", p.last_pull_ms > 0 ? nlohmann::json((now_ms - p.last_pull_ms) / 1000)
+                                            : nlohmann::json(nullptr)},
+         {"stale", IsStale(p.last_pull_ms, now_ms, stale_after_ms)},
+         {"generation", p.generation},
+         {"last_error",
+          p.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(p.last_error)}});
+  }
+  return {{"agent_running", false},
+          {"node", {{"uuid", config.node.uuid}, {"name", config.node.name}}},
+          {"now", FormatIso8601Ms(now_ms)},
+          {"stale_after_seconds", stale_after_ms / 1000},
+          {"interval_seconds", Ms(config.agent.interval) / 1000},
+          {"peers", std::move(peers)},
+          {"services", ServicesJson(store.Instances(), now_ms)}};
+}
+
+}  // namespace lifeboat::agent

@@ -1,0 +1,35 @@
+// The parts of the status object (`GET /status`, `lifeboat status -j`) that
+// come from the catalog alone. The agent builds its status with them; so does
+// `lifeboat status` when the agent is not running, reading the catalog on disk.
+#ifndef LIFEBOAT_AGENT_STATUS_JSON_H_
+#define LIFEBOAT_AGENT_STATUS_JSON_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "catalog/store.h"
+#include "conf/config.h"
+
+namespace lifeboat::agent {
+
+// ISO 8601 of a wall time in ms; null for 0 (never).
+nlohmann::json WallOrNull(int64_t wall_ms);
+
+// "services": per service held, sorted by name: instances, removed, the ages
+// of its newest and oldest copies (seconds before `now_ms`) and the peers
+// they came from.
+nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instances, int64_t now_ms);
+
+// The whole status object when no agent is running: "agent_running": false,
+// node, now, stale_after_seconds, interval_seconds, "peers" (every configured
+// peer, in configuration order, with what the catalog records of it: last
+// attempt and success, age, stale, generation, last error; "reachable" and
+// "phase" null: nobody is asking) and "services".
+nlohmann::json OfflineStatusJson(const conf::Config& config, const catalog::Store& store,
+                                 int64_t now_ms);
+
+}  // namespace lifeboat::agent
+
+#endif  // LIFEBOAT_AGENT_STATUS_JSON_H_

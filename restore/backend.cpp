@@ -1,0 +1,20 @@
+#include "restore/backend.h"
+
+namespace lifeboat::restore {
+
+Result<StepResult> StepwiseBackend::Run(const Step& step, const StepInput& input) {
+  RETURN_IF_ERROR(BeforeStep());
+  switch (step.kind) {
+    case StepKind::kInstallImage:
+      return InstallImage(step);
+    case StepKind::kCreateInstance:
+      return CreateInstance(step);
+    case StepKind::kRestoreData:
+      return RestoreData(step, input);
+    case StepKind::kRegisterSapi:
+      return RegisterSapi(step);
+  }
+  return InternalError(name() + " backend: unknown step kind");
+}
+
+}  // namespace lifeboat::restore
