@@ -192,11 +192,12 @@ class HardeningTest(unittest.TestCase):
             r = A.cli("catalog", "verify", timeout=60)
             self.assertEqual(r.returncode, 0, "%s: catalog verify:\n%s%s" % (where, r.stdout, r.stderr))
             cat = A.catalog()
-            peer_gen = {p["name"]: p["generation"] for p in cat["peers"]}
             for inst in cat["instances"]:
                 u = inst["uuid"]
                 self.assertIn(u, versions, where)
-                self.assertLessEqual(inst["generation"], peer_gen.get("B", 0), where)
+                # (The peer's recorded generation may lag an instance's after a
+                # kill between the switches and the index write: the next pull
+                # asks since the older one.)
                 held = instance_state(A.held_instance_dir(u), u)
                 self.assertIn(held, versions[u],
                               "%s: %s (%s) is neither an old nor a new version: a mix" % (where, inst["alias"], u))
