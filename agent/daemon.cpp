@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <optional>
@@ -345,6 +346,7 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& s : schedulers_) {
     const PeerRecord& r = s->record();
+    int64_t age_ms = DataAgeMs(r, now, clock_->MonotonicMs());
     nlohmann::json p = {
         {"name", r.name},
         {"address", r.address},
@@ -352,10 +354,8 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
         {"phase", PullPhaseName(r.phase)},
         {"last_attempt", WallOrNull(r.last_attempt_wall_ms)},
         {"last_success", WallOrNull(r.last_success_wall_ms)},
-        {"age_seconds", r.last_success_wall_ms > 0
-                            ? nlohmann::json((now - r.last_success_wall_ms) / 1000)
-                            : nlohmann::json(nullptr)},
-        {"stale", IsStale(r.last_success_wall_ms, now, Ms(cfg_.agent.stale_after))},
+        {"age_seconds", age_ms >= 0 ? nlohmann::json(age_ms / 1000) : nlohmann::json(nullptr)},
+        {"stale", age_ms < 0 || age_ms > Ms(cfg_.agent.stale_after)},
         {"generation", r.generation},
         {"last_error",
          r.last_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.last_error)},
@@ -449,7 +449,7 @@ MetricsSnapshot Daemon::LoopMetrics(int64_t now) const {
   MetricsSnapshot m;
   m.now_wall_ms = now;
   bool all_succeeded = true;
-  int64_t oldest = 0;
+  int64_t oldest_age_ms = 0;
   for (const auto& s : schedulers_) {
     const PeerRecord& r = s->record();
     PeerMetrics p;
@@ -465,10 +465,12 @@ MetricsSnapshot Daemon::LoopMetrics(int64_t now) const {
     p.pulling = r.phase != PullPhase::kIdle;
     p.consecutive_failures = r.consecutive_failures;
     m.peers.push_back(p);
-    if (r.last_success_wall_ms <= 0) all_succeeded = false;
-    if (oldest == 0 || r.last_success_wall_ms < oldest) oldest = r.last_success_wall_ms;
+    int64_t age_ms = DataAgeMs(r, now, clock_->MonotonicMs());
+    if (age_ms < 0) all_succeeded = false;
+    oldest_age_ms = std::max(oldest_age_ms, age_ms);
   }
-  m.oldest_success_wall_ms = all_succeeded ? oldest : 0;
+  // The gauge is now - oldest success: expressed from the (jump-proof) age.
+  m.oldest_success_wall_ms = all_succeeded && !schedulers_.empty() ? now - oldest_age_ms : 0;
   const auto& ss = peer_server_->stats();
   m.served_connections_total = ss.accepted;
   m.served_connections_open = ss.open;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <map>
 #include <mutex>
 
 #include "agent/connection.h"
@@ -21,6 +22,30 @@ uint32_t FilesInFlight(uint32_t max_files_in_flight, uint64_t max_memory) {
 namespace {
 
 using Pump = SessionPump<syncproto::PullerSession>;
+
+// A pull cut short (peer gone, timeout, cancel) names the files it had in
+// flight, so the operator sees which transfer broke; an error that already
+// names one of them is left alone.
+Status NameFilesInFlight(const Status& why,
+                         const std::map<std::string, std::unique_ptr<WritableFile>>& staged) {
+  if (why.ok() || staged.empty()) return why;
+  for (const auto& [path, file] : staged) {
+    if (why.message().find(path) != std::string::npos) return why;
+  }
+  std::string names;
+  size_t listed = 0;
+  for (const auto& [path, file] : staged) {
+    if (listed == 3) {
+      names += " and " + std::to_string(staged.size() - listed) + " more";
+      break;
+    }
+    names += (listed++ ? ", " : "") + path;
+  }
+  return Status(
+      why.code(),
+      why.message() + " (file" + (staged.size() > 1 ? "s" : "") + " in flight: " + names + ")",
+      why.retryable());
+}
 
 // The session writes through this into a staged file it does not own, so the
 // real file can be handed to PullTxn::FinishFile (which syncs and closes it)
@@ -440,9 +465,10 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     auto self = shared_from_this();
     auto pump = std::move(pump_);
     Defer(loop_, [self, pump]() mutable {
+      // No worker runs now (the session is closed and idle): read `staged`.
+      Status why = NameFilesInFlight(self->fail_why_, self->core_->staged);
       pump.reset();  // the session's destructor fails its pending requests
       auto core = self->core_;
-      Status why = self->fail_why_;
       QueueWork(
           self->loop_,
           [core, why] {

@@ -25,6 +25,12 @@ bool Covers(const std::vector<std::string>& have, const std::vector<std::string>
 
 }  // namespace
 
+int64_t DataAgeMs(const PeerRecord& r, int64_t now_wall_ms, int64_t now_mono_ms) {
+  if (r.last_success_mono_ms) return std::max<int64_t>(0, now_mono_ms - *r.last_success_mono_ms);
+  if (r.last_success_wall_ms <= 0) return -1;
+  return std::max<int64_t>(0, now_wall_ms - r.last_success_wall_ms);
+}
+
 PeerScheduler::PeerScheduler(uv_loop_t* loop, std::string peer, std::string address,
                              SchedulePolicy policy, PullStarter starter, Clock* clock,
                              std::function<void(const PullResult&)> on_result)
@@ -51,6 +57,7 @@ PeerScheduler::~PeerScheduler() {
 void PeerScheduler::SeedRecord(uint64_t generation, int64_t last_success_wall_ms) {
   record_.generation = generation;
   record_.last_success_wall_ms = last_success_wall_ms;
+  record_.last_success_mono_ms.reset();
 }
 
 void PeerScheduler::Start(int64_t first_delay_ms) {
@@ -147,6 +154,7 @@ void PeerScheduler::OnDone(const PullResult& r) {
     record_.reachable = true;
     record_.consecutive_failures = 0;
     record_.last_success_wall_ms = r.started_wall_ms + r.duration_ms;
+    record_.last_success_mono_ms = clock_->MonotonicMs();
     record_.generation = r.generation;
     record_.last_error.clear();
     record_.last_error_code.clear();

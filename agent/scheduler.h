@@ -39,6 +39,9 @@ struct PeerRecord {
   bool reachable = false;  // the last attempt got through the handshake
   int64_t last_attempt_wall_ms = 0;
   int64_t last_success_wall_ms = 0;
+  // Monotonic time of the last success when this process made it (a seeded
+  // record from the catalog has only wall time).
+  std::optional<int64_t> last_success_mono_ms;
   int64_t next_pull_in_ms = 0;
   int consecutive_failures = 0;
   uint64_t generation = 0;
@@ -52,6 +55,16 @@ struct PeerRecord {
   std::optional<PullResult> last_result;
 };
 
+// How old the data held from this peer is, for `status` and `stale_after`:
+// -1 when never pulled. A success made by this process is aged on the
+// monotonic clock, so a wall-clock jump (NTP step, operator `date -s`)
+// neither makes fresh data look stale nor stale data fresh. A success known
+// only from the catalog (before a restart) is aged on the wall clock, and
+// never below 0 when that clock went back.
+int64_t DataAgeMs(const PeerRecord& r, int64_t now_wall_ms, int64_t now_mono_ms);
+
+// Scheduling never reads the wall clock: the timers run on the loop's
+// monotonic time, so a wall-clock jump moves no pull and no backoff.
 class PeerScheduler {
  public:
   enum class State { kWaiting, kPulling, kStopping, kStopped };

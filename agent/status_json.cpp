@@ -33,7 +33,8 @@ nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instance
     }
     s["instances"] = s["instances"].get<int>() + 1;
     if (i.removed) s["removed"] = s["removed"].get<int>() + 1;
-    const int64_t age = (now_ms - i.pulled_at_ms) / 1000;
+    // Wall time is all the catalog has; a clock that went back is age 0.
+    const int64_t age = std::max<int64_t>(0, now_ms - i.pulled_at_ms) / 1000;
     if (s["newest_age_seconds"].is_null() || age < s["newest_age_seconds"].get<int64_t>()) {
       s["newest_age_seconds"] = age;
     }
@@ -64,8 +65,9 @@ nlohmann::json OfflineStatusJson(const conf::Config& config, const catalog::Stor
          {"phase", nullptr},
          {"last_attempt", WallOrNull(p.last_attempt_ms)},
          {"last_success", WallOrNull(p.last_pull_ms)},
-         {"age_seconds", p.last_pull_ms > 0 ? nlohmann::json((now_ms - p.last_pull_ms) / 1000)
-                                            : nlohmann::json(nullptr)},
+         {"age_seconds", p.last_pull_ms > 0
+                             ? nlohmann::json(std::max<int64_t>(0, now_ms - p.last_pull_ms) / 1000)
+                             : nlohmann::json(nullptr)},
          {"stale", IsStale(p.last_pull_ms, now_ms, stale_after_ms)},
          {"generation", p.generation},
          {"last_error",

@@ -718,10 +718,13 @@ void Parser::CheckCrossFields(Config& c) {
     Warning(c, "peer",
             "no [[peer]] configured: this node pulls from nobody (fine for a single headnode)");
   }
-  if (!IsLoopbackHost(a.api.host) && !Has("auth.api_token_file")) {
-    Warning(c, "agent.api",
-            "the control API listens on " + a.api.ToString() +
-                ", beyond loopback, without auth.api_token_file");
+  // Anyone who reaches the control API can start pulls and read the catalog:
+  // beyond loopback it must carry a token.
+  if (!Bad("agent.api") && !IsLoopbackHost(a.api.host) && !Has("auth.api_token_file")) {
+    Problem(PlaceAt("agent.api"), "agent.api",
+            "the control API would listen on " + a.api.ToString() +
+                ", beyond loopback, without a token: set auth.api_token_file, or bind "
+                "agent.api to 127.0.0.1");
   }
 }
 

@@ -177,8 +177,8 @@ struct Config {
   RestoreConfig restore;
   std::string source_path;  // the file (or source name) this came from
   // Things that are valid but probably not meant: no peers, an insecure key
-  // file mode, the published example key, a control API on a non-loopback
-  // address without a token, transport "plain". Callers log or print them.
+  // file mode, the published example key, transport "plain". Callers log or
+  // print them. (A control API beyond loopback without a token is an error.)
   std::vector<ConfigProblem> warnings;
 };
 

@@ -2,6 +2,9 @@
 
 #include <zstd.h>
 
+#include <algorithm>
+#include <optional>
+
 #include "syncproto/internal/coding.h"
 
 namespace lifeboat::syncproto {
@@ -21,14 +24,54 @@ constexpr size_t kMinImageBytes = 2;
 constexpr size_t kMinFileBytes = 1 + 1 + 1 + 1 + 8 + 16 + 1 + 1 + 1 + 1;
 constexpr size_t kMinRemovedBytes = 1;
 
-uint64_t Count(Reader& r, const char* field, size_t min_entry) {
+std::string OverLimit(uint64_t entries, uint64_t limit) {
+  return std::to_string(entries) + " entries exceed the limit of " + std::to_string(limit) +
+         " entries per manifest";
+}
+
+// Reads a count and takes it from `*budget` (entries still allowed).
+uint64_t Count(Reader& r, const char* field, size_t min_entry, uint64_t* budget) {
   uint64_t n = r.Varint(field);
   if (r.ok() && n > r.remaining() / min_entry) {
     r.Fail(field, std::to_string(n) + " entries cannot fit in the " +
                       std::to_string(r.remaining()) + " bytes left");
     return 0;
   }
+  if (r.ok() && n > *budget) {
+    r.Fail(field, OverLimit(kMaxManifestEntries - *budget + n, kMaxManifestEntries));
+    return 0;
+  }
+  *budget -= n;
   return n;
+}
+
+// The number of instances + images + files an answer announces, read from
+// its first bytes; nullopt while `prefix` is too short (or malformed: the
+// full decode reports that).
+std::optional<uint64_t> LeadingEntryCount(std::span<const uint8_t> prefix) {
+  Reader r(prefix, "manifest");
+  r.U8("kind");
+  r.U64("generation");
+  r.String("boot_id", 128);
+  r.String("node_uuid", 64);
+  r.String("node_name", 255);
+  r.U64("since_generation");
+  uint64_t instances = r.Varint("instance_count");
+  if (!r.ok()) return std::nullopt;
+  if (instances > kMaxManifestEntries) return instances;
+  for (uint64_t i = 0; r.ok() && i < instances; ++i) {
+    for (const char* f : {"uuid", "alias", "service", "image_uuid"}) r.String(f, 255);
+  }
+  uint64_t images = r.Varint("image_count");
+  if (!r.ok()) return std::nullopt;
+  if (images > kMaxManifestEntries) return instances + images;
+  for (uint64_t i = 0; r.ok() && i < images; ++i) {
+    r.String("uuid", 64);
+    r.String("origin", 64);
+  }
+  uint64_t files = r.Varint("file_count");
+  if (!r.ok()) return std::nullopt;
+  return instances + images + std::min<uint64_t>(files, UINT64_MAX / 2);  // no overflow
 }
 
 }  // namespace
@@ -85,7 +128,8 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
   m.node_uuid = r.String("node_uuid", 64);
   m.node_name = r.String("node_name", 255);
   a.since_generation = r.U64("since_generation");
-  uint64_t n = Count(r, "instance_count", kMinInstanceBytes);
+  uint64_t budget = kMaxManifestEntries;
+  uint64_t n = Count(r, "instance_count", kMinInstanceBytes, &budget);
   for (uint64_t i = 0; r.ok() && i < n; ++i) {
     InstanceInfo inst;
     inst.uuid = r.String("instance uuid", 64);
@@ -98,7 +142,7 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
     }
     m.instances.push_back(std::move(inst));
   }
-  n = Count(r, "image_count", kMinImageBytes);
+  n = Count(r, "image_count", kMinImageBytes, &budget);
   for (uint64_t i = 0; r.ok() && i < n; ++i) {
     ImageInfo img;
     img.uuid = r.String("image uuid", 64);
@@ -109,7 +153,7 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
     }
     m.images.push_back(std::move(img));
   }
-  n = Count(r, "file_count", kMinFileBytes);
+  n = Count(r, "file_count", kMinFileBytes, &budget);
   for (uint64_t i = 0; r.ok() && i < n; ++i) {
     FileEntry f;
     f.path = r.String("file path", kMaxPathBytes);
@@ -156,7 +200,7 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
     }
     m.files.push_back(std::move(f));
   }
-  n = Count(r, "removed_count", kMinRemovedBytes);
+  n = Count(r, "removed_count", kMinRemovedBytes, &budget);
   for (uint64_t i = 0; r.ok() && i < n; ++i) {
     std::string p = r.String("removed path", kMaxPathBytes);
     if (r.ok()) {
@@ -191,14 +235,19 @@ Result<std::vector<uint8_t>> CompressManifest(std::span<const uint8_t> encoded) 
 struct ManifestDecompressor::Rep {
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
   size_t max_bytes;
+  uint64_t max_entries;
+  bool entries_checked = false;
+  size_t next_entry_check = 256;  // out.size() at which to look at the counts again
   std::vector<uint8_t> out;
   size_t last_ret = 1;  // 0 once a zstd frame is complete
   Status error;
   ~Rep() { ZSTD_freeDCtx(dctx); }
 };
 
-ManifestDecompressor::ManifestDecompressor(size_t max_bytes) : rep_(std::make_unique<Rep>()) {
+ManifestDecompressor::ManifestDecompressor(size_t max_bytes, uint64_t max_entries)
+    : rep_(std::make_unique<Rep>()) {
   rep_->max_bytes = max_bytes;
+  rep_->max_entries = max_entries;
 }
 ManifestDecompressor::~ManifestDecompressor() = default;
 
@@ -228,6 +277,7 @@ Status ManifestDecompressor::Feed(std::span<const uint8_t> compressed) {
                                  " bytes decompressed");
     }
     r.last_ret = ret;
+    RETURN_IF_ERROR(CheckEntries());
   }
   // Drain output the decoder still holds (input consumed, output pending).
   while (r.last_ret != 0) {
@@ -250,8 +300,24 @@ Status ManifestDecompressor::Feed(std::span<const uint8_t> compressed) {
                                  " bytes decompressed");
     }
     r.last_ret = ret;
+    RETURN_IF_ERROR(CheckEntries());
     if (ob.pos < room) break;  // no more output without more input
   }
+  return CheckEntries();
+}
+
+// Refuses a manifest with too many entries before decompressing all of it.
+// Looked at each time the output doubled, so the cost stays linear.
+Status ManifestDecompressor::CheckEntries() {
+  Rep& r = *rep_;
+  if (r.entries_checked || r.out.size() < r.next_entry_check) return Status::Ok();
+  std::optional<uint64_t> n = LeadingEntryCount(r.out);
+  if (!n) {
+    r.next_entry_check = r.out.size() * 2;
+    return Status::Ok();
+  }
+  r.entries_checked = true;
+  if (*n > r.max_entries) return r.error = DataError("manifest: " + OverLimit(*n, r.max_entries));
   return Status::Ok();
 }
 
