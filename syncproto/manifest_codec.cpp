@@ -76,6 +76,19 @@ std::optional<uint64_t> LeadingEntryCount(std::span<const uint8_t> prefix) {
 
 }  // namespace
 
+void AppendFileEntry(std::vector<uint8_t>* out, const FileEntry& f) {
+  PutString(out, f.path);
+  PutU8(out, static_cast<uint8_t>(f.kind));
+  PutVarint(out, f.size);
+  PutVarint(out, f.mode);
+  PutU64(out, static_cast<uint64_t>(f.mtime_ns));
+  PutDigest(out, f.digest);
+  PutString(out, f.target);
+  PutVarint(out, f.uid);
+  PutVarint(out, f.gid);
+  PutString(out, f.hardlink_of);
+}
+
 std::vector<uint8_t> EncodeManifestAnswer(const ManifestAnswer& a) {
   const Manifest& m = a.manifest;
   std::vector<uint8_t> out;
@@ -98,18 +111,7 @@ std::vector<uint8_t> EncodeManifestAnswer(const ManifestAnswer& a) {
     PutString(&out, i.origin);
   }
   PutVarint(&out, m.files.size());
-  for (const FileEntry& f : m.files) {
-    PutString(&out, f.path);
-    PutU8(&out, static_cast<uint8_t>(f.kind));
-    PutVarint(&out, f.size);
-    PutVarint(&out, f.mode);
-    PutU64(&out, static_cast<uint64_t>(f.mtime_ns));
-    PutDigest(&out, f.digest);
-    PutString(&out, f.target);
-    PutVarint(&out, f.uid);
-    PutVarint(&out, f.gid);
-    PutString(&out, f.hardlink_of);
-  }
+  for (const FileEntry& f : m.files) AppendFileEntry(&out, f);
   PutVarint(&out, a.removed.size());
   for (const std::string& p : a.removed) PutString(&out, p);
   return out;

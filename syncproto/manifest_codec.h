@@ -24,6 +24,10 @@ inline constexpr uint64_t kMaxManifestEntries = 1'000'000;
 // valid paths); the encoder does not check.
 std::vector<uint8_t> EncodeManifestAnswer(const ManifestAnswer& answer);
 
+// Appends one file entry in its wire encoding (docs/syncproto.md, section 5):
+// what EncodeManifestAnswer writes per file.
+void AppendFileEntry(std::vector<uint8_t>* out, const FileEntry& f);
+
 // Parses and validates an uncompressed answer: every length, count, enum,
 // path (ValidateExportPath), symlink target (ValidateSymlinkTarget), mode,
 // sort order, uniqueness and kMaxManifestEntries. Errors are kData and name

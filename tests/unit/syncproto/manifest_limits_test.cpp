@@ -50,18 +50,17 @@ std::vector<uint8_t> EncodedWithFiles(uint64_t files, uint64_t written) {
   std::vector<uint8_t> out = EncodeManifestAnswer(Answer(0));
   out.resize(out.size() - 2);  // drop file_count 0 and removed_count 0
   internal::PutVarint(&out, files);
-  Digest128 d = Xxh3Digest(std::string_view("same"));
+  FileEntry f;
+  f.size = 1;
+  f.mode = 0644;
+  f.mtime_ns = 1'700'000'000'000'000'000;
+  f.digest = Xxh3Digest(std::string_view("same"));
   for (uint64_t i = 0; i < written; ++i) {
     char name[96];
     std::snprintf(name, sizeof name, "datasets/%s/f%09llu", kInstance.c_str(),
                   static_cast<unsigned long long>(i));
-    internal::PutString(&out, name);
-    internal::PutU8(&out, static_cast<uint8_t>(EntryKind::kFile));
-    internal::PutVarint(&out, 1);
-    internal::PutVarint(&out, 0644);
-    internal::PutU64(&out, 1'700'000'000'000'000'000ull);
-    internal::PutDigest(&out, d);
-    internal::PutString(&out, "");
+    f.path = name;
+    AppendFileEntry(&out, f);
   }
   internal::PutVarint(&out, 0);
   return out;
