@@ -242,10 +242,6 @@ struct SyncSet {
   }
 };
 
-// A no-change pull within this long of the last one written down does not
-// rewrite catalog.json (see PullTxn::Commit).
-constexpr int64_t kLazyTimestampsMs = 60 * 1000;
-
 constexpr size_t kSyncThreads = 4;     // fsyncs in flight at once
 constexpr size_t kSyncPerThread = 16;  // fewer than this per thread: fewer threads
 
@@ -320,7 +316,6 @@ class Store::Impl {
     auto text = ReadFileToString(env_, P(kCatalogFile));
     if (text.ok()) {
       Status loaded = LoadCatalog(*text);
-      if (loaded.ok()) NotePersisted();
       if (!loaded.ok()) {
         log::Warn("catalog.json is unreadable: rebuilding it from the generations on disk",
                   {{"error", loaded.message()}});
@@ -441,31 +436,7 @@ class Store::Impl {
   }
 
   // Caller holds mu_ or is single-threaded (Open).
-  Status WriteCatalog() {
-    RETURN_IF_ERROR(WriteFileAtomic(env_, P(kCatalogFile), EncodeCatalog(), 0600));
-    NotePersisted();
-    return Status::Ok();
-  }
-
-  // catalog.json now holds cat_: remember what it says of each peer.
-  void NotePersisted() { persisted_peers_ = cat_.peers; }
-
-  // True when `now`'s successful pull of `peer` changed nothing but
-  // timestamps (last_pull_ms, last_attempt_ms, pulled_at_ms) compared with
-  // what catalog.json holds, and catalog.json recorded a successful pull of
-  // it less than kLazyTimestampsMs ago: then the index is not rewritten.
-  bool OnlyTimestampsChanged(const std::string& peer, int64_t now) const {
-    auto p = persisted_peers_.find(peer);
-    auto c = cat_.peers.find(peer);
-    if (p == persisted_peers_.end() || c == cat_.peers.end()) return false;
-    const PeerState& a = p->second;
-    const PeerState& b = c->second;
-    return a.last_error.empty() && b.last_error.empty() && a.generation == b.generation &&
-           a.boot_id == b.boot_id && a.node_uuid == b.node_uuid && a.node_name == b.node_name &&
-           a.last_pull_ms > 0 && now - a.last_pull_ms < kLazyTimestampsMs;
-  }
-
-  std::map<std::string, PeerState> persisted_peers_;  // as catalog.json has them
+  Status WriteCatalog() { return WriteFileAtomic(env_, P(kCatalogFile), EncodeCatalog(), 0600); }
 
   Result<std::string> ReadCurrentLink(const std::string& uuid) const {
     return env_.ReadLink(InstDir(uuid) + "/" + kCurrent);
@@ -1602,23 +1573,9 @@ Status PullTxn::Commit() {
   } else {
     peer.last_error = failed.ToString();
   }
-  // 4. The index. A pull that changed nothing but timestamps, shortly after
-  // one that was written down, leaves catalog.json as it is (docs/catalog.md
-  // section 2: persisted timestamps lag by less than kLazyTimestampsMs).
-  if (failed.ok() && s.changed.empty() && s.images.empty() && s.records.empty() &&
-      s.newly_removed.empty() && s.reappeared.empty() && pending.empty() &&
-      st.OnlyTimestampsChanged(s.peer, now)) {
-    if (Status r = st.ApplyRetentionLocked(); !r.ok()) {
-      log::Warn("catalog: retention failed", {{"error", r.message()}});
-    }
-    s.done = true;
-    RemoveTree(env, s.staging).IgnoreError();
-    st.active_.erase(s.peer);
-    return Status::Ok();
-  }
-  // Its new text and the regenerated sapi-insts.json files are staged; they
-  // and the directories of the switches, links and records are fsync'd; then
-  // they are renamed in and their directories fsync'd.
+  // 4. The index. Its new text and the regenerated sapi-insts.json files are
+  // staged; they and the directories of the switches, links and records are
+  // fsync'd; then they are renamed in and their directories fsync'd.
   Status wrote = st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(), &pending);
   if (wrote.ok()) {
     sync.dirs.insert(st.o_.data_dir);  // new svc-<service> directories
@@ -1629,7 +1586,6 @@ Status PullTxn::Commit() {
   for (const auto& r : pending) sync.dirs.insert(DirName(r.path));
   if (wrote.ok()) {
     wrote = st.FinishReplaces(&pending);
-    if (wrote.ok()) st.NotePersisted();
   } else {
     for (const auto& r : pending) env.RemoveFile(r.tmp).IgnoreError();
   }

@@ -396,50 +396,6 @@ TEST_CASE(
   CHECK(checked_dirs >= 3);   // two staged roots, etc/new-dir
 }
 
-TEST_CASE("a no-change pull soon after a written one does not rewrite catalog.json") {
-  StoreFixture f;
-  FaultEnv fenv(Env::Default());
-  auto store = f.OpenStore(fenv);
-  REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
-  const int64_t first = f.clock.WallMs();
-  const std::string index = Read(f.data_dir + "/catalog.json");
-
-  f.clock.Advance(30 * 1000);
-  fenv.ResetCounts();
-  REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
-  CHECK(fenv.Count(EnvOp::kRename) == 0);
-  CHECK(fenv.Count(EnvOp::kSync) + fenv.Count(EnvOp::kSyncDir) == 0);
-  CHECK(Read(f.data_dir + "/catalog.json") == index);
-  // In memory (what the agent's status shows) the times are exact.
-  CHECK(store->Peer("headnode1")->last_pull_ms == f.clock.WallMs());
-  CHECK(store->FindInstance(f.exp.imgapi)->pulled_at_ms == f.clock.WallMs());
-  {
-    // A reader of the file sees the last written times: older, never newer.
-    StoreOptions o;
-    o.data_dir = f.data_dir;
-    o.read_only = true;
-    auto ro = Store::Open(*Env::Default(), f.clock, o);
-    REQUIRE(ro.ok());
-    CHECK((*ro)->Peer("headnode1")->last_pull_ms == first);
-  }
-
-  // A minute after the last write, a no-change pull writes the index again.
-  f.clock.Advance(31 * 1000);
-  fenv.ResetCounts();
-  REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
-  CHECK(fenv.Count(EnvOp::kRename) >= 1);
-  auto reopened = f.OpenStore();
-  CHECK(reopened->Peer("headnode1")->last_pull_ms == f.clock.WallMs());
-  CHECK(reopened->FindInstance(f.exp.imgapi)->pulled_at_ms == f.clock.WallMs());
-
-  // A change is always written at once.
-  reopened.reset();
-  f.clock.Advance(1000);
-  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 9}");
-  REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
-  CHECK(f.OpenStore()->Peer("headnode1")->last_pull_ms == f.clock.WallMs());
-}
-
 TEST_CASE("retention keeps N generations per instance") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/2);
