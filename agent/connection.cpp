@@ -9,7 +9,7 @@ constexpr size_t kReadBufSize = 256 * 1024;
 
 struct WriteReq {
   uv_write_t req;
-  std::string bytes;
+  std::vector<uint8_t> bytes;
 };
 
 std::string PeerNameOf(uv_tcp_t* tcp) {
@@ -151,11 +151,12 @@ void Connection::OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   }
 }
 
-void Connection::Write(std::string bytes) {
+void Connection::Write(std::vector<uint8_t> bytes) {
   if (closed_ || bytes.empty()) return;
   auto* w = new WriteReq;
   w->bytes = std::move(bytes);
-  uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
+  uv_buf_t b =
+      uv_buf_init(reinterpret_cast<char*>(w->bytes.data()), static_cast<unsigned>(w->bytes.size()));
   queued_bytes_ += w->bytes.size();
   int rc =
       uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp_.get()), &b, 1, &Connection::OnWrite);

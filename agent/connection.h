@@ -24,6 +24,8 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "agent/schedule.h"
 #include "agent/uv.h"
@@ -49,8 +51,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Starts reading. Call once, after the callbacks are set.
   void Start(Callbacks cb);
 
-  // Queues bytes for sending; ignored after Close.
-  void Write(std::string bytes);
+  // Queues bytes for sending (kept, not copied, until written); ignored after Close.
+  void Write(std::vector<uint8_t> bytes);
+  void Write(std::string_view bytes) { Write(std::vector<uint8_t>(bytes.begin(), bytes.end())); }
   size_t queued_bytes() const { return queued_bytes_; }
 
   void PauseReading();

@@ -181,6 +181,7 @@ struct Core {
     }
     fr.out = std::make_unique<ForwardingFile>(staged_file->get());
     fr.sync_output = false;
+    fr.out_verifies_digest = true;  // the staged file hashes what it writes; FinishFile checks
     staged[t.entry.path] = std::move(staged_file).value();
     ++in_flight;
     std::string path = t.entry.path;

@@ -128,7 +128,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     auto in = std::make_shared<std::vector<uint8_t>>(std::move(inbox_));
     inbox_.clear();
     conn_->ResumeReading();
-    auto out = std::make_shared<std::string>();
+    auto out = std::make_shared<std::vector<uint8_t>>();
     auto st = std::make_shared<Status>();
     auto done = std::make_shared<bool>(false);
     Session* s = session_.get();
@@ -144,25 +144,23 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
                                : WorkPlain(*s, *in, out.get(), on_worker);
           *done = s->done() && (tls == nullptr || tls->ciphertext().empty());
         },
-        [self, out, st, done] { self->AfterWork(*out, *st, *done); });
+        [self, out, st, done] { self->AfterWork(std::move(*out), *st, *done); });
   }
 
   using WorkerHook = std::function<void(Session&)>;
 
-  static Status WorkPlain(Session& s, const std::vector<uint8_t>& in, std::string* out,
+  static Status WorkPlain(Session& s, const std::vector<uint8_t>& in, std::vector<uint8_t>* out,
                           const WorkerHook& on_worker) {
     Status status;
     if (!in.empty()) status = s.Feed(in);
     if (status.ok() && on_worker) on_worker(s);
     if (status.ok()) status = s.Pump();
-    auto o = s.output();
-    out->assign(reinterpret_cast<const char*>(o.data()), o.size());
-    s.ConsumeOutput(o.size());
+    *out = s.TakeOutput();
     return status;
   }
 
   static Status WorkTls(Session& s, syncproto::TlsChannel& tls, bool first,
-                        const std::vector<uint8_t>& in, std::string* out,
+                        const std::vector<uint8_t>& in, std::vector<uint8_t>* out,
                         const WorkerHook& on_worker) {
     Status status;
     if (first) status = tls.Start();
@@ -182,17 +180,15 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     }
     s.ConsumeOutput(o.size());
     if (s.done() && tls.status().ok()) tls.Shutdown().IgnoreError();
-    auto c = tls.ciphertext();
-    out->assign(reinterpret_cast<const char*>(c.data()), c.size());
-    tls.ConsumeCiphertext(c.size());
+    *out = tls.TakeCiphertext();
     return status;
   }
 
-  void AfterWork(const std::string& out, const Status& st, bool session_done) {
+  void AfterWork(std::vector<uint8_t> out, const Status& st, bool session_done) {
     busy_ = false;
     more_output_ = !out.empty();
     if (!conn_closed_) {
-      conn_->Write(out);
+      conn_->Write(std::move(out));
       conn_->Touch();
     }
     if (!st.ok() && session_error_.ok()) session_error_ = st;

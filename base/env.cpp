@@ -93,6 +93,12 @@ class PosixWritableFile final : public WritableFile {
     if (rc != 0) return PosixError("close", path_, errno);
     return Status::Ok();
   }
+  void StartWriteback(uint64_t offset, uint64_t length) override {
+    if (fd_ >= 0) {
+      ::sync_file_range(fd_, static_cast<off64_t>(offset), static_cast<off64_t>(length),
+                        SYNC_FILE_RANGE_WRITE);
+    }
+  }
   const std::string& path() const override { return path_; }
   int fd() const override { return fd_; }
 
@@ -385,13 +391,13 @@ Status WriteFileAtomic(Env& env, const std::string& path, std::string_view data,
   return env.SyncDir(DirName(path));
 }
 
-Status Env::SyncFilesystem(const std::string& path) {
+Status Env::SyncFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return PosixError("open for syncfs", path, errno);
-  int rc = ::syncfs(fd);
+  if (fd < 0) return PosixError("open for fsync", path, errno);
+  int rc = ::fsync(fd);
   int err = errno;
   ::close(fd);
-  if (rc != 0) return PosixError("syncfs", path, err);
+  if (rc != 0) return PosixError("fsync", path, err);
   return Status::Ok();
 }
 

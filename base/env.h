@@ -68,6 +68,11 @@ class WritableFile {
   }
   virtual Status Sync() = 0;   // fdatasync
   virtual Status Close() = 0;  // idempotent
+  // Asks the kernel to start writing back the dirty pages of [offset,
+  // offset + length) (length 0: to the end) without waiting for them
+  // (sync_file_range SYNC_FILE_RANGE_WRITE), so a later fsync finds little
+  // left to do. A hint: no durability promise, no error. Default: nothing.
+  virtual void StartWriteback(uint64_t /*offset*/ = 0, uint64_t /*length*/ = 0) {}
   virtual const std::string& path() const = 0;
   virtual int fd() const { return -1; }
 };
@@ -97,10 +102,10 @@ class Env {
   virtual Status RemoveFile(const std::string& path) = 0;  // unlink: file or symlink
   virtual Status RemoveDir(const std::string& path) = 0;   // rmdir: must be empty
   virtual Status SyncDir(const std::string& path) = 0;     // fsync a directory
-  // Makes every file and directory of the filesystem holding `path` durable
-  // (syncfs): one call instead of an fsync per file and directory written.
-  // The default runs syncfs(2) on `path` itself (every Env here uses real paths).
-  virtual Status SyncFilesystem(const std::string& path);
+  // Makes a closed regular file durable, data and metadata (mode, mtime):
+  // fsync(2) of `path` opened read-only, never through a symlink. The default
+  // runs on `path` itself (every Env here uses real paths).
+  virtual Status SyncFile(const std::string& path);
   virtual Status SetMode(const std::string& path, uint32_t mode) = 0;
   // Sets atime and mtime; does not follow a symlink at `path`.
   virtual Status SetMtime(const std::string& path, int64_t mtime_ns) = 0;

@@ -77,7 +77,6 @@ bool IsMutating(EnvOp op) {
     case EnvOp::kSetMode:
     case EnvOp::kSetMtime:
     case EnvOp::kCopyFile:
-    case EnvOp::kSyncFs:
       return true;
     default:
       return false;
@@ -88,7 +87,7 @@ const char* EnvOpName(EnvOp op) {
   static const char* kNames[] = {"open",      "create",  "read",      "write",  "fsync",
                                  "close",     "stat",    "readdir",   "mkdir",  "rename",
                                  "link",      "symlink", "readlink",  "unlink", "rmdir",
-                                 "fsync dir", "chmod",   "utimensat", "copy",   "syncfs"};
+                                 "fsync dir", "chmod",   "utimensat", "copy"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<int>(EnvOp::kCount_));
   return kNames[static_cast<int>(op)];
 }
@@ -185,8 +184,8 @@ Status FaultEnv::RemoveDir(const std::string& path) {
 Status FaultEnv::SyncDir(const std::string& path) {
   LIFEBOAT_FORWARD_(EnvOp::kSyncDir, path, SyncDir(path));
 }
-Status FaultEnv::SyncFilesystem(const std::string& path) {
-  LIFEBOAT_FORWARD_(EnvOp::kSyncFs, path, SyncFilesystem(path));
+Status FaultEnv::SyncFile(const std::string& path) {
+  LIFEBOAT_FORWARD_(EnvOp::kSync, path, SyncFile(path));
 }
 Status FaultEnv::SetMode(const std::string& path, uint32_t mode) {
   LIFEBOAT_FORWARD_(EnvOp::kSetMode, path, SetMode(path, mode));

@@ -42,7 +42,6 @@ enum class EnvOp : int {
   kSetMode,
   kSetMtime,
   kCopyFile,
-  kSyncFs,
   kCount_,  // number of ops; not an op
 };
 
@@ -82,7 +81,7 @@ class FaultEnv final : public Env {
   Status RemoveFile(const std::string& path) override;
   Status RemoveDir(const std::string& path) override;
   Status SyncDir(const std::string& path) override;
-  Status SyncFilesystem(const std::string& path) override;
+  Status SyncFile(const std::string& path) override;  // counts as kSync
   Status SetMode(const std::string& path, uint32_t mode) override;
   Status SetMtime(const std::string& path, int64_t mtime_ns) override;
   Status CopyFile(const std::string& from, const std::string& to, uint32_t mode) override;

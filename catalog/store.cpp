@@ -1,10 +1,12 @@
 #include "catalog/store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -235,6 +237,50 @@ std::string CompactTime(int64_t wall_ms) {
     if (c != '-' && c != ':' && c != '.') out += c;
   }
   return out;
+}
+
+// The files and directories a commit step makes durable before its renames.
+struct SyncSet {
+  std::vector<std::string> files;
+  std::set<std::string> dirs;
+  bool empty() const { return files.empty() && dirs.empty(); }
+  void clear() {
+    files.clear();
+    dirs.clear();
+  }
+};
+
+constexpr size_t kSyncThreads = 4;     // fsyncs in flight at once
+constexpr size_t kSyncPerThread = 16;  // fewer than this per thread: fewer threads
+
+// fsyncs every file and directory of `set`, several at once: each fsync waits
+// for the device, and the filesystem batches concurrent ones into one journal
+// commit. Returns the first failure (after every started fsync finished).
+Status SyncAll(Env& env, const SyncSet& set) {
+  std::vector<std::pair<const std::string*, bool>> work;  // path, is a directory
+  work.reserve(set.files.size() + set.dirs.size());
+  for (const std::string& f : set.files) work.emplace_back(&f, false);
+  for (const std::string& d : set.dirs) work.emplace_back(&d, true);
+  if (work.empty()) return Status::Ok();
+  const size_t threads = std::clamp<size_t>(work.size() / kSyncPerThread, 1, kSyncThreads);
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  Status first;
+  auto run = [&] {
+    for (size_t i = next++; i < work.size(); i = next++) {
+      Status st = work[i].second ? env.SyncDir(*work[i].first) : env.SyncFile(*work[i].first);
+      if (!st.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (first.ok()) first = st;
+        next = work.size();  // stop handing out work
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(run);
+  run();
+  for (std::thread& t : pool) t.join();
+  return first;
 }
 
 }  // namespace
@@ -524,8 +570,8 @@ class Store::Impl {
   }
 
   // Points symlink `link` at `target` atomically (new link, then rename over).
-  // `sync`: fsync the directory after (else the caller syncs the filesystem).
-  Status PointLink(const std::string& link, const std::string& target, bool sync = true) {
+  // Does not fsync: the caller fsyncs DirName(link) before it relies on the switch.
+  Status PointLink(const std::string& link, const std::string& target) {
     auto cur = env_.ReadLink(link);
     if (cur.ok() && *cur == target) return Status::Ok();
     const std::string tmp = TempPathFor(link);
@@ -535,21 +581,29 @@ class Store::Impl {
       env_.RemoveFile(tmp).IgnoreError();
       return st;
     }
-    return sync ? env_.SyncDir(DirName(link)) : Status::Ok();
+    return Status::Ok();
   }
 
-  Status LinkServiceNames(const InstanceRecord& r, bool sync = true) {
+  // svc-<service>/vm-<uuid>.json and svc-<service>/data/<uuid> (see PointLink).
+  Status LinkServiceNames(const InstanceRecord& r) {
     const std::string svc = SvcDir(r.service);
     RETURN_IF_ERROR(MakeDirsUnder(o_.data_dir, "svc-" + r.service + "/data", nullptr));
     RETURN_IF_ERROR(PointLink(svc + "/vm-" + r.uuid + ".json",
-                              "../instances/" + r.uuid + "/current/vms/" + r.uuid + ".json", sync));
+                              "../instances/" + r.uuid + "/current/vms/" + r.uuid + ".json"));
     return PointLink(svc + "/data/" + r.uuid,
-                     "../../instances/" + r.uuid + "/current/datasets/" + r.uuid, sync);
+                     "../../instances/" + r.uuid + "/current/datasets/" + r.uuid);
   }
 
   void UnlinkServiceNames(const std::string& service, const std::string& uuid) {
     env_.RemoveFile(SvcDir(service) + "/vm-" + uuid + ".json").IgnoreError();
     env_.RemoveFile(SvcDir(service) + "/data/" + uuid).IgnoreError();
+  }
+
+  // svc-<service>/ and svc-<service>/data/, those that exist, to be fsync'd.
+  void AddServiceDirs(const std::string& service, SyncSet* sync) {
+    for (const std::string& d : {SvcDir(service), SvcDir(service) + "/data"}) {
+      if (auto fs = env_.Stat(d); fs.ok() && fs->type == FileType::kDirectory) sync->dirs.insert(d);
+    }
   }
 
   // A file replace staged for a commit: `tmp` is written and closed, not yet
@@ -688,16 +742,17 @@ class Store::Impl {
 // ---- Orphans -------------------------------------------------------------------
 
 // Copies the tree at `from` to `to` with hard links (files), new symlinks and
-// new directories; never follows a symlink.
-Status LinkTree(Env& env, const std::string& from, const std::string& to) {
+// new directories; never follows a symlink. Adds every directory made to `made`.
+Status LinkTree(Env& env, const std::string& from, const std::string& to, SyncSet* made) {
   RETURN_IF_ERROR(env.MakeDir(to, 0700));
+  made->dirs.insert(to);
   ASSIGN_OR_RETURN(auto entries, env.ListDir(from));
   for (const DirEntry& e : entries) {
     const std::string a = from + "/" + e.name, b = to + "/" + e.name;
     ASSIGN_OR_RETURN(FileStat fs, env.Stat(a));
     switch (fs.type) {
       case FileType::kDirectory:
-        RETURN_IF_ERROR(LinkTree(env, a, b));
+        RETURN_IF_ERROR(LinkTree(env, a, b, made));
         break;
       case FileType::kRegular:
         RETURN_IF_ERROR(env.Link(a, b));
@@ -725,16 +780,19 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
   }
   const std::string name = prefix + CompactTime(st.clock_.WallMs());
   const std::string staged = staging + "/orphan";
+  SyncSet made;
   RETURN_IF_ERROR(env.MakeDir(staged, 0700));
   RETURN_IF_ERROR(env.MakeDir(staged + "/instances", 0700));
+  made.dirs.insert(staged + "/instances");
   for (const auto& [uuid, rec] : instances) {
-    RETURN_IF_ERROR(LinkTree(env, st.GenDir(uuid, rec.r.seq), staged + "/instances/" + uuid));
+    RETURN_IF_ERROR(
+        LinkTree(env, st.GenDir(uuid, rec.r.seq), staged + "/instances/" + uuid, &made));
   }
   json peer = PeerToJson(held);
   peer["name"] = held.name;
   peer["kept_at"] = FormatIso8601Ms(st.clock_.WallMs());
   RETURN_IF_ERROR(WriteFileAtomic(env, staged + "/peer.json", peer.dump(2) + "\n", 0600));
-  RETURN_IF_ERROR(env.SyncDir(staged));
+  RETURN_IF_ERROR(SyncAll(env, made));  // peer.json's publish fsync'd `staged` itself
   const std::string final_dir = st.P("orphans/" + name);
   RETURN_IF_ERROR(env.Rename(staged, final_dir));
   RETURN_IF_ERROR(env.SyncDir(st.P("orphans")));
@@ -785,7 +843,8 @@ struct PullTxn::State {
     bool finished = false;
   };
   std::unordered_map<std::string, TransferState> xfer;
-  std::unordered_set<std::string> known_dirs;
+  std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
+  std::vector<std::string> plan_files;         // staged by Plan: copies and empty files
   PlanSummary summary;
 };
 
@@ -983,6 +1042,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
     si.desc.node_uuid = m.node_uuid;
     si.desc.boot_id = m.boot_id;
     RETURN_IF_ERROR(env.MakeDir(si.dir, 0700));
+    s.known_dirs.insert(si.dir);
     std::unordered_map<std::string, std::string> by_digest;  // digest -> prev local path
     for (const auto& [path, f] : prev) {
       if (f.kind == EntryKind::kFile)
@@ -1026,6 +1086,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
               RETURN_IF_ERROR(env.CopyFile(same, staged, 0600));  // metadata differs: own inode
               RETURN_IF_ERROR(env.SetMode(staged, DiskMode(f)));
               RETURN_IF_ERROR(env.SetMtime(staged, f.mtime_ns));
+              s.plan_files.push_back(staged);
             }
             ++s.summary.unchanged_files;
           } else if (f.size == 0) {
@@ -1036,6 +1097,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
             RETURN_IF_ERROR(w->Close());
             RETURN_IF_ERROR(env.SetMode(staged, DiskMode(f)));
             RETURN_IF_ERROR(env.SetMtime(staged, f.mtime_ns));
+            s.plan_files.push_back(staged);
           } else {
             Transfer t;
             t.entry = f;
@@ -1098,6 +1160,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
       if (f->size == 0) {
         ASSIGN_OR_RETURN(auto w, env.OpenWrite(staged, 0600, true));
         RETURN_IF_ERROR(w->Close());
+        s.plan_files.push_back(staged);
         continue;
       }
       s.xfer[f->path] = State::TransferState{*f, staged, false};
@@ -1163,6 +1226,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
     if (f.size == 0) {
       ASSIGN_OR_RETURN(auto w, env.OpenWrite(r.staged_path, 0600, true));
       RETURN_IF_ERROR(w->Close());
+      s.plan_files.push_back(r.staged_path);
     } else {
       s.xfer[path] = State::TransferState{f, r.staged_path, false};
       s.transfers.push_back(std::move(t));
@@ -1185,8 +1249,9 @@ namespace {
 
 // The file StageFile hands out: the store's own write path. It hashes every
 // byte it passes to the Env file, so FinishFile knows the digest of exactly
-// what was written without reading the file back. It does not fsync: Commit
-// makes every staged file durable at once before anything becomes current.
+// what was written without reading the file back. It does not fsync: for a
+// large file it starts the writeback every 8 MiB and at close, and Commit
+// fsyncs every staged file before anything is renamed in.
 class StagedFile final : public WritableFile {
  public:
   StagedFile(const void* txn, std::string path, std::unique_ptr<WritableFile> file)
@@ -1200,10 +1265,25 @@ class StagedFile final : public WritableFile {
     }
     hasher_.Update(data);
     size_ += data.size();
+    if (size_ - writeback_from_ >= kWritebackStep) {
+      file_->StartWriteback(writeback_from_, size_ - writeback_from_);
+      writeback_from_ = size_;
+    }
     return Status::Ok();
   }
   Status Sync() override { return file_->Sync(); }
-  Status Close() override { return file_->Close(); }
+  // Small files are left to Commit's fsync: starting their writeback one by
+  // one (block allocation, I/O submission) would sit on the transfer's path.
+  Status Close() override {
+    if (size_ >= kWritebackStep && size_ > writeback_from_) {
+      file_->StartWriteback(writeback_from_, 0);
+    }
+    writeback_from_ = size_;
+    return file_->Close();
+  }
+  void StartWriteback(uint64_t offset, uint64_t length) override {
+    file_->StartWriteback(offset, length);
+  }
   const std::string& path() const override { return file_->path(); }
   int fd() const override { return file_->fd(); }
 
@@ -1218,8 +1298,10 @@ class StagedFile final : public WritableFile {
   const void* txn_;
   std::string export_path_;
   std::unique_ptr<WritableFile> file_;
+  static constexpr uint64_t kWritebackStep = 8u << 20;
   Xxh3Hasher hasher_;
   uint64_t size_ = 0;
+  uint64_t writeback_from_ = 0;  // bytes before this offset are under writeback
   bool failed_ = false;
 };
 
@@ -1308,8 +1390,16 @@ Status PullTxn::Commit() {
   std::set<std::string> services_touched;
 
   // 0. Finish the staged trees: directory modes and mtimes (children first),
-  // each generation's description; then ONE filesystem sync makes every staged
-  // file, directory and description durable before anything is renamed in.
+  // each generation's description; then every staged file, directory and
+  // description is fsync'd (exactly what this pull wrote, several at once)
+  // before anything is renamed in.
+  SyncSet sync;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    for (const auto& [path, x] : s.xfer) sync.files.push_back(x.staged_path);
+    sync.files.insert(sync.files.end(), s.plan_files.begin(), s.plan_files.end());
+    sync.dirs.insert(s.known_dirs.begin(), s.known_dirs.end());
+  }
   std::vector<std::string> texts(s.changed.size());
   for (size_t i = 0; i < s.changed.size(); ++i) {
     State::StagedInstance& si = s.changed[i];
@@ -1329,22 +1419,28 @@ Status PullTxn::Commit() {
     si.desc.r.seq = seq;
     si.desc.r.pulled_at_ms = now;
     texts[i] = EncodeDescription(si.desc);
-    ASSIGN_OR_RETURN(auto w, env.OpenWrite(si.dir + "/" + kGenerationFile, 0600, true));
+    const std::string desc_path = si.dir + "/" + kGenerationFile;
+    ASSIGN_OR_RETURN(auto w, env.OpenWrite(desc_path, 0600, true));
     RETURN_IF_ERROR(w->Append(texts[i]));
     RETURN_IF_ERROR(w->Close());
+    sync.files.push_back(desc_path);
   }
-  RETURN_IF_ERROR(env.SyncFilesystem(s.staging));
+  RETURN_IF_ERROR(SyncAll(env, sync));
+  sync.clear();
 
   // 1. Images (before the instances that need them).
   for (const State::StagedImage& si : s.images) {
     const std::string final_dir = st.ImageDir(si.img.uuid);
-    if (!Exists(env, final_dir)) RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
+    if (!Exists(env, final_dir)) {
+      RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
+      sync.dirs.insert(st.P("images"));
+    }
     std::lock_guard<std::mutex> lock(st.mu_);
     st.cat_.images[si.img.uuid] = si.img;
   }
 
-  // 2. Each changed instance: rename its generation in; one sync makes the
-  // renames (and the images) durable; then switch each `current`.
+  // 2. Each changed instance: rename its generation in; the directories that
+  // gained entries (and images/) are fsync'd; then switch each `current`.
   Status failed;
   size_t renamed = 0;
   for (; renamed < s.changed.size(); ++renamed) {
@@ -1355,16 +1451,18 @@ Status PullTxn::Commit() {
       failed = one;
       break;
     }
+    sync.dirs.insert(st.P("instances"));
+    sync.dirs.insert(st.InstDir(si.desc.r.uuid));
   }
-  if (failed.ok() && (renamed > 0 || !s.images.empty())) {
-    failed = env.SyncFilesystem(st.o_.data_dir);
-  }
+  if (failed.ok()) failed = SyncAll(env, sync);
+  sync.clear();
   for (size_t i = 0; failed.ok() && i < renamed; ++i) {
     State::StagedInstance& si = s.changed[i];
     Status one = [&]() -> Status {
       // The switch.
-      RETURN_IF_ERROR(st.PointLink(st.InstDir(si.desc.r.uuid) + "/" + kCurrent,
-                                   std::to_string(si.desc.r.seq), /*sync=*/false));
+      RETURN_IF_ERROR(
+          st.PointLink(st.InstDir(si.desc.r.uuid) + "/" + kCurrent, std::to_string(si.desc.r.seq)));
+      sync.dirs.insert(st.InstDir(si.desc.r.uuid));
       Record rec;
       rec.r = si.desc.r;
       rec.description_digest = Xxh3Digest(texts[i]);
@@ -1375,9 +1473,12 @@ Status PullTxn::Commit() {
       if (!si.old_service.empty() && si.old_service != rec.r.service) {
         st.UnlinkServiceNames(si.old_service, rec.r.uuid);
         services_touched.insert(si.old_service);
+        st.AddServiceDirs(si.old_service, &sync);
       }
       services_touched.insert(rec.r.service);
-      return st.LinkServiceNames(rec.r, /*sync=*/false);
+      RETURN_IF_ERROR(st.LinkServiceNames(rec.r));
+      st.AddServiceDirs(rec.r.service, &sync);
+      return Status::Ok();
     }();
     if (!one.ok()) failed = one;
   }
@@ -1419,12 +1520,14 @@ Status PullTxn::Commit() {
             const std::string tmp = TempPathFor(dst);
             RETURN_IF_ERROR(env.Link(r.staged_path, tmp));
             RETURN_IF_ERROR(env.Rename(tmp, dst));
+            sync.dirs.insert(st.SvcDir(svc));
           }
           st.cat_.application = r.rec;
           st.cat_.has_application = true;
         } else {
           RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "svc-" + r.service, nullptr));
           RETURN_IF_ERROR(env.Rename(r.staged_path, st.SvcDir(r.service) + "/sapi-svc.json"));
+          sync.dirs.insert(st.SvcDir(r.service));
           st.cat_.services[r.service] = r.rec;
         }
         return Status::Ok();
@@ -1447,6 +1550,7 @@ Status PullTxn::Commit() {
             const std::string tmp = TempPathFor(dst);
             if (env.Link(src, tmp).ok() && !env.Rename(tmp, dst).ok())
               env.RemoveFile(tmp).IgnoreError();
+            sync.dirs.insert(st.SvcDir(svc));
             break;
           }
         }
@@ -1478,16 +1582,22 @@ Status PullTxn::Commit() {
     peer.last_error = failed.ToString();
   }
   // 4. The index. Its new text and the regenerated sapi-insts.json files are
-  // staged, one sync makes them and the switches, links and records durable,
-  // then they are renamed in and a last sync makes the renames durable.
+  // staged; they and the directories of the switches, links and records are
+  // fsync'd; then they are renamed in and their directories fsync'd.
   Status wrote = st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(), &pending);
-  if (wrote.ok()) wrote = env.SyncFilesystem(st.o_.data_dir);
+  if (wrote.ok()) {
+    sync.dirs.insert(st.o_.data_dir);  // new svc-<service> directories
+    for (const auto& r : pending) sync.files.push_back(r.tmp);
+    wrote = SyncAll(env, sync);
+  }
+  sync.clear();
+  for (const auto& r : pending) sync.dirs.insert(DirName(r.path));
   if (wrote.ok()) {
     wrote = st.FinishReplaces(&pending);
   } else {
     for (const auto& r : pending) env.RemoveFile(r.tmp).IgnoreError();
   }
-  if (wrote.ok()) wrote = env.SyncFilesystem(st.o_.data_dir);
+  if (wrote.ok()) wrote = SyncAll(env, sync);
   if (failed.ok() && wrote.ok()) {
     if (Status r = st.ApplyRetentionLocked(); !r.ok()) {
       log::Warn("catalog: retention failed", {{"error", r.message()}});

@@ -27,9 +27,14 @@
 // out the store's own writer, which hashes every byte it writes; FinishFile
 // refuses the file on a size or digest mismatch (a file written any other way
 // is re-read and re-hashed), so a file whose digest does not match never
-// becomes current, whoever wrote it. Durability: FinishFile does not fsync;
-// Commit syncs the filesystem once (syncfs) before it renames anything in and
-// again before the switches, so nothing becomes current before it is durable.
+// becomes current, whoever wrote it. Durability: FinishFile does not fsync
+// (the writer starts the writeback as it goes and when closed); Commit fsyncs
+// exactly what this pull wrote (its staged files, several at once, and its
+// staged directories) before it renames anything in, then the directories
+// the renames changed before the switches, then the switched and linked
+// directories and the new index text before the index is renamed in: nothing
+// becomes current before it is durable, and other programs' dirty data on
+// the same filesystem is never waited for.
 //
 // Safety: the store never writes through a symlink: staged trees are built
 // only from validated export paths, a manifest in which a path would live
@@ -184,7 +189,7 @@ class PullTxn {
   // Closes `file` (from StageFile(path)) and checks its size and digest (as
   // hashed by the store's writer while written; re-read when `file` is not
   // that writer) against the planned entry, then sets mode and mtime. Does
-  // not fsync: Commit makes all staged files durable at once.
+  // not fsync: Commit fsyncs every staged file before it renames anything in.
   // On a mismatch the staged file is removed and a data error returned: the
   // pull cannot commit unless the file is staged again and finishes.
   Status FinishFile(const std::string& path, std::unique_ptr<WritableFile> file);

@@ -98,8 +98,7 @@ std::vector<uint8_t> EncodeFrame(const Frame& frame) {
 FrameDecoder::FrameDecoder(uint32_t max_payload)
     : max_payload_(max_payload > kMaxFramePayload ? kMaxFramePayload : max_payload) {}
 
-void FrameDecoder::Append(std::span<const uint8_t> data) {
-  if (!error_.ok()) return;
+void FrameDecoder::Compact() {
   if (pos_ > 0 && pos_ == buf_.size()) {
     buf_.clear();
     pos_ = 0;
@@ -107,41 +106,101 @@ void FrameDecoder::Append(std::span<const uint8_t> data) {
     buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(pos_));
     pos_ = 0;
   }
+}
+
+void FrameDecoder::Append(std::span<const uint8_t> data) {
+  if (!error_.ok()) return;
+  Stash();
   buf_.insert(buf_.end(), data.begin(), data.end());
 }
 
-Result<std::optional<Frame>> FrameDecoder::Next() {
-  if (!error_.ok()) return error_;
-  if (buffered() < kFrameHeaderBytes) return std::optional<Frame>();
-  const uint8_t* h = buf_.data() + pos_;
-  uint32_t len = h[0] | (h[1] << 8) | (h[2] << 16) | (static_cast<uint32_t>(h[3]) << 24);
+void FrameDecoder::Feed(std::span<const uint8_t> data) {
+  if (!error_.ok()) return;
+  Stash();
+  input_ = data;
+}
+
+void FrameDecoder::Take(size_t n) {
+  buf_.insert(buf_.end(), input_.begin(), input_.begin() + static_cast<ptrdiff_t>(n));
+  input_ = input_.subspan(n);
+}
+
+void FrameDecoder::Stash() {
+  if (input_.empty()) return;
+  Compact();
+  Take(input_.size());
+}
+
+Status FrameDecoder::CheckHeader(const uint8_t* h, uint32_t* len) {
+  *len = h[0] | (h[1] << 8) | (h[2] << 16) | (static_cast<uint32_t>(h[3]) << 24);
   uint8_t type = h[4];
   uint8_t flags = h[5];
   uint32_t stream = h[6] | (h[7] << 8) | (h[8] << 16) | (static_cast<uint32_t>(h[9]) << 24);
-  if (len > max_payload_) {
+  if (*len > max_payload_) {
     error_ = DataError("oversized frame: " + FrameTypeName(type) + " on stream " +
-                       std::to_string(stream) + " declares " + std::to_string(len) +
+                       std::to_string(stream) + " declares " + std::to_string(*len) +
                        " payload bytes, limit " + std::to_string(max_payload_));
-    return error_;
-  }
-  if (!IsKnownFrameType(type)) {
+  } else if (!IsKnownFrameType(type)) {
     error_ = DataError("unknown frame type " + FrameTypeName(type) + " on stream " +
                        std::to_string(stream));
-    return error_;
-  }
-  if (flags & ~AllowedFlags(static_cast<FrameType>(type))) {
+  } else if (flags & ~AllowedFlags(static_cast<FrameType>(type))) {
     error_ = DataError("bad flags 0x" + HexEncode(std::span<const uint8_t>(&flags, 1)) + " on " +
                        FrameTypeName(type) + " frame, stream " + std::to_string(stream));
-    return error_;
   }
-  if (buffered() < kFrameHeaderBytes + len) return std::optional<Frame>();
-  Frame f;
-  f.type = static_cast<FrameType>(type);
-  f.flags = flags;
-  f.stream = stream;
-  f.payload.assign(h + kFrameHeaderBytes, h + kFrameHeaderBytes + len);
-  pos_ += kFrameHeaderBytes + len;
-  return std::optional<Frame>(std::move(f));
+  if (!error_.ok()) input_ = {};
+  return error_;
+}
+
+namespace {
+
+FrameView ViewAt(const uint8_t* h, uint32_t len) {
+  FrameView f;
+  f.type = static_cast<FrameType>(h[4]);
+  f.flags = h[5];
+  f.stream = h[6] | (h[7] << 8) | (h[8] << 16) | (static_cast<uint32_t>(h[9]) << 24);
+  f.payload = std::span<const uint8_t>(h + kFrameHeaderBytes, len);
+  return f;
+}
+
+}  // namespace
+
+Result<std::optional<FrameView>> FrameDecoder::NextView() {
+  if (!error_.ok()) return error_;
+  Compact();
+  uint32_t len = 0;
+  if (pos_ < buf_.size()) {
+    // A frame begun in the buffer: complete it from the fed bytes.
+    size_t have = buf_.size() - pos_;
+    if (have < kFrameHeaderBytes) Take(std::min(kFrameHeaderBytes - have, input_.size()));
+    if (buf_.size() - pos_ < kFrameHeaderBytes) return std::optional<FrameView>();
+    RETURN_IF_ERROR(CheckHeader(buf_.data() + pos_, &len));
+    const size_t total = kFrameHeaderBytes + len;
+    have = buf_.size() - pos_;
+    if (have < total) Take(std::min(total - have, input_.size()));
+    if (buf_.size() - pos_ < total) return std::optional<FrameView>();
+    FrameView f = ViewAt(buf_.data() + pos_, len);
+    pos_ += total;
+    return std::optional<FrameView>(f);
+  }
+  if (input_.size() < kFrameHeaderBytes) {
+    Take(input_.size());
+    return std::optional<FrameView>();
+  }
+  RETURN_IF_ERROR(CheckHeader(input_.data(), &len));
+  const size_t total = kFrameHeaderBytes + len;
+  if (input_.size() < total) {
+    Take(input_.size());
+    return std::optional<FrameView>();
+  }
+  FrameView f = ViewAt(input_.data(), len);
+  input_ = input_.subspan(total);
+  return std::optional<FrameView>(f);
+}
+
+Result<std::optional<Frame>> FrameDecoder::Next() {
+  ASSIGN_OR_RETURN(std::optional<FrameView> v, NextView());
+  if (!v) return std::optional<Frame>();
+  return std::optional<Frame>(v->ToFrame());
 }
 
 Status FrameDecoder::Finish() const {

@@ -71,6 +71,20 @@ struct Frame {
   bool compressed() const { return (flags & kFlagCompressed) != 0; }
 };
 
+// A decoded frame whose payload is not copied: it points into the bytes
+// given to FrameDecoder::Feed (or into the decoder's buffer) and is valid
+// until the next call on the decoder.
+struct FrameView {
+  FrameType type = FrameType::kHello;
+  uint8_t flags = 0;
+  uint32_t stream = 0;
+  std::span<const uint8_t> payload;
+
+  bool end() const { return (flags & kFlagEnd) != 0; }
+  bool compressed() const { return (flags & kFlagCompressed) != 0; }
+  Frame ToFrame() const { return Frame{type, flags, stream, {payload.begin(), payload.end()}}; }
+};
+
 // Appends header + payload to *out. payload.size() must be <= kMaxFramePayload
 // (callers split larger units; a violation is a programming error and aborts).
 void AppendFrame(std::vector<uint8_t>* out, FrameType type, uint8_t flags, uint32_t stream,
@@ -81,23 +95,46 @@ std::vector<uint8_t> EncodeFrame(const Frame& frame);
 // length above the limit, unknown type, reserved flag bits, a flag the type
 // does not use) are reported as soon as the 10 header bytes are in, before
 // any payload is buffered, and are sticky: the connection is unusable after
-// one. Buffered bytes never exceed kFrameHeaderBytes + max_payload plus what
-// the caller appended since the last Next().
+// one.
+//
+// Two ways in. Append() copies the bytes into the decoder's buffer (then
+// buffered bytes never exceed kFrameHeaderBytes + max_payload plus what the
+// caller appended since the last Next()). Feed() does not copy: NextView()
+// yields frames straight out of the fed bytes, which must stay valid until
+// NextView() returned nullopt or an error (or Stash() was called); only the
+// incomplete frame at the end is copied, so the buffer never holds more than
+// kFrameHeaderBytes + max_payload.
 class FrameDecoder {
  public:
   explicit FrameDecoder(uint32_t max_payload = kMaxFramePayload);
 
   void Append(std::span<const uint8_t> data);
-  // The next complete frame; nullopt when more bytes are needed.
+  // The next complete frame, copied; nullopt when more bytes are needed.
   Result<std::optional<Frame>> Next();
+
+  // Borrows `data` (see above). Call NextView() until nullopt before the next Feed().
+  void Feed(std::span<const uint8_t> data);
+  // The next complete frame without a copy, valid until the next call on the
+  // decoder; nullopt when more bytes are needed (the rest of the fed bytes
+  // is buffered then).
+  Result<std::optional<FrameView>> NextView();
+  // Copies what is left of the fed bytes into the buffer, for a caller that
+  // stops calling NextView() before nullopt.
+  void Stash();
+
   // Call at end of input: an error when a partial frame is buffered.
   Status Finish() const;
-  size_t buffered() const { return buf_.size() - pos_; }
+  size_t buffered() const { return buf_.size() - pos_ + input_.size(); }
 
  private:
+  Status CheckHeader(const uint8_t* h, uint32_t* len);
+  void Compact();
+  void Take(size_t n);  // moves n bytes from input_ to buf_
+
   uint32_t max_payload_;
   std::vector<uint8_t> buf_;
   size_t pos_ = 0;
+  std::span<const uint8_t> input_;  // fed, not yet parsed or buffered
   Status error_;
 };
 

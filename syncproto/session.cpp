@@ -54,6 +54,21 @@ void Consume(std::vector<uint8_t>* out, size_t* pos, size_t n) {
   }
 }
 
+// Moves the unconsumed part of an output buffer out, keeping its capacity.
+std::vector<uint8_t> Take(std::vector<uint8_t>* out, size_t* pos) {
+  std::vector<uint8_t> taken;
+  if (*pos == 0) {
+    const size_t cap = out->capacity();
+    taken.swap(*out);
+    out->reserve(std::min<size_t>(cap, 8u << 20));
+  } else {
+    taken.assign(out->begin() + static_cast<ptrdiff_t>(*pos), out->end());
+    out->clear();
+  }
+  *pos = 0;
+  return taken;
+}
+
 // Decompresses one FILE_DATA chunk, bounded by kMaxChunkBytes.
 Status DecompressChunk(ZSTD_DCtx* dctx, std::span<const uint8_t> in, std::vector<uint8_t>* out) {
   unsigned long long size = ZSTD_getFrameContentSize(in.data(), in.size());
@@ -101,6 +116,9 @@ struct ServerSession::Stream {
   uint64_t sent = 0;  // whole: file bytes sent
   Xxh3Hasher hasher;
   std::vector<uint8_t> buf;
+  // The last chunk of this stream did not compress: the next ones are
+  // compressed only when a small sample of them does (see SendChunk).
+  bool incompressible = false;
 };
 
 ServerSession::ServerSession(ExportSource* source, std::string cluster_key, NodeIdentity self,
@@ -122,6 +140,11 @@ std::span<const uint8_t> ServerSession::output() const {
 void ServerSession::ConsumeOutput(size_t n) {
   stats_.bytes_out += std::min(n, out_.size() - out_pos_);
   Consume(&out_, &out_pos_, n);
+}
+
+std::vector<uint8_t> ServerSession::TakeOutput() {
+  stats_.bytes_out += out_.size() - out_pos_;
+  return Take(&out_, &out_pos_);
 }
 
 bool ServerSession::WantsOutputSpace() const {
@@ -168,24 +191,28 @@ void ServerSession::FailStream(uint32_t id, ErrorCode code, const Status& why) {
 Status ServerSession::Feed(std::span<const uint8_t> data) {
   if (!status_.ok()) return status_;
   stats_.bytes_in += data.size();
-  decoder_.Append(data);
+  decoder_.Feed(data);
   for (;;) {
-    Result<std::optional<Frame>> next = decoder_.Next();
+    Result<std::optional<FrameView>> next = decoder_.NextView();
     if (!next.ok()) {
       return FailConnection(next.status().WithContext("from " + Context(0, "")),
                             ErrorCode::kProtocol);
     }
     if (!next->has_value()) break;
-    RETURN_IF_ERROR(HandleFrame(std::move(**next)));
-    if (bye_) break;
+    Status handled = HandleFrame(**next);
+    if (!handled.ok() || bye_) {
+      decoder_.Stash();  // `data` is the caller's: keep nothing pointing into it
+      RETURN_IF_ERROR(handled);
+      break;
+    }
   }
   return Pump();
 }
 
-Status ServerSession::HandleFrame(Frame frame) {
+Status ServerSession::HandleFrame(const FrameView& frame) {
   if (!handshake_.authenticated()) {
     std::vector<uint8_t> reply;
-    Status s = handshake_.OnFrame(frame, &reply);
+    Status s = handshake_.OnFrame(frame.ToFrame(), &reply);
     out_.insert(out_.end(), reply.begin(), reply.end());
     if (!s.ok()) {
       status_ = s;
@@ -252,7 +279,7 @@ Status ServerSession::EnsureView() {
   return Status::Ok();
 }
 
-Status ServerSession::HandleManifestRequest(const Frame& frame) {
+Status ServerSession::HandleManifestRequest(const FrameView& frame) {
   const std::string name = FrameTypeName(frame.type);
   if (frame.stream == 0 || seen_ids_.count(frame.stream)) {
     return FailConnection(DataError(name + " on a used or zero " + Context(frame.stream, "")),
@@ -313,7 +340,7 @@ Status ServerSession::ServeManifest(uint32_t stream, const ManifestRequestMsg& r
   return Status::Ok();
 }
 
-Status ServerSession::HandleHeldQuery(const Frame& frame) {
+Status ServerSession::HandleHeldQuery(const FrameView& frame) {
   if (frame.stream == 0 || seen_ids_.count(frame.stream)) {
     return FailConnection(DataError("HELD_QUERY on a used or zero " + Context(frame.stream, "")),
                           ErrorCode::kProtocol);
@@ -344,7 +371,7 @@ Status ServerSession::HandleHeldQuery(const Frame& frame) {
   return Status::Ok();
 }
 
-Status ServerSession::HandleFileRequest(const Frame& frame) {
+Status ServerSession::HandleFileRequest(const FrameView& frame) {
   if (frame.stream == 0 || seen_ids_.count(frame.stream)) {
     return FailConnection(DataError("FILE_REQUEST on a used or zero " + Context(frame.stream, "")),
                           ErrorCode::kProtocol);
@@ -395,7 +422,7 @@ Status ServerSession::HandleFileRequest(const Frame& frame) {
   return Status::Ok();
 }
 
-Status ServerSession::HandleFileBasis(Stream& s, const Frame& frame) {
+Status ServerSession::HandleFileBasis(Stream& s, const FrameView& frame) {
   if (s.state != Stream::State::kWaitBasis) {
     return FailConnection(DataError("FILE_BASIS after its END on " + Context(s.id, s.req.path)),
                           ErrorCode::kProtocol);
@@ -453,7 +480,7 @@ Status ServerSession::HandleFileBasis(Stream& s, const Frame& frame) {
   return Status::Ok();
 }
 
-Status ServerSession::HandleSignatureData(Stream& s, const Frame& frame) {
+Status ServerSession::HandleSignatureData(Stream& s, const FrameView& frame) {
   if (s.state != Stream::State::kWaitSignature) {
     return FailConnection(DataError("SIGNATURE_DATA not asked for on " + Context(s.id, s.req.path)),
                           ErrorCode::kProtocol);
@@ -478,20 +505,49 @@ Status ServerSession::HandleSignatureData(Stream& s, const Frame& frame) {
   return Status::Ok();
 }
 
-void ServerSession::SendChunk(uint32_t stream, std::span<const uint8_t> raw) {
+namespace {
+
+// Compression pays when it saves at least 1/16 of the input.
+bool Pays(size_t compressed, size_t raw) { return compressed <= raw - raw / 16; }
+
+}  // namespace
+
+size_t ServerSession::Compress(std::span<const uint8_t> in) {
+  Zstd& z = *zstd_;
+  z.buf.resize(ZSTD_compressBound(in.size()));
+  size_t n = ZSTD_compressCCtx(z.cctx, z.buf.data(), z.buf.size(), in.data(), in.size(),
+                               options_.limits.zstd_level);
+  return ZSTD_isError(n) ? SIZE_MAX : n;
+}
+
+void ServerSession::SendChunk(Stream& s, std::span<const uint8_t> raw) {
   const size_t piece = options_.limits.chunk_bytes;
   while (!raw.empty()) {
     std::span<const uint8_t> p = raw.first(std::min(raw.size(), piece));
     raw = raw.subspan(p.size());
-    Zstd& z = *zstd_;
-    z.buf.resize(ZSTD_compressBound(p.size()));
-    size_t n = ZSTD_compressCCtx(z.cctx, z.buf.data(), z.buf.size(), p.data(), p.size(),
-                                 options_.limits.zstd_level);
-    if (!ZSTD_isError(n) && n <= p.size() - p.size() / 16 && n <= kMaxFramePayload) {
-      AppendFrame(&out_, FrameType::kFileData, kFlagCompressed, stream,
-                  std::span<const uint8_t>(z.buf.data(), n));
+    // Adaptive: after a chunk that did not compress (images, compressed
+    // archives, encrypted data), a sample from the middle of the next chunk
+    // is tried first and the whole chunk only when the sample compresses.
+    // Cost on incompressible data: kCompressSample bytes per chunk instead
+    // of the chunk; a file that turns compressible again is noticed at once.
+    bool try_whole = true;
+    if (s.incompressible && p.size() > 2 * kCompressSample) {
+      std::span<const uint8_t> sample =
+          p.subspan((p.size() - kCompressSample) / 2, kCompressSample);
+      size_t n = Compress(sample);
+      try_whole = n != SIZE_MAX && Pays(n, sample.size());
+      ++stats_.chunks_sampled;
+    }
+    size_t n = try_whole ? Compress(p) : SIZE_MAX;
+    if (n != SIZE_MAX && Pays(n, p.size()) && n <= kMaxFramePayload) {
+      s.incompressible = false;
+      AppendFrame(&out_, FrameType::kFileData, kFlagCompressed, s.id,
+                  std::span<const uint8_t>(zstd_->buf.data(), n));
+      ++stats_.chunks_compressed;
     } else {
-      AppendFrame(&out_, FrameType::kFileData, 0, stream, p);
+      s.incompressible = true;
+      AppendFrame(&out_, FrameType::kFileData, 0, s.id, p);
+      ++stats_.chunks_raw;
     }
   }
 }
@@ -524,7 +580,7 @@ Status ServerSession::ProduceChunk(Stream& s) {
         return Status::Ok();
       }
       s.hasher.Update(std::span<const uint8_t>(s.buf.data(), n));
-      SendChunk(s.id, std::span<const uint8_t>(s.buf.data(), n));
+      SendChunk(s, std::span<const uint8_t>(s.buf.data(), n));
       s.sent += n;
     }
     finished = s.sent == s.entry.size;
@@ -545,7 +601,7 @@ Status ServerSession::ProduceChunk(Stream& s) {
       FailStream(s.id, code, st.WithContext(Context(s.id, s.req.path)));
       return Status::Ok();
     }
-    if (!s.buf.empty()) SendChunk(s.id, s.buf);
+    if (!s.buf.empty()) SendChunk(s, s.buf);
     finished = s.delta->done();
   }
   if (finished) {
@@ -677,6 +733,8 @@ std::span<const uint8_t> PullerSession::output() const {
 }
 
 void PullerSession::ConsumeOutput(size_t n) { Consume(&out_, &out_pos_, n); }
+
+std::vector<uint8_t> PullerSession::TakeOutput() { return Take(&out_, &out_pos_); }
 
 bool PullerSession::done() const { return (bye_sent_ || !status_.ok()) && output().empty(); }
 bool PullerSession::authenticated() const { return handshake_.authenticated(); }
@@ -898,31 +956,39 @@ Status PullerSession::FailConnection(Status status, std::optional<ErrorCode> cod
 
 Status PullerSession::Feed(std::span<const uint8_t> data) {
   if (!status_.ok()) return status_;
-  decoder_.Append(data);
+  decoder_.Feed(data);
   for (;;) {
-    Result<std::optional<Frame>> next = decoder_.Next();
+    Result<std::optional<FrameView>> next = decoder_.NextView();
     if (!next.ok()) {
       return FailConnection(next.status().WithContext("from peer " + peer().name),
                             ErrorCode::kProtocol);
     }
     if (!next->has_value()) break;
-    Frame& frame = **next;
+    const FrameView& frame = **next;
+    Status handled;
     if (!handshake_.authenticated()) {
       std::vector<uint8_t> reply;
-      Status s = handshake_.OnFrame(frame, &reply);
+      handled = handshake_.OnFrame(frame.ToFrame(), &reply);
       out_.insert(out_.end(), reply.begin(), reply.end());
-      if (!s.ok()) return FailConnection(s, std::nullopt);
-      if (handshake_.authenticated()) RETURN_IF_ERROR(SendQueued());
-      continue;
+      if (!handled.ok()) {
+        handled = FailConnection(handled, std::nullopt);
+      } else if (handshake_.authenticated()) {
+        handled = SendQueued();
+      }
+    } else {
+      handled = HandleFrame(frame);
     }
-    RETURN_IF_ERROR(HandleFrame(std::move(frame)));
+    if (!handled.ok()) {
+      decoder_.Stash();  // `data` is the caller's: keep nothing pointing into it
+      return handled;
+    }
   }
   return SendQueued();
 }
 
 Status PullerSession::Pump() { return SendQueued(); }
 
-Status PullerSession::HandleFrame(Frame frame) {
+Status PullerSession::HandleFrame(const FrameView& frame) {
   const uint32_t id = frame.stream;
   if (id == 0) {
     if (frame.type == FrameType::kError) {
@@ -1002,7 +1068,7 @@ Status PullerSession::HandleFrame(Frame frame) {
                         ErrorCode::kProtocol);
 }
 
-Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
+Status PullerSession::HandleFileFrame(FileStream& f, const FrameView& frame) {
   const std::string ctx =
       "peer " + peer().name + ", stream " + std::to_string(f.id) + ", path " + Quoted(f.req.path);
   // A per-file failure: tell the server to stop, report, keep the connection.
@@ -1067,7 +1133,7 @@ Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
                 return DataError("bad delta: produces more than the expected " +
                                  std::to_string(fp->req.expected.size) + " bytes");
               }
-              fp->hasher.Update(d);
+              if (!fp->req.out_verifies_digest) fp->hasher.Update(d);
               fp->stats.bytes_written += d.size();
               return fp->req.out->Append(d);
             });
@@ -1092,7 +1158,7 @@ Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
           return fail_file(DataError("server sends more than the announced " +
                                      std::to_string(f.start->size) + " bytes"));
         }
-        f.hasher.Update(data);
+        if (!f.req.out_verifies_digest) f.hasher.Update(data);
         f.stats.bytes_written += data.size();
         Status s = f.req.out->Append(data);
         if (!s.ok()) return fail_file(s);
@@ -1108,7 +1174,6 @@ Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
         s = f.patch->Finish();
         if (!s.ok()) return fail_file(s);
       }
-      Digest128 got = f.hasher.Finish();
       if (f.stats.bytes_written != end.size || end.size != f.req.expected.size) {
         CompleteFile(f.id, DataError(ctx + ": size mismatch: wrote " +
                                      std::to_string(f.stats.bytes_written) +
@@ -1116,11 +1181,18 @@ Status PullerSession::HandleFileFrame(FileStream& f, const Frame& frame) {
                                      ", manifest says " + std::to_string(f.req.expected.size)));
         return Status::Ok();
       }
-      if (got != end.digest || got != f.req.expected.digest) {
-        CompleteFile(
-            f.id, DataError(ctx + ": digest mismatch: wrote " + got.Hex() + ", server says " +
-                            end.digest.Hex() + ", manifest says " + f.req.expected.digest.Hex()));
+      if (end.digest != f.req.expected.digest) {
+        CompleteFile(f.id, DataError(ctx + ": digest mismatch: server says " + end.digest.Hex() +
+                                     ", manifest says " + f.req.expected.digest.Hex()));
         return Status::Ok();
+      }
+      if (!f.req.out_verifies_digest) {
+        Digest128 got = f.hasher.Finish();
+        if (got != f.req.expected.digest) {
+          CompleteFile(f.id, DataError(ctx + ": digest mismatch: wrote " + got.Hex() +
+                                       ", manifest says " + f.req.expected.digest.Hex()));
+          return Status::Ok();
+        }
       }
       CompleteFile(f.id, Status::Ok());
       return Status::Ok();

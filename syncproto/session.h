@@ -76,6 +76,9 @@ struct ServerStats {
   uint64_t files_failed = 0;
   uint64_t manifests_served = 0;
   uint64_t held_queries = 0;
+  uint64_t chunks_compressed = 0;  // FILE_DATA frames sent COMPRESSED
+  uint64_t chunks_raw = 0;         // sent raw: compression did not pay (or was not tried)
+  uint64_t chunks_sampled = 0;     // raw-looking streams: a sample was tried first
 };
 
 class ServerSession {
@@ -96,6 +99,9 @@ class ServerSession {
 
   std::span<const uint8_t> output() const;
   void ConsumeOutput(size_t n);
+  // Moves the unconsumed output out (ConsumeOutput of all of it), without a
+  // copy when nothing was consumed yet.
+  std::vector<uint8_t> TakeOutput();
   // True when streams have data to produce but the output is full: write,
   // ConsumeOutput, then Pump.
   bool WantsOutputSpace() const;
@@ -110,19 +116,21 @@ class ServerSession {
 
  private:
   struct Stream;
-  Status HandleFrame(Frame frame);
-  Status HandleManifestRequest(const Frame& frame);
-  Status HandleHeldQuery(const Frame& frame);
+  Status HandleFrame(const FrameView& frame);
+  Status HandleManifestRequest(const FrameView& frame);
+  Status HandleHeldQuery(const FrameView& frame);
   Status ServeManifest(uint32_t stream, const ManifestRequestMsg& req);
-  Status HandleFileRequest(const Frame& frame);
-  Status HandleFileBasis(Stream& s, const Frame& frame);
-  Status HandleSignatureData(Stream& s, const Frame& frame);
+  Status HandleFileRequest(const FrameView& frame);
+  Status HandleFileBasis(Stream& s, const FrameView& frame);
+  Status HandleSignatureData(Stream& s, const FrameView& frame);
   Status EnsureView();
   Status StartTransfer(Stream& s);
   Status ProduceChunk(Stream& s);
   void FailStream(uint32_t id, ErrorCode code, const Status& why);
   Status FailConnection(Status status, ErrorCode code);
-  void SendChunk(uint32_t stream, std::span<const uint8_t> raw);
+  void SendChunk(Stream& s, std::span<const uint8_t> raw);
+  size_t Compress(std::span<const uint8_t> in);  // into zstd_->buf; SIZE_MAX on error
+  static constexpr size_t kCompressSample = 16u << 10;
   std::string Context(uint32_t stream, const std::string& path) const;
 
   ExportSource* source_;
@@ -189,6 +197,14 @@ struct FileRequest {
   // the callback; on failure it Close()s it and the caller removes it.
   std::unique_ptr<WritableFile> out;
   bool sync_output = true;
+  // True when `out` itself hashes every byte appended to it and its owner
+  // refuses the file unless that XXH3-128 equals expected.digest (the
+  // catalog's PullTxn::StageFile writer does). The session then does not hash
+  // the content a second time: it checks the sizes and that the server's
+  // FILE_END digest is the expected one, and a success means "all bytes
+  // written", not "digest verified". False: the session hashes what it writes
+  // and fails the file on a mismatch.
+  bool out_verifies_digest = false;
 };
 
 class PullerSession {
@@ -233,6 +249,7 @@ class PullerSession {
   Status Pump();
   std::span<const uint8_t> output() const;
   void ConsumeOutput(size_t n);
+  std::vector<uint8_t> TakeOutput();  // as ServerSession::TakeOutput
 
   // Finish() was called, BYE is written out (or the connection failed and the
   // output is drained).
@@ -246,8 +263,8 @@ class PullerSession {
   struct ManifestStream;
   struct FileStream;
   struct HeldStream;
-  Status HandleFrame(Frame frame);
-  Status HandleFileFrame(FileStream& f, const Frame& frame);
+  Status HandleFrame(const FrameView& frame);
+  Status HandleFileFrame(FileStream& f, const FrameView& frame);
   Status SendQueued();
   Status SendFileRequest(FileStream& f);
   void CompleteFile(uint32_t id, Status status);

@@ -236,18 +236,105 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::Create(TlsRole role,
 
 // ---- TlsChannel ---------------------------------------------------------------
 
+namespace {
+
+// What the channel's BIOs read from and write to.
+struct BioState {
+  std::span<const uint8_t> in;  // the ciphertext being fed (borrowed)
+  std::vector<uint8_t> carry;   // fed ciphertext OpenSSL did not read yet
+  size_t carry_pos = 0;
+  std::vector<uint8_t>* out = nullptr;  // the channel's out_cipher_
+  size_t* out_pos = nullptr;
+  uint64_t* out_count = nullptr;  // stats_.ciphertext_out
+};
+
+// A BIO over the channel's own buffers instead of two memory BIOs: reading
+// takes the fed span directly, writing appends to the ciphertext buffer, so
+// no byte is copied into and out of a BIO.
+int ChannelBioRead(BIO* b, char* buf, size_t len, size_t* done) {
+  auto* impl = static_cast<BioState*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  size_t n = 0;
+  if (impl->carry_pos < impl->carry.size()) {
+    n = std::min(len, impl->carry.size() - impl->carry_pos);
+    std::memcpy(buf, impl->carry.data() + impl->carry_pos, n);
+    impl->carry_pos += n;
+    if (impl->carry_pos == impl->carry.size()) {
+      impl->carry.clear();
+      impl->carry_pos = 0;
+    }
+  } else if (!impl->in.empty()) {
+    n = std::min(len, impl->in.size());
+    std::memcpy(buf, impl->in.data(), n);
+    impl->in = impl->in.subspan(n);
+  }
+  *done = n;
+  if (n == 0) {
+    BIO_set_retry_read(b);  // no data yet, not end of file
+    return 0;
+  }
+  return 1;
+}
+
+int ChannelBioWrite(BIO* b, const char* buf, size_t len, size_t* done) {
+  auto* impl = static_cast<BioState*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  std::vector<uint8_t>& out = *impl->out;
+  size_t& pos = *impl->out_pos;
+  if (pos > 0 && pos >= out.size() / 2) {
+    out.erase(out.begin(), out.begin() + static_cast<long>(pos));
+    pos = 0;
+  }
+  out.insert(out.end(), reinterpret_cast<const uint8_t*>(buf),
+             reinterpret_cast<const uint8_t*>(buf) + len);
+  *impl->out_count += len;
+  *done = len;
+  return 1;
+}
+
+long ChannelBioCtrl(BIO* /*b*/, int cmd, long /*num*/, void* /*ptr*/) {
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+int ChannelBioCreate(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+const BIO_METHOD* ChannelBioMethod() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "lifeboat-tls");
+    if (m == nullptr) return static_cast<BIO_METHOD*>(nullptr);
+    BIO_meth_set_read_ex(m, ChannelBioRead);
+    BIO_meth_set_write_ex(m, ChannelBioWrite);
+    BIO_meth_set_ctrl(m, ChannelBioCtrl);
+    BIO_meth_set_create(m, ChannelBioCreate);
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
 struct TlsChannel::Impl {
   SslPtr ssl;
-  BIO* rbio = nullptr;  // owned by ssl: ciphertext from the peer
-  BIO* wbio = nullptr;  // owned by ssl: ciphertext for the peer
+  BIO* rbio = nullptr;  // owned by ssl: reads bio.in, after bio.carry
+  BIO* wbio = nullptr;  // owned by ssl: appends to bio.out
+  BioState bio;
 };
 
 TlsChannel::TlsChannel(std::shared_ptr<const TlsContext> context, std::string peer)
     : context_(std::move(context)), peer_(std::move(peer)), impl_(std::make_unique<Impl>()) {
   ERR_clear_error();
+  impl_->bio.out = &out_cipher_;
+  impl_->bio.out_pos = &out_cipher_pos_;
+  impl_->bio.out_count = &stats_.ciphertext_out;
   impl_->ssl.reset(SSL_new(context_->impl_->ctx.get()));
-  impl_->rbio = BIO_new(BIO_s_mem());
-  impl_->wbio = BIO_new(BIO_s_mem());
+  const BIO_METHOD* method = ChannelBioMethod();
+  if (method != nullptr) {
+    impl_->rbio = BIO_new(method);
+    impl_->wbio = BIO_new(method);
+  }
   if (!impl_->ssl || !impl_->rbio || !impl_->wbio) {
     BIO_free(impl_->rbio);
     BIO_free(impl_->wbio);
@@ -255,8 +342,8 @@ TlsChannel::TlsChannel(std::shared_ptr<const TlsContext> context, std::string pe
     status_ = InternalError("TLS with " + peer_ + ": cannot create a channel: " + DrainErrors());
     return;
   }
-  // An empty memory BIO means "no data yet", not end of file.
-  BIO_set_mem_eof_return(impl_->rbio, -1);
+  BIO_set_data(impl_->rbio, &impl_->bio);
+  BIO_set_data(impl_->wbio, &impl_->bio);
   SSL_set_bio(impl_->ssl.get(), impl_->rbio, impl_->wbio);
   if (context_->role() == TlsRole::kClient) {
     SSL_set_connect_state(impl_->ssl.get());
@@ -279,16 +366,15 @@ Status TlsChannel::FeedCiphertext(std::span<const uint8_t> data) {
   if (!status_.ok()) return status_;
   if (!started_) return InternalError("TLS with " + peer_ + ": fed before Start()");
   stats_.ciphertext_in += data.size();
-  while (!data.empty()) {
-    size_t n = std::min<size_t>(data.size(), std::numeric_limits<int>::max());
-    int w = BIO_write(impl_->rbio, data.data(), static_cast<int>(n));
-    if (w <= 0) {
-      status_ = InternalError("TLS with " + peer_ + ": buffering received bytes failed");
-      return status_;
-    }
-    data = data.subspan(static_cast<size_t>(w));
+  BioState& bio = impl_->bio;
+  bio.in = data;
+  Status st = Drive();
+  if (!bio.in.empty()) {
+    // Not read (the peer closed, or a failure): keep it, `data` is the caller's.
+    if (st.ok() && !peer_closed_) bio.carry.insert(bio.carry.end(), bio.in.begin(), bio.in.end());
+    bio.in = {};
   }
-  return Drive();
+  return st;
 }
 
 Status TlsChannel::WritePlaintext(std::span<const uint8_t> data) {
@@ -306,7 +392,6 @@ Status TlsChannel::WritePlaintext(std::span<const uint8_t> data) {
     if (r <= 0) return Fail(r, "write");
     stats_.plaintext_out += static_cast<uint64_t>(r);
     data = data.subspan(static_cast<size_t>(r));
-    DrainOutput();
   }
   return Status::Ok();
 }
@@ -318,21 +403,17 @@ Status TlsChannel::Shutdown() {
   if (!handshake_done_) return Status::Ok();  // nothing to protect yet; the caller closes
   ERR_clear_error();
   int r = SSL_shutdown(impl_->ssl.get());
-  DrainOutput();
   if (r < 0) return Fail(r, "shutdown");
   return Status::Ok();
 }
 
 std::span<const uint8_t> TlsChannel::plaintext() const {
-  return std::span<const uint8_t>(in_plain_).subspan(in_plain_pos_);
+  return std::span<const uint8_t>(in_plain_.get() + in_plain_pos_, in_plain_len_ - in_plain_pos_);
 }
 
 void TlsChannel::ConsumePlaintext(size_t n) {
-  in_plain_pos_ = std::min(in_plain_pos_ + n, in_plain_.size());
-  if (in_plain_pos_ == in_plain_.size()) {
-    in_plain_.clear();
-    in_plain_pos_ = 0;
-  }
+  in_plain_pos_ = std::min(in_plain_pos_ + n, in_plain_len_);
+  if (in_plain_pos_ == in_plain_len_) in_plain_pos_ = in_plain_len_ = 0;
 }
 
 std::span<const uint8_t> TlsChannel::ciphertext() const {
@@ -347,6 +428,20 @@ void TlsChannel::ConsumeCiphertext(size_t n) {
   }
 }
 
+std::vector<uint8_t> TlsChannel::TakeCiphertext() {
+  std::vector<uint8_t> out;
+  if (out_cipher_pos_ == 0) {
+    const size_t cap = out_cipher_.capacity();
+    out.swap(out_cipher_);
+    out_cipher_.reserve(std::min<size_t>(cap, 8u << 20));
+  } else {
+    out.assign(out_cipher_.begin() + static_cast<long>(out_cipher_pos_), out_cipher_.end());
+    out_cipher_.clear();
+    out_cipher_pos_ = 0;
+  }
+  return out;
+}
+
 std::string TlsChannel::Description() const {
   if (!handshake_done_) return "TLS handshake not done";
   const SSL_CIPHER* c = SSL_get_current_cipher(impl_->ssl.get());
@@ -359,7 +454,6 @@ Status TlsChannel::Drive() {
   SSL* ssl = impl_->ssl.get();
   if (!handshake_done_) {
     int r = SSL_do_handshake(ssl);
-    DrainOutput();
     if (r != 1) {
       int e = SSL_get_error(ssl, r);
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return Status::Ok();
@@ -368,15 +462,23 @@ Status TlsChannel::Drive() {
     handshake_done_ = true;
     RETURN_IF_ERROR(FlushPending());
   }
-  uint8_t buf[kReadChunk];
   for (;;) {
-    int r = SSL_read(ssl, buf, sizeof buf);
+    // Decrypt straight into the plaintext buffer (grown without zero-filling).
+    if (in_plain_pos_ > 0 && in_plain_pos_ >= in_plain_len_ / 2) {
+      std::memmove(in_plain_.get(), in_plain_.get() + in_plain_pos_, in_plain_len_ - in_plain_pos_);
+      in_plain_len_ -= in_plain_pos_;
+      in_plain_pos_ = 0;
+    }
+    if (in_plain_cap_ - in_plain_len_ < kReadChunk) {
+      size_t cap = std::max(in_plain_cap_ * 2, in_plain_len_ + kReadChunk);
+      std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);
+      if (in_plain_len_ > 0) std::memcpy(grown.get(), in_plain_.get(), in_plain_len_);
+      in_plain_ = std::move(grown);
+      in_plain_cap_ = cap;
+    }
+    int r = SSL_read(ssl, in_plain_.get() + in_plain_len_, static_cast<int>(kReadChunk));
     if (r > 0) {
-      if (in_plain_pos_ > 0 && in_plain_pos_ >= in_plain_.size() / 2) {
-        in_plain_.erase(in_plain_.begin(), in_plain_.begin() + static_cast<long>(in_plain_pos_));
-        in_plain_pos_ = 0;
-      }
-      in_plain_.insert(in_plain_.end(), buf, buf + r);
+      in_plain_len_ += static_cast<size_t>(r);
       stats_.plaintext_in += static_cast<uint64_t>(r);
       continue;
     }
@@ -388,7 +490,6 @@ Status TlsChannel::Drive() {
     }
     return Fail(r, "read");
   }
-  DrainOutput();
   return Status::Ok();
 }
 
@@ -397,26 +498,6 @@ Status TlsChannel::FlushPending() {
   std::vector<uint8_t> pending;
   pending.swap(pending_plain_);
   return WritePlaintext(pending);
-}
-
-void TlsChannel::DrainOutput() {
-  if (impl_->wbio == nullptr) return;
-  for (;;) {
-    size_t pending = BIO_ctrl_pending(impl_->wbio);
-    if (pending == 0) return;
-    if (out_cipher_pos_ > 0 && out_cipher_pos_ >= out_cipher_.size() / 2) {
-      out_cipher_.erase(out_cipher_.begin(),
-                        out_cipher_.begin() + static_cast<long>(out_cipher_pos_));
-      out_cipher_pos_ = 0;
-    }
-    size_t old = out_cipher_.size();
-    size_t want = std::min<size_t>(pending, std::numeric_limits<int>::max());
-    out_cipher_.resize(old + want);
-    int r = BIO_read(impl_->wbio, out_cipher_.data() + old, static_cast<int>(want));
-    out_cipher_.resize(old + static_cast<size_t>(std::max(r, 0)));
-    if (r <= 0) return;
-    stats_.ciphertext_out += static_cast<uint64_t>(r);
-  }
 }
 
 Status TlsChannel::Fail(int ssl_result, std::string_view operation) {
@@ -431,7 +512,7 @@ Status TlsChannel::Fail(int ssl_result, std::string_view operation) {
   if (verify != X509_V_OK) {
     why += std::string("; certificate: ") + X509_verify_cert_error_string(verify);
   }
-  DrainOutput();  // the alert that tells the peer why
+  // (The alert that tells the peer why is in out_cipher_ already.)
   bool auth =
       verify != X509_V_OK || std::any_of(reasons.begin(), reasons.end(), IsAuthenticationReason);
   // OpenSSL answers a PSK binder that does not verify with illegal_parameter.

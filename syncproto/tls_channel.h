@@ -19,6 +19,11 @@
 // Both modes require TLS 1.3, disable session tickets and resumption, and
 // never fall back to plaintext or to the other mode.
 //
+// Copies: received ciphertext is read by OpenSSL straight from the span given
+// to FeedCiphertext() and decrypted into plaintext()'s buffer; encrypted
+// records are written straight into ciphertext()'s buffer, which
+// TakeCiphertext() hands over without a copy (no memory BIOs in between).
+//
 // Threading: a TlsContext is immutable after Create() and may be shared by
 // channels on any threads. A TlsChannel is single-threaded: call it from one
 // thread at a time.
@@ -132,6 +137,8 @@ class TlsChannel {
   // Bytes to write to the socket, not yet consumed.
   std::span<const uint8_t> ciphertext() const;
   void ConsumeCiphertext(size_t n);
+  // Moves the unconsumed ciphertext out (no copy when nothing was consumed).
+  std::vector<uint8_t> TakeCiphertext();
 
   bool started() const { return started_; }
   bool handshake_done() const { return handshake_done_; }
@@ -145,16 +152,19 @@ class TlsChannel {
  private:
   Status Drive();
   Status FlushPending();
-  void DrainOutput();
   Status Fail(int ssl_result, std::string_view operation);
 
   std::shared_ptr<const TlsContext> context_;
   std::string peer_;
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  std::vector<uint8_t> in_plain_;
+  // Decrypted bytes: [in_plain_pos_, in_plain_len_) of a buffer grown
+  // without zero-filling (SSL_read writes into it directly).
+  std::unique_ptr<uint8_t[]> in_plain_;
+  size_t in_plain_cap_ = 0;
+  size_t in_plain_len_ = 0;
   size_t in_plain_pos_ = 0;
-  std::vector<uint8_t> out_cipher_;
+  std::vector<uint8_t> out_cipher_;  // appended to by OpenSSL's write BIO
   size_t out_cipher_pos_ = 0;
   std::vector<uint8_t> pending_plain_;  // written before the handshake ended
   bool started_ = false;

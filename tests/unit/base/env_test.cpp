@@ -101,6 +101,33 @@ TEST_CASE("FaultEnv fails only the Nth call when not sticky", "[env]") {
   CHECK(fault.MakeDir(dir / "c", 0700).ok());
 }
 
+TEST_CASE("SyncFile fsyncs a closed file, never through a symlink; FaultEnv crashes there",
+          "[env]") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  {
+    auto w = env.OpenWrite(dir / "f", 0600);
+    REQUIRE(w.ok());
+    REQUIRE((*w)->Append(std::string(3 << 20, 'x')).ok());
+    (*w)->StartWriteback(0, 1 << 20);  // a hint: no result, the data is unchanged
+    (*w)->StartWriteback();
+    REQUIRE((*w)->Close().ok());
+  }
+  CHECK(env.SyncFile(dir / "f").ok());
+  CHECK(Read(env, dir / "f") == std::string(3 << 20, 'x'));
+  CHECK(env.SyncFile(dir / "missing").code() == Code::kNotFound);
+  REQUIRE(env.Symlink("f", dir / "link").ok());
+  Status through = env.SyncFile(dir / "link");
+  CHECK_FALSE(through.ok());
+  CHECK(through.message().find(dir / "link") != std::string::npos);
+
+  FaultEnv fault(&env);
+  CHECK(fault.SyncFile(dir / "f").ok());
+  CHECK(fault.Count(EnvOp::kSync) == 1);
+  fault.CrashAfter(0);
+  CHECK(fault.SyncFile(dir / "f").code() == Code::kIo);
+}
+
 TEST_CASE("CreateDirs and RemoveTree work on nested trees without following symlinks", "[env]") {
   TestDir dir;
   TestDir outside;

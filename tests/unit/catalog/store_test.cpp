@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <mutex>
 #include <set>
 
 #include "base/fault_env.h"
@@ -228,7 +229,7 @@ TEST_CASE("transfers name their basis, and a wrong digest never becomes current"
   CHECK(store->FindInstance(f.exp.ufds)->seq == 2);
 }
 
-TEST_CASE("a commit syncs a constant number of times, and staged files are not read back") {
+TEST_CASE("a commit fsyncs exactly the files it staged, and staged files are not read back") {
   StoreFixture f;
   FaultEnv fenv(Env::Default());
   auto store = f.OpenStore(fenv);
@@ -236,10 +237,10 @@ TEST_CASE("a commit syncs a constant number of times, and staged files are not r
   auto first = PullFrom(*f.exporter, *store, "headnode1");
   REQUIRE(first.ok());
   REQUIRE(first->transfer_files > 10);
-  // Per-file fsyncs are gone: a few filesystem syncs for the whole commit,
-  // and only the index writes of retention may fsync a file.
-  CHECK(fenv.Count(EnvOp::kSyncFs) <= 4);
-  CHECK(fenv.Count(EnvOp::kSync) + fenv.Count(EnvOp::kSyncDir) <= 4);
+  // Every transferred file and each instance's description; a few more for
+  // the index and the sapi-insts.json files.
+  CHECK(fenv.Count(EnvOp::kSync) >= first->transfer_files + first->changed_instances);
+  CHECK(fenv.Count(EnvOp::kSync) <= first->transfer_files + first->changed_instances + 8);
   // The digest was taken while writing: no staged file is opened again.
   CHECK(fenv.Count(EnvOp::kOpenRead) < first->transfer_files);
 
@@ -252,11 +253,147 @@ TEST_CASE("a commit syncs a constant number of times, and staged files are not r
   auto second = PullFrom(*f.exporter, *store, "headnode1");
   REQUIRE(second.ok());
   CHECK(second->transfer_files == 5);
-  CHECK(fenv.Count(EnvOp::kSyncFs) <= 4);
-  CHECK(fenv.Count(EnvOp::kSync) + fenv.Count(EnvOp::kSyncDir) <= 4);
+  CHECK(second->unchanged_files >= 5);
+  // The hard-linked unchanged files are not synced again: the 5 new files,
+  // one description, the index (and at most a sapi-insts.json).
+  CHECK(fenv.Count(EnvOp::kSync) >= 5 + 1 + 1);
+  CHECK(fenv.Count(EnvOp::kSync) <= 5 + 1 + 2);
   auto report = store->Verify();
   REQUIRE(report.ok());
   CHECK(report->ok());
+}
+
+// Records the mutating calls (op, path) in order, forwarding to the real Env.
+class RecordingEnv final : public Env {
+ public:
+  struct Call {
+    std::string op, path, to;
+  };
+  std::vector<Call> calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+
+  Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& p) override {
+    return real_->OpenRead(p);
+  }
+  Result<std::unique_ptr<WritableFile>> OpenWrite(const std::string& p, uint32_t mode,
+                                                  bool exclusive) override {
+    Add("create", p);
+    return real_->OpenWrite(p, mode, exclusive);
+  }
+  Result<FileStat> Stat(const std::string& p) override { return real_->Stat(p); }
+  Result<std::vector<DirEntry>> ListDir(const std::string& p) override { return real_->ListDir(p); }
+  Status MakeDir(const std::string& p, uint32_t mode) override {
+    Add("mkdir", p);
+    return real_->MakeDir(p, mode);
+  }
+  Status Rename(const std::string& from, const std::string& to) override {
+    Add("rename", from, to);
+    return real_->Rename(from, to);
+  }
+  Status Link(const std::string& a, const std::string& b) override {
+    Add("link", b);
+    return real_->Link(a, b);
+  }
+  Status Symlink(const std::string& t, const std::string& l) override {
+    Add("symlink", l);
+    return real_->Symlink(t, l);
+  }
+  Result<std::string> ReadLink(const std::string& p) override { return real_->ReadLink(p); }
+  Status RemoveFile(const std::string& p) override { return real_->RemoveFile(p); }
+  Status RemoveDir(const std::string& p) override { return real_->RemoveDir(p); }
+  Status SyncDir(const std::string& p) override {
+    Add("fsync dir", p);
+    return real_->SyncDir(p);
+  }
+  Status SyncFile(const std::string& p) override {
+    Add("fsync", p);
+    return real_->SyncFile(p);
+  }
+  Status SetMode(const std::string& p, uint32_t mode) override { return real_->SetMode(p, mode); }
+  Status SetMtime(const std::string& p, int64_t ns) override { return real_->SetMtime(p, ns); }
+  Status CopyFile(const std::string& a, const std::string& b, uint32_t mode) override {
+    Add("create", b);
+    return real_->CopyFile(a, b, mode);
+  }
+
+ private:
+  void Add(const char* op, const std::string& path, const std::string& to = "") {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back({op, path, to});
+  }
+  Env* real_ = Env::Default();
+  std::mutex mu_;
+  std::vector<Call> calls_;
+};
+
+TEST_CASE(
+    "a commit fsyncs what it staged before renaming it in, and the switches before the index") {
+  StoreFixture f;
+  RecordingEnv renv;
+  auto store = f.OpenStore(renv);
+  REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.imgapi) + "/etc/new-dir/new.json", "{}");
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
+  const size_t skip = renv.calls().size();
+  auto plan = PullFrom(*f.exporter, *store, "headnode1");
+  REQUIRE(plan.ok());
+  REQUIRE(plan->changed_instances == 2);
+  std::vector<RecordingEnv::Call> calls = renv.calls();
+  calls.erase(calls.begin(), calls.begin() + static_cast<ptrdiff_t>(skip));
+
+  // Index of the first call with `op` on exactly `path` (calls.size() if none).
+  auto find = [&](const std::string& op, const std::string& path, size_t from = 0) {
+    for (size_t i = from; i < calls.size(); ++i) {
+      if (calls[i].op == op && calls[i].path == path) return i;
+    }
+    return calls.size();
+  };
+  auto under = [](const std::string& path, const std::string& dir) {
+    return path == dir || path.starts_with(dir + "/");
+  };
+  size_t checked_files = 0, checked_dirs = 0;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const RecordingEnv::Call& c = calls[i];
+    if (c.op != "rename" || !c.to.starts_with(f.data_dir + "/instances/")) continue;
+    if (c.path.find("/.staging/") == std::string::npos) continue;
+    // A generation renamed in: everything created under its staged tree was
+    // fsync'd before, and the new entry's directory after, before the switch.
+    const std::string staged = c.path;
+    for (size_t j = 0; j < i; ++j) {
+      if (!under(calls[j].path, staged)) continue;
+      if (calls[j].op == "create") {
+        CHECK(find("fsync", calls[j].path, j) < i);
+        ++checked_files;
+      } else if (calls[j].op == "mkdir") {
+        CHECK(find("fsync dir", calls[j].path, j) < i);
+        ++checked_dirs;
+      }
+    }
+    const std::string inst_dir = DirName(c.to);
+    const size_t synced = find("fsync dir", inst_dir, i);
+    size_t switched = calls.size();
+    for (size_t j = i; j < calls.size(); ++j) {
+      if (calls[j].op == "rename" && calls[j].to == inst_dir + "/current") switched = j;
+    }
+    REQUIRE(switched < calls.size());
+    CHECK(synced < switched);
+    // The switch is durable before the index names it.
+    const size_t index = [&] {
+      for (size_t j = switched; j < calls.size(); ++j) {
+        if (calls[j].op == "rename" && calls[j].to == f.data_dir + "/catalog.json") return j;
+      }
+      return calls.size();
+    }();
+    REQUIRE(index < calls.size());
+    CHECK(find("fsync dir", inst_dir, switched) < index);
+    CHECK(find("fsync", calls[index].path) < index);             // the index' new text
+    CHECK(find("fsync dir", f.data_dir, index) < calls.size());  // and its rename
+  }
+  CHECK(checked_files >= 3);  // two descriptions, the new files
+  CHECK(checked_dirs >= 3);   // two staged roots, etc/new-dir
 }
 
 TEST_CASE("retention keeps N generations per instance") {

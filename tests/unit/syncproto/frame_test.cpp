@@ -192,6 +192,78 @@ TEST_CASE("the decoder yields frames split across arbitrary reads") {
   CHECK(d.Finish().ok());
 }
 
+TEST_CASE("Feed/NextView decode in place from reads cut anywhere, buffering only a partial frame") {
+  std::vector<uint8_t> all;
+  std::vector<Frame> want;
+  for (auto& [name, f] : GoldenFrames()) {
+    auto e = EncodeFrame(f);
+    all.insert(all.end(), e.begin(), e.end());
+    want.push_back(f);
+  }
+  for (size_t cut : {size_t{1}, size_t{3}, size_t{10}, size_t{11}, size_t{64}, all.size()}) {
+    INFO("reads of " << cut << " bytes");
+    FrameDecoder d;
+    size_t count = 0, in_place = 0;
+    for (size_t i = 0; i < all.size(); i += cut) {
+      // A fresh copy per read, overwritten afterwards: nothing may point into it later.
+      std::vector<uint8_t> read(
+          all.begin() + static_cast<ptrdiff_t>(i),
+          all.begin() + static_cast<ptrdiff_t>(std::min(all.size(), i + cut)));
+      d.Feed(read);
+      for (;;) {
+        auto f = d.NextView();
+        REQUIRE(f.ok());
+        if (!f->has_value()) break;
+        const FrameView& v = **f;
+        REQUIRE(count < want.size());
+        CHECK(v.type == want[count].type);
+        CHECK(v.flags == want[count].flags);
+        CHECK(v.stream == want[count].stream);
+        CHECK(std::vector<uint8_t>(v.payload.begin(), v.payload.end()) == want[count].payload);
+        if (!v.payload.empty() && v.payload.data() >= read.data() &&
+            v.payload.data() < read.data() + read.size()) {
+          ++in_place;
+        }
+        ++count;
+      }
+      CHECK(d.buffered() < kFrameHeaderBytes + kMaxFramePayload);
+      std::fill(read.begin(), read.end(), 0xee);
+    }
+    CHECK(count == want.size());
+    CHECK(d.Finish().ok());
+    if (cut == all.size()) CHECK(in_place > 10);  // one read: no payload copied
+  }
+}
+
+TEST_CASE("Feed rejects a bad header before its payload arrives, and Stash keeps the rest") {
+  FrameDecoder bad;
+  std::vector<uint8_t> hdr = {0x01, 0x00, 0x10, 0x00, 0x25, 0, 1, 0, 0, 0};
+  bad.Feed(hdr);
+  auto f = bad.NextView();
+  REQUIRE_FALSE(f.ok());
+  CHECK_THAT(f.status().message(), Catch::Contains("oversized frame"));
+
+  std::vector<uint8_t> two;
+  AppendFrame(&two, FrameType::kBye, 0, 0, {});
+  AppendFrame(&two, FrameType::kFileData, 0, 7, Bytes("payload"));
+  FrameDecoder d;
+  {
+    std::vector<uint8_t> read = two;
+    d.Feed(read);
+    auto first = d.NextView();
+    REQUIRE(first.ok());
+    REQUIRE(first->has_value());
+    CHECK((*first)->type == FrameType::kBye);
+    d.Stash();  // the caller stops early: the second frame is copied
+    std::fill(read.begin(), read.end(), 0);
+  }
+  auto second = d.Next();
+  REQUIRE(second.ok());
+  REQUIRE(second->has_value());
+  CHECK((*second)->stream == 7);
+  CHECK((*second)->payload == Bytes("payload"));
+}
+
 Status DecodeError(std::vector<uint8_t> bytes) {
   FrameDecoder d;
   d.Append(bytes);

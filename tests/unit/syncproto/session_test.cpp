@@ -403,3 +403,72 @@ TEST_CASE("the server caps buffered output and resumes on Pump") {
 
 }  // namespace
 }  // namespace lifeboat::syncproto
+
+namespace lifeboat::syncproto {
+namespace {
+
+struct ServedFile {
+  Status status = InternalError("callback not called");
+  std::string data;
+  ServerStats stats;
+  PipeResult pipe;
+};
+
+ServedFile Serve(const std::string& content, bool out_verifies_digest) {
+  TempDir root, tmp;
+  DirExportSource src{root.path()};
+  const std::string path = "datasets/u1/file.bin";
+  WriteFile(root.Sub(path), content);
+  ServerSession server(&src, kKey, ServerId());
+  PullerSession puller(kKey, PullerId());
+  REQUIRE(puller.Start().ok());
+  FileRequest req;
+  req.path = path;
+  req.expected = testing::EntryFor(path, content);
+  req.out = *Env::Default()->OpenWrite(tmp.Sub("out"));
+  req.sync_output = false;
+  req.out_verifies_digest = out_verifies_digest;
+  ServedFile r;
+  REQUIRE(puller.RequestFile(std::move(req), [&](const Status& s, auto&) { r.status = s; }).ok());
+  puller.Finish();
+  r.pipe = RunPipe(puller, server);
+  r.data = ReadFile(tmp.Sub("out"));
+  r.stats = server.stats();
+  return r;
+}
+
+TEST_CASE("zstd is adaptive per stream: incompressible chunks are sampled, not compressed") {
+  std::mt19937_64 rng(11);
+  const size_t chunk = SessionLimits{}.chunk_bytes;
+  SECTION("random data: the first chunk is tried whole, the others by a sample") {
+    std::string random = testing::RandomBytes(rng, 16 * chunk);
+    ServedFile r = Serve(random, false);
+    REQUIRE(r.status.ok());
+    CHECK(r.data == random);
+    CHECK(r.stats.chunks_compressed == 0);
+    CHECK(r.stats.chunks_raw == 16);
+    CHECK(r.stats.chunks_sampled == 15);
+  }
+  SECTION("random then text: compression resumes as soon as it pays") {
+    std::string mixed = testing::RandomBytes(rng, 4 * chunk);
+    for (size_t i = 0; mixed.size() < 8 * chunk; ++i) mixed += "line " + std::to_string(i) + "\n";
+    mixed.resize(8 * chunk);
+    ServedFile r = Serve(mixed, false);
+    REQUIRE(r.status.ok());
+    CHECK(r.data == mixed);
+    CHECK(r.stats.chunks_raw == 4);
+    CHECK(r.stats.chunks_compressed == 4);
+    CHECK(r.pipe.server_to_puller < 5 * chunk);
+  }
+}
+
+TEST_CASE("out_verifies_digest: the session leaves the content digest to the writer") {
+  std::mt19937_64 rng(12);
+  std::string content = testing::RandomBytes(rng, 300000);
+  ServedFile r = Serve(content, true);
+  REQUIRE(r.status.ok());
+  CHECK(r.data == content);
+}
+
+}  // namespace
+}  // namespace lifeboat::syncproto
