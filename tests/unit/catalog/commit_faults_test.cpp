@@ -93,7 +93,7 @@ struct Fixture {
 const EnvOp kMutating[] = {EnvOp::kOpenWrite, EnvOp::kWrite,   EnvOp::kSync,    EnvOp::kMakeDir,
                            EnvOp::kRename,    EnvOp::kLink,    EnvOp::kSymlink, EnvOp::kRemoveFile,
                            EnvOp::kRemoveDir, EnvOp::kSyncDir, EnvOp::kSetMode, EnvOp::kSetMtime,
-                           EnvOp::kCopyFile,  EnvOp::kSyncFs};
+                           EnvOp::kCopyFile};
 
 // What one faulted pull left behind.
 struct Outcome {
@@ -215,7 +215,7 @@ TEST_CASE("ENOSPC and EIO at every write site of a pull and commit: reported, ne
 // LinkServiceNames of a later instance) leaves the earlier instances at the
 // new generation, the later ones at the old, and the peer's generation old;
 // (b) a failing index write (catalog.json staged replace, its filesystem
-// sync, or its rename) leaves every instance and the peer's generation new.
+// fsync, or its rename) leaves every instance and the peer's generation new.
 // The pull is reported failed, yet the previous generation is no longer
 // current. Roll the switches back on failure, or (b) report success with a
 // durability warning.
@@ -224,8 +224,7 @@ TEST_CASE("a pull that reports a write error leaves the previous generation curr
   Fixture f;
   std::map<EnvOp, uint64_t> sites = CountSites(f);
   int runs = 0;
-  for (EnvOp op :
-       {EnvOp::kSymlink, EnvOp::kSyncFs, EnvOp::kSync, EnvOp::kSyncDir, EnvOp::kRename}) {
+  for (EnvOp op : {EnvOp::kSymlink, EnvOp::kSync, EnvOp::kSyncDir, EnvOp::kRename}) {
     if (!sites.count(op)) continue;
     for (uint64_t n : Occurrences(sites[op])) {
       INFO(EnvOpName(op) << " #" << n << " of " << sites[op] << " fails with EIO");
