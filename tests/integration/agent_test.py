@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,9 +31,20 @@ SYNC_TIMEOUT = 120.0
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that is free now, drawn below the kernel's ephemeral range
+    (32768+): a port 0 handed out here is released before the agent binds it,
+    and meanwhile any outgoing connection of a test running in parallel could
+    take it as its source port ("address already in use" at agent start)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 20000-31999")
 
 
 def det_bytes(seed, n):
