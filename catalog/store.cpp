@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "catalog/internal/util.h"
 #include "catalog/provider.h"
+#include "catalog/trash.h"
 
 namespace lifeboat::catalog {
 
@@ -27,6 +28,7 @@ namespace {
 constexpr const char* kCatalogFile = "catalog.json";
 constexpr const char* kGenerationFile = "lifeboat-generation.json";
 constexpr const char* kStaging = ".staging";
+constexpr const char* kTrash = ".trash";
 constexpr const char* kCurrent = "current";
 
 // ---- JSON (de)serialization --------------------------------------------------
@@ -298,6 +300,7 @@ class Store::Impl {
   Catalog cat_;
   std::set<std::string> active_;  // peers with a pull in progress
   std::mutex commit_mu_;          // serializes commits and retention
+  std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
 
   std::string P(std::string_view rel) const { return JoinPath(o_.data_dir, rel); }
   std::string InstDir(const std::string& uuid) const { return P("instances/" + uuid); }
@@ -316,7 +319,8 @@ class Store::Impl {
       for (const char* d : {"instances", "images", "orphans"}) {
         RETURN_IF_ERROR(CreateDirs(env_, P(d), 0700));
       }
-      RETURN_IF_ERROR(RemoveTree(env_, P(kStaging)));
+      ASSIGN_OR_RETURN(trash_, Trash::Open(env_, P(kTrash)));
+      if (Exists(env_, P(kStaging))) RETURN_IF_ERROR(trash_->Discard(P(kStaging)));
       RETURN_IF_ERROR(env_.MakeDir(P(kStaging), 0700));
     } else if (!Exists(env_, o_.data_dir)) {
       return Status::Ok();  // nothing pulled yet: an empty catalog
@@ -470,7 +474,7 @@ class Store::Impl {
       uint64_t seq = 0;
       if (!link.ok() || !ParseSeq(*link, &seq)) {
         // Never switched: a first generation renamed in before a crash.
-        if (!o_.read_only) RETURN_IF_ERROR(RemoveTree(env_, InstDir(uuid)));
+        if (!o_.read_only) RETURN_IF_ERROR(trash_->Discard(InstDir(uuid)));
         continue;
       }
       on_disk.insert(uuid);
@@ -523,7 +527,7 @@ class Store::Impl {
       uint64_t seq;
       if (e.name == kCurrent) continue;
       if (!ParseSeq(e.name, &seq) || seq > current) {
-        RETURN_IF_ERROR(RemoveTree(env_, InstDir(uuid) + "/" + e.name));
+        RETURN_IF_ERROR(trash_->Discard(InstDir(uuid) + "/" + e.name));
       }
     }
     return Status::Ok();
@@ -681,7 +685,7 @@ class Store::Impl {
                    {"peer", rec.r.peer},
                    {"removed_since", FormatIso8601Ms(rec.r.removed_since_ms)}});
         UnlinkServiceNames(rec.r.service, rec.r.uuid);
-        RETURN_IF_ERROR(RemoveTree(env_, InstDir(rec.r.uuid)));
+        RETURN_IF_ERROR(trash_->Discard(InstDir(rec.r.uuid)));
         touched_services.insert(rec.r.service);
         it = cat_.instances.erase(it);
         changed = true;
@@ -710,7 +714,7 @@ class Store::Impl {
         changed = true;
       } else if (now - img.unreferenced_since_ms >= o_.removed_grace_ms) {
         log::Info("catalog: deleting an image no held instance uses", {{"image", img.uuid}});
-        RETURN_IF_ERROR(RemoveTree(env_, ImageDir(img.uuid)));
+        RETURN_IF_ERROR(trash_->Discard(ImageDir(img.uuid)));
         it = cat_.images.erase(it);
         changed = true;
         continue;
@@ -733,7 +737,7 @@ class Store::Impl {
     const size_t keep = std::max<uint32_t>(1, o_.generations_kept);
     for (size_t i = keep; i < seqs.size(); ++i) {
       if (seqs[i] == current) continue;
-      RETURN_IF_ERROR(RemoveTree(env_, GenDir(uuid, seqs[i])));
+      RETURN_IF_ERROR(trash_->Discard(GenDir(uuid, seqs[i])));
     }
     return Status::Ok();
   }
@@ -860,7 +864,7 @@ const std::vector<Transfer>& PullTxn::transfers() const { return s_->transfers; 
 void PullTxn::Abort() {
   if (s_->done) return;
   s_->done = true;
-  RemoveTree(s_->store->env_, s_->staging).IgnoreError();
+  s_->store->trash_->Discard(s_->staging).IgnoreError();
   std::lock_guard<std::mutex> lock(s_->store->mu_);
   s_->store->active_.erase(s_->peer);
 }
@@ -1604,7 +1608,7 @@ Status PullTxn::Commit() {
     }
   }
   s.done = true;
-  RemoveTree(env, s.staging).IgnoreError();
+  st.trash_->Discard(s.staging).IgnoreError();
   st.active_.erase(s.peer);
   if (!failed.ok()) return failed;
   return wrote;
