@@ -906,6 +906,35 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
 
 // ---- PullTxn -----------------------------------------------------------------
 
+// A file of the held generation that the next one keeps as it is.
+struct ReusedFile {
+  std::string from, to;  // held file, staged path
+  uint32_t mode = 0;     // DiskMode of the new entry
+  int64_t mtime_ns = 0;
+};
+
+// Puts each reused file in place: a hard link when the held file has the
+// mode and mtime wanted (it costs nothing), else a copy with its own inode
+// and metadata (the held generation keeps its own); copies are appended to
+// `copies`. Stops at the first failure or when `cancel` is set.
+Status PlaceReusedFiles(Env& env, const std::vector<ReusedFile>& reuse,
+                        const std::atomic<bool>& cancel, std::vector<std::string>* copies) {
+  for (const ReusedFile& r : reuse) {
+    if (cancel.load(std::memory_order_relaxed)) return TemporaryError("pull aborted");
+    auto held = env.Stat(r.from);
+    if (held.ok() && held->type == FileType::kRegular && held->mode == r.mode &&
+        held->mtime_ns == r.mtime_ns) {
+      RETURN_IF_ERROR(env.Link(r.from, r.to));
+      continue;
+    }
+    RETURN_IF_ERROR(env.CopyFile(r.from, r.to, 0600));
+    RETURN_IF_ERROR(env.SetMode(r.to, r.mode));
+    RETURN_IF_ERROR(env.SetMtime(r.to, r.mtime_ns));
+    copies->push_back(r.to);
+  }
+  return Status::Ok();
+}
+
 struct PullTxn::State {
   Store::Impl* store = nullptr;
   std::string peer;
@@ -951,6 +980,21 @@ struct PullTxn::State {
   std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
   std::vector<std::string> plan_files;         // staged by Plan: copies and empty files
   PlanSummary summary;
+
+  // The held files a new generation keeps, put in place by `linker` while
+  // the transfers run (Plan starts it; Commit and Abort join it).
+  std::vector<ReusedFile> reuse;
+  std::thread linker;
+  std::atomic<bool> cancel_linker{false};
+  Status linked;                          // the linker's outcome, read after the join
+  std::vector<std::string> reuse_copies;  // files the linker copied (Commit fsyncs them)
+
+  void JoinLinker() {
+    if (!linker.joinable()) return;
+    linker.join();
+    plan_files.insert(plan_files.end(), reuse_copies.begin(), reuse_copies.end());
+    reuse_copies.clear();
+  }
 };
 
 PullTxn::PullTxn(std::unique_ptr<State> state) : s_(std::move(state)) {}
@@ -965,6 +1009,8 @@ const std::vector<Transfer>& PullTxn::transfers() const { return s_->transfers; 
 void PullTxn::Abort() {
   if (s_->done) return;
   s_->done = true;
+  s_->cancel_linker = true;
+  s_->JoinLinker();
   s_->store->trash_->Discard(s_->staging).IgnoreError();
   std::lock_guard<std::mutex> lock(s_->store->mu_);
   s_->store->active_.erase(s_->peer);
@@ -1183,16 +1229,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
             same = d->second;
           }
           if (!same.empty()) {
-            auto basis = env.Stat(same);
-            if (basis.ok() && basis->type == FileType::kRegular && basis->mode == DiskMode(f) &&
-                basis->mtime_ns == f.mtime_ns) {
-              RETURN_IF_ERROR(env.Link(same, staged));  // unchanged: costs nothing
-            } else {
-              RETURN_IF_ERROR(env.CopyFile(same, staged, 0600));  // metadata differs: own inode
-              RETURN_IF_ERROR(env.SetMode(staged, DiskMode(f)));
-              RETURN_IF_ERROR(env.SetMtime(staged, f.mtime_ns));
-              s.plan_files.push_back(staged);
-            }
+            s.reuse.push_back(ReusedFile{same, staged, DiskMode(f), f.mtime_ns});
             ++s.summary.unchanged_files;
           } else if (f.size == 0) {
             if (f.digest != Xxh3Digest(std::string_view())) {
@@ -1344,6 +1381,11 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
   }
   std::sort(s.transfers.begin(), s.transfers.end(),
             [](const Transfer& a, const Transfer& b) { return a.entry.path < b.entry.path; });
+  if (!s.reuse.empty()) {
+    s.linker = std::thread([&s, &env] {
+      s.linked = PlaceReusedFiles(env, s.reuse, s.cancel_linker, &s.reuse_copies);
+    });
+  }
   return s.summary;
 }
 
@@ -1483,6 +1525,8 @@ Status PullTxn::Commit() {
   Store::Impl& st = *s.store;
   Env& env = st.env_;
   if (!s.planned || s.done) return InternalError("PullTxn::Commit without Plan, or after the end");
+  s.JoinLinker();
+  RETURN_IF_ERROR(s.linked);
   {
     std::lock_guard<std::mutex> lock(s.mu);
     for (const Transfer& t : s.transfers) {

@@ -41,6 +41,8 @@ inline std::string ReadFile(const std::string& path) {
 // One line per entry: "path type mode mtime content-digest/link-target
 // owner [link-group]". Hard links show as the first path (in sorted order) of
 // their inode group. `with_links` = false leaves out the hard-link structure.
+// A catalog's .trash/ (emptied in the background, not part of the catalog) is
+// left out.
 inline std::string SnapshotTree(const std::string& root, bool with_root_meta = true,
                                 bool with_links = true) {
   Env& env = *Env::Default();
@@ -58,7 +60,10 @@ inline std::string SnapshotTree(const std::string& root, bool with_root_meta = t
     if (st->type == FileType::kDirectory) {
       auto entries = env.ListDir(path);
       if (!entries.ok()) return "ERROR " + entries.status().ToString();
-      for (const auto& e : *entries) stack.push_back(rel.empty() ? e.name : JoinPath(rel, e.name));
+      for (const auto& e : *entries) {
+        if (rel.empty() && e.name == ".trash") continue;
+        stack.push_back(rel.empty() ? e.name : JoinPath(rel, e.name));
+      }
     }
   }
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
