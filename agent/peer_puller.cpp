@@ -1,6 +1,7 @@
 #include "agent/peer_puller.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -253,6 +254,7 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     core_->max_in_flight = FilesInFlight(cfg.max_files_in_flight, cfg.max_memory);
     started_wall_ms_ = cfg.clock->WallMs();
     started_mono_ms_ = static_cast<int64_t>(uv_now(loop));
+    phase_since_ms_ = started_mono_ms_;
   }
 
   void Begin() {
@@ -514,6 +516,13 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
                                          : r.unchanged ? "unchanged"
                                                        : "ok"}};
     if (!core_->request.services.empty()) fields["services"] = core_->request.services;
+    auto ms = [&](State st) { return phase_ms_[static_cast<size_t>(st)]; };
+    fields["phase_ms"] = {{"connect", ms(State::kPrepare) + ms(State::kConnecting)},
+                          {"handshake", ms(State::kHandshake)},
+                          {"manifest", ms(State::kManifest)},
+                          {"transfer", ms(State::kTransfer)},
+                          {"commit", ms(State::kCommit)},
+                          {"abort", ms(State::kAborting)}};
     if (status.ok()) {
       log::Info("pull", fields);
     } else {
@@ -535,6 +544,9 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
   // ---- helpers ----
 
   void SetState(State s) {
+    const int64_t now = static_cast<int64_t>(uv_now(loop_));
+    phase_ms_[static_cast<size_t>(state_)] += now - phase_since_ms_;
+    phase_since_ms_ = now;
     state_ = s;
     Report();
   }
@@ -598,6 +610,9 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
   std::optional<PullProgress> last_sent_;
   int64_t started_wall_ms_ = 0;
   int64_t started_mono_ms_ = 0;
+  // Milliseconds spent in each state (for the "pull" log line).
+  std::array<int64_t, static_cast<size_t>(State::kDone) + 1> phase_ms_{};
+  int64_t phase_since_ms_ = 0;
 };
 
 // The PullJob handed to the scheduler; the puller itself is shared so its

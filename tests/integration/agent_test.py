@@ -377,6 +377,15 @@ class AgentTest(unittest.TestCase):
         self.assertNotIn(self.a_own, {i["uuid"] for i in cat["instances"]}, "A holds its own instance")
         self.assertFalse(os.path.exists(A.held_instance_dir(self.a_own)))
         gen1 = res["B"]["generation"]
+        # The log says where each pull's time went: its phases add up to it.
+        with open(A.log_path) as f:
+            pulls = [j for j in map(json.loads, f) if j.get("msg") == "pull"]
+        self.assertEqual({j["peer"] for j in pulls}, {"B", "C"})
+        for j in pulls:
+            phases = j["phase_ms"]
+            self.assertEqual(set(phases), {"connect", "handshake", "manifest", "transfer", "commit", "abort"})
+            self.assertTrue(all(v >= 0 for v in phases.values()), j)
+            self.assertLessEqual(abs(sum(phases.values()) - j["duration_ms"]), 5, j)
 
         # Edit, append, delete, add, rename; add one instance, remove another.
         d = B.dataset_path(self.b_imgapi)
