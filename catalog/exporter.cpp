@@ -301,13 +301,25 @@ class Scanner {
     new_.reserve(old.size() + old.size() / 16 + 64);
   }
 
+  // Entries are produced in export-path order wherever that is cheap, so
+  // that SortNew has nothing to do and Old() hits its hint: dataset trees
+  // (instances by uuid, each tree in bytewise path order, see Walk) go to
+  // new_, images and the vms/ and sapi/ records to small side vectors that
+  // are sorted and appended ("datasets/" < "images/" < "sapi/" < "vms/").
   void Run(ProviderSnapshot& snap) {
-    for (const InstanceSource& src : snap.instances()) ScanInstance(src);
+    std::vector<const InstanceSource*> sources;
+    for (const InstanceSource& src : snap.instances()) sources.push_back(&src);
+    std::stable_sort(
+        sources.begin(), sources.end(),
+        [](const InstanceSource* a, const InstanceSource* b) { return a->uuid < b->uuid; });
+    for (const InstanceSource* src : sources) ScanInstance(*src);
     std::set<std::string> needed;
     for (const InstanceInfo& i : instances_) {
       if (!i.image_uuid.empty()) needed.insert(i.image_uuid);
     }
+    out_ = &images_cache_;
     ScanImages(snap, needed);
+    out_ = &records_;
     if (std::string app = snap.application_path(); !app.empty()) {
       AddFile(app, "sapi/application.json", ParseAs::kNone);
     }
@@ -317,6 +329,14 @@ class Scanner {
     }
     std::sort(instances_.begin(), instances_.end(),
               [](const InstanceInfo& a, const InstanceInfo& b) { return a.uuid < b.uuid; });
+    for (Cache* side : {&images_cache_, &records_}) {
+      std::stable_sort(side->begin(), side->end(),
+                       [](const CacheEntry& a, const CacheEntry& b) { return a.path < b.path; });
+      new_.insert(new_.end(), std::make_move_iterator(side->begin()),
+                  std::make_move_iterator(side->end()));
+      Cache().swap(*side);
+    }
+    out_ = &new_;
     SortNew();
     GroupHardlinks();
   }
@@ -383,6 +403,7 @@ class Scanner {
       Skip(src.payload_path, "instance uuid is not a valid path component");
       return;
     }
+    out_ = &records_;
     const std::string vm_path = "vms/" + src.uuid + ".json";
     CacheEntry* payload = AddFile(src.payload_path, vm_path, ParseAs::kPayload);
     if (payload == nullptr) return;
@@ -410,6 +431,7 @@ class Scanner {
     }
     if (!src.sapi_path.empty())
       AddFile(src.sapi_path, "sapi/" + src.uuid + ".json", ParseAs::kNone);
+    out_ = &new_;
     if (!src.dataset_path.empty()) {
       const std::string root = "datasets/" + src.uuid;
       auto st = env_.Stat(src.dataset_path);
@@ -437,7 +459,7 @@ class Scanner {
       const std::string dir = "images/" + uuid;
       CacheEntry* m = AddFile(img->manifest_path, dir + "/manifest.json", ParseAs::kImageManifest);
       if (m == nullptr) continue;
-      const size_t m_index = static_cast<size_t>(m - new_.data());
+      const size_t m_index = static_cast<size_t>(m - out_->data());
       if (!m->meta().error.empty()) {
         Skip(img->manifest_path, m->meta().error);
         Unadd(m_index);
@@ -462,24 +484,46 @@ class Scanner {
   // Takes back the file entry added at `index` (neither exported nor cached).
   void Unadd(size_t index) {
     --stats_.files;
-    stats_.bytes -= new_[index].size;
-    new_.erase(new_.begin() + static_cast<ptrdiff_t>(index));
+    stats_.bytes -= (*out_)[index].size;
+    out_->erase(out_->begin() + static_cast<ptrdiff_t>(index));
   }
 
   void Walk(const std::string& local_dir, const std::string& export_dir, int depth) {
     if (depth > 256) return Skip(local_dir, "directory tree deeper than 256 levels");
     auto entries = env_.ListDirStat(local_dir);
     if (!entries.ok()) return Skip(local_dir, entries.status().message());
-    // By name, so that the walk meets paths nearly in the cache's order.
-    std::sort(entries->begin(), entries->end(),
-              [](const Env::StatEntry& a, const Env::StatEntry& b) { return a.name < b.name; });
-    for (Env::StatEntry& e : *entries) {
+    // Visited in the bytewise order of the export paths they produce: an
+    // entry at its name, a directory's subtree at its name + "/" (so
+    // "a" < "a-c" < "a.b" < "a/x" < "a0"), which is the cache's order.
+    struct Step {
+      std::string key;
+      size_t index;
+      bool subtree;
+    };
+    std::vector<Step> steps;
+    steps.reserve(entries->size() + 8);
+    for (size_t k = 0; k < entries->size(); ++k) {
+      const Env::StatEntry& e = (*entries)[k];
+      steps.push_back(Step{e.name, k, false});
+      if (e.stat.ok() && e.stat->type == FileType::kDirectory) {
+        steps.push_back(Step{e.name + "/", k, true});
+      }
+    }
+    std::sort(steps.begin(), steps.end(),
+              [](const Step& a, const Step& b) { return a.key < b.key; });
+    std::vector<bool> valid(entries->size(), false);
+    for (const Step& step : steps) {
+      Env::StatEntry& e = (*entries)[step.index];
       std::string local = JoinPath(local_dir, e.name);
       std::string path;
       path.reserve(export_dir.size() + 1 + e.name.size());
       path.append(export_dir).append("/").append(e.name);
-      if (Status valid = syncproto::ValidateExportPath(path); !valid.ok()) {
-        Skip(local, valid.message());
+      if (step.subtree) {
+        if (valid[step.index]) Walk(local, path, depth + 1);
+        continue;
+      }
+      if (Status ok = syncproto::ValidateExportPath(path); !ok.ok()) {
+        Skip(local, ok.message());
         continue;
       }
       if (!e.stat.ok()) {
@@ -493,7 +537,7 @@ class Scanner {
           break;
         case FileType::kDirectory:
           AddDir(st, local, path);
-          Walk(local, path, depth + 1);
+          valid[step.index] = true;
           break;
         case FileType::kSymlink:
           AddSymlink(st, std::move(local), std::move(path));
@@ -506,7 +550,7 @@ class Scanner {
   }
 
   void AddDir(const FileStat& st, const std::string& local, const std::string& path) {
-    CacheEntry& c = new_.emplace_back();
+    CacheEntry& c = out_->emplace_back();
     c.path = path;
     c.kind = EntryKind::kDir;
     c.mode = st.mode;
@@ -555,7 +599,7 @@ class Scanner {
     }
     c.path = std::move(path);
     c.local_path = std::move(local);
-    new_.push_back(std::move(c));
+    out_->push_back(std::move(c));
     ++stats_.symlinks;
   }
 
@@ -582,7 +626,7 @@ class Scanner {
     const CacheEntry* old = Old(path);
     if (old != nullptr && old->kind == EntryKind::kFile && !old->racy && old->parse == parse &&
         SameKey(*old, st, use_dev_)) {
-      CacheEntry& c = new_.emplace_back();
+      CacheEntry& c = out_->emplace_back();
       c.path = std::move(path);
       c.local_path = std::move(local);
       c.parsed = old->parsed;
@@ -647,9 +691,9 @@ class Scanner {
       if (parse != ParseAs::kNone) c.parsed = Parse(content, local, parse);
       c.path = std::move(path);
       c.local_path = std::move(local);
-      new_.push_back(std::move(c));
-      Count(new_.back());
-      return &new_.back();
+      out_->push_back(std::move(c));
+      Count(out_->back());
+      return &out_->back();
     }
     Skip(local, "kept changing while being hashed");
     return nullptr;
@@ -689,8 +733,11 @@ class Scanner {
   const ServiceFilter& filter_;
   const Cache& old_;
   bool use_dev_;
-  size_t hint_ = 0;  // see Old()
-  Cache new_;
+  size_t hint_ = 0;     // see Old()
+  Cache new_;           // dataset trees, then everything (see Run)
+  Cache images_cache_;  // images/ during the scan
+  Cache records_;       // vms/ and sapi/ during the scan
+  Cache* out_ = &new_;  // where Add* put entries
   std::vector<InstanceInfo> instances_;
   std::vector<ImageInfo> images_;
   ScanStats stats_;
@@ -859,8 +906,9 @@ class Exporter::Impl {
         std::equal(old.begin(), old.end(), fresh.begin(),
                    [](const CacheEntry& a, const CacheEntry& b) { return a.Identical(b); });
     auto j = std::make_shared<JournalEntry>();
-    auto o = old.begin(), oe = old.end();
-    auto n = fresh.begin(), ne = fresh.end();
+    // Identical caches have nothing to diff (the common no-change scan).
+    auto o = identical ? old.end() : old.begin(), oe = old.end();
+    auto n = identical ? fresh.end() : fresh.begin(), ne = fresh.end();
     while (o != oe || n != ne) {
       if (o != oe && !o->exported) {
         ++o;
