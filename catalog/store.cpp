@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "catalog/internal/util.h"
 #include "catalog/provider.h"
+#include "catalog/trash.h"
 
 namespace lifeboat::catalog {
 
@@ -27,6 +28,7 @@ namespace {
 constexpr const char* kCatalogFile = "catalog.json";
 constexpr const char* kGenerationFile = "lifeboat-generation.json";
 constexpr const char* kStaging = ".staging";
+constexpr const char* kTrash = ".trash";
 constexpr const char* kCurrent = "current";
 
 // ---- JSON (de)serialization --------------------------------------------------
@@ -298,6 +300,7 @@ class Store::Impl {
   Catalog cat_;
   std::set<std::string> active_;  // peers with a pull in progress
   std::mutex commit_mu_;          // serializes commits and retention
+  std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
 
   std::string P(std::string_view rel) const { return JoinPath(o_.data_dir, rel); }
   std::string InstDir(const std::string& uuid) const { return P("instances/" + uuid); }
@@ -316,26 +319,39 @@ class Store::Impl {
       for (const char* d : {"instances", "images", "orphans"}) {
         RETURN_IF_ERROR(CreateDirs(env_, P(d), 0700));
       }
-      RETURN_IF_ERROR(RemoveTree(env_, P(kStaging)));
+      ASSIGN_OR_RETURN(trash_, Trash::Open(env_, P(kTrash)));
+      if (Exists(env_, P(kStaging))) RETURN_IF_ERROR(trash_->Discard(P(kStaging)));
       RETURN_IF_ERROR(env_.MakeDir(P(kStaging), 0700));
     } else if (!Exists(env_, o_.data_dir)) {
       return Status::Ok();  // nothing pulled yet: an empty catalog
     }
     auto text = ReadFileToString(env_, P(kCatalogFile));
+    bool index_loaded = false;
     if (text.ok()) {
       Status loaded = LoadCatalog(*text);
       if (!loaded.ok()) {
         log::Warn("catalog.json is unreadable: rebuilding it from the generations on disk",
                   {{"error", loaded.message()}});
         cat_ = Catalog{};
+      } else {
+        index_loaded = true;
       }
     } else if (text.status().code() != Code::kNotFound) {
       return text.status();
     }
     if (!o_.read_only) RETURN_IF_ERROR(RemoveTempLeftovers());
     bool changed = false;
-    RETURN_IF_ERROR(Reconcile(&changed));
-    if (changed && !o_.read_only) RETURN_IF_ERROR(WriteCatalog());
+    RETURN_IF_ERROR(Reconcile(index_loaded, &changed));
+    if (o_.read_only) return Status::Ok();
+    if (changed) RETURN_IF_ERROR(WriteCatalog());
+    std::set<std::string> instances, services;
+    for (const auto& [uuid, rec] : cat_.instances) {
+      instances.insert(uuid);
+      services.insert(rec.r.service);
+    }
+    if (Status views = UpdateViews(instances, services); !views.ok()) {
+      log::Warn("catalog: cannot repair the svc-*/current views", {{"error", views.message()}});
+    }
     return Status::Ok();
   }
 
@@ -415,11 +431,12 @@ class Store::Impl {
     return Status::Ok();
   }
 
-  std::string EncodeCatalog() const {
+  std::string EncodeCatalog() const { return EncodeCatalog(cat_); }
+  std::string EncodeCatalog(const Catalog& cat) const {
     json peers = json::object(), instances = json::object(), images = json::object();
-    for (const auto& [name, p] : cat_.peers) peers[name] = PeerToJson(p);
-    for (const auto& [uuid, r] : cat_.instances) instances[uuid] = InstanceToJson(r);
-    for (const auto& [uuid, i] : cat_.images) {
+    for (const auto& [name, p] : cat.peers) peers[name] = PeerToJson(p);
+    for (const auto& [uuid, r] : cat.instances) instances[uuid] = InstanceToJson(r);
+    for (const auto& [uuid, i] : cat.images) {
       images[uuid] = {{"origin", i.origin},
                       {"size", i.size},
                       {"file_digest", i.file_digest.Hex()},
@@ -431,8 +448,8 @@ class Store::Impl {
       return json{{"digest", r.digest.Hex()}, {"size", r.size}, {"peer", r.peer}};
     };
     json services = json::object();
-    for (const auto& [svc, r] : cat_.services) services[svc] = rec(r);
-    json sapi = {{"application", cat_.has_application ? rec(cat_.application) : json(nullptr)},
+    for (const auto& [svc, r] : cat.services) services[svc] = rec(r);
+    json sapi = {{"application", cat.has_application ? rec(cat.application) : json(nullptr)},
                  {"services", services}};
     json j = {{"format_version", kCatalogFormatVersion},
               {"updated_at", FormatIso8601Ms(clock_.WallMs())},
@@ -450,9 +467,14 @@ class Store::Impl {
     return env_.ReadLink(InstDir(uuid) + "/" + kCurrent);
   }
 
-  // Makes cat_.instances agree with the `current` links on disk, and (unless
-  // read_only) removes generations newer than current and switch leftovers.
-  Status Reconcile(bool* changed) {
+  // Makes the index and the disk agree. catalog.json is the commit point of
+  // every pull: when it was read (`index_loaded`), each instance is at the
+  // seq it names, and a generation or instance directory it does not name
+  // was renamed in by a commit that never reached its commit point (unless
+  // read_only: discarded). Without it, the index is rebuilt from the
+  // `current` links (which lag the index by at most one commit). An instance
+  // whose indexed generation is gone falls back to its `current` link.
+  Status Reconcile(bool index_loaded, bool* changed) {
     auto entries = env_.ListDir(P("instances"));
     if (!entries.ok()) {
       if (entries.status().code() == Code::kNotFound) {
@@ -466,23 +488,33 @@ class Store::Impl {
     for (const DirEntry& e : *entries) {
       const std::string& uuid = e.name;
       if (!internal::IsSafeName(uuid)) continue;
+      auto it = cat_.instances.find(uuid);
+      if (it != cat_.instances.end() &&
+          Exists(env_, GenDir(uuid, it->second.r.seq) + "/" + kGenerationFile)) {
+        on_disk.insert(uuid);
+        if (!o_.read_only) RETURN_IF_ERROR(CleanInstanceDir(uuid, it->second.r.seq));
+        continue;
+      }
+      if (it == cat_.instances.end() && index_loaded) {
+        // Renamed in by a commit that did not reach its commit point.
+        log::Info("catalog: discarding an instance no committed pull holds", {{"instance", uuid}});
+        if (!o_.read_only) RETURN_IF_ERROR(trash_->Discard(InstDir(uuid)));
+        continue;
+      }
       auto link = ReadCurrentLink(uuid);
       uint64_t seq = 0;
       if (!link.ok() || !ParseSeq(*link, &seq)) {
-        // Never switched: a first generation renamed in before a crash.
-        if (!o_.read_only) RETURN_IF_ERROR(RemoveTree(env_, InstDir(uuid)));
+        if (!o_.read_only) RETURN_IF_ERROR(trash_->Discard(InstDir(uuid)));
         continue;
       }
-      on_disk.insert(uuid);
-      if (!o_.read_only) RETURN_IF_ERROR(CleanInstanceDir(uuid, seq));
-      auto it = cat_.instances.find(uuid);
-      if (it != cat_.instances.end() && it->second.r.seq == seq) continue;
       auto desc = ReadDescription(uuid, seq);
       if (!desc.ok()) {
         log::Error("catalog: current generation has no readable description",
                    {{"instance", uuid}, {"error", desc.status().message()}});
         continue;
       }
+      on_disk.insert(uuid);
+      if (!o_.read_only) RETURN_IF_ERROR(CleanInstanceDir(uuid, seq));
       Record rec;
       if (it != cat_.instances.end()) rec = it->second;
       const bool was_removed = rec.r.removed;
@@ -514,7 +546,40 @@ class Store::Impl {
         ++it;
       }
     }
+    AdoptRecords(changed);
     return Status::Ok();
+  }
+
+  // A SAPI record file renamed into place by a commit that did not reach its
+  // commit point is a complete record newer than the index says: the index
+  // takes it (size and digest of what is on disk).
+  void AdoptRecords(bool* changed) {
+    auto adopt = [&](const std::string& path, SapiRecord* rec, bool* has) {
+      auto fs = env_.Stat(path);
+      if (!fs.ok() || fs->type != FileType::kRegular) return;
+      auto text = ReadFileToString(env_, path, 64ull << 20);
+      if (!text.ok()) return;
+      const Digest128 d = Xxh3Digest(*text);
+      if (*has && d == rec->digest && text->size() == rec->size) return;
+      log::Info("catalog: adopting a SAPI record newer than catalog.json", {{"path", path}});
+      rec->digest = d;
+      rec->size = text->size();
+      *has = true;
+      *changed = true;
+    };
+    adopt(RecordPath(""), &cat_.application, &cat_.has_application);
+    auto top = env_.ListDir(o_.data_dir);
+    if (!top.ok()) return;
+    for (const DirEntry& e : *top) {
+      if (!e.name.starts_with("svc-")) continue;
+      const std::string svc = e.name.substr(4);
+      if (!internal::IsSafeName(svc)) continue;
+      auto it = cat_.services.find(svc);
+      bool has = it != cat_.services.end();
+      SapiRecord rec = has ? it->second : SapiRecord{};
+      adopt(RecordPath(svc), &rec, &has);
+      if (has) cat_.services[svc] = rec;
+    }
   }
 
   Status CleanInstanceDir(const std::string& uuid, uint64_t current) {
@@ -523,7 +588,7 @@ class Store::Impl {
       uint64_t seq;
       if (e.name == kCurrent) continue;
       if (!ParseSeq(e.name, &seq) || seq > current) {
-        RETURN_IF_ERROR(RemoveTree(env_, InstDir(uuid) + "/" + e.name));
+        RETURN_IF_ERROR(trash_->Discard(InstDir(uuid) + "/" + e.name));
       }
     }
     return Status::Ok();
@@ -599,11 +664,52 @@ class Store::Impl {
     env_.RemoveFile(SvcDir(service) + "/data/" + uuid).IgnoreError();
   }
 
-  // svc-<service>/ and svc-<service>/data/, those that exist, to be fsync'd.
-  void AddServiceDirs(const std::string& service, SyncSet* sync) {
-    for (const std::string& d : {SvcDir(service), SvcDir(service) + "/data"}) {
-      if (auto fs = env_.Stat(d); fs.ok() && fs->type == FileType::kDirectory) sync->dirs.insert(d);
+  // Where a SAPI record lives: the application record (service "") at
+  // <data_dir>/sapi-app.json, hard-linked into every svc-<service>/ as a
+  // view; a service record at svc-<service>/sapi-svc.json.
+  std::string RecordPath(const std::string& service) const {
+    return service.empty() ? P("sapi-app.json") : SvcDir(service) + "/sapi-svc.json";
+  }
+
+  // svc-<service>/sapi-app.json: a hard link to <data_dir>/sapi-app.json.
+  // (A catalog written before that file existed keeps its per-service copies.)
+  Status LinkApplicationRecord(const std::string& service) {
+    const std::string src = RecordPath(""), dst = SvcDir(service) + "/sapi-app.json";
+    auto have = env_.Stat(src);
+    if (!have.ok()) return have.status().code() == Code::kNotFound ? Status::Ok() : have.status();
+    if (auto cur = env_.Stat(dst); cur.ok() && cur->ino == have->ino && cur->dev == have->dev) {
+      return Status::Ok();
     }
+    const std::string tmp = TempPathFor(dst);
+    RETURN_IF_ERROR(env_.Link(src, tmp));
+    Status st = env_.Rename(tmp, dst);
+    if (!st.ok()) env_.RemoveFile(tmp).IgnoreError();
+    return st;
+  }
+
+  // Makes the views agree with the index: for each of `instances`, its
+  // `current` link and svc-<service> names; for each of `services`,
+  // sapi-insts.json and sapi-app.json. Each is an atomic replace, not
+  // fsync'd: the index is the truth and Open repairs every view. Tries
+  // everything; returns the first failure. Caller holds mu_ (or is Open).
+  Status UpdateViews(const std::set<std::string>& instances,
+                     const std::set<std::string>& services) {
+    Status first;
+    auto note = [&](const Status& st) {
+      if (!st.ok() && first.ok()) first = st;
+    };
+    for (const std::string& uuid : instances) {
+      auto it = cat_.instances.find(uuid);
+      if (it == cat_.instances.end()) continue;
+      note(PointLink(InstDir(uuid) + "/" + kCurrent, std::to_string(it->second.r.seq)));
+      note(LinkServiceNames(it->second.r));
+    }
+    for (const std::string& svc : services) {
+      if (!Exists(env_, SvcDir(svc))) continue;
+      note(WriteSapiInstances(svc));
+      if (cat_.has_application) note(LinkApplicationRecord(svc));
+    }
+    return first;
   }
 
   // A file replace staged for a commit: `tmp` is written and closed, not yet
@@ -629,9 +735,9 @@ class Store::Impl {
     return Status::Ok();
   }
 
-  // Renames the staged replaces into place (the caller synced the filesystem
-  // before, so no file becomes visible before its data is durable). Temp
-  // files left by a failure are removed here or by Open.
+  // Renames the staged replaces into place, in order, stopping at the first
+  // failure (a caller that needs them durable fsyncs them before). Temp files
+  // left by a failure are removed here or by Open.
   Status FinishReplaces(std::vector<PendingReplace>* pending) {
     Status first;
     for (const PendingReplace& r : *pending) {
@@ -645,11 +751,9 @@ class Store::Impl {
     return first;
   }
 
-  // svc-<service>/sapi-insts.json: the SAPI records of the service's held
-  // instances. With `pending`, the new content (only when it differs from
-  // what is there) is staged for FinishReplaces instead of written and synced.
-  Status WriteSapiInstances(const std::string& service,
-                            std::vector<PendingReplace>* pending = nullptr) {
+  // svc-<service>/sapi-insts.json (a view): the SAPI records of the
+  // service's held instances; replaced, not fsync'd, when its content differs.
+  Status WriteSapiInstances(const std::string& service) {
     json arr = json::array();
     for (const auto& [uuid, rec] : cat_.instances) {
       if (rec.r.service != service) continue;
@@ -661,9 +765,10 @@ class Store::Impl {
     if (!Exists(env_, SvcDir(service))) return Status::Ok();
     const std::string path = SvcDir(service) + "/sapi-insts.json";
     const std::string text = arr.dump(2) + "\n";
-    if (pending == nullptr) return WriteFileAtomic(env_, path, text, 0600);
     if (auto cur = ReadFileToString(env_, path); cur.ok() && *cur == text) return Status::Ok();
-    return StageReplace(path, text, pending);
+    std::vector<PendingReplace> pending;
+    RETURN_IF_ERROR(StageReplace(path, text, &pending));
+    return FinishReplaces(&pending);
   }
 
   // ---- Retention ----
@@ -681,7 +786,7 @@ class Store::Impl {
                    {"peer", rec.r.peer},
                    {"removed_since", FormatIso8601Ms(rec.r.removed_since_ms)}});
         UnlinkServiceNames(rec.r.service, rec.r.uuid);
-        RETURN_IF_ERROR(RemoveTree(env_, InstDir(rec.r.uuid)));
+        RETURN_IF_ERROR(trash_->Discard(InstDir(rec.r.uuid)));
         touched_services.insert(rec.r.service);
         it = cat_.instances.erase(it);
         changed = true;
@@ -710,7 +815,7 @@ class Store::Impl {
         changed = true;
       } else if (now - img.unreferenced_since_ms >= o_.removed_grace_ms) {
         log::Info("catalog: deleting an image no held instance uses", {{"image", img.uuid}});
-        RETURN_IF_ERROR(RemoveTree(env_, ImageDir(img.uuid)));
+        RETURN_IF_ERROR(trash_->Discard(ImageDir(img.uuid)));
         it = cat_.images.erase(it);
         changed = true;
         continue;
@@ -733,7 +838,7 @@ class Store::Impl {
     const size_t keep = std::max<uint32_t>(1, o_.generations_kept);
     for (size_t i = keep; i < seqs.size(); ++i) {
       if (seqs[i] == current) continue;
-      RETURN_IF_ERROR(RemoveTree(env_, GenDir(uuid, seqs[i])));
+      RETURN_IF_ERROR(trash_->Discard(GenDir(uuid, seqs[i])));
     }
     return Status::Ok();
   }
@@ -860,7 +965,7 @@ const std::vector<Transfer>& PullTxn::transfers() const { return s_->transfers; 
 void PullTxn::Abort() {
   if (s_->done) return;
   s_->done = true;
-  RemoveTree(s_->store->env_, s_->staging).IgnoreError();
+  s_->store->trash_->Discard(s_->staging).IgnoreError();
   std::lock_guard<std::mutex> lock(s_->store->mu_);
   s_->store->active_.erase(s_->peer);
 }
@@ -1206,7 +1311,9 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
         s.staging + "/sapi/" + (service.empty() ? "application" : "svc-" + service) + ".json";
     r.rec = SapiRecord{f.digest, f.size, s.peer};
     Transfer t{f, ""};
-    if (held_has) {
+    if (held_has && service.empty() && Exists(env, st.RecordPath(""))) {
+      t.basis_path = st.RecordPath("");
+    } else if (held_has) {
       std::string svc_for_basis = service;
       if (service.empty()) {
         std::lock_guard<std::mutex> lock(st.mu_);
@@ -1387,7 +1494,6 @@ Status PullTxn::Commit() {
   }
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
   const int64_t now = st.clock_.WallMs();
-  std::set<std::string> services_touched;
 
   // 0. Finish the staged trees: directory modes and mtimes (children first),
   // each generation's description; then every staged file, directory and
@@ -1428,148 +1534,89 @@ Status PullTxn::Commit() {
   RETURN_IF_ERROR(SyncAll(env, sync));
   sync.clear();
 
-  // 1. Images (before the instances that need them).
-  for (const State::StagedImage& si : s.images) {
-    const std::string final_dir = st.ImageDir(si.img.uuid);
-    if (!Exists(env, final_dir)) {
-      RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
-      sync.dirs.insert(st.P("images"));
-    }
+  // From here on `next` is what catalog.json will say. The store's index
+  // (what readers see) becomes `next` only when catalog.json is renamed over:
+  // that rename is the commit point of the whole pull.
+  Catalog next;
+  {
     std::lock_guard<std::mutex> lock(st.mu_);
-    st.cat_.images[si.img.uuid] = si.img;
+    next = st.cat_;
   }
-
-  // 2. Each changed instance: rename its generation in; the directories that
-  // gained entries (and images/) are fsync'd; then switch each `current`.
-  Status failed;
-  size_t renamed = 0;
-  for (; renamed < s.changed.size(); ++renamed) {
-    const State::StagedInstance& si = s.changed[renamed];
-    Status one = st.MakeDirsUnder(st.o_.data_dir, "instances/" + si.desc.r.uuid, nullptr);
-    if (one.ok()) one = env.Rename(si.dir, st.GenDir(si.desc.r.uuid, si.desc.r.seq));
-    if (!one.ok()) {
-      failed = one;
-      break;
+  std::set<std::string> switched;                          // instances with a new generation
+  std::vector<std::pair<std::string, std::string>> moved;  // (uuid, old service)
+  std::vector<State::StagedRecord> records_in;             // record files renamed into place
+  std::vector<Store::Impl::PendingReplace> index;
+  Status failed = [&]() -> Status {
+    // 1. Images (before the instances that need them). An image renamed in
+    // by a commit that fails later is found in place by the next pull.
+    for (const State::StagedImage& si : s.images) {
+      const std::string final_dir = st.ImageDir(si.img.uuid);
+      if (!Exists(env, final_dir)) {
+        RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
+        sync.dirs.insert(st.P("images"));
+      }
+      next.images[si.img.uuid] = si.img;
     }
-    sync.dirs.insert(st.P("instances"));
-    sync.dirs.insert(st.InstDir(si.desc.r.uuid));
-  }
-  if (failed.ok()) failed = SyncAll(env, sync);
-  sync.clear();
-  for (size_t i = 0; failed.ok() && i < renamed; ++i) {
-    State::StagedInstance& si = s.changed[i];
-    Status one = [&]() -> Status {
-      // The switch.
-      RETURN_IF_ERROR(
-          st.PointLink(st.InstDir(si.desc.r.uuid) + "/" + kCurrent, std::to_string(si.desc.r.seq)));
-      sync.dirs.insert(st.InstDir(si.desc.r.uuid));
+    // 2. Each changed instance's generation renamed in, under a seq that no
+    // index names yet (Open discards it if the commit point is not reached).
+    for (size_t i = 0; i < s.changed.size(); ++i) {
+      const State::StagedInstance& si = s.changed[i];
+      const std::string& uuid = si.desc.r.uuid;
+      RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "instances/" + uuid, nullptr));
+      RETURN_IF_ERROR(env.Rename(si.dir, st.GenDir(uuid, si.desc.r.seq)));
+      sync.dirs.insert(st.P("instances"));
+      sync.dirs.insert(st.InstDir(uuid));
       Record rec;
       rec.r = si.desc.r;
       rec.description_digest = Xxh3Digest(texts[i]);
-      {
-        std::lock_guard<std::mutex> lock(st.mu_);
-        st.cat_.instances[rec.r.uuid] = rec;
-      }
+      next.instances[uuid] = rec;
+      switched.insert(uuid);
       if (!si.old_service.empty() && si.old_service != rec.r.service) {
-        st.UnlinkServiceNames(si.old_service, rec.r.uuid);
-        services_touched.insert(si.old_service);
-        st.AddServiceDirs(si.old_service, &sync);
+        moved.emplace_back(uuid, si.old_service);
       }
-      services_touched.insert(rec.r.service);
-      RETURN_IF_ERROR(st.LinkServiceNames(rec.r));
-      st.AddServiceDirs(rec.r.service, &sync);
-      return Status::Ok();
-    }();
-    if (!one.ok()) failed = one;
-  }
-
-  std::lock_guard<std::mutex> lock(st.mu_);
-  std::vector<Store::Impl::PendingReplace> pending;
-  if (failed.ok()) {
+    }
     for (const std::string& uuid : s.confirmed) {
-      auto it = st.cat_.instances.find(uuid);
-      if (it == st.cat_.instances.end()) continue;
-      it->second.r.generation = s.new_peer.generation;
-      it->second.r.pulled_at_ms = now;
+      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
+        it->second.r.generation = s.new_peer.generation;
+        it->second.r.pulled_at_ms = now;
+      }
     }
     for (const std::string& uuid : s.reappeared) {
-      auto it = st.cat_.instances.find(uuid);
-      if (it != st.cat_.instances.end()) {
+      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
         it->second.r.removed = false;
         it->second.r.removed_since_ms = 0;
       }
     }
     for (const std::string& uuid : s.newly_removed) {
-      auto it = st.cat_.instances.find(uuid);
-      if (it != st.cat_.instances.end() && !it->second.r.removed) {
+      auto it = next.instances.find(uuid);
+      if (it != next.instances.end() && !it->second.r.removed) {
         it->second.r.removed = true;
         it->second.r.removed_since_ms = now;
         log::Info("catalog: peer no longer exports an instance; kept for removed_grace",
                   {{"peer", s.peer}, {"instance", uuid}, {"alias", it->second.r.alias}});
       }
     }
-    // 3. SAPI records.
+    // 3. SAPI records: each staged file renamed over its one canonical file
+    // (an atomic replace: a record is the latest one seen, not part of a
+    // generation; Open adopts a record file that catalog.json lags behind).
     for (const State::StagedRecord& r : s.records) {
-      Status one = [&]() -> Status {
-        if (r.service.empty()) {
-          std::set<std::string> svcs;
-          for (const auto& [uuid, rec] : st.cat_.instances) svcs.insert(rec.r.service);
-          for (const std::string& svc : svcs) {
-            if (!Exists(env, st.SvcDir(svc))) continue;
-            const std::string dst = st.SvcDir(svc) + "/sapi-app.json";
-            const std::string tmp = TempPathFor(dst);
-            RETURN_IF_ERROR(env.Link(r.staged_path, tmp));
-            RETURN_IF_ERROR(env.Rename(tmp, dst));
-            sync.dirs.insert(st.SvcDir(svc));
-          }
-          st.cat_.application = r.rec;
-          st.cat_.has_application = true;
-        } else {
-          RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "svc-" + r.service, nullptr));
-          RETURN_IF_ERROR(env.Rename(r.staged_path, st.SvcDir(r.service) + "/sapi-svc.json"));
-          sync.dirs.insert(st.SvcDir(r.service));
-          st.cat_.services[r.service] = r.rec;
-        }
-        return Status::Ok();
-      }();
-      if (!one.ok()) {
-        failed = one;
-        break;
+      const std::string dst = st.RecordPath(r.service);
+      if (!r.service.empty()) {
+        RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "svc-" + r.service, nullptr));
+      }
+      RETURN_IF_ERROR(env.Rename(r.staged_path, dst));
+      sync.dirs.insert(DirName(dst));
+      records_in.push_back(r);
+      if (r.service.empty()) {
+        next.application = r.rec;
+        next.has_application = true;
+      } else {
+        next.services[r.service] = r.rec;
       }
     }
-  }
-  if (failed.ok()) {
-    // A new service directory gets the application record it lacks.
-    if (st.cat_.has_application) {
-      for (const std::string& svc : services_touched) {
-        const std::string dst = st.SvcDir(svc) + "/sapi-app.json";
-        if (Exists(env, dst) || !Exists(env, st.SvcDir(svc))) continue;
-        for (const auto& [other, rec] : st.cat_.instances) {
-          const std::string src = st.SvcDir(rec.r.service) + "/sapi-app.json";
-          if (rec.r.service != svc && Exists(env, src)) {
-            const std::string tmp = TempPathFor(dst);
-            if (env.Link(src, tmp).ok() && !env.Rename(tmp, dst).ok())
-              env.RemoveFile(tmp).IgnoreError();
-            sync.dirs.insert(st.SvcDir(svc));
-            break;
-          }
-        }
-      }
-    }
-    std::set<std::string> insts_services = services_touched;
-    for (const std::string& uuid : s.newly_removed) {
-      if (auto it = st.cat_.instances.find(uuid); it != st.cat_.instances.end()) {
-        insts_services.insert(it->second.r.service);
-      }
-    }
-    for (const std::string& svc : insts_services) {
-      if (Status w = st.WriteSapiInstances(svc, &pending); !w.ok()) failed = w;
-    }
-  }
-  PeerState& peer = st.cat_.peers[s.peer];
-  peer.name = s.peer;
-  peer.last_attempt_ms = now;
-  if (failed.ok()) {
+    PeerState& peer = next.peers[s.peer];
+    peer.name = s.peer;
+    peer.last_attempt_ms = now;
     if (!s.filtered) {
       peer.generation = s.new_peer.generation;
       peer.boot_id = s.new_peer.boot_id;
@@ -1578,36 +1625,77 @@ Status PullTxn::Commit() {
     peer.node_name = s.new_peer.node_name;
     peer.last_pull_ms = now;
     peer.last_error.clear();
-  } else {
-    peer.last_error = failed.ToString();
-  }
-  // 4. The index. Its new text and the regenerated sapi-insts.json files are
-  // staged; they and the directories of the switches, links and records are
-  // fsync'd; then they are renamed in and their directories fsync'd.
-  Status wrote = st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(), &pending);
-  if (wrote.ok()) {
-    sync.dirs.insert(st.o_.data_dir);  // new svc-<service> directories
-    for (const auto& r : pending) sync.files.push_back(r.tmp);
-    wrote = SyncAll(env, sync);
-  }
+    // 4. The index: staged, then it and every directory steps 1-3 changed are
+    // fsync'd, so everything it names is durable before it is.
+    RETURN_IF_ERROR(st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(next), &index));
+    sync.dirs.insert(st.o_.data_dir);
+    sync.files.push_back(index.front().tmp);
+    RETURN_IF_ERROR(SyncAll(env, sync));
+    // 5. The commit point.
+    return st.FinishReplaces(&index);
+  }();
   sync.clear();
-  for (const auto& r : pending) sync.dirs.insert(DirName(r.path));
-  if (wrote.ok()) {
-    wrote = st.FinishReplaces(&pending);
-  } else {
-    for (const auto& r : pending) env.RemoveFile(r.tmp).IgnoreError();
+  for (const auto& r : index) env.RemoveFile(r.tmp).IgnoreError();
+
+  std::lock_guard<std::mutex> lock(st.mu_);
+  if (!failed.ok()) {
+    // Nothing this pull changed is in the index. The record files renamed in
+    // are complete records: the index takes them as they are.
+    for (const State::StagedRecord& r : records_in) {
+      if (r.service.empty()) {
+        st.cat_.application = r.rec;
+        st.cat_.has_application = true;
+      } else {
+        st.cat_.services[r.service] = r.rec;
+      }
+    }
+    PeerState& peer = st.cat_.peers[s.peer];
+    peer.name = s.peer;
+    peer.last_attempt_ms = now;
+    peer.last_error = failed.ToString();
+    st.WriteCatalog().IgnoreError();  // best effort: the error is returned either way
+    s.done = true;
+    st.trash_->Discard(s.staging).IgnoreError();
+    st.active_.erase(s.peer);
+    return failed;
   }
-  if (wrote.ok()) wrote = SyncAll(env, sync);
-  if (failed.ok() && wrote.ok()) {
+  st.cat_ = std::move(next);
+  // Committed. Its directory fsync'd, catalog.json is durable.
+  Status durable = env.SyncDir(st.o_.data_dir);
+  if (!durable.ok()) {
+    durable =
+        IoError("the pull from " + s.peer +
+                " is committed, but catalog.json may not survive a crash: " + durable.message());
+  }
+  // The views follow the index; Open repairs whatever a crash or a failure
+  // here left behind, so they are not fsync'd.
+  std::set<std::string> services;
+  for (const std::string& uuid : switched) services.insert(st.cat_.instances[uuid].r.service);
+  for (const auto& [uuid, old_service] : moved) {
+    st.UnlinkServiceNames(old_service, uuid);
+    services.insert(old_service);
+  }
+  for (const std::string& uuid : s.newly_removed) {
+    if (auto it = st.cat_.instances.find(uuid); it != st.cat_.instances.end()) {
+      services.insert(it->second.r.service);
+    }
+  }
+  if (!records_in.empty()) {
+    for (const auto& [uuid, rec] : st.cat_.instances) services.insert(rec.r.service);
+  }
+  if (Status views = st.UpdateViews(switched, services); !views.ok()) {
+    log::Warn("catalog: the svc-*/current views lag the index (repaired at the next open)",
+              {{"peer", s.peer}, {"error", views.message()}});
+  }
+  if (durable.ok()) {
     if (Status r = st.ApplyRetentionLocked(); !r.ok()) {
       log::Warn("catalog: retention failed", {{"error", r.message()}});
     }
   }
   s.done = true;
-  RemoveTree(env, s.staging).IgnoreError();
+  st.trash_->Discard(s.staging).IgnoreError();
   st.active_.erase(s.peer);
-  if (!failed.ok()) return failed;
-  return wrote;
+  return durable;
 }
 
 // ---- Store -------------------------------------------------------------------
@@ -1844,12 +1932,16 @@ Result<VerifyReport> Store::Verify() const {
     check_file(st.SvcDir(svc) + "/sapi-svc.json", r.digest, r.size);
   }
   if (copy.has_application) {
-    for (const auto& [uuid, rec] : instances) {
-      (void)uuid;
-      const std::string p = st.SvcDir(rec.r.service) + "/sapi-app.json";
-      if (Exists(env, p)) {
-        check_file(p, copy.application.digest, copy.application.size);
-        break;
+    // The canonical file; a catalog from before it existed: a per-service copy.
+    if (Exists(env, st.RecordPath(""))) {
+      check_file(st.RecordPath(""), copy.application.digest, copy.application.size);
+    } else {
+      for (const auto& [uuid, rec] : instances) {
+        const std::string p = st.SvcDir(rec.r.service) + "/sapi-app.json";
+        if (Exists(env, p)) {
+          check_file(p, copy.application.digest, copy.application.size);
+          break;
+        }
       }
     }
   }

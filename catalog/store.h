@@ -2,26 +2,30 @@
 // (default /var/sdcadm/svc-restore-data). The on-disk format is specified in
 // docs/catalog.md; in short:
 //
-//   catalog.json                         index (format version, peers, instances, images)
+//   catalog.json                         index (format version, peers, instances, images):
+//                                        THE commit point of every pull
 //   instances/<uuid>/<seq>/              one generation of an instance: its export
 //                                        paths (vms/<uuid>.json, sapi/<uuid>.json,
 //                                        datasets/<uuid>/...) + lifeboat-generation.json
-//   instances/<uuid>/current -> <seq>    THE switch: one atomic rename per instance
+//   instances/<uuid>/current -> <seq>    view: the seq the index names
 //   svc-<service>/vm-<uuid>.json         -> ../instances/<uuid>/current/vms/<uuid>.json
 //   svc-<service>/data/<uuid>            -> ../../instances/<uuid>/current/datasets/<uuid>
 //   svc-<service>/sapi-insts.json        SAPI records of the service's instances (regenerated)
-//   svc-<service>/sapi-svc.json, sapi-app.json   SAPI service / application records
+//   svc-<service>/sapi-svc.json          SAPI service record
+//   sapi-app.json                        SAPI application record (hard-linked into svc-*/ as a view)
 //   images/<uuid>/{manifest.json,file}   shared immutable image store
 //   orphans/<peer>-<generation>-<time>/  what we held when a peer went backwards
 //   .staging/                            work area of pulls; emptied by Open()
+//   .trash/                              what retention and cleanup discard; deleted in the background
 //
 // A pull: BeginPull -> Plan(answer) -> transfer each of transfers() into
 // StageFile/FinishFile -> Commit (or Abort). Nothing half-written is visible
-// under a final name: a generation is built under .staging/, fsync'd, renamed
-// into instances/<uuid>/<seq> and made current by renaming a new `current`
-// symlink over the old one. catalog.json is written atomically after the
-// switches; Open() reconciles it with the `current` links, so a crash at any
-// point leaves each instance at its old or its new generation, complete.
+// under a final name: a generation is built under .staging/, fsync'd and
+// renamed into instances/<uuid>/<seq>; the pull becomes current as a whole
+// when the new catalog.json is renamed over the old (the commit point). The
+// `current` links and svc-* names are views updated after it; Open() makes
+// the disk follow the index, so a crash at any point leaves all of a pull's
+// changes in or none, each generation complete.
 //
 // Integrity decision: the store does not trust the transfer. StageFile hands
 // out the store's own writer, which hashes every byte it writes; FinishFile
@@ -31,10 +35,9 @@
 // (the writer starts the writeback as it goes and when closed); Commit fsyncs
 // exactly what this pull wrote (its staged files, several at once, and its
 // staged directories) before it renames anything in, then the directories
-// the renames changed before the switches, then the switched and linked
-// directories and the new index text before the index is renamed in: nothing
-// becomes current before it is durable, and other programs' dirty data on
-// the same filesystem is never waited for.
+// the renames changed and the new index text before the index is renamed in:
+// nothing becomes current before it is durable, and other programs' dirty
+// data on the same filesystem is never waited for.
 //
 // Safety: the store never writes through a symlink: staged trees are built
 // only from validated export paths, a manifest in which a path would live
@@ -194,13 +197,14 @@ class PullTxn {
   // pull cannot commit unless the file is staged again and finishes.
   Status FinishFile(const std::string& path, std::unique_ptr<WritableFile> file);
 
-  // Publishes the pull. Fails (and leaves the previous state current) when a
-  // transfer did not finish. Order: images, then each changed instance
-  // (generation renamed in, `current` switched, svc-<service> links), SAPI
-  // records, catalog.json, retention. After a failure in the middle, some
-  // instances may be at their new generation (each complete); the peer's
-  // generation in catalog.json stays the old one, so the next pull repeats
-  // what is needed.
+  // Publishes the pull: images, generations and SAPI records renamed in and
+  // fsync'd, then catalog.json renamed over (the commit point), then the
+  // views (`current`, svc-* names; a failure there is logged, Open repairs
+  // it), then retention. A failure before the commit point returns it and
+  // leaves the previous state current, in memory and on disk (SAPI record
+  // files already renamed in are adopted: they are complete records). A
+  // failing fsync after the commit point returns an error saying the pull
+  // is committed. Fails at once when a transfer did not finish.
   Status Commit();
 
   // Drops everything staged. The previous generation stays current.
@@ -216,10 +220,12 @@ class PullTxn {
 class Store {
  public:
   // Opens data_dir (creating it 0700 when missing; read_only: a missing
-  // data_dir is an empty catalog), loads
-  // catalog.json, removes .staging/ leftovers and generations newer than the
-  // current one (never when read_only), reconciles catalog.json with the
-  // `current` links and rewrites it when they disagreed.
+  // data_dir is an empty catalog) and loads catalog.json. Unless read_only,
+  // makes the disk follow it: discards .staging/ leftovers and generations
+  // or instances no commit reached, repairs the views (`current`, svc-*
+  // names, sapi-insts.json), adopts SAPI record files newer than the index.
+  // Without a readable catalog.json the index is rebuilt from the `current`
+  // links (and rewritten unless read_only).
   static Result<std::unique_ptr<Store>> Open(Env& env, Clock& clock, StoreOptions options);
   ~Store();
 

@@ -24,7 +24,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import agent_test  # noqa: E402
-from agent_test import Agent, det_bytes, tree_digests, write  # noqa: E402
+from agent_test import Agent, det_bytes, results_by_peer, tree_digests, write  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GEN_FIXTURE = os.path.join(REPO, "scripts", "gen-fixture")
@@ -97,6 +97,56 @@ class HardeningTest(unittest.TestCase):
     tearDown = agent_test.AgentTest.tearDown
     cluster = agent_test.AgentTest.cluster
     sync_ok = agent_test.AgentTest.sync_ok
+
+    # ---- a full disk -----------------------------------------------------------
+
+    def test_a_full_disk_fails_the_pull_and_keeps_the_previous_state(self):
+        """A's data_dir on a small tmpfs: a real ENOSPC through the agent's own
+        puller. The pull fails naming the error; nothing it changed is current
+        (not even the small edit that fitted); the agent goes on; with room
+        again the next pull brings everything."""
+        c = self.cluster(names=("A", "B"))
+        A, B_exp = c.agents["A"], c.exports["B"]
+        os.makedirs(A.data_dir)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "lifeboat-it", A.data_dir],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount a tmpfs here (needs root): " + r.stderr.strip())
+        self.addCleanup(subprocess.run, ["umount", "-l", A.data_dir], capture_output=True)
+        small = B_exp.add_instance("sapi", "sapi0", {"sapi/db.json": '{"v": 1}'})
+        big = B_exp.add_instance("imgapi", "imgapi0", {"etc/config.json": '{"port": 8080}',
+                                                       "store/blob0": det_bytes("blob0", 1 << 20)})
+        c.start()
+        self.sync_ok(A, "B")
+        before = {u: instance_state(A.held_instance_dir(u), u) for u in (small, big)}
+
+        # Room for about 2 MiB more; the next pull needs 8 MiB (and an edit).
+        used = os.statvfs(A.data_dir)
+        used_bytes = (used.f_blocks - used.f_bfree) * used.f_frsize
+        r = subprocess.run(["mount", "-o", "remount,size=%d" % (used_bytes + (2 << 20)), A.data_dir],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        write(B_exp.dataset_path(small, "sapi/db.json"), '{"v": 2}')
+        write(B_exp.dataset_path(big, "store/blob1"), det_bytes("blob1", 8 << 20))
+        rc, lines, err = A.sync_now("B")
+        self.assertNotEqual(rc, 0, lines)
+        res = results_by_peer(lines)["B"]
+        self.assertFalse(res["ok"])
+        self.assertIn("No space left on device", json.dumps(res["error"]))
+        st = A.peer_status("B")
+        self.assertIn("No space left on device", st["last_error"])
+        for u in (small, big):
+            self.assertEqual(instance_state(A.held_instance_dir(u), u), before[u], "a failed pull changed " + u)
+        self.assertEqual(A.cli("catalog", "verify", timeout=60).returncode, 0)
+        self.assertTrue(A.healthy(), "the agent died of a full disk")
+
+        # Room again: the same agent pulls everything.
+        r = subprocess.run(["mount", "-o", "remount,size=64m", A.data_dir], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.sync_ok(A, "B")
+        for u in (small, big):
+            self.assertEqual(instance_state(A.held_instance_dir(u), u), instance_state(B_exp.root, u), u)
+        self.assertIsNone(A.peer_status("B")["last_error"])
 
     # ---- control API beyond loopback ----------------------------------------
 
@@ -192,15 +242,19 @@ class HardeningTest(unittest.TestCase):
             r = A.cli("catalog", "verify", timeout=60)
             self.assertEqual(r.returncode, 0, "%s: catalog verify:\n%s%s" % (where, r.stdout, r.stderr))
             cat = A.catalog()
+            held = {}
             for inst in cat["instances"]:
                 u = inst["uuid"]
                 self.assertIn(u, versions, where)
-                # (The peer's recorded generation may lag an instance's after a
-                # kill between the switches and the index write: the next pull
-                # asks since the older one.)
-                held = instance_state(A.held_instance_dir(u), u)
-                self.assertIn(held, versions[u],
+                held[u] = instance_state(A.held_instance_dir(u), u)
+                self.assertIn(held[u], versions[u],
                               "%s: %s (%s) is neither an old nor a new version: a mix" % (where, inst["alias"], u))
+            # One commit point per pull: every instance is at the same version.
+            self.assertIn(len(held), (0, len(uuids)), where + ": a first pull committed in part")
+            if held:
+                same = [k for k in range(len(versions[uuids[0]]))
+                        if all(held[u] == versions[u][k] for u in uuids)]
+                self.assertTrue(same, where + ": instances held at different versions: a pull committed in part")
             return len(cat["instances"])
 
         stats = {"completed": 0, "killed_in_commit": 0, "killed": 0}

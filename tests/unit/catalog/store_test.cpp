@@ -328,8 +328,7 @@ class RecordingEnv final : public Env {
   std::vector<Call> calls_;
 };
 
-TEST_CASE(
-    "a commit fsyncs what it staged before renaming it in, and the switches before the index") {
+TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it before the index") {
   StoreFixture f;
   RecordingEnv renv;
   auto store = f.OpenStore(renv);
@@ -373,24 +372,25 @@ TEST_CASE(
       }
     }
     const std::string inst_dir = DirName(c.to);
-    const size_t synced = find("fsync dir", inst_dir, i);
-    size_t switched = calls.size();
-    for (size_t j = i; j < calls.size(); ++j) {
-      if (calls[j].op == "rename" && calls[j].to == inst_dir + "/current") switched = j;
-    }
-    REQUIRE(switched < calls.size());
-    CHECK(synced < switched);
-    // The switch is durable before the index names it.
+    // The index (the commit point) is renamed in after the generation, its
+    // new text and the directory that gained the generation are fsync'd.
     const size_t index = [&] {
-      for (size_t j = switched; j < calls.size(); ++j) {
+      for (size_t j = i; j < calls.size(); ++j) {
         if (calls[j].op == "rename" && calls[j].to == f.data_dir + "/catalog.json") return j;
       }
       return calls.size();
     }();
     REQUIRE(index < calls.size());
-    CHECK(find("fsync dir", inst_dir, switched) < index);
+    CHECK(find("fsync dir", inst_dir, i) < index);
     CHECK(find("fsync", calls[index].path) < index);             // the index' new text
     CHECK(find("fsync dir", f.data_dir, index) < calls.size());  // and its rename
+    // The `current` view follows the committed index.
+    size_t switched = calls.size();
+    for (size_t j = i; j < calls.size(); ++j) {
+      if (calls[j].op == "rename" && calls[j].to == inst_dir + "/current") switched = j;
+    }
+    REQUIRE(switched < calls.size());
+    CHECK(index < switched);
   }
   CHECK(checked_files >= 3);  // two descriptions, the new files
   CHECK(checked_dirs >= 3);   // two staged roots, etc/new-dir
@@ -555,7 +555,8 @@ TEST_CASE("a manifest that would write through a symlink is refused") {
   CHECK((*txn2)->Plan(b).status().code() == Code::kData);
 }
 
-TEST_CASE("a crash at any step of a commit leaves a complete generation current") {
+TEST_CASE(
+    "a crash at any step of a commit leaves the whole pull in or out, each generation complete") {
   StoreFixture f;
   const std::string tmpl = f.tmp / "template";
   {
@@ -574,7 +575,7 @@ TEST_CASE("a crash at any step of a commit leaves a complete generation current"
 
   bool completed = false;
   uint64_t crashes = 0;
-  uint64_t after_switch = 0;  // crashed after the switch, before the end of the commit
+  uint64_t after_commit = 0;  // crashed after the commit point, before the end of the commit
   for (uint64_t n = 0; n < 2000 && !completed; ++n) {
     const std::string dir = f.tmp / ("run-" + std::to_string(n));
     testing::CopyTree(tmpl, dir);
@@ -619,14 +620,21 @@ TEST_CASE("a crash at any step of a commit leaves a complete generation current"
       CHECK((*s)->FindInstance(f.exp.ufds)->removed);
     }
     if (n == 0) CHECK(cur == old_cfg);
-    if (!completed && cur == new_cfg) ++after_switch;
+    // One commit point per pull: all of its changes are in, or none.
+    auto sapi = (*s)->Instance(f.exp.sapi);
+    REQUIRE(sapi.ok());
+    const bool sapi_new =
+        Env::Default()->Stat(sapi->dir + "/datasets/" + f.exp.sapi + "/sapi/brand-new.txt").ok();
+    CHECK(sapi_new == (cur == new_cfg));
+    CHECK((*s)->FindInstance(f.exp.ufds)->removed == (cur == new_cfg));
+    if (!completed && cur == new_cfg) ++after_commit;
     RemoveTree(*Env::Default(), dir).IgnoreError();
   }
   CHECK(completed);
   CHECK(crashes > 20);
-  CHECK(after_switch > 0);
-  WARN("commit survived " << crashes << " injected crashes, " << after_switch
-                          << " of them after the switch");
+  CHECK(after_commit > 0);
+  WARN("commit survived " << crashes << " injected crashes, " << after_commit
+                          << " of them after the commit point");
 }
 
 }  // namespace
