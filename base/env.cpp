@@ -129,6 +129,35 @@ class PosixEnv final : public Env {
     return FromStat(st);
   }
 
+  Result<std::vector<StatEntry>> ListDirStat(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return PosixError("opendir", path, errno);
+    DIR* d = ::fdopendir(fd);
+    if (d == nullptr) {
+      int err = errno;
+      ::close(fd);
+      return PosixError("opendir", path, err);
+    }
+    std::vector<StatEntry> out;
+    errno = 0;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string_view name(e->d_name);
+      if (name == "." || name == "..") continue;
+      struct stat st;
+      if (::fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        out.push_back(StatEntry{std::string(name), FromStat(st)});
+      } else {
+        out.push_back(
+            StatEntry{std::string(name), PosixError("stat", JoinPath(path, name), errno)});
+      }
+      errno = 0;
+    }
+    int err = errno;
+    ::closedir(d);  // closes fd
+    if (err != 0) return PosixError("readdir", path, err);
+    return out;
+  }
+
   Result<std::vector<DirEntry>> ListDir(const std::string& path) override {
     DIR* d = ::opendir(path.c_str());
     if (d == nullptr) return PosixError("opendir", path, errno);
@@ -389,6 +418,17 @@ Status WriteFileAtomic(Env& env, const std::string& path, std::string_view data,
   // The rename is done; a failed directory fsync means it may not survive a
   // power loss, which the caller must hear about.
   return env.SyncDir(DirName(path));
+}
+
+Result<std::vector<Env::StatEntry>> Env::ListDirStat(const std::string& path) {
+  ASSIGN_OR_RETURN(std::vector<DirEntry> entries, ListDir(path));
+  std::vector<StatEntry> out;
+  out.reserve(entries.size());
+  for (DirEntry& e : entries) {
+    Result<FileStat> st = Stat(JoinPath(path, e.name));
+    out.push_back(StatEntry{std::move(e.name), std::move(st)});
+  }
+  return out;
 }
 
 Status Env::SyncFile(const std::string& path) {

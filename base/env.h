@@ -93,6 +93,16 @@ class Env {
   virtual Result<FileStat> Stat(const std::string& path) = 0;  // lstat
   // Entries other than "." and "..", in no particular order.
   virtual Result<std::vector<DirEntry>> ListDir(const std::string& path) = 0;
+  // ListDir plus the lstat of each entry (its error, e.g. ENOENT when it
+  // went away meanwhile, in place of a stat). The default is ListDir and one
+  // Stat per entry (so wrappers see every call); the POSIX Env stats relative
+  // to the open directory (fstatat), which spares the kernel a path walk per
+  // entry: a scanner's stat walk of a large tree is mostly that.
+  struct StatEntry {
+    std::string name;
+    Result<FileStat> stat;
+  };
+  virtual Result<std::vector<StatEntry>> ListDirStat(const std::string& path);
   // Creates one directory; fails with EEXIST when anything is there.
   virtual Status MakeDir(const std::string& path, uint32_t mode = 0700) = 0;
   virtual Status Rename(const std::string& from, const std::string& to) = 0;

@@ -1,6 +1,9 @@
 #include "catalog/exporter.h"
 
 #include <time.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <deque>
@@ -8,7 +11,6 @@
 #include <mutex>
 #include <set>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
 
 #include "base/log.h"
@@ -31,20 +33,74 @@ constexpr const char* kStateFile = "export-state.bin";
 
 enum class ParseAs : uint8_t { kNone = 0, kPayload = 1, kImageManifest = 2 };
 
-// What the scan knows about one export path: its manifest entry, the stat key
-// it was hashed under, and the metadata parsed from it (payloads, image manifests).
+// The metadata parsed from a VM payload or an image manifest (a few dozen
+// entries of an export carry one; shared and immutable so copying an entry is cheap).
+struct Parsed {
+  std::string error;  // "" when the parse succeeded
+  std::string uuid, alias, service, image_uuid, origin;
+  bool operator==(const Parsed&) const = default;
+};
+
+const Parsed& NoParse() {
+  static const Parsed none;
+  return none;
+}
+
+// What the scan knows about one export path: the fields of its manifest
+// entry, the stat key it was hashed under, and the metadata parsed from it.
+// Kept flat (one path string, no per-entry copy of the FileEntry): at 20k+
+// files the cache is the exporter's main memory cost.
 struct CacheEntry {
-  FileEntry entry;
+  std::string path;                      // export path
+  std::string local_path;                // not persisted: set by every scan
+  std::string target;                    // symlinks
+  std::string hardlink_of;               // set by every scan (GroupHardlinks)
+  std::shared_ptr<const Parsed> parsed;  // null unless parse != kNone
+  Digest128 digest;
+  uint64_t size = 0;
   uint64_t dev = 0;
   uint64_t ino = 0;
+  int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t nlink = 1;  // not persisted: set by every scan
+  EntryKind kind = EntryKind::kFile;
+  ParseAs parse = ParseAs::kNone;
   bool racy = false;     // changed too recently to trust the stat key next time
   bool exported = true;  // false: cached only (a payload of a filtered-out service)
-  ParseAs parse = ParseAs::kNone;
-  std::string parse_error;  // "" when the parse succeeded
-  std::string uuid, alias, service, image_uuid, origin;
-  std::string local_path;  // not persisted: set by every scan
-  uint64_t nlink = 1;      // not persisted: set by every scan
+
+  const Parsed& meta() const { return parsed ? *parsed : NoParse(); }
+
+  FileEntry ToFileEntry() const {
+    FileEntry f;
+    f.path = path;
+    f.kind = kind;
+    f.size = size;
+    f.mode = mode;
+    f.mtime_ns = mtime_ns;
+    f.digest = digest;
+    f.target = target;
+    f.uid = uid;
+    f.gid = gid;
+    f.hardlink_of = hardlink_of;
+    return f;
+  }
+
+  // The fields served in the manifest (FileEntry's), path aside.
+  bool SameServed(const CacheEntry& o) const {
+    return kind == o.kind && size == o.size && mode == o.mode && mtime_ns == o.mtime_ns &&
+           digest == o.digest && target == o.target && uid == o.uid && gid == o.gid &&
+           hardlink_of == o.hardlink_of;
+  }
+
+  // Everything, so that a scan that found exactly this can keep the old entry.
+  bool Identical(const CacheEntry& o) const {
+    return path == o.path && SameServed(o) && local_path == o.local_path && dev == o.dev &&
+           ino == o.ino && ctime_ns == o.ctime_ns && nlink == o.nlink && parse == o.parse &&
+           racy == o.racy && exported == o.exported && meta() == o.meta();
+  }
 };
 
 struct JournalEntry {
@@ -55,7 +111,14 @@ struct JournalEntry {
 
 // Entries are shared and immutable so that copying the journal is cheap.
 using Journal = std::deque<std::shared_ptr<const JournalEntry>>;
-using Cache = std::map<std::string, CacheEntry>;  // by export path, bytewise
+// Sorted by export path (bytewise), unique paths.
+using Cache = std::vector<CacheEntry>;
+
+const CacheEntry* Find(const Cache& cache, std::string_view path) {
+  auto it = std::lower_bound(cache.begin(), cache.end(), path,
+                             [](const CacheEntry& c, std::string_view p) { return c.path < p; });
+  return it != cache.end() && it->path == path ? &*it : nullptr;
+}
 
 struct State {
   uint64_t generation = 0;
@@ -66,20 +129,21 @@ struct State {
   std::shared_ptr<const Cache> cache = std::make_shared<const Cache>();
 };
 
-// What a view serves: immutable, shared by the views of one scan.
+// What a view serves: immutable, shared by the views of one scan (and, when
+// a scan found nothing changed, by the views of the next scans too).
 struct ScanResult {
-  std::shared_ptr<const Manifest> manifest;
+  std::shared_ptr<const Manifest> header;  // node, generation, boot id, instances, images; no files
   std::shared_ptr<const Journal> journal;
-  std::shared_ptr<const Cache> cache;  // local paths and stat keys of the files served
+  std::shared_ptr<const Cache> cache;  // the files served: entries, local paths, stat keys
   bool stable_devices = true;
 };
 
 // A symlink's entry size is 0 (FileEntry's convention), so its key ignores size:
 // a new target changes ctime.
 bool SameKey(const CacheEntry& c, const FileStat& st, bool use_dev) {
-  const bool size_ok = c.entry.kind == EntryKind::kSymlink || c.entry.size == st.size;
-  return (!use_dev || c.dev == st.dev) && c.ino == st.ino && size_ok &&
-         c.entry.mtime_ns == st.mtime_ns && c.ctime_ns == st.ctime_ns;
+  const bool size_ok = c.kind == EntryKind::kSymlink || c.size == st.size;
+  return (!use_dev || c.dev == st.dev) && c.ino == st.ino && size_ok && c.mtime_ns == st.mtime_ns &&
+         c.ctime_ns == st.ctime_ns;
 }
 
 bool SameFile(const FileStat& a, const FileStat& b) {
@@ -112,6 +176,7 @@ bool DecodeStrings(internal::Decoder& d, std::vector<std::string>* v) {
 
 std::string EncodeState(const State& s) {
   internal::Encoder e;
+  e.out().reserve(4096 + s.cache->size() * 160);
   e.out().append(kStateMagic);
   e.U64(s.generation);
   e.Str(s.boot_id);
@@ -135,28 +200,29 @@ std::string EncodeState(const State& s) {
     e.Str(i.origin);
   }
   e.U32(static_cast<uint32_t>(s.cache->size()));
-  for (const auto& [path, c] : *s.cache) {
-    e.Str(path);
-    e.U8(static_cast<uint8_t>(c.entry.kind));
-    e.U64(c.entry.size);
-    e.U32(c.entry.mode);
-    e.I64(c.entry.mtime_ns);
-    e.Dig(c.entry.digest);
-    e.Str(c.entry.target);
-    e.U32(c.entry.uid);
-    e.U32(c.entry.gid);
-    e.Str(c.entry.hardlink_of);
+  for (const CacheEntry& c : *s.cache) {
+    const Parsed& p = c.meta();
+    e.Str(c.path);
+    e.U8(static_cast<uint8_t>(c.kind));
+    e.U64(c.size);
+    e.U32(c.mode);
+    e.I64(c.mtime_ns);
+    e.Dig(c.digest);
+    e.Str(c.target);
+    e.U32(c.uid);
+    e.U32(c.gid);
+    e.Str(c.hardlink_of);
     e.U64(c.dev);
     e.U64(c.ino);
     e.I64(c.ctime_ns);
     e.U8(static_cast<uint8_t>((c.racy ? 1 : 0) | (c.exported ? 2 : 0)));
     e.U8(static_cast<uint8_t>(c.parse));
-    e.Str(c.parse_error);
-    e.Str(c.uuid);
-    e.Str(c.alias);
-    e.Str(c.service);
-    e.Str(c.image_uuid);
-    e.Str(c.origin);
+    e.Str(p.error);
+    e.Str(p.uuid);
+    e.Str(p.alias);
+    e.Str(p.service);
+    e.Str(p.image_uuid);
+    e.Str(p.origin);
   }
   Digest128 sum = Xxh3Digest(e.out());
   e.Dig(sum);
@@ -196,25 +262,30 @@ bool DecodeState(std::string_view data, State* s) {
   }
   if (!d.U32(&n)) return false;
   auto cache = std::make_shared<Cache>();
+  cache->reserve(std::min<uint32_t>(n, 1u << 20));
   for (uint32_t k = 0; k < n; ++k) {
-    std::string path;
     CacheEntry c;
+    Parsed p;
     uint8_t kind, flags, parse;
-    if (!d.Str(&path) || !d.U8(&kind) || !d.U64(&c.entry.size) || !d.U32(&c.entry.mode) ||
-        !d.I64(&c.entry.mtime_ns) || !d.Dig(&c.entry.digest) || !d.Str(&c.entry.target) ||
-        !d.U32(&c.entry.uid) || !d.U32(&c.entry.gid) || !d.Str(&c.entry.hardlink_of) ||
-        !d.U64(&c.dev) || !d.U64(&c.ino) || !d.I64(&c.ctime_ns) || !d.U8(&flags) || !d.U8(&parse) ||
-        !d.Str(&c.parse_error) || !d.Str(&c.uuid) || !d.Str(&c.alias) || !d.Str(&c.service) ||
-        !d.Str(&c.image_uuid) || !d.Str(&c.origin)) {
+    if (!d.Str(&c.path) || !d.U8(&kind) || !d.U64(&c.size) || !d.U32(&c.mode) ||
+        !d.I64(&c.mtime_ns) || !d.Dig(&c.digest) || !d.Str(&c.target) || !d.U32(&c.uid) ||
+        !d.U32(&c.gid) || !d.Str(&c.hardlink_of) || !d.U64(&c.dev) || !d.U64(&c.ino) ||
+        !d.I64(&c.ctime_ns) || !d.U8(&flags) || !d.U8(&parse) || !d.Str(&p.error) ||
+        !d.Str(&p.uuid) || !d.Str(&p.alias) || !d.Str(&p.service) || !d.Str(&p.image_uuid) ||
+        !d.Str(&p.origin)) {
       return false;
     }
     if (kind < 1 || kind > 3 || parse > 2) return false;
-    c.entry.path = path;
-    c.entry.kind = static_cast<EntryKind>(kind);
+    // Sorted and unique, as written; anything else is corruption.
+    if (!cache->empty() && !(cache->back().path < c.path)) return false;
+    c.kind = static_cast<EntryKind>(kind);
     c.racy = flags & 1;
     c.exported = flags & 2;
     c.parse = static_cast<ParseAs>(parse);
-    cache->emplace(std::move(path), std::move(c));
+    if (c.parse != ParseAs::kNone || !(p == NoParse())) {
+      c.parsed = std::make_shared<const Parsed>(std::move(p));
+    }
+    cache->push_back(std::move(c));
   }
   s->cache = std::move(cache);
   return d.done();
@@ -226,15 +297,29 @@ class Scanner {
  public:
   Scanner(Env& env, const ExporterOptions& opts, const ServiceFilter& filter, const Cache& old,
           bool stable_devices)
-      : env_(env), opts_(opts), filter_(filter), old_(old), use_dev_(stable_devices) {}
+      : env_(env), opts_(opts), filter_(filter), old_(old), use_dev_(stable_devices) {
+    new_.reserve(old.size() + old.size() / 16 + 64);
+  }
 
+  // Entries are produced in export-path order wherever that is cheap, so
+  // that SortNew has nothing to do and Old() hits its hint: dataset trees
+  // (instances by uuid, each tree in bytewise path order, see Walk) go to
+  // new_, images and the vms/ and sapi/ records to small side vectors that
+  // are sorted and appended ("datasets/" < "images/" < "sapi/" < "vms/").
   void Run(ProviderSnapshot& snap) {
-    for (const InstanceSource& src : snap.instances()) ScanInstance(src);
+    std::vector<const InstanceSource*> sources;
+    for (const InstanceSource& src : snap.instances()) sources.push_back(&src);
+    std::stable_sort(
+        sources.begin(), sources.end(),
+        [](const InstanceSource* a, const InstanceSource* b) { return a->uuid < b->uuid; });
+    for (const InstanceSource* src : sources) ScanInstance(*src);
     std::set<std::string> needed;
     for (const InstanceInfo& i : instances_) {
       if (!i.image_uuid.empty()) needed.insert(i.image_uuid);
     }
+    out_ = &images_cache_;
     ScanImages(snap, needed);
+    out_ = &records_;
     if (std::string app = snap.application_path(); !app.empty()) {
       AddFile(app, "sapi/application.json", ParseAs::kNone);
     }
@@ -244,6 +329,15 @@ class Scanner {
     }
     std::sort(instances_.begin(), instances_.end(),
               [](const InstanceInfo& a, const InstanceInfo& b) { return a.uuid < b.uuid; });
+    for (Cache* side : {&images_cache_, &records_}) {
+      std::stable_sort(side->begin(), side->end(),
+                       [](const CacheEntry& a, const CacheEntry& b) { return a.path < b.path; });
+      new_.insert(new_.end(), std::make_move_iterator(side->begin()),
+                  std::make_move_iterator(side->end()));
+      Cache().swap(*side);
+    }
+    out_ = &new_;
+    SortNew();
     GroupHardlinks();
   }
 
@@ -259,20 +353,48 @@ class Scanner {
     log::Warn("export: skipping", {{"path", path}, {"reason", reason}});
   }
 
+  // The previous scan's entry for `path`. The walk visits paths nearly in
+  // the cache's (bytewise) order, so the entry after the last hit is tried first.
+  const CacheEntry* Old(const std::string& path) {
+    if (hint_ < old_.size() && old_[hint_].path == path) return &old_[hint_++];
+    const CacheEntry* c = Find(old_, path);
+    if (c != nullptr) hint_ = static_cast<size_t>(c - old_.data()) + 1;
+    return c;
+  }
+
+  // new_ in path order, one entry per path (a later add of the same path
+  // replaces the earlier one, as a map assignment would).
+  void SortNew() {
+    auto less = [](const CacheEntry& a, const CacheEntry& b) { return a.path < b.path; };
+    if (!std::is_sorted(new_.begin(), new_.end(), less)) {
+      std::stable_sort(new_.begin(), new_.end(), less);
+    }
+    auto out = new_.begin();
+    for (auto it = new_.begin(); it != new_.end(); ++it) {
+      if (out != new_.begin() && std::prev(out)->path == it->path) {
+        *std::prev(out) = std::move(*it);
+      } else {
+        if (out != it) *out = std::move(*it);
+        ++out;
+      }
+    }
+    new_.erase(out, new_.end());
+  }
+
   // Files of one dataset tree that share an inode: each but the smallest
   // path names that one in hardlink_of (new_ is sorted by path, so the first
   // seen of a group is its smallest).
   void GroupHardlinks() {
-    std::map<std::tuple<std::string, uint64_t, uint64_t>, const std::string*> first;
-    for (auto& [path, c] : new_) {
-      c.entry.hardlink_of.clear();
-      if (!c.exported || c.entry.kind != EntryKind::kFile || c.nlink < 2 ||
-          !path.starts_with("datasets/")) {
+    std::map<std::tuple<std::string, uint64_t, uint64_t>, size_t> first;
+    for (size_t k = 0; k < new_.size(); ++k) {
+      CacheEntry& c = new_[k];
+      c.hardlink_of.clear();
+      if (!c.exported || c.kind != EntryKind::kFile || c.nlink < 2 ||
+          !c.path.starts_with("datasets/")) {
         continue;
       }
-      auto [it, inserted] =
-          first.try_emplace({syncproto::InstanceOfPath(path), c.dev, c.ino}, &path);
-      if (!inserted) c.entry.hardlink_of = *it->second;
+      auto [it, inserted] = first.try_emplace({syncproto::InstanceOfPath(c.path), c.dev, c.ino}, k);
+      if (!inserted) c.hardlink_of = new_[it->second].path;
     }
   }
 
@@ -281,32 +403,35 @@ class Scanner {
       Skip(src.payload_path, "instance uuid is not a valid path component");
       return;
     }
+    out_ = &records_;
     const std::string vm_path = "vms/" + src.uuid + ".json";
     CacheEntry* payload = AddFile(src.payload_path, vm_path, ParseAs::kPayload);
     if (payload == nullptr) return;
     auto drop = [&](const std::string& reason) {
       payload->exported = false;  // cached, so an unchanged bad payload is not read again
       --stats_.files;
-      stats_.bytes -= payload->entry.size;
+      stats_.bytes -= payload->size;
       Skip(src.payload_path, reason);
     };
-    if (!payload->parse_error.empty()) return drop(payload->parse_error);
-    if (payload->uuid != src.uuid)
-      return drop("payload uuid \"" + payload->uuid + "\" does not match");
-    if (payload->service.empty()) return drop("payload has no tags.smartdc_role");
-    if (!filter_.Matches(payload->service)) {
+    const Parsed& meta = payload->meta();
+    if (!meta.error.empty()) return drop(meta.error);
+    if (meta.uuid != src.uuid) return drop("payload uuid \"" + meta.uuid + "\" does not match");
+    if (meta.service.empty()) return drop("payload has no tags.smartdc_role");
+    if (!filter_.Matches(meta.service)) {
       payload->exported = false;  // cached so the next scan need not read it to filter it
       --stats_.files;
-      stats_.bytes -= payload->entry.size;
+      stats_.bytes -= payload->size;
       return;
     }
-    InstanceInfo info{src.uuid, payload->alias, payload->service, payload->image_uuid};
+    // `payload` points into new_: used no more once other entries are added.
+    InstanceInfo info{src.uuid, meta.alias, meta.service, meta.image_uuid};
     if (!info.image_uuid.empty() && !internal::IsSafeName(info.image_uuid)) {
       Skip(src.payload_path, "image_uuid is not a valid path component");
       info.image_uuid.clear();
     }
     if (!src.sapi_path.empty())
       AddFile(src.sapi_path, "sapi/" + src.uuid + ".json", ParseAs::kNone);
+    out_ = &new_;
     if (!src.dataset_path.empty()) {
       const std::string root = "datasets/" + src.uuid;
       auto st = env_.Stat(src.dataset_path);
@@ -334,18 +459,19 @@ class Scanner {
       const std::string dir = "images/" + uuid;
       CacheEntry* m = AddFile(img->manifest_path, dir + "/manifest.json", ParseAs::kImageManifest);
       if (m == nullptr) continue;
-      if (!m->parse_error.empty()) {
-        new_.erase(dir + "/manifest.json");
-        Skip(img->manifest_path, m->parse_error);
+      const size_t m_index = static_cast<size_t>(m - out_->data());
+      if (!m->meta().error.empty()) {
+        Skip(img->manifest_path, m->meta().error);
+        Unadd(m_index);
         continue;
       }
-      std::string origin = m->origin;
+      std::string origin = m->meta().origin;
       if (!origin.empty() && !internal::IsSafeName(origin)) {
         Skip(img->manifest_path, "origin is not a valid path component");
         origin.clear();
       }
       if (AddFile(img->file_path, dir + "/file", ParseAs::kNone) == nullptr) {
-        new_.erase(dir + "/manifest.json");
+        Unadd(m_index);
         continue;
       }
       images_.push_back(ImageInfo{uuid, origin});
@@ -355,32 +481,66 @@ class Scanner {
               [](const ImageInfo& a, const ImageInfo& b) { return a.uuid < b.uuid; });
   }
 
+  // Takes back the file entry added at `index` (neither exported nor cached).
+  void Unadd(size_t index) {
+    --stats_.files;
+    stats_.bytes -= (*out_)[index].size;
+    out_->erase(out_->begin() + static_cast<ptrdiff_t>(index));
+  }
+
   void Walk(const std::string& local_dir, const std::string& export_dir, int depth) {
     if (depth > 256) return Skip(local_dir, "directory tree deeper than 256 levels");
-    auto entries = env_.ListDir(local_dir);
+    auto entries = env_.ListDirStat(local_dir);
     if (!entries.ok()) return Skip(local_dir, entries.status().message());
-    for (const DirEntry& e : *entries) {
-      const std::string local = JoinPath(local_dir, e.name);
-      const std::string path = export_dir + "/" + e.name;
-      if (Status valid = syncproto::ValidateExportPath(path); !valid.ok()) {
-        Skip(local, valid.message());
+    // Visited in the bytewise order of the export paths they produce: an
+    // entry at its name, a directory's subtree at its name + "/" (so
+    // "a" < "a-c" < "a.b" < "a/x" < "a0"), which is the cache's order.
+    struct Step {
+      std::string key;
+      size_t index;
+      bool subtree;
+    };
+    std::vector<Step> steps;
+    steps.reserve(entries->size() + 8);
+    for (size_t k = 0; k < entries->size(); ++k) {
+      const Env::StatEntry& e = (*entries)[k];
+      steps.push_back(Step{e.name, k, false});
+      if (e.stat.ok() && e.stat->type == FileType::kDirectory) {
+        steps.push_back(Step{e.name + "/", k, true});
+      }
+    }
+    std::sort(steps.begin(), steps.end(),
+              [](const Step& a, const Step& b) { return a.key < b.key; });
+    std::vector<bool> valid(entries->size(), false);
+    for (const Step& step : steps) {
+      Env::StatEntry& e = (*entries)[step.index];
+      std::string local = JoinPath(local_dir, e.name);
+      std::string path;
+      path.reserve(export_dir.size() + 1 + e.name.size());
+      path.append(export_dir).append("/").append(e.name);
+      if (step.subtree) {
+        if (valid[step.index]) Walk(local, path, depth + 1);
         continue;
       }
-      auto st = env_.Stat(local);
-      if (!st.ok()) {
-        Skip(local, st.status().message());
+      if (Status ok = syncproto::ValidateExportPath(path); !ok.ok()) {
+        Skip(local, ok.message());
         continue;
       }
-      switch (st->type) {
+      if (!e.stat.ok()) {
+        Skip(local, e.stat.status().message());
+        continue;
+      }
+      const FileStat& st = *e.stat;
+      switch (st.type) {
         case FileType::kRegular:
-          AddFile(local, path, ParseAs::kNone, &*st);
+          AddFile(std::move(local), std::move(path), ParseAs::kNone, &st);
           break;
         case FileType::kDirectory:
-          AddDir(*st, local, path);
-          Walk(local, path, depth + 1);
+          AddDir(st, local, path);
+          valid[step.index] = true;
           break;
         case FileType::kSymlink:
-          AddSymlink(*st, local, path);
+          AddSymlink(st, std::move(local), std::move(path));
           break;
         case FileType::kOther:
           Skip(local, "not a regular file, directory or symlink");
@@ -390,59 +550,63 @@ class Scanner {
   }
 
   void AddDir(const FileStat& st, const std::string& local, const std::string& path) {
-    CacheEntry c;
-    c.entry.path = path;
-    c.entry.kind = EntryKind::kDir;
-    c.entry.mode = st.mode;
-    c.entry.mtime_ns = st.mtime_ns;
-    c.entry.uid = st.uid;
-    c.entry.gid = st.gid;
+    CacheEntry& c = out_->emplace_back();
+    c.path = path;
+    c.kind = EntryKind::kDir;
+    c.mode = st.mode;
+    c.mtime_ns = st.mtime_ns;
+    c.uid = st.uid;
+    c.gid = st.gid;
     c.dev = st.dev;
     c.ino = st.ino;
     c.ctime_ns = st.ctime_ns;
     c.local_path = local;
-    new_[path] = std::move(c);
     ++stats_.dirs;
   }
 
-  void AddSymlink(const FileStat& st, const std::string& local, const std::string& path) {
+  void AddSymlink(const FileStat& st, std::string local, std::string path) {
     CacheEntry c;
-    auto it = old_.find(path);
-    if (it != old_.end() && it->second.entry.kind == EntryKind::kSymlink && !it->second.racy &&
-        SameKey(it->second, st, use_dev_)) {
-      c = it->second;
+    const CacheEntry* old = Old(path);
+    if (old != nullptr && old->kind == EntryKind::kSymlink && !old->racy &&
+        SameKey(*old, st, use_dev_)) {
+      c.target = old->target;
+      c.digest = old->digest;
+      c.dev = old->dev;
+      c.ino = old->ino;
+      c.ctime_ns = old->ctime_ns;
     } else {
       auto target = env_.ReadLink(local);
       if (!target.ok()) return Skip(local, target.status().message());
-      c.entry.target = *target;
-      c.entry.digest = Xxh3Digest(c.entry.target);
-      c.entry.size = 0;
+      c.target = *target;
+      c.digest = Xxh3Digest(c.target);
       c.dev = st.dev;
       c.ino = st.ino;
       c.ctime_ns = st.ctime_ns;
       ++readlinks_;
     }
-    c.entry.path = path;
-    c.entry.kind = EntryKind::kSymlink;
-    c.entry.mode = st.mode;
-    c.entry.mtime_ns = st.mtime_ns;
-    c.entry.uid = st.uid;
-    c.entry.gid = st.gid;
+    c.kind = EntryKind::kSymlink;
+    c.size = 0;
+    c.mode = st.mode;
+    c.mtime_ns = st.mtime_ns;
+    c.uid = st.uid;
+    c.gid = st.gid;
     c.exported = true;
-    if (Status ok = syncproto::ValidateSymlinkTarget(path, c.entry.target); !ok.ok()) {
+    if (Status ok = syncproto::ValidateSymlinkTarget(path, c.target); !ok.ok()) {
       return Skip(local, ok.message());
     }
-    if (!Exists(env_, JoinPath(DirName(local), c.entry.target))) {
-      return Skip(local, "dangling symlink to \"" + c.entry.target + "\"");
+    if (!Exists(env_, JoinPath(DirName(local), c.target))) {
+      return Skip(local, "dangling symlink to \"" + c.target + "\"");
     }
-    c.local_path = local;
-    new_[path] = std::move(c);
+    c.path = std::move(path);
+    c.local_path = std::move(local);
+    out_->push_back(std::move(c));
     ++stats_.symlinks;
   }
 
   // Adds regular file `local` as export path `path`, hashing it unless the
-  // stat cache has it. Returns the new cache entry, or null when skipped.
-  CacheEntry* AddFile(const std::string& local, const std::string& path, ParseAs parse,
+  // stat cache has it. Returns the new cache entry (valid until the next
+  // add), or null when skipped.
+  CacheEntry* AddFile(std::string local, std::string path, ParseAs parse,
                       const FileStat* known = nullptr) {
     FileStat st;
     if (known != nullptr) {
@@ -459,17 +623,27 @@ class Scanner {
       Skip(local, "not a regular file");
       return nullptr;
     }
-    auto it = old_.find(path);
-    if (it != old_.end() && it->second.entry.kind == EntryKind::kFile && !it->second.racy &&
-        it->second.parse == parse && SameKey(it->second, st, use_dev_)) {
-      CacheEntry& c = new_[path] = it->second;
-      c.local_path = local;
-      c.exported = true;
-      c.entry.mode = st.mode;
-      c.entry.uid = st.uid;
-      c.entry.gid = st.gid;
+    const CacheEntry* old = Old(path);
+    if (old != nullptr && old->kind == EntryKind::kFile && !old->racy && old->parse == parse &&
+        SameKey(*old, st, use_dev_)) {
+      CacheEntry& c = out_->emplace_back();
+      c.path = std::move(path);
+      c.local_path = std::move(local);
+      c.parsed = old->parsed;
+      c.digest = old->digest;
+      c.size = old->size;
       c.dev = st.dev;
-      c.nlink = st.nlink;
+      c.ino = old->ino;
+      c.mtime_ns = old->mtime_ns;
+      c.ctime_ns = old->ctime_ns;
+      c.mode = st.mode;
+      c.uid = st.uid;
+      c.gid = st.gid;
+      c.nlink = static_cast<uint32_t>(std::min<uint64_t>(st.nlink, UINT32_MAX));
+      c.kind = EntryKind::kFile;
+      c.parse = parse;
+      c.racy = false;
+      c.exported = true;
       Count(c);
       return &c;
     }
@@ -490,7 +664,7 @@ class Scanner {
       CacheEntry c;
       std::string content;
       uint64_t size = 0;
-      Status hashed = internal::HashOpenFile(**file, &c.entry.digest, &size,
+      Status hashed = internal::HashOpenFile(**file, &c.digest, &size,
                                              parse == ParseAs::kNone ? nullptr : &content,
                                              64ull << 20, st.size);
       if (!hashed.ok()) {
@@ -501,25 +675,25 @@ class Scanner {
       ++stats_.hashed_files;
       stats_.hashed_bytes += size;
       if (!after.ok() || !SameFile(st, *after) || size != st.size) continue;  // changed: retry
-      c.entry.path = path;
-      c.entry.kind = EntryKind::kFile;
-      c.entry.size = size;
-      c.entry.mode = st.mode;
-      c.entry.mtime_ns = st.mtime_ns;
-      c.entry.uid = st.uid;
-      c.entry.gid = st.gid;
+      c.kind = EntryKind::kFile;
+      c.size = size;
+      c.mode = st.mode;
+      c.mtime_ns = st.mtime_ns;
+      c.uid = st.uid;
+      c.gid = st.gid;
       c.dev = st.dev;
-      c.nlink = st.nlink;
+      c.nlink = static_cast<uint32_t>(std::min<uint64_t>(st.nlink, UINT32_MAX));
       c.ino = st.ino;
       c.ctime_ns = st.ctime_ns;
       const int64_t window_ns = opts_.racy_window_ms * 1000000;
       c.racy = window_ns > 0 && std::max(st.ctime_ns, st.mtime_ns) + window_ns > RealNowNs();
       c.parse = parse;
-      c.local_path = local;
-      if (parse != ParseAs::kNone) Parse(content, local, &c);
-      CacheEntry& placed = new_[path] = std::move(c);
-      Count(placed);
-      return &placed;
+      if (parse != ParseAs::kNone) c.parsed = Parse(content, local, parse);
+      c.path = std::move(path);
+      c.local_path = std::move(local);
+      out_->push_back(std::move(c));
+      Count(out_->back());
+      return &out_->back();
     }
     Skip(local, "kept changing while being hashed");
     return nullptr;
@@ -527,28 +701,31 @@ class Scanner {
 
   void Count(const CacheEntry& c) {
     ++stats_.files;
-    stats_.bytes += c.entry.size;
+    stats_.bytes += c.size;
   }
 
-  static void Parse(const std::string& content, const std::string& local, CacheEntry* c) {
+  static std::shared_ptr<const Parsed> Parse(const std::string& content, const std::string& local,
+                                             ParseAs as) {
+    auto p = std::make_shared<Parsed>();
     auto json = internal::ParseJson(content, local);
     if (!json.ok()) {
-      c->parse_error = json.status().message();
-      return;
+      p->error = json.status().message();
+      return p;
     }
     if (!json->is_object()) {
-      c->parse_error = local + ": not a JSON object";
-      return;
+      p->error = local + ": not a JSON object";
+      return p;
     }
-    c->uuid = internal::JsonString(*json, "uuid");
-    if (c->parse == ParseAs::kPayload) {
-      c->alias = internal::JsonString(*json, "alias");
-      c->image_uuid = internal::JsonString(*json, "image_uuid");
+    p->uuid = internal::JsonString(*json, "uuid");
+    if (as == ParseAs::kPayload) {
+      p->alias = internal::JsonString(*json, "alias");
+      p->image_uuid = internal::JsonString(*json, "image_uuid");
       auto tags = json->find("tags");
-      if (tags != json->end()) c->service = internal::JsonString(*tags, "smartdc_role");
+      if (tags != json->end()) p->service = internal::JsonString(*tags, "smartdc_role");
     } else {
-      c->origin = internal::JsonString(*json, "origin");
+      p->origin = internal::JsonString(*json, "origin");
     }
+    return p;
   }
 
   Env& env_;
@@ -556,7 +733,11 @@ class Scanner {
   const ServiceFilter& filter_;
   const Cache& old_;
   bool use_dev_;
-  Cache new_;
+  size_t hint_ = 0;     // see Old()
+  Cache new_;           // dataset trees, then everything (see Run)
+  Cache images_cache_;  // images/ during the scan
+  Cache records_;       // vms/ and sapi/ during the scan
+  Cache* out_ = &new_;  // where Add* put entries
   std::vector<InstanceInfo> instances_;
   std::vector<ImageInfo> images_;
   ScanStats stats_;
@@ -572,7 +753,8 @@ class View final : public syncproto::ExportView {
 
   Result<ManifestAnswer> ManifestSince(uint64_t since, const std::string& boot_id,
                                        const std::vector<std::string>& services) override {
-    const Manifest& m = *scan_->manifest;
+    const Manifest& m = *scan_->header;
+    const Cache& cache = *scan_->cache;
     ManifestAnswer a;
     a.manifest.node_uuid = m.node_uuid;
     a.manifest.node_name = m.node_name;
@@ -614,8 +796,9 @@ class View final : public syncproto::ExportView {
                          journal.back()->generation == m.generation;
     if (!covered) {
       a.kind = ManifestAnswer::Kind::kFull;
-      for (const FileEntry& f : m.files) {
-        if (included(f.path)) a.manifest.files.push_back(f);
+      a.manifest.files.reserve(cache.size());
+      for (const CacheEntry& c : cache) {
+        if (c.exported && included(c.path)) a.manifest.files.push_back(c.ToFileEntry());
       }
       return a;
     }
@@ -629,11 +812,9 @@ class View final : public syncproto::ExportView {
       touched.insert(j->removed.begin(), j->removed.end());
     }
     for (const std::string& path : touched) {
-      auto it =
-          std::lower_bound(m.files.begin(), m.files.end(), path,
-                           [](const FileEntry& f, const std::string& p) { return f.path < p; });
-      if (it != m.files.end() && it->path == path) {
-        if (included(path)) a.manifest.files.push_back(*it);
+      const CacheEntry* c = Find(cache, path);
+      if (c != nullptr && c->exported) {
+        if (included(path)) a.manifest.files.push_back(c->ToFileEntry());
       } else {
         a.removed.push_back(path);
       }
@@ -643,20 +824,18 @@ class View final : public syncproto::ExportView {
 
   Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path,
                                                  FileEntry* entry) override {
-    auto it = scan_->cache->find(path);
-    if (it == scan_->cache->end() || !it->second.exported ||
-        it->second.entry.kind != EntryKind::kFile) {
+    const CacheEntry* f = Find(*scan_->cache, path);
+    if (f == nullptr || !f->exported || f->kind != EntryKind::kFile) {
       return NotFoundError("export has no file " + path);
     }
-    const CacheEntry& f = it->second;
-    ASSIGN_OR_RETURN(auto file, env_.OpenRead(f.local_path));
+    ASSIGN_OR_RETURN(auto file, env_.OpenRead(f->local_path));
     ASSIGN_OR_RETURN(FileStat st, file->Stat());
-    if ((scan_->stable_devices && st.dev != f.dev) || st.ino != f.ino || st.size != f.entry.size ||
-        st.mtime_ns != f.entry.mtime_ns || st.ctime_ns != f.ctime_ns) {
-      return TemporaryError("export file " + path + " (" + f.local_path +
+    if ((scan_->stable_devices && st.dev != f->dev) || st.ino != f->ino || st.size != f->size ||
+        st.mtime_ns != f->mtime_ns || st.ctime_ns != f->ctime_ns) {
+      return TemporaryError("export file " + path + " (" + f->local_path +
                             ") changed since the scan; try again");
     }
-    if (entry != nullptr) *entry = f.entry;
+    if (entry != nullptr) *entry = f->ToFileEntry();
     return file;
   }
 
@@ -718,26 +897,31 @@ class Exporter::Impl {
     next.journal = state_.journal;
     next.instances = std::move(scanner.instances());
     next.images = std::move(scanner.images());
-    auto cache = std::make_shared<Cache>(std::move(scanner.cache()));
-    next.cache = cache;
+    Cache& fresh = scanner.cache();
 
     // Diff the exported entries against the previous scan's (both sorted: one merge walk).
+    const Cache& old = *state_.cache;
+    const bool identical =
+        old.size() == fresh.size() &&
+        std::equal(old.begin(), old.end(), fresh.begin(),
+                   [](const CacheEntry& a, const CacheEntry& b) { return a.Identical(b); });
     auto j = std::make_shared<JournalEntry>();
-    auto o = state_.cache->begin(), oe = state_.cache->end();
-    auto n = cache->begin(), ne = cache->end();
+    // Identical caches have nothing to diff (the common no-change scan).
+    auto o = identical ? old.end() : old.begin(), oe = old.end();
+    auto n = identical ? fresh.end() : fresh.begin(), ne = fresh.end();
     while (o != oe || n != ne) {
-      if (o != oe && !o->second.exported) {
+      if (o != oe && !o->exported) {
         ++o;
-      } else if (n != ne && !n->second.exported) {
+      } else if (n != ne && !n->exported) {
         ++n;
-      } else if (n == ne || (o != oe && o->first < n->first)) {
-        j->removed.push_back(o->first);
+      } else if (n == ne || (o != oe && o->path < n->path)) {
+        j->removed.push_back(o->path);
         ++o;
-      } else if (o == oe || n->first < o->first) {
-        j->added.push_back(n->first);
+      } else if (o == oe || n->path < o->path) {
+        j->added.push_back(n->path);
         ++n;
       } else {
-        if (!(o->second.entry == n->second.entry)) j->changed.push_back(n->first);
+        if (!o->SameServed(*n)) j->changed.push_back(n->path);
         ++o;
         ++n;
       }
@@ -745,8 +929,12 @@ class Exporter::Impl {
     const bool changed = j->paths() > 0 || next.instances != state_.instances ||
                          next.images != state_.images || state_.generation == 0;
     ScanStats stats = scanner.stats();
-    bool dirty = changed || stats.hashed_files > 0 || scanner.readlinks() > 0 ||
-                 cache->size() != state_.cache->size();
+    bool dirty =
+        changed || stats.hashed_files > 0 || scanner.readlinks() > 0 || fresh.size() != old.size();
+    // An identical scan keeps the previous cache (and its views' memory):
+    // the fresh copy is dropped right here instead of replacing it.
+    next.cache = identical ? state_.cache : std::make_shared<const Cache>(std::move(fresh));
+    Cache().swap(fresh);
     if (changed) {
       ++next.generation;
       j->generation = next.generation;
@@ -764,31 +952,30 @@ class Exporter::Impl {
       RETURN_IF_ERROR(WriteFileAtomic(env_, state_path_, EncodeState(next), 0600)
                           .WithContext("saving export state"));
     }
-    auto result = std::make_shared<ScanResult>();
-    std::shared_ptr<const Manifest> previous;
+    std::shared_ptr<const ScanResult> previous;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (last_) previous = last_->manifest;
+      previous = last_;
     }
-    if (!changed && previous && previous->generation == next.generation) {
-      result->manifest = previous;  // same content: no need to rebuild it
+    std::shared_ptr<const ScanResult> result;
+    if (previous && !changed && previous->cache == next.cache &&
+        previous->header->generation == next.generation && previous->stable_devices == stable) {
+      result = previous;  // the same scan result: share it (no copy of anything)
     } else {
-      auto manifest = std::make_shared<Manifest>();
-      manifest->node_uuid = opts_.node_uuid;
-      manifest->node_name = opts_.node_name;
-      manifest->generation = next.generation;
-      manifest->boot_id = next.boot_id;
-      manifest->instances = next.instances;
-      manifest->images = next.images;
-      manifest->files.reserve(cache->size());
-      for (const auto& [path, c] : *cache) {
-        if (c.exported) manifest->files.push_back(c.entry);
-      }
-      result->manifest = std::move(manifest);
+      auto header = std::make_shared<Manifest>();
+      header->node_uuid = opts_.node_uuid;
+      header->node_name = opts_.node_name;
+      header->generation = next.generation;
+      header->boot_id = next.boot_id;
+      header->instances = next.instances;
+      header->images = next.images;
+      auto fresh_result = std::make_shared<ScanResult>();
+      fresh_result->header = std::move(header);
+      fresh_result->cache = next.cache;
+      fresh_result->journal = std::make_shared<const Journal>(next.journal);
+      fresh_result->stable_devices = stable;
+      result = std::move(fresh_result);
     }
-    result->cache = cache;
-    result->journal = std::make_shared<const Journal>(next.journal);
-    result->stable_devices = stable;
 
     stats.generation = next.generation;
     stats.changed = changed;
@@ -797,13 +984,27 @@ class Exporter::Impl {
       log::Info("export changed", {{"generation", next.generation},
                                    {"files", stats.files},
                                    {"hashed_files", stats.hashed_files},
-                                   {"hashed_bytes", stats.hashed_bytes}});
+                                   {"hashed_bytes", stats.hashed_bytes},
+                                   {"scan_ms", stats.duration_ms}});
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    state_ = std::move(next);
-    last_ = result;
-    last_stats_ = stats;
-    return std::make_pair(std::shared_ptr<const ScanResult>(result), std::move(snap));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      state_ = std::move(next);
+      last_ = result;
+      last_stats_ = stats;
+    }
+    ReleaseFreedMemory();
+    return std::make_pair(std::move(result), std::move(snap));
+  }
+
+  // A scan allocates a whole cache (tens of MB at 100k paths) on whichever
+  // worker thread runs it, and glibc keeps freed memory in that thread's
+  // arena: without this, each arena ends up holding a cache's worth and the
+  // agent's RSS grows with the number of threads that ever scanned.
+  static void ReleaseFreedMemory() {
+#if defined(__GLIBC__)
+    ::malloc_trim(0);
+#endif
   }
 
   Env& env_;
@@ -842,8 +1043,18 @@ Result<ScanStats> Exporter::Rescan() {
 }
 
 std::shared_ptr<const Manifest> Exporter::current() const {
-  std::lock_guard<std::mutex> lock(impl_->mu_);
-  return impl_->last_ ? impl_->last_->manifest : nullptr;
+  std::shared_ptr<const ScanResult> last;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu_);
+    last = impl_->last_;
+  }
+  if (!last) return nullptr;
+  auto m = std::make_shared<Manifest>(*last->header);
+  m->files.reserve(last->cache->size());
+  for (const CacheEntry& c : *last->cache) {
+    if (c.exported) m->files.push_back(c.ToFileEntry());
+  }
+  return m;
 }
 
 uint64_t Exporter::generation() const {

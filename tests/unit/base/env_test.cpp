@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <map>
+
 #include <catch2/catch.hpp>
 
 #include "base/fault_env.h"
@@ -31,6 +33,38 @@ TEST_CASE("WriteFileAtomic replaces the file and leaves no temp behind", "[env]"
   auto entries = env.ListDir(dir.path());
   REQUIRE(entries.ok());
   CHECK(entries->size() == 1);
+}
+
+TEST_CASE("ListDirStat gives each entry's lstat, the same from the POSIX and a wrapping Env",
+          "[env]") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  REQUIRE(WriteStringToFile(env, dir / "file", "12345").ok());
+  REQUIRE(env.MakeDir(dir / "sub", 0750).ok());
+  REQUIRE(env.Symlink("file", dir / "link").ok());
+  REQUIRE(env.Symlink("nowhere", dir / "dangling").ok());
+  FaultEnv wrapped(Env::Default());  // the default implementation: ListDir + Stat
+  for (Env* e : {&env, static_cast<Env*>(&wrapped)}) {
+    auto entries = e->ListDirStat(dir.path());
+    REQUIRE(entries.ok());
+    std::map<std::string, FileStat> by_name;
+    for (auto& entry : *entries) {
+      REQUIRE(entry.stat.ok());
+      by_name[entry.name] = *entry.stat;
+    }
+    REQUIRE(by_name.size() == 4);
+    CHECK(by_name["file"].type == FileType::kRegular);
+    CHECK(by_name["file"].size == 5);
+    CHECK(by_name["file"].ino == env.Stat(dir / "file")->ino);
+    CHECK(by_name["sub"].type == FileType::kDirectory);
+    CHECK(by_name["sub"].mode == 0750);
+    CHECK(by_name["link"].type == FileType::kSymlink);  // not followed
+    CHECK(by_name["dangling"].type == FileType::kSymlink);
+  }
+  CHECK(wrapped.Count(EnvOp::kStat) == 4);
+  auto missing = env.ListDirStat(dir / "missing");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().message().find(dir / "missing") != std::string::npos);
 }
 
 TEST_CASE("a failure at any step of an atomic publish keeps the old file intact", "[env]") {

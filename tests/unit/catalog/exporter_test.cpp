@@ -422,6 +422,160 @@ TEST_CASE("owners and hard links of a dataset are exported, and their changes ar
   CHECK(ByPath(again->current()->files).at(p + "/pg/z-link").hardlink_of == p + "/pg/base");
 }
 
+// A reference manifest of a dir export's dataset trees, built the obvious
+// way (lstat, read and hash every file): what the exporter must serve,
+// however it represents its cache.
+void ReferenceWalk(const std::string& local, const std::string& path,
+                   std::map<std::string, FileEntry>* out) {
+  auto entries = Env::Default()->ListDir(local);
+  REQUIRE(entries.ok());
+  for (const DirEntry& d : *entries) {
+    const std::string l = local + "/" + d.name, p = path + "/" + d.name;
+    auto st = Env::Default()->Stat(l);
+    REQUIRE(st.ok());
+    FileEntry fe;
+    fe.path = p;
+    fe.mode = st->mode;
+    fe.mtime_ns = st->mtime_ns;
+    fe.uid = st->uid;
+    fe.gid = st->gid;
+    if (st->type == FileType::kRegular) {
+      auto content = ReadFileToString(*Env::Default(), l, 1 << 30);
+      REQUIRE(content.ok());
+      fe.kind = EntryKind::kFile;
+      fe.size = content->size();
+      fe.digest = Xxh3Digest(*content);
+    } else if (st->type == FileType::kDirectory) {
+      fe.kind = EntryKind::kDir;
+      ReferenceWalk(l, p, out);
+    } else if (st->type == FileType::kSymlink) {
+      auto target = Env::Default()->ReadLink(l);
+      REQUIRE(target.ok());
+      if (!syncproto::ValidateSymlinkTarget(p, *target).ok() ||
+          !Exists(*Env::Default(), local + "/" + *target)) {
+        continue;  // skipped by the exporter (escaping or dangling)
+      }
+      fe.kind = EntryKind::kSymlink;
+      fe.target = *target;
+      fe.digest = Xxh3Digest(*target);
+    } else {
+      continue;  // sockets and the like are skipped
+    }
+    (*out)[p] = fe;
+  }
+}
+
+TEST_CASE("the served manifest is the same from a cold scan, a cache-hit scan and a restart") {
+  Fixture f;
+  const std::string ds = f.exp.root + "/datasets/" + f.exp.sapi;
+  // Names whose bytewise path order differs from a directory-by-directory walk.
+  for (const char* dir : {"/a", "/a-c", "/a.b", "/a/x", "/A"}) {
+    REQUIRE(CreateDirs(*Env::Default(), ds + dir, 0755).ok());
+  }
+  Write(ds + "/a/x/f", "under a");
+  Write(ds + "/a-c/f", "under a-c");
+  Write(ds + "/a.b/f", "under a.b");
+  Write(ds + "/a0", "a file after the dir a");
+  REQUIRE(::link((ds + "/a0").c_str(), (ds + "/a/x/g").c_str()) == 0);
+  REQUIRE(::symlink("x/f", (ds + "/a/link").c_str()) == 0);
+
+  auto full_of = [&](Exporter& e) {
+    auto a = Since(e, 0, "");
+    REQUIRE(a.kind == ManifestAnswer::Kind::kFull);
+    return a.manifest.files;
+  };
+  auto e = f.Open(f.Options());
+  const std::vector<FileEntry> cold = full_of(*e);
+  CHECK(e->last_scan().hashed_files > 10);
+  const std::vector<FileEntry> warm = full_of(*e);
+  CHECK(e->last_scan().hashed_files == 0);
+  e.reset();
+  auto restarted = f.Open(f.Options());
+  const std::vector<FileEntry> loaded = full_of(*restarted);
+  CHECK(restarted->last_scan().hashed_files == 0);
+  CHECK(cold == warm);
+  CHECK(cold == loaded);
+  CHECK(cold == restarted->current()->files);
+
+  // Sorted bytewise, one entry per path.
+  for (size_t k = 1; k < cold.size(); ++k) CHECK(cold[k - 1].path < cold[k].path);
+  // Every dataset entry is what a plain lstat/read/hash walk finds.
+  std::map<std::string, FileEntry> want;
+  for (const std::string& uuid : {f.exp.imgapi, f.exp.sapi, f.exp.ufds}) {
+    ReferenceWalk(f.exp.root + "/datasets/" + uuid, "datasets/" + uuid, &want);
+  }
+  size_t compared = 0;
+  for (FileEntry fe : cold) {
+    if (!fe.path.starts_with("datasets/") || fe.path.find('/', 9) == std::string::npos) continue;
+    INFO(fe.path);
+    REQUIRE(want.count(fe.path) == 1);
+    fe.hardlink_of.clear();  // the reference does not group links
+    CHECK(fe == want.at(fe.path));
+    ++compared;
+  }
+  CHECK(compared == want.size());
+  auto files = ByPath(cold);
+  const std::string p = "datasets/" + f.exp.sapi;
+  // "a/x/g" sorts before "a0" ('/' < '0') though the walk meets "a0" first.
+  CHECK(files.at(p + "/a0").hardlink_of == p + "/a/x/g");
+  CHECK(files.at(p + "/a/x/g").hardlink_of.empty());
+  CHECK(files.at(p + "/a/link").target == "x/f");
+}
+
+TEST_CASE("a change right after a no-change pull is seen by the next pull") {
+  Fixture f;
+  auto e = f.Open(f.Options());
+  REQUIRE(e->Rescan().ok());
+  const std::string boot = e->boot_id();
+  const uint64_t g = e->generation();
+  const std::string path = "datasets/" + f.exp.ufds + "/ldap/data.mdb";
+  const std::string local = f.exp.root + "/" + path;
+
+  // A no-change pull: its view answers "unchanged" and shares the scan.
+  auto quiet = e->OpenView();
+  REQUIRE(quiet.ok());
+  auto unchanged = (*quiet)->ManifestSince(g, boot, {});
+  REQUIRE(unchanged.ok());
+  CHECK(unchanged->kind == ManifestAnswer::Kind::kUnchanged);
+  FileEntry before;
+  REQUIRE((*quiet)->OpenFile(path, &before).ok());
+
+  // Same size, rewritten in place right after that pull.
+  auto old_content = ReadFileToString(*Env::Default(), local, 1 << 20);
+  REQUIRE(old_content.ok());
+  std::string new_content = *old_content;
+  new_content[0] = static_cast<char>(new_content[0] ^ 0x5a);
+  Write(local, new_content);
+
+  auto next = e->OpenView();
+  REQUIRE(next.ok());
+  auto delta = (*next)->ManifestSince(g, boot, {});
+  REQUIRE(delta.ok());
+  REQUIRE(delta->kind == ManifestAnswer::Kind::kDelta);
+  CHECK(delta->manifest.generation == g + 1);
+  auto files = ByPath(delta->manifest.files);
+  REQUIRE(files.count(path) == 1);
+  CHECK(files.at(path).digest == Xxh3Digest(new_content));
+  CHECK(files.at(path).digest != before.digest);
+  FileEntry served;
+  REQUIRE((*next)->OpenFile(path, &served).ok());
+  CHECK(served.digest == Xxh3Digest(new_content));
+
+  // The earlier view still describes its own scan, and refuses the changed file.
+  auto old_full = (*quiet)->ManifestSince(0, "", {});
+  REQUIRE(old_full.ok());
+  CHECK(old_full->manifest.generation == g);
+  CHECK(ByPath(old_full->manifest.files).at(path).digest == before.digest);
+  auto stale = (*quiet)->OpenFile(path, nullptr);
+  REQUIRE_FALSE(stale.ok());
+  CHECK(stale.status().retryable());
+
+  // And after that change, another quiet pull is quiet again.
+  REQUIRE(e->Rescan().ok());
+  CHECK_FALSE(e->last_scan().changed);
+  CHECK(Since(*e, g + 1, boot).kind == ManifestAnswer::Kind::kUnchanged);
+}
+
 TEST_CASE("a no-change rescan of a 20k-file export is a stat walk only") {
   TempDir tmp;
   DirExport exp(tmp / "export");
