@@ -1,0 +1,239 @@
+// The catalog store's internals, shared by store.cpp (Store::Impl: open,
+// recovery, views, retention, reads), pull_txn.cpp (PullTxn: plan, transfer,
+// commit) and store_format.cpp (catalog.json and generation descriptions).
+// Not part of the public API: include only from those files.
+#ifndef LIFEBOAT_CATALOG_INTERNAL_STORE_IMPL_H_
+#define LIFEBOAT_CATALOG_INTERNAL_STORE_IMPL_H_
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/clock.h"
+#include "base/digest.h"
+#include "base/env.h"
+#include "base/status.h"
+#include "catalog/store.h"
+#include "catalog/trash.h"
+#include "syncproto/manifest.h"
+
+namespace lifeboat::catalog {
+
+using nlohmann::json;
+using syncproto::EntryKind;
+using syncproto::FileEntry;
+using syncproto::ManifestAnswer;
+
+inline constexpr const char* kCatalogFile = "catalog.json";
+inline constexpr const char* kGenerationFile = "lifeboat-generation.json";
+inline constexpr const char* kStaging = ".staging";
+inline constexpr const char* kTrash = ".trash";
+inline constexpr const char* kCurrent = "current";
+
+// ---- JSON (de)serialization --------------------------------------------------
+
+const char* KindName(EntryKind k);
+
+json EntryToJson(const FileEntry& f);
+
+Result<FileEntry> EntryFromJson(const json& j);
+
+json PeerToJson(const PeerState& p);
+
+PeerState PeerFromJson(const std::string& name, const json& j);
+
+struct Record {  // a catalog.json instance: the public record + integrity of its description
+  InstanceRecord r;
+  Digest128 description_digest;  // XXH3 of the current generation's lifeboat-generation.json
+};
+
+json InstanceToJson(const Record& rec);
+
+Record InstanceFromJson(const std::string& uuid, const json& j);
+
+struct SapiRecord {
+  Digest128 digest;
+  uint64_t size = 0;
+  std::string peer;
+};
+
+struct Catalog {
+  std::map<std::string, PeerState> peers;
+  std::map<std::string, Record> instances;
+  std::map<std::string, StoredImage> images;
+  SapiRecord application;  // size 0 and zero digest: none
+  bool has_application = false;
+  std::map<std::string, SapiRecord> services;  // sapi-svc.json per service
+};
+
+// A generation description (lifeboat-generation.json).
+struct Description {
+  InstanceRecord r;
+  std::string node_uuid, boot_id;
+  std::vector<FileEntry> files;  // sorted by path
+};
+
+std::string EncodeDescription(const Description& d);
+
+Result<Description> DecodeDescription(const std::string& text, const std::string& where);
+
+bool ParseSeq(const std::string& name, uint64_t* seq);
+
+// Permission bits put on disk: what the peer had, but always readable and
+// traversable by the store's owner, never setuid/setgid/sticky.
+uint32_t DiskMode(const FileEntry& e);
+
+std::string CompactTime(int64_t wall_ms);
+
+// The files and directories a commit step makes durable before its renames.
+struct SyncSet {
+  std::vector<std::string> files;
+  std::set<std::string> dirs;
+  bool empty() const { return files.empty() && dirs.empty(); }
+  void clear() {
+    files.clear();
+    dirs.clear();
+  }
+};
+
+// fsyncs every file and directory of `set`, several at once: each fsync waits
+// for the device, and the filesystem batches concurrent ones into one journal
+// commit. Returns the first failure (after every started fsync finished).
+Status SyncAll(Env& env, const SyncSet& set);
+
+// ---- Store::Impl -----------------------------------------------------------------
+
+class Store::Impl {
+ public:
+  Impl(Env& env, Clock& clock, StoreOptions o) : env_(env), clock_(clock), o_(std::move(o)) {}
+
+  Env& env_;
+  Clock& clock_;
+  StoreOptions o_;
+  mutable std::mutex mu_;  // guards cat_ and active_
+  Catalog cat_;
+  std::set<std::string> active_;  // peers with a pull in progress
+  std::mutex commit_mu_;          // serializes commits and retention
+  std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
+
+  std::string P(std::string_view rel) const { return JoinPath(o_.data_dir, rel); }
+  std::string InstDir(const std::string& uuid) const { return P("instances/" + uuid); }
+  std::string GenDir(const std::string& uuid, uint64_t seq) const {
+    return InstDir(uuid) + "/" + std::to_string(seq);
+  }
+  std::string SvcDir(const std::string& svc) const { return P("svc-" + svc); }
+  std::string ImageDir(const std::string& uuid) const { return P("images/" + uuid); }
+
+  // ---- Open / recovery ----
+
+  Status Open();
+
+  // "<name>.tmp.<pid>.<n>" files of an atomic publish a crash interrupted:
+  // catalog.json's, and those in svc-<service>/ and svc-<service>/data/.
+  Status RemoveTempLeftovers();
+
+  Status LoadCatalog(const std::string& text);
+
+  std::string EncodeCatalog() const { return EncodeCatalog(cat_); }
+  std::string EncodeCatalog(const Catalog& cat) const;
+
+  // Caller holds mu_ or is single-threaded (Open).
+  Status WriteCatalog() { return WriteFileAtomic(env_, P(kCatalogFile), EncodeCatalog(), 0600); }
+
+  Result<std::string> ReadCurrentLink(const std::string& uuid) const {
+    return env_.ReadLink(InstDir(uuid) + "/" + kCurrent);
+  }
+
+  // Makes the index and the disk agree. catalog.json is the commit point of
+  // every pull: when it was read (`index_loaded`), each instance is at the
+  // seq it names, and a generation or instance directory it does not name
+  // was renamed in by a commit that never reached its commit point (unless
+  // read_only: discarded). Without it, the index is rebuilt from the
+  // `current` links (which lag the index by at most one commit). An instance
+  // whose indexed generation is gone falls back to its `current` link.
+  Status Reconcile(bool index_loaded, bool* changed);
+
+  // A SAPI record file renamed into place by a commit that did not reach its
+  // commit point is a complete record newer than the index says: the index
+  // takes it (size and digest of what is on disk).
+  void AdoptRecords(bool* changed);
+
+  Status CleanInstanceDir(const std::string& uuid, uint64_t current);
+
+  Result<std::pair<Description, Digest128>> ReadDescription(const std::string& uuid,
+                                                            uint64_t seq) const;
+
+  // ---- Writing helpers that never follow a symlink ----
+
+  // Ensures `dir` (under `root`, both absolute, root existing) is a real
+  // directory chain: every component is lstat'ed and created 0700 when missing.
+  Status MakeDirsUnder(const std::string& root, const std::string& rel,
+                       std::unordered_set<std::string>* known);
+
+  // Points symlink `link` at `target` atomically (new link, then rename over).
+  // Does not fsync (the links are views: Open repairs them).
+  Status PointLink(const std::string& link, const std::string& target);
+
+  // svc-<service>/vm-<uuid>.json and svc-<service>/data/<uuid> (see PointLink).
+  Status LinkServiceNames(const InstanceRecord& r);
+
+  void UnlinkServiceNames(const std::string& service, const std::string& uuid) {
+    env_.RemoveFile(SvcDir(service) + "/vm-" + uuid + ".json").IgnoreError();
+    env_.RemoveFile(SvcDir(service) + "/data/" + uuid).IgnoreError();
+  }
+
+  // Where a SAPI record lives: the application record (service "") at
+  // <data_dir>/sapi-app.json, hard-linked into every svc-<service>/ as a
+  // view; a service record at svc-<service>/sapi-svc.json.
+  std::string RecordPath(const std::string& service) const {
+    return service.empty() ? P("sapi-app.json") : SvcDir(service) + "/sapi-svc.json";
+  }
+
+  // svc-<service>/sapi-app.json: a hard link to <data_dir>/sapi-app.json.
+  // (A catalog written before that file existed keeps its per-service copies.)
+  Status LinkApplicationRecord(const std::string& service);
+
+  // Makes the views agree with the index: for each of `instances`, its
+  // `current` link and svc-<service> names; for each of `services`,
+  // sapi-insts.json and sapi-app.json. Each is an atomic replace, not
+  // fsync'd: the index is the truth and Open repairs every view. Tries
+  // everything; returns the first failure. Caller holds mu_ (or is Open).
+  Status UpdateViews(const std::set<std::string>& instances, const std::set<std::string>& services);
+
+  // A file replace staged for a commit: `tmp` is written and closed, not yet
+  // synced or renamed over `path`.
+  struct PendingReplace {
+    std::string tmp, path;
+  };
+
+  // Writes `data` to a temp file beside `path` without syncing it.
+  Status StageReplace(const std::string& path, const std::string& data,
+                      std::vector<PendingReplace>* pending);
+
+  // Renames the staged replaces into place, in order, stopping at the first
+  // failure (a caller that needs them durable fsyncs them before). Temp files
+  // left by a failure are removed here or by Open.
+  Status FinishReplaces(std::vector<PendingReplace>* pending);
+
+  // svc-<service>/sapi-insts.json (a view): the SAPI records of the
+  // service's held instances; replaced, not fsync'd, when its content differs.
+  Status WriteSapiInstances(const std::string& service);
+
+  // ---- Retention ----
+
+  Status ApplyRetentionLocked();
+
+  Status PruneGenerations(const std::string& uuid, uint64_t current);
+};
+
+}  // namespace lifeboat::catalog
+
+#endif  // LIFEBOAT_CATALOG_INTERNAL_STORE_IMPL_H_

@@ -1,0 +1,951 @@
+// PullTxn: plan, transfer and commit of one pull (docs/catalog.md section 4).
+#include "catalog/store.h"
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include "base/log.h"
+#include "catalog/internal/store_impl.h"
+#include "catalog/internal/util.h"
+#include "catalog/provider.h"
+#include "catalog/trash.h"
+
+namespace lifeboat::catalog {
+
+// ---- Orphans -------------------------------------------------------------------
+
+namespace {
+
+// Copies the tree at `from` to `to` with hard links (files), new symlinks and
+// new directories; never follows a symlink. Adds every directory made to `made`.
+Status LinkTree(Env& env, const std::string& from, const std::string& to, SyncSet* made) {
+  RETURN_IF_ERROR(env.MakeDir(to, 0700));
+  made->dirs.insert(to);
+  ASSIGN_OR_RETURN(auto entries, env.ListDir(from));
+  for (const DirEntry& e : entries) {
+    const std::string a = from + "/" + e.name, b = to + "/" + e.name;
+    ASSIGN_OR_RETURN(FileStat fs, env.Stat(a));
+    switch (fs.type) {
+      case FileType::kDirectory:
+        RETURN_IF_ERROR(LinkTree(env, a, b, made));
+        break;
+      case FileType::kRegular:
+        RETURN_IF_ERROR(env.Link(a, b));
+        break;
+      case FileType::kSymlink: {
+        ASSIGN_OR_RETURN(std::string target, env.ReadLink(a));
+        RETURN_IF_ERROR(env.Symlink(target, b));
+        break;
+      }
+      case FileType::kOther:
+        break;
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, const PeerState& held,
+                               const std::map<std::string, Record>& instances) {
+  Env& env = st.env_;
+  const std::string prefix = held.name + "-" + std::to_string(held.generation) + "-";
+  if (auto existing = env.ListDir(st.P("orphans")); existing.ok()) {
+    for (const DirEntry& e : *existing) {
+      if (e.name.starts_with(prefix)) return st.P("orphans/" + e.name);  // kept already
+    }
+  }
+  const std::string name = prefix + CompactTime(st.clock_.WallMs());
+  const std::string staged = staging + "/orphan";
+  SyncSet made;
+  RETURN_IF_ERROR(env.MakeDir(staged, 0700));
+  RETURN_IF_ERROR(env.MakeDir(staged + "/instances", 0700));
+  made.dirs.insert(staged + "/instances");
+  for (const auto& [uuid, rec] : instances) {
+    RETURN_IF_ERROR(
+        LinkTree(env, st.GenDir(uuid, rec.r.seq), staged + "/instances/" + uuid, &made));
+  }
+  json peer = PeerToJson(held);
+  peer["name"] = held.name;
+  peer["kept_at"] = FormatIso8601Ms(st.clock_.WallMs());
+  RETURN_IF_ERROR(WriteFileAtomic(env, staged + "/peer.json", peer.dump(2) + "\n", 0600));
+  RETURN_IF_ERROR(SyncAll(env, made));  // peer.json's publish fsync'd `staged` itself
+  const std::string final_dir = st.P("orphans/" + name);
+  RETURN_IF_ERROR(env.Rename(staged, final_dir));
+  RETURN_IF_ERROR(env.SyncDir(st.P("orphans")));
+  return final_dir;
+}
+
+}  // namespace
+
+// ---- PullTxn -----------------------------------------------------------------
+
+// A file of the held generation that the next one keeps as it is.
+struct ReusedFile {
+  std::string from, to;  // held file, staged path
+  uint32_t mode = 0;     // DiskMode of the new entry
+  int64_t mtime_ns = 0;
+};
+
+// Puts each reused file in place: a hard link when the held file has the
+// mode and mtime wanted (it costs nothing), else a copy with its own inode
+// and metadata (the held generation keeps its own); copies are appended to
+// `copies`. Stops at the first failure or when `cancel` is set.
+Status PlaceReusedFiles(Env& env, const std::vector<ReusedFile>& reuse,
+                        const std::atomic<bool>& cancel, std::vector<std::string>* copies) {
+  for (const ReusedFile& r : reuse) {
+    if (cancel.load(std::memory_order_relaxed)) return TemporaryError("pull aborted");
+    auto held = env.Stat(r.from);
+    if (held.ok() && held->type == FileType::kRegular && held->mode == r.mode &&
+        held->mtime_ns == r.mtime_ns) {
+      RETURN_IF_ERROR(env.Link(r.from, r.to));
+      continue;
+    }
+    RETURN_IF_ERROR(env.CopyFile(r.from, r.to, 0600));
+    RETURN_IF_ERROR(env.SetMode(r.to, r.mode));
+    RETURN_IF_ERROR(env.SetMtime(r.to, r.mtime_ns));
+    copies->push_back(r.to);
+  }
+  return Status::Ok();
+}
+
+struct PullTxn::State {
+  Store::Impl* store = nullptr;
+  std::string peer;
+  ServiceFilter filter;
+  bool filtered = false;
+  std::string staging;  // absolute: <data_dir>/.staging/<id>
+  bool planned = false;
+  bool done = false;  // committed or aborted
+  ManifestAnswer::Kind kind = ManifestAnswer::Kind::kFull;
+  PeerState new_peer;  // what the peer state becomes on commit
+
+  struct StagedInstance {
+    Description desc;
+    std::string dir;          // staged generation root
+    std::string old_service;  // "" when new
+  };
+  std::vector<StagedInstance> changed;
+  std::vector<std::string> confirmed;  // unchanged instances: pulled_at/generation refreshed
+  std::vector<std::string> newly_removed;
+  std::vector<std::string> reappeared;
+
+  struct StagedImage {
+    StoredImage img;
+    std::string dir;
+  };
+  std::vector<StagedImage> images;
+
+  struct StagedRecord {
+    std::string service;  // "" for the application record
+    std::string staged_path;
+    SapiRecord rec;
+  };
+  std::vector<StagedRecord> records;
+
+  std::mutex mu;  // guards the transfer states and `known_dirs`
+  std::vector<Transfer> transfers;
+  struct TransferState {
+    FileEntry entry;
+    std::string staged_path;
+    bool finished = false;
+  };
+  std::unordered_map<std::string, TransferState> xfer;
+  std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
+  std::vector<std::string> plan_files;         // staged by Plan: copies and empty files
+  PlanSummary summary;
+
+  // The held files a new generation keeps, put in place by `linker` while
+  // the transfers run (Plan starts it; Commit and Abort join it).
+  std::vector<ReusedFile> reuse;
+  std::thread linker;
+  std::atomic<bool> cancel_linker{false};
+  Status linked;                          // the linker's outcome, read after the join
+  std::vector<std::string> reuse_copies;  // files the linker copied (Commit fsyncs them)
+
+  void JoinLinker() {
+    if (!linker.joinable()) return;
+    linker.join();
+    plan_files.insert(plan_files.end(), reuse_copies.begin(), reuse_copies.end());
+    reuse_copies.clear();
+  }
+};
+
+Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
+                                                  std::vector<std::string> services) {
+  Impl& st = *impl_;
+  if (st.o_.read_only) return InternalError("BeginPull on a read-only store");
+  if (!internal::IsSafeName(peer)) return ConfigError("bad peer name \"" + peer + "\"");
+  {
+    std::lock_guard<std::mutex> lock(st.mu_);
+    if (!st.active_.insert(peer).second) {
+      return TemporaryError("a pull from " + peer + " is already in progress");
+    }
+  }
+  auto state = std::make_unique<PullTxn::State>();
+  state->store = &st;
+  state->peer = peer;
+  state->filtered = !ServiceFilter(services).all();
+  state->filter = ServiceFilter(std::move(services));
+  state->staging =
+      st.P(std::string(kStaging) + "/" + peer + "-" + internal::RandomHex().substr(0, 12));
+  Status made = st.env_.MakeDir(state->staging, 0700);
+  if (!made.ok()) {
+    std::lock_guard<std::mutex> lock(st.mu_);
+    st.active_.erase(peer);
+    return made;
+  }
+  return std::unique_ptr<PullTxn>(new PullTxn(std::move(state)));
+}
+
+PullTxn::PullTxn(std::unique_ptr<State> state) : s_(std::move(state)) {}
+
+PullTxn::~PullTxn() {
+  if (s_ && !s_->done) Abort();
+}
+
+const std::string& PullTxn::peer() const { return s_->peer; }
+const std::vector<Transfer>& PullTxn::transfers() const { return s_->transfers; }
+
+void PullTxn::Abort() {
+  if (s_->done) return;
+  s_->done = true;
+  s_->cancel_linker = true;
+  s_->JoinLinker();
+  s_->store->trash_->Discard(s_->staging).IgnoreError();
+  std::lock_guard<std::mutex> lock(s_->store->mu_);
+  s_->store->active_.erase(s_->peer);
+}
+
+namespace {
+
+// The tree rule: no entry may live under a symlink or a file of the same set.
+Status CheckTree(const std::map<std::string, FileEntry>& files) {
+  for (const auto& [path, f] : files) {
+    for (size_t slash = path.find('/'); slash != std::string::npos;
+         slash = path.find('/', slash + 1)) {
+      auto parent = files.find(path.substr(0, slash));
+      if (parent != files.end() && parent->second.kind != EntryKind::kDir) {
+        return DataError("manifest puts " + path + " under " + parent->first +
+                         ", which is not a directory");
+      }
+    }
+    if (f.kind == EntryKind::kSymlink) {
+      RETURN_IF_ERROR(syncproto::ValidateSymlinkTarget(path, f.target));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  Env& env = st.env_;
+  if (s.planned || s.done) return InternalError("PullTxn::Plan called twice or after the end");
+  s.planned = true;
+  s.kind = answer.kind;
+  const syncproto::Manifest& m = answer.manifest;
+
+  PeerState held;
+  std::map<std::string, Record> held_instances;
+  {
+    std::lock_guard<std::mutex> lock(st.mu_);
+    if (auto it = st.cat_.peers.find(s.peer); it != st.cat_.peers.end()) held = it->second;
+    for (const auto& [uuid, rec] : st.cat_.instances) {
+      if (rec.r.peer == s.peer) held_instances[uuid] = rec;
+    }
+  }
+  held.name = s.peer;
+  s.new_peer = held;
+  s.new_peer.node_uuid = m.node_uuid;
+  s.new_peer.node_name = m.node_name;
+  s.new_peer.generation = m.generation;
+  s.new_peer.boot_id = m.boot_id;
+
+  // Rollback guard.
+  const bool went_back =
+      held.generation > 0 && (m.generation < held.generation ||
+                              (m.boot_id != held.boot_id && m.generation <= held.generation));
+  if (went_back) {
+    ASSIGN_OR_RETURN(std::string orphan, KeepOrphan(st, s.staging, held, held_instances));
+    s.summary.orphaned = true;
+    s.summary.orphan_dir = orphan;
+    log::Warn("peer went backwards: kept what we held under orphans/ before taking its new state",
+              {{"peer", s.peer},
+               {"held_generation", held.generation},
+               {"held_boot_id", held.boot_id},
+               {"peer_generation", m.generation},
+               {"peer_boot_id", m.boot_id},
+               {"orphan", orphan}});
+  }
+
+  if (answer.kind == ManifestAnswer::Kind::kUnchanged) {
+    if (went_back || m.generation != held.generation || m.boot_id != held.boot_id) {
+      return DataError("peer " + s.peer + " answered \"unchanged\" at generation " +
+                       std::to_string(m.generation) + " but we hold " +
+                       std::to_string(held.generation));
+    }
+    for (const auto& [uuid, rec] : held_instances) {
+      if (!rec.r.removed && s.filter.Matches(rec.r.service)) s.confirmed.push_back(uuid);
+    }
+    return s.summary;
+  }
+  if (answer.kind == ManifestAnswer::Kind::kDelta &&
+      (went_back || answer.since_generation != held.generation || m.boot_id != held.boot_id)) {
+    return DataError("peer " + s.peer + " sent a delta since generation " +
+                     std::to_string(answer.since_generation) + " but we hold generation " +
+                     std::to_string(held.generation) + " of boot " + held.boot_id);
+  }
+
+  // Group the answer's entries.
+  std::map<std::string, std::map<std::string, FileEntry>> by_instance;
+  std::map<std::string, FileEntry> other;  // images/..., sapi app/service records
+  for (const FileEntry& f : m.files) {
+    RETURN_IF_ERROR(syncproto::ValidateExportPath(f.path));
+    std::string inst = syncproto::InstanceOfPath(f.path);
+    if (!inst.empty()) {
+      if (!internal::IsSafeName(inst)) return DataError("bad instance in path " + f.path);
+      by_instance[inst][f.path] = f;
+    } else if (f.path.starts_with("images/") || f.path == "sapi/application.json" ||
+               f.path.starts_with("sapi/services/")) {
+      other[f.path] = f;
+    } else {
+      return DataError("manifest path " + f.path + " belongs to no instance, image or SAPI record");
+    }
+  }
+  std::set<std::string> removed(answer.removed.begin(), answer.removed.end());
+  for (const std::string& r : removed) RETURN_IF_ERROR(syncproto::ValidateExportPath(r));
+
+  RETURN_IF_ERROR(env.MakeDir(s.staging + "/instances", 0700));
+  RETURN_IF_ERROR(env.MakeDir(s.staging + "/images", 0700));
+  RETURN_IF_ERROR(env.MakeDir(s.staging + "/sapi", 0700));
+
+  const bool full = answer.kind == ManifestAnswer::Kind::kFull;
+  std::set<std::string> in_answer;
+  for (const syncproto::InstanceInfo& info : m.instances) {
+    if (!internal::IsSafeName(info.uuid)) return DataError("bad instance uuid " + info.uuid);
+    if (!internal::IsSafeName(info.service)) {
+      return DataError("instance " + info.uuid + " has a bad service name \"" + info.service +
+                       "\"");
+    }
+    if (!s.filter.Matches(info.service)) continue;
+    in_answer.insert(info.uuid);
+    auto held_it = held_instances.find(info.uuid);
+    // The held copy (also one held from another peer, or just orphaned) is the basis.
+    Record prev_rec;
+    bool have = false;
+    {
+      std::lock_guard<std::mutex> lock(st.mu_);
+      if (auto it = st.cat_.instances.find(info.uuid); it != st.cat_.instances.end()) {
+        prev_rec = it->second;
+        have = true;
+      }
+    }
+    std::map<std::string, FileEntry> prev;
+    std::string prev_dir;
+    if (have) {
+      auto desc = st.ReadDescription(info.uuid, prev_rec.r.seq);
+      if (desc.ok()) {
+        for (FileEntry& f : desc->first.files) prev[f.path] = std::move(f);
+        prev_dir = st.GenDir(info.uuid, prev_rec.r.seq);
+      } else {
+        log::Warn("catalog: cannot read the held generation; pulling the instance whole",
+                  {{"instance", info.uuid}, {"error", desc.status().message()}});
+      }
+    }
+    std::map<std::string, FileEntry> next;
+    if (full || prev_dir.empty()) {
+      if (!full && prev_dir.empty() && have) {
+        return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
+      }
+      next = by_instance[info.uuid];
+    } else {
+      next = prev;
+      for (const std::string& r : removed) next.erase(r);
+      for (auto& [path, f] : by_instance[info.uuid]) next[path] = f;
+    }
+    RETURN_IF_ERROR(CheckTree(next));
+    auto vm = next.find("vms/" + info.uuid + ".json");
+    if (vm == next.end() || vm->second.kind != EntryKind::kFile) {
+      return DataError("instance " + info.uuid + " has no VM payload in the manifest");
+    }
+    if (have && held_it != held_instances.end() && held_it->second.r.removed) {
+      s.reappeared.push_back(info.uuid);
+    }
+    const bool same_meta = have && prev_rec.r.alias == info.alias &&
+                           prev_rec.r.service == info.service &&
+                           prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer;
+    if (same_meta && !prev_dir.empty() && next == prev) {
+      s.confirmed.push_back(info.uuid);
+      continue;
+    }
+    // Build the staged generation.
+    State::StagedInstance si;
+    si.dir = s.staging + "/instances/" + info.uuid;
+    si.old_service = have ? prev_rec.r.service : "";
+    si.desc.r.uuid = info.uuid;
+    si.desc.r.alias = info.alias;
+    si.desc.r.service = info.service;
+    si.desc.r.image_uuid = info.image_uuid;
+    si.desc.r.peer = s.peer;
+    si.desc.r.generation = m.generation;
+    si.desc.node_uuid = m.node_uuid;
+    si.desc.boot_id = m.boot_id;
+    RETURN_IF_ERROR(env.MakeDir(si.dir, 0700));
+    s.known_dirs.insert(si.dir);
+    std::unordered_map<std::string, std::string> by_digest;  // digest -> prev local path
+    for (const auto& [path, f] : prev) {
+      if (f.kind == EntryKind::kFile)
+        by_digest.emplace(f.digest.Hex() + std::to_string(f.size), prev_dir + "/" + path);
+    }
+    for (const auto& [path, f] : next) {
+      const std::string staged = si.dir + "/" + path;
+      const std::string parent_rel = DirName(path);
+      RETURN_IF_ERROR(st.MakeDirsUnder(si.dir, parent_rel, &s.known_dirs));
+      si.desc.files.push_back(f);
+      if (f.kind == EntryKind::kFile) si.desc.r.size += f.size;
+      switch (f.kind) {
+        case EntryKind::kDir: {
+          auto ex = env.Stat(staged);
+          if (!ex.ok())
+            RETURN_IF_ERROR(env.MakeDir(staged, 0700));
+          else if (ex->type != FileType::kDirectory)
+            return DataError("staging conflict at " + path);
+          s.known_dirs.insert(staged);
+          break;
+        }
+        case EntryKind::kSymlink:
+          RETURN_IF_ERROR(env.Symlink(f.target, staged));
+          break;
+        case EntryKind::kFile: {
+          auto p = prev.find(path);
+          std::string same;
+          if (p != prev.end() && p->second.kind == EntryKind::kFile &&
+              p->second.digest == f.digest && p->second.size == f.size) {
+            same = prev_dir + "/" + path;
+          } else if (auto d = by_digest.find(f.digest.Hex() + std::to_string(f.size));
+                     d != by_digest.end()) {
+            same = d->second;
+          }
+          if (!same.empty()) {
+            s.reuse.push_back(ReusedFile{same, staged, DiskMode(f), f.mtime_ns});
+            ++s.summary.unchanged_files;
+          } else if (f.size == 0) {
+            if (f.digest != Xxh3Digest(std::string_view())) {
+              return DataError("empty file " + path + " with a non-empty digest");
+            }
+            ASSIGN_OR_RETURN(auto w, env.OpenWrite(staged, 0600, true));
+            RETURN_IF_ERROR(w->Close());
+            RETURN_IF_ERROR(env.SetMode(staged, DiskMode(f)));
+            RETURN_IF_ERROR(env.SetMtime(staged, f.mtime_ns));
+            s.plan_files.push_back(staged);
+          } else {
+            Transfer t;
+            t.entry = f;
+            if (p != prev.end() && p->second.kind == EntryKind::kFile)
+              t.basis_path = prev_dir + "/" + path;
+            s.xfer[path] = State::TransferState{f, staged, false};
+            s.transfers.push_back(std::move(t));
+            ++s.summary.transfer_files;
+            s.summary.transfer_bytes += f.size;
+          }
+          break;
+        }
+      }
+    }
+    si.desc.r.files = si.desc.files.size();
+    s.changed.push_back(std::move(si));
+    ++s.summary.changed_instances;
+  }
+  // Instances of this peer that it no longer exports (within the filter).
+  for (const auto& [uuid, rec] : held_instances) {
+    if (!in_answer.count(uuid) && !rec.r.removed && s.filter.Matches(rec.r.service)) {
+      s.newly_removed.push_back(uuid);
+      ++s.summary.removed_instances;
+    }
+  }
+
+  // Images: pulled once by uuid, never again.
+  for (const syncproto::ImageInfo& info : m.images) {
+    if (!internal::IsSafeName(info.uuid) ||
+        (!info.origin.empty() && !internal::IsSafeName(info.origin))) {
+      return DataError("bad image uuid " + info.uuid);
+    }
+    {
+      std::lock_guard<std::mutex> lock(st.mu_);
+      if (st.cat_.images.count(info.uuid)) continue;
+    }
+    const std::string base = "images/" + info.uuid;
+    auto mf = other.find(base + "/manifest.json");
+    auto ff = other.find(base + "/file");
+    if (mf == other.end() || ff == other.end() || mf->second.kind != EntryKind::kFile ||
+        ff->second.kind != EntryKind::kFile) {
+      log::Warn("catalog: the peer's answer lacks the files of an image we do not hold",
+                {{"peer", s.peer}, {"image", info.uuid}});
+      continue;
+    }
+    State::StagedImage si;
+    si.dir = s.staging + "/images/" + info.uuid;
+    si.img.uuid = info.uuid;
+    si.img.origin = info.origin;
+    si.img.size = ff->second.size;
+    si.img.file_digest = ff->second.digest;
+    si.img.manifest_digest = mf->second.digest;
+    si.img.manifest_size = mf->second.size;
+    si.img.manifest_path = st.ImageDir(info.uuid) + "/manifest.json";
+    si.img.file_path = st.ImageDir(info.uuid) + "/file";
+    RETURN_IF_ERROR(env.MakeDir(si.dir, 0700));
+    s.known_dirs.insert(si.dir);
+    for (const FileEntry* f : {&mf->second, &ff->second}) {
+      const std::string staged = si.dir + "/" + BaseName(f->path);
+      if (f->size == 0) {
+        ASSIGN_OR_RETURN(auto w, env.OpenWrite(staged, 0600, true));
+        RETURN_IF_ERROR(w->Close());
+        s.plan_files.push_back(staged);
+        continue;
+      }
+      s.xfer[f->path] = State::TransferState{*f, staged, false};
+      s.transfers.push_back(Transfer{*f, ""});
+      ++s.summary.transfer_files;
+      s.summary.transfer_bytes += f->size;
+    }
+    s.images.push_back(std::move(si));
+  }
+
+  // SAPI application and service records.
+  for (const auto& [path, f] : other) {
+    if (!path.starts_with("sapi/")) continue;
+    if (f.kind != EntryKind::kFile) return DataError("SAPI record " + path + " is not a file");
+    std::string service;
+    std::string current;
+    SapiRecord held_rec;
+    bool held_has = false;
+    {
+      std::lock_guard<std::mutex> lock(st.mu_);
+      if (path == "sapi/application.json") {
+        held_has = st.cat_.has_application;
+        held_rec = st.cat_.application;
+      } else {
+        service = BaseName(path);
+        if (!service.ends_with(".json") || path.substr(0, 14) != "sapi/services/" ||
+            path.find('/', 14) != std::string::npos) {
+          return DataError("bad SAPI service record path " + path);
+        }
+        service.resize(service.size() - 5);
+        if (!internal::IsSafeName(service))
+          return DataError("bad SAPI service record path " + path);
+        if (auto it = st.cat_.services.find(service); it != st.cat_.services.end()) {
+          held_has = true;
+          held_rec = it->second;
+        }
+      }
+    }
+    if (held_has && held_rec.digest == f.digest && held_rec.size == f.size) continue;
+    State::StagedRecord r;
+    r.service = service;
+    r.staged_path =
+        s.staging + "/sapi/" + (service.empty() ? "application" : "svc-" + service) + ".json";
+    r.rec = SapiRecord{f.digest, f.size, s.peer};
+    Transfer t{f, ""};
+    if (held_has && service.empty() && Exists(env, st.RecordPath(""))) {
+      t.basis_path = st.RecordPath("");
+    } else if (held_has) {
+      std::string svc_for_basis = service;
+      if (service.empty()) {
+        std::lock_guard<std::mutex> lock(st.mu_);
+        for (const auto& [svc, rec] : st.cat_.services) {
+          if (Exists(env, st.SvcDir(svc) + "/sapi-app.json")) {
+            svc_for_basis = svc;
+            break;
+          }
+        }
+      }
+      if (!svc_for_basis.empty()) {
+        t.basis_path =
+            st.SvcDir(svc_for_basis) + (service.empty() ? "/sapi-app.json" : "/sapi-svc.json");
+        if (!Exists(env, t.basis_path)) t.basis_path.clear();
+      }
+    }
+    if (f.size == 0) {
+      ASSIGN_OR_RETURN(auto w, env.OpenWrite(r.staged_path, 0600, true));
+      RETURN_IF_ERROR(w->Close());
+      s.plan_files.push_back(r.staged_path);
+    } else {
+      s.xfer[path] = State::TransferState{f, r.staged_path, false};
+      s.transfers.push_back(std::move(t));
+      ++s.summary.transfer_files;
+      s.summary.transfer_bytes += f.size;
+    }
+    s.records.push_back(std::move(r));
+  }
+  std::sort(s.transfers.begin(), s.transfers.end(),
+            [](const Transfer& a, const Transfer& b) { return a.entry.path < b.entry.path; });
+  if (!s.reuse.empty()) {
+    s.linker = std::thread([&s, &env] {
+      s.linked = PlaceReusedFiles(env, s.reuse, s.cancel_linker, &s.reuse_copies);
+    });
+  }
+  return s.summary;
+}
+
+Result<std::unique_ptr<ReadableFile>> PullTxn::OpenBasis(const Transfer& t) {
+  if (t.basis_path.empty()) return NotFoundError("transfer " + t.entry.path + " has no basis");
+  return s_->store->env_.OpenRead(t.basis_path);
+}
+
+namespace {
+
+// The file StageFile hands out: the store's own write path. It hashes every
+// byte it passes to the Env file, so FinishFile knows the digest of exactly
+// what was written without reading the file back. It does not fsync: for a
+// large file it starts the writeback every 8 MiB and at close, and Commit
+// fsyncs every staged file before anything is renamed in.
+class StagedFile final : public WritableFile {
+ public:
+  StagedFile(const void* txn, std::string path, std::unique_ptr<WritableFile> file)
+      : txn_(txn), export_path_(std::move(path)), file_(std::move(file)) {}
+  Status Append(std::span<const uint8_t> data) override {
+    if (failed_) return IoError("write after a failed write on " + file_->path());
+    Status st = file_->Append(data);
+    if (!st.ok()) {
+      failed_ = true;  // what is on disk is unknown: FinishFile re-reads it
+      return st;
+    }
+    hasher_.Update(data);
+    size_ += data.size();
+    if (size_ - writeback_from_ >= kWritebackStep) {
+      file_->StartWriteback(writeback_from_, size_ - writeback_from_);
+      writeback_from_ = size_;
+    }
+    return Status::Ok();
+  }
+  Status Sync() override { return file_->Sync(); }
+  // Small files are left to Commit's fsync: starting their writeback one by
+  // one (block allocation, I/O submission) would sit on the transfer's path.
+  Status Close() override {
+    if (size_ >= kWritebackStep && size_ > writeback_from_) {
+      file_->StartWriteback(writeback_from_, 0);
+    }
+    writeback_from_ = size_;
+    return file_->Close();
+  }
+  void StartWriteback(uint64_t offset, uint64_t length) override {
+    file_->StartWriteback(offset, length);
+  }
+  const std::string& path() const override { return file_->path(); }
+  int fd() const override { return file_->fd(); }
+
+  // True when every byte went through Append of this object for this txn and path.
+  bool Written(const void* txn, const std::string& path) const {
+    return !failed_ && txn == txn_ && path == export_path_;
+  }
+  Digest128 digest() { return hasher_.Finish(); }
+  uint64_t size() const { return size_; }
+
+ private:
+  const void* txn_;
+  std::string export_path_;
+  std::unique_ptr<WritableFile> file_;
+  static constexpr uint64_t kWritebackStep = 8u << 20;
+  Xxh3Hasher hasher_;
+  uint64_t size_ = 0;
+  uint64_t writeback_from_ = 0;  // bytes before this offset are under writeback
+  bool failed_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path) {
+  State& s = *s_;
+  Env& env = s.store->env_;
+  std::string staged;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.xfer.find(path);
+    if (it == s.xfer.end()) return NotFoundError("pull plan has no transfer for " + path);
+    it->second.finished = false;
+    staged = it->second.staged_path;
+    // Every parent under the staging root must be a directory we made.
+    for (std::string dir = DirName(staged); dir.size() > s.staging.size(); dir = DirName(dir)) {
+      if (s.known_dirs.count(dir)) continue;
+      auto st = env.Stat(dir);
+      if (!st.ok() || st->type != FileType::kDirectory) {
+        return DataError("refusing to stage " + path + ": " + dir + " is not a directory");
+      }
+      s.known_dirs.insert(dir);
+    }
+  }
+  ASSIGN_OR_RETURN(auto file, env.OpenWrite(staged, 0600, /*exclusive=*/false));
+  return std::unique_ptr<WritableFile>(new StagedFile(&s, path, std::move(file)));
+}
+
+Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile> file) {
+  State& s = *s_;
+  Env& env = s.store->env_;
+  if (!file) return InternalError("FinishFile(" + path + "): no file");
+  FileEntry want;
+  std::string staged;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.xfer.find(path);
+    if (it == s.xfer.end()) return NotFoundError("pull plan has no transfer for " + path);
+    want = it->second.entry;
+    staged = it->second.staged_path;
+  }
+  RETURN_IF_ERROR(file->Close());
+  Digest128 got;
+  uint64_t size = 0;
+  auto* ours = dynamic_cast<StagedFile*>(file.get());
+  if (ours != nullptr && ours->Written(&s, path)) {
+    got = ours->digest();  // the store's own write path hashed every byte it wrote
+    size = ours->size();
+  } else {
+    ASSIGN_OR_RETURN(auto in, env.OpenRead(staged));
+    RETURN_IF_ERROR(internal::HashOpenFile(*in, &got, &size, nullptr, 0, want.size));
+  }
+  file.reset();
+  if (size != want.size || got != want.digest) {
+    env.RemoveFile(staged).IgnoreError();
+    return DataError("digest mismatch for " + path + " from peer " + s.peer + ": expected " +
+                     want.digest.Hex() + " (" + std::to_string(want.size) + " bytes), got " +
+                     got.Hex() + " (" + std::to_string(size) + " bytes)");
+  }
+  if (!path.starts_with("images/") && !path.starts_with("sapi/")) {
+    RETURN_IF_ERROR(env.SetMode(staged, DiskMode(want)));
+  }
+  RETURN_IF_ERROR(env.SetMtime(staged, want.mtime_ns));
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.xfer[path].finished = true;
+  return Status::Ok();
+}
+
+Status PullTxn::Commit() {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  Env& env = st.env_;
+  if (!s.planned || s.done) return InternalError("PullTxn::Commit without Plan, or after the end");
+  s.JoinLinker();
+  RETURN_IF_ERROR(s.linked);
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    for (const Transfer& t : s.transfers) {
+      if (!s.xfer[t.entry.path].finished) {
+        return DataError("pull from " + s.peer + " cannot commit: " + t.entry.path +
+                         " was not transferred and verified");
+      }
+    }
+  }
+  std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
+  const int64_t now = st.clock_.WallMs();
+
+  // 0. Finish the staged trees: directory modes and mtimes (children first),
+  // each generation's description; then every staged file, directory and
+  // description is fsync'd (exactly what this pull wrote, several at once)
+  // before anything is renamed in.
+  SyncSet sync;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    for (const auto& [path, x] : s.xfer) sync.files.push_back(x.staged_path);
+    sync.files.insert(sync.files.end(), s.plan_files.begin(), s.plan_files.end());
+    sync.dirs.insert(s.known_dirs.begin(), s.known_dirs.end());
+  }
+  std::vector<std::string> texts(s.changed.size());
+  for (size_t i = 0; i < s.changed.size(); ++i) {
+    State::StagedInstance& si = s.changed[i];
+    for (auto it = si.desc.files.rbegin(); it != si.desc.files.rend(); ++it) {
+      if (it->kind != EntryKind::kDir) continue;
+      const std::string d = si.dir + "/" + it->path;
+      RETURN_IF_ERROR(env.SetMode(d, DiskMode(*it)));
+      RETURN_IF_ERROR(env.SetMtime(d, it->mtime_ns));
+    }
+    uint64_t seq = 1;
+    if (auto entries = env.ListDir(st.InstDir(si.desc.r.uuid)); entries.ok()) {
+      for (const DirEntry& e : *entries) {
+        uint64_t n;
+        if (ParseSeq(e.name, &n)) seq = std::max(seq, n + 1);
+      }
+    }
+    si.desc.r.seq = seq;
+    si.desc.r.pulled_at_ms = now;
+    texts[i] = EncodeDescription(si.desc);
+    const std::string desc_path = si.dir + "/" + kGenerationFile;
+    ASSIGN_OR_RETURN(auto w, env.OpenWrite(desc_path, 0600, true));
+    RETURN_IF_ERROR(w->Append(texts[i]));
+    RETURN_IF_ERROR(w->Close());
+    sync.files.push_back(desc_path);
+  }
+  RETURN_IF_ERROR(SyncAll(env, sync));
+  sync.clear();
+
+  // From here on `next` is what catalog.json will say. The store's index
+  // (what readers see) becomes `next` only when catalog.json is renamed over:
+  // that rename is the commit point of the whole pull.
+  Catalog next;
+  {
+    std::lock_guard<std::mutex> lock(st.mu_);
+    next = st.cat_;
+  }
+  std::set<std::string> switched;                          // instances with a new generation
+  std::vector<std::pair<std::string, std::string>> moved;  // (uuid, old service)
+  std::vector<State::StagedRecord> records_in;             // record files renamed into place
+  std::vector<Store::Impl::PendingReplace> index;
+  Status failed = [&]() -> Status {
+    // 1. Images (before the instances that need them). An image renamed in
+    // by a commit that fails later is found in place by the next pull.
+    for (const State::StagedImage& si : s.images) {
+      const std::string final_dir = st.ImageDir(si.img.uuid);
+      if (!Exists(env, final_dir)) {
+        RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
+        sync.dirs.insert(st.P("images"));
+      }
+      next.images[si.img.uuid] = si.img;
+    }
+    // 2. Each changed instance's generation renamed in, under a seq that no
+    // index names yet (Open discards it if the commit point is not reached).
+    for (size_t i = 0; i < s.changed.size(); ++i) {
+      const State::StagedInstance& si = s.changed[i];
+      const std::string& uuid = si.desc.r.uuid;
+      RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "instances/" + uuid, nullptr));
+      RETURN_IF_ERROR(env.Rename(si.dir, st.GenDir(uuid, si.desc.r.seq)));
+      sync.dirs.insert(st.P("instances"));
+      sync.dirs.insert(st.InstDir(uuid));
+      Record rec;
+      rec.r = si.desc.r;
+      rec.description_digest = Xxh3Digest(texts[i]);
+      next.instances[uuid] = rec;
+      switched.insert(uuid);
+      if (!si.old_service.empty() && si.old_service != rec.r.service) {
+        moved.emplace_back(uuid, si.old_service);
+      }
+    }
+    for (const std::string& uuid : s.confirmed) {
+      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
+        it->second.r.generation = s.new_peer.generation;
+        it->second.r.pulled_at_ms = now;
+      }
+    }
+    for (const std::string& uuid : s.reappeared) {
+      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
+        it->second.r.removed = false;
+        it->second.r.removed_since_ms = 0;
+      }
+    }
+    for (const std::string& uuid : s.newly_removed) {
+      auto it = next.instances.find(uuid);
+      if (it != next.instances.end() && !it->second.r.removed) {
+        it->second.r.removed = true;
+        it->second.r.removed_since_ms = now;
+        log::Info("catalog: peer no longer exports an instance; kept for removed_grace",
+                  {{"peer", s.peer}, {"instance", uuid}, {"alias", it->second.r.alias}});
+      }
+    }
+    // 3. SAPI records: each staged file renamed over its one canonical file
+    // (an atomic replace: a record is the latest one seen, not part of a
+    // generation; Open adopts a record file that catalog.json lags behind).
+    for (const State::StagedRecord& r : s.records) {
+      const std::string dst = st.RecordPath(r.service);
+      if (!r.service.empty()) {
+        RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "svc-" + r.service, nullptr));
+      }
+      RETURN_IF_ERROR(env.Rename(r.staged_path, dst));
+      sync.dirs.insert(DirName(dst));
+      records_in.push_back(r);
+      if (r.service.empty()) {
+        next.application = r.rec;
+        next.has_application = true;
+      } else {
+        next.services[r.service] = r.rec;
+      }
+    }
+    PeerState& peer = next.peers[s.peer];
+    peer.name = s.peer;
+    peer.last_attempt_ms = now;
+    if (!s.filtered) {
+      peer.generation = s.new_peer.generation;
+      peer.boot_id = s.new_peer.boot_id;
+    }
+    peer.node_uuid = s.new_peer.node_uuid;
+    peer.node_name = s.new_peer.node_name;
+    peer.last_pull_ms = now;
+    peer.last_error.clear();
+    // 4. The index: staged, then it and every directory steps 1-3 changed are
+    // fsync'd, so everything it names is durable before it is.
+    RETURN_IF_ERROR(st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(next), &index));
+    sync.dirs.insert(st.o_.data_dir);
+    sync.files.push_back(index.front().tmp);
+    RETURN_IF_ERROR(SyncAll(env, sync));
+    // 5. The commit point.
+    return st.FinishReplaces(&index);
+  }();
+  sync.clear();
+  for (const auto& r : index) env.RemoveFile(r.tmp).IgnoreError();
+
+  std::lock_guard<std::mutex> lock(st.mu_);
+  if (!failed.ok()) {
+    // Nothing this pull changed is in the index. The record files renamed in
+    // are complete records: the index takes them as they are.
+    for (const State::StagedRecord& r : records_in) {
+      if (r.service.empty()) {
+        st.cat_.application = r.rec;
+        st.cat_.has_application = true;
+      } else {
+        st.cat_.services[r.service] = r.rec;
+      }
+    }
+    PeerState& peer = st.cat_.peers[s.peer];
+    peer.name = s.peer;
+    peer.last_attempt_ms = now;
+    peer.last_error = failed.ToString();
+    st.WriteCatalog().IgnoreError();  // best effort: the error is returned either way
+    s.done = true;
+    st.trash_->Discard(s.staging).IgnoreError();
+    st.active_.erase(s.peer);
+    return failed;
+  }
+  st.cat_ = std::move(next);
+  // Committed. Its directory fsync'd, catalog.json is durable.
+  Status durable = env.SyncDir(st.o_.data_dir);
+  if (!durable.ok()) {
+    durable =
+        IoError("the pull from " + s.peer +
+                " is committed, but catalog.json may not survive a crash: " + durable.message());
+  }
+  // The views follow the index; Open repairs whatever a crash or a failure
+  // here left behind, so they are not fsync'd.
+  std::set<std::string> services;
+  for (const std::string& uuid : switched) services.insert(st.cat_.instances[uuid].r.service);
+  for (const auto& [uuid, old_service] : moved) {
+    st.UnlinkServiceNames(old_service, uuid);
+    services.insert(old_service);
+  }
+  for (const std::string& uuid : s.newly_removed) {
+    if (auto it = st.cat_.instances.find(uuid); it != st.cat_.instances.end()) {
+      services.insert(it->second.r.service);
+    }
+  }
+  if (!records_in.empty()) {
+    for (const auto& [uuid, rec] : st.cat_.instances) services.insert(rec.r.service);
+  }
+  if (Status views = st.UpdateViews(switched, services); !views.ok()) {
+    log::Warn("catalog: the svc-*/current views lag the index (repaired at the next open)",
+              {{"peer", s.peer}, {"error", views.message()}});
+  }
+  if (durable.ok()) {
+    if (Status r = st.ApplyRetentionLocked(); !r.ok()) {
+      log::Warn("catalog: retention failed", {{"error", r.message()}});
+    }
+  }
+  s.done = true;
+  st.trash_->Discard(s.staging).IgnoreError();
+  st.active_.erase(s.peer);
+  return durable;
+}
+
+}  // namespace lifeboat::catalog
