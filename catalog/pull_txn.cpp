@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "catalog/internal/background_sync.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
 #include "catalog/provider.h"
@@ -85,6 +86,10 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
 
 // ---- PullTxn -----------------------------------------------------------------
 
+// Threads fsyncing transferred files while the pull goes on (fsync mostly
+// waits for the device; two let the filesystem batch them).
+constexpr size_t kBackgroundSyncThreads = 2;
+
 // A file of the held generation that the next one keeps as it is.
 struct ReusedFile {
   std::string from, to;  // held file, staged path
@@ -154,7 +159,12 @@ struct PullTxn::State {
     FileEntry entry;
     std::string staged_path;
     bool finished = false;
+    uint64_t finishes = 0;  // FinishFile successes (a file may be staged again)
+    uint64_t synced = 0;    // the finish whose bytes `syncer` made durable
   };
+  // fsyncs each finished file while the transfers go on; Commit stops it and
+  // fsyncs what it did not get to (or got to before a later re-stage).
+  std::unique_ptr<internal::BackgroundSync> syncer;
   std::unordered_map<std::string, TransferState> xfer;
   std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
   std::vector<std::string> plan_files;         // staged by Plan: copies and empty files
@@ -189,6 +199,7 @@ Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
   }
   auto state = std::make_unique<PullTxn::State>();
   state->store = &st;
+  state->syncer = std::make_unique<internal::BackgroundSync>(st.env_, kBackgroundSyncThreads);
   state->peer = peer;
   state->filtered = !ServiceFilter(services).all();
   state->filter = ServiceFilter(std::move(services));
@@ -217,6 +228,7 @@ void PullTxn::Abort() {
   s_->done = true;
   s_->cancel_linker = true;
   s_->JoinLinker();
+  s_->syncer->Stop().IgnoreError();
   s_->store->trash_->Discard(s_->staging).IgnoreError();
   std::lock_guard<std::mutex> lock(s_->store->mu_);
   s_->store->active_.erase(s_->peer);
@@ -721,8 +733,18 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
     RETURN_IF_ERROR(env.SetMode(staged, DiskMode(want)));
   }
   RETURN_IF_ERROR(env.SetMtime(staged, want.mtime_ns));
-  std::lock_guard<std::mutex> lock(s.mu);
-  s.xfer[path].finished = true;
+  uint64_t finish;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    State::TransferState& x = s.xfer[path];
+    x.finished = true;
+    finish = ++x.finishes;
+  }
+  s.syncer->Add(staged, [&s, path, finish] {
+    std::lock_guard<std::mutex> lock(s.mu);
+    State::TransferState& x = s.xfer[path];
+    x.synced = std::max(x.synced, finish);
+  });
   return Status::Ok();
 }
 
@@ -742,6 +764,8 @@ Status PullTxn::Commit() {
       }
     }
   }
+  // What the background fsyncs did not get to is fsync'd below, with the rest.
+  RETURN_IF_ERROR(s.syncer->Stop());
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
   const int64_t now = st.clock_.WallMs();
 
@@ -752,7 +776,9 @@ Status PullTxn::Commit() {
   SyncSet sync;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    for (const auto& [path, x] : s.xfer) sync.files.push_back(x.staged_path);
+    for (const auto& [path, x] : s.xfer) {
+      if (x.synced != x.finishes) sync.files.push_back(x.staged_path);
+    }
     sync.files.insert(sync.files.end(), s.plan_files.begin(), s.plan_files.end());
     sync.dirs.insert(s.known_dirs.begin(), s.known_dirs.end());
   }

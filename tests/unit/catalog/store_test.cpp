@@ -4,6 +4,7 @@
 
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "base/fault_env.h"
 #include "catalog/exporter.h"
@@ -394,6 +395,49 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
   }
   CHECK(checked_files >= 3);  // two descriptions, the new files
   CHECK(checked_dirs >= 3);   // two staged roots, etc/new-dir
+}
+
+TEST_CASE("a file staged again after its background fsync is fsync'd again before the commit") {
+  StoreFixture f;
+  RecordingEnv renv;
+  auto store = f.OpenStore(renv);
+  auto view = f.exporter->OpenView();
+  REQUIRE(view.ok());
+  auto txn = store->BeginPull("headnode1");
+  REQUIRE(txn.ok());
+  auto answer = (*view)->ManifestSince(0, "", {});
+  REQUIRE(answer.ok());
+  REQUIRE((*txn)->Plan(*answer).ok());
+  auto stage = [&](const Transfer& t) {
+    syncproto::FileEntry entry;
+    auto in = (*view)->OpenFile(t.entry.path, &entry);
+    REQUIRE(in.ok());
+    auto out = (*txn)->StageFile(t.entry.path);
+    REQUIRE(out.ok());
+    REQUIRE(ForEachChunk(**in, 1 << 16, [&](std::span<const uint8_t> c) {
+              return (*out)->Append(c);
+            }).ok());
+    REQUIRE((*txn)->FinishFile(t.entry.path, std::move(*out)).ok());
+  };
+  for (const Transfer& t : (*txn)->transfers()) stage(t);
+  // Wait (bounded) until the background fsync of the first file happened.
+  const Transfer first = (*txn)->transfers().front();
+  auto last = [&](const std::string& op, const std::string& suffix) {
+    auto calls = renv.calls();
+    for (size_t i = calls.size(); i-- > 0;) {
+      if (calls[i].op == op && calls[i].path.ends_with(suffix)) return static_cast<int64_t>(i);
+    }
+    return int64_t{-1};
+  };
+  const std::string suffix = "/" + first.entry.path;
+  for (int spins = 0; last("fsync", suffix) < 0 && spins < 1000000; ++spins) {
+    std::this_thread::yield();
+  }
+  REQUIRE(last("fsync", suffix) >= 0);
+  stage(first);  // written again after its fsync (a retried transfer)
+  REQUIRE(last("create", suffix) > last("fsync", suffix));
+  REQUIRE((*txn)->Commit().ok());
+  CHECK(last("fsync", suffix) > last("create", suffix));
 }
 
 TEST_CASE("retention keeps N generations per instance") {
