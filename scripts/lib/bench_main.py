@@ -257,6 +257,9 @@ class Bench:
                 row["bytes_wire"] = int(statistics.median(m["bytes_wire"] for m in ms))
                 row["bytes_sent"] = int(statistics.median(m["bytes_sent"] for m in ms))
                 row["bytes_received"] = int(statistics.median(m["bytes_received"] for m in ms))
+            if "flush_s" in ms[0]:
+                row["flush_s"] = round(statistics.median(m["flush_s"] for m in ms), 4)
+                row["durable_wall_s"] = round(statistics.median(m["wall_s"] + m["flush_s"] for m in ms), 4)
             if copied is not None:
                 row["bytes_copied"] = copied
                 row["throughput_mib_s"] = round(copied / 2**20 / max(row["wall_s"], 1e-9), 1)
@@ -266,6 +269,8 @@ class Bench:
                 base = row
             elif base:
                 row["wall_ratio"] = round(row["wall_s"] / max(base["wall_s"], 1e-9), 3)
+                if "durable_wall_s" in base:
+                    row["durable_wall_ratio"] = round(row["wall_s"] / max(base["durable_wall_s"], 1e-9), 3)
                 if "bytes_wire" in row and base.get("bytes_wire"):
                     row["bytes_ratio"] = round(row["bytes_wire"] / base["bytes_wire"], 4)
                 if tool == "lifeboat":
@@ -335,6 +340,11 @@ def table(result):
     out.append("")
     out.append("export: %d files, %s, %d instances (generated in %.1f s); runs per scenario: %d (median)" % (
         fx.get("files", 0), human(fx.get("bytes", 0)), fx.get("instances", 0), fx.get("generate_s", 0), result["runs"]))
+    durable = [(r["scenario"], r) for r in result["rows"] if r["tool"] == "lifeboat" and "durable_wall_ratio" in r]
+    if durable:
+        base = {r["scenario"]: r for r in result["rows"] if r["tool"] == "rsync"}
+        out.append("rsync + sync -f of its copy (durable, as lifeboat's pulls are): " + "; ".join(
+            "%s %.3f s (lifeboat %.2fx)" % (s, base[s]["durable_wall_s"], r["durable_wall_ratio"]) for s, r in durable))
     costs = [(r["scenario"], r["tls_cost"]) for r in result["rows"] if "tls_cost" in r]
     if costs:
         out.append("TLS cost (lifeboat over lifeboat-plain): " + "; ".join(

@@ -16,7 +16,8 @@ import bench_procs
 
 
 class Measure(dict):
-    """wall_s, bytes_sent, bytes_received, bytes_wire, rss_puller_kib, rss_exporter_kib."""
+    """wall_s, bytes_sent, bytes_received, bytes_wire, rss_puller_kib, rss_exporter_kib;
+    rsync pulls also flush_s (the `sync -f` of its copy after the pull)."""
 
 
 def rsync_version():
@@ -88,9 +89,14 @@ class RsyncSide:
         with bench_procs.PeakSampler(self.daemon.pid) as sampler:
             res = bench_procs.run_measured(argv, self.timeout, self.dir).check("rsync pull")
         st = parse_stats(res.stdout)
+        # rsync does not fsync: what it wrote is in the page cache. Flushing
+        # it (not part of its wall time) shows what a durable copy costs, as
+        # lifeboat's pulls are, and keeps rsync's writeback out of the next
+        # tool's run.
+        flush = bench_procs.run_measured(["sync", "-f", self.dest], self.timeout, self.dir).check("sync -f")
         return Measure(wall_s=res.wall, bytes_sent=st["sent"], bytes_received=st["received"],
                        bytes_wire=st["sent"] + st["received"], rss_puller_kib=res.maxrss_kib,
-                       rss_exporter_kib=sampler.peak_kib)
+                       rss_exporter_kib=sampler.peak_kib, flush_s=flush.wall)
 
     def copy_source(self):
         """The tree `cp -a` copies in B6 when lifeboat does not run: rsync's copy of the export."""
