@@ -11,6 +11,7 @@
 #include "agent/session_pump.h"
 #include "agent/uv.h"
 #include "base/log.h"
+#include "base/memory.h"
 
 namespace lifeboat::agent {
 
@@ -536,8 +537,12 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     }
     auto done = std::move(done_);
     progress_ = nullptr;
-    Defer(loop_, [done, r] {
+    Defer(loop_, [loop = loop_, done, r] {
       if (done) done(r);
+      // By the next turn the pull (its plan, transfers, session) is freed,
+      // mostly from the workers' malloc arenas: hand that back to the OS, or
+      // each arena keeps the peak of the largest pull it ever served.
+      Defer(loop, [] { ReleaseFreedMemory(); });
     });
   }
 

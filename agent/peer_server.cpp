@@ -2,6 +2,7 @@
 
 #include "agent/session_pump.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "syncproto/session.h"
 
 namespace lifeboat::agent {
@@ -96,8 +97,14 @@ void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
     }
     conns_.erase(it);
     stats_.open = conns_.size();
-    // The pump (and its session) die once the last callback returned.
-    Defer(loop_, [cc] {});
+    // The pump (and its session) die once the last callback returned; the
+    // memory a served pull used (buffers, signatures, the view) goes back to
+    // the OS with the last session.
+    const bool last = conns_.empty();
+    Defer(loop_, [cc, last, loop = loop_]() mutable {
+      cc.reset();
+      if (last) Defer(loop, [] { ReleaseFreedMemory(); });
+    });
   };
   c->pump = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks),
                                    options_.tls);

@@ -1,9 +1,6 @@
 #include "catalog/exporter.h"
 
 #include <time.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 #include <algorithm>
 #include <deque>
@@ -14,6 +11,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/memory.h"
 #include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
@@ -993,18 +991,8 @@ class Exporter::Impl {
       last_ = result;
       last_stats_ = stats;
     }
-    ReleaseFreedMemory();
+    ReleaseFreedMemory();  // a scan's cache was allocated on this worker's arena
     return std::make_pair(std::move(result), std::move(snap));
-  }
-
-  // A scan allocates a whole cache (tens of MB at 100k paths) on whichever
-  // worker thread runs it, and glibc keeps freed memory in that thread's
-  // arena: without this, each arena ends up holding a cache's worth and the
-  // agent's RSS grows with the number of threads that ever scanned.
-  static void ReleaseFreedMemory() {
-#if defined(__GLIBC__)
-    ::malloc_trim(0);
-#endif
   }
 
   Env& env_;
