@@ -538,6 +538,9 @@ const std::string& Store::data_dir() const { return impl_->o_.data_dir; }
 Status Store::RecordPullError(const std::string& peer, const Status& error) {
   Impl& st = *impl_;
   if (st.o_.read_only) return InternalError("RecordPullError on a read-only store");
+  // Serialized with commits: a commit writes the index it copied at its
+  // start, which must not drop this peer's error recorded meanwhile.
+  std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
   std::lock_guard<std::mutex> lock(st.mu_);
   PeerState& p = st.cat_.peers[peer];
   p.name = peer;

@@ -121,7 +121,8 @@ class Store::Impl {
   mutable std::mutex mu_;  // guards cat_ and active_
   Catalog cat_;
   std::set<std::string> active_;  // peers with a pull in progress
-  std::mutex commit_mu_;          // serializes commits and retention
+  std::mutex commit_mu_;          // serializes every writer of catalog.json (commits,
+                                  // retention, recorded errors); taken before mu_
   std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
 
   std::string P(std::string_view rel) const { return JoinPath(o_.data_dir, rel); }
