@@ -36,14 +36,7 @@ struct Fixture {
   uint64_t old_generation = 0;
 
   Fixture() {
-    ExporterOptions o;
-    o.provider = provider.get();
-    o.state_dir = tmp / "export-state";
-    o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
-    o.node_name = "headnode1";
-    auto e = Exporter::Open(*Env::Default(), clock, o);
-    REQUIRE(e.ok());
-    exporter = std::move(*e);
+    exporter = testing::OpenPeerExporter(clock, provider.get(), tmp / "export-state");
     {
       auto s = Open(*Env::Default(), tmpl);
       REQUIRE(PullFrom(*exporter, *s, "headnode1").ok());

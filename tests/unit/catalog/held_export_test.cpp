@@ -33,16 +33,7 @@ struct Fixture {
   std::unique_ptr<Provider> provider = MakeDirProvider(*Env::Default(), exp.root);
   std::unique_ptr<Exporter> exporter;
 
-  Fixture() {
-    ExporterOptions o;
-    o.provider = provider.get();
-    o.state_dir = tmp / "export-state";
-    o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
-    o.node_name = "headnode1";
-    auto e = Exporter::Open(*Env::Default(), clock, o);
-    REQUIRE(e.ok());
-    exporter = std::move(*e);
-  }
+  Fixture() { exporter = testing::OpenPeerExporter(clock, provider.get(), tmp / "export-state"); }
   std::unique_ptr<Store> OpenStore(const std::string& dir) {
     StoreOptions o;
     o.data_dir = tmp / dir;

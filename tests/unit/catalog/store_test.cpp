@@ -35,15 +35,8 @@ struct StoreFixture {
   StoreFixture() { OpenExporter(); }
 
   void OpenExporter() {
-    ExporterOptions o;
-    o.provider = provider.get();
-    o.state_dir = tmp / "export-state";
-    o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
-    o.node_name = "headnode1";
-    exporter.reset();
-    auto e = Exporter::Open(*Env::Default(), clock, o);
-    REQUIRE(e.ok());
-    exporter = std::move(*e);
+    exporter.reset();  // one exporter on its state at a time
+    exporter = testing::OpenPeerExporter(clock, provider.get(), tmp / "export-state");
   }
 
   std::unique_ptr<Store> OpenStore(Env& env, uint32_t gens = 3, int64_t grace = 24 * kHour) {

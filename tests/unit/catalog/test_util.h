@@ -135,10 +135,27 @@ struct DirExport {
 
 #endif  // LIFEBOAT_TESTS_UNIT_CATALOG_TEST_UTIL_H_
 
+#include "base/clock.h"
+#include "catalog/exporter.h"
+#include "catalog/provider.h"
 #include "catalog/store.h"
 #include "syncproto/export_source.h"
 
 namespace lifeboat::catalog::testing {
+
+// The exporter of the peer the catalog tests pull from ("headnode1"), over
+// `provider`, keeping its state in `state_dir`.
+inline std::unique_ptr<Exporter> OpenPeerExporter(Clock& clock, Provider* provider,
+                                                  const std::string& state_dir) {
+  ExporterOptions o;
+  o.provider = provider;
+  o.state_dir = state_dir;
+  o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+  o.node_name = "headnode1";
+  auto e = Exporter::Open(*Env::Default(), clock, o);
+  REQUIRE(e.ok());
+  return std::move(*e);
+}
 
 // What the agent's puller does, without the network: ask the view for the
 // manifest since what the store holds, plan, copy each transfer whole (or
