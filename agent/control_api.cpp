@@ -41,7 +41,8 @@ void SendJsonResult(const std::shared_ptr<HttpResponse>& resp, Result<nlohmann::
 void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> resp) {
   const std::string& p = req.path;
   bool known =
-      p == "/healthz" || p == "/status" || p == "/catalog" || p == "/metrics" || p == "/sync";
+      p == "/healthz" || p == "/status" || p == "/catalog" || p == "/metrics" || p == "/sync" ||
+      p == "/readiness";
   if (!known) {
     resp->SendError(404, "ResourceNotFound", p + " does not exist");
     return;
@@ -66,6 +67,9 @@ void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> re
     backend_->GetStatus([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
   } else if (p == "/catalog") {
     backend_->GetCatalog([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
+  } else if (p == "/readiness") {
+    backend_->GetReadiness(
+        [resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
   } else if (p == "/metrics") {
     backend_->GetMetrics([resp](std::string text) {
       resp->Send(200, "text/plain; version=0.0.4; charset=utf-8", text);

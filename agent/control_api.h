@@ -4,6 +4,9 @@
 //   GET  /status                  per-peer state, services held, this node's export
 //   GET  /catalog                 the instances and images held
 //   GET  /metrics                 Prometheus text format
+//   GET  /readiness               if each peer died now: restorable, RPO, RTO,
+//                                 blockers (restore/readiness.h; this node's
+//                                 copies only: `lifeboat readiness` asks the cluster)
 //   POST /sync?peer=P&service=S   pull now (both optional; service may repeat
 //                                 as a comma list); streams NDJSON: "progress"
 //                                 objects, one "result" object per peer, then
@@ -36,6 +39,10 @@ class ControlBackend {
   virtual void GetStatus(JsonFn done) = 0;
   virtual void GetCatalog(JsonFn done) = 0;
   virtual void GetMetrics(std::function<void(std::string)> done) = 0;
+  // The readiness document; kNotFound when this agent was started without one.
+  virtual void GetReadiness(JsonFn done) {
+    done(NotFoundError("this agent does not compute readiness"));
+  }
   // Empty when healthy, else why not.
   virtual std::string Unhealthy() = 0;
   // Pulls now from `peer` ("" = every peer) restricted to `services`.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "agent/control_api.h"
+#include "agent/drill_runner.h"
 #include "agent/http_server.h"
 #include "agent/metrics.h"
 #include "agent/peer_puller.h"
@@ -33,7 +34,8 @@ int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
 
 class Daemon final : public ControlBackend {
  public:
-  explicit Daemon(const conf::Config& config) : cfg_(config), clock_(Clock::Real()) {}
+  Daemon(const conf::Config& config, DaemonHooks hooks)
+      : cfg_(config), hooks_(std::move(hooks)), clock_(Clock::Real()) {}
 
   Status Open();
   int Run();
@@ -42,6 +44,7 @@ class Daemon final : public ControlBackend {
   void GetStatus(JsonFn done) override;
   void GetCatalog(JsonFn done) override;
   void GetMetrics(std::function<void(std::string)> done) override;
+  void GetReadiness(JsonFn done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
   Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
                   std::function<void(const std::vector<PullResult>&)> done) override;
@@ -56,6 +59,7 @@ class Daemon final : public ControlBackend {
   MetricsSnapshot LoopMetrics(int64_t now) const;
 
   conf::Config cfg_;
+  DaemonHooks hooks_;
   Clock* clock_;
   uv_loop_t loop_;
   bool loop_open_ = false;
@@ -69,6 +73,7 @@ class Daemon final : public ControlBackend {
   std::unique_ptr<PeerServer> peer_server_;
   std::unique_ptr<ControlApi> api_;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<DrillRunner> drills_;
   std::vector<std::unique_ptr<PeerScheduler>> schedulers_;
   std::map<std::string, PullerConfig> puller_configs_;       // by peer name
   std::map<uint64_t, std::unique_ptr<PullJob>> held_pulls_;  // SyncFrom pulls running
@@ -83,6 +88,7 @@ class Daemon final : public ControlBackend {
   ~Daemon() {
     *alive_ = false;
     schedulers_.clear();
+    drills_.reset();
     stop_grace_.reset();
     http_.reset();
     peer_server_.reset();
@@ -203,6 +209,11 @@ Status Daemon::Open() {
     schedulers_.push_back(std::move(s));
   }
 
+  if (!hooks_.drill_argv.empty() && cfg_.drill.interval.count() > 0) {
+    drills_ = std::make_unique<DrillRunner>(&loop_, hooks_.drill_argv, Ms(cfg_.drill.interval));
+    drills_->Start();
+  }
+
   for (int signum : {SIGTERM, SIGINT}) {
     signals_.push_back(
         std::make_unique<SignalWatcher>(&loop_, signum, [this](int s) { BeginStop(s); }));
@@ -240,6 +251,7 @@ void Daemon::BeginStop(int signum) {
   SdNotify("STOPPING=1").IgnoreError();
   peer_server_->StopAccepting();
   http_->StopAccepting();
+  if (drills_) drills_->Stop();
   for (auto& [id, job] : held_pulls_) job->Cancel(UnavailableError("the agent is stopping", false));
   auto remaining = std::make_shared<size_t>(schedulers_.size());
   std::weak_ptr<bool> alive = alive_;
@@ -481,25 +493,40 @@ MetricsSnapshot Daemon::LoopMetrics(int64_t now) const {
 
 void Daemon::GetMetrics(std::function<void(std::string)> done) {
   auto m = std::make_shared<MetricsSnapshot>(LoopMetrics(clock_->WallMs()));
+  auto readiness = std::make_shared<std::string>();
   catalog::Store* store = store_.get();
   catalog::Exporter* exporter = exporter_.get();
+  auto hook = hooks_.readiness;
   QueueWork(
       &loop_,
-      [m, store, exporter] {
+      [m, readiness, store, exporter, hook] {
         uint64_t n = 0;
         for (const auto& i : store->Instances()) n += !i.removed;
         m->instances_held = n;
         m->export_generation = exporter->generation();
+        if (!hook) return;
+        Result<nlohmann::json> r = hook(*store);
+        if (r.ok()) *readiness = RenderReadinessMetrics(*r);
       },
-      [m, done] { done(RenderMetrics(*m)); });
+      [m, readiness, done] { done(RenderMetrics(*m) + *readiness); });
+}
+
+void Daemon::GetReadiness(JsonFn done) {
+  if (!hooks_.readiness) return ControlBackend::GetReadiness(std::move(done));
+  auto result = std::make_shared<Result<nlohmann::json>>(InternalError("not computed"));
+  catalog::Store* store = store_.get();
+  auto hook = hooks_.readiness;
+  QueueWork(
+      &loop_, [result, store, hook] { *result = hook(*store); },
+      [result, done] { done(std::move(*result)); });
 }
 
 }  // namespace
 
-int RunDaemon(const conf::Config& config) {
+int RunDaemon(const conf::Config& config, DaemonHooks hooks) {
   log::Init("lifeboat", log::Format::kAuto, config.agent.log_level);
   for (const auto& w : config.warnings) log::Warn("config", {{"warning", w.ToString()}});
-  Daemon d(config);
+  Daemon d(config, std::move(hooks));
   Status st = d.Open();
   if (!st.ok()) {
     log::Error("lifeboat agent failed to start", {{"err", st.ToString()}});

@@ -1,10 +1,10 @@
 #include "agent/uv.h"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string>
+
+#include "base/priority.h"
 
 namespace lifeboat::agent {
 
@@ -140,20 +140,6 @@ struct WorkItem {
   std::function<void()> done;
 };
 
-void LowerThreadPriority() {
-  thread_local bool lowered = false;
-  if (lowered) return;
-  lowered = true;
-  pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 10);
-#ifdef SYS_ioprio_set
-  constexpr int kIoprioWhoProcess = 1;
-  constexpr int kIoprioClassIdle = 3;
-  constexpr int kIoprioClassShift = 13;
-  (void)::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, kIoprioClassIdle << kIoprioClassShift);
-#endif
-}
-
 }  // namespace
 
 void QueueWork(uv_loop_t* loop, std::function<void()> work, std::function<void()> done) {
@@ -163,7 +149,12 @@ void QueueWork(uv_loop_t* loop, std::function<void()> work, std::function<void()
   int rc = uv_queue_work(
       loop, &item->req,
       [](uv_work_t* req) {
-        LowerThreadPriority();
+        // Once per pool thread: nice 10, idle I/O class.
+        thread_local bool lowered = false;
+        if (!lowered) {
+          LowerThreadPriority(10);
+          lowered = true;
+        }
         static_cast<WorkItem*>(req->data)->work();
       },
       [](uv_work_t* req, int /*status*/) {

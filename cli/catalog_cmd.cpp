@@ -17,6 +17,7 @@
 #include "catalog/store.h"
 #include "cli/command.h"
 #include "conf/config.h"
+#include "restore/check_records.h"
 
 namespace lifeboat::cli {
 namespace {
@@ -271,11 +272,27 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
   return kExitOk;
 }
 
+// Keeps the result for `readiness` and status (<data_dir>/checks/verify.json).
+// A catalog this user cannot write to is verified all the same; the record
+// is then missing, with a warning.
+void RecordVerify(const catalog::Store& store, const catalog::VerifyReport& report) {
+  restore::VerifyRecord rec;
+  rec.ok = report.ok();
+  rec.finished_ms = Clock::Real()->WallMs();
+  rec.files_checked = report.files_checked;
+  rec.bytes_checked = report.bytes_checked;
+  rec.problems = report.problems.size();
+  if (!report.ok()) rec.first_problem = report.problems[0].path + ": " + report.problems[0].what;
+  Status st = restore::SaveVerifyRecord(*Env::Default(), store.data_dir(), rec);
+  if (!st.ok()) std::cerr << "lifeboat catalog verify: result not recorded: " << st.message() << "\n";
+}
+
 int RunVerify(const Context& ctx, const CatalogArgs& args) {
   auto store = OpenStore(ctx, args);
   if (!store.ok()) return Fail(store.status());
   auto report = (*store)->Verify();
   if (!report.ok()) return Fail(report.status());
+  RecordVerify(**store, *report);
   if (ctx.json) {
     ojson problems = ojson::array();
     for (const auto& p : report->problems)

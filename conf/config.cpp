@@ -539,7 +539,7 @@ Config Parser::Parse(const toml::table& root) {
   // problems come out in section order.
   std::vector<Field> top;
   for (std::string_view name :
-       {"node", "agent", "auth", "export", "peer", "retention", "restore"}) {
+       {"node", "agent", "auth", "export", "peer", "retention", "restore", "drill"}) {
     top.push_back({name, false, nullptr});
   }
   for (auto&& [k, v] : root) {
@@ -609,6 +609,9 @@ Config Parser::Parse(const toml::table& root) {
                Argv("register_sapi", &r.exec.register_sapi)});
        }}};
   Section(root, "restore", restore);
+  Section(root, "drill",
+          {DurationField("interval", &c.drill.interval, Duration(0)),
+           AbsoluteDir("dir", &c.drill.dir), SizeField("max_bytes", &c.drill.max_bytes, 0)});
   std::transform(c.node.uuid.begin(), c.node.uuid.end(), c.node.uuid.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
   CheckCrossFields(c);
@@ -650,6 +653,15 @@ void Parser::CheckCrossFields(Config& c) {
     Problem(PlaceAt(key), key,
             "agent.stale_after (" + FormatDuration(a.stale_after) +
                 ") must be longer than agent.interval (" + FormatDuration(a.interval) + ")");
+  }
+  auto inside = [](const std::string& dir, const std::string& root) {
+    return dir == root || dir.rfind(root + "/", 0) == 0 || root.rfind(dir + "/", 0) == 0;
+  };
+  if (inside(c.drill.dir, a.data_dir) && !Bad("drill.dir") && !Bad("agent.data_dir")) {
+    std::string key = Has("drill.dir") ? "drill.dir" : "agent.data_dir";
+    Problem(PlaceAt(key), key,
+            "drill.dir (" + c.drill.dir + ") and agent.data_dir (" + a.data_dir +
+                ") must not contain each other: a drill's scratch copy is not catalog data");
   }
   if (c.auth.transport == Transport::kTlsCa && !Bad("auth.transport")) {
     for (auto [name, path] :

@@ -144,6 +144,7 @@ class Agent:
         self.listen_port = free_port()
         self.api_port = free_port()
         self.peers = []  # (name, port)
+        self.extra_config = ""  # TOML appended to the config (sections of a test's own)
         self.proc = None
 
     def write_config(self):
@@ -178,8 +179,9 @@ root = "%s"
 [retention]
 generations = 3
 removed_grace = "%s"
+%s
 %s""" % (self.uuid, self.name, self.listen_port, self.api_port, self.data_dir, self.interval,
-         self.bwlimit, self.export_root, self.removed_grace, peers))
+         self.bwlimit, self.export_root, self.removed_grace, peers, self.extra_config))
 
     def start(self, env=None):
         self.write_config()

@@ -523,5 +523,30 @@ TEST_CASE("the example config installed beside a real key has no warnings", "[co
   CHECK(c->warnings.empty());
 }
 
+TEST_CASE("[drill]: off by default, and its scratch dir never inside data_dir", "[conf]") {
+  Fixture f;
+  Result<Config> c = f.Parse(Base());
+  REQUIRE(c.ok());
+  CHECK(c->drill.interval.count() == 0);
+  CHECK(c->drill.dir == "/var/tmp/lifeboat-drill");
+  CHECK(c->drill.max_bytes == 0);
+
+  c = f.Parse(Base("[drill]\ninterval = \"24h\"\ndir = \"/scratch/d\"\nmax_bytes = \"10G\"\n"));
+  REQUIRE(c.ok());
+  CHECK(c->drill.interval == std::chrono::hours(24));
+  CHECK(c->drill.dir == "/scratch/d");
+  CHECK(c->drill.max_bytes == 10ull << 30);
+
+  for (const char* dir : {"/var/sdcadm/svc-restore-data", "/var/sdcadm/svc-restore-data/drills",
+                          "/var/sdcadm"}) {
+    c = f.Parse(Base(std::string("[drill]\ndir = \"") + dir + "\"\n"));
+    REQUIRE_FALSE(c.ok());
+    REQUIRE(f.problems.size() == 1);
+    CHECK(f.problems[0].key == "drill.dir");
+    CHECK(f.problems[0].line == 7);
+    CHECK_THAT(f.problems[0].message, Catch::Contains("must not contain each other"));
+  }
+}
+
 }  // namespace
 }  // namespace lifeboat::conf
