@@ -14,6 +14,8 @@
 #include <set>
 #include <utility>
 
+#include "base/suggest.h"
+
 namespace lifeboat::conf {
 namespace {
 
@@ -107,21 +109,6 @@ std::string Trim(std::string_view s) {
   if (b == std::string_view::npos) return "";
   size_t e = s.find_last_not_of(kSpace);
   return std::string(s.substr(b, e - b + 1));
-}
-
-size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
 }
 
 // Offset of the first byte that is not part of well-formed UTF-8 (no overlong
@@ -282,13 +269,11 @@ class Parser {
 void Parser::UnknownKey(Place at, const std::string& key, std::string_view name,
                         const std::vector<Field>& fields) {
   std::string msg = "unknown key";
-  std::string_view best;
-  size_t best_distance = 3;  // suggest only close names
-  for (const Field& f : fields) {
-    size_t d = EditDistance(name, f.name);
-    if (d < best_distance) best_distance = d, best = f.name;
+  std::vector<std::string> names;
+  for (const Field& f : fields) names.emplace_back(f.name);
+  if (std::string best = ClosestName(name, names); !best.empty()) {
+    msg += " (did you mean \"" + best + "\"?)";
   }
-  if (!best.empty()) msg += " (did you mean \"" + std::string(best) + "\"?)";
   Problem(at, key, msg);
 }
 
