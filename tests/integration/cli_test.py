@@ -6,12 +6,47 @@ every subcommand's --help lists the shared options, usage errors exit 64.
 """
 
 import argparse
+import json
 import os
+import pty
+import re
+import select
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import agent_test  # noqa: E402
+from agent_test import Cluster, det_bytes  # noqa: E402
+
 LIFEBOAT = None
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def run_on_pty(argv, timeout=120):
+    """Runs argv with stdout/stderr on a pseudo-terminal of 80 columns; returns
+    (exit code, everything written)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(argv[0], argv)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if r:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
 
 
 def run(*args):
@@ -49,6 +84,48 @@ class CliTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, args)
             self.assertIn("-c,--config FILE", r.stdout, args)
             self.assertIn("-j,--json", r.stdout, args)
+
+
+class SyncNowTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="lifeboat-cli-it-", dir=os.environ.get("TMPDIR"))
+        self.cluster = None
+
+    def tearDown(self):
+        if self.cluster:
+            self.cluster.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_progress_on_a_terminal_stays_one_line_per_peer_within_80_columns(self):
+        agent_test.LIFEBOAT = LIFEBOAT
+        # A bandwidth limit stretches the transfer over a few seconds.
+        c = Cluster(self.tmp, A={"bwlimit": "1M"})
+        self.cluster = c
+        for name in ("B", "C"):
+            c.exports[name].add_instance("imgapi", "imgapi-with-a-rather-long-alias-0",
+                                         {"big": det_bytes(name, 3_000_000)})
+        c.start()
+        A = c.agents["A"]
+        rc, out = run_on_pty([LIFEBOAT, "sync-now", "-c", A.config])
+        self.assertEqual(rc, 0, out)
+        self.assertIn("B: ok", out)
+        self.assertIn("C: ok", out)
+        # Every line as drawn (split at newlines and carriage returns) fits.
+        for line in re.split(r"[\r\n]", ANSI.sub("", out)):
+            self.assertLess(len(line), 80, repr(line))
+        self.assertRegex(ANSI.sub("", out), r"transfer \[[#.]{10}\].*/s ETA")
+
+    def test_json_progress_is_one_object_per_line(self):
+        agent_test.LIFEBOAT = LIFEBOAT
+        c = Cluster(self.tmp, names=("A", "B"))
+        self.cluster = c
+        c.exports["B"].add_instance("imgapi", "imgapi0", {"f": "x"})
+        c.start()
+        r = c.agents["A"].cli("sync-now", "-j")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        objs = [json.loads(l) for l in r.stdout.splitlines()]
+        self.assertEqual((objs[-1]["type"], objs[-1]["ok"]), ("done", True))
+        self.assertEqual({o["type"] for o in objs} - {"progress"}, {"result", "done"})
 
 
 def main():
