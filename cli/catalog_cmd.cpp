@@ -14,6 +14,7 @@
 
 #include "base/clock.h"
 #include "base/env.h"
+#include "base/units.h"
 #include "catalog/store.h"
 #include "cli/command.h"
 #include "conf/config.h"
@@ -53,32 +54,6 @@ Result<std::unique_ptr<Store>> OpenStore(const Context& ctx, const CatalogArgs& 
   return Store::Open(*Env::Default(), *Clock::Real(), o);
 }
 
-std::string HumanSize(uint64_t bytes) {
-  static const char* kUnits[] = {"B", "K", "M", "G", "T", "P"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0) {
-    std::snprintf(buf, sizeof(buf), "%lluB", static_cast<unsigned long long>(bytes));
-  } else {
-    std::snprintf(buf, sizeof(buf), v < 10 ? "%.1f%s" : "%.0f%s", v, kUnits[u]);
-  }
-  return buf;
-}
-
-std::string HumanAge(int64_t ms) {
-  if (ms < 0) ms = 0;
-  int64_t s = ms / 1000;
-  if (s < 120) return std::to_string(s) + "s";
-  if (s < 7200) return std::to_string(s / 60) + "m";
-  if (s < 172800) return std::to_string(s / 3600) + "h";
-  return std::to_string(s / 86400) + "d";
-}
-
 const std::vector<std::string> kDefaultColumns = {"service",    "instance", "alias", "peer",
                                                   "generation", "age",      "size"};
 const std::vector<std::string> kAllColumns = {"service",    "instance", "alias",     "peer",
@@ -91,8 +66,8 @@ std::string Cell(const InstanceRecord& r, const std::string& col, int64_t now) {
   if (col == "alias") return r.alias;
   if (col == "peer") return r.peer;
   if (col == "generation") return std::to_string(r.generation);
-  if (col == "age") return HumanAge(now - r.pulled_at_ms);
-  if (col == "size") return HumanSize(r.size);
+  if (col == "age") return HumanAge((now - r.pulled_at_ms) / 1000);
+  if (col == "size") return HumanBytes(r.size);
   if (col == "seq") return std::to_string(r.seq);
   if (col == "files") return std::to_string(r.files);
   if (col == "image") return r.image_uuid;
@@ -247,8 +222,8 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
   for (uint64_t s : generations) std::cout << " " << s;
   std::cout << ")\n"
             << "pulled at   " << FormatIso8601Ms(r.pulled_at_ms) << " ("
-            << HumanAge(now - r.pulled_at_ms) << " ago)\n"
-            << "size        " << HumanSize(r.size) << " in " << r.files << " entries\n";
+            << HumanAge((now - r.pulled_at_ms) / 1000) << " ago)\n"
+            << "size        " << HumanBytes(r.size) << " in " << r.files << " entries\n";
   if (r.removed) {
     std::cout << "removed     since " << FormatIso8601Ms(r.removed_since_ms)
               << " (the peer no longer exports it)\n";
@@ -305,7 +280,7 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
   } else {
     for (const auto& p : report->problems) std::cout << "BAD " << p.path << ": " << p.what << "\n";
     std::cout << (report->ok() ? "ok" : "FAILED") << ": " << report->files_checked << " files, "
-              << HumanSize(report->bytes_checked) << " checked, " << report->problems.size()
+              << HumanBytes(report->bytes_checked) << " checked, " << report->problems.size()
               << " bad\n";
   }
   return report->ok() ? kExitOk : kExitData;

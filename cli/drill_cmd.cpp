@@ -12,9 +12,9 @@
 
 #include <iostream>
 
-#include "agent/api_client.h"
 #include "base/clock.h"
 #include "base/priority.h"
+#include "base/units.h"
 #include "catalog/store.h"
 #include "cli/command.h"
 #include "conf/config.h"
@@ -31,10 +31,10 @@ struct DrillFlags {
 
 void PrintRecord(const restore::DrillRecord& r) {
   std::cout << r.peer << ": ok: " << r.instances << " instance(s), " << r.images
-            << " image(s), " << agent::HumanBytes(r.bytes) << " restored and "
+            << " image(s), " << HumanBytes(r.bytes) << " restored and "
             << r.files_verified << " entries compared in "
             << static_cast<double>(r.wall_ms) / 1000.0 << " s ("
-            << agent::HumanBytes(static_cast<uint64_t>(r.ThroughputBps())) << "/s)\n";
+            << HumanBytes(static_cast<uint64_t>(r.ThroughputBps())) << "/s)\n";
 }
 
 int RunDrillCmd(const Context& ctx, const DrillFlags& flags) {

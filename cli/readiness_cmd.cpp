@@ -10,8 +10,8 @@
 // 74 the catalog cannot be read.
 #include <iostream>
 
-#include "agent/api_client.h"
 #include "base/clock.h"
+#include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
@@ -45,15 +45,15 @@ std::string Cell(const restore::PeerReadiness& p, const std::string& col, int64_
     return p.freshest_node.empty() ? "-"
                                    : p.freshest_node + "@" + std::to_string(p.freshest_generation);
   }
-  if (col == "rpo") return p.rpo_ms ? agent::HumanAge(*p.rpo_ms / 1000) : "-";
-  if (col == "size") return agent::HumanBytes(p.data_bytes);
+  if (col == "rpo") return p.rpo_ms ? HumanAge(*p.rpo_ms / 1000) : "-";
+  if (col == "size") return HumanBytes(p.data_bytes);
   if (col == "rto") {
-    return agent::HumanAge(p.rto_ms / 1000) + (p.rto_basis == "drill" ? "" : " (est)");
+    return HumanAge(p.rto_ms / 1000) + (p.rto_basis == "drill" ? "" : " (est)");
   }
   if (col == "drill") {
     if (!p.last_drill) return "never";
     return std::string(p.last_drill->ok ? "ok " : "FAILED ") +
-           agent::HumanAge((now_ms - p.last_drill->started_ms) / 1000) + " ago";
+           HumanAge((now_ms - p.last_drill->started_ms) / 1000) + " ago";
   }
   if (col == "blockers") {
     std::string kinds;
@@ -87,7 +87,7 @@ void PrintText(const restore::ReadinessReport& r, const std::vector<std::string>
   }
   if (r.verify) {
     std::cout << "last verify: " << (r.verify->ok ? "ok" : "FAILED") << ", "
-              << agent::HumanAge((r.now_ms - r.verify->finished_ms) / 1000) << " ago\n";
+              << HumanAge((r.now_ms - r.verify->finished_ms) / 1000) << " ago\n";
   } else {
     std::cout << "last verify: never (lifeboat catalog verify)\n";
   }

@@ -18,6 +18,7 @@
 #include "agent/api_client.h"
 #include "agent/status_json.h"
 #include "base/clock.h"
+#include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
@@ -156,15 +157,15 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "last_attempt") return Str(p["last_attempt"]);
   if (col == "last_success") return Str(p["last_success"]);
   if (col == "age")
-    return p["age_seconds"].is_null() ? "never" : agent::HumanAge(p["age_seconds"].get<int64_t>());
+    return p["age_seconds"].is_null() ? "never" : HumanAge(p["age_seconds"].get<int64_t>());
   if (col == "stale") return p.value("stale", true) ? "STALE" : "ok";
   if (col == "generation") return Str(p["generation"]);
   if (col == "error") return p["last_error"].is_null() ? "-" : Str(p["last_error"]);
-  if (col == "bytes") return agent::HumanBytes(p.value("wire_bytes", 0ull));
+  if (col == "bytes") return HumanBytes(p.value("wire_bytes", 0ull));
   if (col == "files") return Str(p["files"]);
   if (col == "pulls") return Str(p["pulls"]);
   if (col == "failed") return Str(p["pulls_failed"]);
-  if (col == "next_pull") return agent::HumanAge(p.value("next_pull_in_ms", 0ll) / 1000);
+  if (col == "next_pull") return HumanAge(p.value("next_pull_in_ms", 0ll) / 1000);
   if (col == "freshest") {
     if (!p.contains("freshest")) return "(--cluster)";
     const auto& f = p["freshest"];
@@ -287,10 +288,10 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
         srows.push_back({Str(s["service"]), Str(s["instances"]), Str(s["removed"]),
                          s["newest_age_seconds"].is_null()
                              ? "-"
-                             : agent::HumanAge(s["newest_age_seconds"].get<int64_t>()),
+                             : HumanAge(s["newest_age_seconds"].get<int64_t>()),
                          s["oldest_age_seconds"].is_null()
                              ? "-"
-                             : agent::HumanAge(s["oldest_age_seconds"].get<int64_t>()),
+                             : HumanAge(s["oldest_age_seconds"].get<int64_t>()),
                          peers});
       }
       PrintTable({"SERVICE", "INSTANCES", "REMOVED", "NEWEST", "OLDEST", "PEERS"}, srows,

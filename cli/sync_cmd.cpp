@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "base/units.h"
 #include "cli/command.h"
 #include "conf/config.h"
 
@@ -70,12 +71,12 @@ std::string ProgressLine(const PeerProgress& pp, std::chrono::steady_clock::time
   std::string line = p.value("peer", "?") + " " + p.value("phase", "?") + " [" +
                      std::string(filled, '#') + std::string(bar_width - filled, '.') + "] " +
                      std::to_string(fd) + "/" + std::to_string(ft) + " files " +
-                     agent::HumanBytes(bd) + "/" + agent::HumanBytes(bt) + " (" +
-                     agent::HumanBytes(p.value("wire_bytes", 0ull)) + " in)";
+                     HumanBytes(bd) + "/" + HumanBytes(bt) + " (" +
+                     HumanBytes(p.value("wire_bytes", 0ull)) + " in)";
   const double rate = pp.Rate(now);
   if (rate > 0) {
-    line += " " + agent::HumanBytes(static_cast<uint64_t>(rate)) + "/s";
-    if (bt > bd) line += " ETA " + agent::HumanAge(static_cast<int64_t>((bt - bd) / rate) + 1);
+    line += " " + HumanBytes(static_cast<uint64_t>(rate)) + "/s";
+    if (bt > bd) line += " ETA " + HumanAge(static_cast<int64_t>((bt - bd) / rate) + 1);
   }
   if (line.size() >= width) line.resize(width - 1);  // never wrap: the redraw counts lines
   return line;
@@ -106,7 +107,7 @@ class ProgressView {
       std::cout << peer << ": " << phase;
       if (phase == "transfer" || phase == "commit") {
         std::cout << " (" << p.value("files_total", 0) << " files, "
-                  << agent::HumanBytes(p.value("bytes_total", 0ull)) << ")";
+                  << HumanBytes(p.value("bytes_total", 0ull)) << ")";
       }
       std::cout << std::endl;
     }
@@ -124,9 +125,9 @@ class ProgressView {
         std::cout << "unchanged";
       } else {
         std::cout << r.value("files", 0ull) << " files ("
-                  << agent::HumanBytes(r.value("file_bytes", 0ull)) << ") updated";
+                  << HumanBytes(r.value("file_bytes", 0ull)) << ") updated";
       }
-      std::cout << ", " << agent::HumanBytes(r.value("wire_bytes", 0ull)) << " received in "
+      std::cout << ", " << HumanBytes(r.value("wire_bytes", 0ull)) << " received in "
                 << r.value("duration_ms", 0ll) << " ms" << std::endl;
     } else {
       std::cout << peer << ": FAILED: " << r["error"].value("message", "unknown error")

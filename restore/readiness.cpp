@@ -5,20 +5,13 @@
 #include <set>
 
 #include "base/clock.h"
+#include "base/units.h"
 
 namespace lifeboat::restore {
 namespace {
 
 std::string Plural(uint64_t n, const char* word) {
   return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
-}
-
-std::string AgeText(int64_t ms) {
-  int64_t s = ms / 1000;
-  if (s < 120) return std::to_string(s) + "s";
-  if (s < 2 * 3600) return std::to_string(s / 60) + "m";
-  if (s < 2 * 86400) return std::to_string(s / 3600) + "h";
-  return std::to_string(s / 86400) + "d";
 }
 
 InstanceFacts GatherInstance(const catalog::Store& store, const catalog::InstanceRecord& r) {
@@ -113,9 +106,9 @@ void AddFreshness(const ReadinessInput& in, PeerReadiness& r) {
   }
   r.rpo_ms = age;
   if (age > in.stale_after_ms) {
-    r.blockers.push_back({"stale", "the freshest copy (" + f.node + ") is " + AgeText(age) +
+    r.blockers.push_back({"stale", "the freshest copy (" + f.node + ") is " + HumanAge(age / 1000) +
                                        " old, more than stale_after " +
-                                       AgeText(in.stale_after_ms)});
+                                       HumanAge(in.stale_after_ms / 1000)});
   }
 }
 

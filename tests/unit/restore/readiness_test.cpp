@@ -84,7 +84,7 @@ TEST_CASE("stale data blocks, unless another node holds a fresh copy", "[readine
   in.peer_states = {Held("B", 7, kNow - 45 * kMin)};
   const PeerReadiness b = Peer(AssessReadiness(in), "B");
   CHECK(Kinds(b) == std::vector<std::string>{"stale"});
-  CHECK_THAT(b.blockers[0].message, Catch::Contains("45m old"));
+  CHECK_THAT(b.blockers[0].message, Catch::Contains("45m00s old, more than stale_after 30m00s"));
 
   in.cluster_copies["B"] = {PeerCopy{"C", true, "", 8, kNow - 1 * kMin},
                             PeerCopy{"D", false, "connection refused", 0, 0}};
