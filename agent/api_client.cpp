@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/tcp.h"
+
 namespace lifeboat::agent {
 namespace {
 
@@ -29,10 +31,7 @@ class Fd {
   int fd_;
 };
 
-std::string Where(const ApiCall& c) {
-  std::string h = c.host.find(':') != std::string::npos ? "[" + c.host + "]" : c.host;
-  return h + ":" + std::to_string(c.port);
-}
+std::string Where(const ApiCall& c) { return FormatHostPort(c.host, c.port); }
 
 // Waits until `fd` is ready for `events`; false on timeout.
 Result<bool> WaitFd(int fd, short events, int64_t timeout_ms) {
@@ -46,42 +45,11 @@ Result<bool> WaitFd(int fd, short events, int64_t timeout_ms) {
 }
 
 Result<int> ConnectTo(const ApiCall& c) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(c.port);
-  int rc = ::getaddrinfo(c.host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0) return UnavailableError("resolve " + Where(c) + ": " + gai_strerror(rc));
-  Status last = UnavailableError("connect to " + Where(c) + ": no address");
-  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) continue;
-    int err = 0;
-    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-      err = errno;
-      if (err == EINPROGRESS) {
-        auto ready = WaitFd(fd, POLLOUT, c.connect_timeout_ms);
-        if (!ready.ok() || !*ready) {
-          ::close(fd);
-          last = TemporaryError("connect to " + Where(c) + ": timed out");
-          continue;
-        }
-        socklen_t len = sizeof(err);
-        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      }
-    }
-    if (err != 0) {
-      ::close(fd);
-      last = UnavailableError("connect to " + Where(c) + ": " + std::strerror(err) +
-                              " (is `lifeboat agent` running?)");
-      continue;
-    }
-    ::freeaddrinfo(res);
-    return fd;
+  Result<int> fd = ConnectTcp(c.host, c.port, c.connect_timeout_ms);
+  if (!fd.ok() && fd.status().code() == Code::kUnavailable) {
+    return UnavailableError(fd.status().message() + " (is `lifeboat agent` running?)");
   }
-  ::freeaddrinfo(res);
-  return last;
+  return fd;
 }
 
 struct ParseState {
