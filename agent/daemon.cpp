@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "agent/config_options.h"
 #include "agent/control_api.h"
 #include "agent/drill_runner.h"
 #include "agent/http_server.h"
@@ -106,11 +107,8 @@ Status Daemon::Open() {
                                                     "agent.data_dir " + data_dir));
   data_dir_lock_.emplace(std::move(lock));
 
-  catalog::StoreOptions so;
-  so.data_dir = data_dir;
-  so.generations_kept = cfg_.retention.generations;
-  so.removed_grace_ms = Ms(cfg_.retention.removed_grace);
-  ASSIGN_OR_RETURN(store_, catalog::Store::Open(env, *clock_, so));
+  ASSIGN_OR_RETURN(store_, catalog::Store::Open(env, *clock_,
+                                                StoreOptionsFor(cfg_, /*read_only=*/false)));
 
   std::string export_state = JoinPath(data_dir, ".export");
   RETURN_IF_ERROR(CreateDirs(env, export_state, 0700));
@@ -139,16 +137,9 @@ Status Daemon::Open() {
   }
 
   std::shared_ptr<const syncproto::TlsContext> tls_server, tls_client;
-  if (cfg_.auth.transport != conf::Transport::kPlain) {
-    syncproto::TlsConfig tc;
-    tc.mode = cfg_.auth.transport == conf::Transport::kTlsCa ? syncproto::TlsMode::kCa
-                                                             : syncproto::TlsMode::kPsk;
-    tc.cluster_key = cfg_.auth.cluster_key;
-    tc.ca_file = cfg_.auth.ca_file;
-    tc.cert_file = cfg_.auth.cert_file;
-    tc.key_file = cfg_.auth.key_file;
-    ASSIGN_OR_RETURN(tls_server, syncproto::TlsContext::Create(syncproto::TlsRole::kServer, tc));
-    ASSIGN_OR_RETURN(tls_client, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, tc));
+  if (std::optional<syncproto::TlsConfig> tc = TlsConfigFor(cfg_)) {
+    ASSIGN_OR_RETURN(tls_server, syncproto::TlsContext::Create(syncproto::TlsRole::kServer, *tc));
+    ASSIGN_OR_RETURN(tls_client, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, *tc));
   }
 
   PeerServerOptions pso;

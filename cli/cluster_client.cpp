@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "agent/config_options.h"
 #include "base/tcp.h"
 #include "syncproto/session.h"
 
@@ -133,15 +134,8 @@ class HeldProbe final : public restore::ClusterProbe {
 Result<std::unique_ptr<ClusterClient>> ClusterClient::Create(const conf::Config& config,
                                                              int timeout_ms) {
   std::unique_ptr<ClusterClient> c(new ClusterClient(config, timeout_ms));
-  if (config.auth.transport != conf::Transport::kPlain) {
-    syncproto::TlsConfig tc;
-    tc.mode = config.auth.transport == conf::Transport::kTlsCa ? syncproto::TlsMode::kCa
-                                                               : syncproto::TlsMode::kPsk;
-    tc.cluster_key = config.auth.cluster_key;
-    tc.ca_file = config.auth.ca_file;
-    tc.cert_file = config.auth.cert_file;
-    tc.key_file = config.auth.key_file;
-    ASSIGN_OR_RETURN(c->tls_, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, tc));
+  if (std::optional<syncproto::TlsConfig> tc = agent::TlsConfigFor(config)) {
+    ASSIGN_OR_RETURN(c->tls_, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, *tc));
   }
   return c;
 }

@@ -12,6 +12,7 @@
 
 #include <iostream>
 
+#include "agent/config_options.h"
 #include "base/clock.h"
 #include "base/priority.h"
 #include "base/units.h"
@@ -55,10 +56,7 @@ int RunDrillCmd(const Context& ctx, const DrillFlags& flags) {
               << "\n";
     return kExitUsage;
   }
-  catalog::StoreOptions so;
-  so.data_dir = config->agent.data_dir;
-  so.read_only = true;
-  auto store = catalog::Store::Open(*Env::Default(), *Clock::Real(), so);
+  auto store = agent::OpenCatalogReadOnly(*config);
   if (!store.ok()) {
     std::cerr << "lifeboat drill: opening the catalog: " << store.status().message() << "\n";
     return store.status().ExitCode();
@@ -72,7 +70,7 @@ int RunDrillCmd(const Context& ctx, const DrillFlags& flags) {
     o.max_bytes = config->drill.max_bytes;
     o.node_name = config->node.name;
     o.set_owners = ::geteuid() == 0;
-    auto rec = restore::RunDrill(*Env::Default(), *Clock::Real(), **store, so.data_dir, o);
+    auto rec = restore::RunDrill(*Env::Default(), *Clock::Real(), **store, config->agent.data_dir, o);
     if (!rec.ok()) {
       if (exit_code == kExitOk) exit_code = rec.status().ExitCode();
       const bool ran = rec.status().code() != Code::kTemporary;

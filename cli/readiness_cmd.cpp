@@ -10,6 +10,7 @@
 // 74 the catalog cannot be read.
 #include <iostream>
 
+#include "agent/config_options.h"
 #include "base/clock.h"
 #include "base/units.h"
 #include "catalog/store.h"
@@ -111,10 +112,7 @@ int RunReadiness(const Context& ctx, const ReadinessFlags& flags) {
     std::cerr << "lifeboat readiness: '" << flags.peer << "' is not a configured peer\n";
     return kExitUsage;
   }
-  catalog::StoreOptions so;
-  so.data_dir = config->agent.data_dir;
-  so.read_only = true;
-  auto store = catalog::Store::Open(*Env::Default(), *Clock::Real(), so);
+  auto store = agent::OpenCatalogReadOnly(*config);
   if (!store.ok()) {
     std::cerr << "lifeboat readiness: opening the catalog: " << store.status().message() << "\n";
     return store.status().ExitCode();

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/config_options.h"
 #include "base/clock.h"
 #include "base/env.h"
 #include "base/log.h"
@@ -198,11 +199,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
 
   Env& env = *Env::Default();
   Clock& clock = *Clock::Real();
-  catalog::StoreOptions store_opts;
-  store_opts.data_dir = config->agent.data_dir;
-  store_opts.generations_kept = config->retention.generations;
-  store_opts.removed_grace_ms = config->retention.removed_grace.count();
-  store_opts.read_only = true;
+  const catalog::StoreOptions store_opts = agent::StoreOptionsFor(*config, /*read_only=*/true);
   auto store = catalog::Store::Open(env, clock, store_opts);
   if (!store.ok()) return Fail(store.status().WithContext("opening the catalog"), ctx, nullptr);
 

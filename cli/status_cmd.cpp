@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "agent/config_options.h"
 #include "agent/status_json.h"
 #include "base/clock.h"
 #include "base/units.h"
@@ -95,11 +96,9 @@ Status AddClusterCopies(const conf::Config& config, nlohmann::json& st) {
 // were restored: both copies exist) to the status object. Reads the catalog
 // read-only, beside the running agent.
 Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
-  catalog::StoreOptions so;
-  so.data_dir = config.agent.data_dir;
-  so.read_only = true;
-  ASSIGN_OR_RETURN(auto store, catalog::Store::Open(*Env::Default(), *Clock::Real(), so));
-  ASSIGN_OR_RETURN(auto restored, restore::ListRestoredInstances(*Env::Default(), so.data_dir));
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
+  ASSIGN_OR_RETURN(auto restored,
+                   restore::ListRestoredInstances(*Env::Default(), config.agent.data_dir));
   nlohmann::json list = nlohmann::json::array();
   for (const auto& [old_uuid, r] : restored) {
     list.push_back({{"old_uuid", old_uuid},
@@ -133,10 +132,7 @@ Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
 
 // The status object built from the catalog on disk, for when the agent is down.
 Result<nlohmann::json> OfflineStatus(const conf::Config& config) {
-  catalog::StoreOptions so;
-  so.data_dir = config.agent.data_dir;
-  so.read_only = true;
-  ASSIGN_OR_RETURN(auto store, catalog::Store::Open(*Env::Default(), *Clock::Real(), so));
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
   return agent::OfflineStatusJson(config, *store, Clock::Real()->WallMs());
 }
 
