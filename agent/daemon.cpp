@@ -406,24 +406,12 @@ void Daemon::GetStatus(JsonFn done) {
 void Daemon::GetCatalog(JsonFn done) {
   auto result = std::make_shared<nlohmann::json>();
   catalog::Store* store = store_.get();
+  const int64_t now = clock_->WallMs();
   QueueWork(
       &loop_,
-      [result, store] {
+      [result, store, now] {
         nlohmann::json inst = nlohmann::json::array();
-        for (const auto& i : store->Instances()) {
-          inst.push_back({{"uuid", i.uuid},
-                          {"alias", i.alias},
-                          {"service", i.service},
-                          {"peer", i.peer},
-                          {"image_uuid", i.image_uuid},
-                          {"generation", i.generation},
-                          {"seq", i.seq},
-                          {"pulled_at", WallOrNull(i.pulled_at_ms)},
-                          {"size", i.size},
-                          {"files", i.files},
-                          {"removed", i.removed},
-                          {"removed_since", WallOrNull(i.removed_since_ms)}});
-        }
+        for (const auto& i : store->Instances()) inst.push_back(InstanceJson(i, now));
         nlohmann::json images = nlohmann::json::array();
         for (const auto& im : store->Images()) {
           images.push_back({{"uuid", im.uuid},

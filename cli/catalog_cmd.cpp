@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/status_json.h"
 #include "base/clock.h"
 #include "base/env.h"
 #include "base/units.h"
@@ -25,7 +26,7 @@ namespace {
 
 using catalog::InstanceRecord;
 using catalog::Store;
-using ojson = nlohmann::ordered_json;
+using nlohmann::json;
 
 struct CatalogArgs {
   std::string data_dir;  // --data-dir: overrides agent.data_dir of the config
@@ -74,23 +75,6 @@ std::string Cell(const InstanceRecord& r, const std::string& col, int64_t now) {
   if (col == "pulled_at") return FormatIso8601Ms(r.pulled_at_ms);
   if (col == "removed") return r.removed ? FormatIso8601Ms(r.removed_since_ms) : "-";
   return "";
-}
-
-ojson RecordJson(const InstanceRecord& r, int64_t now) {
-  return {
-      {"service", r.service},
-      {"instance", r.uuid},
-      {"alias", r.alias},
-      {"peer", r.peer},
-      {"generation", r.generation},
-      {"seq", r.seq},
-      {"image_uuid", r.image_uuid},
-      {"pulled_at", FormatIso8601Ms(r.pulled_at_ms)},
-      {"age_s", (now - r.pulled_at_ms) / 1000},
-      {"size", r.size},
-      {"files", r.files},
-      {"removed", r.removed},
-      {"removed_since", r.removed ? ojson(FormatIso8601Ms(r.removed_since_ms)) : ojson(nullptr)}};
 }
 
 Result<std::vector<std::string>> ParseColumns(const std::string& spec) {
@@ -147,8 +131,8 @@ int RunLs(const Context& ctx, const CatalogArgs& args) {
   const int64_t now = Clock::Real()->WallMs();
   auto instances = (*store)->Instances();
   if (ctx.json) {
-    ojson out = ojson::array();
-    for (const auto& r : instances) out.push_back(RecordJson(r, now));
+    json out = json::array();
+    for (const auto& r : instances) out.push_back(agent::InstanceJson(r, now));
     std::cout << out.dump(2) << "\n";
     return kExitOk;
   }
@@ -184,10 +168,10 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
   std::vector<uint64_t> generations = seqs.ok() ? *seqs : std::vector<uint64_t>{};
   auto chain = (*store)->ImageChain(gen->record.image_uuid);
   if (ctx.json) {
-    ojson out = RecordJson(gen->record, now);
+    json out = agent::InstanceJson(gen->record, now);
     out["dir"] = gen->dir;
     out["generations_held"] = generations;
-    ojson images = ojson::array();
+    json images = json::array();
     if (chain.ok()) {
       for (const auto& i : *chain) {
         images.push_back(
@@ -195,10 +179,10 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
       }
     }
     out["image_chain"] = images;
-    out["image_chain_error"] = chain.ok() ? ojson(nullptr) : ojson(chain.status().message());
-    ojson files = ojson::array();
+    out["image_chain_error"] = chain.ok() ? json(nullptr) : json(chain.status().message());
+    json files = json::array();
     for (const auto& f : gen->files) {
-      ojson e = {{"path", f.entry.path},
+      json e = {{"path", f.entry.path},
                  {"kind", KindName(f.entry.kind)},
                  {"mode", f.entry.mode},
                  {"local_path", f.local_path}};
@@ -269,10 +253,10 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
   if (!report.ok()) return Fail(report.status());
   RecordVerify(**store, *report);
   if (ctx.json) {
-    ojson problems = ojson::array();
+    json problems = json::array();
     for (const auto& p : report->problems)
       problems.push_back({{"path", p.path}, {"problem", p.what}});
-    ojson out = {{"ok", report->ok()},
+    json out = {{"ok", report->ok()},
                  {"files_checked", report->files_checked},
                  {"bytes_checked", report->bytes_checked},
                  {"problems", problems}};
