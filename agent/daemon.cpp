@@ -353,7 +353,8 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
     nlohmann::json p = {
         {"name", r.name},
         {"address", r.address},
-        {"reachable", r.reachable},
+        // Unknown (null) until this agent's first attempt at the peer ended.
+        {"reachable", r.pulls_total > 0 ? nlohmann::json(r.reachable) : nlohmann::json()},
         {"phase", PullPhaseName(r.phase)},
         {"last_attempt", WallOrNull(r.last_attempt_wall_ms)},
         {"last_success", WallOrNull(r.last_success_wall_ms)},

@@ -146,7 +146,7 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "peer") return Str(p["name"]);
   if (col == "address") return Str(p["address"]);
   if (col == "reachable") {
-    if (!p.contains("reachable") || p["reachable"].is_null()) return "?";
+    if (!p.contains("reachable") || p["reachable"].is_null()) return "unknown";
     return p["reachable"].get<bool>() ? "yes" : "no";
   }
   if (col == "phase") return Str(p["phase"]);

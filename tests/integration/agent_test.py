@@ -649,6 +649,10 @@ class AgentTest(unittest.TestCase):
         A = c.agents["A"]
         r = A.cli("status", "--check")
         self.assertEqual(r.returncode, 1, "never pulled must be stale: " + r.stdout)
+        # Nobody tried B yet: its reachability is unknown, not "no".
+        self.assertIsNone(A.peer_status("B")["reachable"])
+        r = A.cli("status", "-H", "-o", "peer,reachable")
+        self.assertEqual(r.stdout.split(), ["B", "unknown"])
         self.sync_ok(A)
         r = A.cli("status", "--check", "-H", "-o", "peer,reachable,generation,stale")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -667,7 +671,7 @@ class AgentTest(unittest.TestCase):
         r = A.cli("status", "-H", "-o", "peer,reachable,generation,stale")
         self.assertEqual(r.returncode, 69, r.stderr)
         self.assertIn("the agent is not running", r.stderr)
-        self.assertEqual(r.stdout.split()[:4], ["B", "?", fields[2], "ok"])
+        self.assertEqual(r.stdout.split()[:4], ["B", "unknown", fields[2], "ok"])
         self.assertIn("imgapi", A.cli("status").stdout)
         r = A.cli("status", "-j")
         self.assertEqual(r.returncode, 69)
