@@ -2,8 +2,11 @@
 // pull now and shows its progress until every asked pull finished. Output: on
 // a terminal one line per peer (never wider than the terminal: phase, files
 // and bytes done, bytes received so far, rate and ETA), one JSON object per
-// line (NDJSON) with -j, plain lines per phase change otherwise. Exit 0 when every pull succeeded, 69 when the agent is not
-// running, 75 when a pull failed, 64 for an unknown peer.
+// line (NDJSON) with -j, plain lines per phase change otherwise. A --service
+// that no instance of the asked peers has after the pull is an error (exit
+// 64, with the services held and the closest name), not "ok, unchanged".
+// Exit 0 when every pull succeeded, 69 when the agent is not running, 75 when
+// a pull failed, 64 for an unknown peer or service.
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -12,12 +15,15 @@
 
 #include <iostream>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "agent/config_options.h"
+#include "base/suggest.h"
 #include "base/units.h"
 #include "cli/command.h"
 #include "conf/config.h"
@@ -170,6 +176,24 @@ class ProgressView {
   std::map<std::string, std::string> last_phase_;
 };
 
+// The asked services that no held instance of the asked peers has after
+// the pull: a typo, or a service those peers do not run. Reads the catalog.
+std::vector<std::string> UnknownServices(const conf::Config& config, const SyncOptions& opt,
+                                         std::vector<std::string>* known) {
+  auto store = agent::OpenCatalogReadOnly(config);
+  if (!store.ok()) return {};  // the pull's own result said what matters
+  std::set<std::string> held;
+  for (const auto& i : (*store)->Instances()) {
+    if (opt.peer.empty() || i.peer == opt.peer) held.insert(i.service);
+  }
+  known->assign(held.begin(), held.end());
+  std::vector<std::string> unknown;
+  for (const auto& s : opt.services) {
+    if (!held.count(s)) unknown.push_back(s);
+  }
+  return unknown;
+}
+
 int RunSync(const Context& ctx, const SyncOptions& opt) {
   std::vector<conf::ConfigProblem> problems;
   Result<conf::Config> config = conf::LoadConfig(ctx.ConfigPath(), &problems);
@@ -232,6 +256,19 @@ int RunSync(const Context& ctx, const SyncOptions& opt) {
     return kExitTemporary;
   }
   if (results == 0 && !ctx.json) std::cout << "no peers configured\n";
+  if (all_ok && !opt.services.empty()) {
+    std::vector<std::string> known;
+    const std::vector<std::string> unknown = UnknownServices(*config, opt, &known);
+    for (const std::string& s : unknown) {
+      std::cerr << "lifeboat sync-now: no instance of service '" << s << "' is held from "
+                << (opt.peer.empty() ? "any peer" : opt.peer);
+      if (std::string best = ClosestName(s, known); !best.empty()) {
+        std::cerr << " (did you mean '" << best << "'?)";
+      }
+      std::cerr << "; services held: " << (known.empty() ? "none" : Join(known, ", ")) << "\n";
+    }
+    if (!unknown.empty()) return kExitUsage;
+  }
   return all_ok ? kExitOk : kExitTemporary;
 }
 

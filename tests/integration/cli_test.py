@@ -115,6 +115,20 @@ class SyncNowTest(unittest.TestCase):
             self.assertLess(len(line), 80, repr(line))
         self.assertRegex(ANSI.sub("", out), r"transfer \[[#.]{10}\].*/s ETA")
 
+    def test_an_unknown_service_is_an_error_with_a_suggestion(self):
+        agent_test.LIFEBOAT = LIFEBOAT
+        c = Cluster(self.tmp, names=("A", "B"))
+        self.cluster = c
+        c.exports["B"].add_instance("imgapi", "imgapi0", {"f": "x"})
+        c.start()
+        A = c.agents["A"]
+        r = A.cli("sync-now", "--service", "imgapi")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = A.cli("sync-now", "--service", "imgpi")
+        self.assertEqual(r.returncode, 64, r.stdout + r.stderr)
+        self.assertIn("no instance of service 'imgpi' is held from any peer "
+                      "(did you mean 'imgapi'?); services held: imgapi", r.stderr)
+
     def test_json_progress_is_one_object_per_line(self):
         agent_test.LIFEBOAT = LIFEBOAT
         c = Cluster(self.tmp, names=("A", "B"))
