@@ -4,7 +4,10 @@
 // other node (syncproto HELD_QUERY) which generation of each peer it holds and
 // shows, per peer, the node with the freshest copy (column "freshest", JSON
 // "freshest" and "cluster_copies"). `--check` (for monitoring) exits 1
-// when any peer's data is older than agent.stale_after. When the agent is
+// when any peer's data is older than agent.stale_after or anything else
+// would block a restore of it (the blockers of `lifeboat readiness`: missing
+// images, unreadable copies, deposed instances, a failed drill or verify),
+// one line per reason on stderr. When the agent is
 // not running, status shows what the catalog on disk records (reachability
 // unknown, "agent_running": false) and exits 69, with or without --check.
 #include <iostream>
@@ -23,6 +26,7 @@
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
+#include "cli/readiness_source.h"
 #include "conf/config.h"
 #include "restore/deposed.h"
 
@@ -127,6 +131,26 @@ Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
                        {"restored_at", FormatIso8601Ms(d.restored.restored_ms)}});
   }
   st["deposed"] = std::move(deposed);
+  return Status::Ok();
+}
+
+// Adds "blockers" ([{peer, kind, message}]): what would stop a restore of
+// each peer from this node's catalog now (restore/readiness.h), except the
+// age kinds, which status judges itself from the agent's clock-jump-proof
+// ages ("stale").
+Status AddBlockers(const conf::Config& config, nlohmann::json& st) {
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
+  ASSIGN_OR_RETURN(restore::ReadinessReport r,
+                   AssessConfiguredReadiness(config, *store, *Env::Default(),
+                                             Clock::Real()->WallMs(), /*cluster=*/nullptr));
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& p : r.peers) {
+    for (const auto& b : p.blockers) {
+      if (b.kind == "stale" || b.kind == "never_pulled" || b.kind == "clock_changed") continue;
+      list.push_back({{"peer", p.peer}, {"kind", b.kind}, {"message", b.message}});
+    }
+  }
+  st["blockers"] = std::move(list);
   return Status::Ok();
 }
 
@@ -254,6 +278,9 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   if (Status rs = AddRestoreState(*config, st); !rs.ok()) {
     std::cerr << "lifeboat status: restores: " << rs.message() << "\n";
   }
+  if (Status bs = AddBlockers(*config, st); !bs.ok()) {
+    std::cerr << "lifeboat status: readiness: " << bs.message() << "\n";
+  }
   if (opt.cluster) {
     if (Status cs = AddClusterCopies(*config, st); !cs.ok()) {
       std::cerr << "lifeboat status: asking the cluster: " << cs.message() << "\n";
@@ -294,7 +321,8 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
                  opt.no_header);
     }
   }
-  if (!ctx.json && st.contains("deposed") && !st["deposed"].empty()) {
+  // -H: the peer rows and nothing else.
+  if (!ctx.json && !opt.no_header && st.contains("deposed") && !st["deposed"].empty()) {
     std::cout << "\nDEPOSED: restored elsewhere, yet their node exports them again; retire the "
                  "old instances:\n";
     std::vector<std::vector<std::string>> drows;
@@ -305,14 +333,27 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
     PrintTable({"PEER", "OLD ALIAS", "OLD UUID", "RESTORED AS", "NEW UUID", "ON", "AT"}, drows,
                opt.no_header);
   }
-  if (opt.check && !stale.empty()) {
-    std::string names;
-    for (const auto& n : stale) names += (names.empty() ? "" : ", ") + n;
-    std::cerr << "lifeboat status: data older than "
-              << conf::FormatDuration(config->agent.stale_after) << " from: " << names << "\n";
+  const nlohmann::json blockers = st.value("blockers", nlohmann::json::array());
+  if (!ctx.json && !opt.no_header && !blockers.empty()) {
+    std::cout << "\nBLOCKED: a restore of these peers from here would not be complete "
+                 "(lifeboat readiness):\n";
+    for (const auto& b : blockers) {
+      std::cout << "  " << Str(b["peer"]) << ": " << Str(b["kind"]) << ": " << Str(b["message"])
+                << "\n";
+    }
+  }
+  if (opt.check) {
+    for (const auto& n : stale) {
+      std::cerr << "lifeboat status: " << n << ": stale: data older than "
+                << conf::FormatDuration(config->agent.stale_after) << "\n";
+    }
+    for (const auto& b : blockers) {
+      std::cerr << "lifeboat status: " << Str(b["peer"]) << ": " << Str(b["kind"]) << ": "
+                << Str(b["message"]) << "\n";
+    }
   }
   if (agent_down) return kExitUnavailable;  // a stopped agent is worse than stale data
-  return opt.check && !stale.empty() ? 1 : kExitOk;
+  return opt.check && (!stale.empty() || !blockers.empty()) ? 1 : kExitOk;
 }
 
 const CommandRegistrar kRegistrar(/*order=*/30, [](CLI::App& root, Context& ctx) {
@@ -328,7 +369,8 @@ const CommandRegistrar kRegistrar(/*order=*/30, [](CLI::App& root, Context& ctx)
                 "ask every other node which generation of each peer it holds; show the "
                 "freshest copy per peer");
   sub->add_flag("--check", opt.check,
-                "exit 1 when any peer's data is older than agent.stale_after");
+                "exit 1 when any peer's data is older than agent.stale_after or a restore of "
+                "it is blocked (see `lifeboat readiness`); one line per reason on stderr");
   sub->callback([&ctx] { ctx.Run([&ctx] { return RunStatus(ctx, opt); }); });
 });
 

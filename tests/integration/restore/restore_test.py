@@ -296,6 +296,15 @@ class RestoreTest(unittest.TestCase):
         self.assertEqual(text.returncode, 0, text.stderr)
         self.assertIn("DEPOSED", text.stdout)
         self.assertIn(restored[self.b["imgapi0"]]["new_uuid"], text.stdout)
+        # Monitoring sees it: status --check and readiness --check fail,
+        # naming the peer and the kind.
+        check = A.cli("status", "--check", timeout=30)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("lifeboat status: B: deposed: 3 instances of B were restored elsewhere",
+                      check.stderr)
+        ready = A.cli("readiness", "--check", "--local", timeout=30)
+        self.assertEqual(ready.returncode, 1, ready.stdout + ready.stderr)
+        self.assertIn("B: deposed:", ready.stderr)
         self.assertEqual(whole_tree_bytes(target), before, "a pull touched the restored instances")
 
     def freshest_setup(self):
