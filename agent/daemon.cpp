@@ -371,7 +371,7 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
         {"wire_bytes", r.wire_bytes_total},
         {"file_bytes", r.file_bytes_total},
         {"files", r.files_total},
-        {"next_pull_in_ms", s->NextPullInMs()}};
+        {"next_pull_in_seconds", s->NextPullInMs() / 1000}};
     if (r.last_result) p["last_result"] = ResultToJson(*r.last_result);
     out.push_back(std::move(p));
   }

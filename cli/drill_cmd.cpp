@@ -85,7 +85,7 @@ int RunDrillCmd(const Context& ctx, const DrillFlags& flags) {
       continue;
     }
     if (ctx.json) {
-      nlohmann::json j = rec->ToJson();
+      nlohmann::json j = rec->ToApiJson();
       j["ran"] = true;
       out.push_back(std::move(j));
     } else {

@@ -185,7 +185,7 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "files") return Str(p["files"]);
   if (col == "pulls") return Str(p["pulls"]);
   if (col == "failed") return Str(p["pulls_failed"]);
-  if (col == "next_pull") return HumanAge(p.value("next_pull_in_ms", 0ll) / 1000);
+  if (col == "next_pull") return HumanAge(p.value("next_pull_in_seconds", 0ll));
   if (col == "freshest") {
     if (!p.contains("freshest")) return "(--cluster)";
     const auto& f = p["freshest"];

@@ -1,5 +1,7 @@
 #include "restore/check_records.h"
 
+#include "base/clock.h"
+
 namespace lifeboat::restore {
 namespace {
 
@@ -80,6 +82,21 @@ Result<DrillRecord> DrillRecord::FromJson(const nlohmann::json& j) {
   RETURN_IF_ERROR(Field(j, "files_verified", &r.files_verified));
   RETURN_IF_ERROR(Field(j, "generation", &r.generation));
   return r;
+}
+
+nlohmann::json DrillRecord::ToApiJson() const {
+  return {{"peer", peer},
+          {"ok", ok},
+          {"error", error},
+          {"at", FormatIso8601Ms(started_ms)},
+          {"at_unix_seconds", started_ms / 1000},
+          {"duration_seconds", static_cast<double>(wall_ms) / 1000.0},
+          {"bytes", bytes},
+          {"throughput_bytes_per_second", static_cast<uint64_t>(ThroughputBps())},
+          {"instances", instances},
+          {"images", images},
+          {"files_verified", files_verified},
+          {"generation", generation}};
 }
 
 nlohmann::json VerifyRecord::ToJson() const {

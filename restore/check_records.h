@@ -39,8 +39,14 @@ struct DrillRecord {
   // Bytes per second of the whole drill; 0 when nothing was measured.
   double ThroughputBps() const;
 
+  // The record file's format (timestamps and durations in ms).
   nlohmann::json ToJson() const;
   static Result<DrillRecord> FromJson(const nlohmann::json& j);
+  // The shape shown to people and scripts (`drill -j`, readiness
+  // "last_drill"): ok, error, at (ISO 8601), at_unix_seconds,
+  // duration_seconds, bytes, throughput_bytes_per_second, instances, images,
+  // files_verified, generation.
+  nlohmann::json ToApiJson() const;
 };
 
 // One `lifeboat catalog verify` run.

@@ -153,19 +153,7 @@ nlohmann::json SecondsOrNull(const std::optional<int64_t>& ms) {
 nlohmann::json PeerJson(const PeerReadiness& p) {
   nlohmann::json blockers = nlohmann::json::array();
   for (const Blocker& b : p.blockers) blockers.push_back({{"kind", b.kind}, {"message", b.message}});
-  nlohmann::json drill;
-  if (p.last_drill) {
-    const DrillRecord& d = *p.last_drill;
-    drill = {{"ok", d.ok},
-             {"error", d.error},
-             {"at", FormatIso8601Ms(d.started_ms)},
-             {"at_unix_seconds", d.started_ms / 1000},
-             {"duration_seconds", static_cast<double>(d.wall_ms) / 1000.0},
-             {"bytes", d.bytes},
-             {"throughput_bytes_per_second", static_cast<uint64_t>(d.ThroughputBps())},
-             {"instances", d.instances},
-             {"generation", d.generation}};
-  }
+  nlohmann::json drill = p.last_drill ? p.last_drill->ToApiJson() : nlohmann::json();
   return {{"peer", p.peer},
           {"ready", p.ready()},
           {"instances", p.instances},
