@@ -4,6 +4,11 @@
 //       [--dry-run] [--backend dir|smartos|exec] [--target DIR]
 //       [--reuse-ips|--new-ips] [--generation N] [--force] [--from-freshest] [-y] [-j]
 //
+// On a terminal, a new restore shows its plan and asks before the first step
+// (-y: no question). A --dry-run runs the same guards and exits as the real
+// run would (75 for a live peer without --force, 78 for an exec backend
+// without a command for a step), after printing the plan.
+//
 // Exit codes: 0 done (or planned, with --dry-run); 64 usage; 65 bad data
 // (verification failed, unknown instance, corrupt journal); 69 a needed
 // command or node unavailable; 74 I/O; 75 refused for now (peer alive
@@ -231,6 +236,14 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
     rctx.peers.push_back(NodeAddress{p.name, p.address.host, p.address.port});
   }
   rctx.confirm = AskOnTty;
+  if (!ctx.json && ::isatty(0) && ::isatty(2)) {
+    rctx.confirm_plan = [&backend_desc](const restore::RestoreReport& planned) {
+      PrintPlan(planned, backend_desc);
+      PrintWarnings(planned);
+      return AskOnTty("Restore " + std::to_string(planned.plan.instances.size()) +
+                      " instance(s) as planned above?");
+    };
+  }
   const bool tty = ::isatty(2) != 0;
   if (tty && !ctx.json && !flags.dry_run) {
     rctx.progress = [](const restore::RestoreContext::Progress& p) {
@@ -263,6 +276,10 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   restore::RestoreReport report;
   Status st = restorer.Run(req, &report);
   if (!ctx.json) PrintWarnings(report);
+  // A dry run shows its plan also when it ends with the real run's refusal.
+  if (!st.ok() && flags.dry_run && !ctx.json && !report.plan.instances.empty()) {
+    PrintPlan(report, backend_desc);
+  }
   if (!st.ok()) {
     if (!ctx.json && report.steps_run > 0) {
       std::cerr << "lifeboat restore: stopped after " << report.steps_run
@@ -310,7 +327,9 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
   sub->add_flag("--from-freshest", flags.from_freshest,
                 "first pull the freshest copy of the peer held by another node into this "
                 "catalog (through the local agent)");
-  sub->add_flag("-y,--yes", flags.yes, "restore stale data without asking");
+  sub->add_flag("-y,--yes", flags.yes,
+                "do not ask: neither to confirm the plan (asked on a terminal) nor to restore "
+                "stale data");
   sub->callback([&ctx] { ctx.Run([&ctx] { return RunRestore(ctx, flags); }); });
 });
 

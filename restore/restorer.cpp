@@ -184,9 +184,12 @@ class RunState {
     RETURN_IF_ERROR(VerifyAll(loaded, journal ? &*journal : nullptr));
     if (!journal) RETURN_IF_ERROR(MakeNewPlan(loaded));
     NoteNotRestorable(selected);
-    if (req_.dry_run) return Status::Ok();
+    // A dry run ends here with the verdict the real run would reach: the
+    // first guard that would refuse, else the backend's own check.
+    if (req_.dry_run) return !dry_verdict_.ok() ? dry_verdict_ : ctx_.backend->Check(report_.plan);
 
     RETURN_IF_ERROR(ctx_.backend->Check(report_.plan));
+    RETURN_IF_ERROR(ConfirmPlan());
     RETURN_IF_ERROR(CreateDirs(env_, RestoresDir(ctx_.data_dir), 0700));
     LockFile lock;
     RETURN_IF_ERROR(lock.Acquire(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock")));
@@ -285,11 +288,14 @@ class RunState {
       std::string msg = "peer " + peer + " still answers at " + addr->ToString() +
                         ": it is alive, so restoring its instances here would run them twice "
                         "(that is a migration, not a restore)";
-      if (req_.dry_run || req_.force) {
-        report_.warnings.push_back(msg + (req_.force ? "; going ahead (--force)" : ""));
+      if (req_.force) {
+        report_.warnings.push_back(msg + "; going ahead (--force)");
         continue;
       }
-      return TemporaryError(msg + "; pass --force to restore anyway");
+      Status refused = TemporaryError(msg + "; pass --force to restore anyway");
+      if (!req_.dry_run) return refused;
+      report_.warnings.push_back(msg);
+      if (dry_verdict_.ok()) dry_verdict_ = refused;
     }
     return Status::Ok();
   }
@@ -318,6 +324,15 @@ class RunState {
       return Status::Ok();
     }
     return TemporaryError(msg + "; pass -y to restore it anyway");
+  }
+
+  // Shows the plan and asks before the first step of a new restore (a
+  // resumed one was confirmed when it started). -y and a missing
+  // confirm_plan (nobody to ask) go ahead.
+  Status ConfirmPlan() {
+    if (req_.assume_yes || !ctx_.confirm_plan || report_.resumed) return Status::Ok();
+    if (ctx_.confirm_plan(report_)) return Status::Ok();
+    return TemporaryError("restore not confirmed; nothing was changed");
   }
 
   // ---- 3. freshest copy ------------------------------------------------------
@@ -671,6 +686,7 @@ class RunState {
   std::map<std::string, catalog::StoredImage> images_;
   std::map<std::string, bool> on_target_;
   std::map<std::string, TreeMeta> meta_;  // exported modes/mtimes of data trees, by old uuid
+  Status dry_verdict_;                    // dry run: the first refusal the real run would meet
 };
 
 }  // namespace

@@ -11,8 +11,13 @@
 //               to install against its recorded digest (mismatch: kData with
 //               the paths); nothing has been written yet
 //   5. plan     restore/plan.h, or the plan of the journal when resuming
-//   6. execute  (not for dry_run) each step through the backend, recording
+//   6. confirm  show the plan and ask (confirm_plan), unless -y
+//   7. execute  (not for dry_run) each step through the backend, recording
 //               it in the journal <data_dir>/restores/<id>.json
+// A dry run goes through 1-5 and returns what the real run would: the first
+// guard that would refuse (a live peer without force) or the backend's
+// check of the plan (e.g. an exec backend without a command for a step),
+// with the plan in the report either way.
 // A rerun of the same request resumes from the journal: the steps already
 // finished are not run again and the new uuids and aliases are kept.
 //
@@ -52,6 +57,8 @@ struct RestoreRequest {
   int verify_threads = 4;
 };
 
+struct RestoreReport;
+
 struct RestoreContext {
   Env* env = nullptr;               // required
   Clock* clock = nullptr;           // required
@@ -65,6 +72,10 @@ struct RestoreContext {
   std::vector<NodeAddress> peers;  // every configured peer with its address
   // Asks the operator a yes/no question (a TTY); null when nobody can answer.
   std::function<bool(const std::string& question)> confirm;
+  // Shows the plan of a new restore (report.plan, warnings) and asks whether
+  // to run it; called once, after verification, before the first step,
+  // unless assume_yes. Null: no question (scripts, tests).
+  std::function<bool(const RestoreReport& planned)> confirm_plan;
   // Called before and after each step (from the Run() thread).
   struct Progress {
     size_t index = 0;  // 0-based step index in the plan

@@ -12,10 +12,13 @@ The agent/cluster helpers come from ../agent_test.py.
 import argparse
 import json
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import uuid as uuidlib
 
@@ -197,9 +200,58 @@ class RestoreTest(unittest.TestCase):
         self.assertIn("still answers", r.stderr)
         self.assertIn("--force", r.stderr)
         self.assertFalse(os.path.exists(target))
+        # The dry run predicts it: same exit code and message, plan printed.
+        dry = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target, "--dry-run")
+        self.assertEqual(dry.returncode, 75, dry.stderr)
+        self.assertIn("still answers", dry.stderr)
+        self.assertIn("install_image", dry.stdout)
+        self.assertFalse(os.path.exists(target))
         out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target, "--force")
         self.assertEqual(len(out["plan"]["instances"]), 3)
         self.assertTrue(any("still answers" in w for w in out["warnings"]))
+
+    def restore_on_tty(self, agent, answer, *args):
+        """Runs restore on a pseudo-terminal, answering its question with
+        `answer`; returns (exit code, everything it wrote)."""
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(agent_test.LIFEBOAT, [agent_test.LIFEBOAT, "restore", *args, "-c", agent.config])
+        out, sent = b"", False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if not r:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+            if not sent and b"[y/N]" in out:
+                os.write(fd, answer.encode() + b"\n")
+                sent = True
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+    def test_on_a_terminal_the_plan_is_shown_and_confirmed_first(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        args = ("--peer", "B", "--backend", "dir", "--target", target)
+        rc, out = self.restore_on_tty(A, "n", *args)
+        self.assertEqual(rc, 75, out)
+        self.assertIn("Restore plan", out)
+        self.assertIn("Restore 3 instance(s) as planned above? [y/N]", out)
+        self.assertIn("not confirmed", out)
+        self.assertFalse(os.path.exists(target))
+        rc, out = self.restore_on_tty(A, "y", *args)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("Restored 3 instance(s)", out)
+        self.assertEqual(len(os.listdir(os.path.join(target, "zones"))), 3)
 
     def test_dry_run_changes_nothing(self):
         c = self.start_cluster()

@@ -433,15 +433,66 @@ TEST_CASE("restoring a peer that still answers is refused without --force") {
   CHECK(st.message().find("--force") != std::string::npos);
   CHECK_FALSE(Exists(*Env::Default(), c.target()));
 
+  // The dry run predicts exactly that, with the plan it would have run.
   RestoreRequest dry = PeerRequest();
   dry.dry_run = true;
-  REQUIRE(restorer.Run(dry, &report).ok());
+  Status dry_st = restorer.Run(dry, &report);
+  CHECK(dry_st.code() == Code::kTemporary);
+  CHECK(dry_st.message() == st.message());
+  CHECK(report.plan.instances.size() == 3);
   REQUIRE(report.warnings.size() == 1);
   CHECK(report.warnings[0].find("still answers") != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
 
   RestoreRequest forced = PeerRequest();
   forced.force = true;
   REQUIRE(restorer.Run(forced, &report).ok());
+  CHECK(report.plan.instances.size() == 3);
+}
+
+TEST_CASE("a dry run fails as the real run would when the backend cannot run the plan") {
+  Cluster c;
+  ExecBackendOptions o;
+  o.commands["install_image"] = {"/bin/true"};
+  o.commands["create_instance"] = {"/bin/true"};  // no restore_data command
+  auto backend = NewExecBackend(o);
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport report;
+  RestoreRequest dry = PeerRequest();
+  dry.dry_run = true;
+  Status dry_st = restorer.Run(dry, &report);
+  REQUIRE_FALSE(dry_st.ok());
+  CHECK(report.plan.instances.size() == 3);
+  Status real = restorer.Run(PeerRequest(), &report);
+  CHECK(real.code() == dry_st.code());
+  CHECK(real.message() == dry_st.message());
+}
+
+TEST_CASE("a new restore shows its plan and runs only when confirmed") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  RestoreContext ctx = c.Context(backend.get());
+  int asked = 0;
+  size_t shown = 0;
+  bool answer = false;
+  ctx.confirm_plan = [&](const RestoreReport& planned) {
+    ++asked;
+    shown = planned.plan.instances.size();
+    return answer;
+  };
+  Restorer restorer(ctx);
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(), &report);
+  CHECK(st.code() == Code::kTemporary);
+  CHECK(asked == 1);
+  CHECK(shown == 3);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
+  CHECK_FALSE(Exists(*Env::Default(), JoinPath(c.data_dir(), "restores")));
+
+  RestoreRequest yes = PeerRequest();
+  yes.assume_yes = true;  // -y: not asked
+  REQUIRE(restorer.Run(yes, &report).ok());
+  CHECK(asked == 1);
   CHECK(report.plan.instances.size() == 3);
 }
 
