@@ -2,15 +2,28 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+#include <cctype>
+#include <string_view>
+
+#include "base/text.h"
+
 namespace lifeboat::agent {
 namespace {
 
+// "Authorization: Bearer <token>"; the scheme is case-insensitive and may be
+// followed by several spaces (RFC 7235 2.1); the token compares in constant time.
 bool TokenMatches(const std::string& want, const HttpRequest& req) {
   auto it = req.headers.find("authorization");
   if (it == req.headers.end()) return false;
-  const std::string prefix = "Bearer ";
-  if (it->second.rfind(prefix, 0) != 0) return false;
-  std::string got = it->second.substr(prefix.size());
+  std::string_view v = it->second;
+  constexpr std::string_view kScheme = "bearer";
+  if (v.size() <= kScheme.size() || v[kScheme.size()] != ' ') return false;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(v[i])) != kScheme[i]) return false;
+  }
+  std::string_view got = v.substr(kScheme.size());
+  while (!got.empty() && got.front() == ' ') got.remove_prefix(1);
   return got.size() == want.size() && CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
 }
 
@@ -26,6 +39,13 @@ std::vector<std::string> SplitServices(const std::string& s) {
     start = comma + 1;
   }
   return out;
+}
+
+// Service names as the config accepts them (export.services): [a-z0-9_-]{1,64}.
+bool IsServiceName(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
 }
 
 void SendJsonResult(const std::shared_ptr<HttpResponse>& resp, Result<nlohmann::json> r) {
@@ -84,18 +104,25 @@ void ControlApi::HandleSync(const HttpRequest& req, std::shared_ptr<HttpResponse
   std::vector<std::string> services = req.query.count("service")
                                           ? SplitServices(req.query.at("service"))
                                           : std::vector<std::string>{};
+  for (const std::string& s : services) {
+    if (!IsServiceName(s)) {
+      resp->SendError(400, "InvalidArgument",
+                      "service '" + s + "' is not a service name ([a-z0-9_-], 1 to 64 bytes)");
+      return;
+    }
+  }
   // Progress is throttled per peer: phase changes always, counters at most every packet.
   auto progress = [resp](const PullProgress& p) {
-    resp->WriteChunk(ProgressToJson(p).dump() + "\n");
+    resp->WriteChunk(DumpJson(ProgressToJson(p)) + "\n");
   };
   auto done = [resp](const std::vector<PullResult>& results) {
     bool ok = true;
     for (const auto& r : results) {
-      resp->WriteChunk(ResultToJson(r).dump() + "\n");
+      resp->WriteChunk(DumpJson(ResultToJson(r)) + "\n");
       ok = ok && r.status.ok();
     }
     resp->WriteChunk(
-        nlohmann::json{{"type", "done"}, {"ok", ok}, {"peers", results.size()}}.dump() + "\n");
+        DumpJson(nlohmann::json{{"type", "done"}, {"ok", ok}, {"peers", results.size()}}) + "\n");
     resp->EndStream();
   };
   // Headers go out first so the client sees the stream start at once.

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "base/text.h"
+
 namespace lifeboat::agent {
 namespace {
 
@@ -124,13 +126,13 @@ void HttpResponse::Send(int status, std::string_view content_type, std::string_v
   started_ = finished_ = true;
   std::string len = std::to_string(body.size());
   std::string out = Head(status, content_type, &len);
-  out += body;
+  if (!head_only_) out += body;
   conn_->Write(std::move(out));
   conn_->CloseAfterFlush();
 }
 
 void HttpResponse::SendJson(int status, const nlohmann::json& body) {
-  Send(status, "application/json", body.dump() + "\n");
+  Send(status, "application/json", DumpJson(body) + "\n");
 }
 
 void HttpResponse::SendError(int status, std::string_view code, std::string_view message) {
@@ -178,6 +180,13 @@ void HttpResponse::SendStatus(const Status& status) {
 void HttpResponse::BeginStream(int status, std::string_view content_type) {
   if (started_ || client_gone()) return;
   started_ = true;
+  if (head_only_) {  // headers only; the stream ends at once
+    const std::string none = "0";
+    finished_ = true;
+    conn_->Write(Head(status, content_type, &none));
+    conn_->CloseAfterFlush();
+    return;
+  }
   conn_->Write(Head(status, content_type, nullptr));
 }
 
@@ -417,7 +426,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     dispatched_ = true;
     deadline_->Stop();
     conn_->PauseReading();
-    response_ = std::make_shared<HttpResponse>(conn_);
+    response_ = std::make_shared<HttpResponse>(conn_, req.method == "HEAD");
     auto handler = server_->handler_;
     handler(req, response_);
   }

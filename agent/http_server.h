@@ -91,7 +91,10 @@ class HttpConnection;
 // went away, are ignored.
 class HttpResponse {
  public:
-  explicit HttpResponse(std::shared_ptr<Connection> conn) : conn_(std::move(conn)) {}
+  // `head_only`: the answer to a HEAD request: the same status and headers
+  // (Content-Length of the body a GET would get), no body (RFC 9110 9.3.2).
+  explicit HttpResponse(std::shared_ptr<Connection> conn, bool head_only = false)
+      : conn_(std::move(conn)), head_only_(head_only) {}
 
   void Send(int status, std::string_view content_type, std::string_view body);
   void SendJson(int status, const nlohmann::json& body);
@@ -113,6 +116,7 @@ class HttpResponse {
   friend class HttpConnection;
   std::string Head(int status, std::string_view content_type, const std::string* length);
   std::shared_ptr<Connection> conn_;
+  bool head_only_ = false;
   bool started_ = false;
   bool finished_ = false;
   std::function<void()> on_gone_;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "catalog/internal/background_sync.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
@@ -74,7 +75,7 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
   json peer = PeerToJson(held);
   peer["name"] = held.name;
   peer["kept_at"] = FormatIso8601Ms(st.clock_.WallMs());
-  RETURN_IF_ERROR(WriteFileAtomic(env, staged + "/peer.json", peer.dump(2) + "\n", 0600));
+  RETURN_IF_ERROR(WriteFileAtomic(env, staged + "/peer.json", DumpJson(peer, 2) + "\n", 0600));
   RETURN_IF_ERROR(SyncAll(env, made));  // peer.json's publish fsync'd `staged` itself
   const std::string final_dir = st.P("orphans/" + name);
   RETURN_IF_ERROR(env.Rename(staged, final_dir));

@@ -15,9 +15,11 @@
 #include "agent/status_json.h"
 #include "base/clock.h"
 #include "base/env.h"
+#include "base/text.h"
 #include "base/units.h"
 #include "catalog/store.h"
 #include "cli/command.h"
+#include "cli/table.h"
 #include "conf/config.h"
 #include "restore/check_records.h"
 
@@ -77,55 +79,11 @@ std::string Cell(const InstanceRecord& r, const std::string& col, int64_t now) {
   return "";
 }
 
-Result<std::vector<std::string>> ParseColumns(const std::string& spec) {
-  if (spec.empty()) return kDefaultColumns;
-  std::vector<std::string> cols;
-  std::stringstream in(spec);
-  for (std::string c; std::getline(in, c, ',');) {
-    if (std::find(kAllColumns.begin(), kAllColumns.end(), c) == kAllColumns.end()) {
-      std::string all;
-      for (const auto& a : kAllColumns) all += (all.empty() ? "" : ",") + a;
-      return UsageError("unknown column \"" + c + "\" (columns: " + all + ")");
-    }
-    cols.push_back(c);
-  }
-  return cols;
-}
-
-void PrintTable(const std::vector<std::string>& header,
-                const std::vector<std::vector<std::string>>& rows, bool no_header) {
-  if (no_header) {  // scripts: tab-separated, no padding
-    for (const auto& row : rows) {
-      for (size_t i = 0; i < row.size(); ++i) std::cout << (i ? "\t" : "") << row[i];
-      std::cout << "\n";
-    }
-    return;
-  }
-  std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  }
-  auto line = [&](const std::vector<std::string>& cells) {
-    std::string out;
-    for (size_t i = 0; i < cells.size(); ++i) {
-      out += cells[i];
-      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
-    }
-    std::cout << out << "\n";
-  };
-  std::vector<std::string> upper;
-  for (std::string h : header) {
-    std::transform(h.begin(), h.end(), h.begin(), ::toupper);
-    upper.push_back(h);
-  }
-  line(upper);
-  for (const auto& row : rows) line(row);
-}
-
 int RunLs(const Context& ctx, const CatalogArgs& args) {
-  auto cols = ParseColumns(args.columns);
-  if (!cols.ok()) return Fail(cols.status());
+  std::vector<std::string> cols = kDefaultColumns;
+  if (!args.columns.empty() && !ParseColumns("catalog ls", args.columns, kAllColumns, &cols)) {
+    return kExitUsage;
+  }
   auto store = OpenStore(ctx, args);
   if (!store.ok()) return Fail(store.status());
   const int64_t now = Clock::Real()->WallMs();
@@ -133,16 +91,16 @@ int RunLs(const Context& ctx, const CatalogArgs& args) {
   if (ctx.json) {
     json out = json::array();
     for (const auto& r : instances) out.push_back(agent::InstanceJson(r, now));
-    std::cout << out.dump(2) << "\n";
+    std::cout << DumpJson(out, 2) << "\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : instances) {
     std::vector<std::string> row;
-    for (const auto& c : *cols) row.push_back(Cell(r, c, now));
+    for (const auto& c : cols) row.push_back(EscapeForTerminal(Cell(r, c, now)));
     rows.push_back(std::move(row));
   }
-  PrintTable(*cols, rows, args.no_header);
+  PrintTable(cols, rows, args.no_header);
   return kExitOk;
 }
 
@@ -182,25 +140,25 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
     out["image_chain_error"] = chain.ok() ? json(nullptr) : json(chain.status().message());
     json files = json::array();
     for (const auto& f : gen->files) {
-      json e = {{"path", f.entry.path},
-                 {"kind", KindName(f.entry.kind)},
-                 {"mode", f.entry.mode},
-                 {"local_path", f.local_path}};
+      json e = {{"kind", KindName(f.entry.kind)}, {"mode", f.entry.mode}};
+      PutBytes(e, "path", f.entry.path);  // names are bytes: "path_hex" when not UTF-8
+      PutBytes(e, "local_path", f.local_path);
       if (f.entry.kind == syncproto::EntryKind::kFile) {
         e["size"] = f.entry.size;
         e["digest"] = f.entry.digest.Hex();
       }
-      if (f.entry.kind == syncproto::EntryKind::kSymlink) e["target"] = f.entry.target;
+      if (f.entry.kind == syncproto::EntryKind::kSymlink) PutBytes(e, "target", f.entry.target);
       files.push_back(std::move(e));
     }
     out["files_list"] = files;
-    std::cout << out.dump(2) << "\n";
+    std::cout << DumpJson(out, 2) << "\n";
     return kExitOk;
   }
+  // Everything that came from a peer is escaped for the terminal.
   const InstanceRecord& r = gen->record;
   std::cout << "instance    " << r.uuid << "\n"
-            << "alias       " << r.alias << "\n"
-            << "service     " << r.service << "\n"
+            << "alias       " << EscapeForTerminal(r.alias) << "\n"
+            << "service     " << EscapeForTerminal(r.service) << "\n"
             << "peer        " << r.peer << "\n"
             << "generation  " << r.generation << " (local " << r.seq << "; held:";
   for (uint64_t s : generations) std::cout << " " << s;
@@ -212,20 +170,23 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
     std::cout << "removed     since " << FormatIso8601Ms(r.removed_since_ms)
               << " (the peer no longer exports it)\n";
   }
-  std::cout << "directory   " << gen->dir << "\n"
+  std::cout << "directory   " << EscapeForTerminal(gen->dir) << "\n"
             << "image chain ";
   if (chain.ok()) {
     for (size_t i = 0; i < chain->size(); ++i) std::cout << (i ? " -> " : "") << (*chain)[i].uuid;
     std::cout << (chain->empty() ? "(none)" : "") << "\n";
   } else {
-    std::cout << "incomplete: " << chain.status().message() << "\n";
+    std::cout << "incomplete: " << EscapeForTerminal(chain.status().message()) << "\n";
   }
   std::cout << "files:\n";
   for (const auto& f : gen->files) {
     std::string size =
         f.entry.kind == syncproto::EntryKind::kFile ? std::to_string(f.entry.size) : "-";
-    std::cout << "  " << KindName(f.entry.kind) << "\t" << size << "\t" << f.entry.path;
-    if (f.entry.kind == syncproto::EntryKind::kSymlink) std::cout << " -> " << f.entry.target;
+    std::cout << "  " << KindName(f.entry.kind) << "\t" << size << "\t"
+              << EscapeForTerminal(f.entry.path);
+    if (f.entry.kind == syncproto::EntryKind::kSymlink) {
+      std::cout << " -> " << EscapeForTerminal(f.entry.target);
+    }
     std::cout << "\n";
   }
   return kExitOk;
@@ -254,15 +215,20 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
   RecordVerify(**store, *report);
   if (ctx.json) {
     json problems = json::array();
-    for (const auto& p : report->problems)
-      problems.push_back({{"path", p.path}, {"problem", p.what}});
+    for (const auto& p : report->problems) {
+      json e = {{"problem", p.what}};
+      PutBytes(e, "path", p.path);
+      problems.push_back(std::move(e));
+    }
     json out = {{"ok", report->ok()},
                  {"files_checked", report->files_checked},
                  {"bytes_checked", report->bytes_checked},
                  {"problems", problems}};
-    std::cout << out.dump(2) << "\n";
+    std::cout << DumpJson(out, 2) << "\n";
   } else {
-    for (const auto& p : report->problems) std::cout << "BAD " << p.path << ": " << p.what << "\n";
+    for (const auto& p : report->problems) {
+      std::cout << "BAD " << EscapeForTerminal(p.path) << ": " << EscapeForTerminal(p.what) << "\n";
+    }
     std::cout << (report->ok() ? "ok" : "FAILED") << ": " << report->files_checked << " files, "
               << HumanBytes(report->bytes_checked) << " checked, " << report->problems.size()
               << " bad\n";

@@ -15,6 +15,7 @@
 #include "agent/config_options.h"
 #include "base/clock.h"
 #include "base/priority.h"
+#include "base/text.h"
 #include "base/units.h"
 #include "catalog/store.h"
 #include "cli/command.h"
@@ -93,7 +94,7 @@ int RunDrillCmd(const Context& ctx, const DrillFlags& flags) {
     }
   }
   if (ctx.json) {
-    std::cout << nlohmann::json{{"ok", exit_code == kExitOk}, {"drills", out}}.dump() << "\n";
+    std::cout << DumpJson(nlohmann::json{{"ok", exit_code == kExitOk}, {"drills", out}}) << "\n";
   }
   return exit_code;
 }

@@ -12,6 +12,8 @@
 
 #include "agent/config_options.h"
 #include "base/clock.h"
+#include "base/text.h"
+#include "base/text.h"
 #include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
@@ -68,23 +70,19 @@ std::string Cell(const restore::PeerReadiness& p, const std::string& col, int64_
 
 void PrintText(const restore::ReadinessReport& r, const std::vector<std::string>& cols,
                bool no_header) {
-  std::vector<std::string> header;
-  for (const auto& c : cols) {
-    std::string h = c;
-    for (auto& ch : h) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-    header.push_back(h);
-  }
   std::vector<std::vector<std::string>> rows;
   for (const auto& p : r.peers) {
     std::vector<std::string> row;
     for (const auto& c : cols) row.push_back(Cell(p, c, r.now_ms));
     rows.push_back(std::move(row));
   }
-  PrintTable(header, rows, no_header);
+  PrintTable(cols, rows, no_header);
   if (no_header) return;  // -H: the rows and nothing else
   for (const auto& p : r.peers) {
-    for (const auto& b : p.blockers) std::cout << p.peer << ": " << b.kind << ": " << b.message << "\n";
-    for (const auto& n : p.notes) std::cout << p.peer << ": note: " << n << "\n";
+    for (const auto& b : p.blockers) {
+      std::cout << p.peer << ": " << b.kind << ": " << EscapeForTerminal(b.message) << "\n";
+    }
+    for (const auto& n : p.notes) std::cout << p.peer << ": note: " << EscapeForTerminal(n) << "\n";
   }
   if (r.verify) {
     std::cout << "last verify: " << (r.verify->ok ? "ok" : "FAILED") << ", "
@@ -136,14 +134,15 @@ int RunReadiness(const Context& ctx, const ReadinessFlags& flags) {
     std::erase_if(report->peers, [&](const auto& p) { return p.peer != flags.peer; });
   }
   if (ctx.json) {
-    std::cout << report->ToJson().dump() << "\n";
+    std::cout << DumpJson(report->ToJson()) << "\n";
   } else {
     PrintText(*report, cols, flags.no_header);
   }
   if (!flags.check || report->ready()) return kExitOk;
   for (const auto& p : report->peers) {
     for (const auto& b : p.blockers) {
-      std::cerr << "lifeboat readiness: " << p.peer << ": " << b.kind << ": " << b.message << "\n";
+      std::cerr << "lifeboat readiness: " << p.peer << ": " << b.kind << ": "
+                << EscapeForTerminal(b.message) << "\n";
     }
   }
   return 1;

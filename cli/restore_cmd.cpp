@@ -27,6 +27,7 @@
 #include "base/clock.h"
 #include "base/env.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
@@ -182,7 +183,7 @@ int Fail(const Status& st, const Context& ctx, const restore::RestoreReport* rep
     nlohmann::json out = report ? report->ToJson() : nlohmann::json::object();
     out["ok"] = false;
     out["error"] = {{"code", CodeName(st.code())}, {"message", st.message()}};
-    std::cout << out.dump() << "\n";
+    std::cout << DumpJson(out) << "\n";
   } else {
     std::cerr << "lifeboat restore: " << st.message() << "\n";
   }
@@ -293,7 +294,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
     out["ok"] = true;
     out["dry_run"] = flags.dry_run;
     out["backend"] = backend_desc;
-    std::cout << out.dump() << "\n";
+    std::cout << DumpJson(out) << "\n";
   } else if (flags.dry_run || report.already_complete) {
     PrintPlan(report, backend_desc);
   } else {

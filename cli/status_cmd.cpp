@@ -22,10 +22,12 @@
 #include "agent/config_options.h"
 #include "agent/status_json.h"
 #include "base/clock.h"
+#include "base/text.h"
 #include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
+#include "cli/table.h"
 #include "cli/readiness_source.h"
 #include "conf/config.h"
 #include "restore/deposed.h"
@@ -160,10 +162,12 @@ Result<nlohmann::json> OfflineStatus(const conf::Config& config) {
   return agent::OfflineStatusJson(config, *store, Clock::Real()->WallMs());
 }
 
+// A value for the terminal: "-" for null, text escaped (errors and names
+// come from peers), anything else as JSON.
 std::string Str(const nlohmann::json& v) {
   if (v.is_null()) return "-";
-  if (v.is_string()) return v.get<std::string>();
-  return v.dump();
+  if (v.is_string()) return EscapeForTerminal(v.get<std::string>());
+  return DumpJson(v);
 }
 
 std::string Cell(const nlohmann::json& p, const std::string& col) {
@@ -199,32 +203,6 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   return "?";
 }
 
-void PrintTable(const std::vector<std::string>& header,
-                const std::vector<std::vector<std::string>>& rows, bool no_header) {
-  std::vector<size_t> w(header.size(), 0);
-  if (!no_header) {
-    for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
-  }
-  for (const auto& r : rows) {
-    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
-  }
-  auto print = [&](const std::vector<std::string>& r) {
-    std::string line;
-    for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(w[i] - r[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  };
-  if (!no_header) print(header);
-  for (const auto& r : rows) print(r);
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
 int RunStatus(const Context& ctx, const StatusOptions& opt) {
   std::vector<conf::ConfigProblem> problems;
   Result<conf::Config> config = conf::LoadConfig(ctx.ConfigPath(), &problems);
@@ -234,19 +212,8 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   }
   std::vector<std::string> cols = kDefaultColumns;
   if (opt.cluster) cols.push_back("freshest");
-  if (!opt.columns.empty()) {
-    cols.clear();
-    std::stringstream ss(opt.columns);
-    std::string c;
-    while (std::getline(ss, c, ',')) {
-      if (std::find(kAllColumns.begin(), kAllColumns.end(), c) == kAllColumns.end()) {
-        std::string all;
-        for (const auto& a : kAllColumns) all += (all.empty() ? "" : ",") + a;
-        std::cerr << "lifeboat status: unknown column '" << c << "' (columns: " << all << ")\n";
-        return kExitUsage;
-      }
-      cols.push_back(c);
-    }
+  if (!opt.columns.empty() && !ParseColumns("status", opt.columns, kAllColumns, &cols)) {
+    return kExitUsage;
   }
   agent::ApiCall call =
       agent::ApiCallFor(config->agent.api.host, config->agent.api.port, config->auth.api_token);
@@ -291,17 +258,15 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
     if (p.value("stale", true)) stale.push_back(p.value("name", "?"));
   }
   if (ctx.json) {
-    std::cout << st.dump() << "\n";
+    std::cout << DumpJson(st) << "\n";
   } else {
-    std::vector<std::string> header;
-    for (const auto& c : cols) header.push_back(Upper(c));
     std::vector<std::vector<std::string>> rows;
     for (const auto& p : st["peers"]) {
       std::vector<std::string> r;
       for (const auto& c : cols) r.push_back(Cell(p, c));
       rows.push_back(std::move(r));
     }
-    PrintTable(header, rows, opt.no_header);
+    PrintTable(cols, rows, opt.no_header);
     if (opt.columns.empty() && st["services"].is_array() && !st["services"].empty()) {
       std::cout << "\n";
       std::vector<std::vector<std::string>> srows;

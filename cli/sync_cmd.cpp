@@ -24,6 +24,7 @@
 #include "agent/api_client.h"
 #include "agent/config_options.h"
 #include "base/suggest.h"
+#include "base/text.h"
 #include "base/units.h"
 #include "cli/command.h"
 #include "conf/config.h"
@@ -223,7 +224,7 @@ int RunSync(const Context& ctx, const SyncOptions& opt) {
   call.on_line = [&](std::string_view line) {
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded()) return;
-    if (ctx.json) std::cout << j.dump() << std::endl;
+    if (ctx.json) std::cout << DumpJson(j) << std::endl;
     std::string type = j.value("type", "");
     if (type == "progress") {
       if (!ctx.json) view.Progress(j);
@@ -245,7 +246,7 @@ int RunSync(const Context& ctx, const SyncOptions& opt) {
     nlohmann::json e = nlohmann::json::parse(reply->body, nullptr, false);
     std::string msg = e.is_object() ? e.value("message", reply->body) : reply->body;
     if (ctx.json)
-      std::cout << (e.is_object() ? e.dump() : nlohmann::json{{"message", msg}}.dump()) << "\n";
+      std::cout << (e.is_object() ? DumpJson(e) : DumpJson(nlohmann::json{{"message", msg}})) << "\n";
     std::cerr << "lifeboat sync-now: " << msg << "\n";
     if (reply->status == 404 || reply->status == 400) return kExitUsage;
     if (reply->status == 503) return kExitUnavailable;

@@ -17,8 +17,12 @@ void PrintTable(const std::vector<std::string>& header,
     }
     return;
   }
-  std::vector<size_t> w(header.size(), 0);
-  for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+  std::vector<std::string> upper = header;
+  for (auto& h : upper) {
+    for (auto& c : h) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  std::vector<size_t> w(upper.size(), 0);
+  for (size_t i = 0; i < upper.size(); ++i) w[i] = upper[i].size();
   for (const auto& r : rows) {
     for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
   }
@@ -30,7 +34,7 @@ void PrintTable(const std::vector<std::string>& header,
     }
     std::cout << line << "\n";
   };
-  print(header);
+  print(upper);
   for (const auto& r : rows) print(r);
 }
 

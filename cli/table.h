@@ -1,6 +1,8 @@
 // Tables on stdout, one convention for every command: aligned columns under
-// an upper-case header for people; with -H (no_header) one line per row,
-// cells separated by one tab, no header and no other text, for scripts.
+// an upper-case header (the column names, upper-cased) for people; with -H
+// (no_header) one line per row, cells separated by one tab, no header and no
+// other text, for scripts. Cells that came from outside must already be
+// escaped for the terminal (base/text.h EscapeForTerminal).
 #ifndef LIFEBOAT_CLI_TABLE_H_
 #define LIFEBOAT_CLI_TABLE_H_
 

@@ -1,6 +1,7 @@
 #include "restore/check_records.h"
 
 #include "base/clock.h"
+#include "base/text.h"
 
 namespace lifeboat::restore {
 namespace {
@@ -19,7 +20,7 @@ Result<std::string> DrillPath(const std::string& data_dir, const std::string& pe
 Status SaveJson(Env& env, const std::string& data_dir, const std::string& path,
                 const nlohmann::json& j) {
   RETURN_IF_ERROR(CreateDirs(env, ChecksDir(data_dir), 0700));
-  return WriteFileAtomic(env, path, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+  return WriteFileAtomic(env, path, DumpJson(j, 2) +
                                         "\n",
                          0600);
 }
@@ -30,7 +31,7 @@ Result<std::optional<nlohmann::json>> LoadJson(Env& env, const std::string& path
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return DataError(path + ": not a JSON object");
   if (j.value("format_version", 0) != kCheckFormat) {
-    return DataError(path + ": unknown format_version " + j.value("format_version", nlohmann::json()).dump());
+    return DataError(path + ": unknown format_version " + DumpJson(j.value("format_version", nlohmann::json())));
   }
   return std::optional<nlohmann::json>(std::move(j));
 }

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "base/digest.h"
+#include "base/text.h"
 #include "restore/backend.h"
 #include "restore/tree_copy.h"
 
@@ -104,7 +105,7 @@ class DirBackend final : public StepwiseBackend {
     RETURN_IF_ERROR(CreateDirs(env_, ZonesDir(), 0700));
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
-    return WriteOnce(JoinPath(zone, "vm.json"), step.payload.dump(2) + "\n");
+    return WriteOnce(JoinPath(zone, "vm.json"), DumpJson(step.payload, 2) + "\n");
   }
 
   Result<StepResult> RestoreData(const Step& step, const StepInput& input) override {
@@ -129,7 +130,7 @@ class DirBackend final : public StepwiseBackend {
   Result<StepResult> RegisterSapi(const Step& step) override {
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
-    return WriteOnce(JoinPath(zone, "sapi.json"), step.payload.dump(2) + "\n");
+    return WriteOnce(JoinPath(zone, "sapi.json"), DumpJson(step.payload, 2) + "\n");
   }
 
   // Publishes `text` at `path` atomically unless it is there already.

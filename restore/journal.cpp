@@ -4,6 +4,7 @@
 
 #include "base/clock.h"
 #include "base/digest.h"
+#include "base/text.h"
 
 namespace lifeboat::restore {
 namespace {
@@ -57,7 +58,7 @@ std::string Selection::Describe() const {
 std::string JournalId(const Selection& selection, const std::string& backend,
                       const std::string& target) {
   json canonical = {{"selection", selection.ToJson()}, {"backend", backend}, {"target", target}};
-  std::string digest = Xxh3Digest(canonical.dump()).Hex().substr(0, 16);
+  std::string digest = Xxh3Digest(DumpJson(canonical)).Hex().substr(0, 16);
   std::string prefix;
   if (!selection.peer.empty()) {
     prefix = "peer-" + SafeName(selection.peer);
@@ -142,7 +143,7 @@ Status Journal::RecordError(const std::string& message, int64_t now_ms) {
 
 Status Journal::Save() {
   RETURN_IF_ERROR(CreateDirs(*env_, RestoresDir(data_dir_), 0700));
-  return WriteFileAtomic(*env_, path(), ToJson().dump(2) + "\n", 0600);
+  return WriteFileAtomic(*env_, path(), DumpJson(ToJson(), 2) + "\n", 0600);
 }
 
 json Journal::ToJson() const {
