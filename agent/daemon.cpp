@@ -1,6 +1,9 @@
 #include "agent/daemon.h"
 
 #include <signal.h>
+#include <sys/resource.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <map>
@@ -98,7 +101,20 @@ class Daemon final : public ControlBackend {
   }
 };
 
+// Raises the soft open-file limit to the hard one: every peer, API client,
+// pull and served file holds descriptors, and a default soft limit of 1024
+// is a limit nobody chose.
+void RaiseOpenFileLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+  rl.rlim_cur = rl.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    log::Warn("could not raise the open-file limit", {{"errno", errno}});
+  }
+}
+
 Status Daemon::Open() {
+  RaiseOpenFileLimit();
   Env& env = *Env::Default();
   const std::string& data_dir = cfg_.agent.data_dir;
   RETURN_IF_ERROR(CreateDirs(env, data_dir, 0700));

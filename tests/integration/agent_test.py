@@ -183,11 +183,12 @@ removed_grace = "%s"
 %s""" % (self.uuid, self.name, self.listen_port, self.api_port, self.data_dir, self.interval,
          self.bwlimit, self.export_root, self.removed_grace, peers, self.extra_config))
 
-    def start(self, env=None):
+    def start(self, env=None, preexec=None):
         self.write_config()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([LIFEBOAT, "agent", "-c", self.config], stdout=log,
-                                     stderr=log, stdin=subprocess.DEVNULL, env=env)
+                                     stderr=log, stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=preexec)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:

@@ -9,11 +9,13 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -124,6 +126,51 @@ class HostileInputTest(unittest.TestCase):
         self.assertEqual(os.readlink(os.path.join(data, b"link\xe9")), b"caf\xe9.txt")
         self.assertEqual(subprocess.run([agent_test.LIFEBOAT, "catalog", "verify", "-c", A.config],
                                         capture_output=True, timeout=60).returncode, 0)
+
+
+class SlotsTest(unittest.TestCase):
+    """Idle strangers (no key needed to connect) must not starve peers or the API."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="lifeboat-slots-it-", dir=os.environ.get("TMPDIR"))
+        self.cluster = None
+        self.socks = []
+
+    def tearDown(self):
+        for s in self.socks:
+            s.close()
+        if self.cluster:
+            self.cluster.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def idle(self, port, n):
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            self.socks.append(s)
+
+    def test_idle_connections_to_the_peer_port_do_not_block_pulls(self):
+        c = Cluster(self.tmp, names=("A", "B"))
+        self.cluster = c
+        c.exports["B"].add_instance("imgapi", "imgapi0", {"f": det_bytes("f", 10_000)})
+        c.start()
+        A, B = c.agents["A"], c.agents["B"]
+        self.idle(B.listen_port, 100)  # more than every budget of B
+        t = time.monotonic()
+        rc, lines, err = A.sync_now()
+        self.assertEqual(rc, 0, "%s\n%s\n%s" % (lines, err, B.log()))
+        self.assertLess(time.monotonic() - t, 15)
+        self.assertIsNone(B.proc.poll())
+
+    def test_idle_connections_to_the_api_do_not_block_it_under_a_low_fd_limit(self):
+        c = Cluster(self.tmp, names=("A", "B"))
+        self.cluster = c
+        A = c.agents["A"]
+        A.start(preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
+        c.agents["B"].start()
+        self.idle(A.api_port, 400)
+        status, _, body = A.http("GET", "/status", timeout=10)
+        self.assertEqual(status, 200, body)
+        self.assertIsNone(A.proc.poll())
 
 
 def main():
