@@ -36,6 +36,11 @@ namespace {
 
 int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
 
+// After SIGTERM, the most the agent waits for running work before it exits
+// anyway (with kExitStopTimedOut, EX_TEMPFAIL).
+constexpr int64_t kStopDeadlineMs = 30'000;
+constexpr int kExitStopTimedOut = 75;
+
 class Daemon final : public ControlBackend {
  public:
   Daemon(const conf::Config& config, DaemonHooks hooks)
@@ -85,6 +90,7 @@ class Daemon final : public ControlBackend {
   std::vector<std::unique_ptr<SignalWatcher>> signals_;
   bool stopping_ = false;
   std::unique_ptr<Timer> stop_grace_;
+  std::unique_ptr<Timer> stop_deadline_;
   int stop_grace_ticks_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
@@ -94,6 +100,7 @@ class Daemon final : public ControlBackend {
     schedulers_.clear();
     drills_.reset();
     stop_grace_.reset();
+    stop_deadline_.reset();
     http_.reset();
     peer_server_.reset();
     signals_.clear();
@@ -225,6 +232,12 @@ Status Daemon::Open() {
     signals_.push_back(
         std::make_unique<SignalWatcher>(&loop_, signum, [this](int s) { BeginStop(s); }));
   }
+  // SIGHUP (a closed terminal, `kill -HUP` by habit) must not kill the
+  // agent; it does not reload either: configuration changes need a restart.
+  signals_.push_back(std::make_unique<SignalWatcher>(&loop_, SIGHUP, [](int) {
+    log::Warn("SIGHUP ignored: the agent does not reload its configuration; restart it to apply "
+              "changes");
+  }));
   ::signal(SIGPIPE, SIG_IGN);
   return Status::Ok();
 }
@@ -255,6 +268,16 @@ void Daemon::BeginStop(int signum) {
   }
   stopping_ = true;
   log::Info("stopping", {{"signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  // A worker stuck in the kernel (a hung filesystem) must not keep the agent
+  // from stopping: past the deadline it exits at once. Every commit is
+  // crash-safe (one commit point), so nothing held is lost.
+  stop_deadline_ = std::make_unique<Timer>(&loop_);
+  stop_deadline_->Start(kStopDeadlineMs, [] {
+    log::Error("stopping took too long: work is stuck; exiting without waiting for it",
+               {{"deadline_ms", kStopDeadlineMs}, {"work_in_flight", WorkInFlight()}});
+    std::_Exit(kExitStopTimedOut);
+  });
+  stop_deadline_->Unref();  // a clean stop ends the loop without waiting for it
   SdNotify("STOPPING=1").IgnoreError();
   peer_server_->StopAccepting();
   http_->StopAccepting();

@@ -33,6 +33,8 @@ void Timer::Start(int64_t delay_ms, std::function<void()> cb, int64_t repeat_ms)
 
 void Timer::Stop() { uv_timer_stop(timer_.get()); }
 
+void Timer::Unref() { uv_unref(reinterpret_cast<uv_handle_t*>(timer_.get())); }
+
 bool Timer::active() const { return uv_is_active(reinterpret_cast<uv_handle_t*>(timer_.get())); }
 
 void Timer::OnTimer(uv_timer_t* t) {

@@ -11,10 +11,13 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -126,6 +129,84 @@ class HostileInputTest(unittest.TestCase):
         self.assertEqual(os.readlink(os.path.join(data, b"link\xe9")), b"caf\xe9.txt")
         self.assertEqual(subprocess.run([agent_test.LIFEBOAT, "catalog", "verify", "-c", A.config],
                                         capture_output=True, timeout=60).returncode, 0)
+
+
+class OddExportTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="lifeboat-odd-it-", dir=os.environ.get("TMPDIR"))
+        self.cluster = None
+
+    def tearDown(self):
+        failed = not getattr(self._outcome, "success", True)
+        if self.cluster:
+            if failed or os.environ.get("LIFEBOAT_IT_LOGS"):
+                for a in self.cluster.agents.values():
+                    sys.stderr.write("---- log of %s ----\n%s\n" % (a.name, a.log()))
+            self.cluster.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_a_file_that_flips_to_a_fifo_never_wedges_the_agent(self):
+        c = Cluster(self.tmp, names=("A", "B"))
+        self.cluster = c
+        B = c.exports["B"]
+        u = B.add_instance("imgapi", "imgapi0", {"flip": det_bytes("flip", 50_000),
+                                                  "other": det_bytes("other", 20_000)})
+        c.start()
+        A, Bagent = c.agents["A"], c.agents["B"]
+        flip = B.dataset_path(u, "flip")
+        stop = threading.Event()
+
+        def flipper():  # bounded: at most ~4 s of flips
+            deadline = time.monotonic() + 4
+            i = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                tmp = flip + ".new"
+                if i % 2:
+                    os.mkfifo(tmp)
+                else:
+                    with open(tmp, "wb") as f:
+                        f.write(det_bytes("flip%d" % i, 50_000))
+                os.replace(tmp, flip)
+                i += 1
+                time.sleep(0.002)
+
+        t = threading.Thread(target=flipper)
+        t.start()
+        try:
+            for _ in range(4):
+                # Each pull ends (done or failed), none hangs.
+                r = A.cli("sync-now", "-j", timeout=60)
+                self.assertIn(r.returncode, (0, 75), r.stderr)
+        finally:
+            stop.set()
+            t.join()
+        if not stat.S_ISFIFO(os.lstat(flip).st_mode):
+            os.remove(flip)
+            os.mkfifo(flip)
+        rc, lines, err = A.sync_now()
+        self.assertEqual(rc, 0, "%s\n%s" % (lines, err))
+        held = os.path.join(A.held_instance_dir(u), "datasets", u)
+        self.assertTrue(os.path.exists(os.path.join(held, "other")))
+        self.assertFalse(os.path.exists(os.path.join(held, "flip")))  # a FIFO is not exported
+        status, _, _ = Bagent.http("GET", "/status", timeout=10)
+        self.assertEqual(status, 200)
+        Bagent.kill(signal.SIGTERM)
+        self.assertEqual(Bagent.wait(timeout=40), 0, Bagent.log())
+
+    def test_sighup_is_logged_and_ignored(self):
+        c = Cluster(self.tmp, names=("A", "B"))
+        self.cluster = c
+        c.start()
+        A = c.agents["A"]
+        A.kill(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "SIGHUP ignored" not in A.log():
+            time.sleep(0.05)
+        self.assertIn("SIGHUP ignored", A.log())
+        self.assertIsNone(A.proc.poll())
+        self.assertTrue(A.healthy())
+        rc, _, err = A.sync_now()
+        self.assertEqual(rc, 0, err)
 
 
 class SlotsTest(unittest.TestCase):
