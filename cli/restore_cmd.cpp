@@ -145,6 +145,8 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
     if (target.empty() || target.front() != '/') {
       return UsageError("--target must be an absolute directory, got '" + target + "'");
     }
+    RETURN_IF_ERROR(
+        restore::CheckOutsideCatalog(target, config.agent.data_dir, "the restore target"));
     *desc = "dir " + target;
     // Owners need root; a restore run by another user leaves its own.
     const bool root = ::geteuid() == 0;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -219,6 +220,7 @@ class Parser {
                                     std::string_view expected);
 
   void ParsePeers(const toml::node& value, Config& c);
+  void ResolveSymlinkedDirs(Config& c);
   void CheckCrossFields(Config& c);
   void LoadSecrets(Config& c);
   std::string ResolvePath(const std::string& path) const;
@@ -564,6 +566,7 @@ Config Parser::Parse(const toml::table& root) {
            AbsoluteDir("dir", &c.drill.dir), SizeField("max_bytes", &c.drill.max_bytes, 0)});
   std::transform(c.node.uuid.begin(), c.node.uuid.end(), c.node.uuid.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  ResolveSymlinkedDirs(c);
   CheckCrossFields(c);
   LoadSecrets(c);
   // toml++ iterates tables in key order; report in file order, placeless last.
@@ -588,6 +591,17 @@ void Parser::ParsePeers(const toml::node& value, Config& c) {
     Walk(*arr->get(i)->as_table(), prefix,
          {Text("name", &p.name, CheckName, true), Address("address", &p.address, true)});
     c.peers.push_back(std::move(p));
+  }
+}
+
+// A data_dir (or drill dir) that is a symlink to the real directory, as
+// operators set up to move data to a bigger pool, is resolved once here, so
+// every command and the agent work on the real path (the store never writes
+// through a symlink). A path that does not exist yet stays as written.
+void Parser::ResolveSymlinkedDirs(Config& c) {
+  for (std::string* dir : {&c.agent.data_dir, &c.drill.dir}) {
+    char resolved[PATH_MAX];
+    if (!dir->empty() && ::realpath(dir->c_str(), resolved) != nullptr) *dir = resolved;
   }
 }
 

@@ -160,6 +160,7 @@ Result<DrillRecord> RunDrill(Env& env, Clock& clock, catalog::Store& store,
   if (o.scratch_dir.empty() || o.scratch_dir.front() != '/') {
     return UsageError("drill: the scratch directory must be absolute, got '" + o.scratch_dir + "'");
   }
+  RETURN_IF_ERROR(CheckOutsideCatalog(o.scratch_dir, data_dir, "the drill's scratch directory"));
   RETURN_IF_ERROR(CreateDirs(env, ChecksDir(data_dir), 0700));
   Result<LockFile> lock =
       LockFile::Acquire(JoinPath(ChecksDir(data_dir), ".drill.lock"), "drills of " + data_dir);

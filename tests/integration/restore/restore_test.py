@@ -195,6 +195,13 @@ class RestoreTest(unittest.TestCase):
         c = self.start_cluster()
         A = c.agents["A"]
         target = os.path.join(self.tmp, "restored")
+        # A target the agent owns would be deleted by it later: refused first.
+        for bad in (A.data_dir, os.path.join(A.data_dir, "restored"),
+                    os.path.join(A.data_dir, "images", "x")):
+            r = self.restore(A, "--peer", "B", "--backend", "dir", "--target", bad, "--force", "-y")
+            self.assertEqual(r.returncode, 64, r.stderr)
+            self.assertIn("is inside the catalog", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(A.data_dir, "restored")))
         r = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target)
         self.assertEqual(r.returncode, 75, r.stderr)
         self.assertIn("still answers", r.stderr)

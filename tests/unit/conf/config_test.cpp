@@ -2,6 +2,8 @@
 // problem reported with its file, line and key.
 #include "conf/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
@@ -546,6 +548,19 @@ TEST_CASE("[drill]: off by default, and its scratch dir never inside data_dir", 
     CHECK(f.problems[0].line == 7);
     CHECK_THAT(f.problems[0].message, Catch::Contains("must not contain each other"));
   }
+}
+
+TEST_CASE("a symlinked data_dir is resolved once, to the real directory", "[conf]") {
+  Fixture f;
+  REQUIRE(CreateDirs(*Env::Default(), f.dir / "real", 0700).ok());
+  REQUIRE(::symlink((f.dir / "real").c_str(), (f.dir / "link").c_str()) == 0);
+  Result<Config> c = f.Parse(Base("[agent]\ndata_dir = \"" + f.dir / "link" + "\"\n"));
+  REQUIRE(c.ok());
+  CHECK(c->agent.data_dir == std::filesystem::canonical(f.dir / "real").string());
+  // Not there yet: kept as written (the agent creates it).
+  c = f.Parse(Base("[agent]\ndata_dir = \"" + f.dir / "later" + "\"\n"));
+  REQUIRE(c.ok());
+  CHECK(c->agent.data_dir == f.dir / "later");
 }
 
 }  // namespace
