@@ -127,8 +127,9 @@ void ControlApi::HandleSync(const HttpRequest& req, std::shared_ptr<HttpResponse
   };
   // Headers go out first so the client sees the stream start at once.
   std::string from = req.query.count("from") ? req.query.at("from") : "";
+  const bool older = req.query.count("older") && req.query.at("older") == "1";
   Status st = from.empty() ? backend_->Sync(peer, services, progress, done)
-                           : backend_->SyncFrom(peer, from, progress, done);
+                           : backend_->SyncFrom(peer, from, older, progress, done);
   if (!st.ok()) {
     resp->SendStatus(st);
     return;

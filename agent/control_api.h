@@ -11,6 +11,8 @@
 //                                 as a comma list); streams NDJSON: "progress"
 //                                 objects, one "result" object per peer, then
 //                                 a final {"type":"done","ok":...}
+//   POST /sync?peer=P&from=N[&older=1]  pull P's copy held by node N; a copy
+//                                 older than ours only with older=1
 //
 // Errors are restify-shaped: {"code":"ResourceNotFound","message":"..."}.
 // When the config sets auth.api_token, every route but /healthz needs
@@ -55,8 +57,12 @@ class ControlBackend {
   // Pulls `peer`'s data held by the configured node `from` (its copy of
   // `peer`, HELD_MANIFEST_REQUEST) into the catalog as `peer`'s, now,
   // outside the peer's schedule. Same contract as Sync (one result).
-  virtual Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+  // Refused (in the result) when that copy is older than the one held here,
+  // unless `allow_older`.
+  virtual Status SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
+                          ProgressFn progress,
                           std::function<void(const std::vector<PullResult>&)> done) {
+    (void)allow_older;
     (void)progress;
     (void)done;
     return UsageError("this agent cannot pull " + peer + "'s copy from " + from);

@@ -55,7 +55,8 @@ class Daemon final : public ControlBackend {
   void GetMetrics(std::function<void(std::string)> done) override;
   void GetReadiness(JsonFn done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
-  Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+  Status SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
+                  ProgressFn progress,
                   std::function<void(const std::vector<PullResult>&)> done) override;
   Status Sync(const std::string& peer, const std::vector<std::string>& services,
               ProgressFn progress,
@@ -352,7 +353,8 @@ void Daemon::RefreshRecord(const std::string& peer) {
   }
 }
 
-Status Daemon::SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+Status Daemon::SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
+                        ProgressFn progress,
                         std::function<void(const std::vector<PullResult>&)> done) {
   if (stopping_) return UnavailableError("the agent is stopping", false);
   auto p = puller_configs_.find(peer);
@@ -365,6 +367,7 @@ Status Daemon::SyncFrom(const std::string& peer, const std::string& from, Progre
   }
   PullerConfig pc = p->second;
   pc.held_peer = peer;
+  pc.allow_older = allow_older;
   pc.host = n->second.host;
   pc.port = n->second.port;
   log::Info("pulling a peer's copy held by another node", {{"peer", peer}, {"from", from}});

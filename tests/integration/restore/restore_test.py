@@ -382,6 +382,33 @@ class RestoreTest(unittest.TestCase):
         c.agents["B"].stop()
         return A, g1, g2
 
+    def test_an_older_copy_from_another_node_never_replaces_a_newer_one(self):
+        A, g1, g2 = self.freshest_setup()
+        C = self.cluster.agents["C"]
+
+        def sync_from(agent, query):
+            status, _, body = agent.http("POST", "/sync?" + query, timeout=60)
+            self.assertEqual(status, 200, body)
+            return [json.loads(l) for l in body.splitlines() if l.strip()]
+
+        # C holds g2; A's copy (g1) is older: refused, C keeps g2, nothing orphaned.
+        lines = sync_from(C, "peer=B&from=A")
+        result = next(l for l in lines if l["type"] == "result")
+        self.assertFalse(result["ok"])
+        self.assertIn("not newer than the generation %d" % g2, result["error"]["message"])
+        self.assertEqual(C.peer_status("B")["generation"], g2)
+        self.assertFalse(os.path.exists(os.path.join(C.data_dir, "orphans")) and
+                         os.listdir(os.path.join(C.data_dir, "orphans")))
+        # Asked explicitly: taken, and what C held is kept under orphans/.
+        lines = sync_from(C, "peer=B&from=A&older=1")
+        result = next(l for l in lines if l["type"] == "result")
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(C.peer_status("B")["generation"], g1)
+        self.assertTrue(os.listdir(os.path.join(C.data_dir, "orphans")))
+        # The newer copy the other way is taken as before.
+        lines = sync_from(A, "peer=B&from=C")
+        self.assertTrue(next(l for l in lines if l["type"] == "result")["ok"])
+
     def test_freshest_copy_is_named_by_dry_run(self):
         A, g1, g2 = self.freshest_setup()
         target = os.path.join(self.tmp, "restored")

@@ -48,7 +48,7 @@ struct FakeBackend : ControlBackend {
     return Status::Ok();
   }
   std::vector<std::pair<std::string, std::string>> sync_from;  // (peer, from) asked
-  Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn,
+  Status SyncFrom(const std::string& peer, const std::string& from, bool, ProgressFn,
                   std::function<void(const std::vector<PullResult>&)> done) override {
     if (from == peer) return NotFoundError("no other node named " + from);
     sync_from.emplace_back(peer, from);
