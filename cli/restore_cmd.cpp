@@ -2,7 +2,8 @@
 //
 //   lifeboat restore (--peer P | --service S... | --instance UUID...)
 //       [--dry-run] [--backend dir|smartos|exec] [--target DIR]
-//       [--reuse-ips|--new-ips] [--generation N] [--force] [--from-freshest] [-y] [-j]
+//       [--reuse-ips|--new-ips] [--generation N] [--force] [--from-freshest] [--again]
+//       [-y] [-j]
 //
 // On a terminal, a new restore shows its plan and asks before the first step
 // (-y: no question). A --dry-run runs the same guards and exits as the real
@@ -55,6 +56,7 @@ struct RestoreFlags {
   bool force = false;
   bool from_freshest = false;
   bool yes = false;
+  bool again = false;
 };
 
 std::string Seconds(int64_t ms) {
@@ -273,6 +275,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   req.assume_yes = flags.yes;
   req.from_freshest = flags.from_freshest;
   req.new_ips = flags.new_ips;
+  req.again = flags.again;
   req.service_order = config->restore.order;
 
   restore::Restorer restorer(rctx);
@@ -327,6 +330,9 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
                       : "--generation must be a generation number (1, 2, ...), got '" + v + "'";
       });
   sub->add_flag("--force", flags.force, "restore even though the peer still answers");
+  sub->add_flag("--again", flags.again,
+                "also restore instances an earlier restore on this node already rebuilt "
+                "(without it they are skipped, saying where they went)");
   sub->add_flag("--from-freshest", flags.from_freshest,
                 "first pull the freshest copy of the peer held by another node into this "
                 "catalog (through the local agent)");

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/digest.h"
+#include "base/lock_file.h"
 #include "base/log.h"
 
 namespace lifeboat::restore {
@@ -25,27 +26,15 @@ std::string Minutes(int64_t ms) {
   return std::to_string(m / 60) + " h " + std::to_string(m % 60) + " min";
 }
 
-// An flock(2)-held lock file; released (and left in place) on destruction.
-class LockFile {
- public:
-  ~LockFile() {
-    if (fd_ >= 0) ::close(fd_);
+// Takes the flock(2) lock file `path` for this process (released, and left
+// in place, when the LockFile goes); another holder is a temporary error.
+Result<LockFile> TakeLock(const std::string& path, const std::string& what) {
+  Result<LockFile> lock = LockFile::Acquire(path, what);
+  if (!lock.ok() && lock.status().code() == Code::kUnavailable) {
+    return TemporaryError(lock.status().message() + "; wait for it");
   }
-  Status Acquire(const std::string& path) {
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd_ < 0) return PosixError("open lock file", path, errno);
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EWOULDBLOCK) {
-        return TemporaryError("another lifeboat restore holds " + path + "; wait for it");
-      }
-      return PosixError("flock", path, errno);
-    }
-    return Status::Ok();
-  }
-
- private:
-  int fd_ = -1;
-};
+  return lock;
+}
 
 struct VerifyItem {
   std::string path;
@@ -164,6 +153,7 @@ class RunState {
 
     const std::string id = JournalId(req_.selection, ctx_.backend->name(), ctx_.backend->target());
     report_.journal_id = id;
+    RETURN_IF_ERROR(SkipRestoredElsewhere(id, &selected));
     ASSIGN_OR_RETURN(std::optional<Journal> journal, Journal::Load(env_, ctx_.data_dir, id));
     if (journal) report_.journal_path = journal->path();
     if (journal && journal->complete()) {
@@ -188,11 +178,14 @@ class RunState {
     // first guard that would refuse, else the backend's own check.
     if (req_.dry_run) return !dry_verdict_.ok() ? dry_verdict_ : ctx_.backend->Check(report_.plan);
 
+    if (!journal && report_.plan.steps.empty()) return Status::Ok();  // nothing to do, no journal
     RETURN_IF_ERROR(ctx_.backend->Check(report_.plan));
     RETURN_IF_ERROR(ConfirmPlan());
     RETURN_IF_ERROR(CreateDirs(env_, RestoresDir(ctx_.data_dir), 0700));
-    LockFile lock;
-    RETURN_IF_ERROR(lock.Acquire(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock")));
+    ASSIGN_OR_RETURN(LockFile lock, TakeLock(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock"),
+                                             "restore " + id));
+    std::vector<LockFile> claims;
+    RETURN_IF_ERROR(ClaimInstances(&claims));
     // Another process may have run this restore between our look at the
     // journal and taking the lock: then its journal, not our plan, is the truth.
     ASSIGN_OR_RETURN(std::optional<Journal> now, Journal::Load(env_, ctx_.data_dir, id));
@@ -276,6 +269,52 @@ class RunState {
       if (a.name == peer) return &a;
     }
     return nullptr;
+  }
+
+  // ---- 1b. earlier restores ---------------------------------------------------
+
+  // Instances another restore (any selection, any target) began or finished
+  // on this node are not restored again: they are listed as skipped, saying
+  // where they went, unless --again. The restore's own journal (a resume) is
+  // not "another".
+  Status SkipRestoredElsewhere(const std::string& own_id,
+                               std::vector<catalog::InstanceRecord>* selected) {
+    if (req_.again) return Status::Ok();
+    ASSIGN_OR_RETURN(auto claims, ListRestoreClaims(env_, ctx_.data_dir));
+    std::erase_if(*selected, [&](const catalog::InstanceRecord& r) {
+      auto it = claims.find(r.uuid);
+      if (it == claims.end() || it->second.journal_id == own_id) return false;
+      const RestoredInstance& c = it->second;
+      const std::string where = c.alias + " (" + c.new_uuid + ") by " + c.node + " into " +
+                                c.backend + " " + c.target;
+      report_.plan.skipped.push_back(
+          {r.uuid, r.alias, r.service,
+           c.restored_ms != 0
+               ? "already restored as " + where + " at " + FormatIso8601Ms(c.restored_ms) +
+                     "; --again restores it once more"
+               : "an unfinished restore (journal " + c.journal_id + ") began restoring it as " +
+                     where + "; rerun that restore to finish it, or --again"});
+      return true;
+    });
+    return Status::Ok();
+  }
+
+  // Holds restores/<old uuid>.claim for every planned instance while the
+  // restore runs: two restores started at once with overlapping selections
+  // cannot both rebuild one instance (the second stops before its first step).
+  Status ClaimInstances(std::vector<LockFile>* claims) {
+    for (const PlannedInstance& p : report_.plan.instances) {
+      Result<LockFile> claim = LockFile::Acquire(
+          JoinPath(RestoresDir(ctx_.data_dir), p.old_uuid + ".claim"), p.old_alias);
+      if (!claim.ok()) {
+        if (claim.status().code() != Code::kUnavailable) return claim.status();
+        return TemporaryError(p.old_alias + " (" + p.old_uuid +
+                              ") is being restored by another restore right now; rerun when it "
+                              "finished (" + p.old_alias + " will then be skipped)");
+      }
+      claims->push_back(std::move(*claim));
+    }
+    return Status::Ok();
   }
 
   // ---- 2. guards -------------------------------------------------------------

@@ -1,7 +1,9 @@
 // The restorer: `lifeboat restore` without the command line.
 //
 // Run() does, in order, and stops at the first failure:
-//   1. select   the instances held from a peer, of services, or by uuid
+//   1. select   the instances held from a peer, of services, or by uuid;
+//               instances an earlier restore on this node began or finished
+//               (any selection, any target) are skipped unless `again`
 //   2. guard    refuse when the peer still answers (unless force); when the
 //               data is older than stale_after, ask (confirm) or require
 //               assume_yes
@@ -52,6 +54,7 @@ struct RestoreRequest {
   bool assume_yes = false;     // -y: accept stale data without asking
   bool from_freshest = false;  // pull the freshest copy of the peer first
   bool new_ips = false;
+  bool again = false;  // restore instances an earlier restore already rebuilt
   std::vector<std::string> service_order = DefaultServiceOrder();
   uint64_t seed = 0;  // uuid generator seed (tests); 0 = random
   int verify_threads = 4;

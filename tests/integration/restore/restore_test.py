@@ -217,6 +217,27 @@ class RestoreTest(unittest.TestCase):
         self.assertEqual(len(out["plan"]["instances"]), 3)
         self.assertTrue(any("still answers" in w for w in out["warnings"]))
 
+    def test_an_instance_is_not_restored_twice_by_overlapping_restores(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        first = self.restore_json(A, "--service", "vmapi", "--backend", "dir", "--target", target)
+        self.assertEqual([i["old_alias"] for i in first["plan"]["instances"]], ["vmapi0"])
+        second = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        self.assertEqual(sorted(i["old_alias"] for i in second["plan"]["instances"]),
+                         ["imgapi0", "sapi0"])
+        skipped = {s["alias"]: s["reason"] for s in second["plan"]["skipped"]}
+        self.assertIn("already restored as vmapi", skipped["vmapi0"])
+        self.assertEqual(len(os.listdir(os.path.join(target, "zones"))), 3)
+        text = self.restore(A, "--peer", "B", "--backend", "dir", "--target",
+                            os.path.join(self.tmp, "elsewhere"), "--dry-run")
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("already restored as", text.stdout)
+        again = self.restore_json(A, "--service", "vmapi", "--backend", "dir", "--target",
+                                  os.path.join(self.tmp, "elsewhere"), "--again")
+        self.assertEqual(len(again["plan"]["instances"]), 1)
+
     def restore_on_tty(self, agent, answer, *args):
         """Runs restore on a pseudo-terminal, answering its question with
         `answer`; returns (exit code, everything it wrote)."""

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "base/fault_env.h"
+#include "base/lock_file.h"
 #include "catalog/exporter.h"
 #include "catalog/provider.h"
 #include "catalog/store.h"
@@ -614,6 +615,11 @@ TEST_CASE("a chosen generation (--generation) restores an older retained generat
                  "/data/identity") == "imgapi0\n");
 
   req.selection.generation.reset();
+  RestoreReport skipped;  // imgapi0 was restored (from its older generation) already
+  REQUIRE(restorer.Run(req, &skipped).ok());
+  CHECK(skipped.plan.instances.empty());
+  REQUIRE(skipped.plan.skipped.size() == 1);
+  req.again = true;
   RestoreReport current;
   REQUIRE(restorer.Run(req, &current).ok());
   // A different selection is a different restore, with its own alias.
@@ -655,6 +661,56 @@ TEST_CASE("instances of a peer that comes back after their restore are deposed")
   // The restored instances are untouched by the pull.
   CHECK(json::parse(ReadFile(c.target() + "/zones/" + report.plan.instances[1].new_uuid +
                              "/vm.json"))["alias"] == "imgapi1");
+}
+
+TEST_CASE("an instance an earlier restore rebuilt is skipped, whatever the selection") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport first;
+  RestoreRequest one = PeerRequest();
+  one.selection = Selection{};
+  one.selection.services = {"vmapi"};
+  REQUIRE(restorer.Run(one, &first).ok());
+  REQUIRE(first.plan.instances.size() == 1);
+
+  // The whole peer next: vmapi0 is not restored a second time, and says why.
+  RestoreReport second;
+  REQUIRE(restorer.Run(PeerRequest(), &second).ok());
+  CHECK(second.plan.instances.size() == 2);
+  REQUIRE(second.plan.skipped.size() == 1);
+  CHECK(second.plan.skipped[0].alias == "vmapi0");
+  CHECK(second.plan.skipped[0].reason.find("already restored as vmapi") == 0);
+  CHECK(second.plan.skipped[0].reason.find("--again") != std::string::npos);
+
+  // Even into another target.
+  auto other = NewDirBackend(*Env::Default(), DirOptions(c.dir() / "other", 2));
+  RestoreReport third;
+  RestoreRequest vm = one;
+  REQUIRE(Restorer(c.Context(other.get())).Run(vm, &third).ok());
+  CHECK(third.plan.instances.empty());
+  CHECK(third.plan.skipped.size() == 1);
+
+  // --again: restored once more.
+  vm.again = true;
+  RestoreReport fourth;
+  REQUIRE(Restorer(c.Context(other.get())).Run(vm, &fourth).ok());
+  CHECK(fourth.plan.instances.size() == 1);
+}
+
+TEST_CASE("two restores at once cannot both rebuild one instance") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  // Another restore is running and holds vmapi0's claim.
+  REQUIRE(CreateDirs(*Env::Default(), RestoresDir(c.data_dir()), 0700).ok());
+  auto held = LockFile::Acquire(JoinPath(RestoresDir(c.data_dir()), kVmapi0 + ".claim"), "test");
+  REQUIRE(held.ok());
+  RestoreReport report;
+  Status st = Restorer(c.Context(backend.get())).Run(PeerRequest(), &report);
+  CHECK(st.code() == Code::kTemporary);
+  CHECK(st.message().find("vmapi0") == 0);
+  CHECK(st.message().find("being restored by another restore right now") != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
 }
 
 }  // namespace
