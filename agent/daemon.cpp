@@ -401,6 +401,7 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
         {"last_attempt", WallOrNull(r.last_attempt_wall_ms)},
         {"last_success", WallOrNull(r.last_success_wall_ms)},
         {"age_seconds", age_ms >= 0 ? nlohmann::json(age_ms / 1000) : nlohmann::json(nullptr)},
+        {"clock_changed", age_ms == kClockChangedMs},
         {"stale", age_ms < 0 || age_ms > Ms(cfg_.agent.stale_after)},
         {"generation", r.generation},
         {"last_error",

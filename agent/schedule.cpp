@@ -1,5 +1,7 @@
 #include "agent/schedule.h"
 
+#include "base/clock.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -21,8 +23,8 @@ int64_t BackoffDelayMs(const SchedulePolicy& p, int failures, double u) {
 }
 
 bool IsStale(int64_t last_success_wall_ms, int64_t now_wall_ms, int64_t stale_after_ms) {
-  if (last_success_wall_ms <= 0) return true;
-  return now_wall_ms - last_success_wall_ms > stale_after_ms;
+  const int64_t age = WallAgeMs(last_success_wall_ms, now_wall_ms);
+  return age < 0 || age > stale_after_ms;  // never, or a clock set back: unknown is stale
 }
 
 TokenBucket::TokenBucket(uint64_t rate_bytes_per_s, uint64_t burst_bytes, int64_t now_ms)

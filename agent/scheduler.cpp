@@ -27,8 +27,7 @@ bool Covers(const std::vector<std::string>& have, const std::vector<std::string>
 
 int64_t DataAgeMs(const PeerRecord& r, int64_t now_wall_ms, int64_t now_mono_ms) {
   if (r.last_success_mono_ms) return std::max<int64_t>(0, now_mono_ms - *r.last_success_mono_ms);
-  if (r.last_success_wall_ms <= 0) return -1;
-  return std::max<int64_t>(0, now_wall_ms - r.last_success_wall_ms);
+  return WallAgeMs(r.last_success_wall_ms, now_wall_ms);
 }
 
 PeerScheduler::PeerScheduler(uv_loop_t* loop, std::string peer, std::string address,

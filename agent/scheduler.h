@@ -56,11 +56,11 @@ struct PeerRecord {
 };
 
 // How old the data held from this peer is, for `status` and `stale_after`:
-// -1 when never pulled. A success made by this process is aged on the
+// kNeverMs when never pulled. A success made by this process is aged on the
 // monotonic clock, so a wall-clock jump (NTP step, operator `date -s`)
 // neither makes fresh data look stale nor stale data fresh. A success known
-// only from the catalog (before a restart) is aged on the wall clock, and
-// never below 0 when that clock went back.
+// only from the catalog (before a restart) is aged on the wall clock
+// (WallAgeMs): kClockChangedMs when that clock is behind it, never 0.
 int64_t DataAgeMs(const PeerRecord& r, int64_t now_wall_ms, int64_t now_mono_ms);
 
 // Scheduling never reads the wall clock: the timers run on the loop's

@@ -15,7 +15,7 @@ int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
 }  // namespace
 
 nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms) {
-  const bool aged = r.pulled_at_ms > 0 && now_ms >= r.pulled_at_ms;
+  const int64_t age_ms = WallAgeMs(r.pulled_at_ms, now_ms);
   return {{"uuid", r.uuid},
           {"alias", r.alias},
           {"service", r.service},
@@ -24,7 +24,7 @@ nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms) {
           {"generation", r.generation},
           {"seq", r.seq},
           {"pulled_at", WallOrNull(r.pulled_at_ms)},
-          {"age_seconds", aged ? nlohmann::json((now_ms - r.pulled_at_ms) / 1000) : nlohmann::json()},
+          {"age_seconds", age_ms >= 0 ? nlohmann::json(age_ms / 1000) : nlohmann::json()},
           {"size", r.size},
           {"files", r.files},
           {"removed", r.removed},
@@ -46,12 +46,21 @@ nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instance
            {"removed", 0},
            {"newest_age_seconds", nullptr},
            {"oldest_age_seconds", nullptr},
+           {"clock_changed", false},
            {"peers", nlohmann::json::array()}};
     }
     s["instances"] = s["instances"].get<int>() + 1;
     if (i.removed) s["removed"] = s["removed"].get<int>() + 1;
-    // Wall time is all the catalog has; a clock that went back is age 0.
-    const int64_t age = std::max<int64_t>(0, now_ms - i.pulled_at_ms) / 1000;
+    // Wall time is all the catalog has: a copy pulled "in the future" (the
+    // clock was set back) has no age, and says so.
+    const int64_t age_ms = WallAgeMs(i.pulled_at_ms, now_ms);
+    if (age_ms == kClockChangedMs) s["clock_changed"] = true;
+    if (age_ms < 0) {
+      auto& peers = s["peers"];
+      if (std::find(peers.begin(), peers.end(), i.peer) == peers.end()) peers.push_back(i.peer);
+      continue;
+    }
+    const int64_t age = age_ms / 1000;
     if (s["newest_age_seconds"].is_null() || age < s["newest_age_seconds"].get<int64_t>()) {
       s["newest_age_seconds"] = age;
     }
@@ -82,9 +91,10 @@ nlohmann::json OfflineStatusJson(const conf::Config& config, const catalog::Stor
          {"phase", nullptr},
          {"last_attempt", WallOrNull(p.last_attempt_ms)},
          {"last_success", WallOrNull(p.last_pull_ms)},
-         {"age_seconds", p.last_pull_ms > 0
-                             ? nlohmann::json(std::max<int64_t>(0, now_ms - p.last_pull_ms) / 1000)
+         {"age_seconds", WallAgeMs(p.last_pull_ms, now_ms) >= 0
+                             ? nlohmann::json(WallAgeMs(p.last_pull_ms, now_ms) / 1000)
                              : nlohmann::json(nullptr)},
+         {"clock_changed", WallAgeMs(p.last_pull_ms, now_ms) == kClockChangedMs},
          {"stale", IsStale(p.last_pull_ms, now_ms, stale_after_ms)},
          {"generation", p.generation},
          {"last_error",

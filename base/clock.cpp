@@ -1,5 +1,7 @@
 #include "base/clock.h"
 
+#include <algorithm>
+
 #include <time.h>
 
 #include <cstdio>
@@ -40,6 +42,12 @@ std::string FormatIso8601Ms(int64_t wall_ms) {
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
   return buf;
+}
+
+int64_t WallAgeMs(int64_t then_ms, int64_t now_ms) {
+  if (then_ms <= 0) return kNeverMs;
+  if (then_ms > now_ms + kClockSlackMs) return kClockChangedMs;
+  return std::max<int64_t>(0, now_ms - then_ms);
 }
 
 }  // namespace lifeboat

@@ -40,6 +40,16 @@ class ManualClock final : public Clock {
 // "2026-11-21T16:25:03.123Z"
 std::string FormatIso8601Ms(int64_t wall_ms);
 
+// How long ago `then_ms` was on the wall clock, for ages that only wall time
+// recorded (the catalog's pull times). kNeverMs when `then_ms` is 0 (never);
+// kClockChangedMs when `then_ms` lies more than kClockSlackMs in the future:
+// the clock was set back, and an age computed from it would make old data
+// look fresh. Callers show "clock changed" and treat the data as stale.
+inline constexpr int64_t kNeverMs = -1;
+inline constexpr int64_t kClockChangedMs = -2;
+inline constexpr int64_t kClockSlackMs = 5'000;
+int64_t WallAgeMs(int64_t then_ms, int64_t now_ms);
+
 }  // namespace lifeboat
 
 #endif  // LIFEBOAT_BASE_CLOCK_H_

@@ -140,6 +140,7 @@ struct PullTxn::State {
   std::vector<StagedInstance> changed;
   std::vector<std::string> confirmed;  // unchanged instances: pulled_at/generation refreshed
   std::vector<std::string> newly_removed;
+  std::vector<std::string> still_removed;  // removed before, missed again by this pull
   std::vector<std::string> reappeared;
 
   struct StagedImage {
@@ -316,7 +317,8 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
                        std::to_string(held.generation));
     }
     for (const auto& [uuid, rec] : held_instances) {
-      if (!rec.r.removed && s.filter.Matches(rec.r.service)) s.confirmed.push_back(uuid);
+      if (!s.filter.Matches(rec.r.service)) continue;
+      (rec.r.removed ? s.still_removed : s.confirmed).push_back(uuid);
     }
     return s.summary;
   }
@@ -489,7 +491,10 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
   }
   // Instances of this peer that it no longer exports (within the filter).
   for (const auto& [uuid, rec] : held_instances) {
-    if (!in_answer.count(uuid) && !rec.r.removed && s.filter.Matches(rec.r.service)) {
+    if (in_answer.count(uuid) || !s.filter.Matches(rec.r.service)) continue;
+    if (rec.r.removed) {
+      s.still_removed.push_back(uuid);
+    } else {
       s.newly_removed.push_back(uuid);
       ++s.summary.removed_instances;
     }
@@ -872,6 +877,12 @@ Status PullTxn::Commit() {
       if (auto it = next.instances.find(uuid); it != next.instances.end()) {
         it->second.r.removed = false;
         it->second.r.removed_since_ms = 0;
+        it->second.r.removed_pulls = 0;
+      }
+    }
+    for (const std::string& uuid : s.still_removed) {
+      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
+        ++it->second.r.removed_pulls;
       }
     }
     for (const std::string& uuid : s.newly_removed) {
@@ -879,6 +890,7 @@ Status PullTxn::Commit() {
       if (it != next.instances.end() && !it->second.r.removed) {
         it->second.r.removed = true;
         it->second.r.removed_since_ms = now;
+        it->second.r.removed_pulls = 1;
         log::Info("catalog: peer no longer exports an instance; kept for removed_grace",
                   {{"peer", s.peer}, {"instance", uuid}, {"alias", it->second.r.alias}});
       }

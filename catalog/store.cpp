@@ -459,7 +459,8 @@ Status Store::Impl::ApplyRetentionLocked() {
   std::set<std::string> touched_services;
   for (auto it = cat_.instances.begin(); it != cat_.instances.end();) {
     Record& rec = it->second;
-    if (rec.r.removed && now - rec.r.removed_since_ms >= o_.removed_grace_ms) {
+    if (rec.r.removed && now - rec.r.removed_since_ms >= o_.removed_grace_ms &&
+        rec.r.removed_pulls >= kRemovedPullsBeforeDrop) {
       log::Info("catalog: deleting an instance its peer stopped exporting",
                 {{"instance", rec.r.uuid},
                  {"alias", rec.r.alias},

@@ -67,6 +67,7 @@
 namespace lifeboat::catalog {
 
 inline constexpr int kCatalogFormatVersion = 1;
+inline constexpr uint32_t kRemovedPullsBeforeDrop = 3;
 
 struct StoreOptions {
   std::string data_dir;                         // required; created 0700 when missing
@@ -99,6 +100,11 @@ struct InstanceRecord {
   uint64_t files = 0;        // entries in the current generation
   bool removed = false;      // the peer stopped exporting it
   int64_t removed_since_ms = 0;
+  // Successful pulls of the peer, since it stopped exporting the instance,
+  // that still missed it: retention drops the data only after removed_grace
+  // AND kRemovedPullsBeforeDrop such pulls, so a clock that jumps forward
+  // cannot drop it early.
+  uint32_t removed_pulls = 0;
 };
 
 struct StoredFile {

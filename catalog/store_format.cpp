@@ -110,6 +110,7 @@ json InstanceToJson(const Record& rec) {
           {"files", r.files},
           {"removed", r.removed},
           {"removed_since_ms", r.removed_since_ms},
+          {"removed_pulls", r.removed_pulls},
           {"description_digest", rec.description_digest.Hex()}};
 }
 
@@ -128,6 +129,7 @@ Record InstanceFromJson(const std::string& uuid, const json& j) {
   r.files = j.value("files", uint64_t{0});
   r.removed = j.value("removed", false);
   r.removed_since_ms = j.value("removed_since_ms", int64_t{0});
+  r.removed_pulls = j.value("removed_pulls", uint32_t{0});
   if (auto d = Digest128::FromHex(j.value("description_digest", ""))) rec.description_digest = *d;
   return rec;
 }

@@ -180,8 +180,10 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "phase") return Str(p["phase"]);
   if (col == "last_attempt") return Str(p["last_attempt"]);
   if (col == "last_success") return Str(p["last_success"]);
-  if (col == "age")
+  if (col == "age") {
+    if (p.value("clock_changed", false)) return "clock changed";
     return p["age_seconds"].is_null() ? "never" : HumanAge(p["age_seconds"].get<int64_t>());
+  }
   if (col == "stale") return p.value("stale", true) ? "STALE" : "ok";
   if (col == "generation") return Str(p["generation"]);
   if (col == "error") return p["last_error"].is_null() ? "-" : Str(p["last_error"]);

@@ -342,18 +342,28 @@ class RunState {
   Status GuardStale(const std::vector<catalog::InstanceRecord>& selected) {
     int64_t now = ctx_.clock->WallMs();
     int64_t oldest = now;
-    std::string oldest_alias;
+    std::string oldest_alias, future_alias;
     for (const auto& r : selected) {
+      if (WallAgeMs(r.pulled_at_ms, now) == kClockChangedMs) future_alias = r.alias;
       if (r.pulled_at_ms < oldest) {
         oldest = r.pulled_at_ms;
         oldest_alias = r.alias;
       }
     }
     int64_t age = now - oldest;
-    if (age <= ctx_.stale_after_ms) return Status::Ok();
-    std::string msg = "the data to restore is stale: " + oldest_alias + " was last pulled " +
-                      Minutes(age) + " ago (" + FormatIso8601Ms(oldest) +
-                      "), more than stale_after (" + Minutes(ctx_.stale_after_ms) + ")";
+    std::string msg;
+    if (!future_alias.empty()) {
+      // A pull time after "now": the clock was set back and no age can be
+      // trusted; it is treated as stale (asked, or -y).
+      msg = "the wall clock is behind the time " + future_alias +
+            " was pulled: the clock changed and the age of the data to restore is unknown";
+    } else if (age > ctx_.stale_after_ms) {
+      msg = "the data to restore is stale: " + oldest_alias + " was last pulled " + Minutes(age) +
+            " ago (" + FormatIso8601Ms(oldest) + "), more than stale_after (" +
+            Minutes(ctx_.stale_after_ms) + ")";
+    } else {
+      return Status::Ok();
+    }
     if (req_.dry_run || req_.assume_yes) {
       report_.warnings.push_back(msg);
       return Status::Ok();

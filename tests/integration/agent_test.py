@@ -428,8 +428,13 @@ class AgentTest(unittest.TestCase):
         cat = {i["uuid"]: i for i in A.catalog()["instances"]}
         self.assertTrue(cat[gone]["removed"])
         time.sleep(1.5)  # let the (real-time) grace period pass
-        B.add_instance("cnapi", "cnapi0", {"f": "x"})  # a change, so the pull commits
+        B.add_instance("cnapi", "cnapi0", {"f": "x"})
         self.sync_ok(A)
+        # The grace passed, but only 2 pulls missed it: it needs 3 (a clock
+        # that jumps must not be enough to drop data).
+        cat = {i["uuid"]: i for i in A.catalog()["instances"]}
+        self.assertIn(gone, cat)
+        self.sync_ok(A)  # an unchanged pull counts too
         cat = {i["uuid"]: i for i in A.catalog()["instances"]}
         self.assertNotIn(gone, cat)
         self.assertIn(keep, cat)

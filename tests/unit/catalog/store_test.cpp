@@ -449,6 +449,23 @@ TEST_CASE("retention keeps N generations per instance") {
   CHECK(store->Generations(f.exp.imgapi).value() == std::vector<uint64_t>{1});
 }
 
+TEST_CASE("a clock that jumps forward never drops a removed instance early") {
+  StoreFixture f;
+  auto store = f.OpenStore(3, /*grace=*/24 * kHour);
+  MustPull(f, *store);
+  REQUIRE(RemoveTree(*Env::Default(), f.exp.root + "/vms/" + f.exp.ufds + ".json").ok());
+  MustPull(f, *store);
+  f.clock.Advance(30 * 24 * kHour);  // the wall clock leaps a month
+  REQUIRE(store->ApplyRetention().ok());
+  auto rec = store->FindInstance(f.exp.ufds);
+  REQUIRE(rec);  // one pull has missed it: not enough evidence
+  CHECK(rec->removed_pulls == 1);
+  MustPull(f, *store);
+  MustPull(f, *store);
+  REQUIRE(store->ApplyRetention().ok());
+  CHECK_FALSE(store->FindInstance(f.exp.ufds));
+}
+
 TEST_CASE("an instance the peer stops exporting is kept for removed_grace, then deleted") {
   StoreFixture f;
   auto store = f.OpenStore(3, /*grace=*/24 * kHour);
@@ -469,6 +486,11 @@ TEST_CASE("an instance the peer stops exporting is kept for removed_grace, then 
   CHECK(store->FindInstance(f.exp.ufds)->removed_since_ms == f.clock.WallMs() - 23 * kHour);
 
   f.clock.Advance(2 * kHour);
+  REQUIRE(store->ApplyRetention().ok());
+  // The grace is over, but only 2 pulls have missed it so far.
+  REQUIRE(store->FindInstance(f.exp.ufds));
+  CHECK(store->FindInstance(f.exp.ufds)->removed_pulls == 2);
+  MustPull(f, *store);  // the third (an "unchanged" one counts too): gone
   REQUIRE(store->ApplyRetention().ok());
   CHECK_FALSE(store->FindInstance(f.exp.ufds));
   CHECK_FALSE(Exists(*Env::Default(), f.data_dir + "/instances/" + f.exp.ufds));
