@@ -5,12 +5,12 @@
 
 #include <set>
 
-#include "base/digest.h"
 #include "base/lock_file.h"
 #include "base/log.h"
 #include "restore/backend.h"
 #include "restore/journal.h"
 #include "restore/restorer.h"
+#include "restore/verify_item.h"
 
 namespace lifeboat::restore {
 namespace {
@@ -65,43 +65,6 @@ Status NoRestoreRunning(Env& env, const std::string& data_dir) {
   return Status::Ok();
 }
 
-Result<Digest128> HashFile(Env& env, const std::string& path) {
-  ASSIGN_OR_RETURN(auto file, env.OpenRead(path));
-  Xxh3Hasher hasher;
-  RETURN_IF_ERROR(ForEachChunk(*file, 1 << 20, [&](std::span<const uint8_t> chunk) {
-    hasher.Update(chunk);
-    return Status::Ok();
-  }));
-  return hasher.Finish();
-}
-
-// Compares one catalog entry with what the restore wrote at `path`.
-Status CompareEntry(Env& env, const syncproto::FileEntry& e, const std::string& path) {
-  ASSIGN_OR_RETURN(FileStat st, env.Stat(path));
-  switch (e.kind) {
-    case syncproto::EntryKind::kDir:
-      if (st.type != FileType::kDirectory) return DataError(path + ": not a directory");
-      return Status::Ok();
-    case syncproto::EntryKind::kSymlink: {
-      if (st.type != FileType::kSymlink) return DataError(path + ": not a symlink");
-      ASSIGN_OR_RETURN(std::string target, env.ReadLink(path));
-      if (target != e.target) return DataError(path + ": symlink target differs");
-      return Status::Ok();
-    }
-    case syncproto::EntryKind::kFile: {
-      if (st.type != FileType::kRegular) return DataError(path + ": not a regular file");
-      if (st.size != e.size) {
-        return DataError(path + ": size " + std::to_string(st.size) + " != " +
-                         std::to_string(e.size));
-      }
-      ASSIGN_OR_RETURN(Digest128 got, HashFile(env, path));
-      if (got != e.digest) return DataError(path + ": digest mismatch");
-      return Status::Ok();
-    }
-  }
-  return InternalError(path + ": unknown entry kind");
-}
-
 // Every data entry of every restored instance, re-read from the target and
 // compared with the catalog's generation description.
 Result<uint64_t> CompareRestored(Env& env, const catalog::Store& store, const Plan& plan,
@@ -114,8 +77,12 @@ Result<uint64_t> CompareRestored(Env& env, const catalog::Store& store, const Pl
     for (const catalog::StoredFile& f : g.files) {
       if (f.entry.path.rfind(prefix, 0) != 0) continue;
       const std::string rel = f.entry.path.substr(prefix.size());
-      Status st = CompareEntry(env, f.entry, JoinPath(data, rel));
-      if (!st.ok()) return st.WithContext("drill: restored " + p.old_alias + " differs");
+      const VerifyItem item{JoinPath(data, rel), f.entry.kind, f.entry.size, f.entry.digest,
+                            f.entry.target};
+      uint64_t bytes = 0;
+      if (std::string what = CheckItem(env, item, &bytes); !what.empty()) {
+        return DataError("drill: restored " + p.old_alias + " differs: " + item.path + ": " + what);
+      }
       ++files;
     }
   }

@@ -14,6 +14,7 @@
 #include "base/digest.h"
 #include "base/lock_file.h"
 #include "base/log.h"
+#include "restore/verify_item.h"
 
 namespace lifeboat::restore {
 namespace {
@@ -36,14 +37,6 @@ Result<LockFile> TakeLock(const std::string& path, const std::string& what) {
   return lock;
 }
 
-struct VerifyItem {
-  std::string path;
-  syncproto::EntryKind kind;
-  uint64_t size;
-  Digest128 digest;
-  std::string target;
-};
-
 struct Loaded {
   InstanceSource source;
   std::vector<VerifyItem> files;
@@ -53,44 +46,6 @@ Result<json> ParseJsonText(const std::string& text, const std::string& what) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return DataError(what + ": not valid JSON");
   return j;
-}
-
-std::string CheckItem(Env& env, const VerifyItem& item, uint64_t* bytes) {
-  switch (item.kind) {
-    case syncproto::EntryKind::kDir: {
-      auto st = env.Stat(item.path);
-      if (!st.ok()) return st.status().message();
-      return st->type == FileType::kDirectory ? "" : "not a directory";
-    }
-    case syncproto::EntryKind::kSymlink: {
-      auto target = env.ReadLink(item.path);
-      if (!target.ok()) return target.status().message();
-      return *target == item.target ? ""
-                                    : "symlink target '" + *target + "' != '" + item.target + "'";
-    }
-    case syncproto::EntryKind::kFile: {
-      auto file = env.OpenRead(item.path);
-      if (!file.ok()) return file.status().message();
-      Xxh3Hasher hasher;
-      uint64_t size = 0;
-      Status st = ForEachChunk(**file, 1 << 20, [&](std::span<const uint8_t> chunk) {
-        hasher.Update(chunk);
-        size += chunk.size();
-        return Status::Ok();
-      });
-      if (!st.ok()) return st.message();
-      *bytes += size;
-      if (size != item.size) {
-        return "size " + std::to_string(size) + " != recorded " + std::to_string(item.size);
-      }
-      Digest128 got = hasher.Finish();
-      if (got != item.digest) {
-        return "digest " + got.Hex() + " != recorded " + item.digest.Hex();
-      }
-      return "";
-    }
-  }
-  return "unknown entry kind";
 }
 
 }  // namespace

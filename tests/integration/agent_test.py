@@ -306,7 +306,10 @@ class Cluster:
             a.stop()
 
 
-class AgentTest(unittest.TestCase):
+class ClusterTestCase(unittest.TestCase):
+    """A temp dir per test and the clusters it starts: stopped at the end,
+    their agents' logs printed when the test failed (or LIFEBOAT_IT_LOGS)."""
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="lifeboat-it-", dir=os.environ.get("TMPDIR"))
         self.clusters = []
@@ -325,6 +328,19 @@ class AgentTest(unittest.TestCase):
         self.clusters.append(c)
         return c
 
+
+def run_tests():
+    """The command line of every integration script: --lifeboat BINARY, then
+    unittest's own arguments."""
+    global LIFEBOAT
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lifeboat", required=True)
+    args, rest = ap.parse_known_args()
+    LIFEBOAT = os.path.abspath(args.lifeboat)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+class AgentTest(ClusterTestCase):
     def populate(self, c):
         b, cc, a = c.exports["B"], c.exports["C"], c.exports["A"]
         self.b_imgapi = b.add_instance("imgapi", "imgapi0", {
@@ -688,14 +704,5 @@ class AgentTest(unittest.TestCase):
         self.assertEqual(r.returncode, 69)
 
 
-def main():
-    global LIFEBOAT
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lifeboat", required=True)
-    args, rest = ap.parse_known_args()
-    LIFEBOAT = os.path.abspath(args.lifeboat)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    run_tests()

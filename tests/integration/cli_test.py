@@ -5,24 +5,20 @@ every subcommand's --help lists the shared options, usage errors exit 64.
   cli_test.py --lifeboat build/lifeboat [unittest args]
 """
 
-import argparse
 import json
 import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agent_test  # noqa: E402
-from agent_test import Cluster, det_bytes  # noqa: E402
+from agent_test import det_bytes  # noqa: E402
 
-LIFEBOAT = None
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -50,7 +46,7 @@ def run_on_pty(argv, timeout=120):
 
 
 def run(*args):
-    return subprocess.run([LIFEBOAT, *args], capture_output=True, text=True, timeout=30,
+    return subprocess.run([agent_test.LIFEBOAT, *args], capture_output=True, text=True, timeout=30,
                           stdin=subprocess.DEVNULL)
 
 
@@ -86,27 +82,16 @@ class CliTest(unittest.TestCase):
             self.assertIn("-j,--json", r.stdout, args)
 
 
-class SyncNowTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="lifeboat-cli-it-", dir=os.environ.get("TMPDIR"))
-        self.cluster = None
-
-    def tearDown(self):
-        if self.cluster:
-            self.cluster.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
+class SyncNowTest(agent_test.ClusterTestCase):
     def test_progress_on_a_terminal_stays_one_line_per_peer_within_80_columns(self):
-        agent_test.LIFEBOAT = LIFEBOAT
         # A bandwidth limit stretches the transfer over a few seconds.
-        c = Cluster(self.tmp, A={"bwlimit": "1M"})
-        self.cluster = c
+        c = self.cluster(A={"bwlimit": "1M"})
         for name in ("B", "C"):
             c.exports[name].add_instance("imgapi", "imgapi-with-a-rather-long-alias-0",
                                          {"big": det_bytes(name, 3_000_000)})
         c.start()
         A = c.agents["A"]
-        rc, out = run_on_pty([LIFEBOAT, "sync-now", "-c", A.config])
+        rc, out = run_on_pty([agent_test.LIFEBOAT, "sync-now", "-c", A.config])
         self.assertEqual(rc, 0, out)
         self.assertIn("B: ok", out)
         self.assertIn("C: ok", out)
@@ -116,9 +101,7 @@ class SyncNowTest(unittest.TestCase):
         self.assertRegex(ANSI.sub("", out), r"transfer \[[#.]{10}\].*/s ETA")
 
     def test_an_unknown_service_is_an_error_with_a_suggestion(self):
-        agent_test.LIFEBOAT = LIFEBOAT
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         c.exports["B"].add_instance("imgapi", "imgapi0", {"f": "x"})
         c.start()
         A = c.agents["A"]
@@ -130,9 +113,7 @@ class SyncNowTest(unittest.TestCase):
                       "(did you mean 'imgapi'?); services held: imgapi", r.stderr)
 
     def test_json_progress_is_one_object_per_line(self):
-        agent_test.LIFEBOAT = LIFEBOAT
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         c.exports["B"].add_instance("imgapi", "imgapi0", {"f": "x"})
         c.start()
         r = c.agents["A"].cli("sync-now", "-j")
@@ -142,14 +123,5 @@ class SyncNowTest(unittest.TestCase):
         self.assertEqual({o["type"] for o in objs} - {"progress"}, {"result", "done"})
 
 
-def main():
-    global LIFEBOAT
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lifeboat", required=True)
-    args, rest = ap.parse_known_args()
-    LIFEBOAT = os.path.abspath(args.lifeboat)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    agent_test.run_tests()

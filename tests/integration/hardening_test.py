@@ -9,7 +9,6 @@ The crash loop is seeded: it prints its seed, and LIFEBOAT_CRASH_SEED=<seed>
 replays the same kill points (LIFEBOAT_CRASH_ROUNDS overrides the 50 rounds).
 """
 
-import argparse
 import http.client
 import json
 import os
@@ -19,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,11 +89,7 @@ def non_loopback_ipv4():
     return None
 
 
-class HardeningTest(unittest.TestCase):
-    # The cluster plumbing of agent_test.AgentTest, without its tests.
-    setUp = agent_test.AgentTest.setUp
-    tearDown = agent_test.AgentTest.tearDown
-    cluster = agent_test.AgentTest.cluster
+class HardeningTest(agent_test.ClusterTestCase):
     sync_ok = agent_test.AgentTest.sync_ok
 
     # ---- a full disk -----------------------------------------------------------
@@ -313,13 +307,5 @@ class HardeningTest(unittest.TestCase):
         self.assertEqual(A.cli("catalog", "verify", timeout=60).returncode, 0)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lifeboat", required=True)
-    args, rest = ap.parse_known_args()
-    agent_test.LIFEBOAT = os.path.abspath(args.lifeboat)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    agent_test.run_tests()

@@ -5,25 +5,20 @@ not UTF-8 in URLs and in file names, and what each does end to end.
   hostile_input_test.py --lifeboat build/lifeboat [unittest args]
 """
 
-import argparse
-import http.client
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agent_test  # noqa: E402
-from agent_test import Cluster, det_bytes  # noqa: E402
+from agent_test import det_bytes  # noqa: E402
 
 
 def raw_http(port, request, timeout=10.0):
@@ -42,27 +37,13 @@ def raw_http(port, request, timeout=10.0):
         return out
 
 
-class HostileInputTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="lifeboat-hostile-it-", dir=os.environ.get("TMPDIR"))
-        self.cluster = None
-
-    def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
-        if self.cluster:
-            if failed or os.environ.get("LIFEBOAT_IT_LOGS"):
-                for a in self.cluster.agents.values():
-                    sys.stderr.write("---- log of %s ----\n%s\n" % (a.name, a.log()))
-            self.cluster.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
+class HostileInputTest(agent_test.ClusterTestCase):
     def assert_alive(self, agent):
         self.assertIsNone(agent.proc.poll(), "agent exited %s:\n%s" % (agent.proc.returncode, agent.log()))
         self.assertTrue(agent.healthy(), agent.log())
 
     def test_invalid_utf8_in_urls_gets_an_answer_and_the_agent_lives(self):
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         c.start()
         A = c.agents["A"]
         for target, code in ((b"/%ff", 404), (b"/%ff%fe/x", 404), (b"/sync?peer=%ff", 404),
@@ -78,8 +59,7 @@ class HostileInputTest(unittest.TestCase):
             self.assert_alive(A)
 
     def test_a_file_name_that_is_not_utf8_round_trips_through_pull_show_and_restore(self):
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         B = c.exports["B"]
         u = B.add_instance("imgapi", "imgapi0", {"etc/config.json": "{}"})
         d = os.fsencode(B.dataset_path(u))
@@ -131,23 +111,9 @@ class HostileInputTest(unittest.TestCase):
                                         capture_output=True, timeout=60).returncode, 0)
 
 
-class OddExportTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="lifeboat-odd-it-", dir=os.environ.get("TMPDIR"))
-        self.cluster = None
-
-    def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
-        if self.cluster:
-            if failed or os.environ.get("LIFEBOAT_IT_LOGS"):
-                for a in self.cluster.agents.values():
-                    sys.stderr.write("---- log of %s ----\n%s\n" % (a.name, a.log()))
-            self.cluster.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
+class OddExportTest(agent_test.ClusterTestCase):
     def test_a_file_that_flips_to_a_fifo_never_wedges_the_agent(self):
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         B = c.exports["B"]
         u = B.add_instance("imgapi", "imgapi0", {"flip": det_bytes("flip", 50_000),
                                                   "other": det_bytes("other", 20_000)})
@@ -194,8 +160,7 @@ class OddExportTest(unittest.TestCase):
         self.assertEqual(Bagent.wait(timeout=40), 0, Bagent.log())
 
     def test_sighup_is_logged_and_ignored(self):
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         c.start()
         A = c.agents["A"]
         A.kill(signal.SIGHUP)
@@ -209,20 +174,13 @@ class OddExportTest(unittest.TestCase):
         self.assertEqual(rc, 0, err)
 
 
-class SlotsTest(unittest.TestCase):
+class SlotsTest(agent_test.ClusterTestCase):
     """Idle strangers (no key needed to connect) must not starve peers or the API."""
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="lifeboat-slots-it-", dir=os.environ.get("TMPDIR"))
-        self.cluster = None
+        super().setUp()
         self.socks = []
-
-    def tearDown(self):
-        for s in self.socks:
-            s.close()
-        if self.cluster:
-            self.cluster.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.addCleanup(lambda: [s.close() for s in self.socks])
 
     def idle(self, port, n):
         for _ in range(n):
@@ -230,8 +188,7 @@ class SlotsTest(unittest.TestCase):
             self.socks.append(s)
 
     def test_idle_connections_to_the_peer_port_do_not_block_pulls(self):
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         c.exports["B"].add_instance("imgapi", "imgapi0", {"f": det_bytes("f", 10_000)})
         c.start()
         A, B = c.agents["A"], c.agents["B"]
@@ -243,8 +200,7 @@ class SlotsTest(unittest.TestCase):
         self.assertIsNone(B.proc.poll())
 
     def test_idle_connections_to_the_api_do_not_block_it_under_a_low_fd_limit(self):
-        c = Cluster(self.tmp, names=("A", "B"))
-        self.cluster = c
+        c = self.cluster(names=("A", "B"))
         A = c.agents["A"]
         A.start(preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)))
         c.agents["B"].start()
@@ -254,13 +210,5 @@ class SlotsTest(unittest.TestCase):
         self.assertIsNone(A.proc.poll())
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lifeboat", required=True)
-    args, rest = ap.parse_known_args()
-    agent_test.LIFEBOAT = os.path.abspath(args.lifeboat)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    agent_test.run_tests()

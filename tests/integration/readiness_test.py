@@ -7,38 +7,19 @@ the scheduled drill.
   readiness_test.py --lifeboat build/lifeboat [unittest args]
 """
 
-import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import agent_test  # noqa: E402
-from agent_test import Cluster, det_bytes  # noqa: E402
+from agent_test import det_bytes  # noqa: E402
 
 
-class ReadinessTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="lifeboat-ready-it-", dir=os.environ.get("TMPDIR"))
-        self.cluster = None
-
-    def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
-        if self.cluster:
-            if failed or os.environ.get("LIFEBOAT_IT_LOGS"):
-                for a in self.cluster.agents.values():
-                    sys.stderr.write("---- log of %s ----\n%s\n" % (a.name, a.log()))
-            self.cluster.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
+class ReadinessTest(agent_test.ClusterTestCase):
     def start_cluster(self, drill_interval=None):
-        c = Cluster(self.tmp)
-        self.cluster = c
+        c = self.cluster()
         self.scratch = os.path.join(self.tmp, "drill-scratch")
         for a in c.agents.values():
             a.extra_config = '[drill]\ndir = "%s"\n' % os.path.join(self.scratch, a.name)
@@ -210,13 +191,5 @@ class ReadinessTest(unittest.TestCase):
         self.assertEqual(A.wait(timeout=30), 0)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--lifeboat", required=True)
-    args, rest = parser.parse_known_args()
-    agent_test.LIFEBOAT = os.path.abspath(args.lifeboat)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    agent_test.run_tests()

@@ -9,7 +9,6 @@ the smartos backend against the recording fakes of tests/data/fake-smartos-resto
 The agent/cluster helpers come from ../agent_test.py.
 """
 
-import argparse
 import json
 import os
 import pty
@@ -17,9 +16,7 @@ import select
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import unittest
 import uuid as uuidlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -27,7 +24,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "scripts", "lib"))
 import agent_test  # noqa: E402  (tests/integration/agent_test.py)
 import treedigest  # noqa: E402  (scripts/lib/treedigest.py)
-from agent_test import Cluster, det_bytes, write  # noqa: E402
+from agent_test import det_bytes, write  # noqa: E402
 
 FAKES = os.path.join(os.path.dirname(os.path.dirname(HERE)), "data", "fake-smartos-restore")
 READ_ONLY_FIELDS = ["state", "zone_state", "zonepath", "zoneid", "zonedid", "pid", "datasets",
@@ -60,20 +57,7 @@ def whole_tree_bytes(root):
     return out
 
 
-class RestoreTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="lifeboat-restore-it-", dir=os.environ.get("TMPDIR"))
-        self.cluster = None
-
-    def tearDown(self):
-        failed = not getattr(self._outcome, "success", True)
-        if self.cluster:
-            if failed or os.environ.get("LIFEBOAT_IT_LOGS"):
-                for a in self.cluster.agents.values():
-                    sys.stderr.write("---- log of %s ----\n%s\n" % (a.name, a.log()))
-            self.cluster.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
+class RestoreTest(agent_test.ClusterTestCase):
     # ---- fixtures ---------------------------------------------------------------
 
     def add_chained_instance(self, export, service, alias, files):
@@ -100,8 +84,8 @@ class RestoreTest(unittest.TestCase):
         return u, [root, base, own]
 
     def start_cluster(self):
-        c = Cluster(self.tmp)
-        self.cluster = c
+        c = self.cluster()
+        self.c = c
         B = c.exports["B"]
         self.b = {}
         u, self.chain_imgapi = self.add_chained_instance(B, "imgapi", "imgapi0", {
@@ -405,7 +389,7 @@ class RestoreTest(unittest.TestCase):
 
     def test_an_older_copy_from_another_node_never_replaces_a_newer_one(self):
         A, g1, g2 = self.freshest_setup()
-        C = self.cluster.agents["C"]
+        C = self.c.agents["C"]
 
         def sync_from(agent, query):
             status, _, body = agent.http("POST", "/sync?" + query, timeout=60)
@@ -481,17 +465,9 @@ class RestoreTest(unittest.TestCase):
             self.assertEqual(f.read(), '{"port": 9090, "changed": "after A pulled"}')
         for inst in out["plan"]["instances"]:
             self.assertEqual(tree(os.path.join(target, "zones", inst["new_uuid"], "data")),
-                             tree(self.cluster.exports["B"].dataset_path(inst["old_uuid"])),
+                             tree(self.c.exports["B"].dataset_path(inst["old_uuid"])),
                              "data tree of " + inst["old_alias"])
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--lifeboat", required=True)
-    args, rest = parser.parse_known_args()
-    agent_test.LIFEBOAT = os.path.abspath(args.lifeboat)
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    agent_test.run_tests()
