@@ -30,6 +30,9 @@ START_TIMEOUT = 20.0
 SYNC_TIMEOUT = 120.0
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
     """A port that is free now, drawn below the kernel's ephemeral range
     (32768+): a port 0 handed out here is released before the agent binds it,
@@ -43,6 +46,7 @@ def free_port():
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise AssertionError("no free port in 20000-31999")
 
