@@ -25,8 +25,11 @@ using syncproto::ManifestAnswer;
 
 namespace {
 
-constexpr std::string_view kStateMagic = "LBEXPST2";     // entries with owners and hard links
-constexpr std::string_view kOldStateMagic = "LBEXPST1";  // before them: a new lineage
+constexpr std::string_view kStateMagic = "LBEXPST3";  // entries with SHA-256 (protocol 3)
+// Entries without SHA-256: read, every file marked racy (hashed again by the
+// next scan, which serves them changed in the same lineage: no peer sees a
+// rollback). An older state (LBEXPST1, no owners) starts a new lineage.
+constexpr std::string_view kStateMagicNoSha = "LBEXPST2";
 constexpr const char* kStateFile = "export-state.bin";
 
 enum class ParseAs : uint8_t { kNone = 0, kPayload = 1, kImageManifest = 2 };
@@ -55,6 +58,7 @@ struct CacheEntry {
   std::string hardlink_of;               // set by every scan (GroupHardlinks)
   std::shared_ptr<const Parsed> parsed;  // null unless parse != kNone
   Digest128 digest;
+  Digest256 sha256;  // files
   uint64_t size = 0;
   uint64_t dev = 0;
   uint64_t ino = 0;
@@ -79,6 +83,7 @@ struct CacheEntry {
     f.mode = mode;
     f.mtime_ns = mtime_ns;
     f.digest = digest;
+    f.sha256 = sha256;
     f.target = target;
     f.uid = uid;
     f.gid = gid;
@@ -89,8 +94,8 @@ struct CacheEntry {
   // The fields served in the manifest (FileEntry's), path aside.
   bool SameServed(const CacheEntry& o) const {
     return kind == o.kind && size == o.size && mode == o.mode && mtime_ns == o.mtime_ns &&
-           digest == o.digest && target == o.target && uid == o.uid && gid == o.gid &&
-           hardlink_of == o.hardlink_of;
+           digest == o.digest && sha256 == o.sha256 && target == o.target && uid == o.uid &&
+           gid == o.gid && hardlink_of == o.hardlink_of;
   }
 
   // Everything, so that a scan that found exactly this can keep the old entry.
@@ -206,6 +211,7 @@ std::string EncodeState(const State& s) {
     e.U32(c.mode);
     e.I64(c.mtime_ns);
     e.Dig(c.digest);
+    e.Dig(c.sha256);
     e.Str(c.target);
     e.U32(c.uid);
     e.U32(c.gid);
@@ -228,9 +234,10 @@ std::string EncodeState(const State& s) {
 }
 
 bool DecodeState(std::string_view data, State* s) {
-  if (data.size() < kStateMagic.size() + 16 || data.substr(0, kStateMagic.size()) != kStateMagic) {
-    return false;
-  }
+  if (data.size() < kStateMagic.size() + 16) return false;
+  const std::string_view magic = data.substr(0, kStateMagic.size());
+  if (magic != kStateMagic && magic != kStateMagicNoSha) return false;
+  const bool has_sha = magic == kStateMagic;
   std::string_view body = data.substr(0, data.size() - 16);
   Digest128 want;
   std::copy(data.end() - 16, data.end(), want.bytes.begin());
@@ -266,18 +273,18 @@ bool DecodeState(std::string_view data, State* s) {
     Parsed p;
     uint8_t kind, flags, parse;
     if (!d.Str(&c.path) || !d.U8(&kind) || !d.U64(&c.size) || !d.U32(&c.mode) ||
-        !d.I64(&c.mtime_ns) || !d.Dig(&c.digest) || !d.Str(&c.target) || !d.U32(&c.uid) ||
-        !d.U32(&c.gid) || !d.Str(&c.hardlink_of) || !d.U64(&c.dev) || !d.U64(&c.ino) ||
-        !d.I64(&c.ctime_ns) || !d.U8(&flags) || !d.U8(&parse) || !d.Str(&p.error) ||
-        !d.Str(&p.uuid) || !d.Str(&p.alias) || !d.Str(&p.service) || !d.Str(&p.image_uuid) ||
-        !d.Str(&p.origin)) {
+        !d.I64(&c.mtime_ns) || !d.Dig(&c.digest) || (has_sha && !d.Dig(&c.sha256)) ||
+        !d.Str(&c.target) || !d.U32(&c.uid) || !d.U32(&c.gid) || !d.Str(&c.hardlink_of) ||
+        !d.U64(&c.dev) || !d.U64(&c.ino) || !d.I64(&c.ctime_ns) || !d.U8(&flags) || !d.U8(&parse) ||
+        !d.Str(&p.error) || !d.Str(&p.uuid) || !d.Str(&p.alias) || !d.Str(&p.service) ||
+        !d.Str(&p.image_uuid) || !d.Str(&p.origin)) {
       return false;
     }
     if (kind < 1 || kind > 3 || parse > 2) return false;
     // Sorted and unique, as written; anything else is corruption.
     if (!cache->empty() && !(cache->back().path < c.path)) return false;
     c.kind = static_cast<EntryKind>(kind);
-    c.racy = flags & 1;
+    c.racy = (flags & 1) || (!has_sha && c.kind == EntryKind::kFile);
     c.exported = flags & 2;
     c.parse = static_cast<ParseAs>(parse);
     if (c.parse != ParseAs::kNone || !(p == NoParse())) {
@@ -629,6 +636,7 @@ class Scanner {
       c.local_path = std::move(local);
       c.parsed = old->parsed;
       c.digest = old->digest;
+      c.sha256 = old->sha256;
       c.size = old->size;
       c.dev = st.dev;
       c.ino = old->ino;
@@ -664,7 +672,7 @@ class Scanner {
       uint64_t size = 0;
       Status hashed = internal::HashOpenFile(**file, &c.digest, &size,
                                              parse == ParseAs::kNone ? nullptr : &content,
-                                             64ull << 20, st.size);
+                                             64ull << 20, st.size, &c.sha256);
       if (!hashed.ok()) {
         Skip(local, "unreadable: " + hashed.message());
         return nullptr;
@@ -862,7 +870,7 @@ class Exporter::Impl {
         state_ = std::move(s);
         return Status::Ok();
       }
-      if (std::string_view(*data).starts_with(kOldStateMagic)) {
+      if (std::string_view(*data).starts_with("LBEXPST")) {
         log::Warn(
             "export state of an older version (no owners, no hard links): starting a new "
             "lineage (peers keep their copies aside)",

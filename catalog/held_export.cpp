@@ -74,8 +74,9 @@ bool HeldExport::AddRecord(const std::string& local_path, const std::string& exp
                            syncproto::Manifest* m, std::map<std::string, std::string>* local) {
   Result<std::string> data = ReadFileToString(env_, local_path);
   if (!data.ok()) return false;
-  m->files.push_back(
-      FileEntry{export_path, EntryKind::kFile, data->size(), 0644, 0, Xxh3Digest(*data), ""});
+  FileEntry f{export_path, EntryKind::kFile, data->size(), 0644, 0, Xxh3Digest(*data), ""};
+  f.sha256 = Sha256Digest(*data);
+  m->files.push_back(std::move(f));
   (*local)[export_path] = local_path;
   return true;
 }
@@ -131,10 +132,18 @@ Result<std::unique_ptr<syncproto::ExportView>> HeldExport::OpenHeldView(const st
     m.images.push_back({uuid, img.origin});
     const std::string dir = "images/" + uuid;
     m.files.push_back(FileEntry{dir, EntryKind::kDir, 0, 0755, 0, {}, ""});
-    m.files.push_back(
-        FileEntry{dir + "/file", EntryKind::kFile, img.size, 0644, 0, img.file_digest, ""});
-    m.files.push_back(FileEntry{dir + "/manifest.json", EntryKind::kFile, img.manifest_size, 0644,
-                                0, img.manifest_digest, ""});
+    FileEntry file{dir + "/file", EntryKind::kFile, img.size, 0644, 0, img.file_digest, ""};
+    file.sha256 = img.file_sha256;
+    FileEntry manifest{dir + "/manifest.json",
+                       EntryKind::kFile,
+                       img.manifest_size,
+                       0644,
+                       0,
+                       img.manifest_digest,
+                       ""};
+    manifest.sha256 = img.manifest_sha256;
+    m.files.push_back(std::move(file));
+    m.files.push_back(std::move(manifest));
     local[dir + "/file"] = img.file_path;
     local[dir + "/manifest.json"] = img.manifest_path;
   }

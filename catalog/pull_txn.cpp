@@ -6,13 +6,13 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
 #include "base/log.h"
 #include "base/text.h"
+#include "catalog/checkout.h"
 #include "catalog/internal/background_sync.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
@@ -25,34 +25,9 @@ namespace lifeboat::catalog {
 
 namespace {
 
-// Copies the tree at `from` to `to` with hard links (files), new symlinks and
-// new directories; never follows a symlink. Adds every directory made to `made`.
-Status LinkTree(Env& env, const std::string& from, const std::string& to, SyncSet* made) {
-  RETURN_IF_ERROR(env.MakeDir(to, 0700));
-  made->dirs.insert(to);
-  ASSIGN_OR_RETURN(auto entries, env.ListDir(from));
-  for (const DirEntry& e : entries) {
-    const std::string a = from + "/" + e.name, b = to + "/" + e.name;
-    ASSIGN_OR_RETURN(FileStat fs, env.Stat(a));
-    switch (fs.type) {
-      case FileType::kDirectory:
-        RETURN_IF_ERROR(LinkTree(env, a, b, made));
-        break;
-      case FileType::kRegular:
-        RETURN_IF_ERROR(env.Link(a, b));
-        break;
-      case FileType::kSymlink: {
-        ASSIGN_OR_RETURN(std::string target, env.ReadLink(a));
-        RETURN_IF_ERROR(env.Symlink(target, b));
-        break;
-      }
-      case FileType::kOther:
-        break;
-    }
-  }
-  return Status::Ok();
-}
-
+// Keeps a checkout of every current generation of `instances` (files
+// hard-linked to their objects: they outlive the objects' names) and the
+// held peer state under orphans/<peer>-<generation>-<time>/.
 Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, const PeerState& held,
                                const std::map<std::string, Record>& instances) {
   Env& env = st.env_;
@@ -64,13 +39,18 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
   }
   const std::string name = prefix + CompactTime(st.clock_.WallMs());
   const std::string staged = staging + "/orphan";
-  SyncSet made;
   RETURN_IF_ERROR(env.MakeDir(staged, 0700));
   RETURN_IF_ERROR(env.MakeDir(staged + "/instances", 0700));
+  SyncSet made;
   made.dirs.insert(staged + "/instances");
   for (const auto& [uuid, rec] : instances) {
-    RETURN_IF_ERROR(
-        LinkTree(env, st.GenDir(uuid, rec.r.seq), staged + "/instances/" + uuid, &made));
+    ASSIGN_OR_RETURN(auto desc, st.ReadDescription(uuid, rec.r.seq));
+    const std::string dir = staged + "/instances/" + uuid;
+    RETURN_IF_ERROR(BuildCheckout(env, st.objects_, desc.first.files, dir));
+    for (const FileEntry& f : desc.first.files) {
+      if (f.kind == EntryKind::kDir) made.dirs.insert(dir + "/" + f.path);
+    }
+    made.dirs.insert(dir);
   }
   json peer = PeerToJson(held);
   peer["name"] = held.name;
@@ -91,35 +71,6 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
 // waits for the device; two let the filesystem batch them).
 constexpr size_t kBackgroundSyncThreads = 2;
 
-// A file of the held generation that the next one keeps as it is.
-struct ReusedFile {
-  std::string from, to;  // held file, staged path
-  uint32_t mode = 0;     // DiskMode of the new entry
-  int64_t mtime_ns = 0;
-};
-
-// Puts each reused file in place: a hard link when the held file has the
-// mode and mtime wanted (it costs nothing), else a copy with its own inode
-// and metadata (the held generation keeps its own); copies are appended to
-// `copies`. Stops at the first failure or when `cancel` is set.
-Status PlaceReusedFiles(Env& env, const std::vector<ReusedFile>& reuse,
-                        const std::atomic<bool>& cancel, std::vector<std::string>* copies) {
-  for (const ReusedFile& r : reuse) {
-    if (cancel.load(std::memory_order_relaxed)) return TemporaryError("pull aborted");
-    auto held = env.Stat(r.from);
-    if (held.ok() && held->type == FileType::kRegular && held->mode == r.mode &&
-        held->mtime_ns == r.mtime_ns) {
-      RETURN_IF_ERROR(env.Link(r.from, r.to));
-      continue;
-    }
-    RETURN_IF_ERROR(env.CopyFile(r.from, r.to, 0600));
-    RETURN_IF_ERROR(env.SetMode(r.to, r.mode));
-    RETURN_IF_ERROR(env.SetMtime(r.to, r.mtime_ns));
-    copies->push_back(r.to);
-  }
-  return Status::Ok();
-}
-
 struct PullTxn::State {
   Store::Impl* store = nullptr;
   std::string peer;
@@ -134,14 +85,19 @@ struct PullTxn::State {
 
   struct StagedInstance {
     Description desc;
-    std::string dir;          // staged generation root
-    std::string old_service;  // "" when new
+    std::string old_service;            // "" when new
+    std::vector<FileEntry> prev_files;  // the generation the view shows now (prev_seq)
+    uint64_t prev_seq = 0;
+    std::vector<Digest256> ids;  // one per file entry of desc: pinned until the end
   };
   std::vector<StagedInstance> changed;
   std::vector<std::string> confirmed;  // unchanged instances: pulled_at/generation refreshed
   std::vector<std::string> newly_removed;
   std::vector<std::string> still_removed;  // removed before, missed again by this pull
   std::vector<std::string> reappeared;
+
+  // Objects this pull brings, each content once: staged path by id.
+  std::map<Digest256, std::string> new_objects;
 
   struct StagedImage {
     StoredImage img;
@@ -161,6 +117,7 @@ struct PullTxn::State {
   struct TransferState {
     FileEntry entry;
     std::string staged_path;
+    bool object = false;  // an instance file, staged as an object
     bool finished = false;
     uint64_t finishes = 0;  // FinishFile successes (a file may be staged again)
     uint64_t synced = 0;    // the finish whose bytes `syncer` made durable
@@ -170,22 +127,18 @@ struct PullTxn::State {
   std::unique_ptr<internal::BackgroundSync> syncer;
   std::unordered_map<std::string, TransferState> xfer;
   std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
-  std::vector<std::string> plan_files;         // staged by Plan: copies and empty files
+  std::vector<std::string> plan_files;         // staged by Plan: empty files
   PlanSummary summary;
 
-  // The held files a new generation keeps, put in place by `linker` while
-  // the transfers run (Plan starts it; Commit and Abort join it).
-  std::vector<ReusedFile> reuse;
-  std::thread linker;
-  std::atomic<bool> cancel_linker{false};
-  Status linked;                          // the linker's outcome, read after the join
-  std::vector<std::string> reuse_copies;  // files the linker copied (Commit fsyncs them)
-
-  void JoinLinker() {
-    if (!linker.joinable()) return;
-    linker.join();
-    plan_files.insert(plan_files.end(), reuse_copies.begin(), reuse_copies.end());
-    reuse_copies.clear();
+  // Releases the pins of every staged instance (Abort, a failed commit):
+  // objects only this pull named are deleted. Caller holds store->mu_.
+  void ReleasePins() {
+    std::vector<Digest256> freed;
+    for (StagedInstance& si : changed) {
+      store->refs_.Release(si.ids, &freed);
+      si.ids.clear();
+    }
+    store->RemoveObjects(freed);
   }
 };
 
@@ -231,11 +184,10 @@ const std::vector<Transfer>& PullTxn::transfers() const { return s_->transfers; 
 void PullTxn::Abort() {
   if (s_->done) return;
   s_->done = true;
-  s_->cancel_linker = true;
-  s_->JoinLinker();
   s_->syncer->Stop().IgnoreError();
   s_->store->trash_->Discard(s_->staging).IgnoreError();
   std::lock_guard<std::mutex> lock(s_->store->mu_);
+  s_->ReleasePins();
   s_->store->active_.erase(s_->peer);
 }
 
@@ -261,98 +213,129 @@ Status CheckTree(const std::map<std::string, FileEntry>& files) {
 
 }  // namespace
 
+// What Plan reads of the store for one peer, under the store's mutex once.
+struct PullTxn::Held {
+  PeerState peer;
+  std::map<std::string, Record> instances;  // the peer's
+};
+
+namespace {
+
+bool WentBack(const PeerState& held, const syncproto::Manifest& m) {
+  return held.generation > 0 && (m.generation < held.generation ||
+                                 (m.boot_id != held.boot_id && m.generation <= held.generation));
+}
+
+// The answer's entries by instance; images and SAPI records in `other`.
+struct Grouped {
+  std::map<std::string, std::map<std::string, FileEntry>> by_instance;
+  std::map<std::string, FileEntry> other;
+  std::set<std::string> removed;
+};
+
+Result<Grouped> GroupAnswer(const ManifestAnswer& answer) {
+  Grouped g;
+  for (const FileEntry& f : answer.manifest.files) {
+    RETURN_IF_ERROR(syncproto::ValidateExportPath(f.path));
+    std::string inst = syncproto::InstanceOfPath(f.path);
+    if (!inst.empty()) {
+      if (!internal::IsSafeName(inst)) return DataError("bad instance in path " + f.path);
+      g.by_instance[inst][f.path] = f;
+    } else if (f.path.starts_with("images/") || f.path == "sapi/application.json" ||
+               f.path.starts_with("sapi/services/")) {
+      g.other[f.path] = f;
+    } else {
+      return DataError("manifest path " + f.path + " belongs to no instance, image or SAPI record");
+    }
+  }
+  for (const std::string& r : answer.removed) {
+    RETURN_IF_ERROR(syncproto::ValidateExportPath(r));
+    g.removed.insert(r);
+  }
+  return g;
+}
+
+}  // namespace
+
+// The rollback guard (store.h, Plan) and the answer's consistency with what
+// we hold. Returns true when the answer is "unchanged" (nothing more to plan).
+Result<bool> PullTxn::CheckAnswer(const ManifestAnswer& answer, const Held& held) {
+  State& s = *s_;
+  const syncproto::Manifest& m = answer.manifest;
+  const bool went_back = WentBack(held.peer, m);
+  if (went_back && s.source == Store::PullSource::kHeldCopy) {
+    return TemporaryError("refusing another node's copy of " + s.peer + " (generation " +
+                          std::to_string(m.generation) + ", boot " + m.boot_id +
+                          "): it is not newer than the generation " +
+                          std::to_string(held.peer.generation) + " (boot " + held.peer.boot_id +
+                          ") held here; ask for it explicitly (older=1) to take it anyway");
+  }
+  if (went_back) {
+    ASSIGN_OR_RETURN(std::string orphan,
+                     KeepOrphan(*s.store, s.staging, held.peer, held.instances));
+    s.summary.orphaned = true;
+    s.summary.orphan_dir = orphan;
+    log::Warn("peer went backwards: kept what we held under orphans/ before taking its new state",
+              {{"peer", s.peer},
+               {"held_generation", held.peer.generation},
+               {"held_boot_id", held.peer.boot_id},
+               {"peer_generation", m.generation},
+               {"peer_boot_id", m.boot_id},
+               {"orphan", orphan}});
+  }
+  if (answer.kind == ManifestAnswer::Kind::kUnchanged) {
+    if (went_back || m.generation != held.peer.generation || m.boot_id != held.peer.boot_id) {
+      return DataError("peer " + s.peer + " answered \"unchanged\" at generation " +
+                       std::to_string(m.generation) + " but we hold " +
+                       std::to_string(held.peer.generation));
+    }
+    for (const auto& [uuid, rec] : held.instances) {
+      if (!s.filter.Matches(rec.r.service)) continue;
+      (rec.r.removed ? s.still_removed : s.confirmed).push_back(uuid);
+    }
+    return true;
+  }
+  if (answer.kind == ManifestAnswer::Kind::kDelta &&
+      (went_back || answer.since_generation != held.peer.generation ||
+       m.boot_id != held.peer.boot_id)) {
+    return DataError("peer " + s.peer + " sent a delta since generation " +
+                     std::to_string(answer.since_generation) + " but we hold generation " +
+                     std::to_string(held.peer.generation) + " of boot " + held.peer.boot_id);
+  }
+  return false;
+}
+
 Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
   State& s = *s_;
   Store::Impl& st = *s.store;
-  Env& env = st.env_;
   if (s.planned || s.done) return InternalError("PullTxn::Plan called twice or after the end");
   s.planned = true;
   s.kind = answer.kind;
   const syncproto::Manifest& m = answer.manifest;
 
-  PeerState held;
-  std::map<std::string, Record> held_instances;
+  Held held;
   {
     std::lock_guard<std::mutex> lock(st.mu_);
-    if (auto it = st.cat_.peers.find(s.peer); it != st.cat_.peers.end()) held = it->second;
+    if (auto it = st.cat_.peers.find(s.peer); it != st.cat_.peers.end()) held.peer = it->second;
     for (const auto& [uuid, rec] : st.cat_.instances) {
-      if (rec.r.peer == s.peer) held_instances[uuid] = rec;
+      if (rec.r.peer == s.peer) held.instances[uuid] = rec;
     }
   }
-  held.name = s.peer;
-  s.new_peer = held;
+  held.peer.name = s.peer;
+  s.new_peer = held.peer;
   s.new_peer.node_uuid = m.node_uuid;
   s.new_peer.node_name = m.node_name;
   s.new_peer.generation = m.generation;
   s.new_peer.boot_id = m.boot_id;
 
-  // Rollback guard.
-  const bool went_back =
-      held.generation > 0 && (m.generation < held.generation ||
-                              (m.boot_id != held.boot_id && m.generation <= held.generation));
-  if (went_back && s.source == Store::PullSource::kHeldCopy) {
-    return TemporaryError("refusing another node's copy of " + s.peer + " (generation " +
-                          std::to_string(m.generation) + ", boot " + m.boot_id +
-                          "): it is not newer than the generation " +
-                          std::to_string(held.generation) + " (boot " + held.boot_id +
-                          ") held here; ask for it explicitly (older=1) to take it anyway");
-  }
-  if (went_back) {
-    ASSIGN_OR_RETURN(std::string orphan, KeepOrphan(st, s.staging, held, held_instances));
-    s.summary.orphaned = true;
-    s.summary.orphan_dir = orphan;
-    log::Warn("peer went backwards: kept what we held under orphans/ before taking its new state",
-              {{"peer", s.peer},
-               {"held_generation", held.generation},
-               {"held_boot_id", held.boot_id},
-               {"peer_generation", m.generation},
-               {"peer_boot_id", m.boot_id},
-               {"orphan", orphan}});
+  ASSIGN_OR_RETURN(bool unchanged, CheckAnswer(answer, held));
+  if (unchanged) return s.summary;
+  ASSIGN_OR_RETURN(Grouped g, GroupAnswer(answer));
+  for (const char* d : {"/objects", "/images", "/sapi", "/descriptions"}) {
+    RETURN_IF_ERROR(st.env_.MakeDir(s.staging + d, 0700));
+    s.known_dirs.insert(s.staging + d);
   }
 
-  if (answer.kind == ManifestAnswer::Kind::kUnchanged) {
-    if (went_back || m.generation != held.generation || m.boot_id != held.boot_id) {
-      return DataError("peer " + s.peer + " answered \"unchanged\" at generation " +
-                       std::to_string(m.generation) + " but we hold " +
-                       std::to_string(held.generation));
-    }
-    for (const auto& [uuid, rec] : held_instances) {
-      if (!s.filter.Matches(rec.r.service)) continue;
-      (rec.r.removed ? s.still_removed : s.confirmed).push_back(uuid);
-    }
-    return s.summary;
-  }
-  if (answer.kind == ManifestAnswer::Kind::kDelta &&
-      (went_back || answer.since_generation != held.generation || m.boot_id != held.boot_id)) {
-    return DataError("peer " + s.peer + " sent a delta since generation " +
-                     std::to_string(answer.since_generation) + " but we hold generation " +
-                     std::to_string(held.generation) + " of boot " + held.boot_id);
-  }
-
-  // Group the answer's entries.
-  std::map<std::string, std::map<std::string, FileEntry>> by_instance;
-  std::map<std::string, FileEntry> other;  // images/..., sapi app/service records
-  for (const FileEntry& f : m.files) {
-    RETURN_IF_ERROR(syncproto::ValidateExportPath(f.path));
-    std::string inst = syncproto::InstanceOfPath(f.path);
-    if (!inst.empty()) {
-      if (!internal::IsSafeName(inst)) return DataError("bad instance in path " + f.path);
-      by_instance[inst][f.path] = f;
-    } else if (f.path.starts_with("images/") || f.path == "sapi/application.json" ||
-               f.path.starts_with("sapi/services/")) {
-      other[f.path] = f;
-    } else {
-      return DataError("manifest path " + f.path + " belongs to no instance, image or SAPI record");
-    }
-  }
-  std::set<std::string> removed(answer.removed.begin(), answer.removed.end());
-  for (const std::string& r : removed) RETURN_IF_ERROR(syncproto::ValidateExportPath(r));
-
-  RETURN_IF_ERROR(env.MakeDir(s.staging + "/instances", 0700));
-  RETURN_IF_ERROR(env.MakeDir(s.staging + "/images", 0700));
-  RETURN_IF_ERROR(env.MakeDir(s.staging + "/sapi", 0700));
-
-  const bool full = answer.kind == ManifestAnswer::Kind::kFull;
   std::set<std::string> in_answer;
   for (const syncproto::InstanceInfo& info : m.instances) {
     if (!internal::IsSafeName(info.uuid)) return DataError("bad instance uuid " + info.uuid);
@@ -362,135 +345,11 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
     }
     if (!s.filter.Matches(info.service)) continue;
     in_answer.insert(info.uuid);
-    auto held_it = held_instances.find(info.uuid);
-    // The held copy (also one held from another peer, or just orphaned) is the basis.
-    Record prev_rec;
-    bool have = false;
-    {
-      std::lock_guard<std::mutex> lock(st.mu_);
-      if (auto it = st.cat_.instances.find(info.uuid); it != st.cat_.instances.end()) {
-        prev_rec = it->second;
-        have = true;
-      }
-    }
-    std::map<std::string, FileEntry> prev;
-    std::string prev_dir;
-    if (have) {
-      auto desc = st.ReadDescription(info.uuid, prev_rec.r.seq);
-      if (desc.ok()) {
-        for (FileEntry& f : desc->first.files) prev[f.path] = std::move(f);
-        prev_dir = st.GenDir(info.uuid, prev_rec.r.seq);
-      } else {
-        log::Warn("catalog: cannot read the held generation; pulling the instance whole",
-                  {{"instance", info.uuid}, {"error", desc.status().message()}});
-      }
-    }
-    std::map<std::string, FileEntry> next;
-    if (full || prev_dir.empty()) {
-      if (!full && prev_dir.empty() && have) {
-        return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
-      }
-      next = by_instance[info.uuid];
-    } else {
-      next = prev;
-      for (const std::string& r : removed) next.erase(r);
-      for (auto& [path, f] : by_instance[info.uuid]) next[path] = f;
-    }
-    RETURN_IF_ERROR(CheckTree(next));
-    auto vm = next.find("vms/" + info.uuid + ".json");
-    if (vm == next.end() || vm->second.kind != EntryKind::kFile) {
-      return DataError("instance " + info.uuid + " has no VM payload in the manifest");
-    }
-    if (have && held_it != held_instances.end() && held_it->second.r.removed) {
-      s.reappeared.push_back(info.uuid);
-    }
-    const bool same_meta = have && prev_rec.r.alias == info.alias &&
-                           prev_rec.r.service == info.service &&
-                           prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer;
-    if (same_meta && !prev_dir.empty() && next == prev) {
-      s.confirmed.push_back(info.uuid);
-      continue;
-    }
-    // Build the staged generation.
-    State::StagedInstance si;
-    si.dir = s.staging + "/instances/" + info.uuid;
-    si.old_service = have ? prev_rec.r.service : "";
-    si.desc.r.uuid = info.uuid;
-    si.desc.r.alias = info.alias;
-    si.desc.r.service = info.service;
-    si.desc.r.image_uuid = info.image_uuid;
-    si.desc.r.peer = s.peer;
-    si.desc.r.generation = m.generation;
-    si.desc.node_uuid = m.node_uuid;
-    si.desc.boot_id = m.boot_id;
-    RETURN_IF_ERROR(env.MakeDir(si.dir, 0700));
-    s.known_dirs.insert(si.dir);
-    std::unordered_map<std::string, std::string> by_digest;  // digest -> prev local path
-    for (const auto& [path, f] : prev) {
-      if (f.kind == EntryKind::kFile)
-        by_digest.emplace(f.digest.Hex() + std::to_string(f.size), prev_dir + "/" + path);
-    }
-    for (const auto& [path, f] : next) {
-      const std::string staged = si.dir + "/" + path;
-      const std::string parent_rel = DirName(path);
-      RETURN_IF_ERROR(st.MakeDirsUnder(si.dir, parent_rel, &s.known_dirs));
-      si.desc.files.push_back(f);
-      if (f.kind == EntryKind::kFile) si.desc.r.size += f.size;
-      switch (f.kind) {
-        case EntryKind::kDir: {
-          auto ex = env.Stat(staged);
-          if (!ex.ok())
-            RETURN_IF_ERROR(env.MakeDir(staged, 0700));
-          else if (ex->type != FileType::kDirectory)
-            return DataError("staging conflict at " + path);
-          s.known_dirs.insert(staged);
-          break;
-        }
-        case EntryKind::kSymlink:
-          RETURN_IF_ERROR(env.Symlink(f.target, staged));
-          break;
-        case EntryKind::kFile: {
-          auto p = prev.find(path);
-          std::string same;
-          if (p != prev.end() && p->second.kind == EntryKind::kFile &&
-              p->second.digest == f.digest && p->second.size == f.size) {
-            same = prev_dir + "/" + path;
-          } else if (auto d = by_digest.find(f.digest.Hex() + std::to_string(f.size));
-                     d != by_digest.end()) {
-            same = d->second;
-          }
-          if (!same.empty()) {
-            s.reuse.push_back(ReusedFile{same, staged, DiskMode(f), f.mtime_ns});
-            ++s.summary.unchanged_files;
-          } else if (f.size == 0) {
-            if (f.digest != Xxh3Digest(std::string_view())) {
-              return DataError("empty file " + path + " with a non-empty digest");
-            }
-            ASSIGN_OR_RETURN(auto w, env.OpenWrite(staged, 0600, true));
-            RETURN_IF_ERROR(w->Close());
-            RETURN_IF_ERROR(env.SetMode(staged, DiskMode(f)));
-            RETURN_IF_ERROR(env.SetMtime(staged, f.mtime_ns));
-            s.plan_files.push_back(staged);
-          } else {
-            Transfer t;
-            t.entry = f;
-            if (p != prev.end() && p->second.kind == EntryKind::kFile)
-              t.basis_path = prev_dir + "/" + path;
-            s.xfer[path] = State::TransferState{f, staged, false};
-            s.transfers.push_back(std::move(t));
-            ++s.summary.transfer_files;
-            s.summary.transfer_bytes += f.size;
-          }
-          break;
-        }
-      }
-    }
-    si.desc.r.files = si.desc.files.size();
-    s.changed.push_back(std::move(si));
-    ++s.summary.changed_instances;
+    RETURN_IF_ERROR(PlanInstance(info, m, g.by_instance[info.uuid], g.removed,
+                                 answer.kind == ManifestAnswer::Kind::kFull, held));
   }
   // Instances of this peer that it no longer exports (within the filter).
-  for (const auto& [uuid, rec] : held_instances) {
+  for (const auto& [uuid, rec] : held.instances) {
     if (in_answer.count(uuid) || !s.filter.Matches(rec.r.service)) continue;
     if (rec.r.removed) {
       s.still_removed.push_back(uuid);
@@ -499,8 +358,158 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
       ++s.summary.removed_instances;
     }
   }
+  RETURN_IF_ERROR(PlanImages(m, g.other));
+  RETURN_IF_ERROR(PlanRecords(g.other));
+  std::sort(s.transfers.begin(), s.transfers.end(),
+            [](const Transfer& a, const Transfer& b) { return a.entry.path < b.entry.path; });
+  return s.summary;
+}
 
-  // Images: pulled once by uuid, never again.
+Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
+                             const std::map<std::string, FileEntry>& answered,
+                             const std::set<std::string>& removed, bool full, const Held& held) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  // The held copy (also one held from another peer, or just orphaned) is the basis.
+  Record prev_rec;
+  bool have = false;
+  {
+    std::lock_guard<std::mutex> lock(st.mu_);
+    if (auto it = st.cat_.instances.find(info.uuid); it != st.cat_.instances.end()) {
+      prev_rec = it->second;
+      have = true;
+    }
+  }
+  std::vector<FileEntry> prev_files;
+  bool prev_ok = false;
+  if (have) {
+    auto desc = st.ReadDescription(info.uuid, prev_rec.r.seq);
+    if (desc.ok()) {
+      prev_files = std::move(desc->first.files);
+      prev_ok = true;
+    } else {
+      log::Warn("catalog: cannot read the held generation; pulling the instance whole",
+                {{"instance", info.uuid}, {"error", desc.status().message()}});
+    }
+  }
+  if (!full && have && !prev_ok) {
+    return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
+  }
+  std::map<std::string, FileEntry> next;
+  if (full || !prev_ok) {
+    next = answered;
+  } else {
+    for (const FileEntry& f : prev_files) next.emplace(f.path, f);
+    for (const std::string& r : removed) next.erase(r);
+    for (const auto& [path, f] : answered) next[path] = f;
+  }
+  RETURN_IF_ERROR(CheckTree(next));
+  auto vm = next.find("vms/" + info.uuid + ".json");
+  if (vm == next.end() || vm->second.kind != EntryKind::kFile) {
+    return DataError("instance " + info.uuid + " has no VM payload in the manifest");
+  }
+  auto held_it = held.instances.find(info.uuid);
+  if (have && held_it != held.instances.end() && held_it->second.r.removed) {
+    s.reappeared.push_back(info.uuid);
+  }
+  const bool same_meta = have && prev_rec.r.alias == info.alias &&
+                         prev_rec.r.service == info.service &&
+                         prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer;
+  const bool same_files =
+      prev_ok && next.size() == prev_files.size() &&
+      std::equal(prev_files.begin(), prev_files.end(), next.begin(),
+                 [](const FileEntry& a, const auto& b) { return a == b.second; });
+  if (same_meta && same_files) {
+    s.confirmed.push_back(info.uuid);
+    return Status::Ok();
+  }
+  State::StagedInstance si;
+  si.old_service = have ? prev_rec.r.service : "";
+  si.prev_seq = prev_ok ? prev_rec.r.seq : 0;
+  si.desc.r.uuid = info.uuid;
+  si.desc.r.alias = info.alias;
+  si.desc.r.service = info.service;
+  si.desc.r.image_uuid = info.image_uuid;
+  si.desc.r.peer = s.peer;
+  si.desc.r.generation = m.generation;
+  si.desc.node_uuid = m.node_uuid;
+  si.desc.boot_id = m.boot_id;
+  for (auto& [path, f] : next) {
+    if (f.kind == EntryKind::kFile) {
+      si.desc.r.size += f.size;
+      si.ids.push_back(f.sha256);
+    }
+    si.desc.files.push_back(f);
+  }
+  si.desc.r.files = si.desc.files.size();
+  {
+    // Pinned before anything is checked: no retention or failed pull can
+    // delete an object this generation will name (store_impl.h, RemoveObjects).
+    std::lock_guard<std::mutex> lock(st.mu_);
+    st.refs_.Add(si.ids);
+  }
+  std::map<std::string_view, const FileEntry*> prev_by_path;
+  for (const FileEntry& f : prev_files) prev_by_path.emplace(f.path, &f);
+  for (const FileEntry& f : si.desc.files) {
+    if (f.kind != EntryKind::kFile) continue;
+    auto p = prev_by_path.find(f.path);
+    const FileEntry* prev = p == prev_by_path.end() ? nullptr : p->second;
+    RETURN_IF_ERROR(
+        PlanFile(f, prev != nullptr && prev->kind == EntryKind::kFile ? prev : nullptr));
+  }
+  si.prev_files = std::move(prev_files);
+  s.changed.push_back(std::move(si));
+  ++s.summary.changed_instances;
+  return Status::Ok();
+}
+
+// One file of a changed instance: nothing to do when the store holds its
+// content (an unchanged file, or the same content under any name), staged
+// at once when empty, else a transfer (each content once per pull) with the
+// held file at the same path as the delta basis.
+Status PullTxn::PlanFile(const FileEntry& f, const FileEntry* prev) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  const bool unchanged = prev != nullptr && prev->sha256 == f.sha256 && prev->size == f.size &&
+                         prev->digest == f.digest;
+  if (unchanged || s.new_objects.count(f.sha256) || st.objects_.Has(f.sha256)) {
+    ++s.summary.unchanged_files;
+    return Status::Ok();
+  }
+  const std::string staged = s.staging + "/objects/" + f.sha256.Hex();
+  s.new_objects[f.sha256] = staged;
+  if (f.size == 0) {
+    if (f.digest != Xxh3Digest(std::string_view()) ||
+        f.sha256 != Sha256Digest(std::string_view())) {
+      return DataError("empty file " + f.path + " with a non-empty digest");
+    }
+    ASSIGN_OR_RETURN(auto w, st.env_.OpenWrite(staged, 0600, true));
+    RETURN_IF_ERROR(w->Close());
+    s.plan_files.push_back(staged);
+    return Status::Ok();
+  }
+  Transfer t;
+  t.entry = f;
+  if (prev != nullptr && st.objects_.Has(prev->sha256)) {
+    t.basis_path = st.objects_.PathOf(prev->sha256);
+  }
+  State::TransferState x;
+  x.entry = f;
+  x.staged_path = staged;
+  x.object = true;
+  s.xfer[f.path] = std::move(x);
+  s.transfers.push_back(std::move(t));
+  ++s.summary.transfer_files;
+  s.summary.transfer_bytes += f.size;
+  return Status::Ok();
+}
+
+// Images: pulled once by uuid, never again.
+Status PullTxn::PlanImages(const syncproto::Manifest& m,
+                           const std::map<std::string, FileEntry>& other) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  Env& env = st.env_;
   for (const syncproto::ImageInfo& info : m.images) {
     if (!internal::IsSafeName(info.uuid) ||
         (!info.origin.empty() && !internal::IsSafeName(info.origin))) {
@@ -527,6 +536,8 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
     si.img.file_digest = ff->second.digest;
     si.img.manifest_digest = mf->second.digest;
     si.img.manifest_size = mf->second.size;
+    si.img.file_sha256 = ff->second.sha256;
+    si.img.manifest_sha256 = mf->second.sha256;
     si.img.manifest_path = st.ImageDir(info.uuid) + "/manifest.json";
     si.img.file_path = st.ImageDir(info.uuid) + "/file";
     RETURN_IF_ERROR(env.MakeDir(si.dir, 0700));
@@ -546,8 +557,14 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
     }
     s.images.push_back(std::move(si));
   }
+  return Status::Ok();
+}
 
-  // SAPI application and service records.
+// SAPI application and service records: each replaces its one file.
+Status PullTxn::PlanRecords(const std::map<std::string, FileEntry>& other) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  Env& env = st.env_;
   for (const auto& [path, f] : other) {
     if (!path.starts_with("sapi/")) continue;
     if (f.kind != EntryKind::kFile) return DataError("SAPI record " + path + " is not a file");
@@ -613,14 +630,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
     }
     s.records.push_back(std::move(r));
   }
-  std::sort(s.transfers.begin(), s.transfers.end(),
-            [](const Transfer& a, const Transfer& b) { return a.entry.path < b.entry.path; });
-  if (!s.reuse.empty()) {
-    s.linker = std::thread([&s, &env] {
-      s.linked = PlaceReusedFiles(env, s.reuse, s.cancel_linker, &s.reuse_copies);
-    });
-  }
-  return s.summary;
+  return Status::Ok();
 }
 
 Result<std::unique_ptr<ReadableFile>> PullTxn::OpenBasis(const Transfer& t) {
@@ -631,7 +641,7 @@ Result<std::unique_ptr<ReadableFile>> PullTxn::OpenBasis(const Transfer& t) {
 namespace {
 
 // The file StageFile hands out: the store's own write path. It hashes every
-// byte it passes to the Env file, so FinishFile knows the digest of exactly
+// byte it passes to the Env file (XXH3 and SHA-256), so FinishFile knows the digest of exactly
 // what was written without reading the file back. It does not fsync: for a
 // large file it starts the writeback every 8 MiB and at close, and Commit
 // fsyncs every staged file before anything is renamed in.
@@ -647,6 +657,7 @@ class StagedFile final : public WritableFile {
       return st;
     }
     hasher_.Update(data);
+    sha_.Update(data);
     size_ += data.size();
     if (size_ - writeback_from_ >= kWritebackStep) {
       file_->StartWriteback(writeback_from_, size_ - writeback_from_);
@@ -675,6 +686,7 @@ class StagedFile final : public WritableFile {
     return !failed_ && txn == txn_ && path == export_path_;
   }
   Digest128 digest() { return hasher_.Finish(); }
+  Digest256 sha256() { return sha_.Finish(); }
   uint64_t size() const { return size_; }
 
  private:
@@ -683,6 +695,7 @@ class StagedFile final : public WritableFile {
   std::unique_ptr<WritableFile> file_;
   static constexpr uint64_t kWritebackStep = 8u << 20;
   Xxh3Hasher hasher_;
+  Sha256Hasher sha_;
   uint64_t size_ = 0;
   uint64_t writeback_from_ = 0;  // bytes before this offset are under writeback
   bool failed_ = false;
@@ -720,35 +733,39 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
   if (!file) return InternalError("FinishFile(" + path + "): no file");
   FileEntry want;
   std::string staged;
+  bool object = false;
   {
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.xfer.find(path);
     if (it == s.xfer.end()) return NotFoundError("pull plan has no transfer for " + path);
     want = it->second.entry;
     staged = it->second.staged_path;
+    object = it->second.object;
   }
   RETURN_IF_ERROR(file->Close());
   Digest128 got;
+  Digest256 got_sha;
   uint64_t size = 0;
   auto* ours = dynamic_cast<StagedFile*>(file.get());
   if (ours != nullptr && ours->Written(&s, path)) {
     got = ours->digest();  // the store's own write path hashed every byte it wrote
+    got_sha = ours->sha256();
     size = ours->size();
   } else {
     ASSIGN_OR_RETURN(auto in, env.OpenRead(staged));
-    RETURN_IF_ERROR(internal::HashOpenFile(*in, &got, &size, nullptr, 0, want.size));
+    RETURN_IF_ERROR(internal::HashOpenFile(*in, &got, &size, nullptr, 0, want.size, &got_sha));
   }
   file.reset();
-  if (size != want.size || got != want.digest) {
+  if (size != want.size || got != want.digest || got_sha != want.sha256) {
     env.RemoveFile(staged).IgnoreError();
     return DataError("digest mismatch for " + path + " from peer " + s.peer + ": expected " +
-                     want.digest.Hex() + " (" + std::to_string(want.size) + " bytes), got " +
-                     got.Hex() + " (" + std::to_string(size) + " bytes)");
+                     want.digest.Hex() + " sha256 " + want.sha256.Hex() + " (" +
+                     std::to_string(want.size) + " bytes), got " + got.Hex() + " sha256 " +
+                     got_sha.Hex() + " (" + std::to_string(size) + " bytes)");
   }
-  if (!path.starts_with("images/") && !path.starts_with("sapi/")) {
-    RETURN_IF_ERROR(env.SetMode(staged, DiskMode(want)));
-  }
-  RETURN_IF_ERROR(env.SetMtime(staged, want.mtime_ns));
+  // An object keeps the time its content first arrived (it serves many
+  // paths); images and records carry the exported mtime.
+  if (!object) RETURN_IF_ERROR(env.SetMtime(staged, want.mtime_ns));
   uint64_t finish;
   {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -764,13 +781,222 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
   return Status::Ok();
 }
 
+// ---- Commit -----------------------------------------------------------------------
+
+// Phase 0: each changed instance's description written under .staging/ (its
+// seq: past every description on disk, also those of failed commits), then
+// every file and directory this pull staged is fsync'd, several at once,
+// before anything is renamed in. Returns the description texts.
+Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  Env& env = st.env_;
+  SyncSet sync;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    for (const auto& [path, x] : s.xfer) {
+      if (x.synced != x.finishes) sync.files.push_back(x.staged_path);
+    }
+    sync.files.insert(sync.files.end(), s.plan_files.begin(), s.plan_files.end());
+    sync.dirs.insert(s.known_dirs.begin(), s.known_dirs.end());
+  }
+  std::vector<std::string> texts(s.changed.size());
+  for (size_t i = 0; i < s.changed.size(); ++i) {
+    State::StagedInstance& si = s.changed[i];
+    uint64_t seq = 1;
+    if (auto entries = env.ListDir(st.InstDir(si.desc.r.uuid)); entries.ok()) {
+      for (const DirEntry& e : *entries) {
+        uint64_t n;
+        if (e.name.ends_with(".json") && ParseSeq(e.name.substr(0, e.name.size() - 5), &n)) {
+          seq = std::max(seq, n + 1);
+        }
+      }
+    }
+    si.desc.r.seq = seq;
+    si.desc.r.pulled_at_ms = now;
+    texts[i] = EncodeDescription(si.desc);
+    const std::string staged = s.staging + "/descriptions/" + si.desc.r.uuid + ".json";
+    ASSIGN_OR_RETURN(auto w, env.OpenWrite(staged, 0600, true));
+    RETURN_IF_ERROR(w->Append(texts[i]));
+    RETURN_IF_ERROR(w->Close());
+    sync.files.push_back(staged);
+  }
+  RETURN_IF_ERROR(SyncAll(env, sync));
+  return texts;
+}
+
+// What phases 1-5 did, for the phases after the commit point (or the cleanup
+// of a failed commit).
+struct PullTxn::Published {
+  std::set<std::string> switched;                          // instances with a new generation
+  std::vector<std::pair<std::string, std::string>> moved;  // (uuid, old service)
+  std::vector<State::StagedRecord> records_in;             // record files renamed into place
+};
+
+// Phases 1-5, building `next` (what catalog.json will say): objects, images,
+// descriptions and SAPI records renamed in, the new index and every
+// directory those renames changed fsync'd, then the commit point: the index
+// renamed over catalog.json.
+Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Catalog* next,
+                        Published* out) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  Env& env = st.env_;
+  SyncSet sync;
+  // 1. Objects, then images (before the generations that name them). What a
+  // commit that fails later renamed in is garbage: unpinned, then deleted.
+  for (const auto& [id, staged] : s.new_objects) {
+    RETURN_IF_ERROR(st.objects_.Adopt(staged, id, &sync.dirs));
+  }
+  for (const State::StagedImage& si : s.images) {
+    const std::string final_dir = st.ImageDir(si.img.uuid);
+    if (!Exists(env, final_dir)) {
+      RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
+      sync.dirs.insert(st.P("images"));
+    }
+    next->images[si.img.uuid] = si.img;
+  }
+  // 2. Each changed instance's description renamed in, under a seq that no
+  // index names yet (Open discards it if the commit point is not reached).
+  for (size_t i = 0; i < s.changed.size(); ++i) {
+    const State::StagedInstance& si = s.changed[i];
+    const std::string& uuid = si.desc.r.uuid;
+    RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "instances/" + uuid, nullptr));
+    RETURN_IF_ERROR(env.Rename(s.staging + "/descriptions/" + uuid + ".json",
+                               st.DescPath(uuid, si.desc.r.seq)));
+    sync.dirs.insert(st.P("instances"));
+    sync.dirs.insert(st.InstDir(uuid));
+    Record rec;
+    rec.r = si.desc.r;
+    rec.description_digest = Xxh3Digest(texts[i]);
+    next->instances[uuid] = rec;
+    out->switched.insert(uuid);
+    if (!si.old_service.empty() && si.old_service != rec.r.service) {
+      out->moved.emplace_back(uuid, si.old_service);
+    }
+  }
+  MarkInstances(now, next);
+  // 3. SAPI records: each staged file renamed over its one canonical file
+  // (an atomic replace: a record is the latest one seen, not part of a
+  // generation; Open adopts a record file that catalog.json lags behind).
+  for (const State::StagedRecord& r : s.records) {
+    const std::string dst = st.RecordPath(r.service);
+    if (!r.service.empty()) {
+      RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "svc-" + r.service, nullptr));
+    }
+    RETURN_IF_ERROR(env.Rename(r.staged_path, dst));
+    sync.dirs.insert(DirName(dst));
+    out->records_in.push_back(r);
+    if (r.service.empty()) {
+      next->application = r.rec;
+      next->has_application = true;
+    } else {
+      next->services[r.service] = r.rec;
+    }
+  }
+  PeerState& peer = next->peers[s.peer];
+  peer.name = s.peer;
+  peer.last_attempt_ms = now;
+  if (!s.filtered) {
+    peer.generation = s.new_peer.generation;
+    peer.boot_id = s.new_peer.boot_id;
+  }
+  peer.node_uuid = s.new_peer.node_uuid;
+  peer.node_name = s.new_peer.node_name;
+  peer.last_pull_ms = now;
+  peer.last_error.clear();
+  // 4. The index: staged, then it and every directory steps 1-3 changed are
+  // fsync'd, so everything it names is durable before it is.
+  std::vector<Store::Impl::PendingReplace> index;
+  RETURN_IF_ERROR(st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(*next), &index));
+  sync.dirs.insert(st.o_.data_dir);
+  sync.files.push_back(index.front().tmp);
+  Status synced = SyncAll(env, sync);
+  if (!synced.ok()) {
+    env.RemoveFile(index.front().tmp).IgnoreError();
+    return synced;
+  }
+  // 5. The commit point.
+  return st.FinishReplaces(&index);
+}
+
+// The instances this pull confirmed, saw again, or missed.
+void PullTxn::MarkInstances(int64_t now, Catalog* next) {
+  State& s = *s_;
+  for (const std::string& uuid : s.confirmed) {
+    if (auto it = next->instances.find(uuid); it != next->instances.end()) {
+      it->second.r.generation = s.new_peer.generation;
+      it->second.r.pulled_at_ms = now;
+    }
+  }
+  for (const std::string& uuid : s.reappeared) {
+    if (auto it = next->instances.find(uuid); it != next->instances.end()) {
+      it->second.r.removed = false;
+      it->second.r.removed_since_ms = 0;
+      it->second.r.removed_pulls = 0;
+    }
+  }
+  for (const std::string& uuid : s.still_removed) {
+    if (auto it = next->instances.find(uuid); it != next->instances.end()) {
+      ++it->second.r.removed_pulls;
+    }
+  }
+  for (const std::string& uuid : s.newly_removed) {
+    auto it = next->instances.find(uuid);
+    if (it != next->instances.end() && !it->second.r.removed) {
+      it->second.r.removed = true;
+      it->second.r.removed_since_ms = now;
+      it->second.r.removed_pulls = 1;
+      log::Info("catalog: peer no longer exports an instance; kept for removed_grace",
+                {{"peer", s.peer}, {"instance", uuid}, {"alias", it->second.r.alias}});
+    }
+  }
+}
+
+// Phases 6-7, after the commit point (caller holds store->mu_): each changed
+// instance's view moved to its new generation (only what changed), the
+// svc-* names and sapi-insts.json; the pins become the new generations'
+// references; retention. A view failure is logged (Open repairs views).
+void PullTxn::AfterCommit(const Published& pub) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  Status views;
+  auto note = [&](const Status& v) {
+    if (views.ok() && !v.ok()) views = v;
+  };
+  for (State::StagedInstance& si : s.changed) {
+    const std::string& uuid = si.desc.r.uuid;
+    note(st.RefreshView(uuid, si.desc.r.seq, si.desc.files, si.prev_seq ? &si.prev_files : nullptr,
+                        si.prev_seq));
+    st.gen_ids_[uuid][si.desc.r.seq] = std::move(si.ids);
+    si.ids.clear();
+  }
+  std::set<std::string> services;
+  for (const std::string& uuid : pub.switched) services.insert(st.cat_.instances[uuid].r.service);
+  for (const auto& [uuid, old_service] : pub.moved) {
+    st.UnlinkServiceNames(old_service, uuid);
+    services.insert(old_service);
+  }
+  for (const std::string& uuid : s.newly_removed) {
+    if (auto it = st.cat_.instances.find(uuid); it != st.cat_.instances.end()) {
+      services.insert(it->second.r.service);
+    }
+  }
+  if (!pub.records_in.empty()) {
+    for (const auto& [uuid, rec] : st.cat_.instances) services.insert(rec.r.service);
+  }
+  note(st.UpdateViews(pub.switched, services));
+  if (!views.ok()) {
+    log::Warn("catalog: the svc-*/current views lag the index (repaired at the next open)",
+              {{"peer", s.peer}, {"error", views.message()}});
+  }
+}
+
 Status PullTxn::Commit() {
   State& s = *s_;
   Store::Impl& st = *s.store;
   Env& env = st.env_;
   if (!s.planned || s.done) return InternalError("PullTxn::Commit without Plan, or after the end");
-  s.JoinLinker();
-  RETURN_IF_ERROR(s.linked);
   {
     std::lock_guard<std::mutex> lock(s.mu);
     for (const Transfer& t : s.transfers) {
@@ -784,163 +1010,24 @@ Status PullTxn::Commit() {
   RETURN_IF_ERROR(s.syncer->Stop());
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
   const int64_t now = st.clock_.WallMs();
+  ASSIGN_OR_RETURN(std::vector<std::string> texts, StageDescriptions(now));
 
-  // 0. Finish the staged trees: directory modes and mtimes (children first),
-  // each generation's description; then every staged file, directory and
-  // description is fsync'd (exactly what this pull wrote, several at once)
-  // before anything is renamed in.
-  SyncSet sync;
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    for (const auto& [path, x] : s.xfer) {
-      if (x.synced != x.finishes) sync.files.push_back(x.staged_path);
-    }
-    sync.files.insert(sync.files.end(), s.plan_files.begin(), s.plan_files.end());
-    sync.dirs.insert(s.known_dirs.begin(), s.known_dirs.end());
-  }
-  std::vector<std::string> texts(s.changed.size());
-  for (size_t i = 0; i < s.changed.size(); ++i) {
-    State::StagedInstance& si = s.changed[i];
-    for (auto it = si.desc.files.rbegin(); it != si.desc.files.rend(); ++it) {
-      if (it->kind != EntryKind::kDir) continue;
-      const std::string d = si.dir + "/" + it->path;
-      RETURN_IF_ERROR(env.SetMode(d, DiskMode(*it)));
-      RETURN_IF_ERROR(env.SetMtime(d, it->mtime_ns));
-    }
-    uint64_t seq = 1;
-    if (auto entries = env.ListDir(st.InstDir(si.desc.r.uuid)); entries.ok()) {
-      for (const DirEntry& e : *entries) {
-        uint64_t n;
-        if (ParseSeq(e.name, &n)) seq = std::max(seq, n + 1);
-      }
-    }
-    si.desc.r.seq = seq;
-    si.desc.r.pulled_at_ms = now;
-    texts[i] = EncodeDescription(si.desc);
-    const std::string desc_path = si.dir + "/" + kGenerationFile;
-    ASSIGN_OR_RETURN(auto w, env.OpenWrite(desc_path, 0600, true));
-    RETURN_IF_ERROR(w->Append(texts[i]));
-    RETURN_IF_ERROR(w->Close());
-    sync.files.push_back(desc_path);
-  }
-  RETURN_IF_ERROR(SyncAll(env, sync));
-  sync.clear();
-
-  // From here on `next` is what catalog.json will say. The store's index
-  // (what readers see) becomes `next` only when catalog.json is renamed over:
-  // that rename is the commit point of the whole pull.
+  // `next` becomes the store's index (what readers see) only when
+  // catalog.json is renamed over: the commit point of the whole pull.
   Catalog next;
   {
     std::lock_guard<std::mutex> lock(st.mu_);
     next = st.cat_;
   }
-  std::set<std::string> switched;                          // instances with a new generation
-  std::vector<std::pair<std::string, std::string>> moved;  // (uuid, old service)
-  std::vector<State::StagedRecord> records_in;             // record files renamed into place
-  std::vector<Store::Impl::PendingReplace> index;
-  Status failed = [&]() -> Status {
-    // 1. Images (before the instances that need them). An image renamed in
-    // by a commit that fails later is found in place by the next pull.
-    for (const State::StagedImage& si : s.images) {
-      const std::string final_dir = st.ImageDir(si.img.uuid);
-      if (!Exists(env, final_dir)) {
-        RETURN_IF_ERROR(env.Rename(si.dir, final_dir));
-        sync.dirs.insert(st.P("images"));
-      }
-      next.images[si.img.uuid] = si.img;
-    }
-    // 2. Each changed instance's generation renamed in, under a seq that no
-    // index names yet (Open discards it if the commit point is not reached).
-    for (size_t i = 0; i < s.changed.size(); ++i) {
-      const State::StagedInstance& si = s.changed[i];
-      const std::string& uuid = si.desc.r.uuid;
-      RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "instances/" + uuid, nullptr));
-      RETURN_IF_ERROR(env.Rename(si.dir, st.GenDir(uuid, si.desc.r.seq)));
-      sync.dirs.insert(st.P("instances"));
-      sync.dirs.insert(st.InstDir(uuid));
-      Record rec;
-      rec.r = si.desc.r;
-      rec.description_digest = Xxh3Digest(texts[i]);
-      next.instances[uuid] = rec;
-      switched.insert(uuid);
-      if (!si.old_service.empty() && si.old_service != rec.r.service) {
-        moved.emplace_back(uuid, si.old_service);
-      }
-    }
-    for (const std::string& uuid : s.confirmed) {
-      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
-        it->second.r.generation = s.new_peer.generation;
-        it->second.r.pulled_at_ms = now;
-      }
-    }
-    for (const std::string& uuid : s.reappeared) {
-      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
-        it->second.r.removed = false;
-        it->second.r.removed_since_ms = 0;
-        it->second.r.removed_pulls = 0;
-      }
-    }
-    for (const std::string& uuid : s.still_removed) {
-      if (auto it = next.instances.find(uuid); it != next.instances.end()) {
-        ++it->second.r.removed_pulls;
-      }
-    }
-    for (const std::string& uuid : s.newly_removed) {
-      auto it = next.instances.find(uuid);
-      if (it != next.instances.end() && !it->second.r.removed) {
-        it->second.r.removed = true;
-        it->second.r.removed_since_ms = now;
-        it->second.r.removed_pulls = 1;
-        log::Info("catalog: peer no longer exports an instance; kept for removed_grace",
-                  {{"peer", s.peer}, {"instance", uuid}, {"alias", it->second.r.alias}});
-      }
-    }
-    // 3. SAPI records: each staged file renamed over its one canonical file
-    // (an atomic replace: a record is the latest one seen, not part of a
-    // generation; Open adopts a record file that catalog.json lags behind).
-    for (const State::StagedRecord& r : s.records) {
-      const std::string dst = st.RecordPath(r.service);
-      if (!r.service.empty()) {
-        RETURN_IF_ERROR(st.MakeDirsUnder(st.o_.data_dir, "svc-" + r.service, nullptr));
-      }
-      RETURN_IF_ERROR(env.Rename(r.staged_path, dst));
-      sync.dirs.insert(DirName(dst));
-      records_in.push_back(r);
-      if (r.service.empty()) {
-        next.application = r.rec;
-        next.has_application = true;
-      } else {
-        next.services[r.service] = r.rec;
-      }
-    }
-    PeerState& peer = next.peers[s.peer];
-    peer.name = s.peer;
-    peer.last_attempt_ms = now;
-    if (!s.filtered) {
-      peer.generation = s.new_peer.generation;
-      peer.boot_id = s.new_peer.boot_id;
-    }
-    peer.node_uuid = s.new_peer.node_uuid;
-    peer.node_name = s.new_peer.node_name;
-    peer.last_pull_ms = now;
-    peer.last_error.clear();
-    // 4. The index: staged, then it and every directory steps 1-3 changed are
-    // fsync'd, so everything it names is durable before it is.
-    RETURN_IF_ERROR(st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(next), &index));
-    sync.dirs.insert(st.o_.data_dir);
-    sync.files.push_back(index.front().tmp);
-    RETURN_IF_ERROR(SyncAll(env, sync));
-    // 5. The commit point.
-    return st.FinishReplaces(&index);
-  }();
-  sync.clear();
-  for (const auto& r : index) env.RemoveFile(r.tmp).IgnoreError();
+  Published pub;
+  Status failed = Publish(texts, now, &next, &pub);
 
   std::lock_guard<std::mutex> lock(st.mu_);
+  s.done = true;
   if (!failed.ok()) {
     // Nothing this pull changed is in the index. The record files renamed in
     // are complete records: the index takes them as they are.
-    for (const State::StagedRecord& r : records_in) {
+    for (const State::StagedRecord& r : pub.records_in) {
       if (r.service.empty()) {
         st.cat_.application = r.rec;
         st.cat_.has_application = true;
@@ -953,7 +1040,7 @@ Status PullTxn::Commit() {
     peer.last_attempt_ms = now;
     peer.last_error = failed.ToString();
     st.WriteCatalog().IgnoreError();  // best effort: the error is returned either way
-    s.done = true;
+    s.ReleasePins();
     st.trash_->Discard(s.staging).IgnoreError();
     st.active_.erase(s.peer);
     return failed;
@@ -966,32 +1053,12 @@ Status PullTxn::Commit() {
         IoError("the pull from " + s.peer +
                 " is committed, but catalog.json may not survive a crash: " + durable.message());
   }
-  // The views follow the index; Open repairs whatever a crash or a failure
-  // here left behind, so they are not fsync'd.
-  std::set<std::string> services;
-  for (const std::string& uuid : switched) services.insert(st.cat_.instances[uuid].r.service);
-  for (const auto& [uuid, old_service] : moved) {
-    st.UnlinkServiceNames(old_service, uuid);
-    services.insert(old_service);
-  }
-  for (const std::string& uuid : s.newly_removed) {
-    if (auto it = st.cat_.instances.find(uuid); it != st.cat_.instances.end()) {
-      services.insert(it->second.r.service);
-    }
-  }
-  if (!records_in.empty()) {
-    for (const auto& [uuid, rec] : st.cat_.instances) services.insert(rec.r.service);
-  }
-  if (Status views = st.UpdateViews(switched, services); !views.ok()) {
-    log::Warn("catalog: the svc-*/current views lag the index (repaired at the next open)",
-              {{"peer", s.peer}, {"error", views.message()}});
-  }
+  AfterCommit(pub);
   if (durable.ok()) {
     if (Status r = st.ApplyRetentionLocked(); !r.ok()) {
       log::Warn("catalog: retention failed", {{"error", r.message()}});
     }
   }
-  s.done = true;
   st.trash_->Discard(s.staging).IgnoreError();
   st.active_.erase(s.peer);
   return durable;

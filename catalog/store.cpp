@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/text.h"
+#include "catalog/checkout.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
 #include "catalog/provider.h"
@@ -56,7 +57,7 @@ Status Store::Impl::Open() {
   if (o_.data_dir.empty()) return ConfigError("store: no data_dir");
   if (!o_.read_only) {
     RETURN_IF_ERROR(CreateDirs(env_, o_.data_dir, 0700));
-    for (const char* d : {"instances", "images", "orphans"}) {
+    for (const char* d : {"instances", "images", "orphans", kObjects}) {
       RETURN_IF_ERROR(CreateDirs(env_, P(d), 0700));
     }
     ASSIGN_OR_RETURN(trash_, Trash::Open(env_, P(kTrash)));
@@ -79,11 +80,20 @@ Status Store::Impl::Open() {
   } else if (text.status().code() != Code::kNotFound) {
     return text.status();
   }
+  if (index_loaded && loaded_format_ == 1) {
+    if (o_.read_only) {
+      return DataError("the catalog at " + o_.data_dir +
+                       " is in format 1: start the agent once, it converts the catalog");
+    }
+    RETURN_IF_ERROR(RemoveTempLeftovers());
+    RETURN_IF_ERROR(MigrateFormat1());
+  }
   if (!o_.read_only) RETURN_IF_ERROR(RemoveTempLeftovers());
   bool changed = false;
   RETURN_IF_ERROR(Reconcile(index_loaded, &changed));
   if (o_.read_only) return Status::Ok();
   if (changed) RETURN_IF_ERROR(WriteCatalog());
+  RETURN_IF_ERROR(LoadRefs());
   std::set<std::string> instances, services;
   for (const auto& [uuid, rec] : cat_.instances) {
     instances.insert(uuid);
@@ -107,6 +117,11 @@ Status Store::Impl::RemoveTempLeftovers() {
     return Status::Ok();
   };
   RETURN_IF_ERROR(clean(o_.data_dir));
+  if (auto insts = env_.ListDir(P("instances")); insts.ok()) {
+    for (const DirEntry& e : *insts) {
+      if (internal::IsSafeName(e.name)) RETURN_IF_ERROR(clean(InstDir(e.name)));
+    }
+  }
   ASSIGN_OR_RETURN(auto top, env_.ListDir(o_.data_dir));
   for (const DirEntry& e : top) {
     if (!e.name.starts_with("svc-")) continue;
@@ -120,7 +135,8 @@ Status Store::Impl::LoadCatalog(const std::string& text) {
   ASSIGN_OR_RETURN(json j, internal::ParseJson(text, P(kCatalogFile)));
   try {
     int version = j.at("format_version").get<int>();
-    if (version != kCatalogFormatVersion) {
+    loaded_format_ = version;
+    if (version != kCatalogFormatVersion && version != 1) {
       return DataError("catalog.json format_version " + std::to_string(version) +
                        " is not supported (expected " + std::to_string(kCatalogFormatVersion) +
                        ")");
@@ -138,6 +154,8 @@ Status Store::Impl::LoadCatalog(const std::string& text) {
       img.manifest_size = i.value("manifest_size", uint64_t{0});
       if (auto d = Digest128::FromHex(i.value("file_digest", ""))) img.file_digest = *d;
       if (auto d = Digest128::FromHex(i.value("manifest_digest", ""))) img.manifest_digest = *d;
+      if (auto d = Digest256::FromHex(i.value("file_sha256", ""))) img.file_sha256 = *d;
+      if (auto d = Digest256::FromHex(i.value("manifest_sha256", ""))) img.manifest_sha256 = *d;
       img.unreferenced_since_ms = i.value("unreferenced_since_ms", int64_t{0});
       img.referenced = img.unreferenced_since_ms == 0;
       img.manifest_path = ImageDir(uuid) + "/manifest.json";
@@ -178,6 +196,8 @@ std::string Store::Impl::EncodeCatalog(const Catalog& cat) const {
                     {"size", i.size},
                     {"file_digest", i.file_digest.Hex()},
                     {"manifest_digest", i.manifest_digest.Hex()},
+                    {"file_sha256", i.file_sha256.Hex()},
+                    {"manifest_sha256", i.manifest_sha256.Hex()},
                     {"manifest_size", i.manifest_size},
                     {"unreferenced_since_ms", i.unreferenced_since_ms}};
   }
@@ -197,6 +217,23 @@ std::string Store::Impl::EncodeCatalog(const Catalog& cat) const {
   return DumpJson(j, 1) + "\n";
 }
 
+namespace {
+
+// The generation seqs of the descriptions in an instance directory, ascending.
+std::vector<uint64_t> DescriptionSeqs(const std::vector<DirEntry>& entries) {
+  std::vector<uint64_t> seqs;
+  for (const DirEntry& e : entries) {
+    uint64_t seq;
+    if (e.name.ends_with(".json") && ParseSeq(e.name.substr(0, e.name.size() - 5), &seq)) {
+      seqs.push_back(seq);
+    }
+  }
+  std::sort(seqs.begin(), seqs.end());
+  return seqs;
+}
+
+}  // namespace
+
 Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
   auto entries = env_.ListDir(P("instances"));
   if (!entries.ok()) {
@@ -212,8 +249,7 @@ Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
     const std::string& uuid = e.name;
     if (!internal::IsSafeName(uuid)) continue;
     auto it = cat_.instances.find(uuid);
-    if (it != cat_.instances.end() &&
-        Exists(env_, GenDir(uuid, it->second.r.seq) + "/" + kGenerationFile)) {
+    if (it != cat_.instances.end() && Exists(env_, DescPath(uuid, it->second.r.seq))) {
       on_disk.insert(uuid);
       if (!o_.read_only) RETURN_IF_ERROR(CleanInstanceDir(uuid, it->second.r.seq));
       continue;
@@ -224,9 +260,15 @@ Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
       if (!o_.read_only) RETURN_IF_ERROR(trash_->Discard(InstDir(uuid)));
       continue;
     }
-    auto link = ReadCurrentLink(uuid);
-    uint64_t seq = 0;
-    if (!link.ok() || !ParseSeq(*link, &seq)) {
+    // No index entry (or its generation is gone): the view's generation, at
+    // most one commit behind the lost index, else the newest description.
+    auto list = env_.ListDir(InstDir(uuid));
+    std::vector<uint64_t> seqs = list.ok() ? DescriptionSeqs(*list) : std::vector<uint64_t>{};
+    uint64_t seq = ViewSeq(uuid);
+    if (seq == 0 || !std::binary_search(seqs.begin(), seqs.end(), seq)) {
+      seq = seqs.empty() ? 0 : seqs.back();
+    }
+    if (seq == 0) {
       if (!o_.read_only) RETURN_IF_ERROR(trash_->Discard(InstDir(uuid)));
       continue;
     }
@@ -273,6 +315,94 @@ Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
   return Status::Ok();
 }
 
+uint64_t Store::Impl::ViewSeq(const std::string& uuid) const {
+  auto text = ReadFileToString(env_, ViewSeqPath(uuid), 64);
+  uint64_t seq = 0;
+  if (!text.ok()) return 0;
+  std::string t = *text;
+  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
+  return ParseSeq(t, &seq) ? seq : 0;
+}
+
+Status Store::Impl::LoadRefs() {
+  std::map<std::string, Record> instances;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    instances = cat_.instances;
+  }
+  std::map<std::string, std::map<uint64_t, std::vector<Digest256>>> gens;
+  ObjectRefs refs;
+  for (const auto& [uuid, rec] : instances) {
+    ASSIGN_OR_RETURN(auto list, env_.ListDir(InstDir(uuid)));
+    for (uint64_t seq : DescriptionSeqs(list)) {
+      if (seq > rec.r.seq) continue;
+      auto desc = ReadDescription(uuid, seq);
+      if (!desc.ok()) {
+        log::Warn("catalog: unreadable description of a retained generation",
+                  {{"instance", uuid}, {"seq", seq}, {"error", desc.status().message()}});
+        continue;
+      }
+      std::vector<Digest256>& ids = gens[uuid][seq];
+      for (const FileEntry& f : desc->first.files) {
+        if (f.kind == EntryKind::kFile) ids.push_back(f.sha256);
+      }
+      refs.Add(ids);
+    }
+  }
+  ASSIGN_OR_RETURN(std::vector<Digest256> on_disk, objects_.List());
+  std::lock_guard<std::mutex> lock(mu_);
+  refs_ = std::move(refs);
+  gen_ids_ = std::move(gens);
+  std::vector<Digest256> garbage;
+  for (const Digest256& id : on_disk) {
+    if (refs_.Count(id) == 0) garbage.push_back(id);
+  }
+  if (!garbage.empty()) {
+    log::Info("catalog: deleting objects no generation names", {{"objects", garbage.size()}});
+  }
+  RemoveObjects(garbage);
+  return Status::Ok();
+}
+
+void Store::Impl::RemoveObjects(const std::vector<Digest256>& ids) {
+  for (const Digest256& id : ids) {
+    if (refs_.Count(id) != 0) continue;
+    Status st = objects_.Remove(id);
+    if (!st.ok() && st.code() != Code::kNotFound) {
+      log::Warn("catalog: cannot delete an unused object (the next open retries)",
+                {{"object", id.Hex()}, {"error", st.message()}});
+    }
+  }
+}
+
+Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
+                                const std::vector<FileEntry>& entries,
+                                const std::vector<FileEntry>* from, uint64_t from_seq) {
+  const std::string dir = ViewDir(uuid);
+  const std::string marker = ViewSeqPath(uuid);
+  const bool was_dir = [&] {
+    auto st = env_.Stat(dir);
+    return st.ok() && st->type == FileType::kDirectory;
+  }();
+  Status made = Status::Ok();
+  if (from != nullptr && was_dir && ViewSeq(uuid) == from_seq) {
+    RETURN_IF_ERROR(env_.RemoveFile(marker));  // the view is in between
+    made = UpdateCheckout(env_, objects_, *from, entries, dir);
+  } else {
+    made = DataError("rebuild");
+  }
+  if (!made.ok()) {
+    if (auto gone = env_.RemoveFile(marker); !gone.ok() && gone.code() != Code::kNotFound) {
+      return gone;
+    }
+    if (Exists(env_, dir)) RETURN_IF_ERROR(trash_->Discard(dir));
+    RETURN_IF_ERROR(BuildCheckout(env_, objects_, entries, dir));
+  }
+  std::vector<PendingReplace> pending;
+  RETURN_IF_ERROR(StageReplace(marker, std::to_string(seq) + "\n", &pending));
+  return FinishReplaces(&pending);
+}
+
 void Store::Impl::AdoptRecords(bool* changed) {
   auto adopt = [&](const std::string& path, SapiRecord* rec, bool* has) {
     auto fs = env_.Stat(path);
@@ -305,9 +435,11 @@ void Store::Impl::AdoptRecords(bool* changed) {
 Status Store::Impl::CleanInstanceDir(const std::string& uuid, uint64_t current) {
   ASSIGN_OR_RETURN(auto entries, env_.ListDir(InstDir(uuid)));
   for (const DirEntry& e : entries) {
-    uint64_t seq;
-    if (e.name == kCurrent) continue;
-    if (!ParseSeq(e.name, &seq) || seq > current) {
+    uint64_t seq = 0;
+    if (e.name == kCurrent || e.name == kCurrentSeq) continue;
+    const bool description =
+        e.name.ends_with(".json") && ParseSeq(e.name.substr(0, e.name.size() - 5), &seq);
+    if (!description || seq > current) {
       RETURN_IF_ERROR(trash_->Discard(InstDir(uuid) + "/" + e.name));
     }
   }
@@ -316,7 +448,7 @@ Status Store::Impl::CleanInstanceDir(const std::string& uuid, uint64_t current) 
 
 Result<std::pair<Description, Digest128>> Store::Impl::ReadDescription(const std::string& uuid,
                                                                        uint64_t seq) const {
-  const std::string path = GenDir(uuid, seq) + "/" + kGenerationFile;
+  const std::string path = DescPath(uuid, seq);
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(env_, path, 1ull << 30));
   ASSIGN_OR_RETURN(Description d, DecodeDescription(text, path));
   if (d.r.uuid != uuid) return DataError(path + ": describes instance " + d.r.uuid);
@@ -395,7 +527,11 @@ Status Store::Impl::UpdateViews(const std::set<std::string>& instances,
   for (const std::string& uuid : instances) {
     auto it = cat_.instances.find(uuid);
     if (it == cat_.instances.end()) continue;
-    note(PointLink(InstDir(uuid) + "/" + kCurrent, std::to_string(it->second.r.seq)));
+    const uint64_t seq = it->second.r.seq;
+    if (ViewSeq(uuid) != seq || !Exists(env_, ViewDir(uuid))) {
+      auto desc = ReadDescription(uuid, seq);
+      note(desc.ok() ? RefreshView(uuid, seq, desc->first.files) : desc.status());
+    }
     note(LinkServiceNames(it->second.r));
   }
   for (const std::string& svc : services) {
@@ -439,7 +575,7 @@ Status Store::Impl::WriteSapiInstances(const std::string& service) {
   json arr = json::array();
   for (const auto& [uuid, rec] : cat_.instances) {
     if (rec.r.service != service) continue;
-    auto text = ReadFileToString(env_, GenDir(uuid, rec.r.seq) + "/sapi/" + uuid + ".json");
+    auto text = ReadFileToString(env_, ViewDir(uuid) + "/sapi/" + uuid + ".json");
     if (!text.ok()) continue;
     auto j = internal::ParseJson(*text, "SAPI record of " + uuid);
     if (j.ok()) arr.push_back(std::move(*j));
@@ -468,6 +604,10 @@ Status Store::Impl::ApplyRetentionLocked() {
                  {"removed_since", FormatIso8601Ms(rec.r.removed_since_ms)}});
       UnlinkServiceNames(rec.r.service, rec.r.uuid);
       RETURN_IF_ERROR(trash_->Discard(InstDir(rec.r.uuid)));
+      std::vector<Digest256> freed;
+      for (const auto& [seq, ids] : gen_ids_[rec.r.uuid]) refs_.Release(ids, &freed);
+      gen_ids_.erase(rec.r.uuid);
+      RemoveObjects(freed);
       touched_services.insert(rec.r.service);
       it = cat_.instances.erase(it);
       changed = true;
@@ -509,18 +649,19 @@ Status Store::Impl::ApplyRetentionLocked() {
 }
 
 Status Store::Impl::PruneGenerations(const std::string& uuid, uint64_t current) {
-  ASSIGN_OR_RETURN(auto entries, env_.ListDir(InstDir(uuid)));
-  std::vector<uint64_t> seqs;
-  for (const DirEntry& e : entries) {
-    uint64_t seq;
-    if (ParseSeq(e.name, &seq) && seq <= current) seqs.push_back(seq);
-  }
-  std::sort(seqs.rbegin(), seqs.rend());
+  auto held = gen_ids_.find(uuid);
+  if (held == gen_ids_.end()) return Status::Ok();
+  std::map<uint64_t, std::vector<Digest256>>& gens = held->second;
   const size_t keep = std::max<uint32_t>(1, o_.generations_kept);
-  for (size_t i = keep; i < seqs.size(); ++i) {
-    if (seqs[i] == current) continue;
-    RETURN_IF_ERROR(trash_->Discard(GenDir(uuid, seqs[i])));
+  std::vector<Digest256> freed;
+  while (gens.size() > keep && gens.begin()->first != current) {
+    const uint64_t seq = gens.begin()->first;
+    Status gone = env_.RemoveFile(DescPath(uuid, seq));
+    if (!gone.ok() && gone.code() != Code::kNotFound) return gone;
+    refs_.Release(gens.begin()->second, &freed);
+    gens.erase(gens.begin());
   }
+  RemoveObjects(freed);
   return Status::Ok();
 }
 
@@ -596,11 +737,9 @@ Result<std::vector<uint64_t>> Store::Generations(const std::string& uuid) const 
   ASSIGN_OR_RETURN(auto entries, impl_->env_.ListDir(impl_->InstDir(uuid)));
   auto cur = FindInstance(uuid);
   std::vector<uint64_t> out;
-  for (const DirEntry& e : entries) {
-    uint64_t seq;
-    if (ParseSeq(e.name, &seq) && (!cur || seq <= cur->seq)) out.push_back(seq);
+  for (uint64_t seq : DescriptionSeqs(entries)) {
+    if (!cur || seq <= cur->seq) out.push_back(seq);
   }
-  std::sort(out.begin(), out.end());
   return out;
 }
 
@@ -617,17 +756,35 @@ Result<InstanceGeneration> Store::Instance(const std::string& uuid, uint64_t seq
   g.record.size = desc.first.r.size;
   g.record.files = desc.first.r.files;
   g.current = seq == rec->seq;
-  g.dir = impl_->GenDir(uuid, seq);
+  if (g.current && impl_->ViewSeq(uuid) == seq) g.dir = impl_->ViewDir(uuid);
+  std::string vm_object, sapi_object;
   for (FileEntry& f : desc.first.files) {
     StoredFile sf;
-    sf.local_path = g.dir + "/" + f.path;
+    if (!g.dir.empty()) {
+      sf.local_path = g.dir + "/" + f.path;
+    } else if (f.kind == EntryKind::kFile) {
+      sf.local_path = impl_->objects_.PathOf(f.sha256);
+    }
+    if (f.kind == EntryKind::kFile) {
+      if (f.path == "vms/" + uuid + ".json") vm_object = impl_->objects_.PathOf(f.sha256);
+      if (f.path == "sapi/" + uuid + ".json") sapi_object = impl_->objects_.PathOf(f.sha256);
+    }
     sf.entry = std::move(f);
     g.files.push_back(std::move(sf));
   }
-  ASSIGN_OR_RETURN(g.vm_payload, ReadFileToString(impl_->env_, g.dir + "/vms/" + uuid + ".json"));
-  auto sapi = ReadFileToString(impl_->env_, g.dir + "/sapi/" + uuid + ".json");
-  if (sapi.ok()) g.sapi_record = std::move(*sapi);
+  if (vm_object.empty()) return DataError(impl_->DescPath(uuid, seq) + ": no VM payload");
+  ASSIGN_OR_RETURN(g.vm_payload, ReadFileToString(impl_->env_, vm_object));
+  if (!sapi_object.empty()) {
+    ASSIGN_OR_RETURN(g.sapi_record, ReadFileToString(impl_->env_, sapi_object));
+  }
   return g;
+}
+
+Status Store::Checkout(const std::string& uuid, uint64_t seq, const std::string& dir) const {
+  if (!internal::IsSafeName(uuid)) return NotFoundError("no instance " + uuid);
+  ASSIGN_OR_RETURN(auto desc, impl_->ReadDescription(uuid, seq));
+  return BuildCheckout(impl_->env_, impl_->objects_, desc.first.files, dir)
+      .WithContext("checkout of " + uuid + " generation " + std::to_string(seq));
 }
 
 std::vector<StoredImage> Store::Images() const {
@@ -659,7 +816,8 @@ Result<VerifyReport> Store::Verify() const {
   Impl& st = *impl_;
   Env& env = st.env_;
   VerifyReport report;
-  auto check_file = [&](const std::string& path, const Digest128& want, uint64_t want_size) {
+  auto check_file = [&](const std::string& path, const Digest128& want, uint64_t want_size,
+                        const Digest256* want_sha = nullptr) {
     ++report.files_checked;
     auto in = env.OpenRead(path);
     if (!in.ok()) {
@@ -668,8 +826,10 @@ Result<VerifyReport> Store::Verify() const {
       return;
     }
     Digest128 got;
+    Digest256 got_sha;
     uint64_t size = 0;
-    Status h = internal::HashOpenFile(**in, &got, &size, nullptr, 0, want_size);
+    Status h = internal::HashOpenFile(**in, &got, &size, nullptr, 0, want_size,
+                                      want_sha != nullptr ? &got_sha : nullptr);
     report.bytes_checked += size;
     if (!h.ok()) {
       report.problems.push_back({path, h.message()});
@@ -679,6 +839,8 @@ Result<VerifyReport> Store::Verify() const {
     } else if (got != want) {
       report.problems.push_back(
           {path, "digest mismatch: expected " + want.Hex() + ", got " + got.Hex()});
+    } else if (want_sha != nullptr && got_sha != *want_sha) {
+      report.problems.push_back({path, "SHA-256 mismatch: the object is not named by its content"});
     }
   };
   std::map<std::string, Record> instances;
@@ -692,8 +854,9 @@ Result<VerifyReport> Store::Verify() const {
     copy.application = st.cat_.application;
     copy.has_application = st.cat_.has_application;
   }
+  std::unordered_set<Digest256, Digest256Hash> checked;  // each object once
   for (const auto& [uuid, rec] : instances) {
-    const std::string desc_path = st.GenDir(uuid, rec.r.seq) + "/" + kGenerationFile;
+    const std::string desc_path = st.DescPath(uuid, rec.r.seq);
     auto text = ReadFileToString(env, desc_path, 1ull << 30);
     if (!text.ok()) {
       report.problems.push_back({desc_path, text.status().message()});
@@ -708,22 +871,9 @@ Result<VerifyReport> Store::Verify() const {
       report.problems.push_back({desc_path, desc.status().message()});
       continue;
     }
-    const std::string dir = st.GenDir(uuid, rec.r.seq);
     for (const FileEntry& f : desc->files) {
-      const std::string path = dir + "/" + f.path;
-      if (f.kind == EntryKind::kFile) {
-        check_file(path, f.digest, f.size);
-      } else if (f.kind == EntryKind::kSymlink) {
-        ++report.files_checked;
-        auto target = env.ReadLink(path);
-        if (!target.ok() || *target != f.target) {
-          report.problems.push_back({path, "symlink target differs from \"" + f.target + "\""});
-        }
-      } else {
-        auto fs = env.Stat(path);
-        if (!fs.ok() || fs->type != FileType::kDirectory)
-          report.problems.push_back({path, "directory missing"});
-      }
+      if (f.kind != EntryKind::kFile || !checked.insert(f.sha256).second) continue;
+      check_file(st.objects_.PathOf(f.sha256), f.digest, f.size, &f.sha256);
     }
   }
   for (const auto& [uuid, img] : images) {

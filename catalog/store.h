@@ -1,35 +1,41 @@
 // Store: the restore data a node holds from its peers, under data_dir
-// (default /var/sdcadm/svc-restore-data). The on-disk format is specified in
-// docs/catalog.md; in short:
+// (default /var/sdcadm/svc-restore-data). The on-disk format (version 2) is
+// specified in docs/catalog.md; in short:
 //
 //   catalog.json                         index (format version, peers, instances, images):
 //                                        THE commit point of every pull
-//   instances/<uuid>/<seq>/              one generation of an instance: its export
-//                                        paths (vms/<uuid>.json, sapi/<uuid>.json,
-//                                        datasets/<uuid>/...) + lifeboat-generation.json
-//   instances/<uuid>/current -> <seq>    view: the seq the index names
+//   objects/<2 hex>/<62 hex>             file contents, stored once under their SHA-256
+//   instances/<uuid>/<seq>.json          one generation of an instance: its entries
+//                                        (path, kind, mode, owner, mtime, object id, ...)
+//   instances/<uuid>/current/            view: the current generation checked out
+//                                        (files hard-linked to objects); current.seq says which
 //   svc-<service>/vm-<uuid>.json         -> ../instances/<uuid>/current/vms/<uuid>.json
 //   svc-<service>/data/<uuid>            -> ../../instances/<uuid>/current/datasets/<uuid>
 //   svc-<service>/sapi-insts.json        SAPI records of the service's instances (regenerated)
 //   svc-<service>/sapi-svc.json          SAPI service record
-//   sapi-app.json                        SAPI application record (hard-linked into svc-*/ as a view)
-//   images/<uuid>/{manifest.json,file}   shared immutable image store
+//   sapi-app.json                        SAPI application record (hard-linked into svc-*/ as a
+//   view) images/<uuid>/{manifest.json,file}   shared immutable image store
 //   orphans/<peer>-<generation>-<time>/  what we held when a peer went backwards
 //   .staging/                            work area of pulls; emptied by Open()
-//   .trash/                              what retention and cleanup discard; deleted in the background
+//   .trash/                              what retention and cleanup discard; deleted in the
+//   background
+//
+// A generation costs what changed: the objects it adds and one description;
+// content the store holds (any path, instance, generation or peer) is never
+// transferred again. Objects no retained generation names are deleted.
 //
 // A pull: BeginPull -> Plan(answer) -> transfer each of transfers() into
 // StageFile/FinishFile -> Commit (or Abort). Nothing half-written is visible
-// under a final name: a generation is built under .staging/, fsync'd and
-// renamed into instances/<uuid>/<seq>; the pull becomes current as a whole
-// when the new catalog.json is renamed over the old (the commit point). The
-// `current` links and svc-* names are views updated after it; Open() makes
-// the disk follow the index, so a crash at any point leaves all of a pull's
-// changes in or none, each generation complete.
+// under a final name: objects and descriptions are written under .staging/,
+// fsync'd and renamed in; the pull becomes current as a whole when the new
+// catalog.json is renamed over the old (the commit point). The `current`
+// views and svc-* names are updated after it; Open() makes the disk follow
+// the index, so a crash at any point leaves all of a pull's changes in or
+// none, each generation complete.
 //
 // Integrity decision: the store does not trust the transfer. StageFile hands
-// out the store's own writer, which hashes every byte it writes; FinishFile
-// refuses the file on a size or digest mismatch (a file written any other way
+// out the store's own writer, which hashes every byte it writes (XXH3 and
+// SHA-256); FinishFile refuses the file on a size or digest mismatch (a file written any other way
 // is re-read and re-hashed), so a file whose digest does not match never
 // becomes current, whoever wrote it. Durability: FinishFile does not fsync
 // (the writer starts the writeback as it goes and when closed); Commit fsyncs
@@ -39,7 +45,7 @@
 // nothing becomes current before it is durable, and other programs' dirty
 // data on the same filesystem is never waited for.
 //
-// Safety: the store never writes through a symlink: staged trees are built
+// Safety: the store never writes through a symlink: views are built
 // only from validated export paths, a manifest in which a path would live
 // under a symlink or a file is refused, files are created with O_NOFOLLOW and
 // every parent directory is checked with lstat before a write.
@@ -53,20 +59,23 @@
 #define LIFEBOAT_CATALOG_STORE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/digest.h"
 #include "base/env.h"
+#include "base/sha256.h"
 #include "base/status.h"
 #include "syncproto/manifest.h"
 
 namespace lifeboat::catalog {
 
-inline constexpr int kCatalogFormatVersion = 1;
+inline constexpr int kCatalogFormatVersion = 2;
 inline constexpr uint32_t kRemovedPullsBeforeDrop = 3;
 
 struct StoreOptions {
@@ -109,14 +118,18 @@ struct InstanceRecord {
 
 struct StoredFile {
   syncproto::FileEntry entry;  // as exported (mode and mtime as the peer had them)
-  std::string local_path;      // absolute path in the store (a symlink for kSymlink)
+  // Absolute path of the entry in `InstanceGeneration::dir` when that is
+  // set; otherwise, for a file, its object ("" for dirs and symlinks).
+  std::string local_path;
 };
 
-// One generation of one instance, read from its lifeboat-generation.json.
+// One generation of one instance, read from its description.
 struct InstanceGeneration {
   InstanceRecord record;  // catalog record, with generation/seq of this generation
   bool current = false;
-  std::string dir;                // absolute: <data_dir>/instances/<uuid>/<seq>
+  // A checkout of this generation: the view instances/<uuid>/current when
+  // it shows this generation, else "" (Store::Checkout makes one).
+  std::string dir;
   std::vector<StoredFile> files;  // sorted by export path
   std::string vm_payload;         // JSON text of vms/<uuid>.json
   std::string sapi_record;        // JSON text of sapi/<uuid>.json; "" when none
@@ -130,6 +143,8 @@ struct StoredImage {
   uint64_t size = 0;          // of the image file
   Digest128 file_digest;
   Digest128 manifest_digest;
+  Digest256 file_sha256;
+  Digest256 manifest_sha256;
   uint64_t manifest_size = 0;
   bool referenced = true;  // used by a held instance's origin chain
   int64_t unreferenced_since_ms = 0;
@@ -157,7 +172,7 @@ struct Transfer {
 struct PlanSummary {
   uint64_t transfer_files = 0;
   uint64_t transfer_bytes = 0;   // sizes of the files to fetch (before delta)
-  uint64_t unchanged_files = 0;  // hard-linked from the current generation
+  uint64_t unchanged_files = 0;  // files whose content the store holds (not transferred)
   uint64_t changed_instances = 0;
   uint64_t removed_instances = 0;  // newly marked removed
   bool orphaned = false;           // the rollback guard set data aside
@@ -165,6 +180,7 @@ struct PlanSummary {
 };
 
 class Store;
+struct Catalog;  // the index in memory (internal/store_impl.h)
 
 class PullTxn {
  public:
@@ -177,15 +193,17 @@ class PullTxn {
   // Plans the pull of `answer` (which must answer "since peer(held).generation
   // of boot_id", see Store::Peer). Applies the rollback guard first: when the
   // peer's generation is lower than the one we hold, or its boot id changed
-  // and its generation is not higher, a hard-linked copy of every current
+  // and its generation is not higher, a checkout of every current
   // generation of the peer is kept under orphans/<peer>-<generation>-<time>/
   // (a log::Warn says so); orphans are never removed automatically. For a
   // PullSource::kHeldCopy the same case is refused instead (kTemporary,
-  // naming both generations): another node's older copy never replaces ours. Then
-  // builds the staged generations: directories, symlinks, empty files and
-  // unchanged files (hard links) are put in place at once; the rest is listed
-  // in transfers(). Fails with a data error on an invalid manifest (bad path,
-  // a path under a symlink, an inconsistent delta); then Abort.
+  // naming both generations): another node's older copy never replaces ours.
+  // Then plans each changed instance's next generation: a file whose
+  // content the store holds as an object (any path, instance or peer) is
+  // taken from there; empty files are staged at once; the rest is listed
+  // in transfers(), each distinct content once. Fails with a data error on
+  // an invalid manifest (bad path, a path under a symlink, an inconsistent
+  // delta); then Abort.
   Result<PlanSummary> Plan(const syncproto::ManifestAnswer& answer);
 
   // Files to fetch, sorted by path. Valid after Plan.
@@ -221,7 +239,25 @@ class PullTxn {
  private:
   friend class Store;
   struct State;
+  struct Held;
+  struct Published;
   explicit PullTxn(std::unique_ptr<State> state);
+
+  // Plan's steps (pull_txn.cpp).
+  Result<bool> CheckAnswer(const syncproto::ManifestAnswer& answer, const Held& held);
+  Status PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
+                      const std::map<std::string, syncproto::FileEntry>& answered,
+                      const std::set<std::string>& removed, bool full, const Held& held);
+  Status PlanFile(const syncproto::FileEntry& f, const syncproto::FileEntry* prev);
+  Status PlanImages(const syncproto::Manifest& m,
+                    const std::map<std::string, syncproto::FileEntry>& other);
+  Status PlanRecords(const std::map<std::string, syncproto::FileEntry>& other);
+  // Commit's phases (pull_txn.cpp).
+  Result<std::vector<std::string>> StageDescriptions(int64_t now);
+  Status Publish(const std::vector<std::string>& texts, int64_t now, Catalog* next, Published* out);
+  void MarkInstances(int64_t now, Catalog* next);
+  void AfterCommit(const Published& pub);
+
   std::unique_ptr<State> s_;
 };
 
@@ -241,10 +277,10 @@ class Store {
 
   // Where the data of a pull comes from.
   enum class PullSource {
-    kPeer,      // the peer itself: it is believed about its own state (a
-                // generation that went back is taken, the old data orphaned)
-    kHeldCopy,  // another node's copy of the peer's export: taken only when it
-                // is not older than what we hold (Plan fails otherwise)
+    kPeer,                 // the peer itself: it is believed about its own state (a
+                           // generation that went back is taken, the old data orphaned)
+    kHeldCopy,             // another node's copy of the peer's export: taken only when it
+                           // is not older than what we hold (Plan fails otherwise)
     kHeldCopyEvenIfOlder,  // the same, and the operator asked for it explicitly
   };
 
@@ -269,12 +305,17 @@ class Store {
   Result<std::vector<uint64_t>> Generations(const std::string& uuid) const;
   // The current generation (seq 0) or a retained older one.
   Result<InstanceGeneration> Instance(const std::string& uuid, uint64_t seq = 0) const;
+  // Checks generation `seq` of `uuid` out at `dir` (which must not exist):
+  // directories, symlinks, files hard-linked to their objects (copied when
+  // `dir` is on another filesystem). Read-only stores may do it too: it
+  // writes only under `dir`. Fails naming the first missing object.
+  Status Checkout(const std::string& uuid, uint64_t seq, const std::string& dir) const;
   std::vector<StoredImage> Images() const;
   // `image_uuid` and its ancestors, root first. Fails with kNotFound naming
   // the first image of the chain the store does not hold.
   Result<std::vector<StoredImage>> ImageChain(const std::string& image_uuid) const;
-  // Re-hashes every file of every current generation, every image and SAPI
-  // record, and reports each mismatch with its path.
+  // Re-hashes every object a current generation names (once each), every
+  // image and SAPI record, and reports each mismatch with its path.
   Result<VerifyReport> Verify() const;
 
   // Applies retention now (also done by every Commit): old generations beyond

@@ -29,6 +29,7 @@ json EntryToJson(const FileEntry& f) {
   if (f.kind == EntryKind::kFile) {
     j["size"] = f.size;
     j["digest"] = f.digest.Hex();
+    j["sha256"] = f.sha256.Hex();
   }
   if (f.kind == EntryKind::kSymlink) {
     PutBytes(j, "target", f.target);
@@ -69,6 +70,11 @@ Result<FileEntry> EntryFromJson(const json& j) {
       auto d = Digest128::FromHex(j["digest"].get<std::string>());
       if (!d) return DataError("bad digest for " + f.path);
       f.digest = *d;
+    }
+    if (j.contains("sha256")) {  // format 1 descriptions have none (migration adds it)
+      auto d = Digest256::FromHex(j["sha256"].get<std::string>());
+      if (!d) return DataError("bad sha256 for " + f.path);
+      f.sha256 = *d;
     }
     RETURN_IF_ERROR(syncproto::ValidateExportPath(f.path));
     return f;
@@ -156,6 +162,7 @@ Result<Description> DecodeDescription(const std::string& text, const std::string
   ASSIGN_OR_RETURN(json j, internal::ParseJson(text, where));
   try {
     Description d;
+    d.format_version = j.value("format_version", 0);
     d.r.uuid = j.at("uuid").get<std::string>();
     d.r.alias = j.value("alias", "");
     d.r.service = j.value("service", "");

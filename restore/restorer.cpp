@@ -131,14 +131,19 @@ class RunState {
     NoteNotRestorable(selected);
     // A dry run ends here with the verdict the real run would reach: the
     // first guard that would refuse, else the backend's own check.
-    if (req_.dry_run) return !dry_verdict_.ok() ? dry_verdict_ : ctx_.backend->Check(report_.plan);
-
-    if (!journal && report_.plan.steps.empty()) return Status::Ok();  // nothing to do, no journal
+    if (req_.dry_run) {
+      RemoveCheckouts();
+      return !dry_verdict_.ok() ? dry_verdict_ : ctx_.backend->Check(report_.plan);
+    }
+    if (!journal && report_.plan.steps.empty()) {  // nothing to do, no journal
+      RemoveCheckouts();
+      return Status::Ok();
+    }
     RETURN_IF_ERROR(ctx_.backend->Check(report_.plan));
     RETURN_IF_ERROR(ConfirmPlan());
     RETURN_IF_ERROR(CreateDirs(env_, RestoresDir(ctx_.data_dir), 0700));
-    ASSIGN_OR_RETURN(LockFile lock, TakeLock(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock"),
-                                             "restore " + id));
+    ASSIGN_OR_RETURN(LockFile lock,
+                     TakeLock(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock"), "restore " + id));
     std::vector<LockFile> claims;
     RETURN_IF_ERROR(ClaimInstances(&claims));
     // Another process may have run this restore between our look at the
@@ -157,7 +162,9 @@ class RunState {
       RETURN_IF_ERROR(journal->Save());
       report_.journal_path = journal->path();
     }
-    return Execute(*journal);
+    Status done = Execute(*journal);
+    if (done.ok()) RemoveCheckouts();  // a failed run resumes from them
+    return done;
   }
 
   // ---- 1. select -------------------------------------------------------------
@@ -240,8 +247,8 @@ class RunState {
       auto it = claims.find(r.uuid);
       if (it == claims.end() || it->second.journal_id == own_id) return false;
       const RestoredInstance& c = it->second;
-      const std::string where = c.alias + " (" + c.new_uuid + ") by " + c.node + " into " +
-                                c.backend + " " + c.target;
+      const std::string where =
+          c.alias + " (" + c.new_uuid + ") by " + c.node + " into " + c.backend + " " + c.target;
       report_.plan.skipped.push_back(
           {r.uuid, r.alias, r.service,
            c.restored_ms != 0
@@ -265,7 +272,8 @@ class RunState {
         if (claim.status().code() != Code::kUnavailable) return claim.status();
         return TemporaryError(p.old_alias + " (" + p.old_uuid +
                               ") is being restored by another restore right now; rerun when it "
-                              "finished (" + p.old_alias + " will then be skipped)");
+                              "finished (" +
+                              p.old_alias + " will then be skipped)");
       }
       claims->push_back(std::move(*claim));
     }
@@ -392,11 +400,38 @@ class RunState {
 
   // ---- 4. load and verify ----------------------------------------------------
 
+  // A checkout of generation `seq` of `uuid` under restores/trees/ (kept
+  // while the restore may resume; removed when it completes). One left by an
+  // earlier run of the same restore is used as it is: verification checks it.
+  Result<std::string> CheckOut(const std::string& uuid, uint64_t seq) {
+    const std::string dir =
+        JoinPath(RestoresDir(ctx_.data_dir), "trees/" + uuid + "-" + std::to_string(seq));
+    checkouts_.push_back(dir);
+    if (Exists(env_, dir)) return dir;
+    const std::string partial = dir + ".partial";
+    RETURN_IF_ERROR(RemoveTree(env_, partial));
+    RETURN_IF_ERROR(CreateDirs(env_, DirName(dir), 0700));
+    RETURN_IF_ERROR(ctx_.store->Checkout(uuid, seq, partial));
+    RETURN_IF_ERROR(env_.Rename(partial, dir));
+    return dir;
+  }
+
+  void RemoveCheckouts() {
+    for (const std::string& dir : checkouts_) RemoveTree(env_, dir).IgnoreError();
+    checkouts_.clear();
+  }
+
   Result<Loaded> LoadInstance(const catalog::InstanceRecord& record, uint64_t seq) {
     auto gen = ctx_.store->Instance(record.uuid, seq);
     if (!gen.ok()) {
       return gen.status().WithContext("instance " + record.alias + " (" + record.uuid + ")" +
                                       (seq ? " generation " + std::to_string(seq) : ""));
+    }
+    // The restore reads a tree: the catalog's view when it shows this
+    // generation, else a checkout of its own (files hard-linked to objects).
+    std::string dir = gen->dir;
+    if (dir.empty()) {
+      ASSIGN_OR_RETURN(dir, CheckOut(record.uuid, gen->record.seq));
     }
     Loaded out;
     InstanceSource& s = out.source;
@@ -406,12 +441,12 @@ class RunState {
     s.peer = record.peer;
     s.generation = gen->record.generation;
     s.seq = gen->record.seq;
-    ASSIGN_OR_RETURN(s.vm_payload, ParseJsonText(gen->vm_payload, "VM payload of " + record.uuid +
-                                                                      " in " + gen->dir));
+    ASSIGN_OR_RETURN(s.vm_payload,
+                     ParseJsonText(gen->vm_payload, "VM payload of " + record.uuid + " in " + dir));
     if (!gen->sapi_record.empty()) {
       ASSIGN_OR_RETURN(
           s.sapi_record,
-          ParseJsonText(gen->sapi_record, "SAPI record of " + record.uuid + " in " + gen->dir));
+          ParseJsonText(gen->sapi_record, "SAPI record of " + record.uuid + " in " + dir));
     }
     s.image_uuid = gen->record.image_uuid;
     if (s.image_uuid.empty() && s.vm_payload.contains("image_uuid") &&
@@ -435,10 +470,10 @@ class RunState {
       return e.hardlink_of.substr(data_prefix.size() + 1);
     };
     for (const catalog::StoredFile& f : gen->files) {
-      out.files.push_back(
-          VerifyItem{f.local_path, f.entry.kind, f.entry.size, f.entry.digest, f.entry.target});
+      out.files.push_back(VerifyItem{dir + "/" + f.entry.path, f.entry.kind, f.entry.size,
+                                     f.entry.digest, f.entry.target});
       if (f.entry.path == data_prefix || f.entry.path.starts_with(data_prefix + "/")) {
-        s.data_path = JoinPath(gen->dir, data_prefix);
+        s.data_path = JoinPath(dir, data_prefix);
         std::string rel = f.entry.path.size() == data_prefix.size()
                               ? std::string()
                               : f.entry.path.substr(data_prefix.size() + 1);
@@ -691,6 +726,7 @@ class RunState {
   std::map<std::string, bool> on_target_;
   std::map<std::string, TreeMeta> meta_;  // exported modes/mtimes of data trees, by old uuid
   Status dry_verdict_;                    // dry run: the first refusal the real run would meet
+  std::vector<std::string> checkouts_;    // restores/trees/ made by this run
 };
 
 }  // namespace

@@ -21,10 +21,11 @@
 
 namespace lifeboat::syncproto {
 
-// Version 2 added owners and hard links to manifest entries; version 1 was
-// never released and is not spoken.
-inline constexpr uint16_t kMinProtocolVersion = 2;
-inline constexpr uint16_t kMaxProtocolVersion = 2;
+// Version 2 added owners and hard links to manifest entries; version 3 the
+// SHA-256 of every file (the catalog's object name). Version 1 was never
+// released; 2 is no longer spoken (its manifests cannot name objects).
+inline constexpr uint16_t kMinProtocolVersion = 3;
+inline constexpr uint16_t kMaxProtocolVersion = 3;
 inline constexpr size_t kMinClusterKeyBytes = 16;
 
 struct NodeIdentity {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "base/digest.h"
+#include "base/sha256.h"
 #include "base/status.h"
 
 namespace lifeboat::syncproto {
@@ -47,6 +48,11 @@ struct FileEntry {
   // the link when both entries are files with the same size and digest (see
   // ValidateHardlink); transfers and the catalog treat each path as a file.
   std::string hardlink_of;
+  // Files only: SHA-256 of the content, the name the catalog stores it under
+  // (an object, shared by every path, instance, generation and peer with
+  // that content). Zero for dirs and symlinks. Last, so that positional
+  // initializers of the fields above stay as they were.
+  Digest256 sha256;
 
   bool operator==(const FileEntry&) const = default;
 };

@@ -83,6 +83,7 @@ void AppendFileEntry(std::vector<uint8_t>* out, const FileEntry& f) {
   PutVarint(out, f.mode);
   PutU64(out, static_cast<uint64_t>(f.mtime_ns));
   PutDigest(out, f.digest);
+  if (f.kind == EntryKind::kFile) PutDigest(out, f.sha256);
   PutString(out, f.target);
   PutVarint(out, f.uid);
   PutVarint(out, f.gid);
@@ -173,6 +174,7 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
     f.mode = static_cast<uint32_t>(mode);
     f.mtime_ns = r.I64("file mtime_ns");
     f.digest = r.Digest("file digest");
+    if (f.kind == EntryKind::kFile) f.sha256 = r.Sha256("file sha256");
     f.target = r.String("file target", kMaxPathBytes);
     const uint64_t uid = r.Varint("file uid"), gid = r.Varint("file gid");
     if (r.ok() && (uid > UINT32_MAX || gid > UINT32_MAX))

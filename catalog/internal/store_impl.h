@@ -21,6 +21,7 @@
 #include "base/digest.h"
 #include "base/env.h"
 #include "base/status.h"
+#include "catalog/objects.h"
 #include "catalog/store.h"
 #include "catalog/trash.h"
 #include "syncproto/manifest.h"
@@ -36,7 +37,9 @@ inline constexpr const char* kCatalogFile = "catalog.json";
 inline constexpr const char* kGenerationFile = "lifeboat-generation.json";
 inline constexpr const char* kStaging = ".staging";
 inline constexpr const char* kTrash = ".trash";
-inline constexpr const char* kCurrent = "current";
+inline constexpr const char* kCurrent = "current";         // the view: a checkout
+inline constexpr const char* kCurrentSeq = "current.seq";  // the seq the view shows
+inline constexpr const char* kObjects = "objects";
 
 // ---- JSON (de)serialization --------------------------------------------------
 
@@ -76,6 +79,7 @@ struct Catalog {
 
 // A generation description (lifeboat-generation.json).
 struct Description {
+  int format_version = kCatalogFormatVersion;  // 1: no sha256 in the entries
   InstanceRecord r;
   std::string node_uuid, boot_id;
   std::vector<FileEntry> files;  // sorted by path
@@ -113,7 +117,11 @@ Status SyncAll(Env& env, const SyncSet& set);
 
 class Store::Impl {
  public:
-  Impl(Env& env, Clock& clock, StoreOptions o) : env_(env), clock_(clock), o_(std::move(o)) {}
+  Impl(Env& env, Clock& clock, StoreOptions o)
+      : env_(env),
+        clock_(clock),
+        o_(std::move(o)),
+        objects_(env, JoinPath(o_.data_dir, kObjects)) {}
 
   Env& env_;
   Clock& clock_;
@@ -124,11 +132,22 @@ class Store::Impl {
   std::mutex commit_mu_;          // serializes every writer of catalog.json (commits,
                                   // retention, recorded errors); taken before mu_
   std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
+  ObjectStore objects_;
+  // Writable store only, guarded by mu_: how many retained generations and
+  // pulls in progress name each object, and the objects of each retained
+  // generation (uuid -> seq -> one id per file entry).
+  ObjectRefs refs_;
+  std::map<std::string, std::map<uint64_t, std::vector<Digest256>>> gen_ids_;
 
   std::string P(std::string_view rel) const { return JoinPath(o_.data_dir, rel); }
   std::string InstDir(const std::string& uuid) const { return P("instances/" + uuid); }
-  std::string GenDir(const std::string& uuid, uint64_t seq) const {
-    return InstDir(uuid) + "/" + std::to_string(seq);
+  // Format 2: a generation is its description, instances/<uuid>/<seq>.json.
+  std::string DescPath(const std::string& uuid, uint64_t seq) const {
+    return InstDir(uuid) + "/" + std::to_string(seq) + ".json";
+  }
+  std::string ViewDir(const std::string& uuid) const { return InstDir(uuid) + "/" + kCurrent; }
+  std::string ViewSeqPath(const std::string& uuid) const {
+    return InstDir(uuid) + "/" + kCurrentSeq;
   }
   std::string SvcDir(const std::string& svc) const { return P("svc-" + svc); }
   std::string ImageDir(const std::string& uuid) const { return P("images/" + uuid); }
@@ -149,18 +168,46 @@ class Store::Impl {
   // Caller holds mu_ or is single-threaded (Open).
   Status WriteCatalog() { return WriteFileAtomic(env_, P(kCatalogFile), EncodeCatalog(), 0600); }
 
-  Result<std::string> ReadCurrentLink(const std::string& uuid) const {
-    return env_.ReadLink(InstDir(uuid) + "/" + kCurrent);
-  }
+  // The format of the catalog.json read by Open (1 until MigrateFormat1).
+  int loaded_format_ = kCatalogFormatVersion;
+
+  // Converts a format-1 catalog (a directory tree per generation) into
+  // format 2 (objects + descriptions), crash-safe and resumable
+  // (catalog/migrate.cpp): every file of every retained generation is
+  // hashed and hard-linked into objects/, each generation gets its
+  // <seq>.json; all of it is fsync'd before catalog.json says format 2;
+  // only then are the old trees discarded. A crash before that point leaves
+  // format 1 in charge and the next Open starts over (objects already there
+  // are kept).
+  Status MigrateFormat1();
 
   // Makes the index and the disk agree. catalog.json is the commit point of
   // every pull: when it was read (`index_loaded`), each instance is at the
-  // seq it names, and a generation or instance directory it does not name
-  // was renamed in by a commit that never reached its commit point (unless
-  // read_only: discarded). Without it, the index is rebuilt from the
-  // `current` links (which lag the index by at most one commit). An instance
-  // whose indexed generation is gone falls back to its `current` link.
+  // seq it names, and a description newer than that, or an instance
+  // directory it does not name, was written by a commit that never reached
+  // its commit point (unless read_only: discarded). Without it, the index is
+  // rebuilt from each instance's view marker (current.seq, at most one commit
+  // behind) or, lacking that, its newest description.
   Status Reconcile(bool index_loaded, bool* changed);
+
+  // Builds refs_ and gen_ids_ from every retained description and deletes
+  // the objects no generation names (what crashed or failed pulls left).
+  Status LoadRefs();
+
+  // Deletes objects whose count reached zero. Caller holds mu_ (a Plan pins
+  // under mu_ before it checks that an object exists).
+  void RemoveObjects(const std::vector<Digest256>& ids);
+
+  // The view of `uuid` (instances/<uuid>/current/ and current.seq, then its
+  // svc-* names) moved to generation `seq` with `entries`. With `from` (the
+  // entries of the generation the view shows, at `from_seq`) only what
+  // differs is touched; without it, or when the view is not at `from_seq`,
+  // or the update fails, the view is rebuilt. Not fsync'd: Open repairs.
+  Status RefreshView(const std::string& uuid, uint64_t seq, const std::vector<FileEntry>& entries,
+                     const std::vector<FileEntry>* from = nullptr, uint64_t from_seq = 0);
+
+  // The seq the view of `uuid` shows (0 when none or being updated).
+  uint64_t ViewSeq(const std::string& uuid) const;
 
   // A SAPI record file renamed into place by a commit that did not reach its
   // commit point is a complete record newer than the index says: the index
@@ -202,8 +249,8 @@ class Store::Impl {
   // (A catalog written before that file existed keeps its per-service copies.)
   Status LinkApplicationRecord(const std::string& service);
 
-  // Makes the views agree with the index: for each of `instances`, its
-  // `current` link and svc-<service> names; for each of `services`,
+  // Makes the views agree with the index: for each of `instances` whose
+  // view is not at its seq, the view rebuilt, and its svc-<service> names; for each of `services`,
   // sapi-insts.json and sapi-app.json. Each is an atomic replace, not
   // fsync'd: the index is the truth and Open repairs every view. Tries
   // everything; returns the first failure. Caller holds mu_ (or is Open).

@@ -1,5 +1,7 @@
 #include "catalog/internal/util.h"
 
+#include <optional>
+
 #include <sys/random.h>
 
 #include <algorithm>
@@ -71,6 +73,13 @@ bool Decoder::Dig(Digest128* d) {
   return true;
 }
 
+bool Decoder::Dig(Digest256* d) {
+  if (in_.size() - pos_ < 32) return false;
+  std::memcpy(d->bytes.data(), in_.data() + pos_, 32);
+  pos_ += 32;
+  return true;
+}
+
 std::string RandomHex() {
   uint8_t buf[16];
   size_t got = 0;
@@ -106,12 +115,15 @@ bool IsSafeName(std::string_view name) {
 }
 
 Status HashOpenFile(ReadableFile& file, Digest128* digest, uint64_t* size, std::string* content,
-                    uint64_t max_content, uint64_t size_hint) {
+                    uint64_t max_content, uint64_t size_hint, Digest256* sha256) {
   Xxh3Hasher hasher;
+  std::optional<Sha256Hasher> sha;
+  if (sha256 != nullptr) sha.emplace();
   uint64_t total = 0;
   const size_t chunk = static_cast<size_t>(std::clamp<uint64_t>(size_hint + 1, 4096, 1 << 20));
   RETURN_IF_ERROR(ForEachChunk(file, chunk, [&](std::span<const uint8_t> chunk) -> Status {
     hasher.Update(chunk);
+    if (sha) sha->Update(chunk);
     total += chunk.size();
     if (content != nullptr) {
       if (total > max_content) {
@@ -122,6 +134,7 @@ Status HashOpenFile(ReadableFile& file, Digest128* digest, uint64_t* size, std::
     return Status::Ok();
   }));
   *digest = hasher.Finish();
+  if (sha) *sha256 = sha->Finish();
   *size = total;
   return Status::Ok();
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/digest.h"
+#include "base/sha256.h"
 #include "base/env.h"
 #include "base/status.h"
 
@@ -24,6 +25,7 @@ class Encoder {
   void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
   void Str(std::string_view s);
   void Dig(const Digest128& d) { out_.append(reinterpret_cast<const char*>(d.bytes.data()), 16); }
+  void Dig(const Digest256& d) { out_.append(reinterpret_cast<const char*>(d.bytes.data()), 32); }
   std::string& out() { return out_; }
 
  private:
@@ -40,6 +42,7 @@ class Decoder {
   bool I64(int64_t* v);
   bool Str(std::string* s);
   bool Dig(Digest128* d);
+  bool Dig(Digest256* d);
   bool done() const { return pos_ == in_.size(); }
 
  private:
@@ -59,12 +62,12 @@ std::string JsonString(const nlohmann::json& obj, const char* key);
 // True for a non-empty single path component without '/', NUL, "." or "..".
 bool IsSafeName(std::string_view name);
 
-// Streams a file through XXH3-128; keeps its bytes in *content when non-null
-// (fails with a data error past `max_content`).
-// `size_hint` (the stat size) picks the buffer size.
+// Streams a file through XXH3-128 (and SHA-256 into *sha256 when non-null);
+// keeps its bytes in *content when non-null (fails with a data error past
+// `max_content`). `size_hint` (the stat size) picks the buffer size.
 Status HashOpenFile(ReadableFile& file, Digest128* digest, uint64_t* size,
                     std::string* content = nullptr, uint64_t max_content = 64ull << 20,
-                    uint64_t size_hint = 1 << 20);
+                    uint64_t size_hint = 1 << 20, Digest256* sha256 = nullptr);
 
 }  // namespace lifeboat::catalog::internal
 

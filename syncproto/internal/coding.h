@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/digest.h"
+#include "base/sha256.h"
 #include "base/status.h"
 
 namespace lifeboat::syncproto::internal {
@@ -38,6 +39,7 @@ inline void PutString(std::vector<uint8_t>* out, std::string_view s) {
   out->insert(out->end(), s.begin(), s.end());
 }
 inline void PutDigest(std::vector<uint8_t>* out, const Digest128& d) { PutBytes(out, d.bytes); }
+inline void PutDigest(std::vector<uint8_t>* out, const Digest256& d) { PutBytes(out, d.bytes); }
 
 class Reader {
  public:
@@ -89,6 +91,11 @@ class Reader {
   }
   Digest128 Digest(const char* field) {
     Digest128 d;
+    Bytes(field, &d.bytes);
+    return d;
+  }
+  Digest256 Sha256(const char* field) {
+    Digest256 d;
     Bytes(field, &d.bytes);
     return d;
   }

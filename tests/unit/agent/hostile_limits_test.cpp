@@ -131,6 +131,7 @@ TEST_CASE("hostile peer: a manifest of millions of entries is refused with bound
     encoded.resize(encoded.size() - 2);  // file_count 0, removed_count 0
     syncproto::internal::PutVarint(&encoded, kEntries);
     Digest128 d = Xxh3Digest(std::string_view("x"));
+    Digest256 sha = Sha256Digest(std::string_view("x"));
     for (uint64_t i = 0; i < kEntries; ++i) {
       char name[128];
       std::snprintf(name, sizeof name, "datasets/%s/m/%09llu", f.exp->imgapi.c_str(),
@@ -141,6 +142,7 @@ TEST_CASE("hostile peer: a manifest of millions of entries is refused with bound
       syncproto::internal::PutVarint(&encoded, 0644);
       syncproto::internal::PutU64(&encoded, 1'700'000'000'000'000'000ull);
       syncproto::internal::PutDigest(&encoded, d);
+      syncproto::internal::PutDigest(&encoded, sha);
       syncproto::internal::PutString(&encoded, "");
     }
     syncproto::internal::PutVarint(&encoded, 0);

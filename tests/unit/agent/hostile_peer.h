@@ -111,6 +111,7 @@ inline FileEntry EntryFor(const std::string& path, const std::string& content) {
   e.mode = 0644;
   e.mtime_ns = 1'700'000'000'000'000'000;
   e.digest = Xxh3Digest(content);
+  e.sha256 = Sha256Digest(content);
   return e;
 }
 

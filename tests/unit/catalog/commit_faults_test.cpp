@@ -63,7 +63,7 @@ struct Fixture {
   std::string HeldCfg(Store& s) {
     auto inst = s.Instance(exp.imgapi);
     if (!inst.ok()) return "<" + inst.status().ToString() + ">";
-    return Read(inst->dir + "/" + cfg);
+    return Read(testing::FileOf(*inst, cfg));
   }
 
   void ExpectOld(Store& s) {

@@ -445,6 +445,7 @@ void ReferenceWalk(const std::string& local, const std::string& path,
       fe.kind = EntryKind::kFile;
       fe.size = content->size();
       fe.digest = Xxh3Digest(*content);
+      fe.sha256 = Sha256Digest(*content);
     } else if (st->type == FileType::kDirectory) {
       fe.kind = EntryKind::kDir;
       ReferenceWalk(l, p, out);

@@ -17,6 +17,7 @@ using syncproto::EntryKind;
 using syncproto::FileEntry;
 using syncproto::ManifestAnswer;
 using testing::DirExport;
+using testing::FileOf;
 using testing::PullFrom;
 using testing::Read;
 using testing::TempDir;
@@ -142,7 +143,7 @@ TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
   CHECK((*reader)->Instances().size() == 3);
 }
 
-TEST_CASE("later pulls transfer only what changed and hard-link the rest") {
+TEST_CASE("later pulls transfer only what changed and keep the rest as it is") {
   StoreFixture f;
   auto store = f.OpenStore();
   MustPull(f, *store);
@@ -168,13 +169,14 @@ TEST_CASE("later pulls transfer only what changed and hard-link the rest") {
   CHECK_FALSE(old->current);
   const std::string rel = "datasets/" + f.exp.imgapi + "/images/ab/cd/file0";
   struct stat a, b;
-  REQUIRE(::stat((cur->dir + "/" + rel).c_str(), &a) == 0);
-  REQUIRE(::stat((old->dir + "/" + rel).c_str(), &b) == 0);
-  CHECK(a.st_ino == b.st_ino);  // unchanged: the same inode
-  CHECK(Read(cur->dir + "/datasets/" + f.exp.imgapi + "/etc/imgapi.config.json") ==
-        R"({"port": 8081})");
-  CHECK(Read(old->dir + "/datasets/" + f.exp.imgapi + "/etc/imgapi.config.json") ==
-        R"({"port": 8080})");
+  REQUIRE(::stat(FileOf(*cur, rel).c_str(), &a) == 0);
+  REQUIRE(::stat(FileOf(*old, rel).c_str(), &b) == 0);
+  CHECK(a.st_ino == b.st_ino);  // unchanged: the same object
+  const std::string cfg = "datasets/" + f.exp.imgapi + "/etc/imgapi.config.json";
+  CHECK(Read(FileOf(*cur, cfg)) == R"({"port": 8081})");
+  CHECK(Read(FileOf(*old, cfg)) == R"({"port": 8080})");
+  CHECK(cur->dir == f.data_dir + "/instances/" + f.exp.imgapi + "/current");
+  CHECK(old->dir.empty());  // no checkout of an old generation until asked
   CHECK(Read(f.data_dir + "/svc-imgapi/data/" + f.exp.imgapi + "/etc/imgapi.config.json") ==
         R"({"port": 8081})");
   // Other instances were confirmed, not copied.
@@ -328,7 +330,7 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
   auto store = f.OpenStore(renv);
   REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
   f.clock.Advance(60000);
-  Write(f.Ds(f.exp.imgapi) + "/etc/new-dir/new.json", "{}");
+  Write(f.Ds(f.exp.imgapi) + "/etc/new-dir/new.json", "{\"new\": 1}");
   Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
   const size_t skip = renv.calls().size();
   auto plan = PullFrom(*f.exporter, *store, "headnode1");
@@ -347,47 +349,42 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
   auto under = [](const std::string& path, const std::string& dir) {
     return path == dir || path.starts_with(dir + "/");
   };
-  size_t checked_files = 0, checked_dirs = 0;
+  // The index (the commit point) is renamed over catalog.json once.
+  const size_t index = [&] {
+    for (size_t j = 0; j < calls.size(); ++j) {
+      if (calls[j].op == "rename" && calls[j].to == f.data_dir + "/catalog.json") return j;
+    }
+    return calls.size();
+  }();
+  REQUIRE(index < calls.size());
+  CHECK(find("fsync", calls[index].path) < index);             // the index' new text
+  CHECK(find("fsync dir", f.data_dir, index) < calls.size());  // and its rename
+  size_t objects = 0, descriptions = 0;
   for (size_t i = 0; i < calls.size(); ++i) {
     const RecordingEnv::Call& c = calls[i];
-    if (c.op != "rename" || !c.to.starts_with(f.data_dir + "/instances/")) continue;
-    if (c.path.find("/.staging/") == std::string::npos) continue;
-    // A generation renamed in: everything created under its staged tree was
-    // fsync'd before, and the new entry's directory after, before the switch.
-    const std::string staged = c.path;
-    for (size_t j = 0; j < i; ++j) {
-      if (!under(calls[j].path, staged)) continue;
-      if (calls[j].op == "create") {
-        CHECK(find("fsync", calls[j].path, j) < i);
-        ++checked_files;
-      } else if (calls[j].op == "mkdir") {
-        CHECK(find("fsync dir", calls[j].path, j) < i);
-        ++checked_dirs;
-      }
-    }
-    const std::string inst_dir = DirName(c.to);
-    // The index (the commit point) is renamed in after the generation, its
-    // new text and the directory that gained the generation are fsync'd.
-    const size_t index = [&] {
-      for (size_t j = i; j < calls.size(); ++j) {
-        if (calls[j].op == "rename" && calls[j].to == f.data_dir + "/catalog.json") return j;
-      }
-      return calls.size();
-    }();
-    REQUIRE(index < calls.size());
-    CHECK(find("fsync dir", inst_dir, i) < index);
-    CHECK(find("fsync", calls[index].path) < index);             // the index' new text
-    CHECK(find("fsync dir", f.data_dir, index) < calls.size());  // and its rename
-    // The `current` view follows the committed index.
+    if (c.op != "rename" || c.path.find("/.staging/") == std::string::npos) continue;
+    const bool object = c.to.starts_with(f.data_dir + "/objects/");
+    const bool description = c.to.starts_with(f.data_dir + "/instances/");
+    if (!object && !description) continue;
+    // An object or a description renamed in: it was fsync'd after it was
+    // written, the directory that gained it is fsync'd, both before the index.
+    const size_t created = find("create", c.path);
+    REQUIRE(created < i);
+    CHECK(find("fsync", c.path, created) < i);
+    CHECK(find("fsync dir", DirName(c.to), i) < index);
+    CHECK(i < index);
+    (object ? objects : descriptions)++;
+    if (!description) continue;
+    // The view follows the committed index.
+    const std::string marker = DirName(c.to) + "/current.seq";
     size_t switched = calls.size();
-    for (size_t j = i; j < calls.size(); ++j) {
-      if (calls[j].op == "rename" && calls[j].to == inst_dir + "/current") switched = j;
+    for (size_t j = index; j < calls.size(); ++j) {
+      if (calls[j].op == "rename" && calls[j].to == marker) switched = j;
     }
-    REQUIRE(switched < calls.size());
-    CHECK(index < switched);
+    CHECK(switched < calls.size());
   }
-  CHECK(checked_files >= 3);  // two descriptions, the new files
-  CHECK(checked_dirs >= 3);   // two staged roots, etc/new-dir
+  CHECK(objects == 2);       // new.json and db.json
+  CHECK(descriptions == 2);  // one generation per changed instance
 }
 
 TEST_CASE("a file staged again after its background fsync is fsync'd again before the commit") {
@@ -422,7 +419,7 @@ TEST_CASE("a file staged again after its background fsync is fsync'd again befor
     }
     return int64_t{-1};
   };
-  const std::string suffix = "/" + first.entry.path;
+  const std::string suffix = "/" + first.entry.sha256.Hex();
   for (int spins = 0; last("fsync", suffix) < 0 && spins < 1000000; ++spins) {
     std::this_thread::yield();
   }
@@ -445,7 +442,7 @@ TEST_CASE("retention keeps N generations per instance") {
   CHECK(*gens == std::vector<uint64_t>{3, 4});
   auto old = store->Instance(f.exp.sapi, 3);
   REQUIRE(old.ok());
-  CHECK(Read(old->dir + "/datasets/" + f.exp.sapi + "/sapi/db.json") == "{\"v\": 2}");
+  CHECK(Read(FileOf(*old, "datasets/" + f.exp.sapi + "/sapi/db.json")) == "{\"v\": 2}");
   CHECK(store->Generations(f.exp.imgapi).value() == std::vector<uint64_t>{1});
 }
 
@@ -551,10 +548,20 @@ TEST_CASE("verify finds a flipped byte and names the path") {
   StoreFixture f;
   auto store = f.OpenStore();
   MustPull(f, *store);
-  const std::string bad = f.data_dir + "/instances/" + f.exp.imgapi + "/1/datasets/" +
-                          f.exp.imgapi + "/images/ab/cd/file0";
+  // Through the view: its files are the objects (the same inode).
+  auto g = store->Instance(f.exp.imgapi);
+  REQUIRE(g.ok());
+  const std::string rel = "datasets/" + f.exp.imgapi + "/images/ab/cd/file0";
+  const std::string in_view = FileOf(*g, rel);
+  REQUIRE(in_view == f.data_dir + "/instances/" + f.exp.imgapi + "/current/" + rel);
+  std::string bad;
+  for (const StoredFile& sf : g->files) {
+    if (sf.entry.path != rel) continue;
+    const std::string hex = sf.entry.sha256.Hex();
+    bad = f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
+  }
   {
-    FILE* fp = std::fopen(bad.c_str(), "r+");
+    FILE* fp = std::fopen(in_view.c_str(), "r+");
     REQUIRE(fp);
     std::fseek(fp, 5000, SEEK_SET);
     std::fputc('y', fp);
@@ -671,7 +678,8 @@ TEST_CASE(
                           << report->problems[0].what);
     auto inst = (*s)->Instance(f.exp.imgapi);
     REQUIRE(inst.ok());
-    const std::string cur = Read(inst->dir + "/" + cfg);
+    CHECK(inst->dir == dir + "/instances/" + f.exp.imgapi + "/current");  // repaired by Open
+    const std::string cur = Read(FileOf(*inst, cfg));
     CHECK((cur == old_cfg || cur == new_cfg));
     CHECK(Read(dir + "/svc-imgapi/data/" + f.exp.imgapi + "/etc/imgapi.config.json") == cur);
     if (completed) {
@@ -683,7 +691,7 @@ TEST_CASE(
     auto sapi = (*s)->Instance(f.exp.sapi);
     REQUIRE(sapi.ok());
     const bool sapi_new =
-        Env::Default()->Stat(sapi->dir + "/datasets/" + f.exp.sapi + "/sapi/brand-new.txt").ok();
+        !FileOf(*sapi, "datasets/" + f.exp.sapi + "/sapi/brand-new.txt").empty();
     CHECK(sapi_new == (cur == new_cfg));
     CHECK((*s)->FindInstance(f.exp.ufds)->removed == (cur == new_cfg));
     if (!completed && cur == new_cfg) ++after_commit;

@@ -160,6 +160,15 @@ inline std::unique_ptr<Exporter> OpenPeerExporter(Clock& clock, Provider* provid
 // What the agent's puller does, without the network: ask the view for the
 // manifest since what the store holds, plan, copy each transfer whole (or
 // `mangle` it), commit.
+// Where the bytes of export path `rel` of generation `g` are (its checkout
+// or, for a file, its object); "" when `g` has no such entry.
+inline std::string FileOf(const InstanceGeneration& g, const std::string& rel) {
+  for (const StoredFile& f : g.files) {
+    if (f.entry.path == rel) return f.local_path;
+  }
+  return "";
+}
+
 inline Result<PlanSummary> PullFrom(syncproto::ExportSource& source, Store& store,
                                     const std::string& peer,
                                     std::function<void(std::string&)> mangle = nullptr,

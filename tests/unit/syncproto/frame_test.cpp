@@ -46,6 +46,7 @@ ManifestAnswer SampleAnswer() {
                  1700000000123456789,
                  D(1),
                  ""};
+  for (uint8_t& b : file.sha256.bytes) b = 0xa5;
   FileEntry link{"datasets/0b3e0e8a-0000-0000-0000-000000000001/l",
                  EntryKind::kSymlink,
                  0,

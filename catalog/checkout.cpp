@@ -1,0 +1,139 @@
+#include "catalog/checkout.h"
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace lifeboat::catalog {
+
+using syncproto::EntryKind;
+using syncproto::FileEntry;
+
+namespace {
+
+// The same object on disk: a checkout entry that needs no change.
+bool SameOnDisk(const FileEntry& a, const FileEntry& b) {
+  if (a.kind != b.kind) return false;
+  switch (a.kind) {
+    case EntryKind::kFile:
+      return a.sha256 == b.sha256;
+    case EntryKind::kSymlink:
+      return a.target == b.target;
+    case EntryKind::kDir:
+      return true;
+  }
+  return false;
+}
+
+class Maker {
+ public:
+  Maker(Env& env, const ObjectStore& objects, std::string dir)
+      : env_(env), objects_(objects), dir_(std::move(dir)) {
+    known_.insert(dir_);
+  }
+
+  Status Make(const FileEntry& e) {
+    const std::string path = dir_ + "/" + e.path;
+    RETURN_IF_ERROR(EnsureParents(e.path));
+    switch (e.kind) {
+      case EntryKind::kDir: {
+        auto st = env_.Stat(path);
+        if (st.ok() && st->type == FileType::kDirectory) {
+          known_.insert(path);
+          return Status::Ok();
+        }
+        RETURN_IF_ERROR(env_.MakeDir(path, 0700));
+        known_.insert(path);
+        return Status::Ok();
+      }
+      case EntryKind::kSymlink:
+        return env_.Symlink(e.target, path);
+      case EntryKind::kFile:
+        return LinkObject(e, path);
+    }
+    return InternalError("unknown entry kind at " + path);
+  }
+
+ private:
+  Status LinkObject(const FileEntry& e, const std::string& path) {
+    const std::string object = objects_.PathOf(e.sha256);
+    Status linked = env_.Link(object, path);
+    if (linked.ok()) return linked;
+    if (linked.code() == Code::kNotFound) {
+      return DataError("object " + e.sha256.Hex() + " of " + e.path +
+                       " is missing from the catalog (lifeboat catalog verify names all such)");
+    }
+    // Another filesystem, or the inode's link limit: a copy of its own.
+    return env_.CopyFile(object, path, 0400);
+  }
+
+  // Every directory above `rel` is a real directory under dir_ (lstat), made
+  // 0700 when missing.
+  Status EnsureParents(const std::string& rel) {
+    std::string path = dir_;
+    for (size_t slash = rel.find('/'); slash != std::string::npos;
+         slash = rel.find('/', slash + 1)) {
+      path = dir_ + "/" + rel.substr(0, slash);
+      if (known_.count(path)) continue;
+      auto st = env_.Stat(path);
+      if (!st.ok()) {
+        if (st.status().code() != Code::kNotFound) return st.status();
+        RETURN_IF_ERROR(env_.MakeDir(path, 0700));
+      } else if (st->type != FileType::kDirectory) {
+        return DataError("refusing to write under " + path + ": not a directory");
+      }
+      known_.insert(path);
+    }
+    return Status::Ok();
+  }
+
+  Env& env_;
+  const ObjectStore& objects_;
+  std::string dir_;
+  std::unordered_set<std::string> known_;
+};
+
+Status RemoveEntry(Env& env, const std::string& dir, const FileEntry& e) {
+  const std::string path = dir + "/" + e.path;
+  Status st = e.kind == EntryKind::kDir ? env.RemoveDir(path) : env.RemoveFile(path);
+  return st.code() == Code::kNotFound ? Status::Ok() : st;
+}
+
+}  // namespace
+
+Status BuildCheckout(Env& env, const ObjectStore& objects, const std::vector<FileEntry>& entries,
+                     const std::string& dir) {
+  RETURN_IF_ERROR(env.MakeDir(dir, 0700));
+  Maker maker(env, objects, dir);
+  for (const FileEntry& e : entries) RETURN_IF_ERROR(maker.Make(e));
+  return Status::Ok();
+}
+
+Status UpdateCheckout(Env& env, const ObjectStore& objects, const std::vector<FileEntry>& from,
+                      const std::vector<FileEntry>& to, const std::string& dir) {
+  // Both lists are sorted by path: one merge finds what to remove and what to make.
+  std::vector<const FileEntry*> remove, make;
+  size_t i = 0, j = 0;
+  while (i < from.size() || j < to.size()) {
+    if (j == to.size() || (i < from.size() && from[i].path < to[j].path)) {
+      remove.push_back(&from[i++]);
+    } else if (i == from.size() || to[j].path < from[i].path) {
+      make.push_back(&to[j++]);
+    } else {
+      if (!SameOnDisk(from[i], to[j])) {
+        remove.push_back(&from[i]);
+        make.push_back(&to[j]);
+      }
+      ++i;
+      ++j;
+    }
+  }
+  // Deepest first: a directory's entries sort after it.
+  for (auto it = remove.rbegin(); it != remove.rend(); ++it) {
+    RETURN_IF_ERROR(RemoveEntry(env, dir, **it));
+  }
+  Maker maker(env, objects, dir);
+  for (const FileEntry* e : make) RETURN_IF_ERROR(maker.Make(*e));
+  return Status::Ok();
+}
+
+}  // namespace lifeboat::catalog

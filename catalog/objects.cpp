@@ -1,0 +1,72 @@
+#include "catalog/objects.h"
+
+namespace lifeboat::catalog {
+
+std::string ObjectStore::PathOf(const Digest256& id) const {
+  const std::string hex = id.Hex();
+  return dir_ + "/" + hex.substr(0, 2) + "/" + hex.substr(2);
+}
+
+bool ObjectStore::Has(const Digest256& id) const {
+  auto st = env_.Stat(PathOf(id));
+  return st.ok() && st->type == FileType::kRegular;
+}
+
+Status ObjectStore::Adopt(const std::string& staged, const Digest256& id,
+                          std::set<std::string>* changed_dirs) {
+  const std::string path = PathOf(id);
+  const std::string fan = DirName(path);
+  if (Has(id)) return env_.RemoveFile(staged);
+  auto st = env_.Stat(fan);
+  if (!st.ok()) {
+    if (st.status().code() != Code::kNotFound) return st.status();
+    RETURN_IF_ERROR(env_.MakeDir(fan, 0700));
+    changed_dirs->insert(dir_);
+  } else if (st->type != FileType::kDirectory) {
+    return DataError("refusing to store object " + id.Hex() + ": " + fan + " is not a directory");
+  }
+  RETURN_IF_ERROR(env_.SetMode(staged, 0400));
+  RETURN_IF_ERROR(env_.Rename(staged, path));
+  changed_dirs->insert(fan);
+  return Status::Ok();
+}
+
+Result<std::vector<Digest256>> ObjectStore::List() const {
+  std::vector<Digest256> out;
+  auto fans = env_.ListDir(dir_);
+  if (!fans.ok()) {
+    if (fans.status().code() == Code::kNotFound) return out;
+    return fans.status();
+  }
+  for (const DirEntry& fan : *fans) {
+    if (fan.name.size() != 2) continue;
+    auto names = env_.ListDir(dir_ + "/" + fan.name);
+    if (!names.ok()) continue;
+    for (const DirEntry& e : *names) {
+      if (auto id = Digest256::FromHex(fan.name + e.name)) out.push_back(*id);
+    }
+  }
+  return out;
+}
+
+void ObjectRefs::Add(const std::vector<Digest256>& ids) {
+  for (const Digest256& id : ids) ++counts_[id];
+}
+
+void ObjectRefs::Release(const std::vector<Digest256>& ids, std::vector<Digest256>* freed) {
+  for (const Digest256& id : ids) {
+    auto it = counts_.find(id);
+    if (it == counts_.end()) continue;
+    if (--it->second == 0) {
+      counts_.erase(it);
+      freed->push_back(id);
+    }
+  }
+}
+
+uint32_t ObjectRefs::Count(const Digest256& id) const {
+  auto it = counts_.find(id);
+  return it == counts_.end() ? 0 : it->second;
+}
+
+}  // namespace lifeboat::catalog

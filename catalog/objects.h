@@ -1,0 +1,74 @@
+// Objects: the file contents of the catalog, each stored once under the
+// SHA-256 of its bytes (docs/catalog.md, section 1):
+//
+//   <data_dir>/objects/<first 2 hex>/<other 62 hex>
+//
+// An object is written under .staging/, verified (size, XXH3 and SHA-256 of
+// exactly the bytes written), fsync'd, and renamed in; it is never modified
+// afterwards (mode 0400). One object serves every path, instance, generation
+// and peer with that content, so a pull never transfers content the store
+// holds, and a generation costs only the objects it adds.
+//
+// ObjectStore is the on-disk side (names, adopt, link, list, remove);
+// ObjectRefs counts, in memory, how many retained generations and pulls in
+// progress name each object: an object whose count reaches zero is garbage.
+#ifndef LIFEBOAT_CATALOG_OBJECTS_H_
+#define LIFEBOAT_CATALOG_OBJECTS_H_
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/env.h"
+#include "base/sha256.h"
+#include "base/status.h"
+
+namespace lifeboat::catalog {
+
+class ObjectStore {
+ public:
+  // `dir` is <data_dir>/objects (created by the store's Open).
+  ObjectStore(Env& env, std::string dir) : env_(env), dir_(std::move(dir)) {}
+
+  const std::string& dir() const { return dir_; }
+  std::string PathOf(const Digest256& id) const;
+
+  // True when a regular file is there under the object's name (lstat: a
+  // symlink planted there is not an object).
+  bool Has(const Digest256& id) const;
+
+  // Moves the verified and fsync'd file `staged` in as object `id` (its
+  // fan-out directory is made when missing and added to `changed_dirs`, for
+  // the caller to fsync). When the object is there already, `staged` is
+  // removed instead: objects are immutable, the first copy stays.
+  Status Adopt(const std::string& staged, const Digest256& id, std::set<std::string>* changed_dirs);
+
+  // Every object on disk (garbage collection at Open). Names that are not
+  // object names are ignored.
+  Result<std::vector<Digest256>> List() const;
+
+  Status Remove(const Digest256& id) { return env_.RemoveFile(PathOf(id)); }
+
+ private:
+  Env& env_;
+  std::string dir_;
+};
+
+// Not thread-safe: the store guards it with its index mutex.
+class ObjectRefs {
+ public:
+  void Add(const std::vector<Digest256>& ids);
+  // Decrements each of `ids`; those that reach zero are appended to `freed`.
+  void Release(const std::vector<Digest256>& ids, std::vector<Digest256>* freed);
+  uint32_t Count(const Digest256& id) const;
+  size_t size() const { return counts_.size(); }
+
+ private:
+  std::unordered_map<Digest256, uint32_t, Digest256Hash> counts_;
+};
+
+}  // namespace lifeboat::catalog
+
+#endif  // LIFEBOAT_CATALOG_OBJECTS_H_
