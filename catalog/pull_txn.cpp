@@ -85,8 +85,8 @@ struct PullTxn::State {
 
   struct StagedInstance {
     Description desc;
-    std::string old_service;            // "" when new
-    std::vector<FileEntry> prev_files;  // the generation the view shows now (prev_seq)
+    std::string old_service;                                   // "" when new
+    std::shared_ptr<const std::vector<FileEntry>> prev_files;  // of prev_seq (the view's)
     uint64_t prev_seq = 0;
     std::vector<Digest256> ids;  // one per file entry of desc: pinned until the end
   };
@@ -380,16 +380,16 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
       have = true;
     }
   }
-  std::vector<FileEntry> prev_files;
+  auto prev_files = std::make_shared<const std::vector<FileEntry>>();
   bool prev_ok = false;
   if (have) {
-    auto desc = st.ReadDescription(info.uuid, prev_rec.r.seq);
-    if (desc.ok()) {
-      prev_files = std::move(desc->first.files);
+    auto held_files = st.CurrentFiles(info.uuid, prev_rec.r.seq);
+    if (held_files.ok()) {
+      prev_files = std::move(*held_files);
       prev_ok = true;
     } else {
       log::Warn("catalog: cannot read the held generation; pulling the instance whole",
-                {{"instance", info.uuid}, {"error", desc.status().message()}});
+                {{"instance", info.uuid}, {"error", held_files.status().message()}});
     }
   }
   if (!full && have && !prev_ok) {
@@ -399,7 +399,7 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   if (full || !prev_ok) {
     next = answered;
   } else {
-    for (const FileEntry& f : prev_files) next.emplace(f.path, f);
+    for (const FileEntry& f : *prev_files) next.emplace(f.path, f);
     for (const std::string& r : removed) next.erase(r);
     for (const auto& [path, f] : answered) next[path] = f;
   }
@@ -416,8 +416,8 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
                          prev_rec.r.service == info.service &&
                          prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer;
   const bool same_files =
-      prev_ok && next.size() == prev_files.size() &&
-      std::equal(prev_files.begin(), prev_files.end(), next.begin(),
+      prev_ok && next.size() == prev_files->size() &&
+      std::equal(prev_files->begin(), prev_files->end(), next.begin(),
                  [](const FileEntry& a, const auto& b) { return a == b.second; });
   if (same_meta && same_files) {
     s.confirmed.push_back(info.uuid);
@@ -449,7 +449,7 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
     st.refs_.Add(si.ids);
   }
   std::map<std::string_view, const FileEntry*> prev_by_path;
-  for (const FileEntry& f : prev_files) prev_by_path.emplace(f.path, &f);
+  for (const FileEntry& f : *prev_files) prev_by_path.emplace(f.path, &f);
   for (const FileEntry& f : si.desc.files) {
     if (f.kind != EntryKind::kFile) continue;
     auto p = prev_by_path.find(f.path);
@@ -966,10 +966,12 @@ void PullTxn::AfterCommit(const Published& pub) {
   };
   for (State::StagedInstance& si : s.changed) {
     const std::string& uuid = si.desc.r.uuid;
-    note(st.RefreshView(uuid, si.desc.r.seq, si.desc.files, si.prev_seq ? &si.prev_files : nullptr,
-                        si.prev_seq));
+    note(st.RefreshView(uuid, si.desc.r.seq, si.desc.files,
+                        si.prev_seq ? si.prev_files.get() : nullptr, si.prev_seq));
     st.gen_ids_[uuid][si.desc.r.seq] = std::move(si.ids);
     si.ids.clear();
+    st.current_files_[uuid] = {si.desc.r.seq,
+                               std::make_shared<const std::vector<FileEntry>>(si.desc.files)};
   }
   std::set<std::string> services;
   for (const std::string& uuid : pub.switched) services.insert(st.cat_.instances[uuid].r.service);

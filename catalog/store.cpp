@@ -20,8 +20,8 @@
 namespace lifeboat::catalog {
 
 namespace {
-constexpr size_t kSyncThreads = 4;     // fsyncs in flight at once
-constexpr size_t kSyncPerThread = 16;  // fewer than this per thread: fewer threads
+constexpr size_t kSyncThreads = 16;   // fsyncs in flight at once
+constexpr size_t kSyncPerThread = 4;  // fewer than this per thread: fewer threads
 }  // namespace
 
 Status SyncAll(Env& env, const SyncSet& set) {
@@ -315,6 +315,17 @@ Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
   return Status::Ok();
 }
 
+Result<std::shared_ptr<const std::vector<FileEntry>>> Store::Impl::CurrentFiles(
+    const std::string& uuid, uint64_t seq) const {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = current_files_.find(uuid);
+    if (it != current_files_.end() && it->second.first == seq) return it->second.second;
+  }
+  ASSIGN_OR_RETURN(auto desc, ReadDescription(uuid, seq));
+  return std::make_shared<const std::vector<FileEntry>>(std::move(desc.first.files));
+}
+
 uint64_t Store::Impl::ViewSeq(const std::string& uuid) const {
   auto text = ReadFileToString(env_, ViewSeqPath(uuid), 64);
   uint64_t seq = 0;
@@ -331,6 +342,7 @@ Status Store::Impl::LoadRefs() {
     instances = cat_.instances;
   }
   std::map<std::string, std::map<uint64_t, std::vector<Digest256>>> gens;
+  decltype(current_files_) current;
   ObjectRefs refs;
   for (const auto& [uuid, rec] : instances) {
     ASSIGN_OR_RETURN(auto list, env_.ListDir(InstDir(uuid)));
@@ -347,12 +359,17 @@ Status Store::Impl::LoadRefs() {
         if (f.kind == EntryKind::kFile) ids.push_back(f.sha256);
       }
       refs.Add(ids);
+      if (seq == rec.r.seq) {
+        current[uuid] = {
+            seq, std::make_shared<const std::vector<FileEntry>>(std::move(desc->first.files))};
+      }
     }
   }
   ASSIGN_OR_RETURN(std::vector<Digest256> on_disk, objects_.List());
   std::lock_guard<std::mutex> lock(mu_);
   refs_ = std::move(refs);
   gen_ids_ = std::move(gens);
+  current_files_ = std::move(current);
   std::vector<Digest256> garbage;
   for (const Digest256& id : on_disk) {
     if (refs_.Count(id) == 0) garbage.push_back(id);
@@ -607,6 +624,7 @@ Status Store::Impl::ApplyRetentionLocked() {
       std::vector<Digest256> freed;
       for (const auto& [seq, ids] : gen_ids_[rec.r.uuid]) refs_.Release(ids, &freed);
       gen_ids_.erase(rec.r.uuid);
+      current_files_.erase(rec.r.uuid);
       RemoveObjects(freed);
       touched_services.insert(rec.r.service);
       it = cat_.instances.erase(it);

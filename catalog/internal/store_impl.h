@@ -138,6 +138,16 @@ class Store::Impl {
   // generation (uuid -> seq -> one id per file entry).
   ObjectRefs refs_;
   std::map<std::string, std::map<uint64_t, std::vector<Digest256>>> gen_ids_;
+  // Writable store only, guarded by mu_: the entries of each instance's
+  // current generation (seq, entries), so that planning a pull does not
+  // parse descriptions (~5 us an entry). ~150 bytes per held file entry.
+  std::map<std::string, std::pair<uint64_t, std::shared_ptr<const std::vector<FileEntry>>>>
+      current_files_;
+
+  // The entries of generation `seq` of `uuid`: from current_files_ when it
+  // holds that seq, else read from its description.
+  Result<std::shared_ptr<const std::vector<FileEntry>>> CurrentFiles(const std::string& uuid,
+                                                                     uint64_t seq) const;
 
   std::string P(std::string_view rel) const { return JoinPath(o_.data_dir, rel); }
   std::string InstDir(const std::string& uuid) const { return P("instances/" + uuid); }

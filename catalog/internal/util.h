@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "base/digest.h"
-#include "base/sha256.h"
 #include "base/env.h"
+#include "base/sha256.h"
 #include "base/status.h"
 
 namespace lifeboat::catalog::internal {

@@ -690,8 +690,7 @@ TEST_CASE(
     // One commit point per pull: all of its changes are in, or none.
     auto sapi = (*s)->Instance(f.exp.sapi);
     REQUIRE(sapi.ok());
-    const bool sapi_new =
-        !FileOf(*sapi, "datasets/" + f.exp.sapi + "/sapi/brand-new.txt").empty();
+    const bool sapi_new = !FileOf(*sapi, "datasets/" + f.exp.sapi + "/sapi/brand-new.txt").empty();
     CHECK(sapi_new == (cur == new_cfg));
     CHECK((*s)->FindInstance(f.exp.ufds)->removed == (cur == new_cfg));
     if (!completed && cur == new_cfg) ++after_commit;
