@@ -20,8 +20,8 @@
 namespace lifeboat::catalog {
 
 namespace {
-constexpr size_t kSyncThreads = 16;   // fsyncs in flight at once
-constexpr size_t kSyncPerThread = 4;  // fewer than this per thread: fewer threads
+constexpr size_t kSyncThreads = 4;     // fsyncs in flight at once
+constexpr size_t kSyncPerThread = 16;  // fewer than this per thread: fewer threads
 }  // namespace
 
 Status SyncAll(Env& env, const SyncSet& set) {
