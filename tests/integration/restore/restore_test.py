@@ -145,6 +145,16 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(len(images), len(set(images)), "an image installed twice")
         self.assertEqual(len(images), 2 + 3)
         self.assertEqual(out["steps_run"], len(plan["steps"]))
+        # Points in time are ISO 8601 UTC, as in status -j: the run, the
+        # journal, and per instance the restore point (when its copy was pulled).
+        iso = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+        for when in (out["started_at"], out["finished_at"], out["journal"]["started_at"],
+                     out["journal"]["finished_at"]):
+            self.assertRegex(when, iso)
+        last_success = A.peer_status("B")["last_success"]
+        for inst in plan["instances"]:
+            self.assertRegex(inst["pulled_at"], iso)
+            self.assertLessEqual(inst["pulled_at"], last_success)
 
         for inst in plan["instances"]:
             old, new = inst["old_uuid"], inst["new_uuid"]
