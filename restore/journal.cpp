@@ -234,6 +234,15 @@ Result<std::optional<Journal>> Journal::Load(Env& env, const std::string& data_d
   return std::optional<Journal>(std::move(*journal));
 }
 
+void MergeRestored(std::map<std::string, RestoredInstance>& into, RestoredInstance r) {
+  auto it = into.find(r.old_uuid);
+  if (it != into.end() && (it->second.restored_ms > r.restored_ms ||
+                           (it->second.restored_ms == r.restored_ms && r.restored_ms != 0))) {
+    return;
+  }
+  into[r.old_uuid] = std::move(r);
+}
+
 Result<std::map<std::string, RestoredInstance>> ListRestoreClaims(Env& env,
                                                                   const std::string& data_dir) {
   std::map<std::string, RestoredInstance> out;
@@ -266,14 +275,9 @@ Result<std::map<std::string, RestoredInstance>> ListRestoreClaims(Env& env,
       }
       if (!any_done) continue;
       const int64_t restored_ms = all_done ? last : 0;
-      auto it = out.find(p.old_uuid);
-      if (it != out.end() && (it->second.restored_ms > restored_ms ||
-                              (it->second.restored_ms == restored_ms && restored_ms != 0))) {
-        continue;
-      }
-      out[p.old_uuid] = RestoredInstance{
-          p.old_uuid,   p.old_alias,     p.new_uuid,         p.alias,           p.service,   p.peer,
-          p.generation, journal->node(), journal->backend(), journal->target(), restored_ms, id};
+      MergeRestored(out, RestoredInstance{p.old_uuid, p.old_alias, p.new_uuid, p.alias, p.service,
+                                          p.peer, p.generation, journal->node(),
+                                          journal->backend(), journal->target(), restored_ms, id});
     }
   }
   return out;
