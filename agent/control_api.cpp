@@ -62,7 +62,7 @@ void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> re
   const std::string& p = req.path;
   bool known =
       p == "/healthz" || p == "/status" || p == "/catalog" || p == "/metrics" || p == "/sync" ||
-      p == "/readiness";
+      p == "/readiness" || p == "/restores";
   if (!known) {
     resp->SendError(404, "ResourceNotFound", p + " does not exist");
     return;
@@ -90,6 +90,8 @@ void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> re
   } else if (p == "/readiness") {
     backend_->GetReadiness(
         [resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
+  } else if (p == "/restores") {
+    backend_->GetRestores([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
   } else if (p == "/metrics") {
     backend_->GetMetrics([resp](std::string text) {
       resp->Send(200, "text/plain; version=0.0.4; charset=utf-8", text);

@@ -7,6 +7,9 @@
 //   GET  /readiness               if each peer died now: restorable, RPO, RTO,
 //                                 blockers (restore/readiness.h; this node's
 //                                 copies only: `lifeboat readiness` asks the cluster)
+//   GET  /restores                what restores on this node rebuilt or began
+//                                 to: {"node", "restored":[...]} (shared so
+//                                 every node sees deposed instances)
 //   POST /sync?peer=P&service=S   pull now (both optional; service may repeat
 //                                 as a comma list); streams NDJSON: "progress"
 //                                 objects, one "result" object per peer, then
@@ -44,6 +47,10 @@ class ControlBackend {
   // The readiness document; kNotFound when this agent was started without one.
   virtual void GetReadiness(JsonFn done) {
     done(NotFoundError("this agent does not compute readiness"));
+  }
+  // The restores document; kNotFound when this agent was started without one.
+  virtual void GetRestores(JsonFn done) {
+    done(NotFoundError("this agent does not share its restores"));
   }
   // Empty when healthy, else why not.
   virtual std::string Unhealthy() = 0;

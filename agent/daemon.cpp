@@ -54,6 +54,7 @@ class Daemon final : public ControlBackend {
   void GetCatalog(JsonFn done) override;
   void GetMetrics(std::function<void(std::string)> done) override;
   void GetReadiness(JsonFn done) override;
+  void GetRestores(JsonFn done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
   Status SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
                   ProgressFn progress,
@@ -542,6 +543,14 @@ void Daemon::GetReadiness(JsonFn done) {
   QueueWork(
       &loop_, [result, store, hook] { *result = hook(*store); },
       [result, done] { done(std::move(*result)); });
+}
+
+void Daemon::GetRestores(JsonFn done) {
+  if (!hooks_.restores) return ControlBackend::GetRestores(std::move(done));
+  auto result = std::make_shared<Result<nlohmann::json>>(InternalError("not computed"));
+  auto hook = hooks_.restores;
+  QueueWork(
+      &loop_, [result, hook] { *result = hook(); }, [result, done] { done(std::move(*result)); });
 }
 
 }  // namespace

@@ -31,6 +31,11 @@ struct DaemonHooks {
   // and lifeboat_drill_* metrics) from the agent's store. Runs on a worker
   // thread; only reads. Null: no readiness.
   std::function<Result<nlohmann::json>(const catalog::Store&)> readiness;
+  // Builds the document of GET /restores: what restores run on this node
+  // rebuilt (or began to), read by the other nodes to know which of their
+  // peers' instances are deposed. Runs on a worker thread; only reads.
+  // Null: 404.
+  std::function<Result<nlohmann::json>()> restores;
   // The drill command run every [drill] interval (agent/drill_runner.h);
   // empty, or an interval of 0: no scheduled drills.
   std::vector<std::string> drill_argv;

@@ -11,6 +11,7 @@
 #include "cli/command.h"
 #include "cli/readiness_source.h"
 #include "conf/config.h"
+#include "restore/shared_restores.h"
 
 namespace lifeboat::cli {
 namespace {
@@ -33,6 +34,9 @@ agent::DaemonHooks Hooks(const conf::Config& config, const std::string& config_p
                      AssessConfiguredReadiness(config, store, *Env::Default(),
                                                Clock::Real()->WallMs(), /*cluster=*/nullptr));
     return r.ToJson();
+  };
+  hooks.restores = [config]() -> Result<nlohmann::json> {
+    return restore::RestoresDocument(*Env::Default(), config.agent.data_dir, config.node.name);
   };
   char abs[PATH_MAX];
   const std::string self = SelfExecutable();

@@ -17,6 +17,7 @@
 #include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
+#include "cli/cluster_restores.h"
 #include "cli/command.h"
 #include "cli/readiness_source.h"
 #include "cli/table.h"
@@ -124,8 +125,14 @@ int RunReadiness(const Context& ctx, const ReadinessFlags& flags) {
     }
     client = std::move(*c);
   }
+  ClusterRestores elsewhere;
+  if (!flags.local) elsewhere = AskClusterRestores(*config);
+  for (const std::string& e : elsewhere.errors) {
+    std::cerr << "lifeboat readiness: restores run on other nodes: " << e << "\n";
+  }
   auto report = AssessConfiguredReadiness(*config, **store, *Env::Default(),
-                                          Clock::Real()->WallMs(), client.get());
+                                          Clock::Real()->WallMs(), client.get(),
+                                          elsewhere.restored);
   if (!report.ok()) {
     std::cerr << "lifeboat readiness: " << report.status().message() << "\n";
     return report.status().ExitCode();

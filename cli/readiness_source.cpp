@@ -37,14 +37,15 @@ int64_t PerInstanceOverheadMs(const conf::Config& config) {
   return config.restore.backend == conf::RestoreBackend::kSmartos ? 60'000 : 0;
 }
 
-Result<restore::ReadinessReport> AssessConfiguredReadiness(const conf::Config& config,
-                                                           const catalog::Store& store, Env& env,
-                                                           int64_t now_ms,
-                                                           ClusterClient* cluster) {
+Result<restore::ReadinessReport> AssessConfiguredReadiness(
+    const conf::Config& config, const catalog::Store& store, Env& env, int64_t now_ms,
+    ClusterClient* cluster,
+    const std::map<std::string, restore::RestoredInstance>& restored_elsewhere) {
   std::vector<std::string> peers;
   for (const auto& p : config.peers) peers.push_back(p.name);
   ASSIGN_OR_RETURN(restore::ReadinessInput in,
-                   restore::GatherReadiness(env, store, config.agent.data_dir, peers));
+                   restore::GatherReadiness(env, store, config.agent.data_dir, peers,
+                                            restored_elsewhere));
   in.now_ms = now_ms;
   in.node = config.node.name;
   in.stale_after_ms = config.agent.stale_after.count();

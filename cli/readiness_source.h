@@ -23,10 +23,11 @@ int64_t PerInstanceOverheadMs(const conf::Config& config);
 // Reads `store` (thread-safe reads only) and the check records under
 // data_dir; with `cluster`, also asks every other configured node which
 // generation of each peer it holds (one HELD_QUERY per node).
-Result<restore::ReadinessReport> AssessConfiguredReadiness(const conf::Config& config,
-                                                           const catalog::Store& store, Env& env,
-                                                           int64_t now_ms,
-                                                           ClusterClient* cluster);
+// `restored_elsewhere`: the other nodes' finished restores (AskClusterRestores).
+Result<restore::ReadinessReport> AssessConfiguredReadiness(
+    const conf::Config& config, const catalog::Store& store, Env& env, int64_t now_ms,
+    ClusterClient* cluster,
+    const std::map<std::string, restore::RestoredInstance>& restored_elsewhere = {});
 
 }  // namespace lifeboat::cli
 

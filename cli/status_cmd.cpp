@@ -7,7 +7,8 @@
 // when any peer's data is older than agent.stale_after or anything else
 // would block a restore of it (the blockers of `lifeboat readiness`: missing
 // images, unreadable copies, deposed instances, a failed drill or verify),
-// one line per reason on stderr. When the agent is
+// one line per reason on stderr. Deposed instances count the restores of
+// every node: the peers with an `api` are asked (GET /restores). When the agent is
 // not running, status shows what the catalog on disk records (reachability
 // unknown, "agent_running": false) and exits 69, with or without --check.
 #include <iostream>
@@ -26,11 +27,13 @@
 #include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
+#include "cli/cluster_restores.h"
 #include "cli/command.h"
 #include "cli/table.h"
 #include "cli/readiness_source.h"
 #include "conf/config.h"
 #include "restore/deposed.h"
+#include "restore/shared_restores.h"
 
 namespace lifeboat::cli {
 namespace {
@@ -97,27 +100,21 @@ Status AddClusterCopies(const conf::Config& config, nlohmann::json& st) {
   return Status::Ok();
 }
 
-// Adds "restored" (instances restored by this node, from the restore
-// journals) and "deposed" (instances of a peer that came back although they
-// were restored: both copies exist) to the status object. Reads the catalog
+// Adds "restored" (instances restored by this node, from its restore
+// journals, and by the other nodes, from their GET /restores: `elsewhere`)
+// and "deposed" (instances of a peer that came back although they were
+// restored: both copies exist) to the status object. Reads the catalog
 // read-only, beside the running agent.
-Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
+Status AddRestoreState(const conf::Config& config, const ClusterRestores& elsewhere,
+                       nlohmann::json& st) {
   ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
   ASSIGN_OR_RETURN(auto restored,
                    restore::ListRestoredInstances(*Env::Default(), config.agent.data_dir));
+  for (const auto& [uuid, r] : elsewhere.restored) restore::MergeRestored(restored, r);
   nlohmann::json list = nlohmann::json::array();
-  for (const auto& [old_uuid, r] : restored) {
-    list.push_back({{"old_uuid", old_uuid},
-                    {"old_alias", r.old_alias},
-                    {"peer", r.peer},
-                    {"new_uuid", r.new_uuid},
-                    {"alias", r.alias},
-                    {"node", r.node},
-                    {"backend", r.backend},
-                    {"target", r.target},
-                    {"restored_at", FormatIso8601Ms(r.restored_ms)}});
-  }
+  for (const auto& [old_uuid, r] : restored) list.push_back(restore::RestoredJson(r));
   st["restored"] = std::move(list);
+  st["restores_not_asked"] = elsewhere.errors;
   nlohmann::json deposed = nlohmann::json::array();
   for (const auto& d : restore::FindDeposed(store->Instances(), restored, [&] {
          std::map<std::string, int64_t> last;
@@ -140,11 +137,13 @@ Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
 // each peer from this node's catalog now (restore/readiness.h), except the
 // age kinds, which status judges itself from the agent's clock-jump-proof
 // ages ("stale").
-Status AddBlockers(const conf::Config& config, nlohmann::json& st) {
+Status AddBlockers(const conf::Config& config, const ClusterRestores& elsewhere,
+                   nlohmann::json& st) {
   ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
   ASSIGN_OR_RETURN(restore::ReadinessReport r,
                    AssessConfiguredReadiness(config, *store, *Env::Default(),
-                                             Clock::Real()->WallMs(), /*cluster=*/nullptr));
+                                             Clock::Real()->WallMs(), /*cluster=*/nullptr,
+                                             elsewhere.restored));
   nlohmann::json list = nlohmann::json::array();
   for (const auto& p : r.peers) {
     for (const auto& b : p.blockers) {
@@ -244,10 +243,14 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
       return kExitUnavailable;
     }
   }
-  if (Status rs = AddRestoreState(*config, st); !rs.ok()) {
+  const ClusterRestores elsewhere = AskClusterRestores(*config);
+  for (const std::string& e : elsewhere.errors) {
+    std::cerr << "lifeboat status: restores run on other nodes: " << e << "\n";
+  }
+  if (Status rs = AddRestoreState(*config, elsewhere, st); !rs.ok()) {
     std::cerr << "lifeboat status: restores: " << rs.message() << "\n";
   }
-  if (Status bs = AddBlockers(*config, st); !bs.ok()) {
+  if (Status bs = AddBlockers(*config, elsewhere, st); !bs.ok()) {
     std::cerr << "lifeboat status: readiness: " << bs.message() << "\n";
   }
   if (opt.cluster) {

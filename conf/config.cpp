@@ -589,7 +589,8 @@ void Parser::ParsePeers(const toml::node& value, Config& c) {
     PeerConfig p;
     std::string prefix = "peer[" + std::to_string(i) + "]";
     Walk(*arr->get(i)->as_table(), prefix,
-         {Text("name", &p.name, CheckName, true), Address("address", &p.address, true)});
+         {Text("name", &p.name, CheckName, true), Address("address", &p.address, true),
+          Address("api", &p.api)});
     c.peers.push_back(std::move(p));
   }
 }
@@ -671,6 +672,13 @@ void Parser::CheckCrossFields(Config& c) {
         Problem(PlaceAt(name_key), name_key,
                 "peer \"" + p.name + "\" is this node (node.name); list only the other nodes");
       }
+    }
+    std::string api_key = "peer[" + std::to_string(i) + "].api";
+    if (p.api.port != 0 && IsWildcardHost(p.api.host)) {
+      Problem(PlaceAt(api_key), api_key,
+              "peer api " + p.api.ToString() +
+                  " is a wildcard address; give the address this node reaches the peer's "
+                  "control API at");
     }
     if (p.address.port != 0) {
       std::string addr = p.address.ToString();

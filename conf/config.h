@@ -121,6 +121,10 @@ struct ExportConfig {
 struct PeerConfig {
   std::string name;  // [A-Za-z0-9._-]{1,64}; unique; != node.name
   HostPort address;  // unique; not this node's agent.listen
+  // The peer's control API (its agent.api as reachable from here), for the
+  // commands that ask every node (`sync-now --cluster`, restores shared
+  // across nodes). Optional: port 0 when not set; never a wildcard host.
+  HostPort api;
 };
 
 struct RetentionConfig {

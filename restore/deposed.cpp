@@ -25,9 +25,11 @@ std::vector<DeposedInstance> FindDeposed(const std::vector<catalog::InstanceReco
   return out;
 }
 
-Result<std::vector<DeposedInstance>> FindDeposed(Env& env, const catalog::Store& store,
-                                                 const std::string& data_dir) {
+Result<std::vector<DeposedInstance>> FindDeposed(
+    Env& env, const catalog::Store& store, const std::string& data_dir,
+    const std::map<std::string, RestoredInstance>& elsewhere) {
   ASSIGN_OR_RETURN(auto restored, ListRestoredInstances(env, data_dir));
+  for (const auto& [uuid, r] : elsewhere) MergeRestored(restored, r);
   std::map<std::string, int64_t> last_pull;
   for (const catalog::PeerState& p : store.Peers()) last_pull[p.name] = p.last_pull_ms;
   return FindDeposed(store.Instances(), restored, last_pull);

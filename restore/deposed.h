@@ -27,9 +27,11 @@ std::vector<DeposedInstance> FindDeposed(const std::vector<catalog::InstanceReco
                                          const std::map<std::string, RestoredInstance>& restored,
                                          const std::map<std::string, int64_t>& peer_last_pull_ms);
 
-// The same, reading the catalog and the journals under `data_dir`.
-Result<std::vector<DeposedInstance>> FindDeposed(Env& env, const catalog::Store& store,
-                                                 const std::string& data_dir);
+// The same, reading the catalog and the journals under `data_dir`, plus
+// `elsewhere`: finished restores other nodes reported (GET /restores).
+Result<std::vector<DeposedInstance>> FindDeposed(
+    Env& env, const catalog::Store& store, const std::string& data_dir,
+    const std::map<std::string, RestoredInstance>& elsewhere = {});
 
 }  // namespace lifeboat::restore
 

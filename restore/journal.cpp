@@ -148,13 +148,16 @@ Status Journal::Save() {
 
 json Journal::ToJson() const {
   json inst = json::array();
-  for (const PlannedInstance& p : instances_) inst.push_back(p.ToJson());
+  for (const PlannedInstance& p : instances_) {
+    inst.push_back(p.ToJson());
+    inst.back()["pulled_ms"] = p.pulled_ms;  // exact, for a resumed run
+  }
   json skipped = json::array();
   for (const Skip& s : skipped_) skipped.push_back(s.ToJson());
   json steps = json::array();
   for (const JournalStep& s : steps_) {
     steps.push_back({{"done", s.done},
-                     {"finished_at", s.done ? json(FormatIso8601Ms(s.finished_ms)) : json()},
+                     {"finished_at", s.done ? IsoOrNull(s.finished_ms) : json()},
                      {"finished_ms", s.finished_ms},
                      {"step", s.step.ToJson()}});
   }
@@ -168,7 +171,7 @@ json Journal::ToJson() const {
           {"started_at", FormatIso8601Ms(started_ms_)},
           {"updated_ms", updated_ms_},
           {"finished_ms", finished_ms_},
-          {"finished_at", finished_ms_ ? json(FormatIso8601Ms(finished_ms_)) : json()},
+          {"finished_at", IsoOrNull(finished_ms_)},
           {"last_error", last_error_.empty() ? json() : json(last_error_)},
           {"instances", inst},
           {"skipped", skipped},
@@ -197,7 +200,8 @@ Result<Journal> Journal::FromJson(Env& env, const std::string& data_dir, const j
           p.at("old_uuid").get<std::string>(), p.value("old_alias", ""),
           p.at("new_uuid").get<std::string>(), p.at("alias").get<std::string>(),
           p.value("service", ""), p.value("peer", ""), p.value("generation", uint64_t{0}),
-          p.value("seq", uint64_t{0}), p.value("data_bytes", uint64_t{0})});
+          p.value("seq", uint64_t{0}), p.value("data_bytes", uint64_t{0}),
+          p.value("pulled_ms", int64_t{0})});
     }
     for (const json& s : j.value("skipped", json::array())) {
       out.skipped_.push_back(Skip{s.value("uuid", ""), s.value("alias", ""), s.value("service", ""),
@@ -228,6 +232,15 @@ Result<std::optional<Journal>> Journal::Load(Env& env, const std::string& data_d
   if (!journal.ok()) return journal.status().WithContext(path);
   if (journal->id_ != id) return DataError("restore journal " + path + ": id does not match");
   return std::optional<Journal>(std::move(*journal));
+}
+
+void MergeRestored(std::map<std::string, RestoredInstance>& into, RestoredInstance r) {
+  auto it = into.find(r.old_uuid);
+  if (it != into.end() && (it->second.restored_ms > r.restored_ms ||
+                           (it->second.restored_ms == r.restored_ms && r.restored_ms != 0))) {
+    return;
+  }
+  into[r.old_uuid] = std::move(r);
 }
 
 Result<std::map<std::string, RestoredInstance>> ListRestoreClaims(Env& env,
@@ -262,14 +275,9 @@ Result<std::map<std::string, RestoredInstance>> ListRestoreClaims(Env& env,
       }
       if (!any_done) continue;
       const int64_t restored_ms = all_done ? last : 0;
-      auto it = out.find(p.old_uuid);
-      if (it != out.end() && (it->second.restored_ms > restored_ms ||
-                              (it->second.restored_ms == restored_ms && restored_ms != 0))) {
-        continue;
-      }
-      out[p.old_uuid] = RestoredInstance{
-          p.old_uuid,   p.old_alias,     p.new_uuid,         p.alias,           p.service,   p.peer,
-          p.generation, journal->node(), journal->backend(), journal->target(), restored_ms, id};
+      MergeRestored(out, RestoredInstance{p.old_uuid, p.old_alias, p.new_uuid, p.alias, p.service,
+                                          p.peer, p.generation, journal->node(),
+                                          journal->backend(), journal->target(), restored_ms, id});
     }
   }
   return out;

@@ -141,6 +141,10 @@ class Journal {
 Result<std::map<std::string, RestoredInstance>> ListRestoreClaims(Env& env,
                                                                   const std::string& data_dir);
 
+// Puts `r` into `into` (by old uuid) unless what is there wins: a complete
+// restore over an unfinished one, then the newer. The rule of ListRestoreClaims.
+void MergeRestored(std::map<std::string, RestoredInstance>& into, RestoredInstance r);
+
 // The complete ones of ListRestoreClaims. For `status` and the agent: P's
 // instances in this map are deposed.
 Result<std::map<std::string, RestoredInstance>> ListRestoredInstances(Env& env,

@@ -5,6 +5,8 @@
 #include <map>
 #include <random>
 
+#include "base/clock.h"
+
 namespace lifeboat::restore {
 namespace {
 
@@ -104,6 +106,11 @@ bool ParseStepKind(std::string_view name, StepKind* out) {
   return false;
 }
 
+json IsoOrNull(int64_t wall_ms) {
+  if (wall_ms <= 0) return nullptr;
+  return FormatIso8601Ms(wall_ms);
+}
+
 json Step::ToJson() const {
   json j = {{"kind", StepKindName(kind)}, {"id", id}};
   if (kind == StepKind::kInstallImage) {
@@ -163,7 +170,7 @@ json PlannedInstance::ToJson() const {
           {"new_uuid", new_uuid},     {"alias", alias},
           {"service", service},       {"peer", peer},
           {"generation", generation}, {"seq", seq},
-          {"data_bytes", data_bytes}};
+          {"data_bytes", data_bytes}, {"pulled_at", IsoOrNull(pulled_ms)}};
 }
 
 json Skip::ToJson() const {
@@ -344,7 +351,8 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
       plan.steps.push_back(std::move(sapi));
     }
     plan.instances.push_back(PlannedInstance{in->uuid, in->alias, a.new_uuid, a.alias, in->service,
-                                             in->peer, in->generation, in->seq, in->data_bytes});
+                                             in->peer, in->generation, in->seq, in->data_bytes,
+                                             in->pulled_ms});
   }
   return plan;
 }

@@ -44,6 +44,11 @@ const std::vector<std::string>& ReadOnlyVmFields();
 // a fresh IP on the same network (nic_tag, network_uuid, vlan_id are kept).
 const std::vector<std::string>& NicAddressFields();
 
+// A point in time for -j output and journals: ISO 8601 UTC with milliseconds,
+// null for 0 (never / unknown). The same rule as agent::WallOrNull, which
+// restore/ cannot include.
+nlohmann::json IsoOrNull(int64_t wall_ms);
+
 // One image of an instance's origin chain.
 struct ImageSource {
   std::string uuid;
@@ -70,6 +75,7 @@ struct InstanceSource {
   std::string data_path;                 // on-disk delegate dataset tree ("" when none)
   uint64_t data_bytes = 0;
   uint64_t data_files = 0;
+  int64_t pulled_ms = 0;  // when the catalog last confirmed this copy (wall ms; 0 unknown)
 };
 
 struct Assignment {
@@ -130,8 +136,10 @@ struct PlannedInstance {
   uint64_t generation = 0;
   uint64_t seq = 0;
   uint64_t data_bytes = 0;
+  int64_t pulled_ms = 0;  // the restore point: when the copy was pulled (wall ms; 0 unknown)
 
-  // The JSON shape shared by the plan (`--dry-run -j`) and the journal.
+  // The JSON shape shared by the plan (`--dry-run -j`) and the journal:
+  // `pulled_at` is ISO 8601 UTC (null when unknown).
   nlohmann::json ToJson() const;
 };
 

@@ -121,11 +121,18 @@ void AddChecks(const ReadinessInput& in, PeerReadiness& r) {
     }
   }
   size_t deposed = 0;
-  for (const auto& d : in.deposed) deposed += d.old.peer == r.peer;
+  std::string which;
+  for (const auto& d : in.deposed) {
+    if (d.old.peer != r.peer) continue;
+    ++deposed;
+    which += (which.empty() ? "" : ", ") + d.old.alias + " (" + d.old.uuid + ") on " +
+             d.restored.node + " as " + d.restored.alias;
+  }
   if (deposed > 0) {
     r.blockers.push_back({"deposed", Plural(deposed, "instance") + " of " + r.peer +
                                          " were restored elsewhere yet are still exported by " +
-                                         r.peer + ": retire them (docs/operator-guide.md)"});
+                                         r.peer + " (" + which +
+                                         "): retire them (lifeboat retire on " + r.peer + ")"});
   }
   if (in.verify && !in.verify->ok && r.instances > 0) {
     r.blockers.push_back({"verify_failed", "the last catalog verify found " +
@@ -190,16 +197,17 @@ const std::vector<std::string>& HaServices() {
   return kHa;
 }
 
-Result<ReadinessInput> GatherReadiness(Env& env, const catalog::Store& store,
-                                       const std::string& data_dir,
-                                       const std::vector<std::string>& peers) {
+Result<ReadinessInput> GatherReadiness(
+    Env& env, const catalog::Store& store, const std::string& data_dir,
+    const std::vector<std::string>& peers,
+    const std::map<std::string, RestoredInstance>& restored_elsewhere) {
   ReadinessInput in;
   in.peers = peers;
   in.peer_states = store.Peers();
   for (const catalog::InstanceRecord& r : store.Instances()) {
     if (!r.removed) in.instances.push_back(GatherInstance(store, r));
   }
-  Result<std::vector<DeposedInstance>> deposed = FindDeposed(env, store, data_dir);
+  Result<std::vector<DeposedInstance>> deposed = FindDeposed(env, store, data_dir, restored_elsewhere);
   if (deposed.ok()) {
     in.deposed = std::move(*deposed);
   } else {

@@ -127,10 +127,13 @@ struct ReadinessReport {
 // Reads what AssessReadiness needs from `store` (index and generation
 // descriptions), the check records and the restore journals under
 // `data_dir`. Unreadable journals or records are listed in read_errors, not
-// fatal. The cluster copies are the caller's to add (they need the network).
-Result<ReadinessInput> GatherReadiness(Env& env, const catalog::Store& store,
-                                       const std::string& data_dir,
-                                       const std::vector<std::string>& peers);
+// fatal. The cluster copies are the caller's to add (they need the network);
+// so are `restored_elsewhere`, the finished restores other nodes reported,
+// which make instances deposed like this node's own journals do.
+Result<ReadinessInput> GatherReadiness(
+    Env& env, const catalog::Store& store, const std::string& data_dir,
+    const std::vector<std::string>& peers,
+    const std::map<std::string, RestoredInstance>& restored_elsewhere = {});
 
 // Pure.
 ReadinessReport AssessReadiness(const ReadinessInput& in);

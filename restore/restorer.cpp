@@ -57,11 +57,17 @@ json RestoreReport::ToJson() const {
                         {"reachable", c.reachable},
                         {"error", c.error.empty() ? json() : json(c.error)},
                         {"generation", c.generation},
-                        {"pulled_at", c.pulled_ms ? json(FormatIso8601Ms(c.pulled_ms)) : json()}});
+                        {"pulled_at", IsoOrNull(c.pulled_ms)}});
   }
   double secs = static_cast<double>(wall_ms) / 1000.0;
   return {{"plan", plan.ToJson()},
-          {"journal", {{"id", journal_id}, {"path", journal_path}}},
+          {"started_at", IsoOrNull(started_ms)},
+          {"finished_at", IsoOrNull(finished_ms)},
+          {"journal",
+           {{"id", journal_id},
+            {"path", journal_path},
+            {"started_at", IsoOrNull(journal_started_ms)},
+            {"finished_at", IsoOrNull(journal_finished_ms)}}},
           {"resumed", resumed},
           {"already_complete", already_complete},
           {"warnings", warnings},
@@ -91,8 +97,10 @@ class RunState {
 
   Status Go() {
     const int64_t start = ctx_.clock->MonotonicMs();
+    report_.started_ms = ctx_.clock->WallMs();
     Status st = Steps();
     report_.wall_ms = ctx_.clock->MonotonicMs() - start;
+    report_.finished_ms = ctx_.clock->WallMs();
     return st;
   }
 
@@ -110,7 +118,7 @@ class RunState {
     report_.journal_id = id;
     RETURN_IF_ERROR(SkipRestoredElsewhere(id, &selected));
     ASSIGN_OR_RETURN(std::optional<Journal> journal, Journal::Load(env_, ctx_.data_dir, id));
-    if (journal) report_.journal_path = journal->path();
+    if (journal) NoteJournal(*journal);
     if (journal && journal->complete()) {
       report_.already_complete = true;
       report_.plan = journal->ToPlan();
@@ -160,9 +168,10 @@ class RunState {
                                 ctx_.backend->name(), ctx_.backend->target(), report_.plan,
                                 ctx_.clock->WallMs());
       RETURN_IF_ERROR(journal->Save());
-      report_.journal_path = journal->path();
+      NoteJournal(*journal);
     }
     Status done = Execute(*journal);
+    NoteJournal(*journal);
     if (done.ok()) RemoveCheckouts();  // a failed run resumes from them
     return done;
   }
@@ -441,6 +450,7 @@ class RunState {
     s.peer = record.peer;
     s.generation = gen->record.generation;
     s.seq = gen->record.seq;
+    s.pulled_ms = gen->record.pulled_at_ms ? gen->record.pulled_at_ms : record.pulled_at_ms;
     ASSIGN_OR_RETURN(s.vm_payload,
                      ParseJsonText(gen->vm_payload, "VM payload of " + record.uuid + " in " + dir));
     if (!gen->sapi_record.empty()) {
@@ -673,6 +683,12 @@ class RunState {
   }
 
   // ---- 6. execute ------------------------------------------------------------
+
+  void NoteJournal(const Journal& journal) {
+    report_.journal_path = journal.path();
+    report_.journal_started_ms = journal.started_ms();
+    report_.journal_finished_ms = journal.finished_ms();
+  }
 
   Status Execute(Journal& journal) {
     RestoreContext::Progress progress;

@@ -113,6 +113,10 @@ struct RestoreReport {
   uint64_t bytes_restored = 0;
   int64_t verify_ms = 0;
   int64_t wall_ms = 0;
+  int64_t started_ms = 0;          // this run, wall clock
+  int64_t finished_ms = 0;         // this run, wall clock
+  int64_t journal_started_ms = 0;  // the restore's first run (0: no journal)
+  int64_t journal_finished_ms = 0; // its last step (0: not finished)
   std::vector<std::string> notes;  // steps a backend skipped, and why
   std::vector<std::string>
       not_restorable_services;  // services of the selection with nothing planned

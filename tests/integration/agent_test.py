@@ -154,7 +154,10 @@ class Agent:
     def write_config(self):
         os.makedirs(os.path.dirname(self.config), exist_ok=True)
         write(os.path.join(os.path.dirname(self.config), "cluster.key"), self.key, 0o600)
-        peers = "".join('\n[[peer]]\nname = "%s"\naddress = "127.0.0.1:%d"\n' % p for p in self.peers)
+        # (name, listen port) or (name, listen port, api port)
+        peers = "".join('\n[[peer]]\nname = "%s"\naddress = "127.0.0.1:%d"\n' % p[:2]
+                        + ('api = "127.0.0.1:%d"\n' % p[2] if len(p) > 2 else "")
+                        for p in self.peers)
         write(self.config, """
 [node]
 uuid = "%s"
@@ -299,7 +302,7 @@ class Cluster:
             kw = dict(agent_kw.get(n, {}))
             self.agents[n] = Agent(tmp, n, keys.get(n, KEY_A), self.exports[n].root, **kw)
         for n, a in self.agents.items():
-            a.peers = [(m, b.listen_port) for m, b in self.agents.items() if m != n]
+            a.peers = [(m, b.listen_port, b.api_port) for m, b in self.agents.items() if m != n]
 
     def start(self):
         for a in self.agents.values():

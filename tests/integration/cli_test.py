@@ -123,5 +123,68 @@ class SyncNowTest(agent_test.ClusterTestCase):
         self.assertEqual({o["type"] for o in objs} - {"progress"}, {"result", "done"})
 
 
+class SyncNowClusterTest(agent_test.ClusterTestCase):
+    def start(self):
+        c = self.cluster()
+        self.held = {}
+        for name in ("A", "B", "C"):
+            self.held[name] = c.exports[name].add_instance(
+                "svc" + name.lower(), "svc%s0" % name.lower(), {"data": det_bytes(name, 200_000)})
+        c.start()
+        return c
+
+    def test_every_reachable_node_pulls_with_its_progress(self):
+        c = self.start()
+        A = c.agents["A"]
+        r = A.cli("sync-now", "--cluster", "-j")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        objs = [json.loads(l) for l in r.stdout.splitlines()]
+        self.assertEqual(objs[-1], {"type": "done", "ok": True, "nodes": 3})
+        pulls = {(o["node"], o["peer"]): o for o in objs if o["type"] == "result"}
+        self.assertEqual(set(pulls), {(n, p) for n in "ABC" for p in "ABC" if n != p})
+        self.assertTrue(all(o["ok"] for o in pulls.values()), pulls)
+        progress = {o["node"] for o in objs if o["type"] == "progress"}
+        self.assertEqual(progress, {"A", "B", "C"}, "each node's progress is shown")
+        nodes = {o["node"]: o for o in objs if o["type"] == "node"}
+        self.assertEqual(set(nodes), {"A", "B", "C"})
+        self.assertTrue(all(o["ok"] and o["error"] is None for o in nodes.values()), nodes)
+        # Every node now holds the instances of the two others.
+        for name, agent in c.agents.items():
+            held = {i["uuid"] for i in agent.catalog()["instances"]}
+            self.assertEqual(held, {u for n, u in self.held.items() if n != name}, name)
+
+        # Text: one result line per pull, named node<-peer.
+        r = A.cli("sync-now", "--cluster", "--peer", "C")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("A<-C: ok", r.stdout)
+        self.assertIn("B<-C: ok", r.stdout)
+        self.assertNotIn("C<-", r.stdout)
+        self.assertIn("every node pulled: ok (2 nodes)", r.stdout)
+
+    def test_a_node_that_is_down_is_named_and_the_exit_says_so(self):
+        c = self.start()
+        c.agents["C"].stop()
+        r = c.agents["A"].cli("sync-now", "--cluster", "-j")
+        self.assertEqual(r.returncode, 75, r.stdout + r.stderr)  # A and B fail to pull C
+        objs = [json.loads(l) for l in r.stdout.splitlines()]
+        nodes = {o["node"]: o for o in objs if o["type"] == "node"}
+        self.assertFalse(nodes["C"]["ok"])
+        self.assertIn("is `lifeboat agent` running?", nodes["C"]["error"])
+        pulls = {(o["node"], o["peer"]): o["ok"] for o in objs if o["type"] == "result"}
+        self.assertEqual(pulls, {("A", "B"): True, ("A", "C"): False,
+                                 ("B", "A"): True, ("B", "C"): False})
+        self.assertEqual(objs[-1]["type"], "done")
+        self.assertFalse(objs[-1]["ok"])
+
+    def test_a_peer_without_api_is_a_config_error(self):
+        c = self.start()
+        A = c.agents["A"]
+        A.peers = [(A.peers[0][0], A.peers[0][1])] + A.peers[1:]
+        A.write_config()
+        r = A.cli("sync-now", "--cluster")
+        self.assertEqual(r.returncode, 78, r.stdout + r.stderr)
+        self.assertIn("peer B has no `api`", r.stderr)
+
+
 if __name__ == "__main__":
     agent_test.run_tests()

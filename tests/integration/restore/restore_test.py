@@ -145,6 +145,16 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(len(images), len(set(images)), "an image installed twice")
         self.assertEqual(len(images), 2 + 3)
         self.assertEqual(out["steps_run"], len(plan["steps"]))
+        # Points in time are ISO 8601 UTC, as in status -j: the run, the
+        # journal, and per instance the restore point (when its copy was pulled).
+        iso = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
+        for when in (out["started_at"], out["finished_at"], out["journal"]["started_at"],
+                     out["journal"]["finished_at"]):
+            self.assertRegex(when, iso)
+        last_success = A.peer_status("B")["last_success"]
+        for inst in plan["instances"]:
+            self.assertRegex(inst["pulled_at"], iso)
+            self.assertLessEqual(inst["pulled_at"], last_success)
 
         for inst in plan["instances"]:
             old, new = inst["old_uuid"], inst["new_uuid"]
@@ -370,6 +380,45 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(ready.returncode, 1, ready.stdout + ready.stderr)
         self.assertIn("B: deposed:", ready.stderr)
         self.assertEqual(whole_tree_bytes(target), before, "a pull touched the restored instances")
+
+    def test_a_deposed_instance_fails_the_checks_of_every_node(self):
+        """B's instances are restored on A; B comes back: C, which restored
+        nothing, learns it from A's GET /restores and fails its checks."""
+        c = self.start_cluster()
+        A, C = c.agents["A"], c.agents["C"]
+        rc, lines, err = C.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        restored = {i["old_uuid"]: i for i in out["plan"]["instances"]}
+        status, _, body = A.http("GET", "/restores")
+        self.assertEqual(status, 200, body)
+        served = json.loads(body)
+        self.assertEqual(served["node"], "A")
+        self.assertEqual({r["old_uuid"] for r in served["restored"]}, set(restored))
+        self.assertEqual(C.status()["deposed"], [], "B is not back yet")
+
+        c.agents["B"].start()  # B comes back with its old instances
+        rc, lines, err = C.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        st = C.status()
+        self.assertEqual({d["old_uuid"] for d in st["deposed"]}, set(restored))
+        self.assertEqual({d["node"] for d in st["deposed"]}, {"A"})
+        self.assertEqual({r["node"] for r in st["restored"]}, {"A"})
+        old = self.b["imgapi0"]
+        check = C.cli("status", "--check", timeout=30)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("lifeboat status: B: deposed: 3 instances of B were restored elsewhere",
+                      check.stderr)
+        self.assertIn("imgapi0 (%s) on A as %s" % (old, restored[old]["alias"]), check.stderr)
+        ready = C.cli("readiness", "--check", timeout=30)
+        self.assertEqual(ready.returncode, 1, ready.stdout + ready.stderr)
+        self.assertIn("B: deposed:", ready.stderr)
+        self.assertIn("imgapi0 (%s)" % old, ready.stderr)
+        # --local asks nobody: C's own journals know of no restore.
+        local = C.cli("readiness", "--check", "--local", timeout=30)
+        self.assertNotIn("deposed", local.stderr)
 
     def freshest_setup(self):
         """A holds B at generation g1; then B changes and C pulls it (g2 > g1); B stops."""

@@ -107,6 +107,7 @@ services = ["imgapi", "sapi"]
 [[peer]]
 name = "headnode1"
 address = "[fd00::8]:4650"
+api = "[fd00::8]:4651"
 [retention]
 generations = 5
 removed_grace = "7d"
@@ -139,6 +140,7 @@ restore_data = ["/bin/rd"]
   REQUIRE(c->peers.size() == 1);
   CHECK(c->peers[0].name == "headnode1");
   CHECK(c->peers[0].address.ToString() == "[fd00::8]:4650");
+  CHECK(c->peers[0].api.ToString() == "[fd00::8]:4651");
   CHECK(c->retention.generations == 5);
   CHECK(c->retention.removed_grace == std::chrono::hours(24 * 7));
   CHECK(c->restore.backend == RestoreBackend::kExec);
@@ -215,6 +217,9 @@ TEST_CASE("each kind of mistake is reported with its line and key", "[conf]") {
       {"peer at loopback of a wildcard listen",
        "[[peer]]\nname = \"b\"\naddress = \"127.0.0.1:4650\"\n", 8, "peer[0].address",
        "is this node's own agent.listen (0.0.0.0:4650)"},
+      {"peer api on a wildcard address",
+       "[[peer]]\nname = \"b\"\naddress = \"10.0.0.2:4650\"\napi = \"0.0.0.0:4651\"\n", 9,
+       "peer[0].api", "is a wildcard address"},
       {"peer without address", "[[peer]]\nname = \"b\"\n", 6, "peer[0].address",
        "missing required key"},
       {"peer as a plain table", "[peer]\nname = \"b\"\n", 6, "peer", "expected [[peer]] tables"},

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "base/fault_env.h"
+#include "restore/shared_restores.h"
 #include "tests/unit/restore/restore_test_util.h"
 
 namespace lifeboat::restore {
@@ -133,6 +134,41 @@ TEST_CASE("restored instances are listed once all their steps finished") {
   for (size_t i = 3; i < plan.steps.size(); ++i) REQUIRE(j.MarkDone(plan.steps[i].id, 200).ok());
   CHECK(j.complete());
   CHECK(ListRestoredInstances(env, dir.path()).value().size() == 2);
+}
+
+TEST_CASE("a node's finished restores reach the other nodes exactly; unfinished ones depose nothing") {
+  RestoredInstance done{"11111111-1111-4111-8111-111111111111", "imgapi0", "22222222-2222-4222-8222-222222222222",
+                        "imgapi1", "imgapi", "headnode1", 7, "headnode0", "dir", "/t",
+                        1'800'000'123'456, "j1"};
+  RestoredInstance running = done;
+  running.old_uuid = "33333333-3333-4333-8333-333333333333";
+  running.restored_ms = 0;
+  nlohmann::json doc = {{"node", "headnode0"},
+                        {"restored", {RestoredJson(done), RestoredJson(running)}}};
+  CHECK(doc["restored"][0]["restored_at"] == "2027-01-15T08:02:03.456Z");
+  CHECK(doc["restored"][1]["restored_at"].is_null());
+  auto got = FinishedRestoresOf(nlohmann::json::parse(doc.dump()), "headnode0");
+  REQUIRE(got.ok());
+  REQUIRE(got->size() == 1);
+  const RestoredInstance& r = got->front();
+  CHECK(r.old_uuid == done.old_uuid);
+  CHECK(r.new_uuid == done.new_uuid);
+  CHECK(r.alias == "imgapi1");
+  CHECK(r.peer == "headnode1");
+  CHECK(r.node == "headnode0");
+  CHECK(r.restored_ms == done.restored_ms);
+
+  auto bad = FinishedRestoresOf(nlohmann::json::array(), "headnode2");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("node headnode2") != std::string::npos);
+
+  // Merging: a finished restore wins over an unfinished one, then the newer.
+  std::map<std::string, RestoredInstance> m;
+  RestoredInstance unfinished = done;
+  unfinished.restored_ms = 0;
+  MergeRestored(m, done);
+  MergeRestored(m, unfinished);
+  CHECK(m.at(done.old_uuid).restored_ms == done.restored_ms);
 }
 
 }  // namespace

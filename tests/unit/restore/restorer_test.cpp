@@ -288,6 +288,66 @@ TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog b
   CHECK(SnapshotTree(c.data_dir()) == catalog_before);
 }
 
+// Every key of a -j document that ends in "_at" holds ISO 8601 UTC or null.
+void CheckPointsInTime(const json& j, const std::string& where) {
+  if (j.is_array()) {
+    for (const json& e : j) CheckPointsInTime(e, where);
+    return;
+  }
+  if (!j.is_object()) return;
+  for (const auto& [key, value] : j.items()) {
+    INFO(where << "." << key << " = " << value.dump());
+    if (key.ends_with("_at")) {
+      CHECK((value.is_null() || (value.is_string() && value.get<std::string>().size() == 24 &&
+                                 value.get<std::string>().ends_with("Z"))));
+    }
+    CHECK_FALSE((key.ends_with("_ms") && key != "wall_ms"));  // only durations keep ms
+    CheckPointsInTime(value, where + "." + key);
+  }
+}
+
+TEST_CASE("restore -j gives its points in time as ISO 8601 UTC: run, journal, restore point") {
+  Cluster c;
+  const int64_t pulled = c.clock().WallMs();
+  c.clock().Advance(90'000);
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  Restorer restorer(c.Context(backend.get()));
+
+  RestoreRequest dry = PeerRequest();
+  dry.dry_run = true;
+  RestoreReport planned;
+  REQUIRE(restorer.Run(dry, &planned).ok());
+  json pj = planned.ToJson();
+  CheckPointsInTime(pj, "dry run");
+  CHECK(pj["started_at"] == FormatIso8601Ms(c.clock().WallMs()));
+  CHECK(pj["journal"]["started_at"].is_null());  // a dry run writes no journal
+  for (const json& i : pj["plan"]["instances"]) CHECK(i["pulled_at"] == FormatIso8601Ms(pulled));
+
+  const int64_t started = c.clock().WallMs();
+  RestoreReport report;
+  REQUIRE(restorer.Run(PeerRequest(), &report).ok());
+  json j = report.ToJson();
+  CheckPointsInTime(j, "restore");
+  CHECK(j["started_at"] == FormatIso8601Ms(started));
+  CHECK(j["finished_at"] == FormatIso8601Ms(started));  // the manual clock stood still
+  CHECK(j["journal"]["started_at"] == FormatIso8601Ms(started));
+  CHECK(j["journal"]["finished_at"] == FormatIso8601Ms(started));
+  for (const json& i : j["plan"]["instances"]) CHECK(i["pulled_at"] == FormatIso8601Ms(pulled));
+
+  // A rerun an hour later (stale data by then: -y): the journal's times are the first run's.
+  c.clock().Advance(3'600'000);
+  RestoreRequest rerun = PeerRequest();
+  rerun.assume_yes = true;
+  RestoreReport again;
+  REQUIRE(restorer.Run(rerun, &again).ok());
+  CHECK(again.already_complete);
+  json aj = again.ToJson();
+  CheckPointsInTime(aj, "rerun");
+  CHECK(aj["started_at"] == FormatIso8601Ms(c.clock().WallMs()));
+  CHECK(aj["journal"]["started_at"] == FormatIso8601Ms(started));
+  for (const json& i : aj["plan"]["instances"]) CHECK(i["pulled_at"] == FormatIso8601Ms(pulled));
+}
+
 TEST_CASE("a corrupted catalog file stops the restore before anything is written") {
   Cluster c;
   auto inst = c.store().Instance(kVmapi0);
