@@ -8,7 +8,10 @@ namespace lifeboat::agent {
 catalog::StoreOptions StoreOptionsFor(const conf::Config& config, bool read_only) {
   catalog::StoreOptions so;
   so.data_dir = config.agent.data_dir;
-  so.generations_kept = config.retention.generations;
+  so.retention.keep_last = config.retention.generations;
+  so.retention.all_for_ms = config.retention.keep_all_for.count();
+  so.retention.hourly_for_ms = config.retention.keep_hourly_for.count();
+  so.retention.daily_for_ms = config.retention.keep_daily_for.count();
   so.removed_grace_ms = static_cast<int64_t>(config.retention.removed_grace.count());
   so.read_only = read_only;
   return so;

@@ -44,6 +44,36 @@ std::string FormatIso8601Ms(int64_t wall_ms) {
   return buf;
 }
 
+std::optional<int64_t> ParseIso8601Ms(std::string_view text) {
+  int y, mo, d, h, mi, s, ms = 0, used = 0;
+  const std::string t(text);
+  if (std::sscanf(t.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &used) != 6 ||
+      used != 19) {
+    return std::nullopt;
+  }
+  std::string_view rest = text.substr(19);
+  if (rest.size() == 5 && rest[0] == '.') {
+    int digits = 0;
+    for (char c : rest.substr(1, 3)) {
+      if (c < '0' || c > '9') return std::nullopt;
+      digits = digits * 10 + (c - '0');
+    }
+    ms = digits;
+    rest = rest.substr(4);
+  }
+  if (rest != "Z" || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) {
+    return std::nullopt;
+  }
+  struct tm tm = {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  return static_cast<int64_t>(::timegm(&tm)) * 1000 + ms;
+}
+
 int64_t WallAgeMs(int64_t then_ms, int64_t now_ms) {
   if (then_ms <= 0) return kNeverMs;
   if (then_ms > now_ms + kClockSlackMs) return kClockChangedMs;

@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace lifeboat {
 
@@ -39,6 +41,9 @@ class ManualClock final : public Clock {
 
 // "2026-11-21T16:25:03.123Z"
 std::string FormatIso8601Ms(int64_t wall_ms);
+// Reads what FormatIso8601Ms writes, with or without the milliseconds
+// ("2026-11-21T16:25:03Z"); UTC only. nullopt on anything else.
+std::optional<int64_t> ParseIso8601Ms(std::string_view text);
 
 // How long ago `then_ms` was on the wall clock, for ages that only wall time
 // recorded (the catalog's pull times). kNeverMs when `then_ms` is 0 (never);

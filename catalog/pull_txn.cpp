@@ -968,7 +968,7 @@ void PullTxn::AfterCommit(const Published& pub) {
     const std::string& uuid = si.desc.r.uuid;
     note(st.RefreshView(uuid, si.desc.r.seq, si.desc.files,
                         si.prev_seq ? si.prev_files.get() : nullptr, si.prev_seq));
-    st.gen_ids_[uuid][si.desc.r.seq] = std::move(si.ids);
+    st.gen_ids_[uuid][si.desc.r.seq] = {si.desc.r.pulled_at_ms, std::move(si.ids)};
     si.ids.clear();
     st.current_files_[uuid] = {si.desc.r.seq,
                                std::make_shared<const std::vector<FileEntry>>(si.desc.files)};

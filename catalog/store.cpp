@@ -341,7 +341,7 @@ Status Store::Impl::LoadRefs() {
     std::lock_guard<std::mutex> lock(mu_);
     instances = cat_.instances;
   }
-  std::map<std::string, std::map<uint64_t, std::vector<Digest256>>> gens;
+  decltype(gen_ids_) gens;
   decltype(current_files_) current;
   ObjectRefs refs;
   for (const auto& [uuid, rec] : instances) {
@@ -354,7 +354,8 @@ Status Store::Impl::LoadRefs() {
                   {{"instance", uuid}, {"seq", seq}, {"error", desc.status().message()}});
         continue;
       }
-      std::vector<Digest256>& ids = gens[uuid][seq];
+      gens[uuid][seq].committed_ms = desc->first.r.pulled_at_ms;
+      std::vector<Digest256>& ids = gens[uuid][seq].ids;
       for (const FileEntry& f : desc->first.files) {
         if (f.kind == EntryKind::kFile) ids.push_back(f.sha256);
       }
@@ -622,7 +623,7 @@ Status Store::Impl::ApplyRetentionLocked() {
       UnlinkServiceNames(rec.r.service, rec.r.uuid);
       RETURN_IF_ERROR(trash_->Discard(InstDir(rec.r.uuid)));
       std::vector<Digest256> freed;
-      for (const auto& [seq, ids] : gen_ids_[rec.r.uuid]) refs_.Release(ids, &freed);
+      for (const auto& [seq, gen] : gen_ids_[rec.r.uuid]) refs_.Release(gen.ids, &freed);
       gen_ids_.erase(rec.r.uuid);
       current_files_.erase(rec.r.uuid);
       RemoveObjects(freed);
@@ -669,15 +670,22 @@ Status Store::Impl::ApplyRetentionLocked() {
 Status Store::Impl::PruneGenerations(const std::string& uuid, uint64_t current) {
   auto held = gen_ids_.find(uuid);
   if (held == gen_ids_.end()) return Status::Ok();
-  std::map<uint64_t, std::vector<Digest256>>& gens = held->second;
-  const size_t keep = std::max<uint32_t>(1, o_.generations_kept);
+  std::map<uint64_t, RetainedGeneration>& gens = held->second;
+  std::vector<std::pair<uint64_t, int64_t>> times;
+  for (const auto& [seq, gen] : gens) {
+    if (seq <= current) times.emplace_back(seq, gen.committed_ms);
+  }
+  const std::set<uint64_t> keep = RetainedGenerations(times, clock_.WallMs(), o_.retention);
   std::vector<Digest256> freed;
-  while (gens.size() > keep && gens.begin()->first != current) {
-    const uint64_t seq = gens.begin()->first;
-    Status gone = env_.RemoveFile(DescPath(uuid, seq));
+  for (auto it = gens.begin(); it != gens.end() && it->first < current;) {
+    if (keep.count(it->first)) {
+      ++it;
+      continue;
+    }
+    Status gone = env_.RemoveFile(DescPath(uuid, it->first));
     if (!gone.ok() && gone.code() != Code::kNotFound) return gone;
-    refs_.Release(gens.begin()->second, &freed);
-    gens.erase(gens.begin());
+    refs_.Release(it->second.ids, &freed);
+    it = gens.erase(it);
   }
   RemoveObjects(freed);
   return Status::Ok();
@@ -774,6 +782,7 @@ Result<InstanceGeneration> Store::Instance(const std::string& uuid, uint64_t seq
   g.record.size = desc.first.r.size;
   g.record.files = desc.first.r.files;
   g.current = seq == rec->seq;
+  g.committed_at_ms = desc.first.r.pulled_at_ms;
   if (g.current && impl_->ViewSeq(uuid) == seq) g.dir = impl_->ViewDir(uuid);
   std::string vm_object, sapi_object;
   for (FileEntry& f : desc.first.files) {

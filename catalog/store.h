@@ -71,6 +71,7 @@
 #include "base/env.h"
 #include "base/sha256.h"
 #include "base/status.h"
+#include "catalog/retention.h"
 #include "syncproto/manifest.h"
 
 namespace lifeboat::catalog {
@@ -79,8 +80,10 @@ inline constexpr int kCatalogFormatVersion = 2;
 inline constexpr uint32_t kRemovedPullsBeforeDrop = 3;
 
 struct StoreOptions {
-  std::string data_dir;                         // required; created 0700 when missing
-  uint32_t generations_kept = 3;                // retention.generations (>= 1)
+  std::string data_dir;  // required; created 0700 when missing
+  // retention.generations (keep_last) and the time-based windows
+  // (retention.keep_all_for, keep_hourly_for, keep_daily_for); catalog/retention.h.
+  RetentionPolicy retention;
   int64_t removed_grace_ms = 24 * 3600 * 1000;  // retention.removed_grace
   bool read_only = false;                       // CLI: no cleanup, no repair on disk, no pulls
 };
@@ -127,6 +130,7 @@ struct StoredFile {
 struct InstanceGeneration {
   InstanceRecord record;  // catalog record, with generation/seq of this generation
   bool current = false;
+  int64_t committed_at_ms = 0;  // when this generation became current here (wall ms)
   // A checkout of this generation: the view instances/<uuid>/current when
   // it shows this generation, else "" (Store::Checkout makes one).
   std::string dir;
@@ -319,7 +323,7 @@ class Store {
   Result<VerifyReport> Verify() const;
 
   // Applies retention now (also done by every Commit): old generations beyond
-  // generations_kept, removed instances past removed_grace, unreferenced
+  // the retention policy, removed instances past removed_grace, unreferenced
   // images past removed_grace.
   Status ApplyRetention();
 

@@ -35,6 +35,7 @@ struct CatalogArgs {
   bool no_header = false;
   std::string columns;
   std::string uuid;
+  uint64_t generation = 0;  // show --generation: 0 = the current one
 };
 
 int Fail(const Status& st) {
@@ -119,7 +120,7 @@ const char* KindName(syncproto::EntryKind k) {
 int RunShow(const Context& ctx, const CatalogArgs& args) {
   auto store = OpenStore(ctx, args);
   if (!store.ok()) return Fail(store.status());
-  auto gen = (*store)->Instance(args.uuid);
+  auto gen = (*store)->Instance(args.uuid, args.generation);
   if (!gen.ok()) return Fail(gen.status());
   const int64_t now = Clock::Real()->WallMs();
   auto seqs = (*store)->Generations(args.uuid);
@@ -128,6 +129,8 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
   if (ctx.json) {
     json out = agent::InstanceJson(gen->record, now);
     out["dir"] = gen->dir;
+    out["current"] = gen->current;
+    out["committed_at"] = FormatIso8601Ms(gen->committed_at_ms);
     out["generations_held"] = generations;
     json images = json::array();
     if (chain.ok()) {
@@ -146,6 +149,7 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
       if (f.entry.kind == syncproto::EntryKind::kFile) {
         e["size"] = f.entry.size;
         e["digest"] = f.entry.digest.Hex();
+        e["sha256"] = f.entry.sha256.Hex();
       }
       if (f.entry.kind == syncproto::EntryKind::kSymlink) PutBytes(e, "target", f.entry.target);
       files.push_back(std::move(e));
@@ -160,9 +164,11 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
             << "alias       " << EscapeForTerminal(r.alias) << "\n"
             << "service     " << EscapeForTerminal(r.service) << "\n"
             << "peer        " << r.peer << "\n"
-            << "generation  " << r.generation << " (local " << r.seq << "; held:";
+            << "generation  " << r.generation << " (local " << r.seq
+            << (gen->current ? ", current" : ", retained") << "; held:";
   for (uint64_t s : generations) std::cout << " " << s;
   std::cout << ")\n"
+            << "committed   " << FormatIso8601Ms(gen->committed_at_ms) << "\n"
             << "pulled at   " << FormatIso8601Ms(r.pulled_at_ms) << " ("
             << HumanAge((now - r.pulled_at_ms) / 1000) << " ago)\n"
             << "size        " << HumanBytes(r.size) << " in " << r.files << " entries\n";
@@ -170,7 +176,10 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
     std::cout << "removed     since " << FormatIso8601Ms(r.removed_since_ms)
               << " (the peer no longer exports it)\n";
   }
-  std::cout << "directory   " << EscapeForTerminal(gen->dir) << "\n"
+  std::cout << "directory   "
+            << (gen->dir.empty() ? "(none: restore checks this generation out)"
+                                 : EscapeForTerminal(gen->dir))
+            << "\n"
             << "image chain ";
   if (chain.ok()) {
     for (size_t i = 0; i < chain->size(); ++i) std::cout << (i ? " -> " : "") << (*chain)[i].uuid;
@@ -204,7 +213,8 @@ void RecordVerify(const catalog::Store& store, const catalog::VerifyReport& repo
   rec.problems = report.problems.size();
   if (!report.ok()) rec.first_problem = report.problems[0].path + ": " + report.problems[0].what;
   Status st = restore::SaveVerifyRecord(*Env::Default(), store.data_dir(), rec);
-  if (!st.ok()) std::cerr << "lifeboat catalog verify: result not recorded: " << st.message() << "\n";
+  if (!st.ok())
+    std::cerr << "lifeboat catalog verify: result not recorded: " << st.message() << "\n";
 }
 
 int RunVerify(const Context& ctx, const CatalogArgs& args) {
@@ -221,9 +231,9 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
       problems.push_back(std::move(e));
     }
     json out = {{"ok", report->ok()},
-                 {"files_checked", report->files_checked},
-                 {"bytes_checked", report->bytes_checked},
-                 {"problems", problems}};
+                {"files_checked", report->files_checked},
+                {"bytes_checked", report->bytes_checked},
+                {"problems", problems}};
     std::cout << DumpJson(out, 2) << "\n";
   } else {
     for (const auto& p : report->problems) {
@@ -255,6 +265,9 @@ const CommandRegistrar kRegistrar(30, [](CLI::App& root, Context& ctx) {
   CLI::App* show =
       cat->add_subcommand("show", "show one instance: its generation, files, image chain");
   show->add_option("uuid", args.uuid, "instance uuid")->required();
+  show->add_option("--generation", args.generation,
+                   "a retained generation (a local seq listed under \"held\") instead of the "
+                   "current one");
   add_dir(show);
   show->callback([&ctx] { ctx.Run([&ctx] { return RunShow(ctx, args); }); });
 

@@ -2,7 +2,7 @@
 //
 //   lifeboat restore (--peer P | --service S... | --instance UUID...)
 //       [--dry-run] [--backend dir|smartos|exec] [--target DIR]
-//       [--reuse-ips|--new-ips] [--generation N] [--force] [--from-freshest] [--again]
+//       [--reuse-ips|--new-ips] [--generation N | --at TIME] [--force] [--from-freshest] [--again]
 //       [-y] [-j]
 //
 // On a terminal, a new restore shows its plan and asks before the first step
@@ -41,6 +41,14 @@
 namespace lifeboat::cli {
 namespace {
 
+// --at: an ISO 8601 UTC time, or a duration meaning that long before `now_ms`.
+std::optional<int64_t> AtTime(const std::string& text, int64_t now_ms) {
+  if (auto t = ParseIso8601Ms(text)) return t;
+  auto ago = conf::ParseDuration(text);
+  if (!ago.ok()) return std::nullopt;
+  return now_ms - ago->count();
+}
+
 using restore::NodeAddress;
 
 struct RestoreFlags {
@@ -53,6 +61,7 @@ struct RestoreFlags {
   bool reuse_ips = false;
   bool new_ips = false;
   std::optional<uint64_t> generation;
+  std::string at;  // --at: ISO 8601 UTC time, or how long ago ("2h")
   bool force = false;
   bool from_freshest = false;
   bool yes = false;
@@ -270,6 +279,16 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   req.selection.services = flags.services;
   req.selection.instances = flags.instances;
   req.selection.generation = flags.generation;
+  if (!flags.at.empty()) {
+    std::optional<int64_t> at = AtTime(flags.at, clock.WallMs());
+    if (!at) {
+      std::cerr << "lifeboat restore: --at wants a UTC time (2026-12-05T10:00:00Z) or how long "
+                   "ago (90m, 2h, 3d), got '"
+                << flags.at << "'\n";
+      return 64;
+    }
+    req.selection.at_ms = *at;
+  }
   req.dry_run = flags.dry_run;
   req.force = flags.force;
   req.assume_yes = flags.yes;
@@ -329,6 +348,10 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
         return digits ? ""
                       : "--generation must be a generation number (1, 2, ...), got '" + v + "'";
       });
+  sub->add_option("--at", flags.at,
+                  "restore, of each instance, the retained generation that was current at this "
+                  "time: 2026-12-05T10:00:00Z, or how long ago (90m, 2h, 3d)")
+      ->excludes("--generation");
   sub->add_flag("--force", flags.force, "restore even though the peer still answers");
   sub->add_flag("--again", flags.again,
                 "also restore instances an earlier restore on this node already rebuilt "

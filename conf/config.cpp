@@ -544,7 +544,10 @@ Config Parser::Parse(const toml::table& root) {
   if (const toml::node* peers = root.get("peer")) ParsePeers(*peers, c);
   Section(root, "retention",
           {Count("generations", &c.retention.generations, 1, 100),
-           DurationField("removed_grace", &c.retention.removed_grace, Duration(0))});
+           DurationField("removed_grace", &c.retention.removed_grace, Duration(0)),
+           DurationField("keep_all_for", &c.retention.keep_all_for, Duration(0)),
+           DurationField("keep_hourly_for", &c.retention.keep_hourly_for, Duration(0)),
+           DurationField("keep_daily_for", &c.retention.keep_daily_for, Duration(0))});
   std::vector<Field> restore = {
       Choice<RestoreBackend>("backend", &r.backend,
                              {{"dir", RestoreBackend::kDir},

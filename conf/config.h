@@ -130,6 +130,12 @@ struct PeerConfig {
 struct RetentionConfig {
   uint32_t generations = 3;                         // kept per instance, 1..100
   Duration removed_grace = std::chrono::hours(24);  // keep data a peer stopped exporting
+  // Time-based windows on top of `generations` (0: off): every generation
+  // younger than keep_all_for, the newest of each hour younger than
+  // keep_hourly_for, of each UTC day younger than keep_daily_for.
+  Duration keep_all_for{0};
+  Duration keep_hourly_for{0};
+  Duration keep_daily_for{0};
 };
 
 enum class RestoreBackend { kDir, kSmartos, kExec };

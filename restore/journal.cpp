@@ -36,6 +36,7 @@ json Selection::ToJson() const {
   if (!services.empty()) j["services"] = Sorted(services);
   if (!instances.empty()) j["instances"] = Sorted(instances);
   j["generation"] = generation ? json(*generation) : json(nullptr);
+  if (at_ms) j["at"] = FormatIso8601Ms(*at_ms);  // absent otherwise: earlier ids stay
   return j;
 }
 
@@ -52,6 +53,7 @@ std::string Selection::Describe() const {
     d += (d.empty() ? "" : ", ") + std::string("instances ") + join(instances);
   }
   if (generation) d += " at generation " + std::to_string(*generation);
+  if (at_ms) d += " as of " + FormatIso8601Ms(*at_ms);
   return d;
 }
 

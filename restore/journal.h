@@ -39,6 +39,7 @@ struct Selection {
   std::vector<std::string> services;
   std::vector<std::string> instances;
   std::optional<uint64_t> generation;  // --generation N
+  std::optional<int64_t> at_ms;        // --at TIME: the generation current then (wall ms)
 
   nlohmann::json ToJson() const;
   std::string Describe() const;  // "peer headnode1", "services imgapi,vmapi", ...

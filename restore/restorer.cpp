@@ -541,12 +541,38 @@ class RunState {
 
   Status LoadSelected(const std::vector<catalog::InstanceRecord>& selected,
                       std::vector<Loaded>* loaded) {
-    uint64_t seq = req_.selection.generation.value_or(0);
     for (const auto& r : selected) {
+      uint64_t seq = req_.selection.generation.value_or(0);
+      if (req_.selection.at_ms) {
+        ASSIGN_OR_RETURN(seq, GenerationAt(r, *req_.selection.at_ms));
+        if (seq == 0) continue;  // listed as skipped
+      }
       ASSIGN_OR_RETURN(Loaded l, LoadInstance(r, seq));
       loaded->push_back(std::move(l));
     }
+    if (loaded->empty() && !selected.empty()) {  // --at found nothing that old
+      return NotFoundError("no selected instance has a generation held from " +
+                           FormatIso8601Ms(req_.selection.at_ms.value_or(0)) + " or before");
+    }
     return Status::Ok();
+  }
+
+  // --at TIME: the newest retained generation of `r` that was current at
+  // `at_ms` (committed then or before); 0, with `r` listed as skipped, when
+  // every retained generation is newer.
+  Result<uint64_t> GenerationAt(const catalog::InstanceRecord& r, int64_t at_ms) {
+    ASSIGN_OR_RETURN(std::vector<uint64_t> seqs, ctx_.store->Generations(r.uuid));
+    int64_t oldest = 0;
+    for (auto it = seqs.rbegin(); it != seqs.rend(); ++it) {
+      ASSIGN_OR_RETURN(catalog::InstanceGeneration g, ctx_.store->Instance(r.uuid, *it));
+      if (g.committed_at_ms <= at_ms) return *it;
+      oldest = g.committed_at_ms;
+    }
+    report_.plan.skipped.push_back({r.uuid, r.alias, r.service,
+                                    "no generation held from " + FormatIso8601Ms(at_ms) +
+                                        " or before (the oldest is from " +
+                                        FormatIso8601Ms(oldest) + ")"});
+    return uint64_t{0};
   }
 
   Status LoadJournalInstances(const Journal& journal, std::vector<Loaded>* loaded) {

@@ -22,6 +22,7 @@
 #include "base/env.h"
 #include "base/status.h"
 #include "catalog/objects.h"
+#include "catalog/retention.h"
 #include "catalog/store.h"
 #include "catalog/trash.h"
 #include "syncproto/manifest.h"
@@ -137,7 +138,11 @@ class Store::Impl {
   // pulls in progress name each object, and the objects of each retained
   // generation (uuid -> seq -> one id per file entry).
   ObjectRefs refs_;
-  std::map<std::string, std::map<uint64_t, std::vector<Digest256>>> gen_ids_;
+  struct RetainedGeneration {
+    int64_t committed_ms = 0;    // the description's pulled_at_ms
+    std::vector<Digest256> ids;  // one per file entry
+  };
+  std::map<std::string, std::map<uint64_t, RetainedGeneration>> gen_ids_;
   // Writable store only, guarded by mu_: the entries of each instance's
   // current generation (seq, entries), so that planning a pull does not
   // parse descriptions (~5 us an entry). ~150 bytes per held file entry.

@@ -29,3 +29,20 @@ TEST_CASE("the real monotonic clock never goes backwards", "[clock]") {
 
 }  // namespace
 }  // namespace lifeboat
+
+namespace lifeboat {
+namespace {
+
+TEST_CASE("ISO 8601 times read back what FormatIso8601Ms writes", "[clock]") {
+  for (int64_t ms : {int64_t{0}, int64_t{1'795'280'300'123}, int64_t{1'700'000'000'000}}) {
+    CHECK(ParseIso8601Ms(FormatIso8601Ms(ms)) == ms);
+  }
+  CHECK(ParseIso8601Ms("2026-12-05T10:00:00Z") == int64_t{1'796'464'800'000});
+  for (const char* bad : {"2026-12-05", "2026-12-05T10:00:00", "2026-12-05T10:00:00+01:00",
+                          "2026-13-05T10:00:00Z", "2026-12-05T10:00:00.12Z", "yesterday", ""}) {
+    CHECK_FALSE(ParseIso8601Ms(bad));
+  }
+}
+
+}  // namespace
+}  // namespace lifeboat

@@ -43,7 +43,7 @@ struct StoreFixture {
   std::unique_ptr<Store> OpenStore(Env& env, uint32_t gens = 3, int64_t grace = 24 * kHour) {
     StoreOptions o;
     o.data_dir = data_dir;
-    o.generations_kept = gens;
+    o.retention.keep_last = gens;
     o.removed_grace_ms = grace;
     auto s = Store::Open(env, clock, o);
     REQUIRE(s.ok());
@@ -444,6 +444,39 @@ TEST_CASE("retention keeps N generations per instance") {
   REQUIRE(old.ok());
   CHECK(Read(FileOf(*old, "datasets/" + f.exp.sapi + "/sapi/db.json")) == "{\"v\": 2}");
   CHECK(store->Generations(f.exp.imgapi).value() == std::vector<uint64_t>{1});
+}
+
+TEST_CASE("time-based retention keeps one generation an hour beside the newest") {
+  StoreFixture f;
+  StoreOptions o;
+  o.data_dir = f.data_dir;
+  o.retention.keep_last = 1;
+  o.retention.hourly_for_ms = 6 * kHour;
+  auto opened = Store::Open(*Env::Default(), f.clock, o);
+  REQUIRE(opened.ok());
+  auto& store = *opened;
+  // A change every 20 minutes for 4 hours: 13 generations of sapi0.
+  for (int i = 0; i < 13; ++i) {
+    Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": " + std::to_string(i) + "}");
+    MustPull(f, *store);
+    f.clock.Advance(20 * 60 * 1000);
+  }
+  auto gens = store->Generations(f.exp.sapi);
+  REQUIRE(gens.ok());
+  // The newest of each hour the pulls touched (5), the current one among them.
+  CHECK(gens->size() >= 4);
+  CHECK(gens->size() <= 6);
+  CHECK(gens->back() == 13);
+  // Each kept generation still reads back whole; the pruned ones' objects are gone.
+  for (uint64_t seq : *gens) {
+    auto g = store->Instance(f.exp.sapi, seq);
+    REQUIRE(g.ok());
+    CHECK(Read(FileOf(*g, "datasets/" + f.exp.sapi + "/sapi/db.json")) ==
+          "{\"v\": " + std::to_string(seq - 1) + "}");
+  }
+  auto report = store->Verify();
+  REQUIRE(report.ok());
+  CHECK(report->ok());
 }
 
 TEST_CASE("a clock that jumps forward never drops a removed instance early") {

@@ -654,7 +654,36 @@ TEST_CASE("selection by service and instance, and unknown selections") {
   CHECK(restorer.Run(req, &report).code() == Code::kUsage);
 }
 
-TEST_CASE("a chosen generation (--generation) restores an older retained generation of an instance") {
+TEST_CASE("restore at a time (--at) takes, of each instance, the generation current then") {
+  Cluster c;  // first pull at T0
+  const int64_t t0 = c.clock().WallMs();
+  c.clock().Advance(3'600'000);
+  WriteFile(c.export_root() + "/datasets/" + kImgapi0 + "/identity", "imgapi0, second\n");
+  REQUIRE(c.Pull().ok());  // imgapi0's second generation at T0 + 1h; the rest unchanged
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  Restorer restorer(c.Context(backend.get()));
+  RestoreRequest req;
+  req.selection.instances = {kImgapi0};
+  req.selection.at_ms = t0 + 1'800'000;  // half an hour after the first pull
+  RestoreReport then;
+  REQUIRE(restorer.Run(req, &then).ok());
+  REQUIRE(then.plan.instances.size() == 1);
+  CHECK(then.plan.instances[0].seq == 1);
+  CHECK(ReadFile(c.target() + "/zones/" + then.plan.instances[0].new_uuid + "/data/identity") ==
+        "imgapi0\n");
+  // Before anything was held: nothing to restore, said so.
+  req.selection.at_ms = t0 - 1;
+  req.dry_run = true;
+  req.again = true;  // imgapi0 was restored above
+  RestoreReport before;
+  Status st = restorer.Run(req, &before);
+  CHECK(st.code() == Code::kNotFound);
+  REQUIRE(before.plan.skipped.size() == 1);
+  CHECK(before.plan.skipped[0].reason.find("no generation held from") != std::string::npos);
+}
+
+TEST_CASE(
+    "a chosen generation (--generation) restores an older retained generation of an instance") {
   Cluster c;
   WriteFile(c.export_root() + "/datasets/" + kImgapi0 + "/identity", "imgapi0, second\n");
   REQUIRE(c.Pull().ok());
