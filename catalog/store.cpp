@@ -295,8 +295,13 @@ Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
   }
   for (auto it = cat_.instances.begin(); it != cat_.instances.end();) {
     if (!on_disk.count(it->first)) {
-      log::Warn("catalog: instance listed in catalog.json has no generation on disk",
-                {{"instance", it->first}});
+      // Its peer's next pull must be a full one: a delta cannot rebuild it.
+      log::Warn("catalog: instance listed in catalog.json has no generation on disk; "
+                "its peer is pulled whole next time",
+                {{"instance", it->first}, {"peer", it->second.r.peer}});
+      if (auto p = cat_.peers.find(it->second.r.peer); p != cat_.peers.end()) {
+        p->second.generation = 0;
+      }
       it = cat_.instances.erase(it);
       *changed = true;
     } else {

@@ -577,6 +577,28 @@ TEST_CASE("a peer that went backwards: what we held is kept under orphans/") {
   CHECK(Exists(*Env::Default(), plan.orphan_dir + "/peer.json"));
 }
 
+TEST_CASE("an instance whose generations vanished from disk is pulled whole again") {
+  StoreFixture f;
+  {
+    auto store = f.OpenStore();
+    MustPull(f, *store);
+  }
+  Write(f.Ds(f.exp.imgapi) + "/etc/imgapi.config.json", R"({"port": 8082})");  // a later change
+  REQUIRE(RemoveTree(*Env::Default(), f.data_dir + "/instances/" + f.exp.imgapi).ok());
+  auto store = f.OpenStore();
+  CHECK_FALSE(store->FindInstance(f.exp.imgapi));
+  CHECK(store->Peer("headnode1")->generation == 0);  // the next answer is a full one
+  auto plan = MustPull(f, *store);
+  CHECK(plan.changed_instances == 1);
+  auto g = store->Instance(f.exp.imgapi);
+  REQUIRE(g.ok());
+  CHECK(Read(FileOf(*g, "datasets/" + f.exp.imgapi + "/etc/imgapi.config.json")) ==
+        R"({"port": 8082})");
+  auto report = store->Verify();
+  REQUIRE(report.ok());
+  CHECK(report->ok());
+}
+
 TEST_CASE("verify finds a flipped byte and names the path") {
   StoreFixture f;
   auto store = f.OpenStore();
