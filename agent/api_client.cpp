@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/tcp.h"
+
 namespace lifeboat::agent {
 namespace {
 
@@ -29,10 +31,7 @@ class Fd {
   int fd_;
 };
 
-std::string Where(const ApiCall& c) {
-  std::string h = c.host.find(':') != std::string::npos ? "[" + c.host + "]" : c.host;
-  return h + ":" + std::to_string(c.port);
-}
+std::string Where(const ApiCall& c) { return FormatHostPort(c.host, c.port); }
 
 // Waits until `fd` is ready for `events`; false on timeout.
 Result<bool> WaitFd(int fd, short events, int64_t timeout_ms) {
@@ -46,42 +45,11 @@ Result<bool> WaitFd(int fd, short events, int64_t timeout_ms) {
 }
 
 Result<int> ConnectTo(const ApiCall& c) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(c.port);
-  int rc = ::getaddrinfo(c.host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0) return UnavailableError("resolve " + Where(c) + ": " + gai_strerror(rc));
-  Status last = UnavailableError("connect to " + Where(c) + ": no address");
-  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) continue;
-    int err = 0;
-    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-      err = errno;
-      if (err == EINPROGRESS) {
-        auto ready = WaitFd(fd, POLLOUT, c.connect_timeout_ms);
-        if (!ready.ok() || !*ready) {
-          ::close(fd);
-          last = TemporaryError("connect to " + Where(c) + ": timed out");
-          continue;
-        }
-        socklen_t len = sizeof(err);
-        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      }
-    }
-    if (err != 0) {
-      ::close(fd);
-      last = UnavailableError("connect to " + Where(c) + ": " + std::strerror(err) +
-                              " (is `lifeboat agent` running?)");
-      continue;
-    }
-    ::freeaddrinfo(res);
-    return fd;
+  Result<int> fd = ConnectTcp(c.host, c.port, c.connect_timeout_ms);
+  if (!fd.ok() && fd.status().code() == Code::kUnavailable) {
+    return UnavailableError(fd.status().message() + " (is `lifeboat agent` running?)");
   }
-  ::freeaddrinfo(res);
-  return last;
+  return fd;
 }
 
 struct ParseState {
@@ -108,41 +76,6 @@ ApiCall ApiCallFor(const std::string& host, uint16_t port, const std::string& to
   c.port = port;
   c.bearer_token = token;
   return c;
-}
-
-std::string HumanBytes(uint64_t bytes) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0) {
-    std::snprintf(buf, sizeof(buf), "%llu B", static_cast<unsigned long long>(bytes));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.1f %s", v, kUnits[u]);
-  }
-  return buf;
-}
-
-std::string HumanAge(int64_t s) {
-  if (s < 0) return "-";
-  char buf[32];
-  if (s < 60) {
-    std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
-  } else if (s < 3600) {
-    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60),
-                  static_cast<long long>(s % 60));
-  } else if (s < 86400) {
-    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
-                  static_cast<long long>(s % 3600 / 60));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%lldd%02lldh", static_cast<long long>(s / 86400),
-                  static_cast<long long>(s % 86400 / 3600));
-  }
-  return buf;
 }
 
 std::string QueryEscape(std::string_view value) {

@@ -46,11 +46,6 @@ Result<ApiReply> CallApi(const ApiCall& call);
 // wildcard address becomes loopback), with auth.api_token ("" = none).
 ApiCall ApiCallFor(const std::string& host, uint16_t port, const std::string& token);
 
-// "1.5 MiB", "812 B".
-std::string HumanBytes(uint64_t bytes);
-// "45s", "3m12s", "2h05m", "3d04h"; "-" for a negative age.
-std::string HumanAge(int64_t seconds);
-
 // "%xx"-escapes a query value.
 std::string QueryEscape(std::string_view value);
 

@@ -32,11 +32,6 @@ std::string PeerNameOf(uv_tcp_t* tcp) {
 
 }  // namespace
 
-std::string FormatHostPort(const std::string& host, uint16_t port) {
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
-}
-
 // ---- Connection -----------------------------------------------------------------
 
 Connection::Connection(uv_loop_t* loop, uv_tcp_t* tcp, std::string peer_name)

@@ -30,6 +30,7 @@
 #include "agent/schedule.h"
 #include "agent/uv.h"
 #include "base/status.h"
+#include "base/tcp.h"  // FormatHostPort
 
 namespace lifeboat::agent {
 
@@ -137,9 +138,6 @@ class Connector {
   explicit Connector(std::shared_ptr<State> s) : state_(std::move(s)) {}
   std::shared_ptr<State> state_;
 };
-
-// "host:port" with IPv6 hosts bracketed.
-std::string FormatHostPort(const std::string& host, uint16_t port);
 
 }  // namespace lifeboat::agent
 

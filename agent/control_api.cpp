@@ -2,15 +2,28 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+#include <cctype>
+#include <string_view>
+
+#include "base/text.h"
+
 namespace lifeboat::agent {
 namespace {
 
+// "Authorization: Bearer <token>"; the scheme is case-insensitive and may be
+// followed by several spaces (RFC 7235 2.1); the token compares in constant time.
 bool TokenMatches(const std::string& want, const HttpRequest& req) {
   auto it = req.headers.find("authorization");
   if (it == req.headers.end()) return false;
-  const std::string prefix = "Bearer ";
-  if (it->second.rfind(prefix, 0) != 0) return false;
-  std::string got = it->second.substr(prefix.size());
+  std::string_view v = it->second;
+  constexpr std::string_view kScheme = "bearer";
+  if (v.size() <= kScheme.size() || v[kScheme.size()] != ' ') return false;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(v[i])) != kScheme[i]) return false;
+  }
+  std::string_view got = v.substr(kScheme.size());
+  while (!got.empty() && got.front() == ' ') got.remove_prefix(1);
   return got.size() == want.size() && CRYPTO_memcmp(got.data(), want.data(), want.size()) == 0;
 }
 
@@ -28,6 +41,13 @@ std::vector<std::string> SplitServices(const std::string& s) {
   return out;
 }
 
+// Service names as the config accepts them (export.services): [a-z0-9_-]{1,64}.
+bool IsServiceName(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
 void SendJsonResult(const std::shared_ptr<HttpResponse>& resp, Result<nlohmann::json> r) {
   if (!r.ok()) {
     resp->SendStatus(r.status());
@@ -41,7 +61,8 @@ void SendJsonResult(const std::shared_ptr<HttpResponse>& resp, Result<nlohmann::
 void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> resp) {
   const std::string& p = req.path;
   bool known =
-      p == "/healthz" || p == "/status" || p == "/catalog" || p == "/metrics" || p == "/sync";
+      p == "/healthz" || p == "/status" || p == "/catalog" || p == "/metrics" || p == "/sync" ||
+      p == "/readiness";
   if (!known) {
     resp->SendError(404, "ResourceNotFound", p + " does not exist");
     return;
@@ -66,6 +87,9 @@ void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> re
     backend_->GetStatus([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
   } else if (p == "/catalog") {
     backend_->GetCatalog([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
+  } else if (p == "/readiness") {
+    backend_->GetReadiness(
+        [resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
   } else if (p == "/metrics") {
     backend_->GetMetrics([resp](std::string text) {
       resp->Send(200, "text/plain; version=0.0.4; charset=utf-8", text);
@@ -80,24 +104,32 @@ void ControlApi::HandleSync(const HttpRequest& req, std::shared_ptr<HttpResponse
   std::vector<std::string> services = req.query.count("service")
                                           ? SplitServices(req.query.at("service"))
                                           : std::vector<std::string>{};
+  for (const std::string& s : services) {
+    if (!IsServiceName(s)) {
+      resp->SendError(400, "InvalidArgument",
+                      "service '" + s + "' is not a service name ([a-z0-9_-], 1 to 64 bytes)");
+      return;
+    }
+  }
   // Progress is throttled per peer: phase changes always, counters at most every packet.
   auto progress = [resp](const PullProgress& p) {
-    resp->WriteChunk(ProgressToJson(p).dump() + "\n");
+    resp->WriteChunk(DumpJson(ProgressToJson(p)) + "\n");
   };
   auto done = [resp](const std::vector<PullResult>& results) {
     bool ok = true;
     for (const auto& r : results) {
-      resp->WriteChunk(ResultToJson(r).dump() + "\n");
+      resp->WriteChunk(DumpJson(ResultToJson(r)) + "\n");
       ok = ok && r.status.ok();
     }
     resp->WriteChunk(
-        nlohmann::json{{"type", "done"}, {"ok", ok}, {"peers", results.size()}}.dump() + "\n");
+        DumpJson(nlohmann::json{{"type", "done"}, {"ok", ok}, {"peers", results.size()}}) + "\n");
     resp->EndStream();
   };
   // Headers go out first so the client sees the stream start at once.
   std::string from = req.query.count("from") ? req.query.at("from") : "";
+  const bool older = req.query.count("older") && req.query.at("older") == "1";
   Status st = from.empty() ? backend_->Sync(peer, services, progress, done)
-                           : backend_->SyncFrom(peer, from, progress, done);
+                           : backend_->SyncFrom(peer, from, older, progress, done);
   if (!st.ok()) {
     resp->SendStatus(st);
     return;

@@ -4,10 +4,15 @@
 //   GET  /status                  per-peer state, services held, this node's export
 //   GET  /catalog                 the instances and images held
 //   GET  /metrics                 Prometheus text format
+//   GET  /readiness               if each peer died now: restorable, RPO, RTO,
+//                                 blockers (restore/readiness.h; this node's
+//                                 copies only: `lifeboat readiness` asks the cluster)
 //   POST /sync?peer=P&service=S   pull now (both optional; service may repeat
 //                                 as a comma list); streams NDJSON: "progress"
 //                                 objects, one "result" object per peer, then
 //                                 a final {"type":"done","ok":...}
+//   POST /sync?peer=P&from=N[&older=1]  pull P's copy held by node N; a copy
+//                                 older than ours only with older=1
 //
 // Errors are restify-shaped: {"code":"ResourceNotFound","message":"..."}.
 // When the config sets auth.api_token, every route but /healthz needs
@@ -36,6 +41,10 @@ class ControlBackend {
   virtual void GetStatus(JsonFn done) = 0;
   virtual void GetCatalog(JsonFn done) = 0;
   virtual void GetMetrics(std::function<void(std::string)> done) = 0;
+  // The readiness document; kNotFound when this agent was started without one.
+  virtual void GetReadiness(JsonFn done) {
+    done(NotFoundError("this agent does not compute readiness"));
+  }
   // Empty when healthy, else why not.
   virtual std::string Unhealthy() = 0;
   // Pulls now from `peer` ("" = every peer) restricted to `services`.
@@ -48,8 +57,12 @@ class ControlBackend {
   // Pulls `peer`'s data held by the configured node `from` (its copy of
   // `peer`, HELD_MANIFEST_REQUEST) into the catalog as `peer`'s, now,
   // outside the peer's schedule. Same contract as Sync (one result).
-  virtual Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+  // Refused (in the result) when that copy is older than the one held here,
+  // unless `allow_older`.
+  virtual Status SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
+                          ProgressFn progress,
                           std::function<void(const std::vector<PullResult>&)> done) {
+    (void)allow_older;
     (void)progress;
     (void)done;
     return UsageError("this agent cannot pull " + peer + "'s copy from " + from);

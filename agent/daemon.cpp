@@ -1,6 +1,9 @@
 #include "agent/daemon.h"
 
 #include <signal.h>
+#include <sys/resource.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <map>
@@ -8,7 +11,9 @@
 #include <optional>
 #include <vector>
 
+#include "agent/config_options.h"
 #include "agent/control_api.h"
+#include "agent/drill_runner.h"
 #include "agent/http_server.h"
 #include "agent/metrics.h"
 #include "agent/peer_puller.h"
@@ -31,9 +36,15 @@ namespace {
 
 int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
 
+// After SIGTERM, the most the agent waits for running work before it exits
+// anyway (with kExitStopTimedOut, EX_TEMPFAIL).
+constexpr int64_t kStopDeadlineMs = 30'000;
+constexpr int kExitStopTimedOut = 75;
+
 class Daemon final : public ControlBackend {
  public:
-  explicit Daemon(const conf::Config& config) : cfg_(config), clock_(Clock::Real()) {}
+  Daemon(const conf::Config& config, DaemonHooks hooks)
+      : cfg_(config), hooks_(std::move(hooks)), clock_(Clock::Real()) {}
 
   Status Open();
   int Run();
@@ -42,8 +53,10 @@ class Daemon final : public ControlBackend {
   void GetStatus(JsonFn done) override;
   void GetCatalog(JsonFn done) override;
   void GetMetrics(std::function<void(std::string)> done) override;
+  void GetReadiness(JsonFn done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
-  Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+  Status SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
+                  ProgressFn progress,
                   std::function<void(const std::vector<PullResult>&)> done) override;
   Status Sync(const std::string& peer, const std::vector<std::string>& services,
               ProgressFn progress,
@@ -56,6 +69,7 @@ class Daemon final : public ControlBackend {
   MetricsSnapshot LoopMetrics(int64_t now) const;
 
   conf::Config cfg_;
+  DaemonHooks hooks_;
   Clock* clock_;
   uv_loop_t loop_;
   bool loop_open_ = false;
@@ -69,6 +83,7 @@ class Daemon final : public ControlBackend {
   std::unique_ptr<PeerServer> peer_server_;
   std::unique_ptr<ControlApi> api_;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<DrillRunner> drills_;
   std::vector<std::unique_ptr<PeerScheduler>> schedulers_;
   std::map<std::string, PullerConfig> puller_configs_;       // by peer name
   std::map<uint64_t, std::unique_ptr<PullJob>> held_pulls_;  // SyncFrom pulls running
@@ -76,6 +91,7 @@ class Daemon final : public ControlBackend {
   std::vector<std::unique_ptr<SignalWatcher>> signals_;
   bool stopping_ = false;
   std::unique_ptr<Timer> stop_grace_;
+  std::unique_ptr<Timer> stop_deadline_;
   int stop_grace_ticks_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 
@@ -83,7 +99,9 @@ class Daemon final : public ControlBackend {
   ~Daemon() {
     *alive_ = false;
     schedulers_.clear();
+    drills_.reset();
     stop_grace_.reset();
+    stop_deadline_.reset();
     http_.reset();
     peer_server_.reset();
     signals_.clear();
@@ -91,7 +109,20 @@ class Daemon final : public ControlBackend {
   }
 };
 
+// Raises the soft open-file limit to the hard one: every peer, API client,
+// pull and served file holds descriptors, and a default soft limit of 1024
+// is a limit nobody chose.
+void RaiseOpenFileLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+  rl.rlim_cur = rl.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    log::Warn("could not raise the open-file limit", {{"errno", errno}});
+  }
+}
+
 Status Daemon::Open() {
+  RaiseOpenFileLimit();
   Env& env = *Env::Default();
   const std::string& data_dir = cfg_.agent.data_dir;
   RETURN_IF_ERROR(CreateDirs(env, data_dir, 0700));
@@ -100,11 +131,8 @@ Status Daemon::Open() {
                                                     "agent.data_dir " + data_dir));
   data_dir_lock_.emplace(std::move(lock));
 
-  catalog::StoreOptions so;
-  so.data_dir = data_dir;
-  so.generations_kept = cfg_.retention.generations;
-  so.removed_grace_ms = Ms(cfg_.retention.removed_grace);
-  ASSIGN_OR_RETURN(store_, catalog::Store::Open(env, *clock_, so));
+  ASSIGN_OR_RETURN(store_, catalog::Store::Open(env, *clock_,
+                                                StoreOptionsFor(cfg_, /*read_only=*/false)));
 
   std::string export_state = JoinPath(data_dir, ".export");
   RETURN_IF_ERROR(CreateDirs(env, export_state, 0700));
@@ -133,16 +161,9 @@ Status Daemon::Open() {
   }
 
   std::shared_ptr<const syncproto::TlsContext> tls_server, tls_client;
-  if (cfg_.auth.transport != conf::Transport::kPlain) {
-    syncproto::TlsConfig tc;
-    tc.mode = cfg_.auth.transport == conf::Transport::kTlsCa ? syncproto::TlsMode::kCa
-                                                             : syncproto::TlsMode::kPsk;
-    tc.cluster_key = cfg_.auth.cluster_key;
-    tc.ca_file = cfg_.auth.ca_file;
-    tc.cert_file = cfg_.auth.cert_file;
-    tc.key_file = cfg_.auth.key_file;
-    ASSIGN_OR_RETURN(tls_server, syncproto::TlsContext::Create(syncproto::TlsRole::kServer, tc));
-    ASSIGN_OR_RETURN(tls_client, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, tc));
+  if (std::optional<syncproto::TlsConfig> tc = TlsConfigFor(cfg_)) {
+    ASSIGN_OR_RETURN(tls_server, syncproto::TlsContext::Create(syncproto::TlsRole::kServer, *tc));
+    ASSIGN_OR_RETURN(tls_client, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, *tc));
   }
 
   PeerServerOptions pso;
@@ -203,10 +224,21 @@ Status Daemon::Open() {
     schedulers_.push_back(std::move(s));
   }
 
+  if (!hooks_.drill_argv.empty() && cfg_.drill.interval.count() > 0) {
+    drills_ = std::make_unique<DrillRunner>(&loop_, hooks_.drill_argv, Ms(cfg_.drill.interval));
+    drills_->Start();
+  }
+
   for (int signum : {SIGTERM, SIGINT}) {
     signals_.push_back(
         std::make_unique<SignalWatcher>(&loop_, signum, [this](int s) { BeginStop(s); }));
   }
+  // SIGHUP (a closed terminal, `kill -HUP` by habit) must not kill the
+  // agent; it does not reload either: configuration changes need a restart.
+  signals_.push_back(std::make_unique<SignalWatcher>(&loop_, SIGHUP, [](int) {
+    log::Warn("SIGHUP ignored: the agent does not reload its configuration; restart it to apply "
+              "changes");
+  }));
   ::signal(SIGPIPE, SIG_IGN);
   return Status::Ok();
 }
@@ -237,9 +269,20 @@ void Daemon::BeginStop(int signum) {
   }
   stopping_ = true;
   log::Info("stopping", {{"signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  // A worker stuck in the kernel (a hung filesystem) must not keep the agent
+  // from stopping: past the deadline it exits at once. Every commit is
+  // crash-safe (one commit point), so nothing held is lost.
+  stop_deadline_ = std::make_unique<Timer>(&loop_);
+  stop_deadline_->Start(kStopDeadlineMs, [] {
+    log::Error("stopping took too long: work is stuck; exiting without waiting for it",
+               {{"deadline_ms", kStopDeadlineMs}, {"work_in_flight", WorkInFlight()}});
+    std::_Exit(kExitStopTimedOut);
+  });
+  stop_deadline_->Unref();  // a clean stop ends the loop without waiting for it
   SdNotify("STOPPING=1").IgnoreError();
   peer_server_->StopAccepting();
   http_->StopAccepting();
+  if (drills_) drills_->Stop();
   for (auto& [id, job] : held_pulls_) job->Cancel(UnavailableError("the agent is stopping", false));
   auto remaining = std::make_shared<size_t>(schedulers_.size());
   std::weak_ptr<bool> alive = alive_;
@@ -310,7 +353,8 @@ void Daemon::RefreshRecord(const std::string& peer) {
   }
 }
 
-Status Daemon::SyncFrom(const std::string& peer, const std::string& from, ProgressFn progress,
+Status Daemon::SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
+                        ProgressFn progress,
                         std::function<void(const std::vector<PullResult>&)> done) {
   if (stopping_) return UnavailableError("the agent is stopping", false);
   auto p = puller_configs_.find(peer);
@@ -323,6 +367,7 @@ Status Daemon::SyncFrom(const std::string& peer, const std::string& from, Progre
   }
   PullerConfig pc = p->second;
   pc.held_peer = peer;
+  pc.allow_older = allow_older;
   pc.host = n->second.host;
   pc.port = n->second.port;
   log::Info("pulling a peer's copy held by another node", {{"peer", peer}, {"from", from}});
@@ -350,7 +395,8 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
     nlohmann::json p = {
         {"name", r.name},
         {"address", r.address},
-        {"reachable", r.reachable},
+        // Unknown (null) until this agent's first attempt at the peer ended.
+        {"reachable", r.pulls_total > 0 ? nlohmann::json(r.reachable) : nlohmann::json()},
         {"phase", PullPhaseName(r.phase)},
         {"last_attempt", WallOrNull(r.last_attempt_wall_ms)},
         {"last_success", WallOrNull(r.last_success_wall_ms)},
@@ -367,7 +413,7 @@ nlohmann::json Daemon::PeersJson(int64_t now) const {
         {"wire_bytes", r.wire_bytes_total},
         {"file_bytes", r.file_bytes_total},
         {"files", r.files_total},
-        {"next_pull_in_ms", s->NextPullInMs()}};
+        {"next_pull_in_seconds", s->NextPullInMs() / 1000}};
     if (r.last_result) p["last_result"] = ResultToJson(*r.last_result);
     out.push_back(std::move(p));
   }
@@ -403,24 +449,12 @@ void Daemon::GetStatus(JsonFn done) {
 void Daemon::GetCatalog(JsonFn done) {
   auto result = std::make_shared<nlohmann::json>();
   catalog::Store* store = store_.get();
+  const int64_t now = clock_->WallMs();
   QueueWork(
       &loop_,
-      [result, store] {
+      [result, store, now] {
         nlohmann::json inst = nlohmann::json::array();
-        for (const auto& i : store->Instances()) {
-          inst.push_back({{"uuid", i.uuid},
-                          {"alias", i.alias},
-                          {"service", i.service},
-                          {"peer", i.peer},
-                          {"image_uuid", i.image_uuid},
-                          {"generation", i.generation},
-                          {"seq", i.seq},
-                          {"pulled_at", WallOrNull(i.pulled_at_ms)},
-                          {"size", i.size},
-                          {"files", i.files},
-                          {"removed", i.removed},
-                          {"removed_since", WallOrNull(i.removed_since_ms)}});
-        }
+        for (const auto& i : store->Instances()) inst.push_back(InstanceJson(i, now));
         nlohmann::json images = nlohmann::json::array();
         for (const auto& im : store->Images()) {
           images.push_back({{"uuid", im.uuid},
@@ -481,25 +515,40 @@ MetricsSnapshot Daemon::LoopMetrics(int64_t now) const {
 
 void Daemon::GetMetrics(std::function<void(std::string)> done) {
   auto m = std::make_shared<MetricsSnapshot>(LoopMetrics(clock_->WallMs()));
+  auto readiness = std::make_shared<std::string>();
   catalog::Store* store = store_.get();
   catalog::Exporter* exporter = exporter_.get();
+  auto hook = hooks_.readiness;
   QueueWork(
       &loop_,
-      [m, store, exporter] {
+      [m, readiness, store, exporter, hook] {
         uint64_t n = 0;
         for (const auto& i : store->Instances()) n += !i.removed;
         m->instances_held = n;
         m->export_generation = exporter->generation();
+        if (!hook) return;
+        Result<nlohmann::json> r = hook(*store);
+        if (r.ok()) *readiness = RenderReadinessMetrics(*r);
       },
-      [m, done] { done(RenderMetrics(*m)); });
+      [m, readiness, done] { done(RenderMetrics(*m) + *readiness); });
+}
+
+void Daemon::GetReadiness(JsonFn done) {
+  if (!hooks_.readiness) return ControlBackend::GetReadiness(std::move(done));
+  auto result = std::make_shared<Result<nlohmann::json>>(InternalError("not computed"));
+  catalog::Store* store = store_.get();
+  auto hook = hooks_.readiness;
+  QueueWork(
+      &loop_, [result, store, hook] { *result = hook(*store); },
+      [result, done] { done(std::move(*result)); });
 }
 
 }  // namespace
 
-int RunDaemon(const conf::Config& config) {
+int RunDaemon(const conf::Config& config, DaemonHooks hooks) {
   log::Init("lifeboat", log::Format::kAuto, config.agent.log_level);
   for (const auto& w : config.warnings) log::Warn("config", {{"warning", w.ToString()}});
-  Daemon d(config);
+  Daemon d(config, std::move(hooks));
   Status st = d.Open();
   if (!st.ok()) {
     log::Error("lifeboat agent failed to start", {{"err", st.ToString()}});

@@ -12,14 +12,34 @@
 #ifndef LIFEBOAT_AGENT_DAEMON_H_
 #define LIFEBOAT_AGENT_DAEMON_H_
 
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.h"
+#include "catalog/store.h"
 #include "conf/config.h"
 
 namespace lifeboat::agent {
 
+// What the command that starts the agent plugs in from the layers above it
+// (the agent never includes restore/).
+struct DaemonHooks {
+  // Builds the readiness document (GET /readiness, the lifeboat_readiness_*
+  // and lifeboat_drill_* metrics) from the agent's store. Runs on a worker
+  // thread; only reads. Null: no readiness.
+  std::function<Result<nlohmann::json>(const catalog::Store&)> readiness;
+  // The drill command run every [drill] interval (agent/drill_runner.h);
+  // empty, or an interval of 0: no scheduled drills.
+  std::vector<std::string> drill_argv;
+};
+
 // Runs the daemon in the foreground until a stop signal. Returns the process
 // exit code: 0 after a clean stop, the sysexit of the startup error otherwise
 // (which is logged).
-int RunDaemon(const conf::Config& config);
+int RunDaemon(const conf::Config& config, DaemonHooks hooks = {});
 
 }  // namespace lifeboat::agent
 

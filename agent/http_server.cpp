@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "base/text.h"
+
 namespace lifeboat::agent {
 namespace {
 
@@ -124,13 +126,13 @@ void HttpResponse::Send(int status, std::string_view content_type, std::string_v
   started_ = finished_ = true;
   std::string len = std::to_string(body.size());
   std::string out = Head(status, content_type, &len);
-  out += body;
+  if (!head_only_) out += body;
   conn_->Write(std::move(out));
   conn_->CloseAfterFlush();
 }
 
 void HttpResponse::SendJson(int status, const nlohmann::json& body) {
-  Send(status, "application/json", body.dump() + "\n");
+  Send(status, "application/json", DumpJson(body) + "\n");
 }
 
 void HttpResponse::SendError(int status, std::string_view code, std::string_view message) {
@@ -178,6 +180,13 @@ void HttpResponse::SendStatus(const Status& status) {
 void HttpResponse::BeginStream(int status, std::string_view content_type) {
   if (started_ || client_gone()) return;
   started_ = true;
+  if (head_only_) {  // headers only; the stream ends at once
+    const std::string none = "0";
+    finished_ = true;
+    conn_->Write(Head(status, content_type, &none));
+    conn_->CloseAfterFlush();
+    return;
+  }
   conn_->Write(Head(status, content_type, nullptr));
 }
 
@@ -350,8 +359,9 @@ const HttpRequestParser::Error& HttpRequestParser::error() const { return impl_-
 
 class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
  public:
-  HttpConnection(HttpServer* server, std::shared_ptr<Connection> conn)
-      : server_(server), conn_(std::move(conn)), deadline_(nullptr), parser_(server->limits_) {}
+  HttpConnection(HttpServer* server, uint64_t id, std::shared_ptr<Connection> conn)
+      : server_(server), id_(id), conn_(std::move(conn)), deadline_(nullptr),
+        parser_(server->limits_) {}
 
   void Start(uv_loop_t* loop) {
     std::weak_ptr<HttpConnection> weak = shared_from_this();
@@ -380,7 +390,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
         auto fn = std::move(self->response_->on_gone_);
         fn();
       }
-      self->server_->conns_.erase(self);
+      self->server_->admission_.Gone(self->id_);
+      self->server_->conns_.erase(self->id_);
     };
     conn_->Start(std::move(cb));
   }
@@ -417,12 +428,18 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     dispatched_ = true;
     deadline_->Stop();
     conn_->PauseReading();
-    response_ = std::make_shared<HttpResponse>(conn_);
+    if (!server_->admission_.Admit(id_)) {
+      HttpResponse(conn_).SendError(503, "ServiceUnavailable",
+                                    "too many requests in progress; retry later");
+      return;
+    }
+    response_ = std::make_shared<HttpResponse>(conn_, req.method == "HEAD");
     auto handler = server_->handler_;
     handler(req, response_);
   }
 
   HttpServer* server_;
+  uint64_t id_;
   std::shared_ptr<Connection> conn_;
   std::unique_ptr<Timer> deadline_;
   HttpRequestParser parser_;
@@ -441,11 +458,21 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Listen(uv_loop_t* loop, const st
   ASSIGN_OR_RETURN(
       server->listener_,
       TcpListener::Listen(loop, host, port, [raw, loop](std::shared_ptr<Connection> c) {
-        auto hc = std::make_shared<HttpConnection>(raw, std::move(c));
-        raw->conns_.insert(hc);
-        hc->Start(loop);
+        raw->Accept(loop, std::move(c));
       }));
   return server;
+}
+
+// A client still sending its request when the pending budget is full makes
+// room for the newcomer (agent/admission.h).
+void HttpServer::Accept(uv_loop_t* loop, std::shared_ptr<Connection> c) {
+  const uint64_t id = next_id_++;
+  if (std::optional<uint64_t> evict = admission_.Arrive(id, c->peer_name())) {
+    if (auto it = conns_.find(*evict); it != conns_.end()) it->second->Close();
+  }
+  auto hc = std::make_shared<HttpConnection>(this, id, std::move(c));
+  conns_[id] = hc;
+  hc->Start(loop);
 }
 
 HttpServer::~HttpServer() { CloseAll(); }
@@ -453,7 +480,7 @@ HttpServer::~HttpServer() { CloseAll(); }
 void HttpServer::CloseAll() {
   if (listener_) listener_->Close();
   auto conns = conns_;
-  for (auto& c : conns) c->Close();
+  for (auto& [id, c] : conns) c->Close();
 }
 
 }  // namespace lifeboat::agent

@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/admission.h"
 #include "agent/connection.h"
 #include "base/status.h"
 
@@ -30,6 +31,11 @@ struct HttpLimits {
   size_t max_body = 1024 * 1024;
   int64_t request_timeout_ms = 30'000;  // to receive the whole request
   int64_t idle_timeout_ms = 120'000;    // no byte moved while a response streams
+  // Pending = the request has not fully arrived; admitted = being answered
+  // (agent/admission.h). Clients of the API are mostly local tools from one
+  // address, so the per-address budget is the whole pending budget.
+  AdmissionLimits admission{/*max_pending=*/32, /*max_pending_per_address=*/32,
+                            /*max_admitted=*/64};
 };
 
 struct HttpRequest {
@@ -91,7 +97,10 @@ class HttpConnection;
 // went away, are ignored.
 class HttpResponse {
  public:
-  explicit HttpResponse(std::shared_ptr<Connection> conn) : conn_(std::move(conn)) {}
+  // `head_only`: the answer to a HEAD request: the same status and headers
+  // (Content-Length of the body a GET would get), no body (RFC 9110 9.3.2).
+  explicit HttpResponse(std::shared_ptr<Connection> conn, bool head_only = false)
+      : conn_(std::move(conn)), head_only_(head_only) {}
 
   void Send(int status, std::string_view content_type, std::string_view body);
   void SendJson(int status, const nlohmann::json& body);
@@ -113,6 +122,7 @@ class HttpResponse {
   friend class HttpConnection;
   std::string Head(int status, std::string_view content_type, const std::string* length);
   std::shared_ptr<Connection> conn_;
+  bool head_only_ = false;
   bool started_ = false;
   bool finished_ = false;
   std::function<void()> on_gone_;
@@ -132,14 +142,19 @@ class HttpServer {
   // Closes every open connection too.
   void CloseAll();
   size_t open_connections() const { return conns_.size(); }
+  uint64_t evicted_total() const { return admission_.evicted_total(); }
 
  private:
-  HttpServer(Handler h, HttpLimits l) : handler_(std::move(h)), limits_(l) {}
+  HttpServer(Handler h, HttpLimits l)
+      : handler_(std::move(h)), limits_(l), admission_(l.admission) {}
   friend class HttpConnection;
+  void Accept(uv_loop_t* loop, std::shared_ptr<Connection> c);
   Handler handler_;
   HttpLimits limits_;
+  Admission admission_;
+  uint64_t next_id_ = 1;
   std::unique_ptr<TcpListener> listener_;
-  std::set<std::shared_ptr<HttpConnection>> conns_;
+  std::map<uint64_t, std::shared_ptr<HttpConnection>> conns_;
 };
 
 }  // namespace lifeboat::agent

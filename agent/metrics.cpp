@@ -112,4 +112,76 @@ std::string RenderMetrics(const MetricsSnapshot& m) {
   return out;
 }
 
+namespace {
+
+double NumberAt(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return 0;
+  if (it->is_boolean()) return it->get<bool>() ? 1 : 0;
+  return it->is_number() ? it->get<double>() : 0;
+}
+
+}  // namespace
+
+std::string RenderReadinessMetrics(const nlohmann::json& r) {
+  std::string out;
+  if (!r.is_object() || !r.contains("peers") || !r["peers"].is_array()) return out;
+  const nlohmann::json& peers = r["peers"];
+  auto family = [&](std::string_view name, std::string_view help, auto value, auto has) {
+    Family(&out, name, "gauge", help);
+    for (const auto& p : peers) {
+      if (p.is_object() && has(p)) Sample(&out, name, p.value("peer", ""), value(p));
+    }
+  };
+  auto always = [](const nlohmann::json&) { return true; };
+  auto field = [](const char* key) {
+    return [key](const nlohmann::json& p) { return NumberAt(p, key); };
+  };
+  family("lifeboat_readiness_ready", "1 when the peer could be rebuilt from this node now.",
+         field("ready"), always);
+  family("lifeboat_readiness_instances", "Instances held of the peer.", field("instances"),
+         always);
+  family("lifeboat_readiness_restorable_instances",
+         "Instances of the peer with a readable copy and a complete image chain.",
+         field("restorable"), always);
+  family("lifeboat_readiness_rpo_seconds", "Age of the freshest copy of the peer in the cluster.",
+         field("rpo_seconds"),
+         [](const nlohmann::json& p) { return p.contains("rpo_seconds") && p["rpo_seconds"].is_number(); });
+  family("lifeboat_readiness_rto_seconds", "Estimated time to restore the peer's instances.",
+         field("rto_seconds"), always);
+  family("lifeboat_readiness_data_bytes", "Bytes a restore of the peer writes.",
+         field("data_bytes"), always);
+  Family(&out, "lifeboat_readiness_blockers", "gauge",
+         "Blockers of a restore of the peer, by kind (docs/operator-guide.md).");
+  const nlohmann::json kinds = r.value("blocker_kinds", nlohmann::json::array());
+  for (const auto& p : peers) {
+    if (!p.is_object() || !kinds.is_array()) continue;
+    for (const auto& k : kinds) {
+      if (!k.is_string()) continue;
+      double n = 0;
+      for (const auto& b : p.value("blockers", nlohmann::json::array())) {
+        n += b.is_object() && b.value("kind", "") == k.get<std::string>();
+      }
+      out += "lifeboat_readiness_blockers{peer=\"" + EscapeLabelValue(p.value("peer", "")) +
+             "\",kind=\"" + EscapeLabelValue(k.get<std::string>()) + "\"} " + Number(n) + "\n";
+    }
+  }
+  auto drilled = [](const nlohmann::json& p) {
+    return p.contains("last_drill") && p["last_drill"].is_object();
+  };
+  auto drill = [](const char* key) {
+    return [key](const nlohmann::json& p) { return NumberAt(p["last_drill"], key); };
+  };
+  family("lifeboat_drill_last_success", "1 when the peer's last restore drill passed.",
+         drill("ok"), drilled);
+  family("lifeboat_drill_last_timestamp_seconds", "When the peer's last restore drill started.",
+         drill("at_unix_seconds"), drilled);
+  family("lifeboat_drill_last_duration_seconds", "How long the peer's last restore drill took.",
+         drill("duration_seconds"), drilled);
+  family("lifeboat_drill_last_throughput_bytes_per_second",
+         "Bytes per second of the peer's last restore drill.",
+         drill("throughput_bytes_per_second"), drilled);
+  return out;
+}
+
 }  // namespace lifeboat::agent

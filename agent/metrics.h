@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace lifeboat::agent {
 
 struct PeerMetrics {
@@ -35,6 +37,16 @@ struct MetricsSnapshot {
   uint64_t served_auth_failures_total = 0;
   uint64_t served_bytes_total = 0;
 };
+
+// The readiness families from a readiness document (GET /readiness, shape
+// in restore/readiness.h and docs/operator-guide.md), per peer:
+// lifeboat_readiness_{ready,instances,restorable_instances,rpo_seconds,
+// rto_seconds,data_bytes}, lifeboat_readiness_blockers{peer,kind} (one series
+// per kind the document lists in "blocker_kinds", 0 when absent) and
+// lifeboat_drill_last_{success,timestamp_seconds,duration_seconds,
+// throughput_bytes_per_second} for peers that had a drill. A document of
+// another shape renders what it can (never throws).
+std::string RenderReadinessMetrics(const nlohmann::json& readiness);
 
 // Label values are escaped (backslash, double quote, newline).
 std::string RenderMetrics(const MetricsSnapshot& m);

@@ -289,7 +289,12 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     QueueWork(
         loop_,
         [core, st] {
-          auto txn = core->cfg.store->BeginPull(core->cfg.peer, core->request.services);
+          const auto source = core->cfg.held_peer.empty()
+                                  ? catalog::Store::PullSource::kPeer
+                              : core->cfg.allow_older
+                                  ? catalog::Store::PullSource::kHeldCopyEvenIfOlder
+                                  : catalog::Store::PullSource::kHeldCopy;
+          auto txn = core->cfg.store->BeginPull(core->cfg.peer, core->request.services, source);
           if (!txn.ok()) {
             *st = txn.status();
             return;

@@ -42,6 +42,9 @@ struct PullerConfig {
   // copy of this peer (HELD_MANIFEST_REQUEST, --from-freshest) instead of
   // the node's own export. The copy is committed as `peer`'s data.
   std::string held_peer;
+  // With held_peer: take the copy even when it is older than what we hold
+  // (the operator asked; what we held goes to orphans/).
+  bool allow_older = false;
   std::string host;
   uint16_t port = 0;
   std::string cluster_key;

@@ -45,15 +45,17 @@ void PeerServer::CloseAll() {
 }
 
 void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
-  if (conns_.size() >= options_.max_connections) {
-    ++stats_.refused;
-    log::Warn("peer connection refused: too many connections",
-              {{"remote", conn->peer_name()}, {"max", options_.max_connections}});
-    conn->Close();
-    return;
-  }
   ++stats_.accepted;
   uint64_t id = next_id_++;
+  if (std::optional<uint64_t> evict = admission_.Arrive(id, conn->peer_name())) {
+    if (auto it = conns_.find(*evict); it != conns_.end()) {
+      ++stats_.evicted;
+      log::Warn("peer connection closed in its handshake to make room for a newer one",
+                {{"remote", it->second->remote}, {"pending", admission_.pending()}});
+      it->second->pump->Close(TemporaryError("too many connections in the handshake; "
+                                             "the oldest was closed"));
+    }
+  }
   auto c = std::make_shared<Conn>();
   c->remote = conn->peer_name();
   conn->SetIdleTimeout(options_.io_timeout_ms);
@@ -64,17 +66,24 @@ void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
   std::weak_ptr<bool> alive = alive_;
   Pump::Hooks hooks;
   std::weak_ptr<Conn> weak_c = c;
-  hooks.after_work = [weak_c] {
+  hooks.after_work = [this, alive, id, weak_c] {
     auto cc = weak_c.lock();
-    if (!cc || cc->authenticated || cc->pump->busy()) return;
+    if (!cc || cc->authenticated || cc->pump->busy() || alive.expired()) return;
     if (cc->pump->session().authenticated()) {
       cc->authenticated = true;
       cc->peer_name = cc->pump->session().peer().name;
       cc->handshake_timer->Stop();
+      if (!admission_.Admit(id)) {
+        ++stats_.refused;
+        log::Warn("peer connection refused: too many authenticated peers at once",
+                  {{"peer", cc->peer_name}, {"max", options_.admission.max_admitted}});
+        cc->pump->Close(TemporaryError("too many peers connected at once; retry later"));
+      }
     }
   };
   hooks.on_closed = [this, alive, id, weak_c](const Status& why) {
     if (alive.expired()) return;
+    admission_.Gone(id);
     auto it = conns_.find(id);
     if (it == conns_.end()) return;
     std::shared_ptr<Conn> cc = it->second;

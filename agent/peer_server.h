@@ -4,6 +4,10 @@
 // a SessionPump on the thread pool. Many peers are served at once; a peer
 // that does not finish the handshake within `handshake_timeout_ms`, or moves
 // no byte for `io_timeout_ms`, is disconnected and never blocks the others.
+// Connections still in the handshake have their own small budget, per
+// address and in total (agent/admission.h): idle strangers, who need no key
+// to connect, cannot take the slots of authenticated peers; when the budget
+// is full the oldest stranger makes room for the newcomer.
 //
 // Threads: loop thread only.
 #ifndef LIFEBOAT_AGENT_PEER_SERVER_H_
@@ -16,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/admission.h"
 #include "agent/connection.h"
 #include "base/status.h"
 #include "syncproto/export_source.h"
@@ -36,12 +41,13 @@ struct PeerServerOptions {
   syncproto::HeldSource* held = nullptr;
   int64_t handshake_timeout_ms = 10'000;
   int64_t io_timeout_ms = 60'000;
-  size_t max_connections = 64;
+  AdmissionLimits admission;  // pending = still in the handshake; admitted = authenticated
 };
 
 struct PeerServerStats {
   uint64_t accepted = 0;
-  uint64_t refused = 0;  // over max_connections
+  uint64_t refused = 0;  // authenticated beyond admission.max_admitted
+  uint64_t evicted = 0;  // closed in the handshake to make room for a newcomer
   uint64_t auth_failures = 0;
   uint64_t bytes_sent = 0;
   uint64_t files_served = 0;
@@ -74,6 +80,7 @@ class PeerServer {
   std::unique_ptr<TcpListener> listener_;
   std::map<uint64_t, std::shared_ptr<Conn>> conns_;
   uint64_t next_id_ = 1;
+  Admission admission_{options_.admission};
   PeerServerStats stats_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

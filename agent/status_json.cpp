@@ -14,6 +14,23 @@ int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
 
 }  // namespace
 
+nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms) {
+  const bool aged = r.pulled_at_ms > 0 && now_ms >= r.pulled_at_ms;
+  return {{"uuid", r.uuid},
+          {"alias", r.alias},
+          {"service", r.service},
+          {"peer", r.peer},
+          {"image_uuid", r.image_uuid},
+          {"generation", r.generation},
+          {"seq", r.seq},
+          {"pulled_at", WallOrNull(r.pulled_at_ms)},
+          {"age_seconds", aged ? nlohmann::json((now_ms - r.pulled_at_ms) / 1000) : nlohmann::json()},
+          {"size", r.size},
+          {"files", r.files},
+          {"removed", r.removed},
+          {"removed_since", r.removed ? WallOrNull(r.removed_since_ms) : nlohmann::json()}};
+}
+
 nlohmann::json WallOrNull(int64_t wall_ms) {
   if (wall_ms <= 0) return nullptr;
   return FormatIso8601Ms(wall_ms);

@@ -22,6 +22,13 @@ nlohmann::json WallOrNull(int64_t wall_ms);
 // they came from.
 nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instances, int64_t now_ms);
 
+// One held instance, the same in `GET /catalog`, `catalog ls -j` and
+// `catalog show -j`: uuid, alias, service, peer, image_uuid, generation, seq,
+// pulled_at (ISO 8601, null if never), age_seconds (before `now_ms`; null
+// when never pulled or the clock is behind the pull), size, files, removed,
+// removed_since (null unless removed).
+nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms);
+
 // The whole status object when no agent is running: "agent_running": false,
 // node, now, stale_after_seconds, interval_seconds, "peers" (every configured
 // peer, in configuration order, with what the catalog records of it: last

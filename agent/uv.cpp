@@ -1,10 +1,10 @@
 #include "agent/uv.h"
 
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string>
+
+#include "base/priority.h"
 
 namespace lifeboat::agent {
 
@@ -32,6 +32,8 @@ void Timer::Start(int64_t delay_ms, std::function<void()> cb, int64_t repeat_ms)
 }
 
 void Timer::Stop() { uv_timer_stop(timer_.get()); }
+
+void Timer::Unref() { uv_unref(reinterpret_cast<uv_handle_t*>(timer_.get())); }
 
 bool Timer::active() const { return uv_is_active(reinterpret_cast<uv_handle_t*>(timer_.get())); }
 
@@ -140,20 +142,6 @@ struct WorkItem {
   std::function<void()> done;
 };
 
-void LowerThreadPriority() {
-  thread_local bool lowered = false;
-  if (lowered) return;
-  lowered = true;
-  pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), 10);
-#ifdef SYS_ioprio_set
-  constexpr int kIoprioWhoProcess = 1;
-  constexpr int kIoprioClassIdle = 3;
-  constexpr int kIoprioClassShift = 13;
-  (void)::syscall(SYS_ioprio_set, kIoprioWhoProcess, tid, kIoprioClassIdle << kIoprioClassShift);
-#endif
-}
-
 }  // namespace
 
 void QueueWork(uv_loop_t* loop, std::function<void()> work, std::function<void()> done) {
@@ -163,7 +151,12 @@ void QueueWork(uv_loop_t* loop, std::function<void()> work, std::function<void()
   int rc = uv_queue_work(
       loop, &item->req,
       [](uv_work_t* req) {
-        LowerThreadPriority();
+        // Once per pool thread: nice 10, idle I/O class.
+        thread_local bool lowered = false;
+        if (!lowered) {
+          LowerThreadPriority(10);
+          lowered = true;
+        }
         static_cast<WorkItem*>(req->data)->work();
       },
       [](uv_work_t* req, int /*status*/) {

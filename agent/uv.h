@@ -76,6 +76,9 @@ class Timer {
   void Start(int64_t delay_ms, std::function<void()> cb, int64_t repeat_ms = 0);
   void Stop();
   bool active() const;
+  // The timer no longer keeps the loop running (a watchdog): the loop may
+  // end while it is pending.
+  void Unref();
 
  private:
   static void OnTimer(uv_timer_t* t);

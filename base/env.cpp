@@ -110,8 +110,21 @@ class PosixWritableFile final : public WritableFile {
 class PosixEnv final : public Env {
  public:
   Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO or a device that a hostile or odd export
+    // put where a file was must not wedge the thread; the type is then
+    // checked on the descriptor (no race with a rename in between).
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return PosixError("open", path, errno);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return PosixError("stat", path, err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return DataError("open " + path + ": not a regular file");
+    }
     return std::unique_ptr<ReadableFile>(new PosixReadableFile(path, fd));
   }
 

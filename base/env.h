@@ -84,6 +84,8 @@ class Env {
   // The process-wide POSIX Env. Never null, never freed.
   static Env* Default();
 
+  // Opens a regular file for reading (following symlinks). Never blocks on
+  // what is not a regular file: a FIFO, socket or device is a data error.
   virtual Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) = 0;
   // Creates `path` with `mode` (truncating an existing file, or failing with
   // EEXIST when `exclusive`). Never follows a symlink at `path`.

@@ -31,6 +31,14 @@ Result<LockFile> LockFile::Acquire(const std::string& path, const std::string& w
   return lock;
 }
 
+bool LockFile::IsHeld(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // also drops the probe's lock
+  return held;
+}
+
 LockFile::LockFile(LockFile&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
 
 LockFile& LockFile::operator=(LockFile&& other) noexcept {

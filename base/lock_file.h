@@ -22,6 +22,11 @@ class LockFile {
   // `what` names the protected thing in that message (e.g. "data_dir /var/x").
   static Result<LockFile> Acquire(const std::string& path, const std::string& what);
 
+  // True when some process holds a flock on `path` now (probed with a shared
+  // lock that is released at once; the file is neither created nor written).
+  // False when it does not exist or is free.
+  static bool IsHeld(const std::string& path);
+
   LockFile(LockFile&& other) noexcept;
   LockFile& operator=(LockFile&& other) noexcept;
   LockFile(const LockFile&) = delete;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
+#include "base/text.h"
 
 namespace lifeboat::log {
 namespace {
@@ -126,7 +127,7 @@ std::string FormatBunyan(std::string_view name, std::string_view hostname, int64
   j["msg"] = msg;
   j["time"] = FormatIso8601Ms(wall_ms);
   j["v"] = 0;
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return DumpJson(j);
 }
 
 std::string FormatHuman(int64_t wall_ms, Level level, std::string_view msg,
@@ -143,7 +144,7 @@ std::string FormatHuman(int64_t wall_ms, Level level, std::string_view msg,
       out += '=';
       out += it.value().is_string()
                  ? it.value().get<std::string>()
-                 : it.value().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+                 : DumpJson(it.value());
     }
   }
   return out;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "catalog/internal/background_sync.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
@@ -74,7 +75,7 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
   json peer = PeerToJson(held);
   peer["name"] = held.name;
   peer["kept_at"] = FormatIso8601Ms(st.clock_.WallMs());
-  RETURN_IF_ERROR(WriteFileAtomic(env, staged + "/peer.json", peer.dump(2) + "\n", 0600));
+  RETURN_IF_ERROR(WriteFileAtomic(env, staged + "/peer.json", DumpJson(peer, 2) + "\n", 0600));
   RETURN_IF_ERROR(SyncAll(env, made));  // peer.json's publish fsync'd `staged` itself
   const std::string final_dir = st.P("orphans/" + name);
   RETURN_IF_ERROR(env.Rename(staged, final_dir));
@@ -122,6 +123,7 @@ Status PlaceReusedFiles(Env& env, const std::vector<ReusedFile>& reuse,
 struct PullTxn::State {
   Store::Impl* store = nullptr;
   std::string peer;
+  Store::PullSource source = Store::PullSource::kPeer;
   ServiceFilter filter;
   bool filtered = false;
   std::string staging;  // absolute: <data_dir>/.staging/<id>
@@ -187,7 +189,8 @@ struct PullTxn::State {
 };
 
 Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
-                                                  std::vector<std::string> services) {
+                                                  std::vector<std::string> services,
+                                                  PullSource source) {
   Impl& st = *impl_;
   if (st.o_.read_only) return InternalError("BeginPull on a read-only store");
   if (!internal::IsSafeName(peer)) return ConfigError("bad peer name \"" + peer + "\"");
@@ -201,6 +204,7 @@ Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
   state->store = &st;
   state->syncer = std::make_unique<internal::BackgroundSync>(st.env_, kBackgroundSyncThreads);
   state->peer = peer;
+  state->source = source;
   state->filtered = !ServiceFilter(services).all();
   state->filter = ServiceFilter(std::move(services));
   state->staging =
@@ -285,6 +289,13 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
   const bool went_back =
       held.generation > 0 && (m.generation < held.generation ||
                               (m.boot_id != held.boot_id && m.generation <= held.generation));
+  if (went_back && s.source == Store::PullSource::kHeldCopy) {
+    return TemporaryError("refusing another node's copy of " + s.peer + " (generation " +
+                          std::to_string(m.generation) + ", boot " + m.boot_id +
+                          "): it is not newer than the generation " +
+                          std::to_string(held.generation) + " (boot " + held.boot_id +
+                          ") held here; ask for it explicitly (older=1) to take it anyway");
+  }
   if (went_back) {
     ASSIGN_OR_RETURN(std::string orphan, KeepOrphan(st, s.staging, held, held_instances));
     s.summary.orphaned = true;

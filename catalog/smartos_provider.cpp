@@ -19,6 +19,7 @@
 
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "base/text.h"
 #include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
@@ -171,7 +172,7 @@ class SmartosProvider final : public Provider {
       InstanceSource src;
       src.uuid = uuid;
       src.payload_path = JoinPath(o_.cache_dir, "vms/" + uuid + ".json");
-      RETURN_IF_ERROR(PublishIfChanged(src.payload_path, vm.dump(2) + "\n"));
+      RETURN_IF_ERROR(PublishIfChanged(src.payload_path, DumpJson(vm, 2) + "\n"));
       if (HasDelegateDataset(vm, uuid)) {
         const std::string dataset = o_.pool + "/" + uuid + "/data";
         const std::string snapname = dataset + "@lifeboat-" + snap->id_;
@@ -248,7 +249,7 @@ class SmartosProvider final : public Provider {
     f0.erase("digest");
     f0.erase("uncompressedDigest");
     manifest["files"] = nlohmann::json::array({f0});
-    RETURN_IF_ERROR(PublishIfChanged(img.manifest_path, manifest.dump(2) + "\n"));
+    RETURN_IF_ERROR(PublishIfChanged(img.manifest_path, DumpJson(manifest, 2) + "\n"));
     manifests_done_.insert(uuid);
     return img;
   }

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
 #include "catalog/provider.h"
@@ -193,7 +194,7 @@ std::string Store::Impl::EncodeCatalog(const Catalog& cat) const {
             {"instances", instances},
             {"images", images},
             {"sapi", sapi}};
-  return j.dump(1) + "\n";
+  return DumpJson(j, 1) + "\n";
 }
 
 Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
@@ -445,7 +446,7 @@ Status Store::Impl::WriteSapiInstances(const std::string& service) {
   }
   if (!Exists(env_, SvcDir(service))) return Status::Ok();
   const std::string path = SvcDir(service) + "/sapi-insts.json";
-  const std::string text = arr.dump(2) + "\n";
+  const std::string text = DumpJson(arr, 2) + "\n";
   if (auto cur = ReadFileToString(env_, path); cur.ok() && *cur == text) return Status::Ok();
   std::vector<PendingReplace> pending;
   RETURN_IF_ERROR(StageReplace(path, text, &pending));

@@ -173,7 +173,9 @@ class PullTxn {
   // peer's generation is lower than the one we hold, or its boot id changed
   // and its generation is not higher, a hard-linked copy of every current
   // generation of the peer is kept under orphans/<peer>-<generation>-<time>/
-  // (a log::Warn says so); orphans are never removed automatically. Then
+  // (a log::Warn says so); orphans are never removed automatically. For a
+  // PullSource::kHeldCopy the same case is refused instead (kTemporary,
+  // naming both generations): another node's older copy never replaces ours. Then
   // builds the staged generations: directories, symlinks, empty files and
   // unchanged files (hard links) are put in place at once; the rest is listed
   // in transfers(). Fails with a data error on an invalid manifest (bad path,
@@ -231,12 +233,22 @@ class Store {
 
   const std::string& data_dir() const;
 
+  // Where the data of a pull comes from.
+  enum class PullSource {
+    kPeer,      // the peer itself: it is believed about its own state (a
+                // generation that went back is taken, the old data orphaned)
+    kHeldCopy,  // another node's copy of the peer's export: taken only when it
+                // is not older than what we hold (Plan fails otherwise)
+    kHeldCopyEvenIfOlder,  // the same, and the operator asked for it explicitly
+  };
+
   // Starts a pull from `peer`. `services` restricts it (empty = all): then
   // instances of other services are left alone and the peer's generation is
   // not advanced (the next unrestricted pull repeats from the old one).
   // Fails with a temporary error when a pull from `peer` is in progress.
   Result<std::unique_ptr<PullTxn>> BeginPull(const std::string& peer,
-                                             std::vector<std::string> services = {});
+                                             std::vector<std::string> services = {},
+                                             PullSource source = PullSource::kPeer);
 
   // Records a failed pull attempt (shown by status and catalog ls).
   Status RecordPullError(const std::string& peer, const Status& error);

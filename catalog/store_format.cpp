@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 
+#include "base/text.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
 
@@ -20,27 +21,29 @@ const char* KindName(EntryKind k) {
   return "file";
 }
 
+// Paths, symlink targets and hard-link names are bytes: PutBytes keeps the
+// ones that are not UTF-8 exactly ("path_hex", base/text.h).
 json EntryToJson(const FileEntry& f) {
-  json j = {
-      {"path", f.path}, {"kind", KindName(f.kind)}, {"mode", f.mode}, {"mtime_ns", f.mtime_ns}};
+  json j = {{"kind", KindName(f.kind)}, {"mode", f.mode}, {"mtime_ns", f.mtime_ns}};
+  PutBytes(j, "path", f.path);
   if (f.kind == EntryKind::kFile) {
     j["size"] = f.size;
     j["digest"] = f.digest.Hex();
   }
   if (f.kind == EntryKind::kSymlink) {
-    j["target"] = f.target;
+    PutBytes(j, "target", f.target);
     j["digest"] = f.digest.Hex();
   }
   j["uid"] = f.uid;
   j["gid"] = f.gid;
-  if (!f.hardlink_of.empty()) j["hardlink_of"] = f.hardlink_of;
+  if (!f.hardlink_of.empty()) PutBytes(j, "hardlink_of", f.hardlink_of);
   return j;
 }
 
 Result<FileEntry> EntryFromJson(const json& j) {
   try {
     FileEntry f;
-    f.path = j.at("path").get<std::string>();
+    ASSIGN_OR_RETURN(f.path, GetBytes(j, "path"));
     std::string kind = j.at("kind").get<std::string>();
     f.kind = kind == "dir"       ? EntryKind::kDir
              : kind == "symlink" ? EntryKind::kSymlink
@@ -48,11 +51,19 @@ Result<FileEntry> EntryFromJson(const json& j) {
     f.mode = j.at("mode").get<uint32_t>();
     f.mtime_ns = j.at("mtime_ns").get<int64_t>();
     f.size = j.value("size", uint64_t{0});
-    f.target = j.value("target", std::string());
+    if (Result<std::string> t = GetBytes(j, "target"); t.ok()) {
+      f.target = std::move(*t);
+    } else if (t.status().code() != Code::kNotFound) {
+      return t.status();
+    }
     // Descriptions written before owners were exported have none: root.
     f.uid = j.value("uid", uint32_t{0});
     f.gid = j.value("gid", uint32_t{0});
-    f.hardlink_of = j.value("hardlink_of", std::string());
+    if (Result<std::string> h = GetBytes(j, "hardlink_of"); h.ok()) {
+      f.hardlink_of = std::move(*h);
+    } else if (h.status().code() != Code::kNotFound) {
+      return h.status();
+    }
     if (!f.hardlink_of.empty()) RETURN_IF_ERROR(syncproto::ValidateHardlink(f.path, f.hardlink_of));
     if (j.contains("digest")) {
       auto d = Digest128::FromHex(j["digest"].get<std::string>());
@@ -136,7 +147,7 @@ std::string EncodeDescription(const Description& d) {
             {"seq", d.r.seq},
             {"pulled_at_ms", d.r.pulled_at_ms},
             {"files", files}};
-  return j.dump(1) + "\n";
+  return DumpJson(j, 1) + "\n";
 }
 
 Result<Description> DecodeDescription(const std::string& text, const std::string& where) {

@@ -12,18 +12,23 @@
 #include <string>
 #include <vector>
 
+#include "agent/status_json.h"
 #include "base/clock.h"
 #include "base/env.h"
+#include "base/text.h"
+#include "base/units.h"
 #include "catalog/store.h"
 #include "cli/command.h"
+#include "cli/table.h"
 #include "conf/config.h"
+#include "restore/check_records.h"
 
 namespace lifeboat::cli {
 namespace {
 
 using catalog::InstanceRecord;
 using catalog::Store;
-using ojson = nlohmann::ordered_json;
+using nlohmann::json;
 
 struct CatalogArgs {
   std::string data_dir;  // --data-dir: overrides agent.data_dir of the config
@@ -52,32 +57,6 @@ Result<std::unique_ptr<Store>> OpenStore(const Context& ctx, const CatalogArgs& 
   return Store::Open(*Env::Default(), *Clock::Real(), o);
 }
 
-std::string HumanSize(uint64_t bytes) {
-  static const char* kUnits[] = {"B", "K", "M", "G", "T", "P"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  if (u == 0) {
-    std::snprintf(buf, sizeof(buf), "%lluB", static_cast<unsigned long long>(bytes));
-  } else {
-    std::snprintf(buf, sizeof(buf), v < 10 ? "%.1f%s" : "%.0f%s", v, kUnits[u]);
-  }
-  return buf;
-}
-
-std::string HumanAge(int64_t ms) {
-  if (ms < 0) ms = 0;
-  int64_t s = ms / 1000;
-  if (s < 120) return std::to_string(s) + "s";
-  if (s < 7200) return std::to_string(s / 60) + "m";
-  if (s < 172800) return std::to_string(s / 3600) + "h";
-  return std::to_string(s / 86400) + "d";
-}
-
 const std::vector<std::string> kDefaultColumns = {"service",    "instance", "alias", "peer",
                                                   "generation", "age",      "size"};
 const std::vector<std::string> kAllColumns = {"service",    "instance", "alias",     "peer",
@@ -90,8 +69,8 @@ std::string Cell(const InstanceRecord& r, const std::string& col, int64_t now) {
   if (col == "alias") return r.alias;
   if (col == "peer") return r.peer;
   if (col == "generation") return std::to_string(r.generation);
-  if (col == "age") return HumanAge(now - r.pulled_at_ms);
-  if (col == "size") return HumanSize(r.size);
+  if (col == "age") return HumanAge((now - r.pulled_at_ms) / 1000);
+  if (col == "size") return HumanBytes(r.size);
   if (col == "seq") return std::to_string(r.seq);
   if (col == "files") return std::to_string(r.files);
   if (col == "image") return r.image_uuid;
@@ -100,89 +79,28 @@ std::string Cell(const InstanceRecord& r, const std::string& col, int64_t now) {
   return "";
 }
 
-ojson RecordJson(const InstanceRecord& r, int64_t now) {
-  return {
-      {"service", r.service},
-      {"instance", r.uuid},
-      {"alias", r.alias},
-      {"peer", r.peer},
-      {"generation", r.generation},
-      {"seq", r.seq},
-      {"image_uuid", r.image_uuid},
-      {"pulled_at", FormatIso8601Ms(r.pulled_at_ms)},
-      {"age_s", (now - r.pulled_at_ms) / 1000},
-      {"size", r.size},
-      {"files", r.files},
-      {"removed", r.removed},
-      {"removed_since", r.removed ? ojson(FormatIso8601Ms(r.removed_since_ms)) : ojson(nullptr)}};
-}
-
-Result<std::vector<std::string>> ParseColumns(const std::string& spec) {
-  if (spec.empty()) return kDefaultColumns;
-  std::vector<std::string> cols;
-  std::stringstream in(spec);
-  for (std::string c; std::getline(in, c, ',');) {
-    if (std::find(kAllColumns.begin(), kAllColumns.end(), c) == kAllColumns.end()) {
-      std::string all;
-      for (const auto& a : kAllColumns) all += (all.empty() ? "" : ",") + a;
-      return UsageError("unknown column \"" + c + "\" (columns: " + all + ")");
-    }
-    cols.push_back(c);
-  }
-  return cols;
-}
-
-void PrintTable(const std::vector<std::string>& header,
-                const std::vector<std::vector<std::string>>& rows, bool no_header) {
-  if (no_header) {  // scripts: tab-separated, no padding
-    for (const auto& row : rows) {
-      for (size_t i = 0; i < row.size(); ++i) std::cout << (i ? "\t" : "") << row[i];
-      std::cout << "\n";
-    }
-    return;
-  }
-  std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
-  }
-  auto line = [&](const std::vector<std::string>& cells) {
-    std::string out;
-    for (size_t i = 0; i < cells.size(); ++i) {
-      out += cells[i];
-      if (i + 1 < cells.size()) out += std::string(width[i] - cells[i].size() + 2, ' ');
-    }
-    std::cout << out << "\n";
-  };
-  std::vector<std::string> upper;
-  for (std::string h : header) {
-    std::transform(h.begin(), h.end(), h.begin(), ::toupper);
-    upper.push_back(h);
-  }
-  line(upper);
-  for (const auto& row : rows) line(row);
-}
-
 int RunLs(const Context& ctx, const CatalogArgs& args) {
-  auto cols = ParseColumns(args.columns);
-  if (!cols.ok()) return Fail(cols.status());
+  std::vector<std::string> cols = kDefaultColumns;
+  if (!args.columns.empty() && !ParseColumns("catalog ls", args.columns, kAllColumns, &cols)) {
+    return kExitUsage;
+  }
   auto store = OpenStore(ctx, args);
   if (!store.ok()) return Fail(store.status());
   const int64_t now = Clock::Real()->WallMs();
   auto instances = (*store)->Instances();
   if (ctx.json) {
-    ojson out = ojson::array();
-    for (const auto& r : instances) out.push_back(RecordJson(r, now));
-    std::cout << out.dump(2) << "\n";
+    json out = json::array();
+    for (const auto& r : instances) out.push_back(agent::InstanceJson(r, now));
+    std::cout << DumpJson(out, 2) << "\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : instances) {
     std::vector<std::string> row;
-    for (const auto& c : *cols) row.push_back(Cell(r, c, now));
+    for (const auto& c : cols) row.push_back(EscapeForTerminal(Cell(r, c, now)));
     rows.push_back(std::move(row));
   }
-  PrintTable(*cols, rows, args.no_header);
+  PrintTable(cols, rows, args.no_header);
   return kExitOk;
 }
 
@@ -208,10 +126,10 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
   std::vector<uint64_t> generations = seqs.ok() ? *seqs : std::vector<uint64_t>{};
   auto chain = (*store)->ImageChain(gen->record.image_uuid);
   if (ctx.json) {
-    ojson out = RecordJson(gen->record, now);
+    json out = agent::InstanceJson(gen->record, now);
     out["dir"] = gen->dir;
     out["generations_held"] = generations;
-    ojson images = ojson::array();
+    json images = json::array();
     if (chain.ok()) {
       for (const auto& i : *chain) {
         images.push_back(
@@ -219,56 +137,74 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
       }
     }
     out["image_chain"] = images;
-    out["image_chain_error"] = chain.ok() ? ojson(nullptr) : ojson(chain.status().message());
-    ojson files = ojson::array();
+    out["image_chain_error"] = chain.ok() ? json(nullptr) : json(chain.status().message());
+    json files = json::array();
     for (const auto& f : gen->files) {
-      ojson e = {{"path", f.entry.path},
-                 {"kind", KindName(f.entry.kind)},
-                 {"mode", f.entry.mode},
-                 {"local_path", f.local_path}};
+      json e = {{"kind", KindName(f.entry.kind)}, {"mode", f.entry.mode}};
+      PutBytes(e, "path", f.entry.path);  // names are bytes: "path_hex" when not UTF-8
+      PutBytes(e, "local_path", f.local_path);
       if (f.entry.kind == syncproto::EntryKind::kFile) {
         e["size"] = f.entry.size;
         e["digest"] = f.entry.digest.Hex();
       }
-      if (f.entry.kind == syncproto::EntryKind::kSymlink) e["target"] = f.entry.target;
+      if (f.entry.kind == syncproto::EntryKind::kSymlink) PutBytes(e, "target", f.entry.target);
       files.push_back(std::move(e));
     }
     out["files_list"] = files;
-    std::cout << out.dump(2) << "\n";
+    std::cout << DumpJson(out, 2) << "\n";
     return kExitOk;
   }
+  // Everything that came from a peer is escaped for the terminal.
   const InstanceRecord& r = gen->record;
   std::cout << "instance    " << r.uuid << "\n"
-            << "alias       " << r.alias << "\n"
-            << "service     " << r.service << "\n"
+            << "alias       " << EscapeForTerminal(r.alias) << "\n"
+            << "service     " << EscapeForTerminal(r.service) << "\n"
             << "peer        " << r.peer << "\n"
             << "generation  " << r.generation << " (local " << r.seq << "; held:";
   for (uint64_t s : generations) std::cout << " " << s;
   std::cout << ")\n"
             << "pulled at   " << FormatIso8601Ms(r.pulled_at_ms) << " ("
-            << HumanAge(now - r.pulled_at_ms) << " ago)\n"
-            << "size        " << HumanSize(r.size) << " in " << r.files << " entries\n";
+            << HumanAge((now - r.pulled_at_ms) / 1000) << " ago)\n"
+            << "size        " << HumanBytes(r.size) << " in " << r.files << " entries\n";
   if (r.removed) {
     std::cout << "removed     since " << FormatIso8601Ms(r.removed_since_ms)
               << " (the peer no longer exports it)\n";
   }
-  std::cout << "directory   " << gen->dir << "\n"
+  std::cout << "directory   " << EscapeForTerminal(gen->dir) << "\n"
             << "image chain ";
   if (chain.ok()) {
     for (size_t i = 0; i < chain->size(); ++i) std::cout << (i ? " -> " : "") << (*chain)[i].uuid;
     std::cout << (chain->empty() ? "(none)" : "") << "\n";
   } else {
-    std::cout << "incomplete: " << chain.status().message() << "\n";
+    std::cout << "incomplete: " << EscapeForTerminal(chain.status().message()) << "\n";
   }
   std::cout << "files:\n";
   for (const auto& f : gen->files) {
     std::string size =
         f.entry.kind == syncproto::EntryKind::kFile ? std::to_string(f.entry.size) : "-";
-    std::cout << "  " << KindName(f.entry.kind) << "\t" << size << "\t" << f.entry.path;
-    if (f.entry.kind == syncproto::EntryKind::kSymlink) std::cout << " -> " << f.entry.target;
+    std::cout << "  " << KindName(f.entry.kind) << "\t" << size << "\t"
+              << EscapeForTerminal(f.entry.path);
+    if (f.entry.kind == syncproto::EntryKind::kSymlink) {
+      std::cout << " -> " << EscapeForTerminal(f.entry.target);
+    }
     std::cout << "\n";
   }
   return kExitOk;
+}
+
+// Keeps the result for `readiness` and status (<data_dir>/checks/verify.json).
+// A catalog this user cannot write to is verified all the same; the record
+// is then missing, with a warning.
+void RecordVerify(const catalog::Store& store, const catalog::VerifyReport& report) {
+  restore::VerifyRecord rec;
+  rec.ok = report.ok();
+  rec.finished_ms = Clock::Real()->WallMs();
+  rec.files_checked = report.files_checked;
+  rec.bytes_checked = report.bytes_checked;
+  rec.problems = report.problems.size();
+  if (!report.ok()) rec.first_problem = report.problems[0].path + ": " + report.problems[0].what;
+  Status st = restore::SaveVerifyRecord(*Env::Default(), store.data_dir(), rec);
+  if (!st.ok()) std::cerr << "lifeboat catalog verify: result not recorded: " << st.message() << "\n";
 }
 
 int RunVerify(const Context& ctx, const CatalogArgs& args) {
@@ -276,19 +212,25 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
   if (!store.ok()) return Fail(store.status());
   auto report = (*store)->Verify();
   if (!report.ok()) return Fail(report.status());
+  RecordVerify(**store, *report);
   if (ctx.json) {
-    ojson problems = ojson::array();
-    for (const auto& p : report->problems)
-      problems.push_back({{"path", p.path}, {"problem", p.what}});
-    ojson out = {{"ok", report->ok()},
+    json problems = json::array();
+    for (const auto& p : report->problems) {
+      json e = {{"problem", p.what}};
+      PutBytes(e, "path", p.path);
+      problems.push_back(std::move(e));
+    }
+    json out = {{"ok", report->ok()},
                  {"files_checked", report->files_checked},
                  {"bytes_checked", report->bytes_checked},
                  {"problems", problems}};
-    std::cout << out.dump(2) << "\n";
+    std::cout << DumpJson(out, 2) << "\n";
   } else {
-    for (const auto& p : report->problems) std::cout << "BAD " << p.path << ": " << p.what << "\n";
+    for (const auto& p : report->problems) {
+      std::cout << "BAD " << EscapeForTerminal(p.path) << ": " << EscapeForTerminal(p.what) << "\n";
+    }
     std::cout << (report->ok() ? "ok" : "FAILED") << ": " << report->files_checked << " files, "
-              << HumanSize(report->bytes_checked) << " checked, " << report->problems.size()
+              << HumanBytes(report->bytes_checked) << " checked, " << report->problems.size()
               << " bad\n";
   }
   return report->ok() ? kExitOk : kExitData;

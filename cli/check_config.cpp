@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "base/text.h"
 #include "cli/command.h"
 #include "conf/config.h"
 
@@ -79,7 +80,7 @@ int RunCheckConfig(const Context& ctx) {
     } else {
       out["summary"] = nullptr;
     }
-    std::cout << out.dump() << "\n";
+    std::cout << DumpJson(out) << "\n";
   } else if (config.ok()) {
     PrintSummary(*config);
   } else {

@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "agent/config_options.h"
+#include "base/tcp.h"
 #include "syncproto/session.h"
 
 namespace lifeboat::cli {
@@ -36,46 +38,8 @@ struct Fd {
 };
 
 Status Connect(const restore::NodeAddress& addr, Deadline deadline, Fd* out) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  std::string port = std::to_string(addr.port);
-  int rc = ::getaddrinfo(addr.host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0) {
-    return UnavailableError("resolving " + addr.ToString() + ": " + ::gai_strerror(rc));
-  }
-  Status last = UnavailableError("connecting to " + addr.ToString() + ": no address");
-  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
-    int fd =
-        ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) continue;
-    int err = 0;
-    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-      err = errno;
-      if (err == EINPROGRESS) {
-        pollfd p{fd, POLLOUT, 0};
-        int n;
-        do n = ::poll(&p, 1, MsLeft(deadline));
-        while (n < 0 && errno == EINTR);
-        socklen_t len = sizeof(err);
-        if (n == 1) {
-          ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        } else {
-          err = ETIMEDOUT;
-        }
-      }
-    }
-    if (err == 0) {
-      out->fd = fd;
-      ::freeaddrinfo(res);
-      return Status::Ok();
-    }
-    ::close(fd);
-    last = UnavailableError("connecting to " + addr.ToString() + ": " + std::strerror(err));
-  }
-  ::freeaddrinfo(res);
-  return last;
+  ASSIGN_OR_RETURN(out->fd, ConnectTcp(addr.host, addr.port, MsLeft(deadline)));
+  return Status::Ok();
 }
 
 // Drives `session` over `fd` (through `tls` when set) until it is done().
@@ -170,15 +134,8 @@ class HeldProbe final : public restore::ClusterProbe {
 Result<std::unique_ptr<ClusterClient>> ClusterClient::Create(const conf::Config& config,
                                                              int timeout_ms) {
   std::unique_ptr<ClusterClient> c(new ClusterClient(config, timeout_ms));
-  if (config.auth.transport != conf::Transport::kPlain) {
-    syncproto::TlsConfig tc;
-    tc.mode = config.auth.transport == conf::Transport::kTlsCa ? syncproto::TlsMode::kCa
-                                                               : syncproto::TlsMode::kPsk;
-    tc.cluster_key = config.auth.cluster_key;
-    tc.ca_file = config.auth.ca_file;
-    tc.cert_file = config.auth.cert_file;
-    tc.key_file = config.auth.key_file;
-    ASSIGN_OR_RETURN(c->tls_, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, tc));
+  if (std::optional<syncproto::TlsConfig> tc = agent::TlsConfigFor(config)) {
+    ASSIGN_OR_RETURN(c->tls_, syncproto::TlsContext::Create(syncproto::TlsRole::kClient, *tc));
   }
   return c;
 }

@@ -2,7 +2,13 @@
 //
 //   lifeboat restore (--peer P | --service S... | --instance UUID...)
 //       [--dry-run] [--backend dir|smartos|exec] [--target DIR]
-//       [--reuse-ips|--new-ips] [--generation N] [--force] [--from-freshest] [-y] [-j]
+//       [--reuse-ips|--new-ips] [--generation N] [--force] [--from-freshest] [--again]
+//       [-y] [-j]
+//
+// On a terminal, a new restore shows its plan and asks before the first step
+// (-y: no question). A --dry-run runs the same guards and exits as the real
+// run would (75 for a live peer without --force, 78 for an exec backend
+// without a command for a step), after printing the plan.
 //
 // Exit codes: 0 done (or planned, with --dry-run); 64 usage; 65 bad data
 // (verification failed, unknown instance, corrupt journal); 69 a needed
@@ -18,9 +24,12 @@
 #include <string>
 #include <vector>
 
+#include "agent/config_options.h"
 #include "base/clock.h"
 #include "base/env.h"
 #include "base/log.h"
+#include "base/text.h"
+#include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
@@ -47,20 +56,8 @@ struct RestoreFlags {
   bool force = false;
   bool from_freshest = false;
   bool yes = false;
+  bool again = false;
 };
-
-std::string HumanBytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 std::string Seconds(int64_t ms) {
   char buf[32];
@@ -150,6 +147,8 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
     if (target.empty() || target.front() != '/') {
       return UsageError("--target must be an absolute directory, got '" + target + "'");
     }
+    RETURN_IF_ERROR(
+        restore::CheckOutsideCatalog(target, config.agent.data_dir, "the restore target"));
     *desc = "dir " + target;
     // Owners need root; a restore run by another user leaves its own.
     const bool root = ::geteuid() == 0;
@@ -197,7 +196,7 @@ int Fail(const Status& st, const Context& ctx, const restore::RestoreReport* rep
     nlohmann::json out = report ? report->ToJson() : nlohmann::json::object();
     out["ok"] = false;
     out["error"] = {{"code", CodeName(st.code())}, {"message", st.message()}};
-    std::cout << out.dump() << "\n";
+    std::cout << DumpJson(out) << "\n";
   } else {
     std::cerr << "lifeboat restore: " << st.message() << "\n";
   }
@@ -219,11 +218,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
 
   Env& env = *Env::Default();
   Clock& clock = *Clock::Real();
-  catalog::StoreOptions store_opts;
-  store_opts.data_dir = config->agent.data_dir;
-  store_opts.generations_kept = config->retention.generations;
-  store_opts.removed_grace_ms = config->retention.removed_grace.count();
-  store_opts.read_only = true;
+  const catalog::StoreOptions store_opts = agent::StoreOptionsFor(*config, /*read_only=*/true);
   auto store = catalog::Store::Open(env, clock, store_opts);
   if (!store.ok()) return Fail(store.status().WithContext("opening the catalog"), ctx, nullptr);
 
@@ -255,6 +250,14 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
     rctx.peers.push_back(NodeAddress{p.name, p.address.host, p.address.port});
   }
   rctx.confirm = AskOnTty;
+  if (!ctx.json && ::isatty(0) && ::isatty(2)) {
+    rctx.confirm_plan = [&backend_desc](const restore::RestoreReport& planned) {
+      PrintPlan(planned, backend_desc);
+      PrintWarnings(planned);
+      return AskOnTty("Restore " + std::to_string(planned.plan.instances.size()) +
+                      " instance(s) as planned above?");
+    };
+  }
   const bool tty = ::isatty(2) != 0;
   if (tty && !ctx.json && !flags.dry_run) {
     rctx.progress = [](const restore::RestoreContext::Progress& p) {
@@ -281,12 +284,17 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   req.assume_yes = flags.yes;
   req.from_freshest = flags.from_freshest;
   req.new_ips = flags.new_ips;
+  req.again = flags.again;
   req.service_order = config->restore.order;
 
   restore::Restorer restorer(rctx);
   restore::RestoreReport report;
   Status st = restorer.Run(req, &report);
   if (!ctx.json) PrintWarnings(report);
+  // A dry run shows its plan also when it ends with the real run's refusal.
+  if (!st.ok() && flags.dry_run && !ctx.json && !report.plan.instances.empty()) {
+    PrintPlan(report, backend_desc);
+  }
   if (!st.ok()) {
     if (!ctx.json && report.steps_run > 0) {
       std::cerr << "lifeboat restore: stopped after " << report.steps_run
@@ -300,7 +308,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
     out["ok"] = true;
     out["dry_run"] = flags.dry_run;
     out["backend"] = backend_desc;
-    std::cout << out.dump() << "\n";
+    std::cout << DumpJson(out) << "\n";
   } else if (flags.dry_run || report.already_complete) {
     PrintPlan(report, backend_desc);
   } else {
@@ -331,10 +339,15 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
                       : "--generation must be a generation number (1, 2, ...), got '" + v + "'";
       });
   sub->add_flag("--force", flags.force, "restore even though the peer still answers");
+  sub->add_flag("--again", flags.again,
+                "also restore instances an earlier restore on this node already rebuilt "
+                "(without it they are skipped, saying where they went)");
   sub->add_flag("--from-freshest", flags.from_freshest,
                 "first pull the freshest copy of the peer held by another node into this "
                 "catalog (through the local agent)");
-  sub->add_flag("-y,--yes", flags.yes, "restore stale data without asking");
+  sub->add_flag("-y,--yes", flags.yes,
+                "do not ask: neither to confirm the plan (asked on a terminal) nor to restore "
+                "stale data");
   sub->callback([&ctx] { ctx.Run([&ctx] { return RunRestore(ctx, flags); }); });
 });
 

@@ -4,7 +4,10 @@
 // other node (syncproto HELD_QUERY) which generation of each peer it holds and
 // shows, per peer, the node with the freshest copy (column "freshest", JSON
 // "freshest" and "cluster_copies"). `--check` (for monitoring) exits 1
-// when any peer's data is older than agent.stale_after. When the agent is
+// when any peer's data is older than agent.stale_after or anything else
+// would block a restore of it (the blockers of `lifeboat readiness`: missing
+// images, unreadable copies, deposed instances, a failed drill or verify),
+// one line per reason on stderr. When the agent is
 // not running, status shows what the catalog on disk records (reachability
 // unknown, "agent_running": false) and exits 69, with or without --check.
 #include <iostream>
@@ -16,11 +19,16 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/api_client.h"
+#include "agent/config_options.h"
 #include "agent/status_json.h"
 #include "base/clock.h"
+#include "base/text.h"
+#include "base/units.h"
 #include "catalog/store.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
+#include "cli/table.h"
+#include "cli/readiness_source.h"
 #include "conf/config.h"
 #include "restore/deposed.h"
 
@@ -94,11 +102,9 @@ Status AddClusterCopies(const conf::Config& config, nlohmann::json& st) {
 // were restored: both copies exist) to the status object. Reads the catalog
 // read-only, beside the running agent.
 Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
-  catalog::StoreOptions so;
-  so.data_dir = config.agent.data_dir;
-  so.read_only = true;
-  ASSIGN_OR_RETURN(auto store, catalog::Store::Open(*Env::Default(), *Clock::Real(), so));
-  ASSIGN_OR_RETURN(auto restored, restore::ListRestoredInstances(*Env::Default(), so.data_dir));
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
+  ASSIGN_OR_RETURN(auto restored,
+                   restore::ListRestoredInstances(*Env::Default(), config.agent.data_dir));
   nlohmann::json list = nlohmann::json::array();
   for (const auto& [old_uuid, r] : restored) {
     list.push_back({{"old_uuid", old_uuid},
@@ -130,41 +136,60 @@ Status AddRestoreState(const conf::Config& config, nlohmann::json& st) {
   return Status::Ok();
 }
 
+// Adds "blockers" ([{peer, kind, message}]): what would stop a restore of
+// each peer from this node's catalog now (restore/readiness.h), except the
+// age kinds, which status judges itself from the agent's clock-jump-proof
+// ages ("stale").
+Status AddBlockers(const conf::Config& config, nlohmann::json& st) {
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
+  ASSIGN_OR_RETURN(restore::ReadinessReport r,
+                   AssessConfiguredReadiness(config, *store, *Env::Default(),
+                                             Clock::Real()->WallMs(), /*cluster=*/nullptr));
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& p : r.peers) {
+    for (const auto& b : p.blockers) {
+      if (b.kind == "stale" || b.kind == "never_pulled" || b.kind == "clock_changed") continue;
+      list.push_back({{"peer", p.peer}, {"kind", b.kind}, {"message", b.message}});
+    }
+  }
+  st["blockers"] = std::move(list);
+  return Status::Ok();
+}
+
 // The status object built from the catalog on disk, for when the agent is down.
 Result<nlohmann::json> OfflineStatus(const conf::Config& config) {
-  catalog::StoreOptions so;
-  so.data_dir = config.agent.data_dir;
-  so.read_only = true;
-  ASSIGN_OR_RETURN(auto store, catalog::Store::Open(*Env::Default(), *Clock::Real(), so));
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
   return agent::OfflineStatusJson(config, *store, Clock::Real()->WallMs());
 }
 
+// A value for the terminal: "-" for null, text escaped (errors and names
+// come from peers), anything else as JSON.
 std::string Str(const nlohmann::json& v) {
   if (v.is_null()) return "-";
-  if (v.is_string()) return v.get<std::string>();
-  return v.dump();
+  if (v.is_string()) return EscapeForTerminal(v.get<std::string>());
+  return DumpJson(v);
 }
 
 std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "peer") return Str(p["name"]);
   if (col == "address") return Str(p["address"]);
   if (col == "reachable") {
-    if (!p.contains("reachable") || p["reachable"].is_null()) return "?";
+    if (!p.contains("reachable") || p["reachable"].is_null()) return "unknown";
     return p["reachable"].get<bool>() ? "yes" : "no";
   }
   if (col == "phase") return Str(p["phase"]);
   if (col == "last_attempt") return Str(p["last_attempt"]);
   if (col == "last_success") return Str(p["last_success"]);
   if (col == "age")
-    return p["age_seconds"].is_null() ? "never" : agent::HumanAge(p["age_seconds"].get<int64_t>());
+    return p["age_seconds"].is_null() ? "never" : HumanAge(p["age_seconds"].get<int64_t>());
   if (col == "stale") return p.value("stale", true) ? "STALE" : "ok";
   if (col == "generation") return Str(p["generation"]);
   if (col == "error") return p["last_error"].is_null() ? "-" : Str(p["last_error"]);
-  if (col == "bytes") return agent::HumanBytes(p.value("wire_bytes", 0ull));
+  if (col == "bytes") return HumanBytes(p.value("wire_bytes", 0ull));
   if (col == "files") return Str(p["files"]);
   if (col == "pulls") return Str(p["pulls"]);
   if (col == "failed") return Str(p["pulls_failed"]);
-  if (col == "next_pull") return agent::HumanAge(p.value("next_pull_in_ms", 0ll) / 1000);
+  if (col == "next_pull") return HumanAge(p.value("next_pull_in_seconds", 0ll));
   if (col == "freshest") {
     if (!p.contains("freshest")) return "(--cluster)";
     const auto& f = p["freshest"];
@@ -178,32 +203,6 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   return "?";
 }
 
-void PrintTable(const std::vector<std::string>& header,
-                const std::vector<std::vector<std::string>>& rows, bool no_header) {
-  std::vector<size_t> w(header.size(), 0);
-  if (!no_header) {
-    for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
-  }
-  for (const auto& r : rows) {
-    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
-  }
-  auto print = [&](const std::vector<std::string>& r) {
-    std::string line;
-    for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(w[i] - r[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  };
-  if (!no_header) print(header);
-  for (const auto& r : rows) print(r);
-}
-
-std::string Upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
 int RunStatus(const Context& ctx, const StatusOptions& opt) {
   std::vector<conf::ConfigProblem> problems;
   Result<conf::Config> config = conf::LoadConfig(ctx.ConfigPath(), &problems);
@@ -213,19 +212,8 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   }
   std::vector<std::string> cols = kDefaultColumns;
   if (opt.cluster) cols.push_back("freshest");
-  if (!opt.columns.empty()) {
-    cols.clear();
-    std::stringstream ss(opt.columns);
-    std::string c;
-    while (std::getline(ss, c, ',')) {
-      if (std::find(kAllColumns.begin(), kAllColumns.end(), c) == kAllColumns.end()) {
-        std::string all;
-        for (const auto& a : kAllColumns) all += (all.empty() ? "" : ",") + a;
-        std::cerr << "lifeboat status: unknown column '" << c << "' (columns: " << all << ")\n";
-        return kExitUsage;
-      }
-      cols.push_back(c);
-    }
+  if (!opt.columns.empty() && !ParseColumns("status", opt.columns, kAllColumns, &cols)) {
+    return kExitUsage;
   }
   agent::ApiCall call =
       agent::ApiCallFor(config->agent.api.host, config->agent.api.port, config->auth.api_token);
@@ -257,6 +245,9 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   if (Status rs = AddRestoreState(*config, st); !rs.ok()) {
     std::cerr << "lifeboat status: restores: " << rs.message() << "\n";
   }
+  if (Status bs = AddBlockers(*config, st); !bs.ok()) {
+    std::cerr << "lifeboat status: readiness: " << bs.message() << "\n";
+  }
   if (opt.cluster) {
     if (Status cs = AddClusterCopies(*config, st); !cs.ok()) {
       std::cerr << "lifeboat status: asking the cluster: " << cs.message() << "\n";
@@ -267,17 +258,15 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
     if (p.value("stale", true)) stale.push_back(p.value("name", "?"));
   }
   if (ctx.json) {
-    std::cout << st.dump() << "\n";
+    std::cout << DumpJson(st) << "\n";
   } else {
-    std::vector<std::string> header;
-    for (const auto& c : cols) header.push_back(Upper(c));
     std::vector<std::vector<std::string>> rows;
     for (const auto& p : st["peers"]) {
       std::vector<std::string> r;
       for (const auto& c : cols) r.push_back(Cell(p, c));
       rows.push_back(std::move(r));
     }
-    PrintTable(header, rows, opt.no_header);
+    PrintTable(cols, rows, opt.no_header);
     if (opt.columns.empty() && st["services"].is_array() && !st["services"].empty()) {
       std::cout << "\n";
       std::vector<std::vector<std::string>> srows;
@@ -287,17 +276,18 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
         srows.push_back({Str(s["service"]), Str(s["instances"]), Str(s["removed"]),
                          s["newest_age_seconds"].is_null()
                              ? "-"
-                             : agent::HumanAge(s["newest_age_seconds"].get<int64_t>()),
+                             : HumanAge(s["newest_age_seconds"].get<int64_t>()),
                          s["oldest_age_seconds"].is_null()
                              ? "-"
-                             : agent::HumanAge(s["oldest_age_seconds"].get<int64_t>()),
+                             : HumanAge(s["oldest_age_seconds"].get<int64_t>()),
                          peers});
       }
       PrintTable({"SERVICE", "INSTANCES", "REMOVED", "NEWEST", "OLDEST", "PEERS"}, srows,
                  opt.no_header);
     }
   }
-  if (!ctx.json && st.contains("deposed") && !st["deposed"].empty()) {
+  // -H: the peer rows and nothing else.
+  if (!ctx.json && !opt.no_header && st.contains("deposed") && !st["deposed"].empty()) {
     std::cout << "\nDEPOSED: restored elsewhere, yet their node exports them again; retire the "
                  "old instances:\n";
     std::vector<std::vector<std::string>> drows;
@@ -308,14 +298,27 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
     PrintTable({"PEER", "OLD ALIAS", "OLD UUID", "RESTORED AS", "NEW UUID", "ON", "AT"}, drows,
                opt.no_header);
   }
-  if (opt.check && !stale.empty()) {
-    std::string names;
-    for (const auto& n : stale) names += (names.empty() ? "" : ", ") + n;
-    std::cerr << "lifeboat status: data older than "
-              << conf::FormatDuration(config->agent.stale_after) << " from: " << names << "\n";
+  const nlohmann::json blockers = st.value("blockers", nlohmann::json::array());
+  if (!ctx.json && !opt.no_header && !blockers.empty()) {
+    std::cout << "\nBLOCKED: a restore of these peers from here would not be complete "
+                 "(lifeboat readiness):\n";
+    for (const auto& b : blockers) {
+      std::cout << "  " << Str(b["peer"]) << ": " << Str(b["kind"]) << ": " << Str(b["message"])
+                << "\n";
+    }
+  }
+  if (opt.check) {
+    for (const auto& n : stale) {
+      std::cerr << "lifeboat status: " << n << ": stale: data older than "
+                << conf::FormatDuration(config->agent.stale_after) << "\n";
+    }
+    for (const auto& b : blockers) {
+      std::cerr << "lifeboat status: " << Str(b["peer"]) << ": " << Str(b["kind"]) << ": "
+                << Str(b["message"]) << "\n";
+    }
   }
   if (agent_down) return kExitUnavailable;  // a stopped agent is worse than stale data
-  return opt.check && !stale.empty() ? 1 : kExitOk;
+  return opt.check && (!stale.empty() || !blockers.empty()) ? 1 : kExitOk;
 }
 
 const CommandRegistrar kRegistrar(/*order=*/30, [](CLI::App& root, Context& ctx) {
@@ -331,7 +334,8 @@ const CommandRegistrar kRegistrar(/*order=*/30, [](CLI::App& root, Context& ctx)
                 "ask every other node which generation of each peer it holds; show the "
                 "freshest copy per peer");
   sub->add_flag("--check", opt.check,
-                "exit 1 when any peer's data is older than agent.stale_after");
+                "exit 1 when any peer's data is older than agent.stale_after or a restore of "
+                "it is blocked (see `lifeboat readiness`); one line per reason on stderr");
   sub->callback([&ctx] { ctx.Run([&ctx] { return RunStatus(ctx, opt); }); });
 });
 

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "base/text.h"
+
 namespace lifeboat::cli {
 namespace {
 
@@ -38,7 +40,7 @@ std::string VersionText(bool json) {
   if (json) {
     nlohmann::ordered_json j;
     for (const auto& [k, v] : rows) j[k] = v;
-    return j.dump() + "\n";
+    return DumpJson(j) + "\n";
   }
   std::string out;
   for (const auto& [k, v] : rows) out += k + " " + v + "\n";

@@ -7,12 +7,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
 #include <set>
 #include <utility>
+
+#include "base/suggest.h"
+#include "base/text.h"
 
 namespace lifeboat::conf {
 namespace {
@@ -107,57 +111,6 @@ std::string Trim(std::string_view s) {
   if (b == std::string_view::npos) return "";
   size_t e = s.find_last_not_of(kSpace);
   return std::string(s.substr(b, e - b + 1));
-}
-
-size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-// Offset of the first byte that is not part of well-formed UTF-8 (no overlong
-// forms, no surrogates, nothing above U+10FFFF), or npos.
-size_t FirstInvalidUtf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  size_t n = s.size();
-  for (size_t i = 0; i < n;) {
-    unsigned char c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return i;
-    }
-    if (i + len > n) return i;
-    if (p[i + 1] < lo || p[i + 1] > hi) return i;
-    for (size_t k = 2; k < len; ++k) {
-      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
-    }
-    i += len;
-  }
-  return std::string_view::npos;
 }
 
 std::string FormatNumber(double v) {
@@ -267,6 +220,7 @@ class Parser {
                                     std::string_view expected);
 
   void ParsePeers(const toml::node& value, Config& c);
+  void ResolveSymlinkedDirs(Config& c);
   void CheckCrossFields(Config& c);
   void LoadSecrets(Config& c);
   std::string ResolvePath(const std::string& path) const;
@@ -282,13 +236,11 @@ class Parser {
 void Parser::UnknownKey(Place at, const std::string& key, std::string_view name,
                         const std::vector<Field>& fields) {
   std::string msg = "unknown key";
-  std::string_view best;
-  size_t best_distance = 3;  // suggest only close names
-  for (const Field& f : fields) {
-    size_t d = EditDistance(name, f.name);
-    if (d < best_distance) best_distance = d, best = f.name;
+  std::vector<std::string> names;
+  for (const Field& f : fields) names.emplace_back(f.name);
+  if (std::string best = ClosestName(name, names); !best.empty()) {
+    msg += " (did you mean \"" + best + "\"?)";
   }
-  if (!best.empty()) msg += " (did you mean \"" + std::string(best) + "\"?)";
   Problem(at, key, msg);
 }
 
@@ -539,7 +491,7 @@ Config Parser::Parse(const toml::table& root) {
   // problems come out in section order.
   std::vector<Field> top;
   for (std::string_view name :
-       {"node", "agent", "auth", "export", "peer", "retention", "restore"}) {
+       {"node", "agent", "auth", "export", "peer", "retention", "restore", "drill"}) {
     top.push_back({name, false, nullptr});
   }
   for (auto&& [k, v] : root) {
@@ -609,8 +561,12 @@ Config Parser::Parse(const toml::table& root) {
                Argv("register_sapi", &r.exec.register_sapi)});
        }}};
   Section(root, "restore", restore);
+  Section(root, "drill",
+          {DurationField("interval", &c.drill.interval, Duration(0)),
+           AbsoluteDir("dir", &c.drill.dir), SizeField("max_bytes", &c.drill.max_bytes, 0)});
   std::transform(c.node.uuid.begin(), c.node.uuid.end(), c.node.uuid.begin(),
                  [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  ResolveSymlinkedDirs(c);
   CheckCrossFields(c);
   LoadSecrets(c);
   // toml++ iterates tables in key order; report in file order, placeless last.
@@ -638,6 +594,17 @@ void Parser::ParsePeers(const toml::node& value, Config& c) {
   }
 }
 
+// A data_dir (or drill dir) that is a symlink to the real directory, as
+// operators set up to move data to a bigger pool, is resolved once here, so
+// every command and the agent work on the real path (the store never writes
+// through a symlink). A path that does not exist yet stays as written.
+void Parser::ResolveSymlinkedDirs(Config& c) {
+  for (std::string* dir : {&c.agent.data_dir, &c.drill.dir}) {
+    char resolved[PATH_MAX];
+    if (!dir->empty() && ::realpath(dir->c_str(), resolved) != nullptr) *dir = resolved;
+  }
+}
+
 void Parser::CheckCrossFields(Config& c) {
   const AgentConfig& a = c.agent;
   if (a.api == a.listen && !Bad("agent.api") && !Bad("agent.listen")) {
@@ -650,6 +617,15 @@ void Parser::CheckCrossFields(Config& c) {
     Problem(PlaceAt(key), key,
             "agent.stale_after (" + FormatDuration(a.stale_after) +
                 ") must be longer than agent.interval (" + FormatDuration(a.interval) + ")");
+  }
+  auto inside = [](const std::string& dir, const std::string& root) {
+    return dir == root || dir.rfind(root + "/", 0) == 0 || root.rfind(dir + "/", 0) == 0;
+  };
+  if (inside(c.drill.dir, a.data_dir) && !Bad("drill.dir") && !Bad("agent.data_dir")) {
+    std::string key = Has("drill.dir") ? "drill.dir" : "agent.data_dir";
+    Problem(PlaceAt(key), key,
+            "drill.dir (" + c.drill.dir + ") and agent.data_dir (" + a.data_dir +
+                ") must not contain each other: a drill's scratch copy is not catalog data");
   }
   if (c.auth.transport == Transport::kTlsCa && !Bad("auth.transport")) {
     for (auto [name, path] :

@@ -153,6 +153,15 @@ struct RestoreConfig {
   RestoreExecConfig exec;                                  // [restore.exec]
 };
 
+// Restore drills (restore/drill.h): the agent runs one per peer every
+// `interval` (0 = never, the default), into `dir`, refusing a peer whose data
+// is larger than `max_bytes` (0 = only the free-space check).
+struct DrillConfig {
+  Duration interval = Duration(0);
+  std::string dir = "/var/tmp/lifeboat-drill";  // absolute; never inside agent.data_dir
+  uint64_t max_bytes = 0;
+};
+
 // One problem (or warning) found in a config. line/column are 1-based; 0 when
 // the problem has no place in the file (a missing file, a missing section).
 struct ConfigProblem {
@@ -175,6 +184,7 @@ struct Config {
   std::vector<PeerConfig> peers;  // may be empty (a single node; see warnings)
   RetentionConfig retention;
   RestoreConfig restore;
+  DrillConfig drill;
   std::string source_path;  // the file (or source name) this came from
   // Things that are valid but probably not meant: no peers, an insecure key
   // file mode, the published example key, transport "plain". Callers log or

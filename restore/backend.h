@@ -81,6 +81,15 @@ struct DirBackendOptions {
 };
 std::unique_ptr<Backend> NewDirBackend(Env& env, DirBackendOptions options);
 
+// Refuses (kUsage, naming both) a directory Lifeboat would write restored
+// data into (a dir backend's target, a drill's scratch dir) that is the
+// catalog's data_dir, inside it, or contains it: the agent owns every name
+// under data_dir and would delete or replace what a restore put there.
+// Symlinks are resolved (for a path that does not exist yet, its deepest
+// existing parent) before comparing.
+Status CheckOutsideCatalog(const std::string& dir, const std::string& data_dir,
+                           const std::string& what);
+
 // ---- smartos ----------------------------------------------------------------
 
 struct SmartosBackendOptions {

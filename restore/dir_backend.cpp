@@ -7,9 +7,13 @@
 //
 // Images and data trees are built under a ".partial" name and renamed into
 // place, so a name that exists is complete; a rerun removes leftovers.
+#include <climits>
+#include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include "base/digest.h"
+#include "base/text.h"
 #include "restore/backend.h"
 #include "restore/tree_copy.h"
 
@@ -104,7 +108,7 @@ class DirBackend final : public StepwiseBackend {
     RETURN_IF_ERROR(CreateDirs(env_, ZonesDir(), 0700));
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
-    return WriteOnce(JoinPath(zone, "vm.json"), step.payload.dump(2) + "\n");
+    return WriteOnce(JoinPath(zone, "vm.json"), DumpJson(step.payload, 2) + "\n");
   }
 
   Result<StepResult> RestoreData(const Step& step, const StepInput& input) override {
@@ -129,7 +133,7 @@ class DirBackend final : public StepwiseBackend {
   Result<StepResult> RegisterSapi(const Step& step) override {
     const std::string zone = ZoneDir(step);
     RETURN_IF_ERROR(CreateDirs(env_, zone, 0700));
-    return WriteOnce(JoinPath(zone, "sapi.json"), step.payload.dump(2) + "\n");
+    return WriteOnce(JoinPath(zone, "sapi.json"), DumpJson(step.payload, 2) + "\n");
   }
 
   // Publishes `text` at `path` atomically unless it is there already.
@@ -148,6 +152,62 @@ class DirBackend final : public StepwiseBackend {
 
 std::unique_ptr<Backend> NewDirBackend(Env& env, DirBackendOptions options) {
   return std::make_unique<DirBackend>(env, std::move(options));
+}
+
+namespace {
+
+// `path` with symlinks resolved: realpath of its deepest existing ancestor,
+// then the components that do not exist yet, "." and ".." applied lexically.
+std::string ResolveExisting(const std::string& path) {
+  std::string head = path;
+  std::vector<std::string> missing;  // innermost first
+  char buf[PATH_MAX];
+  while (::realpath(head.c_str(), buf) == nullptr) {
+    const size_t slash = head.find_last_of('/');
+    if (slash == std::string::npos || head == "/") return path;
+    missing.push_back(head.substr(slash + 1));
+    head = slash == 0 ? "/" : head.substr(0, slash);
+  }
+  std::vector<std::string> parts;
+  std::string resolved = buf;
+  for (size_t start = 1; start <= resolved.size();) {
+    const size_t slash = std::min(resolved.find('/', start), resolved.size());
+    if (slash > start) parts.push_back(resolved.substr(start, slash - start));
+    start = slash + 1;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (it->empty() || *it == ".") continue;
+    if (*it == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(*it);
+  }
+  std::string out;
+  for (const auto& p : parts) out += "/" + p;
+  return out.empty() ? "/" : out;
+}
+
+bool Within(const std::string& path, const std::string& root) {
+  return path == root || (path.size() > root.size() && path.compare(0, root.size(), root) == 0 &&
+                          (root == "/" || path[root.size()] == '/'));
+}
+
+}  // namespace
+
+Status CheckOutsideCatalog(const std::string& dir, const std::string& data_dir,
+                           const std::string& what) {
+  const std::string d = ResolveExisting(dir), c = ResolveExisting(data_dir);
+  if (Within(d, c)) {
+    return UsageError(what + " " + dir + " is inside the catalog (agent.data_dir " + data_dir +
+                      "): the agent would delete what is restored there; choose a directory "
+                      "outside it");
+  }
+  if (Within(c, d)) {
+    return UsageError(what + " " + dir + " contains the catalog (agent.data_dir " + data_dir +
+                      "); choose a directory outside it");
+  }
+  return Status::Ok();
 }
 
 }  // namespace lifeboat::restore

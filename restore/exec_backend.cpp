@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "base/subprocess.h"
+#include "base/text.h"
 #include "restore/backend.h"
 
 namespace lifeboat::restore {
@@ -67,7 +68,7 @@ class ExecBackend final : public Backend {
       stdin_json["data_meta"] = std::move(files);
     }
     CommandOptions opts;
-    opts.stdin_data = stdin_json.dump() + "\n";
+    opts.stdin_data = DumpJson(stdin_json) + "\n";
     opts.extra_env = {"LIFEBOAT_STEP_KIND=" + kind, "LIFEBOAT_STEP_ID=" + step.id,
                       "LIFEBOAT_NEW_UUID=" + step.new_uuid};
     auto r = RunCommand(it->second, opts);

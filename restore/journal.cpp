@@ -4,6 +4,7 @@
 
 #include "base/clock.h"
 #include "base/digest.h"
+#include "base/text.h"
 
 namespace lifeboat::restore {
 namespace {
@@ -57,7 +58,7 @@ std::string Selection::Describe() const {
 std::string JournalId(const Selection& selection, const std::string& backend,
                       const std::string& target) {
   json canonical = {{"selection", selection.ToJson()}, {"backend", backend}, {"target", target}};
-  std::string digest = Xxh3Digest(canonical.dump()).Hex().substr(0, 16);
+  std::string digest = Xxh3Digest(DumpJson(canonical)).Hex().substr(0, 16);
   std::string prefix;
   if (!selection.peer.empty()) {
     prefix = "peer-" + SafeName(selection.peer);
@@ -142,7 +143,7 @@ Status Journal::RecordError(const std::string& message, int64_t now_ms) {
 
 Status Journal::Save() {
   RETURN_IF_ERROR(CreateDirs(*env_, RestoresDir(data_dir_), 0700));
-  return WriteFileAtomic(*env_, path(), ToJson().dump(2) + "\n", 0600);
+  return WriteFileAtomic(*env_, path(), DumpJson(ToJson(), 2) + "\n", 0600);
 }
 
 json Journal::ToJson() const {
@@ -229,8 +230,8 @@ Result<std::optional<Journal>> Journal::Load(Env& env, const std::string& data_d
   return std::optional<Journal>(std::move(*journal));
 }
 
-Result<std::map<std::string, RestoredInstance>> ListRestoredInstances(Env& env,
-                                                                      const std::string& data_dir) {
+Result<std::map<std::string, RestoredInstance>> ListRestoreClaims(Env& env,
+                                                                  const std::string& data_dir) {
   std::map<std::string, RestoredInstance> out;
   std::string dir = RestoresDir(data_dir);
   auto entries = env.ListDir(dir);
@@ -252,21 +253,33 @@ Result<std::map<std::string, RestoredInstance>> ListRestoredInstances(Env& env,
     if (!journal) continue;
     for (const PlannedInstance& p : journal->instances()) {
       int64_t last = 0;
-      bool all_done = true;
+      bool all_done = true, any_done = false;
       for (const JournalStep& s : journal->steps()) {
         if (s.step.old_uuid != p.old_uuid) continue;
         all_done = all_done && s.done;
+        any_done = any_done || s.done;
         last = std::max(last, s.finished_ms);
       }
-      if (!all_done) continue;
+      if (!any_done) continue;
+      const int64_t restored_ms = all_done ? last : 0;
       auto it = out.find(p.old_uuid);
-      if (it != out.end() && it->second.restored_ms >= last) continue;
+      if (it != out.end() && (it->second.restored_ms > restored_ms ||
+                              (it->second.restored_ms == restored_ms && restored_ms != 0))) {
+        continue;
+      }
       out[p.old_uuid] = RestoredInstance{
-          p.old_uuid,   p.old_alias,     p.new_uuid,         p.alias,           p.service, p.peer,
-          p.generation, journal->node(), journal->backend(), journal->target(), last,      id};
+          p.old_uuid,   p.old_alias,     p.new_uuid,         p.alias,           p.service,   p.peer,
+          p.generation, journal->node(), journal->backend(), journal->target(), restored_ms, id};
     }
   }
   return out;
+}
+
+Result<std::map<std::string, RestoredInstance>> ListRestoredInstances(Env& env,
+                                                                      const std::string& data_dir) {
+  ASSIGN_OR_RETURN(auto claims, ListRestoreClaims(env, data_dir));
+  std::erase_if(claims, [](const auto& kv) { return kv.second.restored_ms == 0; });
+  return claims;
 }
 
 }  // namespace lifeboat::restore

@@ -133,10 +133,16 @@ class Journal {
   std::vector<JournalStep> steps_;
 };
 
-// Every instance restored by any journal under `data_dir` whose steps for that
-// instance all finished, by old uuid (the newest restore wins). A missing
-// restores/ directory is an empty result; an unreadable journal is an error
-// naming it. For `status` and the agent: P's instances in this map are deposed.
+// Every instance some journal under `data_dir` has begun to restore (at
+// least one of its steps finished), by old uuid: restored_ms is set when all
+// its steps finished, 0 while the restore is unfinished. A complete restore
+// wins over an unfinished one, then the newest. A missing restores/
+// directory is an empty result; an unreadable journal is an error naming it.
+Result<std::map<std::string, RestoredInstance>> ListRestoreClaims(Env& env,
+                                                                  const std::string& data_dir);
+
+// The complete ones of ListRestoreClaims. For `status` and the agent: P's
+// instances in this map are deposed.
 Result<std::map<std::string, RestoredInstance>> ListRestoredInstances(Env& env,
                                                                       const std::string& data_dir);
 

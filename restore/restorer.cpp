@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/digest.h"
+#include "base/lock_file.h"
 #include "base/log.h"
 
 namespace lifeboat::restore {
@@ -25,27 +26,15 @@ std::string Minutes(int64_t ms) {
   return std::to_string(m / 60) + " h " + std::to_string(m % 60) + " min";
 }
 
-// An flock(2)-held lock file; released (and left in place) on destruction.
-class LockFile {
- public:
-  ~LockFile() {
-    if (fd_ >= 0) ::close(fd_);
+// Takes the flock(2) lock file `path` for this process (released, and left
+// in place, when the LockFile goes); another holder is a temporary error.
+Result<LockFile> TakeLock(const std::string& path, const std::string& what) {
+  Result<LockFile> lock = LockFile::Acquire(path, what);
+  if (!lock.ok() && lock.status().code() == Code::kUnavailable) {
+    return TemporaryError(lock.status().message() + "; wait for it");
   }
-  Status Acquire(const std::string& path) {
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd_ < 0) return PosixError("open lock file", path, errno);
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (errno == EWOULDBLOCK) {
-        return TemporaryError("another lifeboat restore holds " + path + "; wait for it");
-      }
-      return PosixError("flock", path, errno);
-    }
-    return Status::Ok();
-  }
-
- private:
-  int fd_ = -1;
-};
+  return lock;
+}
 
 struct VerifyItem {
   std::string path;
@@ -164,6 +153,7 @@ class RunState {
 
     const std::string id = JournalId(req_.selection, ctx_.backend->name(), ctx_.backend->target());
     report_.journal_id = id;
+    RETURN_IF_ERROR(SkipRestoredElsewhere(id, &selected));
     ASSIGN_OR_RETURN(std::optional<Journal> journal, Journal::Load(env_, ctx_.data_dir, id));
     if (journal) report_.journal_path = journal->path();
     if (journal && journal->complete()) {
@@ -184,12 +174,18 @@ class RunState {
     RETURN_IF_ERROR(VerifyAll(loaded, journal ? &*journal : nullptr));
     if (!journal) RETURN_IF_ERROR(MakeNewPlan(loaded));
     NoteNotRestorable(selected);
-    if (req_.dry_run) return Status::Ok();
+    // A dry run ends here with the verdict the real run would reach: the
+    // first guard that would refuse, else the backend's own check.
+    if (req_.dry_run) return !dry_verdict_.ok() ? dry_verdict_ : ctx_.backend->Check(report_.plan);
 
+    if (!journal && report_.plan.steps.empty()) return Status::Ok();  // nothing to do, no journal
     RETURN_IF_ERROR(ctx_.backend->Check(report_.plan));
+    RETURN_IF_ERROR(ConfirmPlan());
     RETURN_IF_ERROR(CreateDirs(env_, RestoresDir(ctx_.data_dir), 0700));
-    LockFile lock;
-    RETURN_IF_ERROR(lock.Acquire(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock")));
+    ASSIGN_OR_RETURN(LockFile lock, TakeLock(JoinPath(RestoresDir(ctx_.data_dir), id + ".lock"),
+                                             "restore " + id));
+    std::vector<LockFile> claims;
+    RETURN_IF_ERROR(ClaimInstances(&claims));
     // Another process may have run this restore between our look at the
     // journal and taking the lock: then its journal, not our plan, is the truth.
     ASSIGN_OR_RETURN(std::optional<Journal> now, Journal::Load(env_, ctx_.data_dir, id));
@@ -275,6 +271,52 @@ class RunState {
     return nullptr;
   }
 
+  // ---- 1b. earlier restores ---------------------------------------------------
+
+  // Instances another restore (any selection, any target) began or finished
+  // on this node are not restored again: they are listed as skipped, saying
+  // where they went, unless --again. The restore's own journal (a resume) is
+  // not "another".
+  Status SkipRestoredElsewhere(const std::string& own_id,
+                               std::vector<catalog::InstanceRecord>* selected) {
+    if (req_.again) return Status::Ok();
+    ASSIGN_OR_RETURN(auto claims, ListRestoreClaims(env_, ctx_.data_dir));
+    std::erase_if(*selected, [&](const catalog::InstanceRecord& r) {
+      auto it = claims.find(r.uuid);
+      if (it == claims.end() || it->second.journal_id == own_id) return false;
+      const RestoredInstance& c = it->second;
+      const std::string where = c.alias + " (" + c.new_uuid + ") by " + c.node + " into " +
+                                c.backend + " " + c.target;
+      report_.plan.skipped.push_back(
+          {r.uuid, r.alias, r.service,
+           c.restored_ms != 0
+               ? "already restored as " + where + " at " + FormatIso8601Ms(c.restored_ms) +
+                     "; --again restores it once more"
+               : "an unfinished restore (journal " + c.journal_id + ") began restoring it as " +
+                     where + "; rerun that restore to finish it, or --again"});
+      return true;
+    });
+    return Status::Ok();
+  }
+
+  // Holds restores/<old uuid>.claim for every planned instance while the
+  // restore runs: two restores started at once with overlapping selections
+  // cannot both rebuild one instance (the second stops before its first step).
+  Status ClaimInstances(std::vector<LockFile>* claims) {
+    for (const PlannedInstance& p : report_.plan.instances) {
+      Result<LockFile> claim = LockFile::Acquire(
+          JoinPath(RestoresDir(ctx_.data_dir), p.old_uuid + ".claim"), p.old_alias);
+      if (!claim.ok()) {
+        if (claim.status().code() != Code::kUnavailable) return claim.status();
+        return TemporaryError(p.old_alias + " (" + p.old_uuid +
+                              ") is being restored by another restore right now; rerun when it "
+                              "finished (" + p.old_alias + " will then be skipped)");
+      }
+      claims->push_back(std::move(*claim));
+    }
+    return Status::Ok();
+  }
+
   // ---- 2. guards -------------------------------------------------------------
 
   Status GuardAlive(const std::vector<catalog::InstanceRecord>& selected) {
@@ -285,11 +327,14 @@ class RunState {
       std::string msg = "peer " + peer + " still answers at " + addr->ToString() +
                         ": it is alive, so restoring its instances here would run them twice "
                         "(that is a migration, not a restore)";
-      if (req_.dry_run || req_.force) {
-        report_.warnings.push_back(msg + (req_.force ? "; going ahead (--force)" : ""));
+      if (req_.force) {
+        report_.warnings.push_back(msg + "; going ahead (--force)");
         continue;
       }
-      return TemporaryError(msg + "; pass --force to restore anyway");
+      Status refused = TemporaryError(msg + "; pass --force to restore anyway");
+      if (!req_.dry_run) return refused;
+      report_.warnings.push_back(msg);
+      if (dry_verdict_.ok()) dry_verdict_ = refused;
     }
     return Status::Ok();
   }
@@ -318,6 +363,15 @@ class RunState {
       return Status::Ok();
     }
     return TemporaryError(msg + "; pass -y to restore it anyway");
+  }
+
+  // Shows the plan and asks before the first step of a new restore (a
+  // resumed one was confirmed when it started). -y and a missing
+  // confirm_plan (nobody to ask) go ahead.
+  Status ConfirmPlan() {
+    if (req_.assume_yes || !ctx_.confirm_plan || report_.resumed) return Status::Ok();
+    if (ctx_.confirm_plan(report_)) return Status::Ok();
+    return TemporaryError("restore not confirmed; nothing was changed");
   }
 
   // ---- 3. freshest copy ------------------------------------------------------
@@ -671,6 +725,7 @@ class RunState {
   std::map<std::string, catalog::StoredImage> images_;
   std::map<std::string, bool> on_target_;
   std::map<std::string, TreeMeta> meta_;  // exported modes/mtimes of data trees, by old uuid
+  Status dry_verdict_;                    // dry run: the first refusal the real run would meet
 };
 
 }  // namespace

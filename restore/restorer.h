@@ -1,7 +1,9 @@
 // The restorer: `lifeboat restore` without the command line.
 //
 // Run() does, in order, and stops at the first failure:
-//   1. select   the instances held from a peer, of services, or by uuid
+//   1. select   the instances held from a peer, of services, or by uuid;
+//               instances an earlier restore on this node began or finished
+//               (any selection, any target) are skipped unless `again`
 //   2. guard    refuse when the peer still answers (unless force); when the
 //               data is older than stale_after, ask (confirm) or require
 //               assume_yes
@@ -11,8 +13,13 @@
 //               to install against its recorded digest (mismatch: kData with
 //               the paths); nothing has been written yet
 //   5. plan     restore/plan.h, or the plan of the journal when resuming
-//   6. execute  (not for dry_run) each step through the backend, recording
+//   6. confirm  show the plan and ask (confirm_plan), unless -y
+//   7. execute  (not for dry_run) each step through the backend, recording
 //               it in the journal <data_dir>/restores/<id>.json
+// A dry run goes through 1-5 and returns what the real run would: the first
+// guard that would refuse (a live peer without force) or the backend's
+// check of the plan (e.g. an exec backend without a command for a step),
+// with the plan in the report either way.
 // A rerun of the same request resumes from the journal: the steps already
 // finished are not run again and the new uuids and aliases are kept.
 //
@@ -47,10 +54,13 @@ struct RestoreRequest {
   bool assume_yes = false;     // -y: accept stale data without asking
   bool from_freshest = false;  // pull the freshest copy of the peer first
   bool new_ips = false;
+  bool again = false;  // restore instances an earlier restore already rebuilt
   std::vector<std::string> service_order = DefaultServiceOrder();
   uint64_t seed = 0;  // uuid generator seed (tests); 0 = random
   int verify_threads = 4;
 };
+
+struct RestoreReport;
 
 struct RestoreContext {
   Env* env = nullptr;               // required
@@ -65,6 +75,10 @@ struct RestoreContext {
   std::vector<NodeAddress> peers;  // every configured peer with its address
   // Asks the operator a yes/no question (a TTY); null when nobody can answer.
   std::function<bool(const std::string& question)> confirm;
+  // Shows the plan of a new restore (report.plan, warnings) and asks whether
+  // to run it; called once, after verification, before the first step,
+  // unless assume_yes. Null: no question (scripts, tests).
+  std::function<bool(const RestoreReport& planned)> confirm_plan;
   // Called before and after each step (from the Run() thread).
   struct Progress {
     size_t index = 0;  // 0-based step index in the plan

@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "base/subprocess.h"
+#include "base/text.h"
 #include "restore/backend.h"
 #include "restore/tree_copy.h"
 
@@ -70,7 +71,7 @@ class SmartosBackend final : public StepwiseBackend {
   Result<std::string> WriteWorkFile(const std::string& name, const json& content) {
     RETURN_IF_ERROR(CreateDirs(env_, options_.work_dir, 0700));
     std::string path = JoinPath(options_.work_dir, name);
-    RETURN_IF_ERROR(WriteFileAtomic(env_, path, content.dump(2) + "\n", 0600));
+    RETURN_IF_ERROR(WriteFileAtomic(env_, path, DumpJson(content, 2) + "\n", 0600));
     return path;
   }
 

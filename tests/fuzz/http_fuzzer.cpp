@@ -3,6 +3,9 @@
 // bytes from any local client. Must never crash, hang or break the limits;
 // a 4xx answer is fine.
 //
+// Bytes that are not UTF-8 anywhere in the URL: the JSON of an answer that
+// names them is still valid UTF-8 (base/text.h DumpJson).
+//
 // Input: byte 0 picks where to split the rest into two deliveries (partial
 // request lines and headers), the rest is the request.
 #include <cstddef>
@@ -11,6 +14,7 @@
 #include <string>
 
 #include "agent/http_server.h"
+#include "base/text.h"
 
 using namespace lifeboat::agent;
 
@@ -31,6 +35,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (r.body.size() > limits.max_body) __builtin_trap();
     if (r.path.size() > limits.max_url) __builtin_trap();
     if (r.method.empty()) __builtin_trap();
+    // Whatever bytes the path and query hold, an answer echoing them is
+    // valid UTF-8 JSON (the agent's 404 names the path).
+    nlohmann::json answer = {{"message", r.path + " does not exist"}, {"query", r.query}};
+    if (!lifeboat::IsUtf8(lifeboat::DumpJson(answer))) __builtin_trap();
     // Once done, nothing more is taken (one request per connection).
     std::string before = r.body;
     if (parser.Feed(in) != HttpRequestParser::State::kDone) __builtin_trap();

@@ -148,6 +148,7 @@ class Agent:
         self.listen_port = free_port()
         self.api_port = free_port()
         self.peers = []  # (name, port)
+        self.extra_config = ""  # TOML appended to the config (sections of a test's own)
         self.proc = None
 
     def write_config(self):
@@ -182,14 +183,16 @@ root = "%s"
 [retention]
 generations = 3
 removed_grace = "%s"
+%s
 %s""" % (self.uuid, self.name, self.listen_port, self.api_port, self.data_dir, self.interval,
-         self.bwlimit, self.export_root, self.removed_grace, peers))
+         self.bwlimit, self.export_root, self.removed_grace, peers, self.extra_config))
 
-    def start(self, env=None):
+    def start(self, env=None, preexec=None):
         self.write_config()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([LIFEBOAT, "agent", "-c", self.config], stdout=log,
-                                     stderr=log, stdin=subprocess.DEVNULL, env=env)
+                                     stderr=log, stdin=subprocess.DEVNULL, env=env,
+                                     preexec_fn=preexec)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -651,6 +654,10 @@ class AgentTest(unittest.TestCase):
         A = c.agents["A"]
         r = A.cli("status", "--check")
         self.assertEqual(r.returncode, 1, "never pulled must be stale: " + r.stdout)
+        # Nobody tried B yet: its reachability is unknown, not "no".
+        self.assertIsNone(A.peer_status("B")["reachable"])
+        r = A.cli("status", "-H", "-o", "peer,reachable")
+        self.assertEqual(r.stdout.split(), ["B", "unknown"])
         self.sync_ok(A)
         r = A.cli("status", "--check", "-H", "-o", "peer,reachable,generation,stale")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -669,7 +676,7 @@ class AgentTest(unittest.TestCase):
         r = A.cli("status", "-H", "-o", "peer,reachable,generation,stale")
         self.assertEqual(r.returncode, 69, r.stderr)
         self.assertIn("the agent is not running", r.stderr)
-        self.assertEqual(r.stdout.split()[:4], ["B", "?", fields[2], "ok"])
+        self.assertEqual(r.stdout.split()[:4], ["B", "unknown", fields[2], "ok"])
         self.assertIn("imgapi", A.cli("status").stdout)
         r = A.cli("status", "-j")
         self.assertEqual(r.returncode, 69)

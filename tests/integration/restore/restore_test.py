@@ -12,10 +12,13 @@ The agent/cluster helpers come from ../agent_test.py.
 import argparse
 import json
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 import uuid as uuidlib
 
@@ -192,14 +195,91 @@ class RestoreTest(unittest.TestCase):
         c = self.start_cluster()
         A = c.agents["A"]
         target = os.path.join(self.tmp, "restored")
+        # A target the agent owns would be deleted by it later: refused first.
+        for bad in (A.data_dir, os.path.join(A.data_dir, "restored"),
+                    os.path.join(A.data_dir, "images", "x")):
+            r = self.restore(A, "--peer", "B", "--backend", "dir", "--target", bad, "--force", "-y")
+            self.assertEqual(r.returncode, 64, r.stderr)
+            self.assertIn("is inside the catalog", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(A.data_dir, "restored")))
         r = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target)
         self.assertEqual(r.returncode, 75, r.stderr)
         self.assertIn("still answers", r.stderr)
         self.assertIn("--force", r.stderr)
         self.assertFalse(os.path.exists(target))
+        # The dry run predicts it: same exit code and message, plan printed.
+        dry = self.restore(A, "--peer", "B", "--backend", "dir", "--target", target, "--dry-run")
+        self.assertEqual(dry.returncode, 75, dry.stderr)
+        self.assertIn("still answers", dry.stderr)
+        self.assertIn("install_image", dry.stdout)
+        self.assertFalse(os.path.exists(target))
         out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target, "--force")
         self.assertEqual(len(out["plan"]["instances"]), 3)
         self.assertTrue(any("still answers" in w for w in out["warnings"]))
+
+    def test_an_instance_is_not_restored_twice_by_overlapping_restores(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        first = self.restore_json(A, "--service", "vmapi", "--backend", "dir", "--target", target)
+        self.assertEqual([i["old_alias"] for i in first["plan"]["instances"]], ["vmapi0"])
+        second = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        self.assertEqual(sorted(i["old_alias"] for i in second["plan"]["instances"]),
+                         ["imgapi0", "sapi0"])
+        skipped = {s["alias"]: s["reason"] for s in second["plan"]["skipped"]}
+        self.assertIn("already restored as vmapi", skipped["vmapi0"])
+        self.assertEqual(len(os.listdir(os.path.join(target, "zones"))), 3)
+        text = self.restore(A, "--peer", "B", "--backend", "dir", "--target",
+                            os.path.join(self.tmp, "elsewhere"), "--dry-run")
+        self.assertEqual(text.returncode, 0, text.stderr)
+        self.assertIn("already restored as", text.stdout)
+        again = self.restore_json(A, "--service", "vmapi", "--backend", "dir", "--target",
+                                  os.path.join(self.tmp, "elsewhere"), "--again")
+        self.assertEqual(len(again["plan"]["instances"]), 1)
+
+    def restore_on_tty(self, agent, answer, *args):
+        """Runs restore on a pseudo-terminal, answering its question with
+        `answer`; returns (exit code, everything it wrote)."""
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(agent_test.LIFEBOAT, [agent_test.LIFEBOAT, "restore", *args, "-c", agent.config])
+        out, sent = b"", False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if not r:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+            if not sent and b"[y/N]" in out:
+                os.write(fd, answer.encode() + b"\n")
+                sent = True
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+    def test_on_a_terminal_the_plan_is_shown_and_confirmed_first(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        target = os.path.join(self.tmp, "restored")
+        args = ("--peer", "B", "--backend", "dir", "--target", target)
+        rc, out = self.restore_on_tty(A, "n", *args)
+        self.assertEqual(rc, 75, out)
+        self.assertIn("Restore plan", out)
+        self.assertIn("Restore 3 instance(s) as planned above? [y/N]", out)
+        self.assertIn("not confirmed", out)
+        self.assertFalse(os.path.exists(target))
+        rc, out = self.restore_on_tty(A, "y", *args)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("Restored 3 instance(s)", out)
+        self.assertEqual(len(os.listdir(os.path.join(target, "zones"))), 3)
 
     def test_dry_run_changes_nothing(self):
         c = self.start_cluster()
@@ -313,6 +393,15 @@ class RestoreTest(unittest.TestCase):
         self.assertEqual(text.returncode, 0, text.stderr)
         self.assertIn("DEPOSED", text.stdout)
         self.assertIn(restored[self.b["imgapi0"]]["new_uuid"], text.stdout)
+        # Monitoring sees it: status --check and readiness --check fail,
+        # naming the peer and the kind.
+        check = A.cli("status", "--check", timeout=30)
+        self.assertEqual(check.returncode, 1, check.stdout + check.stderr)
+        self.assertIn("lifeboat status: B: deposed: 3 instances of B were restored elsewhere",
+                      check.stderr)
+        ready = A.cli("readiness", "--check", "--local", timeout=30)
+        self.assertEqual(ready.returncode, 1, ready.stdout + ready.stderr)
+        self.assertIn("B: deposed:", ready.stderr)
         self.assertEqual(whole_tree_bytes(target), before, "a pull touched the restored instances")
 
     def freshest_setup(self):
@@ -330,6 +419,33 @@ class RestoreTest(unittest.TestCase):
         self.assertEqual(A.peer_status("B")["generation"], g1)
         c.agents["B"].stop()
         return A, g1, g2
+
+    def test_an_older_copy_from_another_node_never_replaces_a_newer_one(self):
+        A, g1, g2 = self.freshest_setup()
+        C = self.cluster.agents["C"]
+
+        def sync_from(agent, query):
+            status, _, body = agent.http("POST", "/sync?" + query, timeout=60)
+            self.assertEqual(status, 200, body)
+            return [json.loads(l) for l in body.splitlines() if l.strip()]
+
+        # C holds g2; A's copy (g1) is older: refused, C keeps g2, nothing orphaned.
+        lines = sync_from(C, "peer=B&from=A")
+        result = next(l for l in lines if l["type"] == "result")
+        self.assertFalse(result["ok"])
+        self.assertIn("not newer than the generation %d" % g2, result["error"]["message"])
+        self.assertEqual(C.peer_status("B")["generation"], g2)
+        self.assertFalse(os.path.exists(os.path.join(C.data_dir, "orphans")) and
+                         os.listdir(os.path.join(C.data_dir, "orphans")))
+        # Asked explicitly: taken, and what C held is kept under orphans/.
+        lines = sync_from(C, "peer=B&from=A&older=1")
+        result = next(l for l in lines if l["type"] == "result")
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(C.peer_status("B")["generation"], g1)
+        self.assertTrue(os.listdir(os.path.join(C.data_dir, "orphans")))
+        # The newer copy the other way is taken as before.
+        lines = sync_from(A, "peer=B&from=C")
+        self.assertTrue(next(l for l in lines if l["type"] == "result")["ok"])
 
     def test_freshest_copy_is_named_by_dry_run(self):
         A, g1, g2 = self.freshest_setup()

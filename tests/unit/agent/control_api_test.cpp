@@ -2,10 +2,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <thread>
 
 #include "agent/api_client.h"
 #include "agent/uv.h"
+#include "base/tcp.h"
 
 namespace lifeboat::agent {
 namespace {
@@ -43,7 +48,7 @@ struct FakeBackend : ControlBackend {
     return Status::Ok();
   }
   std::vector<std::pair<std::string, std::string>> sync_from;  // (peer, from) asked
-  Status SyncFrom(const std::string& peer, const std::string& from, ProgressFn,
+  Status SyncFrom(const std::string& peer, const std::string& from, bool, ProgressFn,
                   std::function<void(const std::vector<PullResult>&)> done) override {
     if (from == peer) return NotFoundError("no other node named " + from);
     sync_from.emplace_back(peer, from);
@@ -95,6 +100,26 @@ struct ApiFixture {
       c.on_line = [lines](std::string_view l) { lines->push_back(nlohmann::json::parse(l)); };
     }
     return CallApi(c);
+  }
+  // Sends `request` as is; returns everything the server answered.
+  std::string Raw(const std::string& request) {
+    int fd = ConnectTcp("127.0.0.1", server->port(), 5000).value();
+    std::string out;
+    for (size_t off = 0; off < request.size();) {
+      ssize_t n = ::send(fd, request.data() + off, request.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    char buf[4096];
+    for (int i = 0; i < 200; ++i) {  // bounded: the server closes after its answer
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return out;
   }
 };
 
@@ -171,6 +196,48 @@ TEST_CASE("status, metrics and healthz answer; a token protects all but healthz"
   REQUIRE(m.ok());
   CHECK(m->body == "lifeboat_up 1\n");
   CHECK(m->headers["content-type"].find("text/plain") == 0);
+}
+
+TEST_CASE("the bearer scheme is case-insensitive, the token is not") {
+  ApiFixture f("s3cret-token");
+  for (const char* header : {"Bearer s3cret-token", "bearer s3cret-token", "BEARER  s3cret-token"}) {
+    std::string a = f.Raw(std::string("GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: ") + header +
+                          "\r\n\r\n");
+    CHECK(a.rfind("HTTP/1.1 200 ", 0) == 0);
+  }
+  for (const char* header : {"Bearer S3CRET-TOKEN", "Basic s3cret-token", "Bearers3cret-token",
+                             "Bearer"}) {
+    std::string a = f.Raw(std::string("GET /status HTTP/1.1\r\nHost: x\r\nAuthorization: ") + header +
+                          "\r\n\r\n");
+    CHECK(a.rfind("HTTP/1.1 401 ", 0) == 0);
+  }
+}
+
+TEST_CASE("a HEAD answer has the GET answer's status and headers and no body") {
+  ApiFixture f;
+  std::string get = f.Raw("GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string head = f.Raw("HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n");
+  const size_t end = get.find("\r\n\r\n");
+  REQUIRE(end != std::string::npos);
+  CHECK(head == get.substr(0, end + 4));
+  std::string missing = f.Raw("HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(missing.rfind("HTTP/1.1 404 ", 0) == 0);
+  CHECK(missing.substr(missing.find("\r\n\r\n") + 4).empty());
+}
+
+TEST_CASE("bytes that are not UTF-8 in a path or query get a JSON answer") {
+  ApiFixture f;
+  for (const char* target : {"/%ff", "/\xff\xfe", "/sync?peer=%ff"}) {
+    const char* method = std::string(target).rfind("/sync", 0) == 0 ? "POST" : "GET";
+    std::string a = f.Raw(std::string(method) + " " + target + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    INFO(target);
+    CHECK(a.rfind("HTTP/1.1 404 ", 0) == 0);
+    auto body = nlohmann::json::parse(a.substr(a.find("\r\n\r\n") + 4), nullptr, false);
+    CHECK(body.is_object());
+  }
+  std::string bad = f.Raw("POST /sync?service=%c3%28 HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(bad.rfind("HTTP/1.1 400 ", 0) == 0);
+  CHECK(bad.find("InvalidArgument") != std::string::npos);
 }
 
 }  // namespace

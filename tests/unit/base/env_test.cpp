@@ -225,4 +225,18 @@ TEST_CASE("path helpers", "[env]") {
 }
 
 }  // namespace
+TEST_CASE("OpenRead never blocks on a FIFO and refuses what is not a regular file") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  const std::string fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0644) == 0);
+  auto f = env.OpenRead(fifo);  // no writer: a blocking open would hang here
+  REQUIRE_FALSE(f.ok());
+  CHECK(f.status().code() == Code::kData);
+  CHECK(f.status().message().find("not a regular file") != std::string::npos);
+  CHECK_FALSE(env.OpenRead(dir.path()).ok());  // a directory
+  REQUIRE(WriteStringToFile(env, dir / "file", "x").ok());
+  CHECK(env.OpenRead(dir / "file").ok());
+}
+
 }  // namespace lifeboat

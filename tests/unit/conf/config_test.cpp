@@ -2,6 +2,8 @@
 // problem reported with its file, line and key.
 #include "conf/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
@@ -524,6 +526,44 @@ TEST_CASE("the example config installed beside a real key has no warnings", "[co
   CHECK(c->auth.cluster_key_file == dir / "cluster.key");
   CHECK(c->auth.cluster_key == kKey);
   CHECK(c->warnings.empty());
+}
+
+TEST_CASE("[drill]: off by default, and its scratch dir never inside data_dir", "[conf]") {
+  Fixture f;
+  Result<Config> c = f.Parse(Base());
+  REQUIRE(c.ok());
+  CHECK(c->drill.interval.count() == 0);
+  CHECK(c->drill.dir == "/var/tmp/lifeboat-drill");
+  CHECK(c->drill.max_bytes == 0);
+
+  c = f.Parse(Base("[drill]\ninterval = \"24h\"\ndir = \"/scratch/d\"\nmax_bytes = \"10G\"\n"));
+  REQUIRE(c.ok());
+  CHECK(c->drill.interval == std::chrono::hours(24));
+  CHECK(c->drill.dir == "/scratch/d");
+  CHECK(c->drill.max_bytes == 10ull << 30);
+
+  for (const char* dir : {"/var/sdcadm/svc-restore-data", "/var/sdcadm/svc-restore-data/drills",
+                          "/var/sdcadm"}) {
+    c = f.Parse(Base(std::string("[drill]\ndir = \"") + dir + "\"\n"));
+    REQUIRE_FALSE(c.ok());
+    REQUIRE(f.problems.size() == 1);
+    CHECK(f.problems[0].key == "drill.dir");
+    CHECK(f.problems[0].line == 7);
+    CHECK_THAT(f.problems[0].message, Catch::Contains("must not contain each other"));
+  }
+}
+
+TEST_CASE("a symlinked data_dir is resolved once, to the real directory", "[conf]") {
+  Fixture f;
+  REQUIRE(CreateDirs(*Env::Default(), f.dir / "real", 0700).ok());
+  REQUIRE(::symlink((f.dir / "real").c_str(), (f.dir / "link").c_str()) == 0);
+  Result<Config> c = f.Parse(Base("[agent]\ndata_dir = \"" + f.dir / "link" + "\"\n"));
+  REQUIRE(c.ok());
+  CHECK(c->agent.data_dir == std::filesystem::canonical(f.dir / "real").string());
+  // Not there yet: kept as written (the agent creates it).
+  c = f.Parse(Base("[agent]\ndata_dir = \"" + f.dir / "later" + "\"\n"));
+  REQUIRE(c.ok());
+  CHECK(c->agent.data_dir == f.dir / "later");
 }
 
 }  // namespace

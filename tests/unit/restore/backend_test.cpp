@@ -327,5 +327,25 @@ TEST_CASE("exec backend gives the hook the step as JSON on stdin and reports its
   CHECK(check.message().find("create_instance") != std::string::npos);
 }
 
+TEST_CASE("a restore target or drill dir inside the catalog, or around it, is refused") {
+  TempDir dir;
+  const std::string data = dir / "svc-restore-data";
+  REQUIRE(CreateDirs(*Env::Default(), data + "/images", 0700).ok());
+  REQUIRE(::symlink(data.c_str(), (dir / "alias").c_str()) == 0);
+  for (const std::string& bad :
+       {data, data + "/restored", data + "/images/x", data + "/svc-imgapi/data", data + "/restores",
+        dir / "alias" + "/new/deeper", dir / "nothere/../svc-restore-data/x", dir.path(),
+        std::string("/")}) {
+    INFO(bad);
+    Status st = CheckOutsideCatalog(bad, data, "the restore target");
+    CHECK(st.code() == Code::kUsage);
+    CHECK(st.message().find("the restore target " + bad) == 0);
+  }
+  for (const std::string& ok : {dir / "restored", dir / "svc-restore-data2", dir / "a/b/c"}) {
+    INFO(ok);
+    CHECK(CheckOutsideCatalog(ok, data, "the restore target").ok());
+  }
+}
+
 }  // namespace
 }  // namespace lifeboat::restore

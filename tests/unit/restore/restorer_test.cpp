@@ -9,6 +9,7 @@
 #include <map>
 
 #include "base/fault_env.h"
+#include "base/lock_file.h"
 #include "catalog/exporter.h"
 #include "catalog/provider.h"
 #include "catalog/store.h"
@@ -437,15 +438,66 @@ TEST_CASE("restoring a peer that still answers is refused without --force") {
   CHECK(st.message().find("--force") != std::string::npos);
   CHECK_FALSE(Exists(*Env::Default(), c.target()));
 
+  // The dry run predicts exactly that, with the plan it would have run.
   RestoreRequest dry = PeerRequest();
   dry.dry_run = true;
-  REQUIRE(restorer.Run(dry, &report).ok());
+  Status dry_st = restorer.Run(dry, &report);
+  CHECK(dry_st.code() == Code::kTemporary);
+  CHECK(dry_st.message() == st.message());
+  CHECK(report.plan.instances.size() == 3);
   REQUIRE(report.warnings.size() == 1);
   CHECK(report.warnings[0].find("still answers") != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
 
   RestoreRequest forced = PeerRequest();
   forced.force = true;
   REQUIRE(restorer.Run(forced, &report).ok());
+  CHECK(report.plan.instances.size() == 3);
+}
+
+TEST_CASE("a dry run fails as the real run would when the backend cannot run the plan") {
+  Cluster c;
+  ExecBackendOptions o;
+  o.commands["install_image"] = {"/bin/true"};
+  o.commands["create_instance"] = {"/bin/true"};  // no restore_data command
+  auto backend = NewExecBackend(o);
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport report;
+  RestoreRequest dry = PeerRequest();
+  dry.dry_run = true;
+  Status dry_st = restorer.Run(dry, &report);
+  REQUIRE_FALSE(dry_st.ok());
+  CHECK(report.plan.instances.size() == 3);
+  Status real = restorer.Run(PeerRequest(), &report);
+  CHECK(real.code() == dry_st.code());
+  CHECK(real.message() == dry_st.message());
+}
+
+TEST_CASE("a new restore shows its plan and runs only when confirmed") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  RestoreContext ctx = c.Context(backend.get());
+  int asked = 0;
+  size_t shown = 0;
+  bool answer = false;
+  ctx.confirm_plan = [&](const RestoreReport& planned) {
+    ++asked;
+    shown = planned.plan.instances.size();
+    return answer;
+  };
+  Restorer restorer(ctx);
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(), &report);
+  CHECK(st.code() == Code::kTemporary);
+  CHECK(asked == 1);
+  CHECK(shown == 3);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
+  CHECK_FALSE(Exists(*Env::Default(), JoinPath(c.data_dir(), "restores")));
+
+  RestoreRequest yes = PeerRequest();
+  yes.assume_yes = true;  // -y: not asked
+  REQUIRE(restorer.Run(yes, &report).ok());
+  CHECK(asked == 1);
   CHECK(report.plan.instances.size() == 3);
 }
 
@@ -567,6 +619,11 @@ TEST_CASE("a chosen generation (--generation) restores an older retained generat
                  "/data/identity") == "imgapi0\n");
 
   req.selection.generation.reset();
+  RestoreReport skipped;  // imgapi0 was restored (from its older generation) already
+  REQUIRE(restorer.Run(req, &skipped).ok());
+  CHECK(skipped.plan.instances.empty());
+  REQUIRE(skipped.plan.skipped.size() == 1);
+  req.again = true;
   RestoreReport current;
   REQUIRE(restorer.Run(req, &current).ok());
   // A different selection is a different restore, with its own alias.
@@ -608,6 +665,56 @@ TEST_CASE("instances of a peer that comes back after their restore are deposed")
   // The restored instances are untouched by the pull.
   CHECK(json::parse(ReadFile(c.target() + "/zones/" + report.plan.instances[1].new_uuid +
                              "/vm.json"))["alias"] == "imgapi1");
+}
+
+TEST_CASE("an instance an earlier restore rebuilt is skipped, whatever the selection") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport first;
+  RestoreRequest one = PeerRequest();
+  one.selection = Selection{};
+  one.selection.services = {"vmapi"};
+  REQUIRE(restorer.Run(one, &first).ok());
+  REQUIRE(first.plan.instances.size() == 1);
+
+  // The whole peer next: vmapi0 is not restored a second time, and says why.
+  RestoreReport second;
+  REQUIRE(restorer.Run(PeerRequest(), &second).ok());
+  CHECK(second.plan.instances.size() == 2);
+  REQUIRE(second.plan.skipped.size() == 1);
+  CHECK(second.plan.skipped[0].alias == "vmapi0");
+  CHECK(second.plan.skipped[0].reason.find("already restored as vmapi") == 0);
+  CHECK(second.plan.skipped[0].reason.find("--again") != std::string::npos);
+
+  // Even into another target.
+  auto other = NewDirBackend(*Env::Default(), DirOptions(c.dir() / "other", 2));
+  RestoreReport third;
+  RestoreRequest vm = one;
+  REQUIRE(Restorer(c.Context(other.get())).Run(vm, &third).ok());
+  CHECK(third.plan.instances.empty());
+  CHECK(third.plan.skipped.size() == 1);
+
+  // --again: restored once more.
+  vm.again = true;
+  RestoreReport fourth;
+  REQUIRE(Restorer(c.Context(other.get())).Run(vm, &fourth).ok());
+  CHECK(fourth.plan.instances.size() == 1);
+}
+
+TEST_CASE("two restores at once cannot both rebuild one instance") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  // Another restore is running and holds vmapi0's claim.
+  REQUIRE(CreateDirs(*Env::Default(), RestoresDir(c.data_dir()), 0700).ok());
+  auto held = LockFile::Acquire(JoinPath(RestoresDir(c.data_dir()), kVmapi0 + ".claim"), "test");
+  REQUIRE(held.ok());
+  RestoreReport report;
+  Status st = Restorer(c.Context(backend.get())).Run(PeerRequest(), &report);
+  CHECK(st.code() == Code::kTemporary);
+  CHECK(st.message().find("vmapi0") == 0);
+  CHECK(st.message().find("being restored by another restore right now") != std::string::npos);
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
 }
 
 }  // namespace
