@@ -10,7 +10,12 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <memory>
+#include <span>
 #include <unordered_map>
+#include <vector>
+
+#include <openssl/evp.h>
 
 #include "base/log.h"
 #include "base/subprocess.h"
@@ -18,6 +23,40 @@
 #include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
+namespace {
+
+struct FileDigestSha1 {
+  uint64_t size = 0;
+  std::string sha1_hex;
+};
+
+// SHA-1 (what imgadm checks, files[0].sha1) and size of a file, streamed.
+Result<FileDigestSha1> Sha1OfFile(Env& env, const std::string& path) {
+  ASSIGN_OR_RETURN(auto file, env.OpenRead(path));
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha1(), nullptr) != 1) {
+    return InternalError("SHA-1 init failed");
+  }
+  std::vector<uint8_t> buf(1 << 20);
+  FileDigestSha1 out;
+  for (;;) {
+    ASSIGN_OR_RETURN(size_t n, file->ReadAt(out.size, std::span<uint8_t>(buf)));
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), n);
+    out.size += n;
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  static const char kHex[] = "0123456789abcdef";
+  for (unsigned i = 0; i < len; ++i) {
+    out.sha1_hex += kHex[md[i] >> 4];
+    out.sha1_hex += kHex[md[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
 
 Result<std::string> RunCommand(const std::string& command_dir, const std::vector<std::string>& argv,
                                uint64_t max_output, int stdout_fd) {
@@ -172,16 +211,13 @@ class SmartosProvider final : public Provider {
     img.manifest_path = JoinPath(dir, "manifest.json");
     img.file_path = JoinPath(dir, "file");
     std::lock_guard<std::mutex> lock(image_mu_);
-    if (!manifests_done_.count(uuid)) {
-      auto out = Run({"imgadm", "get", uuid});
-      if (!out.ok()) return NotFoundError("image " + uuid + ": " + out.status().message());
-      ASSIGN_OR_RETURN(nlohmann::json m, internal::ParseJson(*out, "`imgadm get " + uuid + "`"));
-      // imgadm get prints {"manifest": {...}, "zpool": ..., "source": ...}.
-      const nlohmann::json& manifest = m.contains("manifest") ? m["manifest"] : m;
-      RETURN_IF_ERROR(CreateDirs(env_, dir, 0700));
-      RETURN_IF_ERROR(PublishIfChanged(img.manifest_path, DumpJson(manifest, 2) + "\n"));
-      manifests_done_.insert(uuid);
-    }
+    if (manifests_done_.count(uuid) && Exists(env_, img.file_path)) return img;
+    auto out = Run({"imgadm", "get", uuid});
+    if (!out.ok()) return NotFoundError("image " + uuid + ": " + out.status().message());
+    ASSIGN_OR_RETURN(nlohmann::json m, internal::ParseJson(*out, "`imgadm get " + uuid + "`"));
+    // imgadm get prints {"manifest": {...}, "zpool": ..., "source": ...}.
+    nlohmann::json manifest = m.contains("manifest") ? m["manifest"] : m;
+    RETURN_IF_ERROR(CreateDirs(env_, dir, 0700));
     if (!Exists(env_, img.file_path)) {
       // Images are immutable: the send stream is made once per uuid and kept.
       const std::string tmp = TempPathFor(img.file_path);
@@ -196,6 +232,25 @@ class SmartosProvider final : public Provider {
       }
       RETURN_IF_ERROR(env_.SyncDir(dir));
     }
+    // The file shipped is this raw send stream, not IMGAPI's (often gzip)
+    // file: `imgadm install -m -f` checks files[0].size, then files[0].sha1,
+    // then uncompresses by files[0].compression (smartos-live
+    // src/img/lib/imgadm.js), so files[0] must describe the stream.
+    ASSIGN_OR_RETURN(FileDigestSha1 d, Sha1OfFile(env_, img.file_path));
+    nlohmann::json f0 = nlohmann::json::object();
+    if (manifest.contains("files") && manifest["files"].is_array() && !manifest["files"].empty() &&
+        manifest["files"][0].is_object()) {
+      f0 = manifest["files"][0];
+    }
+    f0["size"] = d.size;
+    f0["sha1"] = d.sha1_hex;
+    f0["compression"] = "none";
+    // Docker layer digests describe IMGAPI's file, not this stream.
+    f0.erase("digest");
+    f0.erase("uncompressedDigest");
+    manifest["files"] = nlohmann::json::array({f0});
+    RETURN_IF_ERROR(PublishIfChanged(img.manifest_path, DumpJson(manifest, 2) + "\n"));
+    manifests_done_.insert(uuid);
     return img;
   }
 

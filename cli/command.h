@@ -33,11 +33,20 @@ inline constexpr int kExitTemporary = 75;
 inline constexpr int kExitConfig = 78;
 
 // Options every command shares; accepted before or after the subcommand words.
+// The config file the binary reads when neither -c nor $LIFEBOAT_CONFIG names
+// one. On SmartOS /etc is rebuilt at boot, so the config lives under /opt
+// (docs/operator-guide.md, packaging/lifeboat.xml).
+#if defined(__sun)
+inline constexpr const char* kDefaultConfigPath = "/opt/lifeboat/etc/lifeboat.toml";
+#else
+inline constexpr const char* kDefaultConfigPath = "/etc/lifeboat/lifeboat.toml";
+#endif
+
 struct Context {
   std::string config_flag;  // -c/--config, empty when not given
   bool json = false;        // -j/--json
 
-  // The config file to use: -c, else $LIFEBOAT_CONFIG, else /etc/lifeboat/lifeboat.toml.
+  // The config file to use: -c, else $LIFEBOAT_CONFIG, else kDefaultConfigPath.
   std::string ConfigPath() const;
 
   void Run(std::function<int()> body) { body_ = std::move(body); }

@@ -96,7 +96,8 @@ int Main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   Context ctx;
   app.add_option("-c,--config", ctx.config_flag,
-                 "config file (default: $LIFEBOAT_CONFIG, else /etc/lifeboat/lifeboat.toml)");
+                 std::string("config file (default: $LIFEBOAT_CONFIG, else ") +
+                     kDefaultConfigPath + ")");
   app.add_flag("-j,--json", ctx.json, "print JSON instead of text");
   bool version = false;
   app.add_flag("-V,--version", version, "print the versions of lifeboat and its libraries");
@@ -133,7 +134,7 @@ int Main(int argc, char** argv) {
 std::string Context::ConfigPath() const {
   if (!config_flag.empty()) return config_flag;
   if (const char* env = std::getenv("LIFEBOAT_CONFIG"); env != nullptr && *env != '\0') return env;
-  return "/etc/lifeboat/lifeboat.toml";
+  return kDefaultConfigPath;
 }
 
 CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {

@@ -170,6 +170,15 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
   }
   if (!flags.target.empty()) return UsageError("--target is only for --backend dir");
   if (name == "smartos") {
+    // vmadm creates a NIC with the address its payload names; only NAPI
+    // allocates one from a network_uuid. Without NAPI allocation here,
+    // --new-ips would create NICs without addresses: refused (issue 15).
+    if (flags.new_ips) {
+      return UsageError(
+          "--new-ips is not supported by the smartos backend: vmadm cannot allocate an address "
+          "from a network (that is NAPI's job) and lifeboat does not call NAPI; restore with the "
+          "old addresses (the default) and renumber through NAPI afterwards");
+    }
     restore::SmartosBackendOptions o;
     o.work_dir = JoinPath(restore::RestoresDir(config.agent.data_dir), "work");
     *desc = "smartos (zpool " + o.zpool + ")";

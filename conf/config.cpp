@@ -1005,7 +1005,8 @@ Result<Config> LoadConfig(const std::string& path, std::vector<ConfigProblem>* p
   if (env == nullptr) env = Env::Default();
   Result<std::string> text = ReadFileToString(*env, path, kMaxConfigSize);
   if (!text.ok()) {
-    return Finish({{path, 0, 0, "", "cannot read the config file: " + text.status().message()}},
+    return Finish({{path, 0, 0, "", "cannot read the config file: " + text.status().message() +
+                        " (name it with -c FILE or $LIFEBOAT_CONFIG)"}},
                   Config{}, problems);
   }
   return ParseConfig(*text, path, problems, env);

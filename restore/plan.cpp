@@ -75,6 +75,157 @@ const std::vector<std::string>& ReadOnlyVmFields() {
   return kFields;
 }
 
+namespace {
+
+// Which brands accept a property at `vmadm create`: a bit per brand.
+enum BrandBit : unsigned {
+  kJoyent = 1,
+  kJoyentMinimal = 2,
+  kLx = 4,
+  kKvm = 8,
+  kBhyve = 16,
+  kAllBrands = 31,
+};
+
+unsigned BrandBitOf(std::string_view brand) {
+  if (brand.empty() || brand == "joyent") return kJoyent;  // VM.js: a payload without brand is joyent
+  if (brand == "joyent-minimal") return kJoyentMinimal;
+  if (brand == "lx") return kLx;
+  if (brand == "kvm") return kKvm;
+  if (brand == "bhyve") return kBhyve;
+  return 0;
+}
+
+// The top-level properties whose payload.allowed[brand] contains 'create' in
+// joyent/smartos-live src/vm/node_modules/proptable.js at commit
+// e6da73be09300796409a7feda2c7de4132e85b38 (2021-07-14), extracted from
+// exports.properties for the five brands above (data copied, not code).
+// Everything else a `vmadm get` prints (v, state, zone_state, zonepath,
+// zoneid, zonedid, pid, datasets, create_timestamp, boot_timestamp,
+// last_modified, server_uuid, datacenter_name, headnode_id,
+// platform_buildstamp, default_gateway, zlog_mode, transition*, exit_*,
+// zfs_filesystem, snapshots, hvm, init_restarts, ...) is not a create
+// property: vmadm refuses or ignores it, so the planner drops it.
+const std::map<std::string, unsigned, std::less<>>& CreateTable() {
+  static const std::map<std::string, unsigned, std::less<>> kTable = {
+      {"add_pci_devices", kBhyve},
+      {"alias", kAllBrands},
+      {"archive_on_delete", kAllBrands},
+      {"autoboot", kAllBrands},
+      {"bhyve_extra_opts", kBhyve},
+      {"billing_id", kAllBrands},
+      {"boot", kKvm | kBhyve},
+      {"bootrom", kBhyve},
+      {"brand", kAllBrands},
+      {"com1", kBhyve},
+      {"com2", kBhyve},
+      {"cpu_cap", kAllBrands},
+      {"cpu_shares", kAllBrands},
+      {"cpu_type", kKvm},
+      {"customer_metadata", kAllBrands},
+      {"dataset_uuid", kJoyent | kJoyentMinimal | kLx},
+      {"delegate_dataset", kJoyent | kJoyentMinimal | kLx},
+      {"disk_driver", kKvm | kBhyve},
+      {"disks", kKvm | kBhyve},
+      {"dns_domain", kJoyent | kJoyentMinimal | kLx},
+      {"do_not_inventory", kAllBrands},
+      {"docker", kJoyentMinimal | kLx},
+      {"filesystems", kJoyent | kJoyentMinimal | kLx},
+      {"firewall_enabled", kAllBrands},
+      {"flexible_disk_size", kBhyve},
+      {"fs_allowed", kJoyent | kJoyentMinimal | kLx},
+      {"hostname", kAllBrands},
+      {"image_uuid", kAllBrands},
+      {"indestructible_delegated", kAllBrands},
+      {"indestructible_zoneroot", kAllBrands},
+      {"init_name", kJoyent | kJoyentMinimal | kLx},
+      {"internal_metadata", kAllBrands},
+      {"internal_metadata_namespaces", kAllBrands},
+      {"kernel_version", kLx},
+      {"limit_priv", kAllBrands},
+      {"maintain_resolvers", kJoyent | kJoyentMinimal | kLx},
+      {"max_locked_memory", kAllBrands},
+      {"max_lwps", kAllBrands},
+      {"max_msg_ids", kAllBrands},
+      {"max_physical_memory", kAllBrands},
+      {"max_sem_ids", kAllBrands},
+      {"max_shm_ids", kAllBrands},
+      {"max_shm_memory", kAllBrands},
+      {"max_swap", kAllBrands},
+      {"mdata_exec_timeout", kJoyent | kJoyentMinimal | kLx},
+      {"nic_driver", kKvm | kBhyve},
+      {"nics", kAllBrands},
+      {"nowait", kJoyent | kJoyentMinimal | kLx},
+      {"owner_uuid", kAllBrands},
+      {"package_name", kJoyent | kJoyentMinimal | kLx | kKvm},
+      {"package_version", kJoyent | kJoyentMinimal | kLx | kKvm},
+      {"pci_devices", kBhyve},
+      {"qemu_extra_opts", kKvm},
+      {"qemu_opts", kKvm},
+      {"quota", kAllBrands},
+      {"ram", kAllBrands},
+      {"resolvers", kAllBrands},
+      {"restart_init", kJoyent | kJoyentMinimal | kLx},
+      {"routes", kAllBrands},
+      {"spice_opts", kKvm},
+      {"spice_password", kKvm},
+      {"spice_port", kKvm},
+      {"tags", kAllBrands},
+      {"tmpfs", kJoyent | kJoyentMinimal | kLx},
+      {"uuid", kAllBrands},
+      {"vcpus", kKvm | kBhyve},
+      {"vga", kKvm},
+      {"virtio_txburst", kKvm},
+      {"virtio_txtimer", kKvm},
+      {"vnc_password", kKvm | kBhyve},
+      {"vnc_port", kKvm | kBhyve},
+      {"zfs_data_compression", kJoyent | kJoyentMinimal | kLx},
+      {"zfs_data_recsize", kJoyent | kJoyentMinimal | kLx},
+      {"zfs_filesystem_limit", kAllBrands},
+      {"zfs_io_priority", kAllBrands},
+      {"zfs_root_compression", kAllBrands},
+      {"zfs_root_recsize", kAllBrands},
+      {"zfs_snapshot_limit", kAllBrands},
+      {"zfs_storage_pool_name", kJoyent | kJoyentMinimal | kLx | kKvm},
+      {"zlog_max_size", kJoyent | kJoyentMinimal | kLx},
+      {"zone_dataset_uuid", kKvm | kBhyve},
+      {"zonename", kAllBrands},
+      {"zpool", kAllBrands},
+  };
+  return kTable;
+}
+
+}  // namespace
+
+bool KnownVmBrand(std::string_view brand) { return BrandBitOf(brand) != 0; }
+
+bool CreateAcceptsVmProperty(std::string_view brand, std::string_view property) {
+  auto it = CreateTable().find(property);
+  return it != CreateTable().end() && (it->second & BrandBitOf(brand)) != 0;
+}
+
+bool HasDelegatedDataset(const json& vm) {
+  // vmadm get never prints delegate_dataset; VM.js creates the delegated
+  // dataset as <zfs_filesystem>/data and lists it in `datasets`. An older
+  // catalog (or a VMAPI object) may carry delegate_dataset itself.
+  if (auto d = vm.find("delegate_dataset"); d != vm.end() && d->is_boolean() && d->get<bool>()) {
+    return true;
+  }
+  auto ds = vm.find("datasets");
+  if (ds == vm.end() || !ds->is_array()) return false;
+  std::string fs = StringField(vm, "zfs_filesystem");
+  std::string suffix = "/" + StringField(vm, "uuid") + "/data";
+  for (const json& d : *ds) {
+    if (!d.is_string()) continue;
+    const std::string& s = d.get_ref<const std::string&>();
+    if (!fs.empty() && s == fs + "/data") return true;
+    if (s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 const std::vector<std::string>& NicAddressFields() {
   static const std::vector<std::string> kFields = {"ip",      "ips",      "netmask",
                                                    "gateway", "gateways", "mac"};
@@ -222,8 +373,20 @@ bool IsUuid(std::string_view s) {
 
 json NewVmPayload(const json& old, const std::string& new_uuid, const std::string& alias,
                   bool new_ips) {
-  json p = old;
-  for (const std::string& f : ReadOnlyVmFields()) p.erase(f);
+  std::string brand = StringField(old, "brand");
+  json p = json::object();
+  for (auto it = old.begin(); it != old.end(); ++it) {
+    if (CreateAcceptsVmProperty(brand, it.key())) p[it.key()] = it.value();
+  }
+  // `datasets` is output only; the delegated dataset is asked for with
+  // delegate_dataset (joyent, joyent-minimal, lx). indestructible_delegated
+  // means nothing without one (VM.js skips it), so it goes with it.
+  if (HasDelegatedDataset(old) && CreateAcceptsVmProperty(brand, "delegate_dataset")) {
+    p["delegate_dataset"] = true;
+  } else {
+    p.erase("delegate_dataset");
+    p.erase("indestructible_delegated");
+  }
   p["uuid"] = new_uuid;
   p["alias"] = alias;
   if (p.contains("zonename")) p["zonename"] = new_uuid;
@@ -262,6 +425,11 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
     if (!in.vm_payload.is_object()) {
       return DataError("VM payload of instance " + in.uuid + " (" + in.alias +
                        ") is not a JSON object");
+    }
+    if (std::string brand = StringField(in.vm_payload, "brand"); !KnownVmBrand(brand)) {
+      plan.skipped.push_back({in.uuid, in.alias, in.service,
+                              "brand '" + brand + "' is not one vmadm create knows"});
+      continue;
     }
     if (in.service.empty()) {
       plan.skipped.push_back(

@@ -40,6 +40,17 @@ const std::vector<std::string>& DefaultServiceOrder();
 // itself (vmadm(8): read-only properties), removed from the new payload.
 const std::vector<std::string>& ReadOnlyVmFields();
 
+// Whether `vmadm create` accepts `property` for `brand` (joyent,
+// joyent-minimal, lx, kvm, bhyve; "" is joyent), per smartos-live's
+// proptable.js (commit named in plan.cpp). NewVmPayload keeps only these.
+bool CreateAcceptsVmProperty(std::string_view brand, std::string_view property);
+bool KnownVmBrand(std::string_view brand);
+
+// Whether a `vmadm get` object has a delegated dataset: `datasets` lists
+// <zfs_filesystem>/data (vmadm get never prints delegate_dataset), or an
+// older record carries delegate_dataset: true.
+bool HasDelegatedDataset(const nlohmann::json& vm);
+
 // NIC fields that carry the address; removed with new_ips so the new NIC gets
 // a fresh IP on the same network (nic_tag, network_uuid, vlan_id are kept).
 const std::vector<std::string>& NicAddressFields();
@@ -167,7 +178,9 @@ struct Plan {
 Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
                       const std::set<std::string>& known_aliases, const PlanOptions& options);
 
-// The new VM payload for `old` under `new_uuid` / `alias` (exposed for tests).
+// The new VM payload for `old` under `new_uuid` / `alias` (exposed for tests):
+// only the properties create accepts for its brand, delegate_dataset derived
+// from `datasets`, zonename rewritten to the new uuid.
 nlohmann::json NewVmPayload(const nlohmann::json& old, const std::string& new_uuid,
                             const std::string& alias, bool new_ips);
 

@@ -364,7 +364,6 @@ def vm_payload(inst):
         "tmpfs": p["mem"],
         "dns_domain": "local",
         "resolvers": ["10.99.99.11"],
-        "delegate_dataset": True,
         "datasets": ["zones/%s/data" % inst.uuid],
         "nics": nics,
         "customer_metadata": {

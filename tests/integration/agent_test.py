@@ -103,8 +103,12 @@ class Export:
              "type": "zone-dataset", "os": "smartos", "state": "active"}
         if origin:
             m["origin"] = origin
+        data = det_bytes(image_uuid, size)
+        # files[0] as IMGAPI and imgadm know it (what `imgadm install` checks).
+        m["files"] = [{"sha1": hashlib.sha1(data).hexdigest(), "size": len(data),
+                       "compression": "none"}]
         write(os.path.join(self.root, "images", image_uuid, "manifest.json"), json.dumps(m, indent=2))
-        write(os.path.join(self.root, "images", image_uuid, "file"), det_bytes(image_uuid, size))
+        write(os.path.join(self.root, "images", image_uuid, "file"), data)
 
     def add_instance(self, service, alias, files):
         u = str(uuidlib.uuid4())

@@ -341,8 +341,25 @@ class RestoreTest(agent_test.ClusterTestCase):
             self.assertEqual(n, 2 if cmd == failed else 1, "ran %d times: %s" % (n, cmd))
         self.assertEqual(len(changes), 5 + 3 * 4 + 1)
         for inst in out["plan"]["instances"]:
+            # vmadm get's `datasets` became create's delegate_dataset (the
+            # fake vmadm makes zones/<uuid>/data only for that, as VM.js).
+            with open(os.path.join(state, "vms", inst["new_uuid"] + ".json")) as f:
+                created = json.load(f)
+            self.assertIs(created.get("delegate_dataset"), True)
+            self.assertNotIn("datasets", created)
             self.assertEqual(tree(os.path.join(state, "zones", inst["new_uuid"], "data")),
                              tree(c.exports["B"].dataset_path(inst["old_uuid"])))
+
+    def test_smartos_refuses_new_ips(self):
+        c = self.start_cluster()
+        A = c.agents["A"]
+        c.agents["B"].stop()
+        state = os.path.join(self.tmp, "smartos")
+        env = {"PATH": FAKES + ":" + os.environ["PATH"], "FAKE_SMARTOS_STATE": state}
+        r = self.restore(A, "--peer", "B", "--backend", "smartos", "--new-ips", env=env)
+        self.assertEqual(r.returncode, 64, r.stdout + r.stderr)  # EX_USAGE
+        self.assertIn("--new-ips is not supported by the smartos backend", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(state, "calls.log")))
 
     def test_returning_peer_is_flagged_deposed_and_restored_instances_untouched(self):
         c = self.start_cluster()

@@ -1,5 +1,7 @@
 #include <stdlib.h>
 
+#include <openssl/sha.h>
+
 #include <algorithm>
 #include <set>
 #include <sstream>
@@ -16,6 +18,17 @@ using testing::Uuid;
 using testing::Write;
 
 const std::string kFakes = std::string(LIFEBOAT_TEST_DATA_DIR) + "/fake-smartos";
+
+std::string Sha1Hex(const std::string& data) {
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
+  std::string out;
+  for (unsigned char c : md) {
+    out += "0123456789abcdef"[c >> 4];
+    out += "0123456789abcdef"[c & 15];
+  }
+  return out;
+}
 
 std::vector<std::string> Lines(const std::string& path) {
   std::vector<std::string> out;
@@ -43,7 +56,8 @@ struct SmartosFixture {
       v["alias"] = alias;
       v["image_uuid"] = image;
       v["tags"]["smartdc_role"] = svc;
-      v["delegate_dataset"] = delegate;
+      // Real `vmadm get` shape: `datasets`, never delegate_dataset.
+      v.erase("delegate_dataset");
       v["datasets"] =
           delegate ? nlohmann::json::array({"zones/" + uuid + "/data"}) : nlohmann::json::array();
       vms.push_back(v);
@@ -140,6 +154,25 @@ TEST_CASE("smartos provider runs the right commands and releases its snapshots")
     auto file = (*view)->OpenFile("images/" + f.img_root + "/file", &entry);
     REQUIRE(file.ok());
     CHECK(entry.size > 100000);
+    // The manifest shipped with it describes this raw send stream (what
+    // `imgadm install -m -f` checks: size, sha1, compression), not IMGAPI's file.
+    syncproto::FileEntry mentry;
+    auto mfile = (*view)->OpenFile("images/" + f.img_root + "/manifest.json", &mentry);
+    REQUIRE(mfile.ok());
+    std::string mtext(mentry.size, '\0');
+    auto got = (*mfile)->ReadAt(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(mtext.data()),
+                                                      mtext.size()));
+    REQUIRE(got.ok());
+    nlohmann::json man = nlohmann::json::parse(mtext);
+    REQUIRE(man["files"].size() == 1);
+    CHECK(man["files"][0]["size"] == entry.size);
+    CHECK(man["files"][0]["compression"] == "none");
+    std::string data(entry.size, '\0');
+    auto n = (*file)->ReadAt(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(data.data()),
+                                                   data.size()));
+    REQUIRE(n.ok());
+    CHECK(man["files"][0]["sha1"] == Sha1Hex(data));
+    CHECK(man["files"][0]["sha1"] != testing::SampleImageManifest()["files"][0]["sha1"]);
   }
   auto log = f.Lines();
   CHECK(std::count(log.begin(), log.end(), "zfs destroy zones/" + f.imgapi + "/data@" + snapname) ==

@@ -440,7 +440,8 @@ TEST_CASE("LoadConfig on a missing file is a config error naming the file", "[co
   CHECK(problems[0].line == 0);
   CHECK_THAT(c.status().message(),
              Catch::StartsWith(dir / "nope.toml" + ": cannot read the config file") &&
-                 Catch::Contains("No such file or directory"));
+                 Catch::Contains("No such file or directory") &&
+                 Catch::Contains("-c FILE or $LIFEBOAT_CONFIG"));
 }
 
 // tests/data may not exist, so the path is normalised before the kernel sees it.
@@ -459,6 +460,8 @@ TEST_CASE("the shipped example config parses clean", "[conf]") {
   CHECK(c->peers.size() == 2);
   CHECK(c->restore.exec.register_sapi.size() == 3);  // a string: run by /bin/sh -c
   CHECK(c->restore.order == DefaultServiceOrder());
+  // Its provider is smartos, so its restore backend is too (issue 15).
+  CHECK(RestoreBackendName(c->restore.backend) == "smartos");
   CHECK(c->auth.transport == Transport::kTlsPsk);
   // It uses the published example key, and says so.
   CHECK(c->auth.cluster_key == kExampleClusterKey);

@@ -5,6 +5,7 @@
 #include "base/digest.h"
 #include "base/fault_env.h"
 #include "restore/tree_copy.h"
+#include "tests/unit/restore/image_files.h"
 #include "tests/unit/restore/restore_test_util.h"
 
 namespace lifeboat::restore {
@@ -32,6 +33,7 @@ struct Source {
          {std::pair{kRootImage, std::string()}, std::pair{kLeafImage, kRootImage}}) {
       json manifest = {{"v", 2}, {"uuid", uuid}, {"name", "img"}};
       if (!origin.empty()) manifest["origin"] = origin;
+      manifest["files"] = testing::ImageFiles("image bytes of " + uuid);
       std::string img_dir = dir / ("catalog/images/" + uuid);
       WriteFile(img_dir + "/manifest.json", manifest.dump(2) + "\n");
       WriteFile(img_dir + "/file", "image bytes of " + uuid);
@@ -50,6 +52,8 @@ struct Source {
                            {"image_uuid", kLeafImage},
                            {"state", "running"},
                            {"zonepath", "/zones/" + kOld},
+                           {"zfs_filesystem", "zones/" + kOld},
+                           {"datasets", {"zones/" + kOld + "/data"}},
                            {"tags", {{"smartdc_role", "imgapi"}}}};
     instance.sapi_record = {{"uuid", kOld}, {"params", {{"alias", "imgapi0"}}}};
     instance.image_uuid = kLeafImage;

@@ -11,7 +11,10 @@ namespace {
 
 using nlohmann::json;
 
-// vmadm get of a core zone as on a live system (tests/../samples shape).
+// vmadm get of a core zone in the real shape: `datasets` (never
+// delegate_dataset), zfs_filesystem, v, datacenter_name, headnode_id,
+// platform_buildstamp and other output-only properties, as in
+// joyent/sdc-vm-agent tests/data.js (commit 935ce67e) and VM.js.
 json SampleVm(const std::string& uuid, const std::string& alias, const std::string& role) {
   json vm = json::parse(R"({
     "uuid": "b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10", "alias": "imgapi0", "autoboot": true,
@@ -23,7 +26,11 @@ json SampleVm(const std::string& uuid, const std::string& alias, const std::stri
     "pid": 4711, "state": "running", "zone_state": "running",
     "create_timestamp": "2026-03-02T10:14:07.115Z", "boot_timestamp": "2026-11-01T08:02:55.000Z",
     "last_modified": "2026-11-01T08:02:58.000Z", "max_physical_memory": 2048, "quota": 100,
-    "delegate_dataset": true, "datasets": ["zones/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10/data"],
+    "datasets": ["zones/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10/data"],
+    "zfs_filesystem": "zones/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10", "zpool": "zones",
+    "indestructible_delegated": true, "v": 1, "datacenter_name": "coal", "headnode_id": 0,
+    "platform_buildstamp": "20261101T000000Z", "zlog_mode": "g-t", "zlog_max_size": 1048576,
+    "transition_to": "", "snapshots": [], "routes": {},
     "nics": [
       {"interface": "net0", "mac": "90:b8:d0:1a:2b:3c", "nic_tag": "admin", "vlan_id": 0,
        "ip": "10.99.99.21", "ips": ["10.99.99.21/24"], "netmask": "255.255.255.0",
@@ -38,6 +45,8 @@ json SampleVm(const std::string& uuid, const std::string& alias, const std::stri
   vm.update(json{{"uuid", uuid},
                  {"alias", alias},
                  {"zonename", uuid},
+                 {"zfs_filesystem", "zones/" + uuid},
+                 {"datasets", {"zones/" + uuid + "/data"}},
                  {"tags", {{"smartdc_role", role}, {"smartdc_type", "core"}}}});
   return vm;
 }
@@ -146,13 +155,18 @@ TEST_CASE("new payload: new uuid, read-only fields stripped, IPs reused by defau
   CHECK(p["zonename"] == create.new_uuid);
   CHECK(p["alias"] == "imgapi1");
   for (const char* f : {"state", "zone_state", "zonepath", "zoneid", "zonedid", "pid", "datasets",
-                        "create_timestamp", "boot_timestamp", "last_modified", "server_uuid"}) {
+                        "create_timestamp", "boot_timestamp", "last_modified", "server_uuid", "v",
+                        "datacenter_name", "headnode_id", "platform_buildstamp", "zlog_mode",
+                        "transition_to", "zfs_filesystem", "snapshots"}) {
     INFO(f);
     CHECK_FALSE(p.contains(f));
   }
   // What the operator configured is kept.
   CHECK(p["max_physical_memory"] == 2048);
+  // Derived from `datasets`: vmadm get never prints delegate_dataset.
   CHECK(p["delegate_dataset"] == true);
+  CHECK(p["indestructible_delegated"] == true);
+  CHECK(p["zlog_max_size"] == 1048576);
   CHECK(p["tags"]["smartdc_role"] == "imgapi");
   CHECK(p["customer_metadata"]["sapi-url"] == "http://sapi.coal.example.com");
   CHECK(p["nics"][0]["ip"] == "10.99.99.21");
@@ -282,6 +296,126 @@ TEST_CASE("new uuids are valid v4 uuids and steps round-trip through JSON") {
     CHECK(back->ToJson() == s.ToJson());
   }
   CHECK(Step::FromJson(json{{"kind", "explode"}, {"id", "x"}}).status().code() == Code::kData);
+}
+
+
+// joyent/sdc-vm-agent tests/data.js at commit 935ce67ec08424c084049a2f3fb5cae23fa28bf9:
+// smartosPayloads[0], a real `vmadm get` of a joyent-minimal zone (data copied).
+json SdcVmAgentPayload() {
+  return json::parse(R"({
+    "zonename": "6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f2c", "autoboot": true,
+    "brand": "joyent-minimal", "limit_priv": "default", "v": 1,
+    "create_timestamp": "2015-11-27T05:01:25.838Z",
+    "image_uuid": "cd2d08a0-83f1-11e5-8684-f383641a9854", "cpu_shares": 128, "max_lwps": 1000,
+    "max_msg_ids": 4096, "max_sem_ids": 4096, "max_shm_ids": 4096, "max_shm_memory": 128,
+    "zfs_io_priority": 10, "max_physical_memory": 128, "max_locked_memory": 128,
+    "max_swap": 256, "cpu_cap": 100, "billing_id": "73a1ca34-1e30-48c7-8681-70314a9c67d3",
+    "owner_uuid": "930896af-bf8c-48d4-885c-6573a94b1853", "package_name": "sdc_128",
+    "package_version": "1.0.0", "tmpfs": 128, "dns_domain": "local",
+    "archive_on_delete": true, "maintain_resolvers": true, "resolvers": ["10.192.0.11"],
+    "alias": "testvm",
+    "nics": [{"interface": "net0", "mac": "92:88:1a:79:75:71", "vlan_id": 0,
+              "nic_tag": "admin", "netmask": "255.192.0.0", "ip": "10.192.0.8",
+              "ips": ["10.192.0.8/10"], "primary": true}],
+    "uuid": "6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f2c", "zone_state": "running",
+    "zonepath": "/zones/6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f2c", "zoneid": 9,
+    "last_modified": "2015-11-27T06:19:37.000Z", "firewall_enabled": false,
+    "server_uuid": "564dfd57-1dd4-6fc0-d973-4f137ee12afe", "datacenter_name": "coal",
+    "platform_buildstamp": "20151126T011339Z", "state": "running",
+    "boot_timestamp": "2015-11-28T07:56:44.000Z", "pid": 5200, "customer_metadata": {},
+    "internal_metadata": {}, "routes": {}, "tags": {}, "quota": 25,
+    "zfs_root_recsize": 131072, "zfs_filesystem": "zones/6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f2c",
+    "zpool": "zones", "snapshots": []
+  })");
+}
+
+TEST_CASE("real vmadm get (sdc-vm-agent tests/data.js): create keeps what proptable.js allows") {
+  json old = SdcVmAgentPayload();
+  json p = NewVmPayload(old, kU2, "testvm1", /*new_ips=*/false);
+  // Output-only properties of this real object, absent from proptable.js's
+  // create set (smartos-live e6da73be).
+  for (const char* f : {"v", "create_timestamp", "zone_state", "zonepath", "zoneid",
+                        "last_modified", "server_uuid", "datacenter_name", "platform_buildstamp",
+                        "state", "boot_timestamp", "pid", "zfs_filesystem", "snapshots"}) {
+    INFO(f);
+    CHECK_FALSE(p.contains(f));
+  }
+  // Everything else it holds is a create property and is kept as it was.
+  for (auto it = old.begin(); it != old.end(); ++it) {
+    if (!CreateAcceptsVmProperty("joyent-minimal", it.key())) continue;
+    INFO(it.key());
+    if (it.key() == "uuid" || it.key() == "zonename") {
+      CHECK(p[it.key()] == kU2);
+    } else if (it.key() == "alias") {
+      CHECK(p["alias"] == "testvm1");
+    } else {
+      CHECK(p[it.key()] == it.value());
+    }
+  }
+  CHECK(p.size() == 36);
+  // No `datasets` in this zone: no delegated dataset asked for.
+  CHECK_FALSE(p.contains("delegate_dataset"));
+}
+
+TEST_CASE("delegate_dataset is derived from datasets, indestructible_delegated follows it") {
+  json old = SdcVmAgentPayload();
+  old["datasets"] = {"zones/6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f2c/data"};
+  old["indestructible_delegated"] = true;
+  CHECK(HasDelegatedDataset(old));
+  json p = NewVmPayload(old, kU2, "testvm1", false);
+  CHECK(p["delegate_dataset"] == true);
+  CHECK(p["indestructible_delegated"] == true);
+  CHECK_FALSE(p.contains("datasets"));
+  // A dataset that is not <zfs_filesystem>/data is not the delegated one.
+  old["datasets"] = {"zones/other"};
+  CHECK_FALSE(HasDelegatedDataset(old));
+  p = NewVmPayload(old, kU2, "testvm1", false);
+  CHECK_FALSE(p.contains("delegate_dataset"));
+  CHECK_FALSE(p.contains("indestructible_delegated"));
+}
+
+TEST_CASE("per-brand create properties follow proptable.js (lx, kvm, bhyve)") {
+  // Spot checks of the table against proptable.js at smartos-live e6da73be.
+  CHECK(CreateAcceptsVmProperty("lx", "kernel_version"));
+  CHECK_FALSE(CreateAcceptsVmProperty("joyent", "kernel_version"));
+  CHECK(CreateAcceptsVmProperty("kvm", "disks"));
+  CHECK(CreateAcceptsVmProperty("bhyve", "bootrom"));
+  CHECK_FALSE(CreateAcceptsVmProperty("kvm", "bootrom"));
+  CHECK_FALSE(CreateAcceptsVmProperty("kvm", "delegate_dataset"));
+  CHECK(CreateAcceptsVmProperty("", "delegate_dataset"));  // no brand: joyent (VM.js)
+  for (const char* b : {"joyent", "joyent-minimal", "lx", "kvm", "bhyve"}) {
+    INFO(b);
+    for (const char* f : {"v", "datasets", "datacenter_name", "headnode_id", "default_gateway",
+                          "zlog_mode", "transition_to", "state", "server_uuid"}) {
+      INFO(f);
+      CHECK_FALSE(CreateAcceptsVmProperty(b, f));
+    }
+    CHECK(CreateAcceptsVmProperty(b, "nics"));
+    CHECK(CreateAcceptsVmProperty(b, "zonename"));
+  }
+  // A kvm VM never gets delegate_dataset, even with a datasets list.
+  json kvm = SdcVmAgentPayload();
+  kvm["brand"] = "kvm";
+  kvm["datasets"] = {"zones/6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f2c/data"};
+  kvm["disks"] = json::array({{{"boot", true}, {"model", "virtio"}, {"size", 10240}}});
+  kvm["tmpfs"] = 128;
+  json p = NewVmPayload(kvm, kU2, "kvm1", false);
+  CHECK_FALSE(p.contains("delegate_dataset"));
+  CHECK_FALSE(p.contains("tmpfs"));  // joyent/lx only
+  CHECK(p["disks"][0]["size"] == 10240);
+}
+
+TEST_CASE("an unknown brand is skipped with the reason, not created blind") {
+  std::vector<InstanceSource> in = {Instance(kU1, "imgapi0", "imgapi", {})};
+  in[0].image_uuid.clear();
+  in[0].vm_payload["brand"] = "sngl";
+  PlanOptions opt;
+  opt.seed = 3;
+  auto plan = MakePlan(in, {}, opt);
+  REQUIRE(plan.ok());
+  CHECK(plan->instances.empty());
+  REQUIRE(plan->skipped.size() == 1);
+  CHECK(plan->skipped[0].reason.find("sngl") != std::string::npos);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "catalog/provider.h"
 #include "catalog/store.h"
 #include "restore/deposed.h"
+#include "tests/unit/restore/image_files.h"
 #include "tests/unit/restore/restore_test_util.h"
 
 namespace lifeboat::restore {
@@ -50,6 +51,7 @@ void MakeExport(const std::string& root) {
     json m = {
         {"v", 2}, {"uuid", uuid}, {"name", "img-" + uuid.substr(0, 4)}, {"type", "zone-dataset"}};
     if (!origin.empty()) m["origin"] = origin;
+    m["files"] = testing::ImageFiles(std::string(3000, 'i') + uuid);
     WriteFile(root + "/images/" + uuid + "/manifest.json", m.dump(2));
     WriteFile(root + "/images/" + uuid + "/file", std::string(3000, 'i') + uuid);
   };
@@ -62,6 +64,8 @@ void MakeExport(const std::string& root) {
     json vm = SamplePayload();
     vm["uuid"] = uuid;
     vm["zonename"] = uuid;
+    vm["zfs_filesystem"] = "zones/" + uuid;
+    vm["datasets"] = {"zones/" + uuid + "/data"};  // vmadm get's shape: no delegate_dataset
     vm["alias"] = alias;
     vm["image_uuid"] = img;
     vm["tags"]["smartdc_role"] = role;
