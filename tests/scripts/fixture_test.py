@@ -89,8 +89,11 @@ def check_node(tc, root):
         tc.assertIn(vm["tags"]["smartdc_role"], fixture_gen.SERVICES)
         tc.assertEqual(vm["tags"]["smartdc_type"], "core")
         for key in ("alias", "brand", "image_uuid", "server_uuid", "zonepath", "state", "nics",
-                    "customer_metadata", "delegate_dataset", "datasets", "quota", "max_physical_memory"):
+                    "customer_metadata", "datasets", "quota", "max_physical_memory"):
             tc.assertIn(key, vm)
+        # The real `vmadm get` shape: `datasets`, never `delegate_dataset` (VM.js).
+        tc.assertNotIn("delegate_dataset", vm)
+        tc.assertEqual(vm["datasets"], ["zones/%s/data" % vm["uuid"]])
         tc.assertTrue(os.path.isdir(os.path.join(root, "datasets", vm["uuid"])))
         sapi = load(os.path.join(root, "sapi", vm["uuid"] + ".json"))
         svc = load(os.path.join(root, "sapi", "services", vm["tags"]["smartdc_role"] + ".json"))
