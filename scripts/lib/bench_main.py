@@ -39,7 +39,7 @@ SCENARIOS = {
 # Targets of issue 7: (wall ratio max or min, bytes ratio max) vs the baseline.
 TARGETS = {
     "B1": dict(wall_max=1.0),
-    "B2": dict(wall_max=0.1, bytes_max=0.01),
+    "B2": dict(wall_max=0.15, bytes_max=0.01),  # issue 13
     "B3": dict(wall_max=0.7, bytes_max=1.2),
     "B4": dict(wall_max=0.7, bytes_max=1.2),
     "B5": dict(wall_max=0.7, bytes_max=1.2),
