@@ -27,7 +27,7 @@ from agent_test import Agent, det_bytes, results_by_peer, tree_digests, write  #
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GEN_FIXTURE = os.path.join(REPO, "scripts", "gen-fixture")
 CRASH_ROUNDS = int(os.environ.get("LIFEBOAT_CRASH_ROUNDS", "50"))
-CRASH_BUDGET_S = 150.0  # the loop stops early (and fails) rather than overrun ctest's timeout
+CRASH_BUDGET_S = 200.0  # the loop stops early (and fails) rather than overrun ctest's timeout
 
 
 def instance_state(root, u):
