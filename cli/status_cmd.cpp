@@ -6,8 +6,10 @@
 // "freshest" and "cluster_copies"). `--check` (for monitoring) exits 1
 // when any peer's data is older than agent.stale_after or anything else
 // would block a restore of it (the blockers of `lifeboat readiness`: missing
-// images, unreadable copies, deposed instances, a failed drill or verify),
-// one line per reason on stderr. Deposed instances count the restores of
+// images, unreadable or incomplete copies, deposed instances, a failed drill
+// or verify), one line per reason on stderr. "incomplete" (text: the
+// INCOMPLETE section) lists, per held instance, what its peer's exporter
+// skipped (docs/syncproto.md section 5). Deposed instances count the restores of
 // every node: the peers with an `api` are asked (GET /restores). When the agent is
 // not running, status shows what the catalog on disk records (reachability
 // unknown, "agent_running": false) and exits 69, with or without --check.
