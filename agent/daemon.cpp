@@ -525,8 +525,13 @@ void Daemon::GetMetrics(std::function<void(std::string)> done) {
       &loop_,
       [m, readiness, store, exporter, hook] {
         uint64_t n = 0;
-        for (const auto& i : store->Instances()) n += !i.removed;
+        std::map<std::string, uint64_t> incomplete;
+        for (const auto& i : store->Instances()) {
+          n += !i.removed;
+          if (!i.removed && !i.warnings.empty()) ++incomplete[i.peer];
+        }
         m->instances_held = n;
+        for (auto& p : m->peers) p.instances_incomplete = incomplete[p.peer];
         m->export_generation = exporter->generation();
         if (!hook) return;
         Result<nlohmann::json> r = hook(*store);

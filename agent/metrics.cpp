@@ -87,6 +87,9 @@ std::string RenderMetrics(const MetricsSnapshot& m) {
           [](const PeerMetrics& p) { return p.pulling ? 1.0 : 0.0; });
   PerPeer(&out, m, "lifeboat_consecutive_failures", "gauge", "Failed pulls since the last success.",
           [](const PeerMetrics& p) { return static_cast<double>(p.consecutive_failures); });
+  PerPeer(&out, m, "lifeboat_instance_incomplete", "gauge",
+          "Instances held of the peer whose exporter skipped paths of them (incomplete copies).",
+          [](const PeerMetrics& p) { return static_cast<double>(p.instances_incomplete); });
 
   Family(&out, "lifeboat_catalog_age_seconds", "gauge",
          "Age of the oldest peer data held (-1 when a peer was never pulled).");

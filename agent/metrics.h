@@ -24,6 +24,7 @@ struct PeerMetrics {
   bool up = false;                   // the last attempt reached the peer
   bool pulling = false;
   int consecutive_failures = 0;
+  uint64_t instances_incomplete = 0;  // held instances with warnings (the exporter skipped paths)
 };
 
 struct MetricsSnapshot {

@@ -25,6 +25,19 @@ namespace {
 
 using Pump = SessionPump<syncproto::PullerSession>;
 
+// One warning per pull per incomplete instance (not one per skipped path):
+// the peer's exporter left paths of it out, so the copy lacks them.
+void WarnIncomplete(const catalog::InstanceRecord& r) {
+  if (r.warnings.empty()) return;
+  log::Warn("pull: incomplete copy: the peer's exporter skipped paths of the instance",
+            {{"peer", r.peer},
+             {"instance", r.uuid},
+             {"alias", r.alias},
+             {"skipped", r.warnings.size()},
+             {"path", r.warnings.front().path},
+             {"reason", r.warnings.front().reason}});
+}
+
 // A pull cut short (peer gone, timeout, cancel) names the files it had in
 // flight, so the operator sees which transfer broke; an error that already
 // names one of them is left alone.
@@ -438,7 +451,11 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
           *st = core->txn->Commit();
           if (st->ok()) {
             uint64_t n = 0;
-            for (const auto& i : core->cfg.store->Instances()) n += i.peer == core->cfg.peer;
+            for (const auto& i : core->cfg.store->Instances()) {
+              if (i.peer != core->cfg.peer) continue;
+              ++n;
+              if (!i.removed) WarnIncomplete(i);
+            }
             core->instances_after = n;
           } else {
             core->txn->Abort();

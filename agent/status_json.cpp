@@ -6,6 +6,7 @@
 
 #include "agent/schedule.h"
 #include "base/clock.h"
+#include "base/text.h"
 
 namespace lifeboat::agent {
 namespace {
@@ -13,6 +14,16 @@ namespace {
 int64_t Ms(conf::Duration d) { return static_cast<int64_t>(d.count()); }
 
 }  // namespace
+
+nlohmann::json WarningsJson(const std::vector<syncproto::InstanceWarning>& warnings) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& w : warnings) {
+    nlohmann::json j = {{"reason", w.reason}};
+    PutBytes(j, "path", w.path);  // names are bytes: "path_hex" when not UTF-8
+    out.push_back(std::move(j));
+  }
+  return out;
+}
 
 nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms) {
   const int64_t age_ms = WallAgeMs(r.pulled_at_ms, now_ms);
@@ -28,7 +39,9 @@ nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms) {
           {"size", r.size},
           {"files", r.files},
           {"removed", r.removed},
-          {"removed_since", r.removed ? WallOrNull(r.removed_since_ms) : nlohmann::json()}};
+          {"removed_since", r.removed ? WallOrNull(r.removed_since_ms) : nlohmann::json()},
+          {"incomplete", !r.warnings.empty()},
+          {"warnings", WarningsJson(r.warnings)}};
 }
 
 nlohmann::json WallOrNull(int64_t wall_ms) {

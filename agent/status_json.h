@@ -26,8 +26,13 @@ nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instance
 // `catalog show -j`: uuid, alias, service, peer, image_uuid, generation, seq,
 // pulled_at (ISO 8601, null if never), age_seconds (before `now_ms`; null
 // when never pulled or the clock is behind the pull), size, files, removed,
-// removed_since (null unless removed).
+// removed_since (null unless removed), incomplete (the peer's exporter
+// skipped some of it) and warnings (what it skipped: [{path or path_hex,
+// reason}]).
 nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms);
+
+// An instance's warnings as InstanceJson shows them.
+nlohmann::json WarningsJson(const std::vector<syncproto::InstanceWarning>& warnings);
 
 // The whole status object when no agent is running: "agent_running": false,
 // node, now, stale_after_seconds, interval_seconds, "peers" (every configured

@@ -20,12 +20,16 @@ using syncproto::EntryKind;
 using syncproto::FileEntry;
 using syncproto::ImageInfo;
 using syncproto::InstanceInfo;
+using syncproto::InstanceWarning;
 using syncproto::Manifest;
 using syncproto::ManifestAnswer;
 
 namespace {
 
-constexpr std::string_view kStateMagic = "LBEXPST3";  // entries with SHA-256 (protocol 3)
+constexpr std::string_view kStateMagic = "LBEXPST4";  // instances with their warnings
+// Instances without warnings: read as having none (a scan that finds some
+// serves them as a change of the instance).
+constexpr std::string_view kStateMagicNoWarnings = "LBEXPST3";
 // Entries without SHA-256: read, every file marked racy (hashed again by the
 // next scan, which serves them changed in the same lineage: no peer sees a
 // rollback). An older state (LBEXPST1, no owners) starts a new lineage.
@@ -177,6 +181,16 @@ bool DecodeStrings(internal::Decoder& d, std::vector<std::string>* v) {
   return true;
 }
 
+bool DecodeWarnings(internal::Decoder& d, std::vector<InstanceWarning>* v) {
+  uint32_t n;
+  if (!d.U32(&n) || n > syncproto::kMaxInstanceWarnings) return false;
+  v->resize(n);
+  for (InstanceWarning& w : *v) {
+    if (!d.Str(&w.path) || !d.Str(&w.reason)) return false;
+  }
+  return true;
+}
+
 std::string EncodeState(const State& s) {
   internal::Encoder e;
   e.out().reserve(4096 + s.cache->size() * 160);
@@ -196,6 +210,11 @@ std::string EncodeState(const State& s) {
     e.Str(i.alias);
     e.Str(i.service);
     e.Str(i.image_uuid);
+    e.U32(static_cast<uint32_t>(i.warnings.size()));
+    for (const InstanceWarning& w : i.warnings) {
+      e.Str(w.path);
+      e.Str(w.reason);
+    }
   }
   e.U32(static_cast<uint32_t>(s.images.size()));
   for (const ImageInfo& i : s.images) {
@@ -236,8 +255,11 @@ std::string EncodeState(const State& s) {
 bool DecodeState(std::string_view data, State* s) {
   if (data.size() < kStateMagic.size() + 16) return false;
   const std::string_view magic = data.substr(0, kStateMagic.size());
-  if (magic != kStateMagic && magic != kStateMagicNoSha) return false;
-  const bool has_sha = magic == kStateMagic;
+  if (magic != kStateMagic && magic != kStateMagicNoWarnings && magic != kStateMagicNoSha) {
+    return false;
+  }
+  const bool has_sha = magic != kStateMagicNoSha;
+  const bool has_warnings = magic == kStateMagic;
   std::string_view body = data.substr(0, data.size() - 16);
   Digest128 want;
   std::copy(data.end() - 16, data.end(), want.bytes.begin());
@@ -256,7 +278,8 @@ bool DecodeState(std::string_view data, State* s) {
   if (!d.U32(&n)) return false;
   s->instances.resize(n);
   for (InstanceInfo& i : s->instances) {
-    if (!d.Str(&i.uuid) || !d.Str(&i.alias) || !d.Str(&i.service) || !d.Str(&i.image_uuid)) {
+    if (!d.Str(&i.uuid) || !d.Str(&i.alias) || !d.Str(&i.service) || !d.Str(&i.image_uuid) ||
+        (has_warnings && !DecodeWarnings(d, &i.warnings))) {
       return false;
     }
   }
@@ -353,9 +376,35 @@ class Scanner {
   uint64_t readlinks() const { return readlinks_; }
 
  private:
-  void Skip(const std::string& path, const std::string& reason) {
+  // Leaves `local` out of the export. While an instance is scanned, the
+  // skip also becomes one of its warnings, named by `path` (its export
+  // path; `local` when it has none).
+  void Skip(const std::string& local, const std::string& reason, const std::string& path = "") {
     ++stats_.skipped;
-    log::Warn("export: skipping", {{"path", path}, {"reason", reason}});
+    log::Warn("export: skipping", {{"path", local}, {"reason", reason}});
+    if (warnings_ == nullptr) return;
+    ++skipped_in_instance_;
+    if (warnings_->size() >= syncproto::kMaxInstanceWarnings) return;
+    const std::string& name = path.empty() ? local : path;
+    warnings_->push_back({name.substr(0, syncproto::kMaxWarningPathBytes),
+                          reason.substr(0, syncproto::kMaxWarningReasonBytes)});
+  }
+
+  // Starts collecting the skips of instance `uuid` into `*warnings`.
+  void BeginWarnings(std::vector<InstanceWarning>* warnings) {
+    warnings_ = warnings;
+    skipped_in_instance_ = 0;
+  }
+
+  // Stops collecting; more skips than the wire carries end in a summary.
+  void EndWarnings(const std::string& root) {
+    if (warnings_ != nullptr && skipped_in_instance_ > warnings_->size()) {
+      const size_t kept = syncproto::kMaxInstanceWarnings - 1;
+      warnings_->resize(kept);
+      warnings_->push_back(
+          {root, std::to_string(skipped_in_instance_ - kept) + " more paths skipped"});
+    }
+    warnings_ = nullptr;
   }
 
   // The previous scan's entry for `path`. The walk visits paths nearly in
@@ -429,24 +478,30 @@ class Scanner {
       return;
     }
     // `payload` points into new_: used no more once other entries are added.
-    InstanceInfo info{src.uuid, meta.alias, meta.service, meta.image_uuid};
+    InstanceInfo info{src.uuid, meta.alias, meta.service, meta.image_uuid, {}};
     if (!info.image_uuid.empty() && !internal::IsSafeName(info.image_uuid)) {
       Skip(src.payload_path, "image_uuid is not a valid path component");
       info.image_uuid.clear();
     }
+    const std::string root = "datasets/" + src.uuid;
+    BeginWarnings(&info.warnings);
     if (!src.sapi_path.empty())
       AddFile(src.sapi_path, "sapi/" + src.uuid + ".json", ParseAs::kNone);
     out_ = &new_;
     if (!src.dataset_path.empty()) {
-      const std::string root = "datasets/" + src.uuid;
       auto st = env_.Stat(src.dataset_path);
       if (!st.ok() || st->type != FileType::kDirectory) {
-        Skip(src.dataset_path, st.ok() ? "dataset is not a directory" : st.status().message());
+        Skip(src.dataset_path,
+             !st.ok()                             ? st.status().message()
+             : st->type == FileType::kSymlink ? "dataset folder is a symlink (not followed)"
+                                              : "dataset is not a directory",
+             root);
       } else {
         AddDir(*st, src.dataset_path, root);
         Walk(src.dataset_path, root, 0);
       }
     }
+    EndWarnings(root);
     instances_.push_back(std::move(info));
   }
 
@@ -494,9 +549,9 @@ class Scanner {
   }
 
   void Walk(const std::string& local_dir, const std::string& export_dir, int depth) {
-    if (depth > 256) return Skip(local_dir, "directory tree deeper than 256 levels");
+    if (depth > 256) return Skip(local_dir, "directory tree deeper than 256 levels", export_dir);
     auto entries = env_.ListDirStat(local_dir);
-    if (!entries.ok()) return Skip(local_dir, entries.status().message());
+    if (!entries.ok()) return Skip(local_dir, entries.status().message(), export_dir);
     // Visited in the bytewise order of the export paths they produce: an
     // entry at its name, a directory's subtree at its name + "/" (so
     // "a" < "a-c" < "a.b" < "a/x" < "a0"), which is the cache's order.
@@ -528,11 +583,11 @@ class Scanner {
         continue;
       }
       if (Status ok = syncproto::ValidateExportPath(path); !ok.ok()) {
-        Skip(local, ok.message());
+        Skip(local, ok.message(), path);
         continue;
       }
       if (!e.stat.ok()) {
-        Skip(local, e.stat.status().message());
+        Skip(local, e.stat.status().message(), path);
         continue;
       }
       const FileStat& st = *e.stat;
@@ -548,7 +603,7 @@ class Scanner {
           AddSymlink(st, std::move(local), std::move(path));
           break;
         case FileType::kOther:
-          Skip(local, "not a regular file, directory or symlink");
+          Skip(local, "not a regular file, directory or symlink", path);
           break;
       }
     }
@@ -581,7 +636,7 @@ class Scanner {
       c.ctime_ns = old->ctime_ns;
     } else {
       auto target = env_.ReadLink(local);
-      if (!target.ok()) return Skip(local, target.status().message());
+      if (!target.ok()) return Skip(local, target.status().message(), path);
       c.target = *target;
       c.digest = Xxh3Digest(c.target);
       c.dev = st.dev;
@@ -597,10 +652,10 @@ class Scanner {
     c.gid = st.gid;
     c.exported = true;
     if (Status ok = syncproto::ValidateSymlinkTarget(path, c.target); !ok.ok()) {
-      return Skip(local, ok.message());
+      return Skip(local, ok.message(), path);
     }
     if (!Exists(env_, JoinPath(DirName(local), c.target))) {
-      return Skip(local, "dangling symlink to \"" + c.target + "\"");
+      return Skip(local, "dangling symlink to \"" + c.target + "\"", path);
     }
     c.path = std::move(path);
     c.local_path = std::move(local);
@@ -619,13 +674,13 @@ class Scanner {
     } else {
       auto s = env_.Stat(local);
       if (!s.ok()) {
-        Skip(local, s.status().message());
+        Skip(local, s.status().message(), path);
         return nullptr;
       }
       st = *s;
     }
     if (st.type != FileType::kRegular) {
-      Skip(local, "not a regular file");
+      Skip(local, "not a regular file", path);
       return nullptr;
     }
     const CacheEntry* old = Old(path);
@@ -657,14 +712,14 @@ class Scanner {
       if (attempt > 0) {
         auto again = env_.Stat(local);
         if (!again.ok() || again->type != FileType::kRegular) {
-          Skip(local, again.ok() ? "no longer a regular file" : again.status().message());
+          Skip(local, again.ok() ? "no longer a regular file" : again.status().message(), path);
           return nullptr;
         }
         st = *again;
       }
       auto file = env_.OpenRead(local);
       if (!file.ok()) {
-        Skip(local, "unreadable: " + file.status().message());
+        Skip(local, "unreadable: " + file.status().message(), path);
         return nullptr;
       }
       CacheEntry c;
@@ -674,7 +729,7 @@ class Scanner {
                                              parse == ParseAs::kNone ? nullptr : &content,
                                              64ull << 20, st.size, &c.sha256);
       if (!hashed.ok()) {
-        Skip(local, "unreadable: " + hashed.message());
+        Skip(local, "unreadable: " + hashed.message(), path);
         return nullptr;
       }
       auto after = (*file)->Stat();
@@ -701,7 +756,7 @@ class Scanner {
       Count(out_->back());
       return &out_->back();
     }
-    Skip(local, "kept changing while being hashed");
+    Skip(local, "kept changing while being hashed", path);
     return nullptr;
   }
 
@@ -748,6 +803,8 @@ class Scanner {
   std::vector<ImageInfo> images_;
   ScanStats stats_;
   uint64_t readlinks_ = 0;  // symlinks whose stat key missed the cache
+  std::vector<InstanceWarning>* warnings_ = nullptr;  // the scanned instance's (see Skip)
+  size_t skipped_in_instance_ = 0;
 };
 
 // ---- The view ----------------------------------------------------------------

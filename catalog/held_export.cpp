@@ -108,7 +108,7 @@ Result<std::unique_ptr<syncproto::ExportView>> HeldExport::OpenHeldView(const st
     if (r.peer != peer || r.removed) continue;
     services.insert(r.service);
     ASSIGN_OR_RETURN(InstanceGeneration g, store_->Instance(r.uuid));
-    m.instances.push_back({r.uuid, r.alias, r.service, r.image_uuid});
+    m.instances.push_back({r.uuid, r.alias, r.service, r.image_uuid, r.warnings});  // incomplete stays so
     for (const StoredFile& f : g.files) {
       m.files.push_back(f.entry);
       local[f.entry.path] = f.local_path;

@@ -54,11 +54,6 @@ bool IsRegular(Env& env, const std::string& path, const DirEntry& e) {
   return st.ok() && st->type == FileType::kRegular;
 }
 
-bool IsDirectory(Env& env, const std::string& path) {
-  auto st = env.Stat(path);
-  return st.ok() && st->type == FileType::kDirectory;
-}
-
 class DirSnapshot final : public ProviderSnapshot {
  public:
   DirSnapshot(Env& env, std::string root) : env_(env), root_(std::move(root)) {}
@@ -85,7 +80,11 @@ class DirSnapshot final : public ProviderSnapshot {
       std::string sapi = JoinPath(root_, "sapi/" + uuid + ".json");
       if (Exists(env_, sapi)) src.sapi_path = sapi;
       std::string ds = JoinPath(root_, "datasets/" + uuid);
-      if (IsDirectory(env_, ds)) src.dataset_path = ds;
+      // Anything there is the dataset: one that is not a directory (a
+      // symlink put in its place, say) is the exporter's to refuse and report.
+      if (auto st = env_.Stat(ds); st.ok() || st.status().code() != Code::kNotFound) {
+        src.dataset_path = ds;
+      }
       instances_.push_back(std::move(src));
     }
     std::sort(instances_.begin(), instances_.end(),

@@ -414,7 +414,8 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   }
   const bool same_meta = have && prev_rec.r.alias == info.alias &&
                          prev_rec.r.service == info.service &&
-                         prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer;
+                         prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer &&
+                         prev_rec.r.warnings == info.warnings;
   const bool same_files =
       prev_ok && next.size() == prev_files->size() &&
       std::equal(prev_files->begin(), prev_files->end(), next.begin(),
@@ -430,6 +431,7 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   si.desc.r.alias = info.alias;
   si.desc.r.service = info.service;
   si.desc.r.image_uuid = info.image_uuid;
+  si.desc.r.warnings = info.warnings;
   si.desc.r.peer = s.peer;
   si.desc.r.generation = m.generation;
   si.desc.node_uuid = m.node_uuid;

@@ -786,6 +786,7 @@ Result<InstanceGeneration> Store::Instance(const std::string& uuid, uint64_t seq
   g.record.pulled_at_ms = seq == rec->seq ? rec->pulled_at_ms : desc.first.r.pulled_at_ms;
   g.record.size = desc.first.r.size;
   g.record.files = desc.first.r.files;
+  if (seq != rec->seq) g.record.warnings = desc.first.r.warnings;  // as of that generation
   g.current = seq == rec->seq;
   g.committed_at_ms = desc.first.r.pulled_at_ms;
   if (g.current && impl_->ViewSeq(uuid) == seq) g.dir = impl_->ViewDir(uuid);

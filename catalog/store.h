@@ -117,6 +117,9 @@ struct InstanceRecord {
   // AND kRemovedPullsBeforeDrop such pulls, so a clock that jumps forward
   // cannot drop it early.
   uint32_t removed_pulls = 0;
+  // What the peer's exporter skipped of it (syncproto::InstanceInfo::warnings):
+  // not empty = the copy is incomplete. As of the last pull that listed it.
+  std::vector<syncproto::InstanceWarning> warnings;
 };
 
 struct StoredFile {

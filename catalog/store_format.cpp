@@ -103,9 +103,35 @@ PeerState PeerFromJson(const std::string& name, const json& j) {
   return p;
 }
 
+namespace {
+
+// An instance's warnings: [{"path" (or "path_hex"), "reason"}].
+json WarningsToJson(const std::vector<syncproto::InstanceWarning>& warnings) {
+  json out = json::array();
+  for (const syncproto::InstanceWarning& w : warnings) {
+    json j = {{"reason", w.reason}};  // display text: DumpJson mends bad UTF-8
+    PutBytes(j, "path", w.path);
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::vector<syncproto::InstanceWarning> WarningsFromJson(const json& j) {
+  std::vector<syncproto::InstanceWarning> out;
+  if (!j.is_array()) return out;
+  for (const json& w : j) {
+    if (!w.is_object()) continue;
+    Result<std::string> path = GetBytes(w, "path");
+    out.push_back({path.ok() ? *path : "", w.value("reason", "")});
+  }
+  return out;
+}
+
+}  // namespace
+
 json InstanceToJson(const Record& rec) {
   const InstanceRecord& r = rec.r;
-  return {{"alias", r.alias},
+  json j = {{"alias", r.alias},
           {"service", r.service},
           {"peer", r.peer},
           {"image_uuid", r.image_uuid},
@@ -118,6 +144,8 @@ json InstanceToJson(const Record& rec) {
           {"removed_since_ms", r.removed_since_ms},
           {"removed_pulls", r.removed_pulls},
           {"description_digest", rec.description_digest.Hex()}};
+  if (!r.warnings.empty()) j["warnings"] = WarningsToJson(r.warnings);
+  return j;
 }
 
 Record InstanceFromJson(const std::string& uuid, const json& j) {
@@ -136,6 +164,7 @@ Record InstanceFromJson(const std::string& uuid, const json& j) {
   r.removed = j.value("removed", false);
   r.removed_since_ms = j.value("removed_since_ms", int64_t{0});
   r.removed_pulls = j.value("removed_pulls", uint32_t{0});
+  if (j.contains("warnings")) r.warnings = WarningsFromJson(j["warnings"]);
   if (auto d = Digest128::FromHex(j.value("description_digest", ""))) rec.description_digest = *d;
   return rec;
 }
@@ -222,6 +251,7 @@ std::string EncodeDescription(const Description& d) {
                {"boot_id", d.boot_id},
                {"seq", d.r.seq},
                {"pulled_at_ms", d.r.pulled_at_ms}};
+  if (!d.r.warnings.empty()) head["warnings"] = WarningsToJson(d.r.warnings);
   std::string out = DumpJson(head);
   out.pop_back();  // the closing brace: the entries follow, one per line
   out.reserve(out.size() + d.files.size() * 200);
@@ -249,6 +279,7 @@ Result<Description> DecodeDescription(const std::string& text, const std::string
     d.boot_id = j.value("boot_id", "");
     d.r.seq = j.value("seq", uint64_t{0});
     d.r.pulled_at_ms = j.value("pulled_at_ms", int64_t{0});
+    if (j.contains("warnings")) d.r.warnings = WarningsFromJson(j["warnings"]);
     for (const json& f : j.at("files")) {
       ASSIGN_OR_RETURN(FileEntry e, EntryFromJson(f));
       if (e.kind == EntryKind::kFile) d.r.size += e.size;

@@ -176,6 +176,14 @@ int RunShow(const Context& ctx, const CatalogArgs& args) {
     std::cout << "removed     since " << FormatIso8601Ms(r.removed_since_ms)
               << " (the peer no longer exports it)\n";
   }
+  if (!r.warnings.empty()) {
+    std::cout << "incomplete  the peer's exporter skipped " << r.warnings.size()
+              << (r.warnings.size() == 1 ? " path" : " paths") << ":\n";
+    for (const auto& w : r.warnings) {
+      std::cout << "              " << EscapeForTerminal(w.path) << ": "
+                << EscapeForTerminal(w.reason) << "\n";
+    }
+  }
   std::cout << "directory   "
             << (gen->dir.empty() ? "(none: restore checks this generation out)"
                                  : EscapeForTerminal(gen->dir))

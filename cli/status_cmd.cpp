@@ -6,8 +6,10 @@
 // "freshest" and "cluster_copies"). `--check` (for monitoring) exits 1
 // when any peer's data is older than agent.stale_after or anything else
 // would block a restore of it (the blockers of `lifeboat readiness`: missing
-// images, unreadable copies, deposed instances, a failed drill or verify),
-// one line per reason on stderr. Deposed instances count the restores of
+// images, unreadable or incomplete copies, deposed instances, a failed drill
+// or verify), one line per reason on stderr. "incomplete" (text: the
+// INCOMPLETE section) lists, per held instance, what its peer's exporter
+// skipped (docs/syncproto.md section 5). Deposed instances count the restores of
 // every node: the peers with an `api` are asked (GET /restores). When the agent is
 // not running, status shows what the catalog on disk records (reachability
 // unknown, "agent_running": false) and exits 69, with or without --check.
@@ -155,6 +157,24 @@ Status AddBlockers(const conf::Config& config, const ClusterRestores& elsewhere,
   return Status::Ok();
 }
 
+// Adds "incomplete" ([{peer, uuid, alias, service, warnings}]): held
+// instances whose peer's exporter skipped paths of them (what it skipped,
+// as of the last pull). Reads the catalog read-only, beside the running agent.
+Status AddIncomplete(const conf::Config& config, nlohmann::json& st) {
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
+  nlohmann::json list = nlohmann::json::array();
+  for (const catalog::InstanceRecord& r : store->Instances()) {
+    if (r.removed || r.warnings.empty()) continue;
+    list.push_back({{"peer", r.peer},
+                    {"uuid", r.uuid},
+                    {"alias", r.alias},
+                    {"service", r.service},
+                    {"warnings", agent::WarningsJson(r.warnings)}});
+  }
+  st["incomplete"] = std::move(list);
+  return Status::Ok();
+}
+
 // The status object built from the catalog on disk, for when the agent is down.
 Result<nlohmann::json> OfflineStatus(const conf::Config& config) {
   ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
@@ -204,6 +224,20 @@ std::string Cell(const nlohmann::json& p, const std::string& col) {
   return "?";
 }
 
+// What the exporters skipped, per instance (-H: not shown).
+void PrintIncomplete(const nlohmann::json& incomplete) {
+  if (incomplete.empty()) return;
+  std::cout << "\nINCOMPLETE: the peer's exporter skipped these paths; the copies lack them:\n";
+  for (const auto& i : incomplete) {
+    std::cout << "  " << Str(i["peer"]) << " " << Str(i["alias"]) << " (" << Str(i["uuid"])
+              << "):\n";
+    for (const auto& w : i["warnings"]) {
+      std::cout << "    " << (w.contains("path") ? Str(w["path"]) : Str(w["path_hex"]) + " (hex)")
+                << ": " << Str(w["reason"]) << "\n";
+    }
+  }
+}
+
 int RunStatus(const Context& ctx, const StatusOptions& opt) {
   std::vector<conf::ConfigProblem> problems;
   Result<conf::Config> config = conf::LoadConfig(ctx.ConfigPath(), &problems);
@@ -249,6 +283,9 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   }
   if (Status rs = AddRestoreState(*config, elsewhere, st); !rs.ok()) {
     std::cerr << "lifeboat status: restores: " << rs.message() << "\n";
+  }
+  if (Status is = AddIncomplete(*config, st); !is.ok()) {
+    std::cerr << "lifeboat status: incomplete copies: " << is.message() << "\n";
   }
   if (Status bs = AddBlockers(*config, elsewhere, st); !bs.ok()) {
     std::cerr << "lifeboat status: readiness: " << bs.message() << "\n";
@@ -303,6 +340,7 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
     PrintTable({"PEER", "OLD ALIAS", "OLD UUID", "RESTORED AS", "NEW UUID", "ON", "AT"}, drows,
                opt.no_header);
   }
+  if (!ctx.json && !opt.no_header) PrintIncomplete(st.value("incomplete", nlohmann::json::array()));
   const nlohmann::json blockers = st.value("blockers", nlohmann::json::array());
   if (!ctx.json && !opt.no_header && !blockers.empty()) {
     std::cout << "\nBLOCKED: a restore of these peers from here would not be complete "

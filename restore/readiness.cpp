@@ -55,6 +55,20 @@ Freshest FindFreshest(const ReadinessInput& in, const std::string& peer) {
   return best;
 }
 
+// An instance whose peer's exporter skipped paths of it: one line naming
+// the instance and the first paths skipped.
+Blocker SkippedBlocker(const catalog::InstanceRecord& r) {
+  constexpr size_t kShown = 3;
+  std::string what;
+  for (size_t i = 0; i < r.warnings.size() && i < kShown; ++i) {
+    what += (i ? "; " : "") + r.warnings[i].path + " (" + r.warnings[i].reason + ")";
+  }
+  if (r.warnings.size() > kShown) what += "; " + std::to_string(r.warnings.size() - kShown) + " more";
+  return {"incomplete_copy", r.alias + " (" + r.uuid + "): the copy is incomplete, " + r.peer +
+                                 "'s exporter skipped " + Plural(r.warnings.size(), "path") +
+                                 ": " + what};
+}
+
 void AddInstanceCounts(const ReadinessInput& in, PeerReadiness& r) {
   std::set<std::string> images;
   for (const InstanceFacts& f : in.instances) {
@@ -80,6 +94,7 @@ void AddInstanceCounts(const ReadinessInput& in, PeerReadiness& r) {
     if (!f.readable) {
       r.blockers.push_back({"incomplete_copy", f.record.alias + ": " + f.read_error});
     }
+    if (!f.record.warnings.empty()) r.blockers.push_back(SkippedBlocker(f.record));
   }
 }
 

@@ -17,7 +17,8 @@
 //   never_pulled     no node holds any copy of the peer
 //   stale            the freshest copy is older than agent.stale_after
 //   missing_image    an instance's image chain is not complete in the catalog
-//   incomplete_copy  an instance's held generation cannot be read
+//   incomplete_copy  an instance's held generation cannot be read, or the
+//                    peer's exporter skipped paths of it (its warnings)
 //   deposed          instances restored elsewhere are still exported by the peer
 //   drill_failed     the last restore drill of the peer failed
 //   verify_failed    the last `catalog verify` found damage (catalog-wide:

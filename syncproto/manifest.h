@@ -57,12 +57,34 @@ struct FileEntry {
   bool operator==(const FileEntry&) const = default;
 };
 
+// Something of an instance the exporter left out of its export (an
+// unreadable file or folder, a dangling or escaping symlink, a special file,
+// a dataset folder replaced by a symlink): the instance's copy is incomplete.
+// `path` names what was skipped: an export path under datasets/<uuid>/ (or
+// the instance's sapi/ record) when it has one, else the local path; bytes,
+// not checked as an export path (a name that failed ValidateExportPath is
+// reported too). Both fields are display text, cut to their bounds.
+struct InstanceWarning {
+  std::string path;
+  std::string reason;
+  bool operator==(const InstanceWarning&) const = default;
+};
+
+// At most this many warnings per instance on the wire; an exporter that
+// skipped more replaces the last one with a summary ("N more paths skipped").
+inline constexpr size_t kMaxInstanceWarnings = 16;
+inline constexpr size_t kMaxWarningPathBytes = 1024;
+inline constexpr size_t kMaxWarningReasonBytes = 512;
+
 // One service instance of the exporting node.
 struct InstanceInfo {
   std::string uuid;
   std::string alias;    // "imgapi0"
   std::string service;  // tags.smartdc_role of the VM payload
   std::string image_uuid;
+  // What the exporter skipped of this instance ("" = a complete copy).
+  // Instance metadata: a change in them is a change of the instance.
+  std::vector<InstanceWarning> warnings;
   bool operator==(const InstanceInfo&) const = default;
 };
 

@@ -19,7 +19,8 @@ using internal::Reader;
 namespace {
 
 // Minimal encoded sizes, to bound counts by the bytes left.
-constexpr size_t kMinInstanceBytes = 4;
+constexpr size_t kMinInstanceBytes = 5;
+constexpr size_t kMinWarningBytes = 2;
 constexpr size_t kMinImageBytes = 2;
 constexpr size_t kMinFileBytes = 1 + 1 + 1 + 1 + 8 + 16 + 1 + 1 + 1 + 1;
 constexpr size_t kMinRemovedBytes = 1;
@@ -61,6 +62,12 @@ std::optional<uint64_t> LeadingEntryCount(std::span<const uint8_t> prefix) {
   if (instances > kMaxManifestEntries) return instances;
   for (uint64_t i = 0; r.ok() && i < instances; ++i) {
     for (const char* f : {"uuid", "alias", "service", "image_uuid"}) r.String(f, 255);
+    const uint64_t warnings = r.Varint("warning_count");
+    if (warnings > kMaxInstanceWarnings) return std::nullopt;  // malformed: the decode says so
+    for (uint64_t w = 0; r.ok() && w < warnings; ++w) {
+      r.String("warning path", kMaxWarningPathBytes);
+      r.String("warning reason", kMaxWarningReasonBytes);
+    }
   }
   uint64_t images = r.Varint("image_count");
   if (!r.ok()) return std::nullopt;
@@ -72,6 +79,26 @@ std::optional<uint64_t> LeadingEntryCount(std::span<const uint8_t> prefix) {
   uint64_t files = r.Varint("file_count");
   if (!r.ok()) return std::nullopt;
   return instances + images + std::min<uint64_t>(files, UINT64_MAX / 2);  // no overflow
+}
+
+// An instance's warning list (the bounds of manifest.h).
+std::vector<InstanceWarning> DecodeWarnings(Reader& r) {
+  std::vector<InstanceWarning> out;
+  const uint64_t n = r.Varint("instance warning_count");
+  if (r.ok() && n > kMaxInstanceWarnings) {
+    r.Fail("instance warning_count", std::to_string(n) + " warnings exceed the limit of " +
+                                         std::to_string(kMaxInstanceWarnings) + " per instance");
+  } else if (r.ok() && n > r.remaining() / kMinWarningBytes) {
+    r.Fail("instance warning_count", std::to_string(n) + " warnings cannot fit in the " +
+                                         std::to_string(r.remaining()) + " bytes left");
+  }
+  for (uint64_t i = 0; r.ok() && i < n; ++i) {
+    InstanceWarning w;
+    w.path = r.String("warning path", kMaxWarningPathBytes);
+    w.reason = r.String("warning reason", kMaxWarningReasonBytes);
+    out.push_back(std::move(w));
+  }
+  return out;
 }
 
 }  // namespace
@@ -105,6 +132,11 @@ std::vector<uint8_t> EncodeManifestAnswer(const ManifestAnswer& a) {
     PutString(&out, i.alias);
     PutString(&out, i.service);
     PutString(&out, i.image_uuid);
+    PutVarint(&out, i.warnings.size());
+    for (const InstanceWarning& w : i.warnings) {
+      PutString(&out, w.path);
+      PutString(&out, w.reason);
+    }
   }
   PutVarint(&out, m.images.size());
   for (const ImageInfo& i : m.images) {
@@ -139,6 +171,7 @@ Result<ManifestAnswer> DecodeManifestAnswer(std::span<const uint8_t> in) {
     inst.alias = r.String("instance alias", 255);
     inst.service = r.String("instance service", 255);
     inst.image_uuid = r.String("instance image_uuid", 64);
+    inst.warnings = DecodeWarnings(r);
     if (r.ok() && inst.uuid.empty()) r.Fail("instance " + std::to_string(i), "empty uuid");
     if (r.ok() && !m.instances.empty() && !(m.instances.back().uuid < inst.uuid)) {
       r.Fail("instance " + inst.uuid, "instances not sorted by uuid or duplicated");

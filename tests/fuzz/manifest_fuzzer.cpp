@@ -15,6 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<uint8_t> again = EncodeManifestAnswer(*answer);
     auto back = DecodeManifestAnswer(again);
     if (!back.ok() || back->manifest.files != answer->manifest.files ||
+        back->manifest.instances != answer->manifest.instances ||
         back->removed != answer->removed) {
       std::abort();
     }

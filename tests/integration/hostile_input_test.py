@@ -159,6 +159,74 @@ class OddExportTest(agent_test.ClusterTestCase):
         Bagent.kill(signal.SIGTERM)
         self.assertEqual(Bagent.wait(timeout=40), 0, Bagent.log())
 
+    def test_what_the_exporter_skips_fails_status_check_until_fixed(self):
+        c = self.cluster(names=("A", "B"))
+        B = c.exports["B"]
+        u = B.add_instance("imgapi", "imgapi0", {"f": det_bytes("f", 10_000)})
+        v = B.add_instance("sapi", "sapi0", {"g": det_bytes("g", 1_000)})
+        # Tests run as root (chmod 000 reads anyway): a FIFO and a dangling
+        # symlink in u's dataset, v's dataset folder replaced by a symlink.
+        os.mkfifo(B.dataset_path(u, "pipe"))
+        os.symlink("does/not/exist", B.dataset_path(u, "gone"))
+        moved = B.dataset_path(v) + ".moved"
+        os.rename(B.dataset_path(v), moved)
+        os.symlink(moved, B.dataset_path(v))
+        c.start()
+        A = c.agents["A"]
+        rc, lines, err = A.sync_now()
+        self.assertEqual(rc, 0, "%s\n%s" % (lines, err))
+
+        r = A.cli("status", "--check")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        incomplete = [l for l in r.stderr.splitlines() if "incomplete_copy" in l]
+        self.assertEqual(len(incomplete), 2, r.stderr)  # one line per incomplete instance
+        line_u = next(l for l in incomplete if u in l)
+        self.assertIn("datasets/%s/gone" % u, line_u)
+        self.assertIn("datasets/%s/pipe" % u, line_u)
+        line_v = next(l for l in incomplete if v in l)
+        self.assertIn("datasets/%s " % v, line_v)
+        self.assertIn("INCOMPLETE", r.stdout)
+        self.assertIn("datasets/%s/pipe" % u, r.stdout)
+
+        st = json.loads(A.cli("status", "-j").stdout)
+        by_uuid = {i["uuid"]: i for i in st["incomplete"]}
+        self.assertEqual(set(by_uuid), {u, v})
+        self.assertEqual([w["path"] for w in by_uuid[u]["warnings"]],
+                         ["datasets/%s/gone" % u, "datasets/%s/pipe" % u])
+        self.assertIn("dangling", by_uuid[u]["warnings"][0]["reason"])
+        show = A.cli("catalog", "show", u)
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertIn("incomplete", show.stdout)
+        self.assertIn("datasets/%s/pipe: not a regular file" % u, show.stdout)
+        shown = json.loads(A.cli("catalog", "show", v, "-j").stdout)
+        self.assertTrue(shown["incomplete"])
+        self.assertEqual(shown["warnings"][0]["path"], "datasets/%s" % v)
+        self.assertEqual(A.metric("lifeboat_instance_incomplete", "B"), 2)
+
+        # The agent logs one warning per pull per incomplete instance, not one per path.
+        def logged(uuid):
+            with open(A.log_path, "rb") as f:
+                text = f.read().decode(errors="replace")
+            return sum(1 for l in text.splitlines() if "incomplete copy" in l and uuid in l)
+        self.assertEqual((logged(u), logged(v)), (1, 1))
+        rc, lines, err = A.sync_now()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual((logged(u), logged(v)), (2, 2))
+
+        # Fixed on B: the next pull clears it, and status --check is clean.
+        os.remove(B.dataset_path(u, "pipe"))
+        os.remove(B.dataset_path(u, "gone"))
+        os.remove(B.dataset_path(v))
+        os.rename(moved, B.dataset_path(v))
+        rc, lines, err = A.sync_now()
+        self.assertEqual(rc, 0, err)
+        r = A.cli("status", "--check")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("INCOMPLETE", r.stdout)
+        self.assertEqual(json.loads(A.cli("status", "-j").stdout)["incomplete"], [])
+        self.assertEqual(A.metric("lifeboat_instance_incomplete", "B"), 0)
+        self.assertTrue(os.path.exists(os.path.join(A.held_instance_dir(v), "datasets", v, "g")))
+
     def test_sighup_is_logged_and_ignored(self):
         c = self.cluster(names=("A", "B"))
         c.start()

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "base/fault_env.h"
+#include "syncproto/manifest_codec.h"
 #include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog {
@@ -637,6 +638,107 @@ TEST_CASE("a no-change rescan of a 20k-file export is a stat walk only") {
        << " ms; no-change rescan " << best_rescan / 1000 << " ms (bare stat walk "
        << best_walk / 1000 << " ms), " << env.Count(EnvOp::kStat) << " stats, "
        << env.Count(EnvOp::kListDir) << " listdirs, 0 reads");
+}
+
+std::vector<syncproto::InstanceWarning> WarningsOf(const syncproto::Manifest& m,
+                                                   const std::string& uuid) {
+  for (const auto& i : m.instances) {
+    if (i.uuid == uuid) return i.warnings;
+  }
+  FAIL("no instance " << uuid);
+  return {};
+}
+
+std::vector<std::string> PathsOf(const std::vector<syncproto::InstanceWarning>& w) {
+  std::vector<std::string> out;
+  for (const auto& x : w) out.push_back(x.path);
+  return out;
+}
+
+TEST_CASE("what the exporter skips lands in its instance's warnings; a fix clears them") {
+  Fixture f;
+  auto e = f.Open(f.Options());
+  REQUIRE(e->Rescan().ok());
+  const std::string d = "datasets/" + f.exp.imgapi, s = "datasets/" + f.exp.sapi,
+                    u = "datasets/" + f.exp.ufds;
+  // The fixture's dangling and escaping symlinks and its socket: imgapi's, by export path.
+  auto m = e->current();
+  auto w = WarningsOf(*m, f.exp.imgapi);
+  CHECK(PathsOf(w) ==
+        std::vector<std::string>{d + "/dangling", d + "/logs/agent.sock", d + "/logs/escape"});
+  CHECK_THAT(w[0].reason, Catch::Contains("dangling"));
+  CHECK_THAT(w[1].reason, Catch::Contains("not a regular file"));
+  CHECK_THAT(w[2].reason, Catch::Contains("outside"));
+  CHECK(WarningsOf(*m, f.exp.sapi).empty());
+  CHECK(WarningsOf(*m, f.exp.ufds).empty());
+  const uint64_t g1 = e->generation();
+  const std::string boot = e->boot_id();
+
+  // A FIFO and an unreadable file in sapi's dataset, ufds' dataset folder
+  // replaced by a symlink: each lands in its own instance.
+  const std::string sapi_ds = f.exp.root + "/" + s, ufds_ds = f.exp.root + "/" + u;
+  REQUIRE(::mkfifo((sapi_ds + "/pipe").c_str(), 0600) == 0);
+  Write(sapi_ds + "/secret", "no");
+  REQUIRE(::rename(ufds_ds.c_str(), (f.tmp / "ufds-moved").c_str()) == 0);
+  REQUIRE(::symlink((f.tmp / "ufds-moved").c_str(), ufds_ds.c_str()) == 0);
+  f.env.FailNth(EnvOp::kOpenRead, 1, EACCES, /*sticky=*/false);  // the one new file: secret
+  REQUIRE(e->Rescan().ok());
+  m = e->current();
+  CHECK(e->generation() == g1 + 1);  // only instance metadata changed for ufds: still a change
+  w = WarningsOf(*m, f.exp.sapi);
+  CHECK(PathsOf(w) == std::vector<std::string>{s + "/pipe", s + "/secret"});
+  CHECK_THAT(w[1].reason, Catch::Contains("unreadable"));
+  w = WarningsOf(*m, f.exp.ufds);
+  REQUIRE(w.size() == 1);
+  CHECK(w[0].path == u);
+  CHECK_THAT(w[0].reason, Catch::Contains("symlink"));
+  CHECK(WarningsOf(*m, f.exp.imgapi).size() == 3);
+  // A delta carries every instance with its warnings.
+  ManifestAnswer a = Since(*e, g1, boot);
+  CHECK(a.kind == ManifestAnswer::Kind::kDelta);
+  CHECK(a.manifest.instances == m->instances);
+
+  // Fixed on the exporter: the next scan serves the instances without them.
+  REQUIRE(::unlink((sapi_ds + "/pipe").c_str()) == 0);
+  REQUIRE(::unlink(ufds_ds.c_str()) == 0);
+  REQUIRE(::rename((f.tmp / "ufds-moved").c_str(), ufds_ds.c_str()) == 0);
+  REQUIRE(e->Rescan().ok());  // secret is readable now
+  m = e->current();
+  CHECK(e->generation() == g1 + 2);
+  CHECK(WarningsOf(*m, f.exp.sapi).empty());
+  CHECK(WarningsOf(*m, f.exp.ufds).empty());
+  a = Since(*e, g1 + 1, boot);
+  CHECK(a.kind == ManifestAnswer::Kind::kDelta);
+  CHECK(a.manifest.instances == m->instances);
+
+  // Kept in the state: a restart that finds the same skips is no change.
+  e.reset();
+  e = f.Open(f.Options());
+  REQUIRE(e->Rescan().ok());
+  CHECK(e->generation() == g1 + 2);
+  CHECK(WarningsOf(*e->current(), f.exp.imgapi).size() == 3);
+}
+
+TEST_CASE("an instance's warnings are bounded: the last one counts the rest") {
+  Fixture f;
+  const std::string s = "datasets/" + f.exp.sapi;
+  for (int i = 0; i < 20; ++i) {
+    const std::string link = f.exp.root + "/" + s + "/gone" + std::to_string(10 + i);
+    REQUIRE(::symlink("nowhere", link.c_str()) == 0);
+  }
+  auto e = f.Open(f.Options());
+  REQUIRE(e->Rescan().ok());
+  auto w = WarningsOf(*e->current(), f.exp.sapi);
+  REQUIRE(w.size() == syncproto::kMaxInstanceWarnings);
+  CHECK(w[0].path == s + "/gone10");
+  CHECK(w[14].path == s + "/gone24");
+  CHECK(w[15].path == s);
+  CHECK(w[15].reason == "5 more paths skipped");
+  // And they go through the codec.
+  auto a = Since(*e, 0, "");
+  auto back = syncproto::DecodeManifestAnswer(syncproto::EncodeManifestAnswer(a));
+  REQUIRE(back.ok());
+  CHECK(back->manifest.instances == a.manifest.instances);
 }
 
 }  // namespace

@@ -439,6 +439,51 @@ TEST_CASE("a file staged again after its background fsync is fsync'd again befor
   CHECK(last("fsync", suffix) < index);
 }
 
+TEST_CASE("the store keeps an instance's warnings; a pull that clears them clears them") {
+  StoreFixture f;
+  const std::string d = "datasets/" + f.exp.imgapi;
+  {
+    auto store = f.OpenStore();
+    MustPull(f, *store);
+    // The fixture's dangling and escaping symlinks and its socket.
+    auto imgapi = store->FindInstance(f.exp.imgapi);
+    REQUIRE(imgapi->warnings.size() == 3);
+    CHECK(imgapi->warnings[0].path == d + "/dangling");
+    CHECK(store->FindInstance(f.exp.sapi)->warnings.empty());
+  }
+  // Kept in catalog.json (only where there are some), so a reopen has them.
+  const std::string index = Read(f.data_dir + "/catalog.json");
+  CHECK(index.find("\"warnings\"") != std::string::npos);
+  CHECK(index.find("\"warnings\"") == index.rfind("\"warnings\""));
+  auto store = f.OpenStore();
+  CHECK(store->FindInstance(f.exp.imgapi)->warnings.size() == 3);
+
+  // A FIFO appears in sapi's dataset: nothing else changed, yet the instance
+  // has new metadata, so a new generation records it.
+  REQUIRE(::mkfifo((f.Ds(f.exp.sapi) + "/pipe").c_str(), 0600) == 0);
+  auto plan = MustPull(f, *store);
+  CHECK(plan.changed_instances == 1);
+  CHECK(plan.transfer_files == 0);
+  auto sapi = store->FindInstance(f.exp.sapi);
+  REQUIRE(sapi->warnings.size() == 1);
+  CHECK(sapi->warnings[0].path == "datasets/" + f.exp.sapi + "/pipe");
+  CHECK(sapi->seq == 2);
+
+  // Fixed on the peer: the next pull clears them, also on disk.
+  for (const char* p : {"/dangling", "/logs/escape", "/logs/agent.sock", ""}) {
+    const std::string path = *p ? f.Ds(f.exp.imgapi) + p : f.Ds(f.exp.sapi) + "/pipe";
+    REQUIRE(::unlink(path.c_str()) == 0);
+  }
+  MustPull(f, *store);
+  CHECK(store->FindInstance(f.exp.imgapi)->warnings.empty());
+  CHECK(store->FindInstance(f.exp.sapi)->warnings.empty());
+  store.reset();
+  store = f.OpenStore();
+  CHECK(store->FindInstance(f.exp.imgapi)->warnings.empty());
+  CHECK(store->FindInstance(f.exp.sapi)->warnings.empty());
+  CHECK(Read(f.data_dir + "/catalog.json").find("\"warnings\"") == std::string::npos);
+}
+
 TEST_CASE("retention keeps N generations per instance") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/2);

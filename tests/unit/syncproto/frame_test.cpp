@@ -30,7 +30,9 @@ ManifestAnswer SampleAnswer() {
   m.generation = 42;
   m.boot_id = "b0b0";
   m.instances = {{"0b3e0e8a-0000-0000-0000-000000000001", "imgapi0", "imgapi",
-                  "c1a1e0e8-0000-0000-0000-00000000000a"}};
+                  "c1a1e0e8-0000-0000-0000-00000000000a",
+                  {{"datasets/0b3e0e8a-0000-0000-0000-000000000001/fifo",
+                    "not a regular file, directory or symlink"}}}};
   m.images = {{"c1a1e0e8-0000-0000-0000-00000000000a", ""}};
   FileEntry dir{"datasets/0b3e0e8a-0000-0000-0000-000000000001",
                 EntryKind::kDir,

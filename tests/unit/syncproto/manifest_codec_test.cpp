@@ -16,6 +16,9 @@ ManifestAnswer Sample(size_t files) {
   a.manifest.instances = {{"a-uuid", "imgapi0", "imgapi", "img-1"},
                           {"b-uuid", "sapi0", "sapi", "img-2"}};
   a.manifest.images = {{"img-1", ""}, {"img-2", "img-1"}};
+  a.manifest.instances[0].warnings = {
+      {"datasets/a-uuid/fifo", "not a regular file, directory or symlink"},
+      {"datasets/a-uuid/caf\xe9", "dangling symlink to \"gone\""}};  // names are bytes
   for (size_t i = 0; i < files; ++i) {
     FileEntry f;
     f.path = "datasets/a-uuid/dir/file" + std::to_string(100000 + i);
@@ -140,6 +143,19 @@ TEST_CASE("manifest validation rejects what a hostile peer could send") {
     CHECK(with_link("datasets/a-uuid/../../etc/passwd").code() == Code::kData);
     CHECK_THAT(with_link("datasets/a-uuid/dir/file100000", EntryKind::kDir).message(),
                Catch::Contains("non-file"));
+  }
+  SECTION("instance warnings beyond their bounds") {
+    ManifestAnswer a = Sample(1);
+    a.manifest.instances[0].warnings.assign(kMaxInstanceWarnings, {"datasets/a-uuid/x", "why"});
+    CHECK(DecodeStatus(a).ok());
+    a.manifest.instances[0].warnings.push_back({"datasets/a-uuid/y", "why"});
+    CHECK_THAT(DecodeStatus(a).message(), Catch::Contains("warnings exceed the limit"));
+    ManifestAnswer b = Sample(1);
+    b.manifest.instances[0].warnings[0].path.assign(kMaxWarningPathBytes + 1, 'p');
+    CHECK_THAT(DecodeStatus(b).message(), Catch::Contains("warning path"));
+    ManifestAnswer c = Sample(1);
+    c.manifest.instances[0].warnings[0].reason.assign(kMaxWarningReasonBytes + 1, 'r');
+    CHECK_THAT(DecodeStatus(c).message(), Catch::Contains("warning reason"));
   }
   SECTION("truncated and trailing") {
     std::vector<uint8_t> enc = EncodeManifestAnswer(Sample(3));
