@@ -17,6 +17,7 @@
 
 #include <openssl/evp.h>
 
+#include "base/digest.h"
 #include "base/log.h"
 #include "base/subprocess.h"
 #include "base/text.h"
@@ -35,24 +36,24 @@ Result<FileDigestSha1> Sha1OfFile(Env& env, const std::string& path) {
   ASSIGN_OR_RETURN(auto file, env.OpenRead(path));
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha1(), nullptr) != 1) {
-    return InternalError("SHA-1 init failed");
+    return InternalError("SHA-1 of " + path + ": digest init failed");
   }
   std::vector<uint8_t> buf(1 << 20);
   FileDigestSha1 out;
   for (;;) {
     ASSIGN_OR_RETURN(size_t n, file->ReadAt(out.size, std::span<uint8_t>(buf)));
     if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), n);
+    if (EVP_DigestUpdate(ctx.get(), buf.data(), n) != 1) {
+      return InternalError("SHA-1 of " + path + ": digest update failed");
+    }
     out.size += n;
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
+  uint8_t md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char kHex[] = "0123456789abcdef";
-  for (unsigned i = 0; i < len; ++i) {
-    out.sha1_hex += kHex[md[i] >> 4];
-    out.sha1_hex += kHex[md[i] & 15];
+  if (EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) {
+    return InternalError("SHA-1 of " + path + ": digest final failed");
   }
+  out.sha1_hex = HexEncode(std::span<const uint8_t>(md, len));
   return out;
 }
 

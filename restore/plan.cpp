@@ -47,34 +47,6 @@ const std::vector<std::string>& DefaultServiceOrder() {
   return kOrder;
 }
 
-const std::vector<std::string>& ReadOnlyVmFields() {
-  // vmadm(8) lists these as not settable at create (computed by vmadm or the
-  // system): state and timestamps, zone ids, paths derived from the uuid, and
-  // the datasets vmadm derives from delegate_dataset. zonename is rewritten
-  // to the new uuid rather than removed (see NewVmPayload).
-  static const std::vector<std::string> kFields = {"state",
-                                                   "zone_state",
-                                                   "zonepath",
-                                                   "zoneid",
-                                                   "zonedid",
-                                                   "pid",
-                                                   "datasets",
-                                                   "create_timestamp",
-                                                   "boot_timestamp",
-                                                   "last_modified",
-                                                   "server_uuid",
-                                                   "exit_status",
-                                                   "exit_timestamp",
-                                                   "zfs_filesystem",
-                                                   "platform_buildstamp",
-                                                   "transition_expire",
-                                                   "transition_to",
-                                                   "snapshots",
-                                                   "hvm",
-                                                   "init_restarts"};
-  return kFields;
-}
-
 namespace {
 
 // Which brands accept a property at `vmadm create`: a bit per brand.
@@ -214,12 +186,14 @@ bool HasDelegatedDataset(const json& vm) {
   auto ds = vm.find("datasets");
   if (ds == vm.end() || !ds->is_array()) return false;
   std::string fs = StringField(vm, "zfs_filesystem");
-  std::string suffix = "/" + StringField(vm, "uuid") + "/data";
+  const std::string uuid = StringField(vm, "uuid");
+  std::string suffix("/");
+  suffix.append(uuid).append("/data");
   for (const json& d : *ds) {
     if (!d.is_string()) continue;
     const std::string& s = d.get_ref<const std::string&>();
     if (!fs.empty() && s == fs + "/data") return true;
-    if (s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    if (!uuid.empty() && s.size() > suffix.size() && std::string_view(s).ends_with(suffix)) {
       return true;
     }
   }

@@ -36,10 +36,6 @@ namespace lifeboat::restore {
 // RFD 67's restore order of the Triton core services.
 const std::vector<std::string>& DefaultServiceOrder();
 
-// Fields of a `vmadm get` object that `vmadm create` refuses or computes
-// itself (vmadm(8): read-only properties), removed from the new payload.
-const std::vector<std::string>& ReadOnlyVmFields();
-
 // Whether `vmadm create` accepts `property` for `brand` (joyent,
 // joyent-minimal, lx, kvm, bhyve; "" is joyent), per smartos-live's
 // proptable.js (commit named in plan.cpp). NewVmPayload keeps only these.

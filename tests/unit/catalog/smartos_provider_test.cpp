@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "base/digest.h"
 #include "catalog/exporter.h"
 #include "catalog/provider.h"
 #include "tests/unit/catalog/test_util.h"
@@ -22,12 +23,7 @@ const std::string kFakes = std::string(LIFEBOAT_TEST_DATA_DIR) + "/fake-smartos"
 std::string Sha1Hex(const std::string& data) {
   unsigned char md[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  std::string out;
-  for (unsigned char c : md) {
-    out += "0123456789abcdef"[c >> 4];
-    out += "0123456789abcdef"[c & 15];
-  }
-  return out;
+  return HexEncode(std::span<const uint8_t>(md, sizeof(md)));
 }
 
 std::vector<std::string> Lines(const std::string& path) {

@@ -9,18 +9,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/digest.h"
+
 namespace lifeboat::restore::testing {
 
 inline nlohmann::json ImageFiles(const std::string& content) {
   unsigned char md[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(content.data()), content.size(), md);
-  std::string hex;
-  for (unsigned char c : md) {
-    hex += "0123456789abcdef"[c >> 4];
-    hex += "0123456789abcdef"[c & 15];
-  }
-  return nlohmann::json::array(
-      {{{"sha1", hex}, {"size", content.size()}, {"compression", "none"}}});
+  return nlohmann::json::array({{{"sha1", HexEncode(std::span<const uint8_t>(md, sizeof(md)))},
+                                 {"size", content.size()},
+                                 {"compression", "none"}}});
 }
 
 }  // namespace lifeboat::restore::testing
