@@ -37,6 +37,7 @@ ClusterRestores AskClusterRestores(const conf::Config& config) {
     std::lock_guard lock(mu);
     if (!restored.ok()) {
       out.errors.push_back("node " + n.node + ": " + restored.status().message());
+      out.unanswered[n.node] = restored.status().message();
       return;
     }
     for (restore::RestoredInstance& r : *restored) restore::MergeRestored(out.restored, std::move(r));

@@ -19,6 +19,7 @@ struct ClusterRestores {
   // "node B: why" for each peer with an api that did not answer; peers
   // without api are not asked and not listed.
   std::vector<std::string> errors;
+  std::map<std::string, std::string> unanswered;  // the same, node -> why
 };
 
 // Asks every peer with an `api` at once (2 s to connect, 5 s to answer).

@@ -31,6 +31,7 @@
 #include "base/text.h"
 #include "base/units.h"
 #include "catalog/store.h"
+#include "cli/cluster_restores.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
 #include "conf/config.h"
@@ -255,6 +256,11 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   rctx.node_name = config->node.name;
   rctx.node_uuid = config->node.uuid;
   rctx.stale_after_ms = config->agent.stale_after.count();
+  if (!flags.again) {  // what the other nodes' restores rebuilt is skipped
+    ClusterRestores elsewhere = AskClusterRestores(*config);
+    rctx.restored_elsewhere = std::move(elsewhere.restored);
+    rctx.unasked_nodes = std::move(elsewhere.unanswered);
+  }
   for (const auto& p : config->peers) {
     rctx.peers.push_back(NodeAddress{p.name, p.address.host, p.address.port});
   }

@@ -245,13 +245,15 @@ class RunState {
   // ---- 1b. earlier restores ---------------------------------------------------
 
   // Instances another restore (any selection, any target) began or finished
-  // on this node are not restored again: they are listed as skipped, saying
-  // where they went, unless --again. The restore's own journal (a resume) is
-  // not "another".
+  // on this node, or finished on another node, are not restored again: they
+  // are listed as skipped, saying where they went, unless --again. The
+  // restore's own journal (a resume) is not "another".
   Status SkipRestoredElsewhere(const std::string& own_id,
                                std::vector<catalog::InstanceRecord>* selected) {
+    WarnUnaskedNodes(*selected);
     if (req_.again) return Status::Ok();
     ASSIGN_OR_RETURN(auto claims, ListRestoreClaims(env_, ctx_.data_dir));
+    for (const auto& [uuid, r] : ctx_.restored_elsewhere) claims.emplace(uuid, r);  // ours first
     std::erase_if(*selected, [&](const catalog::InstanceRecord& r) {
       auto it = claims.find(r.uuid);
       if (it == claims.end() || it->second.journal_id == own_id) return false;
@@ -268,6 +270,18 @@ class RunState {
       return true;
     });
     return Status::Ok();
+  }
+
+  // A node that did not answer GET /restores may have rebuilt some of the
+  // selection already; the lost peers themselves are expected not to answer.
+  void WarnUnaskedNodes(const std::vector<catalog::InstanceRecord>& selected) {
+    std::set<std::string> lost;
+    for (const catalog::InstanceRecord& r : selected) lost.insert(r.peer);
+    for (const auto& [node, why] : ctx_.unasked_nodes) {
+      if (lost.count(node)) continue;
+      report_.warnings.push_back("could not ask node " + node + " what it restored (" + why +
+                                 "): an instance it rebuilt would be rebuilt again here");
+    }
   }
 
   // Holds restores/<old uuid>.claim for every planned instance while the

@@ -3,7 +3,8 @@
 // Run() does, in order, and stops at the first failure:
 //   1. select   the instances held from a peer, of services, or by uuid;
 //               instances an earlier restore on this node began or finished
-//               (any selection, any target) are skipped unless `again`
+//               (any selection, any target), or one on another node
+//               finished (restored_elsewhere), are skipped unless `again`
 //   2. guard    refuse when the peer still answers (unless force); when the
 //               data is older than stale_after, ask (confirm) or require
 //               assume_yes
@@ -32,6 +33,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -90,6 +92,13 @@ struct RestoreContext {
     uint64_t bytes_total = 0;
   };
   std::function<void(const Progress&)> progress;
+  // Finished restores the other nodes reported (GET /restores), by old
+  // uuid: their instances are skipped like those of this node's earlier
+  // restores, unless `again`. `unasked_nodes`: node -> why, for each node
+  // that could not be asked; a warning names each one other than the peers
+  // being restored (a node that is down may have restored some before).
+  std::map<std::string, RestoredInstance> restored_elsewhere;
+  std::map<std::string, std::string> unasked_nodes;
   // Reopens the catalog after --from-freshest pulled into it (the agent
   // commits the pull; a read-only Store does not see it). Optional.
   std::function<Result<catalog::Store*>()> reopen_store;

@@ -443,6 +443,32 @@ class RestoreTest(agent_test.ClusterTestCase):
         local = C.cli("readiness", "--check", "--local", timeout=30)
         self.assertNotIn("deposed", local.stderr)
 
+    def test_an_instance_restored_on_another_node_is_not_restored_twice(self):
+        """B's instances are restored on A; a restore of B on C skips each
+        of them, saying where it went, unless --again."""
+        c = self.start_cluster()
+        A, C = c.agents["A"], c.agents["C"]
+        rc, lines, err = C.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        c.agents["B"].stop()
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir",
+                                "--target", os.path.join(self.tmp, "on-a"))
+        restored = {i["old_uuid"]: i for i in out["plan"]["instances"]}
+        self.assertEqual(len(restored), 3)
+        target_c = os.path.join(self.tmp, "on-c")
+        again = self.restore_json(C, "--peer", "B", "--backend", "dir", "--target", target_c)
+        self.assertEqual(again["plan"]["instances"], [], "C restored what A had restored")
+        skipped = {s["uuid"]: s["reason"] for s in again["plan"]["skipped"]}
+        self.assertEqual(set(skipped), set(restored))
+        for old, reason in skipped.items():
+            self.assertIn("already restored as %s" % restored[old]["alias"], reason)
+            self.assertIn("by A", reason)
+        self.assertEqual([w for w in again["warnings"] if "could not ask node" in w], [],
+                         "the lost peer B not answering is expected; A answered")
+        forced = self.restore_json(C, "--peer", "B", "--backend", "dir", "--target", target_c,
+                                   "--again", "--dry-run")
+        self.assertEqual({i["old_uuid"] for i in forced["plan"]["instances"]}, set(restored))
+
     def freshest_setup(self):
         """A holds B at generation g1; then B changes and C pulls it (g2 > g1); B stops."""
         c = self.start_cluster()

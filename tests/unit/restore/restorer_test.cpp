@@ -811,5 +811,54 @@ TEST_CASE("two restores at once cannot both rebuild one instance") {
   CHECK_FALSE(Exists(*Env::Default(), c.target()));
 }
 
+TEST_CASE("an instance another node restored is skipped and a node that did not answer is named") {
+  Cluster c;
+  auto backend = NewDirBackend(*Env::Default(), DirOptions(c.target(), 2));
+  RestoreContext ctx = c.Context(backend.get());
+  RestoredInstance elsewhere;
+  elsewhere.old_uuid = kImgapi0;
+  elsewhere.old_alias = "imgapi0";
+  elsewhere.new_uuid = "0000000b-0000-4000-8000-00000000000b";
+  elsewhere.alias = "imgapi1";
+  elsewhere.service = "imgapi";
+  elsewhere.peer = "headnode1";
+  elsewhere.node = "headnode2";
+  elsewhere.backend = "smartos";
+  elsewhere.target = "/zones";
+  elsewhere.restored_ms = c.clock().WallMs();
+  elsewhere.journal_id = "r-elsewhere";
+  ctx.restored_elsewhere[kImgapi0] = elsewhere;
+  ctx.unasked_nodes = {{"headnode1", "connection refused"}, {"headnode3", "timed out"}};
+  Restorer restorer(ctx);
+  RestoreRequest req = PeerRequest();
+  req.dry_run = true;  // the plan is what counts
+  RestoreReport report;
+  REQUIRE(restorer.Run(req, &report).ok());
+  bool skipped = false;
+  for (const auto& s : report.plan.skipped) {
+    if (s.uuid != kImgapi0) continue;
+    skipped = true;
+    CHECK(s.reason.find("by headnode2") != std::string::npos);
+    CHECK(s.reason.find("--again") != std::string::npos);
+  }
+  CHECK(skipped);
+  for (const auto& p : report.plan.instances) CHECK(p.old_uuid != kImgapi0);
+  // The lost peer itself not answering is expected; another node is named.
+  size_t named = 0;
+  for (const std::string& w : report.warnings) {
+    CHECK(w.find("node headnode1 ") == std::string::npos);
+    if (w.find("could not ask node headnode3") != std::string::npos) ++named;
+  }
+  CHECK(named == 1);
+
+  req.again = true;  // --again: restored here too
+  RestoreReport again;
+  REQUIRE(restorer.Run(req, &again).ok());
+  bool planned = false;
+  for (const auto& p : again.plan.instances) planned = planned || p.old_uuid == kImgapi0;
+  CHECK(planned);
+}
+
+
 }  // namespace
 }  // namespace lifeboat::restore
