@@ -82,6 +82,8 @@ struct PullTxn::State {
   bool done = false;  // committed or aborted
   ManifestAnswer::Kind kind = ManifestAnswer::Kind::kFull;
   PeerState new_peer;  // what the peer state becomes on commit
+  uint64_t scrub_epoch = 0;  // the store's scrub_epoch_ at Plan
+  bool keep_marks = false;   // a scrub marked instances after Plan: its marks stay
 
   struct StagedInstance {
     Description desc;
@@ -320,6 +322,7 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
     for (const auto& [uuid, rec] : st.cat_.instances) {
       if (rec.r.peer == s.peer) held.instances[uuid] = rec;
     }
+    s.scrub_epoch = st.scrub_epoch_;
   }
   held.peer.name = s.peer;
   s.new_peer = held.peer;
@@ -420,7 +423,9 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
       prev_ok && next.size() == prev_files->size() &&
       std::equal(prev_files->begin(), prev_files->end(), next.begin(),
                  [](const FileEntry& a, const auto& b) { return a == b.second; });
-  if (same_meta && same_files) {
+  // A scrub found objects of it missing: a new generation, transferring them.
+  const bool damaged = have && prev_rec.r.damaged;
+  if (same_meta && same_files && !damaged) {
     s.confirmed.push_back(info.uuid);
     return Status::Ok();
   }
@@ -456,8 +461,8 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
     if (f.kind != EntryKind::kFile) continue;
     auto p = prev_by_path.find(f.path);
     const FileEntry* prev = p == prev_by_path.end() ? nullptr : p->second;
-    RETURN_IF_ERROR(
-        PlanFile(f, prev != nullptr && prev->kind == EntryKind::kFile ? prev : nullptr));
+    RETURN_IF_ERROR(PlanFile(f, prev != nullptr && prev->kind == EntryKind::kFile ? prev : nullptr,
+                             damaged));
   }
   si.prev_files = std::move(prev_files);
   s.changed.push_back(std::move(si));
@@ -468,13 +473,14 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
 // One file of a changed instance: nothing to do when the store holds its
 // content (an unchanged file, or the same content under any name), staged
 // at once when empty, else a transfer (each content once per pull) with the
-// held file at the same path as the delta basis.
-Status PullTxn::PlanFile(const FileEntry& f, const FileEntry* prev) {
+// held file at the same path as the delta basis. In a `damaged` instance an
+// unchanged file counts as held only when its object is there.
+Status PullTxn::PlanFile(const FileEntry& f, const FileEntry* prev, bool damaged) {
   State& s = *s_;
   Store::Impl& st = *s.store;
   const bool unchanged = prev != nullptr && prev->sha256 == f.sha256 && prev->size == f.size &&
                          prev->digest == f.digest;
-  if (unchanged || s.new_objects.count(f.sha256) || st.objects_.Has(f.sha256)) {
+  if ((unchanged && !damaged) || s.new_objects.count(f.sha256) || st.objects_.Has(f.sha256)) {
     ++s.summary.unchanged_files;
     return Status::Ok();
   }
@@ -871,6 +877,9 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
     Record rec;
     rec.r = si.desc.r;
     rec.description_digest = Xxh3Digest(texts[i]);
+    if (auto old = next->instances.find(uuid); old != next->instances.end() && s.keep_marks) {
+      rec.r.damaged = old->second.r.damaged;  // marked after this pull planned
+    }
     next->instances[uuid] = rec;
     out->switched.insert(uuid);
     if (!si.old_service.empty() && si.old_service != rec.r.service) {
@@ -907,6 +916,7 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   peer.node_name = s.new_peer.node_name;
   peer.last_pull_ms = now;
   peer.last_error.clear();
+  KeepFullPullWhileDamaged(*next);
   // 4. The index: staged, then it and every directory steps 1-3 changed are
   // fsync'd, so everything it names is durable before it is.
   std::vector<Store::Impl::PendingReplace> index;
@@ -920,6 +930,19 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   }
   // 5. The commit point.
   return st.FinishReplaces(&index);
+}
+
+// An instance of this peer still marked damaged (a filtered pull, a mark set
+// after this pull planned) needs the next pull to be a full one.
+void PullTxn::KeepFullPullWhileDamaged(Catalog& next) {
+  State& s = *s_;
+  for (const auto& [uuid, rec] : next.instances) {
+    if (rec.r.peer != s.peer || !rec.r.damaged) continue;
+    PeerState& peer = next.peers[s.peer];
+    peer.generation = 0;
+    peer.boot_id.clear();
+    return;
+  }
 }
 
 // The instances this pull confirmed, saw again, or missed.
@@ -941,11 +964,13 @@ void PullTxn::MarkInstances(int64_t now, Catalog* next) {
   for (const std::string& uuid : s.still_removed) {
     if (auto it = next->instances.find(uuid); it != next->instances.end()) {
       ++it->second.r.removed_pulls;
+      it->second.r.damaged = false;  // the peer has nothing to send for it
     }
   }
   for (const std::string& uuid : s.newly_removed) {
     auto it = next->instances.find(uuid);
     if (it != next->instances.end() && !it->second.r.removed) {
+      it->second.r.damaged = false;  // the peer has nothing to send for it
       it->second.r.removed = true;
       it->second.r.removed_since_ms = now;
       it->second.r.removed_pulls = 1;
@@ -1022,6 +1047,7 @@ Status PullTxn::Commit() {
   {
     std::lock_guard<std::mutex> lock(st.mu_);
     next = st.cat_;
+    s.keep_marks = st.scrub_epoch_ != s.scrub_epoch;
   }
   Published pub;
   Status failed = Publish(texts, now, &next, &pub);

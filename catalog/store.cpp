@@ -51,6 +51,35 @@ Status SyncAll(Env& env, const SyncSet& set) {
   return first;
 }
 
+FileCheck CheckStoredFile(Env& env, const std::string& path, const Digest128& want,
+                          uint64_t want_size, const Digest256* want_sha) {
+  FileCheck c;
+  auto in = env.OpenRead(path);
+  if (!in.ok()) {
+    c.ok = false;
+    c.missing = in.status().code() == Code::kNotFound;
+    c.what = c.missing ? "missing" : in.status().message();
+    return c;
+  }
+  Digest128 got;
+  Digest256 got_sha;
+  Status h = internal::HashOpenFile(**in, &got, &c.bytes, nullptr, 0, want_size,
+                                    want_sha != nullptr ? &got_sha : nullptr);
+  c.ok = false;
+  if (!h.ok()) {
+    c.what = h.message();
+  } else if (c.bytes != want_size) {
+    c.what = "size " + std::to_string(c.bytes) + " != " + std::to_string(want_size);
+  } else if (got != want) {
+    c.what = "digest mismatch: expected " + want.Hex() + ", got " + got.Hex();
+  } else if (want_sha != nullptr && got_sha != *want_sha) {
+    c.what = "SHA-256 mismatch: the object is not named by its content";
+  } else {
+    c.ok = true;
+  }
+  return c;
+}
+
 // ---- Store::Impl -----------------------------------------------------------------
 
 Status Store::Impl::Open() {
@@ -162,6 +191,17 @@ Status Store::Impl::LoadCatalog(const std::string& text) {
       img.file_path = ImageDir(uuid) + "/file";
       cat_.images[uuid] = img;
     }
+    if (j.contains("last_scrub") && j["last_scrub"].is_object()) {
+      const json& l = j["last_scrub"];
+      ScrubRecord r;
+      r.finished_ms = l.value("finished_ms", int64_t{0});
+      r.repair = l.value("repair", false);
+      r.objects_checked = l.value("objects_checked", uint64_t{0});
+      r.problems = l.value("problems", uint64_t{0});
+      r.repaired = l.value("repaired", uint64_t{0});
+      r.first_problem = l.value("first_problem", "");
+      cat_.last_scrub = r;
+    }
     if (j.contains("sapi")) {
       const json& s = j["sapi"];
       auto rec = [](const json& r) {
@@ -214,6 +254,15 @@ std::string Store::Impl::EncodeCatalog(const Catalog& cat) const {
             {"instances", instances},
             {"images", images},
             {"sapi", sapi}};
+  if (cat.last_scrub) {
+    const ScrubRecord& r = *cat.last_scrub;
+    j["last_scrub"] = {{"finished_ms", r.finished_ms},
+                       {"repair", r.repair},
+                       {"objects_checked", r.objects_checked},
+                       {"problems", r.problems},
+                       {"repaired", r.repaired},
+                       {"first_problem", r.first_problem}};
+  }
   return DumpJson(j, 1) + "\n";
 }
 
@@ -845,91 +894,79 @@ Result<std::vector<StoredImage>> Store::ImageChain(const std::string& image_uuid
   return chain;
 }
 
-Result<VerifyReport> Store::Verify() const {
-  Impl& st = *impl_;
-  Env& env = st.env_;
-  VerifyReport report;
-  auto check_file = [&](const std::string& path, const Digest128& want, uint64_t want_size,
-                        const Digest256* want_sha = nullptr) {
-    ++report.files_checked;
-    auto in = env.OpenRead(path);
-    if (!in.ok()) {
-      report.problems.push_back(
-          {path, in.status().code() == Code::kNotFound ? "missing" : in.status().message()});
-      return;
-    }
-    Digest128 got;
-    Digest256 got_sha;
-    uint64_t size = 0;
-    Status h = internal::HashOpenFile(**in, &got, &size, nullptr, 0, want_size,
-                                      want_sha != nullptr ? &got_sha : nullptr);
-    report.bytes_checked += size;
-    if (!h.ok()) {
-      report.problems.push_back({path, h.message()});
-    } else if (size != want_size) {
-      report.problems.push_back(
-          {path, "size " + std::to_string(size) + " != " + std::to_string(want_size)});
-    } else if (got != want) {
-      report.problems.push_back(
-          {path, "digest mismatch: expected " + want.Hex() + ", got " + got.Hex()});
-    } else if (want_sha != nullptr && got_sha != *want_sha) {
-      report.problems.push_back({path, "SHA-256 mismatch: the object is not named by its content"});
-    }
-  };
-  std::map<std::string, Record> instances;
+void Store::Impl::CheckInto(VerifyReport* report, const std::string& path, const Digest128& want,
+                            uint64_t want_size, const Digest256* want_sha) const {
+  ++report->files_checked;
+  FileCheck c = CheckStoredFile(env_, path, want, want_size, want_sha);
+  report->bytes_checked += c.bytes;
+  if (!c.ok) report->problems.push_back({path, c.what});
+}
+
+void Store::Impl::CheckImagesAndRecords(VerifyReport* report) const {
   std::map<std::string, StoredImage> images;
   Catalog copy;
+  std::set<std::string> services_held;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    images = cat_.images;
+    copy.services = cat_.services;
+    copy.application = cat_.application;
+    copy.has_application = cat_.has_application;
+    for (const auto& [uuid, rec] : cat_.instances) services_held.insert(rec.r.service);
+  }
+  for (const auto& [uuid, img] : images) {
+    CheckInto(report, img.manifest_path, img.manifest_digest, img.manifest_size);
+    CheckInto(report, img.file_path, img.file_digest, img.size);
+  }
+  for (const auto& [svc, r] : copy.services) {
+    CheckInto(report, SvcDir(svc) + "/sapi-svc.json", r.digest, r.size);
+  }
+  if (!copy.has_application) return;
+  // The canonical file; a catalog from before it existed: a per-service copy.
+  if (Exists(env_, RecordPath(""))) {
+    CheckInto(report, RecordPath(""), copy.application.digest, copy.application.size);
+    return;
+  }
+  for (const std::string& svc : services_held) {
+    const std::string p = SvcDir(svc) + "/sapi-app.json";
+    if (Exists(env_, p)) {
+      CheckInto(report, p, copy.application.digest, copy.application.size);
+      return;
+    }
+  }
+}
+
+Result<Description> Store::Impl::ReadCheckedDescription(const std::string& uuid, uint64_t seq,
+                                                         const Digest128& want) const {
+  const std::string path = DescPath(uuid, seq);
+  ASSIGN_OR_RETURN(std::string text, ReadFileToString(env_, path, 1ull << 30));
+  if (!want.IsZero() && Xxh3Digest(text) != want) {
+    return DataError(path + ": generation description does not match catalog.json");
+  }
+  return DecodeDescription(text, path);
+}
+
+Result<VerifyReport> Store::Verify() const {
+  Impl& st = *impl_;
+  VerifyReport report;
+  std::map<std::string, Record> instances;
   {
     std::lock_guard<std::mutex> lock(st.mu_);
     instances = st.cat_.instances;
-    images = st.cat_.images;
-    copy.services = st.cat_.services;
-    copy.application = st.cat_.application;
-    copy.has_application = st.cat_.has_application;
   }
   std::unordered_set<Digest256, Digest256Hash> checked;  // each object once
   for (const auto& [uuid, rec] : instances) {
-    const std::string desc_path = st.DescPath(uuid, rec.r.seq);
-    auto text = ReadFileToString(env, desc_path, 1ull << 30);
-    if (!text.ok()) {
-      report.problems.push_back({desc_path, text.status().message()});
-      continue;
-    }
-    if (!rec.description_digest.IsZero() && Xxh3Digest(*text) != rec.description_digest) {
-      report.problems.push_back({desc_path, "generation description does not match catalog.json"});
-      continue;
-    }
-    auto desc = DecodeDescription(*text, desc_path);
+    auto desc = st.ReadCheckedDescription(uuid, rec.r.seq, rec.description_digest);
     if (!desc.ok()) {
-      report.problems.push_back({desc_path, desc.status().message()});
+      report.problems.push_back({st.DescPath(uuid, rec.r.seq), desc.status().message()});
       continue;
     }
     for (const FileEntry& f : desc->files) {
       if (f.kind != EntryKind::kFile || !checked.insert(f.sha256).second) continue;
-      check_file(st.objects_.PathOf(f.sha256), f.digest, f.size, &f.sha256);
+      st.CheckInto(&report, st.objects_.PathOf(f.sha256), f.digest, f.size, &f.sha256);
     }
   }
-  for (const auto& [uuid, img] : images) {
-    check_file(img.manifest_path, img.manifest_digest, img.manifest_size);
-    check_file(img.file_path, img.file_digest, img.size);
-  }
-  for (const auto& [svc, r] : copy.services) {
-    check_file(st.SvcDir(svc) + "/sapi-svc.json", r.digest, r.size);
-  }
-  if (copy.has_application) {
-    // The canonical file; a catalog from before it existed: a per-service copy.
-    if (Exists(env, st.RecordPath(""))) {
-      check_file(st.RecordPath(""), copy.application.digest, copy.application.size);
-    } else {
-      for (const auto& [uuid, rec] : instances) {
-        const std::string p = st.SvcDir(rec.r.service) + "/sapi-app.json";
-        if (Exists(env, p)) {
-          check_file(p, copy.application.digest, copy.application.size);
-          break;
-        }
-      }
-    }
-  }
+  st.CheckImagesAndRecords(&report);
   return report;
 }
 

@@ -120,6 +120,11 @@ struct InstanceRecord {
   // What the peer's exporter skipped of it (syncproto::InstanceInfo::warnings):
   // not empty = the copy is incomplete. As of the last pull that listed it.
   std::vector<syncproto::InstanceWarning> warnings;
+  // A scrub with repair found that one of its retained generations names an
+  // object that is missing or was damaged (and removed): the next pull of its
+  // peer treats it as changed and transfers every file whose object is
+  // missing. That pull's commit clears the mark.
+  bool damaged = false;
 };
 
 struct StoredFile {
@@ -167,6 +172,36 @@ struct VerifyReport {
   uint64_t bytes_checked = 0;
   std::vector<VerifyProblem> problems;
   bool ok() const { return problems.empty(); }
+};
+
+// What Store::Scrub found and did.
+struct RepairReport {
+  bool repair = false;  // Scrub(true)
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  uint64_t generations_checked = 0;  // retained generations whose descriptions were read
+  uint64_t objects_checked = 0;      // distinct objects re-hashed (each once)
+  uint64_t files_checked = 0;        // objects, images and SAPI records
+  uint64_t bytes_checked = 0;
+  std::vector<VerifyProblem> problems;  // every missing or damaged file, by absolute path
+  uint64_t objects_removed = 0;         // damaged objects moved to .trash (repair)
+  // Instances marked damaged (repair): their peer's next pull brings back
+  // what they lack. Sorted uuids.
+  std::vector<std::string> damaged_instances;
+  // Peers whose held generation was reset so their next pull asks for a full
+  // manifest (repair): pull them now. Sorted.
+  std::vector<std::string> peers_to_pull;
+  bool ok() const { return problems.empty(); }
+};
+
+// The last scrub's outcome, kept in catalog.json ("last_scrub") for status.
+struct ScrubRecord {
+  int64_t finished_ms = 0;  // wall time
+  bool repair = false;
+  uint64_t objects_checked = 0;
+  uint64_t problems = 0;
+  uint64_t repaired = 0;  // objects removed + instances marked for a re-fetch
+  std::string first_problem;  // "<path>: <what>", "" when none
 };
 
 // A file the puller must fetch. `basis_path` is the current copy to compute
@@ -255,7 +290,7 @@ class PullTxn {
   Status PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
                       const std::map<std::string, syncproto::FileEntry>& answered,
                       const std::set<std::string>& removed, bool full, const Held& held);
-  Status PlanFile(const syncproto::FileEntry& f, const syncproto::FileEntry* prev);
+  Status PlanFile(const syncproto::FileEntry& f, const syncproto::FileEntry* prev, bool damaged);
   Status PlanImages(const syncproto::Manifest& m,
                     const std::map<std::string, syncproto::FileEntry>& other);
   Status PlanRecords(const std::map<std::string, syncproto::FileEntry>& other);
@@ -263,6 +298,7 @@ class PullTxn {
   Result<std::vector<std::string>> StageDescriptions(int64_t now);
   Status Publish(const std::vector<std::string>& texts, int64_t now, Catalog* next, Published* out);
   void MarkInstances(int64_t now, Catalog* next);
+  void KeepFullPullWhileDamaged(Catalog& next);
   void AfterCommit(const Published& pub);
 
   std::unique_ptr<State> s_;
@@ -324,6 +360,28 @@ class Store {
   // Re-hashes every object a current generation names (once each), every
   // image and SAPI record, and reports each mismatch with its path.
   Result<VerifyReport> Verify() const;
+
+  // Re-hashes every object any retained generation names (each once), checks
+  // each current description against catalog.json and every retained one
+  // for being readable, and the images and SAPI records (reported, never
+  // repaired). Writable store only; runs on the caller's thread for as long
+  // as reading every object takes, beside pulls (it holds no lock while it
+  // reads). Never call it twice at once.
+  //
+  // With `repair`: each damaged object (wrong size or content, unreadable)
+  // is moved to .trash; each instance one of whose retained generations
+  // names a missing or removed object, or whose current description is bad,
+  // is marked `damaged` and its peer's held generation reset to 0, all in
+  // one catalog.json write. The caller then pulls those peers
+  // (RepairReport::peers_to_pull): a pull re-fetches exactly the files whose
+  // objects are missing and clears the mark. A pull that planned before the
+  // scrub's write and commits after it keeps the mark. An older generation
+  // whose content the peer no longer exports stays damaged (reported by
+  // every scrub). Either way the result is recorded (LastScrub).
+  Result<RepairReport> Scrub(bool repair);
+
+  // The last recorded scrub (catalog.json), if any.
+  std::optional<ScrubRecord> LastScrub() const;
 
   // Applies retention now (also done by every Commit): old generations beyond
   // the retention policy, removed instances past removed_grace, unreferenced

@@ -145,6 +145,7 @@ json InstanceToJson(const Record& rec) {
           {"removed_pulls", r.removed_pulls},
           {"description_digest", rec.description_digest.Hex()}};
   if (!r.warnings.empty()) j["warnings"] = WarningsToJson(r.warnings);
+  if (r.damaged) j["damaged"] = true;  // written only when set (section 2)
   return j;
 }
 
@@ -165,6 +166,7 @@ Record InstanceFromJson(const std::string& uuid, const json& j) {
   r.removed_since_ms = j.value("removed_since_ms", int64_t{0});
   r.removed_pulls = j.value("removed_pulls", uint32_t{0});
   if (j.contains("warnings")) r.warnings = WarningsFromJson(j["warnings"]);
+  r.damaged = j.value("damaged", false);
   if (auto d = Digest128::FromHex(j.value("description_digest", ""))) rec.description_digest = *d;
   return rec;
 }

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -76,6 +77,7 @@ struct Catalog {
   SapiRecord application;  // size 0 and zero digest: none
   bool has_application = false;
   std::map<std::string, SapiRecord> services;  // sapi-svc.json per service
+  std::optional<ScrubRecord> last_scrub;       // "last_scrub"
 };
 
 // A generation description (lifeboat-generation.json).
@@ -114,6 +116,17 @@ struct SyncSet {
 // commit. Returns the first failure (after every started fsync finished).
 Status SyncAll(Env& env, const SyncSet& set);
 
+// The per-file check of Verify and Scrub: opens `path` and compares its size,
+// XXH3-128 and (when `want_sha` is set) SHA-256 with the expected ones.
+struct FileCheck {
+  bool ok = true;
+  bool missing = false;  // not there (ENOENT)
+  std::string what;      // why not ok: "missing", "size 10 != 12", "digest mismatch: ...", errno text
+  uint64_t bytes = 0;    // bytes read
+};
+FileCheck CheckStoredFile(Env& env, const std::string& path, const Digest128& want,
+                          uint64_t want_size, const Digest256* want_sha);
+
 // ---- Store::Impl -----------------------------------------------------------------
 
 class Store::Impl {
@@ -130,6 +143,9 @@ class Store::Impl {
   mutable std::mutex mu_;  // guards cat_ and active_
   Catalog cat_;
   std::set<std::string> active_;  // peers with a pull in progress
+  // Guarded by mu_: raised by every scrub that marks instances damaged. A
+  // pull remembers it at Plan; its commit keeps a mark set after that.
+  uint64_t scrub_epoch_ = 0;
   std::mutex commit_mu_;          // serializes every writer of catalog.json (commits,
                                   // retention, recorded errors); taken before mu_
   std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
@@ -289,6 +305,19 @@ class Store::Impl {
   // svc-<service>/sapi-insts.json (a view): the SAPI records of the
   // service's held instances; replaced, not fsync'd, when its content differs.
   Status WriteSapiInstances(const std::string& service);
+
+  // ---- Verify and scrub (store.cpp, scrub.cpp) ----
+
+  // CheckStoredFile, counted and reported into `report`.
+  void CheckInto(VerifyReport* report, const std::string& path, const Digest128& want,
+                 uint64_t want_size, const Digest256* want_sha = nullptr) const;
+
+  // Every image manifest and file, and the SAPI records, checked into `report`.
+  void CheckImagesAndRecords(VerifyReport* report) const;
+
+  // Generation `seq` of `uuid`, its text checked against `want` (zero: not checked).
+  Result<Description> ReadCheckedDescription(const std::string& uuid, uint64_t seq,
+                                             const Digest128& want) const;
 
   // ---- Retention ----
 
