@@ -62,12 +62,12 @@ void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> re
   const std::string& p = req.path;
   bool known =
       p == "/healthz" || p == "/status" || p == "/catalog" || p == "/metrics" || p == "/sync" ||
-      p == "/readiness" || p == "/restores";
+      p == "/readiness" || p == "/restores" || p == "/repair";
   if (!known) {
     resp->SendError(404, "ResourceNotFound", p + " does not exist");
     return;
   }
-  std::string want = p == "/sync" ? "POST" : "GET";
+  std::string want = p == "/sync" || p == "/repair" ? "POST" : "GET";
   if (req.method != want && !(req.method == "HEAD" && want == "GET")) {
     resp->SendError(405, "MethodNotAllowed", req.method + " is not supported on " + p);
     return;
@@ -92,6 +92,8 @@ void ControlApi::Handle(const HttpRequest& req, std::shared_ptr<HttpResponse> re
         [resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
   } else if (p == "/restores") {
     backend_->GetRestores([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
+  } else if (p == "/repair") {
+    backend_->Repair([resp](Result<nlohmann::json> r) { SendJsonResult(resp, std::move(r)); });
   } else if (p == "/metrics") {
     backend_->GetMetrics([resp](std::string text) {
       resp->Send(200, "text/plain; version=0.0.4; charset=utf-8", text);

@@ -16,6 +16,10 @@
 //                                 a final {"type":"done","ok":...}
 //   POST /sync?peer=P&from=N[&older=1]  pull P's copy held by node N; a copy
 //                                 older than ours only with older=1
+//   POST /repair                  scrub the catalog with repair now
+//                                 (catalog::Store::Scrub), then pull the peers
+//                                 whose copies lost objects; answers the
+//                                 scrub's report (503 while one runs)
 //
 // Errors are restify-shaped: {"code":"ResourceNotFound","message":"..."}.
 // When the config sets auth.api_token, every route but /healthz needs
@@ -52,6 +56,11 @@ class ControlBackend {
   virtual void GetRestores(JsonFn done) {
     done(NotFoundError("this agent does not share its restores"));
   }
+  // Scrubs the catalog with repair (catalog::Store::Scrub(true)) and starts a
+  // pull of every peer whose copy lost objects; `done` gets the report
+  // (RepairJson) once the scrub finished, without waiting for those pulls.
+  // kUnavailable while a scrub runs; kNotFound when this agent cannot.
+  virtual void Repair(JsonFn done) { done(NotFoundError("this agent does not repair")); }
   // Empty when healthy, else why not.
   virtual std::string Unhealthy() = 0;
   // Pulls now from `peer` ("" = every peer) restricted to `services`.

@@ -55,6 +55,7 @@ class Daemon final : public ControlBackend {
   void GetMetrics(std::function<void(std::string)> done) override;
   void GetReadiness(JsonFn done) override;
   void GetRestores(JsonFn done) override;
+  void Repair(JsonFn done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
   Status SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
                   ProgressFn progress,
@@ -85,6 +86,8 @@ class Daemon final : public ControlBackend {
   std::unique_ptr<ControlApi> api_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<DrillRunner> drills_;
+  std::unique_ptr<Timer> scrub_timer_;  // every agent.scrub_interval (when set)
+  bool scrubbing_ = false;              // a Scrub runs on a worker: never two at once
   std::vector<std::unique_ptr<PeerScheduler>> schedulers_;
   std::map<std::string, PullerConfig> puller_configs_;       // by peer name
   std::map<uint64_t, std::unique_ptr<PullJob>> held_pulls_;  // SyncFrom pulls running
@@ -101,6 +104,7 @@ class Daemon final : public ControlBackend {
     *alive_ = false;
     schedulers_.clear();
     drills_.reset();
+    scrub_timer_.reset();
     stop_grace_.reset();
     stop_deadline_.reset();
     http_.reset();
@@ -229,6 +233,18 @@ Status Daemon::Open() {
     drills_ = std::make_unique<DrillRunner>(&loop_, hooks_.drill_argv, Ms(cfg_.drill.interval));
     drills_->Start();
   }
+  if (cfg_.agent.scrub_interval.count() > 0) {
+    const int64_t every = Ms(cfg_.agent.scrub_interval);
+    scrub_timer_ = std::make_unique<Timer>(&loop_);
+    scrub_timer_->Start(
+        every,
+        [this] {
+          Repair([](Result<nlohmann::json> r) {
+            if (!r.ok()) log::Warn("catalog: scheduled scrub failed", {{"error", r.status().message()}});
+          });
+        },
+        every);
+  }
 
   for (int signum : {SIGTERM, SIGINT}) {
     signals_.push_back(
@@ -284,6 +300,7 @@ void Daemon::BeginStop(int signum) {
   peer_server_->StopAccepting();
   http_->StopAccepting();
   if (drills_) drills_->Stop();
+  if (scrub_timer_) scrub_timer_->Stop();
   for (auto& [id, job] : held_pulls_) job->Cancel(UnavailableError("the agent is stopping", false));
   auto remaining = std::make_shared<size_t>(schedulers_.size());
   std::weak_ptr<bool> alive = alive_;
@@ -442,6 +459,7 @@ void Daemon::GetStatus(JsonFn done) {
       &loop_,
       [result, store, exporter, now] {
         (*result)["services"] = ServicesJson(store->Instances(), now);
+        (*result)["last_scrub"] = LastScrubJson(store->LastScrub(), now);
         (*result)["export"] = {{"generation", exporter->generation()},
                                {"boot_id", exporter->boot_id()}};
       },
@@ -538,6 +556,31 @@ void Daemon::GetMetrics(std::function<void(std::string)> done) {
         if (r.ok()) *readiness = RenderReadinessMetrics(*r);
       },
       [m, readiness, done] { done(RenderMetrics(*m) + *readiness); });
+}
+
+// The scrub runs on a worker (QueueWork: low CPU and idle I/O priority); the peers
+// whose copies lost objects are pulled at once (their next pull re-fetches
+// exactly what is missing), without waiting for those pulls.
+void Daemon::Repair(JsonFn done) {
+  if (stopping_) return done(UnavailableError("the agent is stopping", false));
+  if (scrubbing_) return done(UnavailableError("a scrub of this catalog is already running"));
+  scrubbing_ = true;
+  auto result = std::make_shared<Result<catalog::RepairReport>>(InternalError("not run"));
+  catalog::Store* store = store_.get();
+  std::shared_ptr<bool> alive = alive_;
+  QueueWork(
+      &loop_,
+      [result, store] { *result = store->Scrub(/*repair=*/true); },
+      [this, alive, result, done] {
+        if (!*alive) return;
+        scrubbing_ = false;
+        if (!result->ok()) return done(result->status());
+        for (const std::string& peer : (*result)->peers_to_pull) {
+          Status st = Sync(peer, {}, [](const PullProgress&) {}, [](const std::vector<PullResult>&) {});
+          if (!st.ok()) log::Warn("catalog: no pull after the repair", {{"peer", peer}, {"error", st.message()}});
+        }
+        done(RepairJson(**result));
+      });
 }
 
 void Daemon::GetReadiness(JsonFn done) {

@@ -88,6 +88,41 @@ nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instance
   return arr;
 }
 
+nlohmann::json RepairJson(const catalog::RepairReport& r) {
+  nlohmann::json problems = nlohmann::json::array();
+  for (const catalog::VerifyProblem& p : r.problems) {
+    nlohmann::json j = {{"what", p.what}};
+    PutBytes(j, "path", p.path);
+    problems.push_back(std::move(j));
+  }
+  return {{"repair", r.repair},
+          {"started", WallOrNull(r.started_ms)},
+          {"finished", WallOrNull(r.finished_ms)},
+          {"generations_checked", r.generations_checked},
+          {"objects_checked", r.objects_checked},
+          {"files_checked", r.files_checked},
+          {"bytes_checked", r.bytes_checked},
+          {"problems", std::move(problems)},
+          {"objects_removed", r.objects_removed},
+          {"damaged_instances", r.damaged_instances},
+          {"peers_to_pull", r.peers_to_pull},
+          {"ok", r.ok()}};
+}
+
+nlohmann::json LastScrubJson(const std::optional<catalog::ScrubRecord>& r, int64_t now_ms) {
+  if (!r) return nullptr;
+  const int64_t age = WallAgeMs(r->finished_ms, now_ms);
+  nlohmann::json j = {{"finished", WallOrNull(r->finished_ms)},
+                      {"age_seconds", age >= 0 ? nlohmann::json(age / 1000) : nlohmann::json()},
+                      {"repair", r->repair},
+                      {"objects_checked", r->objects_checked},
+                      {"problems", r->problems},
+                      {"repaired", r->repaired},
+                      {"first_problem", nullptr}};
+  if (!r->first_problem.empty()) PutBytes(j, "first_problem", r->first_problem);
+  return j;
+}
+
 nlohmann::json OfflineStatusJson(const conf::Config& config, const catalog::Store& store,
                                  int64_t now_ms) {
   std::map<std::string, catalog::PeerState> held;
@@ -119,7 +154,8 @@ nlohmann::json OfflineStatusJson(const conf::Config& config, const catalog::Stor
           {"stale_after_seconds", stale_after_ms / 1000},
           {"interval_seconds", Ms(config.agent.interval) / 1000},
           {"peers", std::move(peers)},
-          {"services", ServicesJson(store.Instances(), now_ms)}};
+          {"services", ServicesJson(store.Instances(), now_ms)},
+          {"last_scrub", LastScrubJson(store.LastScrub(), now_ms)}};
 }
 
 }  // namespace lifeboat::agent

@@ -5,6 +5,7 @@
 #define LIFEBOAT_AGENT_STATUS_JSON_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -34,11 +35,22 @@ nlohmann::json InstanceJson(const catalog::InstanceRecord& r, int64_t now_ms);
 // An instance's warnings as InstanceJson shows them.
 nlohmann::json WarningsJson(const std::vector<syncproto::InstanceWarning>& warnings);
 
+// What a scrub found and did (POST /repair, `catalog repair -j`): repair,
+// started, finished (ISO 8601), generations_checked, objects_checked,
+// files_checked, bytes_checked, problems [{path or path_hex, what}],
+// objects_removed, damaged_instances, peers_to_pull, ok.
+nlohmann::json RepairJson(const catalog::RepairReport& r);
+
+// "last_scrub" of the status objects: null when none ran, else finished
+// (ISO 8601), age_seconds, repair, objects_checked, problems, repaired,
+// first_problem (null when none).
+nlohmann::json LastScrubJson(const std::optional<catalog::ScrubRecord>& r, int64_t now_ms);
+
 // The whole status object when no agent is running: "agent_running": false,
 // node, now, stale_after_seconds, interval_seconds, "peers" (every configured
 // peer, in configuration order, with what the catalog records of it: last
 // attempt and success, age, stale, generation, last error; "reachable" and
-// "phase" null: nobody is asking) and "services".
+// "phase" null: nobody is asking), "services" and "last_scrub".
 nlohmann::json OfflineStatusJson(const conf::Config& config, const catalog::Store& store,
                                  int64_t now_ms);
 

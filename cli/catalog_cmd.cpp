@@ -1,6 +1,8 @@
-// `lifeboat catalog ls|show|verify`: what this node holds from its peers.
-// These read the store directly (read-only), so they work while the agent is
-// down, and never modify data_dir.
+// `lifeboat catalog ls|show|verify|repair`: what this node holds from its
+// peers. ls, show and verify read the store directly (read-only), so they
+// work while the agent is down, and never modify data_dir. repair asks the
+// agent (POST /repair); when no agent runs on data_dir, it scrubs the
+// catalog itself, holding the agent's lock meanwhile.
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,7 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "agent/api_client.h"
+#include "agent/config_options.h"
 #include "agent/status_json.h"
+#include "base/lock_file.h"
 #include "base/clock.h"
 #include "base/env.h"
 #include "base/text.h"
@@ -254,6 +259,83 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
   return report->ok() ? kExitOk : kExitData;
 }
 
+// The repair report, as the agent's POST /repair or Store::Scrub gave it.
+int PrintRepair(const Context& ctx, const json& r, const std::string& by) {
+  const bool ok = r.value("ok", false);
+  if (ctx.json) {
+    json out = r;
+    out["by"] = by;
+    std::cout << DumpJson(out, 2) << "\n";
+    return ok ? kExitOk : kExitData;
+  }
+  for (const json& p : r.value("problems", json::array())) {
+    auto path = GetBytes(p, "path");
+    std::cout << "BAD " << EscapeForTerminal(path.ok() ? *path : "?") << ": "
+              << EscapeForTerminal(p.value("what", "")) << "\n";
+  }
+  std::cout << (ok ? "ok" : "DAMAGED") << " (scrubbed by " << by << "): " << r.value("objects_checked", 0)
+            << " objects of " << r.value("generations_checked", 0) << " generations, "
+            << HumanBytes(r.value("bytes_checked", uint64_t{0})) << " checked, "
+            << r.value("problems", json::array()).size() << " bad, "
+            << r.value("objects_removed", 0) << " damaged objects removed\n";
+  const json peers = r.value("peers_to_pull", json::array());
+  if (!peers.empty()) {
+    std::cout << r.value("damaged_instances", json::array()).size()
+              << " instances are pulled again from:";
+    for (const json& p : peers) std::cout << " " << EscapeForTerminal(p.get<std::string>());
+    std::cout << (by == "agent" ? " (started now)" : " (at the agent's next pull)") << "\n";
+  }
+  // Damage found is an exit 65 even when repaired, as for `catalog verify`:
+  // monitoring hears of it (images and SAPI records are reported, not repaired).
+  return ok ? kExitOk : kExitData;
+}
+
+// Asks the agent on agent.api; nullopt when none listens (then the catalog
+// is scrubbed here).
+Result<std::optional<json>> RepairByAgent(const conf::Config& config) {
+  agent::ApiCall call =
+      agent::ApiCallFor(config.agent.api.host, config.agent.api.port, config.auth.api_token);
+  call.method = "POST";
+  call.target = "/repair";
+  call.read_timeout_ms = 24 * 3600 * 1000;  // a scrub reads every object once
+  Result<agent::ApiReply> reply = agent::CallApi(call);
+  if (!reply.ok()) {
+    if (reply.status().code() == Code::kUnavailable) return std::optional<json>();
+    return reply.status();
+  }
+  json body = json::parse(reply->body, nullptr, false);
+  if (reply->status != 200) {
+    std::string msg = body.is_object() ? body.value("message", reply->body) : reply->body;
+    return UnavailableError("the agent refused the repair (HTTP " +
+                            std::to_string(reply->status) + "): " + msg);
+  }
+  if (!body.is_object()) return DataError("the agent's POST /repair answer is not a JSON object");
+  return std::optional<json>(std::move(body));
+}
+
+int RunRepair(const Context& ctx, const CatalogArgs& args) {
+  auto config = conf::LoadConfig(ctx.ConfigPath());
+  if (!config.ok()) return Fail(config.status());
+  if (!args.data_dir.empty()) config->agent.data_dir = args.data_dir;
+  const std::string& dir = config->agent.data_dir;
+  if (LockFile::IsHeld(JoinPath(dir, ".agent.lock"))) {
+    auto by_agent = RepairByAgent(*config);
+    if (!by_agent.ok()) return Fail(by_agent.status());
+    if (by_agent->has_value()) return PrintRepair(ctx, **by_agent, "agent");
+    return Fail(UnavailableError("an agent holds " + dir + " but does not answer on agent.api " +
+                                 config->agent.api.ToString()));
+  }
+  // No agent: scrub here, holding its lock so none starts meanwhile.
+  auto lock = LockFile::Acquire(JoinPath(dir, ".agent.lock"), "agent.data_dir " + dir);
+  if (!lock.ok()) return Fail(lock.status());
+  auto store = Store::Open(*Env::Default(), *Clock::Real(),
+                           agent::StoreOptionsFor(*config, /*read_only=*/false));
+  if (!store.ok()) return Fail(store.status());
+  auto report = (*store)->Scrub(/*repair=*/true);
+  if (!report.ok()) return Fail(report.status());
+  return PrintRepair(ctx, agent::RepairJson(*report), "this command");
+}
+
 const CommandRegistrar kRegistrar(30, [](CLI::App& root, Context& ctx) {
   static CatalogArgs args;
   CLI::App* cat = root.add_subcommand("catalog", "what this node holds from its peers");
@@ -283,6 +365,13 @@ const CommandRegistrar kRegistrar(30, [](CLI::App& root, Context& ctx) {
       "verify", "re-hash every held file against its recorded digest (exit 65 on a mismatch)");
   add_dir(verify);
   verify->callback([&ctx] { ctx.Run([&ctx] { return RunVerify(ctx, args); }); });
+
+  CLI::App* repair = cat->add_subcommand(
+      "repair",
+      "re-hash every object of every retained generation; damaged ones are removed and their "
+      "peers pulled again (by the agent when it runs; exit 65 when it found damage)");
+  add_dir(repair);
+  repair->callback([&ctx] { ctx.Run([&ctx] { return RunRepair(ctx, args); }); });
 });
 
 }  // namespace

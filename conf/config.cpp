@@ -510,6 +510,7 @@ Config Parser::Parse(const toml::table& root) {
       DurationField("interval", &a.interval, std::chrono::seconds(1)),
       Fraction("jitter", &a.jitter, 0.0, 0.5),
       DurationField("stale_after", &a.stale_after, std::chrono::seconds(1)),
+      DurationField("scrub_interval", &a.scrub_interval, Duration(0)),
       SizeField("bwlimit", &a.bwlimit, 0),
       Choice<log::Level>("log_level", &a.log_level,
                          {{"trace", log::Level::kTrace},

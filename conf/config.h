@@ -74,6 +74,10 @@ struct AgentConfig {
   // 0 <= jitter <= 0.5.
   double jitter = 0.1;
   Duration stale_after = std::chrono::minutes(30);  // > interval
+  // How often the agent scrubs the catalog with repair (catalog::Store::Scrub):
+  // every object re-hashed, damaged ones re-fetched. 0 = never (the default;
+  // `lifeboat catalog repair` or POST /repair run one on demand).
+  Duration scrub_interval = Duration(0);
   uint64_t bwlimit = 0;                             // bytes/s for the whole node, 0 = unlimited
   AgentLimits limits;                               // [agent.limits]
   log::Level log_level = log::Level::kInfo;         // "trace".."fatal"

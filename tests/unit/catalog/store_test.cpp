@@ -1,5 +1,6 @@
 #include "catalog/store.h"
 
+#include <fstream>
 #include <sys/stat.h>
 
 #include <mutex>
@@ -834,6 +835,106 @@ TEST_CASE("demo catalog for the CLI", "[.demo]") {
   auto store = f.OpenStore();
   MustPull(f, *store);
   testing::CopyTree(f.data_dir, std::string(out) + "/data");
+}
+
+// The object a file of the current generation of `uuid` is stored as.
+std::string ObjectOf(Store& store, const std::string& uuid, const std::string& rel) {
+  auto gen = store.Instance(uuid);
+  REQUIRE(gen.ok());
+  for (const StoredFile& f : gen->files) {
+    if (f.entry.path != rel && !f.entry.path.ends_with("/" + rel)) continue;
+    const std::string hex = f.entry.sha256.Hex();
+    return store.data_dir() + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
+  }
+  FAIL("no " << rel << " in " << uuid);
+  return "";
+}
+
+TEST_CASE("a scrub finds a damaged object and repair has the next pull fetch only it") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  const std::string object = ObjectOf(*store, f.exp.sapi, "sapi/db.json");
+  REQUIRE(::access(object.c_str(), F_OK) == 0);
+  const std::string good = Read(object);
+  {
+    std::ofstream out(object, std::ios::binary | std::ios::trunc);  // in place: every link sees it
+    out << std::string(good.size(), 'X');
+  }
+  auto looked = store->Scrub(/*repair=*/false);
+  REQUIRE(looked.ok());
+  REQUIRE(looked->problems.size() == 1);
+  CHECK(looked->problems[0].path == object);
+  CHECK(looked->objects_removed == 0);
+  CHECK(looked->damaged_instances.empty());
+  CHECK(looked->objects_checked > 1);
+
+  auto repaired = store->Scrub(/*repair=*/true);
+  REQUIRE(repaired.ok());
+  CHECK(repaired->objects_removed == 1);
+  CHECK(repaired->damaged_instances == std::vector<std::string>{f.exp.sapi});
+  CHECK(repaired->peers_to_pull == std::vector<std::string>{"headnode1"});
+  CHECK(::access(object.c_str(), F_OK) != 0);  // out of objects/, into .trash
+  auto last = store->LastScrub();
+  REQUIRE(last.has_value());
+  CHECK(last->repair);
+  CHECK(last->problems == 1);
+
+  // The next pull is a full one and fetches exactly the removed object.
+  PlanSummary plan = MustPull(f, *store);
+  CHECK(plan.transfer_files == 1);
+  CHECK(Read(object) == good);
+  auto verify = store->Verify();
+  REQUIRE(verify.ok());
+  CHECK(verify->ok());
+  auto again = store->Scrub(/*repair=*/true);
+  REQUIRE(again.ok());
+  CHECK(again->ok());
+  CHECK(again->damaged_instances.empty());
+  // The mark is gone: later pulls are incremental and move nothing.
+  CHECK(MustPull(f, *store).transfer_files == 0);
+}
+
+TEST_CASE("a scrub checks the retained generations that verify does not") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/3);
+  MustPull(f, *store);
+  const std::string first = ObjectOf(*store, f.exp.sapi, "sapi/db.json");
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
+  MustPull(f, *store);
+  REQUIRE(ObjectOf(*store, f.exp.sapi, "sapi/db.json") != first);
+  REQUIRE(::unlink(first.c_str()) == 0);  // only the older generation names it
+  auto verify = store->Verify();
+  REQUIRE(verify.ok());
+  CHECK(verify->ok());
+  auto scrub = store->Scrub(/*repair=*/false);
+  REQUIRE(scrub.ok());
+  REQUIRE(scrub->problems.size() == 1);
+  CHECK(scrub->problems[0].path == first);
+  CHECK(scrub->problems[0].what == "missing");
+  CHECK(scrub->generations_checked >= 2);
+}
+
+TEST_CASE("a scrub survives a reopen of its record and a read-only store refuses it") {
+  StoreFixture f;
+  {
+    auto store = f.OpenStore();
+    MustPull(f, *store);
+    CHECK_FALSE(store->LastScrub().has_value());
+    REQUIRE(store->Scrub(/*repair=*/true).ok());
+  }
+  auto store = f.OpenStore();
+  auto last = store->LastScrub();
+  REQUIRE(last.has_value());
+  CHECK(last->problems == 0);
+  CHECK(last->objects_checked > 0);
+  StoreOptions o;
+  o.data_dir = f.data_dir;
+  o.read_only = true;
+  auto ro = Store::Open(*Env::Default(), f.clock, o);
+  REQUIRE(ro.ok());
+  CHECK_FALSE((*ro)->Scrub(false).ok());
 }
 
 }  // namespace
