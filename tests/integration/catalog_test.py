@@ -96,6 +96,63 @@ class CatalogTest(agent_test.ClusterTestCase):
         self.assertIn(gone[2:], r.stdout + r.stderr)
         self.assertIn(gone, objects)
 
+    def test_catalog_repair_fetches_damaged_objects_again(self):
+        """An object damaged on disk: `catalog repair` finds it (through the
+        agent's POST /repair while it runs, in place when it does not), the
+        peer's content comes back, and `catalog verify` is ok again."""
+        import hashlib
+        import json
+        import time
+        c = self.cluster(names=("A", "B"))
+        B = c.exports["B"]
+        u = B.add_instance("imgapi", "imgapi0", {"etc/config.json": '{"port": 8080}',
+                                                  "data/blob": det_bytes("blob", 300000)})
+        c.start()
+        A = c.agents["A"]
+        self.sync_ok(A)
+        blob = hashlib.sha256(det_bytes("blob", 300000)).hexdigest()
+        path = os.path.join(A.data_dir, "objects", blob[:2], blob[2:])
+        with open(path, "r+b") as f:  # in place: the view's link sees it too
+            f.seek(1000)
+            f.write(b"damage")
+        r = A.cli("catalog", "repair", "-j")
+        self.assertEqual(r.returncode, 65, r.stdout + r.stderr)  # damage found
+        out = json.loads(r.stdout)
+        self.assertEqual(out["by"], "agent")
+        self.assertEqual(out["objects_removed"], 1, out)
+        self.assertEqual(out["damaged_instances"], [u])
+        self.assertEqual(out["peers_to_pull"], ["B"])
+        self.assertEqual([p["path"] for p in out["problems"]], [path])
+        # The agent pulls B at once: the object comes back with B's bytes.
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), det_bytes("blob", 300000))
+        r = A.cli("catalog", "verify")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        st = A.status()
+        self.assertEqual(st["last_scrub"]["problems"], 1, st["last_scrub"])
+        self.assertTrue(st["last_scrub"]["repair"])
+
+        # Without an agent the command scrubs in place; the next pull of
+        # the restarted agent fetches what it removed.
+        A.stop()
+        with open(path, "r+b") as f:
+            f.write(b"again")
+        r = A.cli("catalog", "repair")
+        self.assertEqual(r.returncode, 65, r.stdout + r.stderr)
+        self.assertIn("scrubbed by this command", r.stdout)
+        self.assertIn("at the agent's next pull", r.stdout)
+        self.assertFalse(os.path.exists(path))
+        A.start()
+        self.sync_ok(A)
+        r = A.cli("catalog", "repair")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("ok (scrubbed by agent)", r.stdout)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), det_bytes("blob", 300000))
+
 
 if __name__ == "__main__":
     agent_test.run_tests()
