@@ -189,6 +189,20 @@ std::string Str(const nlohmann::json& v) {
   return DumpJson(v);
 }
 
+// "last scrub: ..." once one ran (`catalog repair`, agent.scrub_interval).
+void PrintLastScrub(const nlohmann::json& l) {
+  if (!l.is_object()) return;
+  std::cout << "\nlast scrub: " << Str(l["finished"]);
+  if (l["age_seconds"].is_number()) std::cout << " (" << HumanAge(l["age_seconds"].get<int64_t>()) << " ago)";
+  std::cout << ", " << l.value("objects_checked", uint64_t{0}) << " objects checked, "
+            << l.value("problems", uint64_t{0}) << " problems, " << l.value("repaired", uint64_t{0})
+            << " repaired";
+  if (l.contains("first_problem") && !l["first_problem"].is_null()) {
+    std::cout << "; first: " << Str(l["first_problem"]);
+  }
+  std::cout << "\n";
+}
+
 std::string Cell(const nlohmann::json& p, const std::string& col) {
   if (col == "peer") return Str(p["name"]);
   if (col == "address") return Str(p["address"]);
@@ -341,6 +355,7 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
                opt.no_header);
   }
   if (!ctx.json && !opt.no_header) PrintIncomplete(st.value("incomplete", nlohmann::json::array()));
+  if (!ctx.json && !opt.no_header) PrintLastScrub(st.value("last_scrub", nlohmann::json()));
   const nlohmann::json blockers = st.value("blockers", nlohmann::json::array());
   if (!ctx.json && !opt.no_header && !blockers.empty()) {
     std::cout << "\nBLOCKED: a restore of these peers from here would not be complete "

@@ -150,6 +150,9 @@ class CatalogTest(agent_test.ClusterTestCase):
         r = A.cli("catalog", "repair")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("ok (scrubbed by agent)", r.stdout)
+        r = A.cli("status")
+        self.assertIn("0 problems, 0 repaired", r.stdout)
+        self.assertIn("last scrub: ", r.stdout)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), det_bytes("blob", 300000))
 

@@ -64,6 +64,7 @@ TEST_CASE("a minimal config gets the documented defaults", "[conf]") {
   CHECK(c->agent.data_dir == "/var/sdcadm/svc-restore-data");
   CHECK(c->agent.interval == std::chrono::minutes(5));
   CHECK(c->agent.stale_after == std::chrono::minutes(30));
+  CHECK(c->agent.scrub_interval.count() == 0);  // no scheduled scrub
   CHECK(c->agent.bwlimit == 0);
   CHECK(c->agent.log_level == log::Level::kInfo);
   CHECK(c->auth.cluster_key_file == f.dir / "cluster.key");
@@ -92,6 +93,7 @@ data_dir = "/srv/lifeboat"
 interval = "90s"
 jitter = 0.25
 stale_after = "1h"
+scrub_interval = "7d"
 bwlimit = "20M"
 log_level = "debug"
 [agent.limits]
@@ -126,6 +128,7 @@ restore_data = ["/bin/rd"]
   CHECK(c->agent.api.ToString() == "10.0.0.1:5651");
   CHECK(c->agent.data_dir == "/srv/lifeboat");
   CHECK(c->agent.interval == std::chrono::seconds(90));
+  CHECK(c->agent.scrub_interval == std::chrono::hours(7 * 24));
   CHECK(c->agent.jitter == 0.25);
   CHECK(c->agent.bwlimit == 20ull << 20);
   CHECK(c->agent.log_level == log::Level::kDebug);
