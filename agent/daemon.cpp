@@ -28,6 +28,7 @@
 #include "catalog/exporter.h"
 #include "catalog/held_export.h"
 #include "catalog/provider.h"
+#include "catalog/retired.h"
 #include "catalog/store.h"
 #include "syncproto/session.h"
 
@@ -145,6 +146,8 @@ Status Daemon::Open() {
     o.destroy_leftover_snapshots = true;  // the agent is the one process taking them
     ASSIGN_OR_RETURN(provider_, catalog::MakeSmartosProvider(env, o));
   }
+  // What `lifeboat retire` stopped here is no longer exported (catalog/retired.h).
+  provider_ = catalog::WithoutRetired(env, std::move(provider_), data_dir);
   catalog::ExporterOptions eo;
   eo.provider = provider_.get();
   eo.services = cfg_.export_.services;
