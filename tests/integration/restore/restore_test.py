@@ -31,6 +31,11 @@ READ_ONLY_FIELDS = ["state", "zone_state", "zonepath", "zoneid", "zonedid", "pid
                     "create_timestamp", "boot_timestamp", "last_modified", "server_uuid"]
 
 
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 def tree(root):
     """What an operator needs back, per path under root: kind, mode, mtime,
     content or link target, owner and hard-link group (scripts/lib/treedigest.py)."""
@@ -442,6 +447,79 @@ class RestoreTest(agent_test.ClusterTestCase):
         # --local asks nobody: C's own journals know of no restore.
         local = C.cli("readiness", "--check", "--local", timeout=30)
         self.assertNotIn("deposed", local.stderr)
+
+    def retire(self, agent, *args, env=None):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        return subprocess.run([agent_test.LIFEBOAT, "retire", *args, "-c", agent.config],
+                              capture_output=True, text=True, timeout=120, env=full_env,
+                              stdin=subprocess.DEVNULL)
+
+    def test_retire_on_the_returning_node_stops_its_deposed_zones(self):
+        """B's instances are restored on A; B comes back with them running
+        (fake vmadm). `lifeboat retire` on B stops them and turns autoboot
+        off, once; B stops exporting them, so A and C stop flagging them."""
+        c = self.start_cluster()
+        A, B, C = c.agents["A"], c.agents["B"], c.agents["C"]
+        rc, lines, err = C.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        B.stop()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        restored = {i["old_uuid"]: i for i in out["plan"]["instances"]}
+        B.start()  # B comes back with its old instances, running
+        state = os.path.join(self.tmp, "smartos-B")
+        os.makedirs(os.path.join(state, "vms"))
+        for u in self.b.values():
+            write(os.path.join(state, "vms", u + ".json"), json.dumps({"uuid": u}, indent=2))
+            write(os.path.join(state, "vms", u + ".state"), "running\n")
+        env = {"PATH": FAKES + ":" + os.environ["PATH"], "FAKE_SMARTOS_STATE": state}
+        for node in (A, C):
+            rc, lines, err = node.sync_now("B")
+            self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+            self.assertEqual({d["old_uuid"] for d in node.status()["deposed"]}, set(restored))
+
+        dry = self.retire(B, "--backend", "smartos", "--dry-run", "-j", env=env)
+        self.assertEqual(dry.returncode, 0, dry.stdout + dry.stderr)
+        listed = json.loads(dry.stdout)
+        self.assertEqual({r["old_uuid"] for r in listed["to_retire"]}, set(restored))
+        self.assertEqual({r["node"] for r in listed["to_retire"]}, {"A"})
+        self.assertEqual(listed["retired"], [])
+        self.assertFalse(os.path.exists(os.path.join(state, "calls.log")), "a dry run ran vmadm")
+        # The dir backend has no zones to stop: it says so and changes nothing.
+        refused = self.retire(B, "--backend", "dir", "-y")
+        self.assertEqual(refused.returncode, 78, refused.stdout + refused.stderr)
+        self.assertIn("the dir backend cannot stop zones", refused.stderr)
+        self.assertIn("--record-only", refused.stderr)
+
+        done = self.retire(B, "--backend", "smartos", "-y", "-j", env=env)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        report = json.loads(done.stdout)
+        self.assertTrue(report["ok"])
+        self.assertEqual({r["old_uuid"] for r in report["retired"]}, set(restored))
+        for u in self.b.values():
+            with open(os.path.join(state, "vms", u + ".state")) as f:
+                self.assertEqual(f.read(), "stopped\n")
+            with open(os.path.join(state, "vms", u + ".autoboot")) as f:
+                self.assertEqual(f.read(), "false\n")
+        calls_before = read_text(os.path.join(state, "calls.log"))
+        again = self.retire(B, "--backend", "smartos", "-y", "-j", env=env)
+        self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
+        rerun = json.loads(again.stdout)
+        self.assertEqual(rerun["to_retire"], [])
+        self.assertEqual({r["old_uuid"] for r in rerun["already_retired"]}, set(restored))
+        self.assertEqual(read_text(os.path.join(state, "calls.log")), calls_before,
+                         "a rerun ran vmadm again")
+
+        # B no longer exports them: after a pull, no node flags them.
+        for node in (A, C):
+            rc, lines, err = node.sync_now("B")
+            self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+            self.assertEqual(node.status()["deposed"], [])
+            check = node.cli("status", "--check", timeout=30)
+            self.assertNotIn("deposed", check.stderr)
+        self.assertEqual(A.status()["deposed"], [])
+        self.assertTrue(all(r["node"] == "A" for r in C.status()["restored"]))
 
     def freshest_setup(self):
         """A holds B at generation g1; then B changes and C pulls it (g2 > g1); B stops."""
