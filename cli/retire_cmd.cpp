@@ -54,13 +54,19 @@ struct Failed {
   Status error;
 };
 
-// The retirer of the backend named by --backend or [restore] backend;
-// nullptr with --record-only.
+// The backend whose zones this node's instances are: --backend, else
+// smartos when the export provider is (its instances are vmadm zones), else
+// [restore] backend.
+std::string BackendName(const conf::Config& config, const RetireFlags& flags) {
+  if (!flags.backend.empty()) return flags.backend;
+  if (config.export_.provider == conf::ExportProvider::kSmartos) return "smartos";
+  return std::string(conf::RestoreBackendName(config.restore.backend));
+}
+
+// The retirer of BackendName(); nullptr with --record-only.
 Result<std::unique_ptr<restore::ZoneRetirer>> MakeRetirer(const conf::Config& config,
                                                           const RetireFlags& flags) {
-  const std::string name = flags.backend.empty()
-                               ? std::string(conf::RestoreBackendName(config.restore.backend))
-                               : flags.backend;
+  const std::string name = BackendName(config, flags);
   if (name != "dir" && name != "smartos" && name != "exec") {
     return UsageError("--backend must be dir, smartos or exec, got '" + name + "'");
   }
@@ -223,8 +229,9 @@ const CommandRegistrar kRegistrar(/*order=*/52, [](CLI::App& root, Context& ctx)
   sub->add_flag("--dry-run", flags.dry_run, "list what would be retired and change nothing");
   sub->add_flag("-y,--yes", flags.yes, "do not ask for confirmation on a terminal");
   sub->add_option("--backend", flags.backend,
-                  "smartos (vmadm stop, autoboot=false) | dir | exec (default: [restore] "
-                  "backend; dir and exec need --record-only)");
+                  "smartos (vmadm stop, autoboot=false) | dir | exec (default: smartos with "
+                  "export.provider smartos, else [restore] backend; dir and exec need "
+                  "--record-only)");
   sub->add_flag("--record-only", flags.record_only,
                 "stop nothing: record the instances as retired (they were stopped by hand) so "
                 "this node stops exporting them");
