@@ -55,6 +55,8 @@ class Daemon final : public ControlBackend {
   void GetCatalog(JsonFn done) override;
   void GetMetrics(std::function<void(std::string)> done) override;
   void GetReadiness(JsonFn done) override;
+  // Logs the deposed instances of r.peer after a successful pull (hooks_.deposed).
+  void WarnDeposed(const PullResult& r);
   void GetRestores(JsonFn done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
   Status SyncFrom(const std::string& peer, const std::string& from, bool allow_older,
@@ -218,7 +220,8 @@ Status Daemon::Open() {
       return StartPeerPull(loop, pc, r, std::move(p), std::move(d));
     };
     auto s = std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy,
-                                             starter, clock_, nullptr);
+                                             starter, clock_,
+                                             [this](const PullResult& r) { WarnDeposed(r); });
     if (auto it = held.find(peer.name); it != held.end()) {
       s->SeedRecord(it->second.generation, it->second.last_pull_ms);
     }
@@ -541,6 +544,20 @@ void Daemon::GetMetrics(std::function<void(std::string)> done) {
         if (r.ok()) *readiness = RenderReadinessMetrics(*r);
       },
       [m, readiness, done] { done(RenderMetrics(*m) + *readiness); });
+}
+
+void Daemon::WarnDeposed(const PullResult& r) {
+  if (!hooks_.deposed || !r.status.ok()) return;
+  catalog::Store* store = store_.get();
+  QueueWork(
+      &loop_,
+      [store, hook = hooks_.deposed, peer = r.peer] {
+        for (const std::string& line : hook(*store, peer)) {
+          log::Warn("a deposed instance is still exported by the peer: run `lifeboat retire` there",
+                    {{"peer", peer}, {"deposed", line}});
+        }
+      },
+      [] {});
 }
 
 void Daemon::GetReadiness(JsonFn done) {

@@ -447,6 +447,23 @@ class RestoreTest(agent_test.ClusterTestCase):
         # --local asks nobody: C's own journals know of no restore.
         local = C.cli("readiness", "--check", "--local", timeout=30)
         self.assertNotIn("deposed", local.stderr)
+        # C's agent knows too (its readiness hook asks the other nodes):
+        # GET /readiness and the metric count A's restores.
+        status, _, body = C.http("GET", "/readiness")
+        self.assertEqual(status, 200, body)
+        peer_b = [p for p in json.loads(body)["peers"] if p["peer"] == "B"][0]
+        self.assertIn("deposed", [b["kind"] for b in peer_b["blockers"]])
+        status, _, metrics = C.http("GET", "/metrics")
+        self.assertEqual(status, 200, metrics)
+        self.assertRegex(metrics, r'lifeboat_readiness_blockers\{peer="B",kind="deposed"\} [1-9]')
+        # ... and its log warns after the pull (the check runs on a worker
+        # thread after the pull's result: wait for the line, bounded).
+        want = "%s) restored on A as %s" % (old, restored[old]["alias"])
+        deadline = time.monotonic() + 20
+        while want not in read_text(C.log_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn(want, read_text(C.log_path))
+        self.assertIn("run `lifeboat retire` there", read_text(C.log_path))
 
     def retire(self, agent, *args, env=None):
         full_env = dict(os.environ)
