@@ -547,7 +547,8 @@ Config Parser::Parse(const toml::table& root) {
            DurationField("removed_grace", &c.retention.removed_grace, Duration(0)),
            DurationField("keep_all_for", &c.retention.keep_all_for, Duration(0)),
            DurationField("keep_hourly_for", &c.retention.keep_hourly_for, Duration(0)),
-           DurationField("keep_daily_for", &c.retention.keep_daily_for, Duration(0))});
+           DurationField("keep_daily_for", &c.retention.keep_daily_for, Duration(0)),
+           Names("release_went_back", &c.retention.release_went_back, false)});
   std::vector<Field> restore = {
       Choice<RestoreBackend>("backend", &r.backend,
                              {{"dir", RestoreBackend::kDir},

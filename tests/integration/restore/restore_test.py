@@ -538,6 +538,47 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(A.status()["deposed"], [])
         self.assertTrue(all(r["node"] == "A" for r in C.status()["restored"]))
 
+    def test_a_reinstalled_peer_keeps_its_old_instances_restorable_past_the_grace(self):
+        """B is reinstalled (empty data_dir, a new instance, the old ones
+        gone): A keeps B's old instances past removed_grace, status names
+        them, and `restore --peer B` restores them."""
+        c = self.cluster(names=("A", "B"), A={"removed_grace": "1s"})
+        B = c.exports["B"]
+        old = {B.add_instance("imgapi", "imgapi0", {"f": "old imgapi"}),
+               B.add_instance("sapi", "sapi0", {"f": "old sapi"})}
+        c.start()
+        A = c.agents["A"]
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        c.agents["B"].stop()
+        for u in old:
+            B.remove_instance(u)
+        new = B.add_instance("imgapi", "imgapi0", {"f": "fresh install"})
+        shutil.rmtree(c.agents["B"].data_dir)  # reinstalled: its export starts over
+        c.agents["B"].start()
+        for _ in range(4):  # past the grace and kRemovedPullsBeforeDrop pulls
+            rc, lines, err = A.sync_now("B")
+            self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+            time.sleep(0.5)  # let the (real-time) 1 s grace pass, as agent_test does
+        cat = {i["uuid"]: i for i in A.catalog()["instances"]}
+        for u in old:
+            self.assertIn(u, cat, "an instance of a peer that went back was dropped")
+            self.assertTrue(cat[u]["removed"])
+        self.assertIn(new, cat)
+        st = A.status()
+        self.assertEqual([w["peer"] for w in st["went_back"]], ["B"])
+        self.assertEqual({r["uuid"] for r in st["went_back"][0]["removed_kept"]}, old)
+        self.assertFalse(st["went_back"][0]["released"])
+        text = A.cli("status", timeout=30)
+        self.assertIn("WENT BACK: B went backwards", text.stdout)
+        # restore --peer B offers the old copies too (B answers: --force).
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--force", "--dry-run", "--backend", "dir",
+                                "--target", target, "-y")
+        planned = {i["old_uuid"] for i in out["plan"]["instances"]}
+        self.assertEqual(planned, old | {new})
+        self.assertTrue(any("went backwards" in w for w in out.get("warnings", [])), out)
+
     def freshest_setup(self):
         """A holds B at generation g1; then B changes and C pulls it (g2 > g1); B stops."""
         c = self.start_cluster()
