@@ -238,11 +238,17 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(len(again["plan"]["instances"]), 1)
 
     def restore_on_tty(self, agent, answer, *args):
-        """Runs restore on a pseudo-terminal, answering its question with
-        `answer`; returns (exit code, everything it wrote)."""
+        return self.run_on_tty(agent, "restore", answer, *args)
+
+    def run_on_tty(self, agent, command, answer, *args, env=None):
+        """Runs `lifeboat command` on a pseudo-terminal, answering its
+        question with `answer`; returns (exit code, everything it wrote)."""
+        full_env = dict(os.environ)
+        full_env.update(env or {})
         pid, fd = pty.fork()
         if pid == 0:
-            os.execv(agent_test.LIFEBOAT, [agent_test.LIFEBOAT, "restore", *args, "-c", agent.config])
+            os.execve(agent_test.LIFEBOAT,
+                      [agent_test.LIFEBOAT, command, *args, "-c", agent.config], full_env)
         out, sent = b"", False
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -508,6 +514,19 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(refused.returncode, 78, refused.stdout + refused.stderr)
         self.assertIn("the dir backend cannot stop zones", refused.stderr)
         self.assertIn("--record-only", refused.stderr)
+
+        text = self.retire(B, "--backend", "smartos", "--dry-run", env=env)
+        self.assertEqual(text.returncode, 0, text.stdout + text.stderr)
+        self.assertIn("Restored elsewhere (deposed here):", text.stdout)
+        old = self.b["imgapi0"]
+        self.assertIn("imgapi0 (%s): restored on A as %s (%s)"
+                      % (old, restored[old]["alias"], restored[old]["new_uuid"]), text.stdout)
+        # On a terminal it asks first; "n" changes nothing.
+        rc, said = self.run_on_tty(B, "retire", "n", "--backend", "smartos", env=env)
+        self.assertEqual(rc, 75, said)
+        self.assertIn("Stop these 3 instance(s) here and keep them from booting? [y/N]", said)
+        self.assertIn("not confirmed", said)
+        self.assertFalse(os.path.exists(os.path.join(state, "calls.log")), "vmadm ran unconfirmed")
 
         done = self.retire(B, "--backend", "smartos", "-y", "-j", env=env)
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
