@@ -219,9 +219,9 @@ Status Daemon::Open() {
     auto starter = [loop, pc](const PullRequest& r, ProgressFn p, PullDoneFn d) {
       return StartPeerPull(loop, pc, r, std::move(p), std::move(d));
     };
-    auto s = std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy,
-                                             starter, clock_,
-                                             [this](const PullResult& r) { WarnDeposed(r); });
+    auto s =
+        std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy, starter,
+                                        clock_, [this](const PullResult& r) { WarnDeposed(r); });
     if (auto it = held.find(peer.name); it != held.end()) {
       s->SeedRecord(it->second.generation, it->second.last_pull_ms);
     }

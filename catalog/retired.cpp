@@ -10,9 +10,14 @@ namespace {
 using nlohmann::json;
 
 json ToJson(const RetiredInstance& r) {
-  return {{"uuid", r.uuid},           {"alias", r.alias},         {"service", r.service},
-          {"restored_on", r.restored_on}, {"new_uuid", r.new_uuid}, {"new_alias", r.new_alias},
-          {"retired_at_ms", r.retired_ms}, {"how", r.how}};
+  return {{"uuid", r.uuid},
+          {"alias", r.alias},
+          {"service", r.service},
+          {"restored_on", r.restored_on},
+          {"new_uuid", r.new_uuid},
+          {"new_alias", r.new_alias},
+          {"retired_at_ms", r.retired_ms},
+          {"how", r.how}};
 }
 
 Result<RetiredInstance> FromJson(const json& j, const std::string& path) {

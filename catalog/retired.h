@@ -22,14 +22,14 @@
 namespace lifeboat::catalog {
 
 struct RetiredInstance {
-  std::string uuid;         // this node's (old) instance
+  std::string uuid;  // this node's (old) instance
   std::string alias;
   std::string service;
   std::string restored_on;  // the node that restored it
   std::string new_uuid;     // what it was restored as
   std::string new_alias;
-  int64_t retired_ms = 0;   // wall clock
-  std::string how;          // "vmadm stop + autoboot=false", "recorded only"
+  int64_t retired_ms = 0;  // wall clock
+  std::string how;         // "vmadm stop + autoboot=false", "recorded only"
 };
 
 std::string RetiredPath(const std::string& data_dir);  // <data_dir>/retired.json

@@ -53,10 +53,10 @@ agent::DaemonHooks Hooks(const conf::Config& config, const std::string& config_p
   // run on libuv worker threads, never on the loop.
   hooks.readiness = [config](const catalog::Store& store) -> Result<nlohmann::json> {
     ClusterRestores elsewhere = AskClusterRestores(config);
-    ASSIGN_OR_RETURN(restore::ReadinessReport r,
-                     AssessConfiguredReadiness(config, store, *Env::Default(),
-                                               Clock::Real()->WallMs(), /*cluster=*/nullptr,
-                                               elsewhere.restored));
+    ASSIGN_OR_RETURN(
+        restore::ReadinessReport r,
+        AssessConfiguredReadiness(config, store, *Env::Default(), Clock::Real()->WallMs(),
+                                  /*cluster=*/nullptr, elsewhere.restored));
     return r.ToJson();
   };
   hooks.deposed = [config](const catalog::Store& store, const std::string& peer) {

@@ -78,8 +78,12 @@ Result<std::unique_ptr<restore::ZoneRetirer>> MakeRetirer(const conf::Config& co
 }
 
 json InstanceJson(const restore::RestoredInstance& r) {
-  return {{"old_uuid", r.old_uuid}, {"old_alias", r.old_alias}, {"service", r.service},
-          {"node", r.node},         {"new_uuid", r.new_uuid},   {"alias", r.alias},
+  return {{"old_uuid", r.old_uuid},
+          {"old_alias", r.old_alias},
+          {"service", r.service},
+          {"node", r.node},
+          {"new_uuid", r.new_uuid},
+          {"alias", r.alias},
           {"restored_at", restore::IsoOrNull(r.restored_ms)}};
 }
 
@@ -113,14 +117,14 @@ bool Confirmed(const Context& ctx, const RetireFlags& flags, size_t n) {
 }
 
 // Stops (unless record-only) and records one instance.
-Result<restore::RetireOutcome> RetireOne(const conf::Config& config,
-                                         restore::ZoneRetirer* retirer,
+Result<restore::RetireOutcome> RetireOne(const conf::Config& config, restore::ZoneRetirer* retirer,
                                          const restore::RestoredInstance& r, int64_t now_ms) {
   restore::RetireOutcome outcome;
   outcome.how = "recorded only (stopped by the operator)";
   if (retirer != nullptr) {
     auto done = retirer->Retire(r.old_uuid);
-    if (!done.ok()) return done.status().WithContext("retire " + r.old_alias + " (" + r.old_uuid + ")");
+    if (!done.ok())
+      return done.status().WithContext("retire " + r.old_alias + " (" + r.old_uuid + ")");
     outcome = *done;
   }
   Status st = catalog::RecordRetired(*Env::Default(), config.agent.data_dir,
@@ -131,9 +135,11 @@ Result<restore::RetireOutcome> RetireOne(const conf::Config& config,
 
 void PrintRetired(const Retired& d) {
   const restore::RetireOutcome& o = d.outcome;
-  std::cout << "retired " << EscapeForTerminal(d.instance.old_alias) << " ("
-            << d.instance.old_uuid << "): "
-            << (o.missing ? "no such zone here" : o.was_running ? "stopped" : "was not running")
+  std::cout << "retired " << EscapeForTerminal(d.instance.old_alias) << " (" << d.instance.old_uuid
+            << "): "
+            << (o.missing       ? "no such zone here"
+                : o.was_running ? "stopped"
+                                : "was not running")
             << "; " << o.how << "\n";
 }
 

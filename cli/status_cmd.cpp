@@ -190,11 +190,11 @@ Status AddWentBack(const conf::Config& config, nlohmann::json& st) {
       if (r.peer != p.name || !r.removed) continue;
       kept.push_back({{"uuid", r.uuid}, {"alias", r.alias}, {"service", r.service}});
     }
-    list.push_back({{"peer", p.name},
-                    {"went_back_at", agent::WallOrNull(p.went_back_ms)},
-                    {"released", std::find(released.begin(), released.end(), p.name) !=
-                                     released.end()},
-                    {"removed_kept", std::move(kept)}});
+    list.push_back(
+        {{"peer", p.name},
+         {"went_back_at", agent::WallOrNull(p.went_back_ms)},
+         {"released", std::find(released.begin(), released.end(), p.name) != released.end()},
+         {"removed_kept", std::move(kept)}});
   }
   st["went_back"] = std::move(list);
   return Status::Ok();
@@ -216,7 +216,8 @@ std::string Str(const nlohmann::json& v) {
 
 void PrintWentBack(const nlohmann::json& list) {
   for (const auto& w : list) {
-    std::cout << "\nWENT BACK: " << Str(w["peer"]) << " went backwards at " << Str(w["went_back_at"])
+    std::cout << "\nWENT BACK: " << Str(w["peer"]) << " went backwards at "
+              << Str(w["went_back_at"])
               << " (reinstalled, or restored from an old backup); its instances it no longer "
                  "exports are "
               << (w.value("released", false) ? "released (dropped after removed_grace)"

@@ -20,7 +20,7 @@
 namespace lifeboat::restore {
 
 struct RetireSelection {
-  std::vector<RestoredInstance> to_retire;       // sorted by old alias, then old uuid
+  std::vector<RestoredInstance> to_retire;        // sorted by old alias, then old uuid
   std::vector<RestoredInstance> already_retired;  // recorded by an earlier run
 };
 

@@ -36,7 +36,7 @@ std::map<std::string, RestoredInstance> ByUuid(std::vector<RestoredInstance> lis
 
 TEST_CASE("retire selects this node's finished restores, by alias, minus the retired ones") {
   auto restored = ByUuid({Restored("u3", "vmapi0", "B", 300), Restored("u1", "imgapi0", "B", 100),
-                          Restored("u2", "sapi0", "B", 0),  // unfinished: B's is the only one
+                          Restored("u2", "sapi0", "B", 0),    // unfinished: B's is the only one
                           Restored("u4", "ufds0", "C", 400),  // another node's instance
                           Restored("u5", "amon0", "B", 500)});
   std::map<std::string, catalog::RetiredInstance> retired;
@@ -70,7 +70,8 @@ void FakeVm(const std::string& state_dir, const std::string& uuid, const std::st
   WriteFile(state_dir + "/vms/" + uuid + ".state", state + "\n");
 }
 
-TEST_CASE("the vmadm retirer stops a running zone, then turns autoboot off, and a rerun stops nothing") {
+TEST_CASE(
+    "the vmadm retirer stops a running zone, then turns autoboot off, and a rerun stops nothing") {
   TempDir dir;
   const std::string state = dir / "smartos";
   ScopedEnv env("FAKE_SMARTOS_STATE", state);
