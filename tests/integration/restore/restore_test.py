@@ -598,6 +598,34 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(planned, old | {new})
         self.assertTrue(any("went backwards" in w for w in out.get("warnings", [])), out)
 
+    def test_retire_record_only_for_zones_stopped_by_hand(self):
+        """The dir backend stops nothing: --record-only records B's deposed
+        instances as retired (a rerun is a no-op) and B stops exporting them."""
+        c = self.start_cluster()
+        A, B = c.agents["A"], c.agents["B"]
+        B.stop()
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target",
+                                os.path.join(self.tmp, "restored"))
+        restored = {i["old_uuid"] for i in out["plan"]["instances"]}
+        B.start()
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        self.assertEqual({d["old_uuid"] for d in A.status()["deposed"]}, restored)
+        done = self.retire(B, "--record-only", "-y", "-j")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        report = json.loads(done.stdout)
+        self.assertEqual({r["old_uuid"] for r in report["retired"]}, restored)
+        self.assertTrue(all(r["how"].startswith("recorded only") for r in report["retired"]))
+        with open(os.path.join(B.data_dir, "retired.json")) as f:
+            self.assertEqual({r["uuid"] for r in json.load(f)["retired"]}, restored)
+        again = self.retire(B, "--record-only", "-y", "-j")
+        self.assertEqual(json.loads(again.stdout)["retired"], [])
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        self.assertEqual(A.status()["deposed"], [])
+        check = A.cli("status", "--check", timeout=30)
+        self.assertNotIn("deposed", check.stderr)
+
     def freshest_setup(self):
         """A holds B at generation g1; then B changes and C pulls it (g2 > g1); B stops."""
         c = self.start_cluster()
