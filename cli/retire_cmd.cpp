@@ -12,10 +12,12 @@
 // Exit codes: 0 done, nothing to do, or listed (--dry-run); 64 usage;
 // 69 a node did not answer (what it restored is unknown; what the others
 // restored was retired); 74 a zone could not be stopped or the record not
-// written; 75 not confirmed; 78 bad config, or a backend that cannot stop
-// zones without --record-only.
+// written; 75 not confirmed; 78 bad config (also: no [[peer]] api to ask),
+// or a backend that cannot stop zones without --record-only. With -j an
+// error before anything was retired is {"ok": false, "error": {code, message}}.
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -176,6 +178,25 @@ int Finish(const Context& ctx, json out, const std::vector<Retired>& done,
   return code;
 }
 
+// Whether any peer has an api to ask (GET /restores); without one, retire
+// cannot know what was restored elsewhere.
+bool AnyPeerApi(const conf::Config& config) {
+  return std::any_of(config.peers.begin(), config.peers.end(),
+                     [](const conf::PeerConfig& p) { return p.api.port != 0; });
+}
+
+// An error before anything was retired: on stderr, and with -j as the document.
+int Refuse(const Context& ctx, const Status& st) {
+  if (ctx.json) {
+    std::cout << DumpJson(
+                     json{{"ok", false},
+                          {"error", {{"code", CodeName(st.code())}, {"message", st.message()}}}})
+              << "\n";
+  }
+  std::cerr << "lifeboat retire: " << st.message() << "\n";
+  return st.ExitCode();
+}
+
 int RunRetire(const Context& ctx, const RetireFlags& flags) {
   std::vector<conf::ConfigProblem> problems;
   Result<conf::Config> config = conf::LoadConfig(ctx.ConfigPath(), &problems);
@@ -185,15 +206,15 @@ int RunRetire(const Context& ctx, const RetireFlags& flags) {
     return kExitConfig;
   }
   auto retirer = MakeRetirer(*config, flags);
-  if (!retirer.ok() && retirer.status().code() == Code::kUsage) {
-    std::cerr << "lifeboat retire: " << retirer.status().message() << "\n";
-    return kExitUsage;
+  if (!retirer.ok() && retirer.status().code() == Code::kUsage)
+    return Refuse(ctx, retirer.status());
+  if (!AnyPeerApi(*config)) {
+    return Refuse(ctx, ConfigError("no [[peer]] has an api: retire cannot ask the other nodes "
+                                   "what they restored of this one (" +
+                                   config->source_path + ")"));
   }
   auto retired = catalog::LoadRetired(*Env::Default(), config->agent.data_dir);
-  if (!retired.ok()) {
-    std::cerr << "lifeboat retire: " << retired.status().message() << "\n";
-    return retired.status().ExitCode();
-  }
+  if (!retired.ok()) return Refuse(ctx, retired.status());
   ClusterRestores cluster = AskClusterRestores(*config);
   restore::RetireSelection sel =
       restore::SelectRetirements(config->node.name, cluster.restored, *retired);
@@ -206,10 +227,7 @@ int RunRetire(const Context& ctx, const RetireFlags& flags) {
   std::vector<Retired> done;
   std::vector<Failed> failed;
   if (flags.dry_run || sel.to_retire.empty()) return Finish(ctx, out, done, failed, cluster);
-  if (!retirer.ok()) {
-    std::cerr << "lifeboat retire: " << retirer.status().message() << "\n";
-    return retirer.status().ExitCode();
-  }
+  if (!retirer.ok()) return Refuse(ctx, retirer.status());
   if (!Confirmed(ctx, flags, sel.to_retire.size())) {
     std::cerr << "lifeboat retire: not confirmed; nothing was changed\n";
     return kExitTemporary;
@@ -247,7 +265,8 @@ const CommandRegistrar kRegistrar(/*order=*/52, [](CLI::App& root, Context& ctx)
       "  lifeboat retire -y -j\n"
       "Exit codes: 0 done, nothing to do, or listed (--dry-run); 64 usage; 69 a node did not\n"
       "  answer (rerun when it is up); 74 a zone could not be stopped or recorded;\n"
-      "  75 not confirmed; 78 config, or a backend that cannot stop zones (--record-only)");
+      "  75 not confirmed; 78 config (no [[peer]] api to ask), or a backend that cannot\n"
+      "  stop zones (--record-only)");
   sub->callback([&ctx] { ctx.Run([&ctx] { return RunRetire(ctx, flags); }); });
 });
 
