@@ -612,6 +612,19 @@ void Parser::ResolveSymlinkedDirs(Config& c) {
 
 void Parser::CheckCrossFields(Config& c) {
   const AgentConfig& a = c.agent;
+  std::vector<std::string> peer_names;
+  for (const PeerConfig& p : c.peers) peer_names.push_back(p.name);
+  for (const std::string& n : c.retention.release_went_back) {
+    if (Bad("retention.release_went_back") ||
+        std::find(peer_names.begin(), peer_names.end(), n) != peer_names.end()) {
+      continue;
+    }
+    std::string msg = "\"" + n + "\" is not a [[peer]] name";
+    if (std::string best = ClosestName(n, peer_names); !best.empty()) {
+      msg += " (did you mean \"" + best + "\"?)";
+    }
+    Problem(PlaceAt("retention.release_went_back"), "retention.release_went_back", msg);
+  }
   if (a.api == a.listen && !Bad("agent.api") && !Bad("agent.listen")) {
     std::string key = Has("agent.api") ? "agent.api" : "agent.listen";
     Problem(PlaceAt(key), key,
