@@ -86,6 +86,8 @@ json InstanceJson(const restore::RestoredInstance& r) {
           {"node", r.node},
           {"new_uuid", r.new_uuid},
           {"alias", r.alias},
+          {"backend", r.backend},
+          {"target", r.target},
           {"restored_at", restore::IsoOrNull(r.restored_ms)}};
 }
 
@@ -97,7 +99,9 @@ json ListJson(const std::vector<restore::RestoredInstance>& list) {
 
 std::string Line(const restore::RestoredInstance& r) {
   return EscapeForTerminal(r.old_alias) + " (" + r.old_uuid + "): restored on " +
-         EscapeForTerminal(r.node) + " as " + EscapeForTerminal(r.alias) + " (" + r.new_uuid + ")";
+         EscapeForTerminal(r.node) + " as " + EscapeForTerminal(r.alias) + " (" + r.new_uuid +
+         ") by the " + EscapeForTerminal(r.backend) + " backend into " +
+         EscapeForTerminal(r.target);
 }
 
 void PrintSelection(const restore::RetireSelection& sel, const std::vector<std::string>& errors) {
