@@ -13,6 +13,8 @@ catalog::StoreOptions StoreOptionsFor(const conf::Config& config, bool read_only
   so.retention.hourly_for_ms = config.retention.keep_hourly_for.count();
   so.retention.daily_for_ms = config.retention.keep_daily_for.count();
   so.removed_grace_ms = static_cast<int64_t>(config.retention.removed_grace.count());
+  so.release_went_back.insert(config.retention.release_went_back.begin(),
+                              config.retention.release_went_back.end());
   so.read_only = read_only;
   return so;
 }

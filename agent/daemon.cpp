@@ -28,6 +28,7 @@
 #include "catalog/exporter.h"
 #include "catalog/held_export.h"
 #include "catalog/provider.h"
+#include "catalog/retired.h"
 #include "catalog/store.h"
 #include "syncproto/session.h"
 
@@ -54,6 +55,8 @@ class Daemon final : public ControlBackend {
   void GetCatalog(JsonFn done) override;
   void GetMetrics(std::function<void(std::string)> done) override;
   void GetReadiness(JsonFn done) override;
+  // Logs the deposed instances of r.peer after a successful pull (hooks_.deposed).
+  void WarnDeposed(const PullResult& r);
   void GetRestores(JsonFn done) override;
   void Repair(JsonFn done) override;
   std::string Unhealthy() override { return stopping_ ? "the agent is stopping" : ""; }
@@ -149,6 +152,8 @@ Status Daemon::Open() {
     o.destroy_leftover_snapshots = true;  // the agent is the one process taking them
     ASSIGN_OR_RETURN(provider_, catalog::MakeSmartosProvider(env, o));
   }
+  // What `lifeboat retire` stopped here is no longer exported (catalog/retired.h).
+  provider_ = catalog::WithoutRetired(env, std::move(provider_), data_dir);
   catalog::ExporterOptions eo;
   eo.provider = provider_.get();
   eo.services = cfg_.export_.services;
@@ -218,8 +223,9 @@ Status Daemon::Open() {
     auto starter = [loop, pc](const PullRequest& r, ProgressFn p, PullDoneFn d) {
       return StartPeerPull(loop, pc, r, std::move(p), std::move(d));
     };
-    auto s = std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy,
-                                             starter, clock_, nullptr);
+    auto s =
+        std::make_unique<PeerScheduler>(&loop_, peer.name, peer.address.ToString(), policy, starter,
+                                        clock_, [this](const PullResult& r) { WarnDeposed(r); });
     if (auto it = held.find(peer.name); it != held.end()) {
       s->SeedRecord(it->second.generation, it->second.last_pull_ms);
     }
@@ -581,6 +587,20 @@ void Daemon::Repair(JsonFn done) {
         }
         done(RepairJson(**result));
       });
+}
+
+void Daemon::WarnDeposed(const PullResult& r) {
+  if (!hooks_.deposed || !r.status.ok()) return;
+  catalog::Store* store = store_.get();
+  QueueWork(
+      &loop_,
+      [store, hook = hooks_.deposed, peer = r.peer] {
+        for (const std::string& line : hook(*store, peer)) {
+          log::Warn("a deposed instance is still exported by the peer: run `lifeboat retire` there",
+                    {{"peer", peer}, {"deposed", line}});
+        }
+      },
+      [] {});
 }
 
 void Daemon::GetReadiness(JsonFn done) {

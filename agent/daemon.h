@@ -36,6 +36,11 @@ struct DaemonHooks {
   // peers' instances are deposed. Runs on a worker thread; only reads.
   // Null: 404.
   std::function<Result<nlohmann::json>()> restores;
+  // After each successful pull from `peer`: one line per instance of that
+  // peer that was restored elsewhere yet is still exported (deposed), which
+  // the agent logs as a warning. Runs on a worker thread (it may ask other
+  // nodes); only reads. Null: no check.
+  std::function<std::vector<std::string>(const catalog::Store&, const std::string& peer)> deposed;
   // The drill command run every [drill] interval (agent/drill_runner.h);
   // empty, or an interval of 0: no scheduled drills.
   std::vector<std::string> drill_argv;

@@ -917,6 +917,7 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   peer.last_pull_ms = now;
   peer.last_error.clear();
   KeepFullPullWhileDamaged(*next);
+  if (s.summary.orphaned) peer.went_back_ms = now;
   // 4. The index: staged, then it and every directory steps 1-3 changed are
   // fsync'd, so everything it names is durable before it is.
   std::vector<Store::Impl::PendingReplace> index;

@@ -661,6 +661,12 @@ Status Store::Impl::WriteSapiInstances(const std::string& service) {
   return FinishReplaces(&pending);
 }
 
+bool Store::Impl::HeldForWentBack(const std::string& peer) const {
+  auto it = cat_.peers.find(peer);
+  return it != cat_.peers.end() && it->second.went_back_ms != 0 &&
+         !o_.release_went_back.contains(peer);
+}
+
 Status Store::Impl::ApplyRetentionLocked() {
   const int64_t now = clock_.WallMs();
   bool changed = false;
@@ -668,7 +674,7 @@ Status Store::Impl::ApplyRetentionLocked() {
   for (auto it = cat_.instances.begin(); it != cat_.instances.end();) {
     Record& rec = it->second;
     if (rec.r.removed && now - rec.r.removed_since_ms >= o_.removed_grace_ms &&
-        rec.r.removed_pulls >= kRemovedPullsBeforeDrop) {
+        rec.r.removed_pulls >= kRemovedPullsBeforeDrop && !HeldForWentBack(rec.r.peer)) {
       log::Info("catalog: deleting an instance its peer stopped exporting",
                 {{"instance", rec.r.uuid},
                  {"alias", rec.r.alias},

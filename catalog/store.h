@@ -86,6 +86,9 @@ struct StoreOptions {
   RetentionPolicy retention;
   int64_t removed_grace_ms = 24 * 3600 * 1000;  // retention.removed_grace
   bool read_only = false;                       // CLI: no cleanup, no repair on disk, no pulls
+  // retention.release_went_back: peers whose removed instances are dropped
+  // after removed_grace even though the peer went back (the operator confirmed).
+  std::set<std::string> release_went_back;
 };
 
 struct PeerState {
@@ -97,6 +100,12 @@ struct PeerState {
   int64_t last_pull_ms = 0;     // last successful commit (wall ms)
   int64_t last_attempt_ms = 0;  // last commit or recorded error
   std::string last_error;       // "" after a success
+  // When the rollback guard last fired for this peer (its generation went
+  // back, or it came back with a new boot and no newer generation: restored
+  // from an old backup, or reinstalled); 0 = never. While set, instances of
+  // the peer it no longer exports are kept past removed_grace (unless the
+  // peer is in StoreOptions::release_went_back) and `restore --peer` offers them.
+  int64_t went_back_ms = 0;
 };
 
 struct InstanceRecord {

@@ -87,7 +87,7 @@ json PeerToJson(const PeerState& p) {
   return {{"node_uuid", p.node_uuid},       {"node_name", p.node_name},
           {"generation", p.generation},     {"boot_id", p.boot_id},
           {"last_pull_ms", p.last_pull_ms}, {"last_attempt_ms", p.last_attempt_ms},
-          {"last_error", p.last_error}};
+          {"last_error", p.last_error},     {"went_back_ms", p.went_back_ms}};
 }
 
 PeerState PeerFromJson(const std::string& name, const json& j) {
@@ -100,6 +100,7 @@ PeerState PeerFromJson(const std::string& name, const json& j) {
   p.last_pull_ms = j.value("last_pull_ms", int64_t{0});
   p.last_attempt_ms = j.value("last_attempt_ms", int64_t{0});
   p.last_error = j.value("last_error", "");
+  p.went_back_ms = j.value("went_back_ms", int64_t{0});
   return p;
 }
 

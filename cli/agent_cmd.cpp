@@ -8,9 +8,11 @@
 
 #include "agent/daemon.h"
 #include "base/clock.h"
+#include "cli/cluster_restores.h"
 #include "cli/command.h"
 #include "cli/readiness_source.h"
 #include "conf/config.h"
+#include "restore/deposed.h"
 #include "restore/shared_restores.h"
 
 namespace lifeboat::cli {
@@ -27,13 +29,38 @@ std::string SelfExecutable() {
   return "";
 }
 
+// "imgapi0 (<uuid>) restored on A as imgapi1 (<uuid>)" per deposed instance
+// of `peer`, counting this node's restores and `elsewhere`'s.
+std::vector<std::string> DeposedLines(const conf::Config& config, const catalog::Store& store,
+                                      const std::string& peer, const ClusterRestores& elsewhere) {
+  auto deposed =
+      restore::FindDeposed(*Env::Default(), store, config.agent.data_dir, elsewhere.restored);
+  if (!deposed.ok()) return {"cannot tell: " + deposed.status().message()};
+  std::vector<std::string> out;
+  for (const restore::DeposedInstance& d : *deposed) {
+    if (d.old.peer != peer) continue;
+    out.push_back(d.old.alias + " (" + d.old.uuid + ") restored on " + d.restored.node + " as " +
+                  d.restored.alias + " (" + d.restored.new_uuid + ")");
+  }
+  return out;
+}
+
 agent::DaemonHooks Hooks(const conf::Config& config, const std::string& config_path) {
   agent::DaemonHooks hooks;
+  // Deposed instances count the restores of every node: each call asks
+  // every peer with an api (GET /restores, in parallel, 2 s to connect and
+  // 5 s to answer; a peer that does not answer is not counted). The hooks
+  // run on libuv worker threads, never on the loop.
   hooks.readiness = [config](const catalog::Store& store) -> Result<nlohmann::json> {
-    ASSIGN_OR_RETURN(restore::ReadinessReport r,
-                     AssessConfiguredReadiness(config, store, *Env::Default(),
-                                               Clock::Real()->WallMs(), /*cluster=*/nullptr));
+    ClusterRestores elsewhere = AskClusterRestores(config);
+    ASSIGN_OR_RETURN(
+        restore::ReadinessReport r,
+        AssessConfiguredReadiness(config, store, *Env::Default(), Clock::Real()->WallMs(),
+                                  /*cluster=*/nullptr, elsewhere.restored));
     return r.ToJson();
+  };
+  hooks.deposed = [config](const catalog::Store& store, const std::string& peer) {
+    return DeposedLines(config, store, peer, AskClusterRestores(config));
   };
   hooks.restores = [config]() -> Result<nlohmann::json> {
     return restore::RestoresDocument(*Env::Default(), config.agent.data_dir, config.node.name);

@@ -34,6 +34,7 @@
 #include "cli/cluster_restores.h"
 #include "cli/cluster_client.h"
 #include "cli/command.h"
+#include "cli/prompt.h"
 #include "conf/config.h"
 #include "restore/backend.h"
 #include "restore/cluster_probe.h"
@@ -73,14 +74,6 @@ std::string Seconds(int64_t ms) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f s", static_cast<double>(ms) / 1000.0);
   return buf;
-}
-
-bool AskOnTty(const std::string& question) {
-  if (!::isatty(0) || !::isatty(2)) return false;
-  std::cerr << question << " [y/N] " << std::flush;
-  std::string answer;
-  if (!std::getline(std::cin, answer)) return false;
-  return answer == "y" || answer == "Y" || answer == "yes";
 }
 
 void PrintPlan(const restore::RestoreReport& r, const std::string& backend_desc) {

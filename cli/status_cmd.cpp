@@ -175,6 +175,31 @@ Status AddIncomplete(const conf::Config& config, nlohmann::json& st) {
   return Status::Ok();
 }
 
+// "went_back": per peer whose generation went backwards (reinstalled, or
+// restored from an old backup): when, whether the operator released its
+// removed copies (retention.release_went_back), and the removed instances
+// kept (restorable by `restore --peer`).
+Status AddWentBack(const conf::Config& config, nlohmann::json& st) {
+  ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
+  const auto& released = config.retention.release_went_back;
+  nlohmann::json list = nlohmann::json::array();
+  for (const catalog::PeerState& p : store->Peers()) {
+    if (p.went_back_ms == 0) continue;
+    nlohmann::json kept = nlohmann::json::array();
+    for (const catalog::InstanceRecord& r : store->Instances()) {
+      if (r.peer != p.name || !r.removed) continue;
+      kept.push_back({{"uuid", r.uuid}, {"alias", r.alias}, {"service", r.service}});
+    }
+    list.push_back(
+        {{"peer", p.name},
+         {"went_back_at", agent::WallOrNull(p.went_back_ms)},
+         {"released", std::find(released.begin(), released.end(), p.name) != released.end()},
+         {"removed_kept", std::move(kept)}});
+  }
+  st["went_back"] = std::move(list);
+  return Status::Ok();
+}
+
 // The status object built from the catalog on disk, for when the agent is down.
 Result<nlohmann::json> OfflineStatus(const conf::Config& config) {
   ASSIGN_OR_RETURN(auto store, agent::OpenCatalogReadOnly(config));
@@ -201,6 +226,21 @@ void PrintLastScrub(const nlohmann::json& l) {
     std::cout << "; first: " << Str(l["first_problem"]);
   }
   std::cout << "\n";
+}
+
+void PrintWentBack(const nlohmann::json& list) {
+  for (const auto& w : list) {
+    std::cout << "\nWENT BACK: " << Str(w["peer"]) << " went backwards at "
+              << Str(w["went_back_at"])
+              << " (reinstalled, or restored from an old backup); its instances it no longer "
+                 "exports are "
+              << (w.value("released", false) ? "released (dropped after removed_grace)"
+                                             : "kept past removed_grace")
+              << " and restorable by `lifeboat restore --peer " << Str(w["peer"]) << "`:\n";
+    for (const auto& r : w["removed_kept"]) {
+      std::cout << "  " << Str(r["alias"]) << " (" << Str(r["uuid"]) << ")\n";
+    }
+  }
 }
 
 std::string Cell(const nlohmann::json& p, const std::string& col) {
@@ -301,6 +341,9 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   if (Status is = AddIncomplete(*config, st); !is.ok()) {
     std::cerr << "lifeboat status: incomplete copies: " << is.message() << "\n";
   }
+  if (Status ws = AddWentBack(*config, st); !ws.ok()) {
+    std::cerr << "lifeboat status: peers that went back: " << ws.message() << "\n";
+  }
   if (Status bs = AddBlockers(*config, elsewhere, st); !bs.ok()) {
     std::cerr << "lifeboat status: readiness: " << bs.message() << "\n";
   }
@@ -356,6 +399,7 @@ int RunStatus(const Context& ctx, const StatusOptions& opt) {
   }
   if (!ctx.json && !opt.no_header) PrintIncomplete(st.value("incomplete", nlohmann::json::array()));
   if (!ctx.json && !opt.no_header) PrintLastScrub(st.value("last_scrub", nlohmann::json()));
+  if (!ctx.json && !opt.no_header) PrintWentBack(st.value("went_back", nlohmann::json::array()));
   const nlohmann::json blockers = st.value("blockers", nlohmann::json::array());
   if (!ctx.json && !opt.no_header && !blockers.empty()) {
     std::cout << "\nBLOCKED: a restore of these peers from here would not be complete "

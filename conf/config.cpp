@@ -548,7 +548,8 @@ Config Parser::Parse(const toml::table& root) {
            DurationField("removed_grace", &c.retention.removed_grace, Duration(0)),
            DurationField("keep_all_for", &c.retention.keep_all_for, Duration(0)),
            DurationField("keep_hourly_for", &c.retention.keep_hourly_for, Duration(0)),
-           DurationField("keep_daily_for", &c.retention.keep_daily_for, Duration(0))});
+           DurationField("keep_daily_for", &c.retention.keep_daily_for, Duration(0)),
+           Names("release_went_back", &c.retention.release_went_back, false)});
   std::vector<Field> restore = {
       Choice<RestoreBackend>("backend", &r.backend,
                              {{"dir", RestoreBackend::kDir},
@@ -612,6 +613,19 @@ void Parser::ResolveSymlinkedDirs(Config& c) {
 
 void Parser::CheckCrossFields(Config& c) {
   const AgentConfig& a = c.agent;
+  std::vector<std::string> peer_names;
+  for (const PeerConfig& p : c.peers) peer_names.push_back(p.name);
+  for (const std::string& n : c.retention.release_went_back) {
+    if (Bad("retention.release_went_back") ||
+        std::find(peer_names.begin(), peer_names.end(), n) != peer_names.end()) {
+      continue;
+    }
+    std::string msg = "\"" + n + "\" is not a [[peer]] name";
+    if (std::string best = ClosestName(n, peer_names); !best.empty()) {
+      msg += " (did you mean \"" + best + "\"?)";
+    }
+    Problem(PlaceAt("retention.release_went_back"), "retention.release_went_back", msg);
+  }
   if (a.api == a.listen && !Bad("agent.api") && !Bad("agent.listen")) {
     std::string key = Has("agent.api") ? "agent.api" : "agent.listen";
     Problem(PlaceAt(key), key,

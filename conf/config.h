@@ -134,6 +134,10 @@ struct PeerConfig {
 struct RetentionConfig {
   uint32_t generations = 3;                         // kept per instance, 1..100
   Duration removed_grace = std::chrono::hours(24);  // keep data a peer stopped exporting
+  // Peers that went back (reinstalled, restored from an old backup) whose
+  // no-longer-exported instances may be dropped after removed_grace: the
+  // operator's confirmation. Other peers that went back keep them.
+  std::vector<std::string> release_went_back;
   // Time-based windows on top of `generations` (0: off): every generation
   // younger than keep_all_for, the newest of each hour younger than
   // keep_hourly_for, of each UTC day younger than keep_daily_for.

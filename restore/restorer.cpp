@@ -192,9 +192,15 @@ class RunState {
                    std::any_of(ctx_.peers.begin(), ctx_.peers.end(),
                                [&](const NodeAddress& a) { return a.name == sel.peer; });
       if (!known) return NotFoundError("no peer named '" + sel.peer + "' in the config or catalog");
+      const int64_t went_back_ms = WentBackMs(sel.peer);
       for (const auto& r : all) {
         if (r.peer != sel.peer) continue;
-        if (r.removed) {
+        if (r.removed && went_back_ms != 0) {
+          report_.warnings.push_back(r.alias + " (" + r.uuid + ") is no longer exported by " +
+                                     r.peer + ", which went backwards at " +
+                                     FormatIso8601Ms(went_back_ms) +
+                                     " (reinstalled?): restoring its last copy");
+        } else if (r.removed) {
           report_.plan.skipped.push_back(
               {r.uuid, r.alias, r.service, "no longer exported by " + r.peer + " (removed)"});
           continue;
@@ -227,6 +233,12 @@ class RunState {
                           [](const auto& a, const auto& b) { return a.uuid == b.uuid; }),
               out.end());
     return out;
+  }
+
+  // When `peer` last went backwards (catalog::PeerState::went_back_ms); 0 = never.
+  int64_t WentBackMs(const std::string& peer) const {
+    std::optional<catalog::PeerState> p = ctx_.store->Peer(peer);
+    return p ? p->went_back_ms : 0;
   }
 
   std::set<std::string> PeersOf(const std::vector<catalog::InstanceRecord>& selected) {

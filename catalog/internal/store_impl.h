@@ -322,6 +322,10 @@ class Store::Impl {
   // ---- Retention ----
 
   Status ApplyRetentionLocked();
+  // Whether `peer` went back (PeerState::went_back_ms) and the operator has
+  // not released it (StoreOptions::release_went_back): its removed
+  // instances are then kept past removed_grace.
+  bool HeldForWentBack(const std::string& peer) const;
 
   Status PruneGenerations(const std::string& uuid, uint64_t current);
 };

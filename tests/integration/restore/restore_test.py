@@ -31,6 +31,11 @@ READ_ONLY_FIELDS = ["state", "zone_state", "zonepath", "zoneid", "zonedid", "pid
                     "create_timestamp", "boot_timestamp", "last_modified", "server_uuid"]
 
 
+def read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
 def tree(root):
     """What an operator needs back, per path under root: kind, mode, mtime,
     content or link target, owner and hard-link group (scripts/lib/treedigest.py)."""
@@ -233,11 +238,17 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(len(again["plan"]["instances"]), 1)
 
     def restore_on_tty(self, agent, answer, *args):
-        """Runs restore on a pseudo-terminal, answering its question with
-        `answer`; returns (exit code, everything it wrote)."""
+        return self.run_on_tty(agent, "restore", answer, *args)
+
+    def run_on_tty(self, agent, command, answer, *args, env=None):
+        """Runs `lifeboat command` on a pseudo-terminal, answering its
+        question with `answer`; returns (exit code, everything it wrote)."""
+        full_env = dict(os.environ)
+        full_env.update(env or {})
         pid, fd = pty.fork()
         if pid == 0:
-            os.execv(agent_test.LIFEBOAT, [agent_test.LIFEBOAT, "restore", *args, "-c", agent.config])
+            os.execve(agent_test.LIFEBOAT,
+                      [agent_test.LIFEBOAT, command, *args, "-c", agent.config], full_env)
         out, sent = b"", False
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -442,6 +453,178 @@ class RestoreTest(agent_test.ClusterTestCase):
         # --local asks nobody: C's own journals know of no restore.
         local = C.cli("readiness", "--check", "--local", timeout=30)
         self.assertNotIn("deposed", local.stderr)
+        # C's agent knows too (its readiness hook asks the other nodes):
+        # GET /readiness and the metric count A's restores.
+        status, _, body = C.http("GET", "/readiness")
+        self.assertEqual(status, 200, body)
+        peer_b = [p for p in json.loads(body)["peers"] if p["peer"] == "B"][0]
+        self.assertIn("deposed", [b["kind"] for b in peer_b["blockers"]])
+        status, _, metrics = C.http("GET", "/metrics")
+        self.assertEqual(status, 200, metrics)
+        self.assertRegex(metrics, r'lifeboat_readiness_blockers\{peer="B",kind="deposed"\} [1-9]')
+        # ... and its log warns after the pull (the check runs on a worker
+        # thread after the pull's result: wait for the line, bounded).
+        want = "%s) restored on A as %s" % (old, restored[old]["alias"])
+        deadline = time.monotonic() + 20
+        while want not in read_text(C.log_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn(want, read_text(C.log_path))
+        self.assertIn("run `lifeboat retire` there", read_text(C.log_path))
+
+    def retire(self, agent, *args, env=None):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        return subprocess.run([agent_test.LIFEBOAT, "retire", *args, "-c", agent.config],
+                              capture_output=True, text=True, timeout=120, env=full_env,
+                              stdin=subprocess.DEVNULL)
+
+    def test_retire_on_the_returning_node_stops_its_deposed_zones(self):
+        """B's instances are restored on A; B comes back with them running
+        (fake vmadm). `lifeboat retire` on B stops them and turns autoboot
+        off, once; B stops exporting them, so A and C stop flagging them."""
+        c = self.start_cluster()
+        A, B, C = c.agents["A"], c.agents["B"], c.agents["C"]
+        rc, lines, err = C.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        B.stop()
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target", target)
+        restored = {i["old_uuid"]: i for i in out["plan"]["instances"]}
+        B.start()  # B comes back with its old instances, running
+        state = os.path.join(self.tmp, "smartos-B")
+        os.makedirs(os.path.join(state, "vms"))
+        for u in self.b.values():
+            write(os.path.join(state, "vms", u + ".json"), json.dumps({"uuid": u}, indent=2))
+            write(os.path.join(state, "vms", u + ".state"), "running\n")
+        env = {"PATH": FAKES + ":" + os.environ["PATH"], "FAKE_SMARTOS_STATE": state}
+        for node in (A, C):
+            rc, lines, err = node.sync_now("B")
+            self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+            self.assertEqual({d["old_uuid"] for d in node.status()["deposed"]}, set(restored))
+
+        dry = self.retire(B, "--backend", "smartos", "--dry-run", "-j", env=env)
+        self.assertEqual(dry.returncode, 0, dry.stdout + dry.stderr)
+        listed = json.loads(dry.stdout)
+        self.assertEqual({r["old_uuid"] for r in listed["to_retire"]}, set(restored))
+        self.assertEqual({r["node"] for r in listed["to_retire"]}, {"A"})
+        self.assertEqual(listed["retired"], [])
+        self.assertFalse(os.path.exists(os.path.join(state, "calls.log")), "a dry run ran vmadm")
+        # The dir backend has no zones to stop: it says so and changes nothing.
+        refused = self.retire(B, "--backend", "dir", "-y")
+        self.assertEqual(refused.returncode, 78, refused.stdout + refused.stderr)
+        self.assertIn("the dir backend cannot stop zones", refused.stderr)
+        self.assertIn("--record-only", refused.stderr)
+
+        text = self.retire(B, "--backend", "smartos", "--dry-run", env=env)
+        self.assertEqual(text.returncode, 0, text.stdout + text.stderr)
+        self.assertIn("Restored elsewhere (deposed here):", text.stdout)
+        old = self.b["imgapi0"]
+        self.assertIn("imgapi0 (%s): restored on A as %s (%s)"
+                      % (old, restored[old]["alias"], restored[old]["new_uuid"]), text.stdout)
+        # On a terminal it asks first; "n" changes nothing.
+        rc, said = self.run_on_tty(B, "retire", "n", "--backend", "smartos", env=env)
+        self.assertEqual(rc, 75, said)
+        self.assertIn("Stop these 3 instance(s) here and keep them from booting? [y/N]", said)
+        self.assertIn("not confirmed", said)
+        self.assertFalse(os.path.exists(os.path.join(state, "calls.log")), "vmadm ran unconfirmed")
+
+        done = self.retire(B, "--backend", "smartos", "-y", "-j", env=env)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        report = json.loads(done.stdout)
+        self.assertTrue(report["ok"])
+        self.assertEqual({r["old_uuid"] for r in report["retired"]}, set(restored))
+        for u in self.b.values():
+            with open(os.path.join(state, "vms", u + ".state")) as f:
+                self.assertEqual(f.read(), "stopped\n")
+            with open(os.path.join(state, "vms", u + ".autoboot")) as f:
+                self.assertEqual(f.read(), "false\n")
+        calls_before = read_text(os.path.join(state, "calls.log"))
+        again = self.retire(B, "--backend", "smartos", "-y", "-j", env=env)
+        self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
+        rerun = json.loads(again.stdout)
+        self.assertEqual(rerun["to_retire"], [])
+        self.assertEqual({r["old_uuid"] for r in rerun["already_retired"]}, set(restored))
+        self.assertEqual(read_text(os.path.join(state, "calls.log")), calls_before,
+                         "a rerun ran vmadm again")
+
+        # B no longer exports them: after a pull, no node flags them.
+        for node in (A, C):
+            rc, lines, err = node.sync_now("B")
+            self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+            self.assertEqual(node.status()["deposed"], [])
+            check = node.cli("status", "--check", timeout=30)
+            self.assertNotIn("deposed", check.stderr)
+        self.assertEqual(A.status()["deposed"], [])
+        self.assertTrue(all(r["node"] == "A" for r in C.status()["restored"]))
+
+    def test_a_reinstalled_peer_keeps_its_old_instances_restorable_past_the_grace(self):
+        """B is reinstalled (empty data_dir, a new instance, the old ones
+        gone): A keeps B's old instances past removed_grace, status names
+        them, and `restore --peer B` restores them."""
+        c = self.cluster(names=("A", "B"), A={"removed_grace": "1s"})
+        B = c.exports["B"]
+        old = {B.add_instance("imgapi", "imgapi0", {"f": "old imgapi"}),
+               B.add_instance("sapi", "sapi0", {"f": "old sapi"})}
+        c.start()
+        A = c.agents["A"]
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        c.agents["B"].stop()
+        for u in old:
+            B.remove_instance(u)
+        new = B.add_instance("imgapi", "imgapi0", {"f": "fresh install"})
+        shutil.rmtree(c.agents["B"].data_dir)  # reinstalled: its export starts over
+        c.agents["B"].start()
+        for _ in range(4):  # past the grace and kRemovedPullsBeforeDrop pulls
+            rc, lines, err = A.sync_now("B")
+            self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+            time.sleep(0.5)  # let the (real-time) 1 s grace pass, as agent_test does
+        cat = {i["uuid"]: i for i in A.catalog()["instances"]}
+        for u in old:
+            self.assertIn(u, cat, "an instance of a peer that went back was dropped")
+            self.assertTrue(cat[u]["removed"])
+        self.assertIn(new, cat)
+        st = A.status()
+        self.assertEqual([w["peer"] for w in st["went_back"]], ["B"])
+        self.assertEqual({r["uuid"] for r in st["went_back"][0]["removed_kept"]}, old)
+        self.assertFalse(st["went_back"][0]["released"])
+        text = A.cli("status", timeout=30)
+        self.assertIn("WENT BACK: B went backwards", text.stdout)
+        # restore --peer B offers the old copies too (B answers: --force).
+        target = os.path.join(self.tmp, "restored")
+        out = self.restore_json(A, "--peer", "B", "--force", "--dry-run", "--backend", "dir",
+                                "--target", target, "-y")
+        planned = {i["old_uuid"] for i in out["plan"]["instances"]}
+        self.assertEqual(planned, old | {new})
+        self.assertTrue(any("went backwards" in w for w in out.get("warnings", [])), out)
+
+    def test_retire_record_only_for_zones_stopped_by_hand(self):
+        """The dir backend stops nothing: --record-only records B's deposed
+        instances as retired (a rerun is a no-op) and B stops exporting them."""
+        c = self.start_cluster()
+        A, B = c.agents["A"], c.agents["B"]
+        B.stop()
+        out = self.restore_json(A, "--peer", "B", "--backend", "dir", "--target",
+                                os.path.join(self.tmp, "restored"))
+        restored = {i["old_uuid"] for i in out["plan"]["instances"]}
+        B.start()
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        self.assertEqual({d["old_uuid"] for d in A.status()["deposed"]}, restored)
+        done = self.retire(B, "--record-only", "-y", "-j")
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        report = json.loads(done.stdout)
+        self.assertEqual({r["old_uuid"] for r in report["retired"]}, restored)
+        self.assertTrue(all(r["how"].startswith("recorded only") for r in report["retired"]))
+        with open(os.path.join(B.data_dir, "retired.json")) as f:
+            self.assertEqual({r["uuid"] for r in json.load(f)["retired"]}, restored)
+        again = self.retire(B, "--record-only", "-y", "-j")
+        self.assertEqual(json.loads(again.stdout)["retired"], [])
+        rc, lines, err = A.sync_now("B")
+        self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
+        self.assertEqual(A.status()["deposed"], [])
+        check = A.cli("status", "--check", timeout=30)
+        self.assertNotIn("deposed", check.stderr)
 
     def test_an_instance_restored_on_another_node_is_not_restored_twice(self):
         """B's instances are restored on A; a restore of B on C skips each

@@ -632,6 +632,42 @@ TEST_CASE("a peer that went backwards: what we held is kept under orphans/") {
   CHECK(Exists(*Env::Default(), plan.orphan_dir + "/peer.json"));
 }
 
+TEST_CASE("a peer that went backwards keeps its removed instances until the operator releases it") {
+  StoreFixture f;
+  {
+    auto store = f.OpenStore();
+    MustPull(f, *store);
+    CHECK(store->Peer("headnode1")->went_back_ms == 0);
+  }
+  // Reinstalled: its export state starts over and ufds0 is gone.
+  REQUIRE(RemoveTree(*Env::Default(), f.tmp / "export-state").ok());
+  REQUIRE(RemoveTree(*Env::Default(), f.exp.root + "/vms/" + f.exp.ufds + ".json").ok());
+  f.OpenExporter();
+  {
+    auto store = f.OpenStore();
+    CHECK(MustPull(f, *store).orphaned);
+    const int64_t went_back = store->Peer("headnode1")->went_back_ms;
+    CHECK(went_back == f.clock.WallMs());
+    REQUIRE(store->FindInstance(f.exp.ufds)->removed);
+    for (int i = 0; i < 3; ++i) MustPull(f, *store);
+    f.clock.Advance(1000 * kHour);
+    REQUIRE(store->ApplyRetention().ok());
+    CHECK(store->FindInstance(f.exp.ufds));  // past the grace and 3 pulls: still held
+  }
+  {
+    auto store = f.OpenStore();  // the flag is in catalog.json
+    CHECK(store->Peer("headnode1")->went_back_ms != 0);
+    CHECK(store->FindInstance(f.exp.ufds));
+  }
+  StoreOptions o;
+  o.data_dir = f.data_dir;
+  o.release_went_back = {"headnode1"};  // [retention] release_went_back
+  auto released = Store::Open(*Env::Default(), f.clock, o);
+  REQUIRE(released.ok());
+  REQUIRE((*released)->ApplyRetention().ok());
+  CHECK_FALSE((*released)->FindInstance(f.exp.ufds));
+}
+
 TEST_CASE("an instance whose generations vanished from disk is pulled whole again") {
   StoreFixture f;
   {

@@ -113,6 +113,7 @@ api = "[fd00::8]:4651"
 [retention]
 generations = 5
 removed_grace = "7d"
+release_went_back = ["headnode1"]
 [restore]
 backend = "exec"
 target = "/srv/restored"
@@ -146,6 +147,7 @@ restore_data = ["/bin/rd"]
   CHECK(c->peers[0].api.ToString() == "[fd00::8]:4651");
   CHECK(c->retention.generations == 5);
   CHECK(c->retention.removed_grace == std::chrono::hours(24 * 7));
+  CHECK(c->retention.release_went_back == std::vector<std::string>{"headnode1"});
   CHECK(c->restore.backend == RestoreBackend::kExec);
   CHECK(c->restore.target == "/srv/restored");
   CHECK(c->restore.order == std::vector<std::string>{"sapi", "imgapi"});
@@ -572,6 +574,18 @@ TEST_CASE("a symlinked data_dir is resolved once, to the real directory", "[conf
   c = f.Parse(Base("[agent]\ndata_dir = \"" + f.dir / "later" + "\"\n"));
   REQUIRE(c.ok());
   CHECK(c->agent.data_dir == f.dir / "later");
+}
+
+TEST_CASE("release_went_back names only configured peers, with a suggestion", "[conf]") {
+  Fixture f;
+  Result<Config> c = f.Parse(Base(
+      "[[peer]]\nname = \"headnode1\"\naddress = \"10.0.0.8:4650\"\n"
+      "[retention]\nrelease_went_back = [\"headnode2\"]\n"));
+  REQUIRE_FALSE(c.ok());
+  REQUIRE(f.problems.size() == 1);
+  CHECK(f.problems[0].key == "retention.release_went_back");
+  CHECK_THAT(f.problems[0].message, Catch::Contains("\"headnode2\" is not a [[peer]] name"));
+  CHECK_THAT(f.problems[0].message, Catch::Contains("did you mean \"headnode1\"?"));
 }
 
 }  // namespace

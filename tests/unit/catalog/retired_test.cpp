@@ -1,0 +1,85 @@
+#include "catalog/retired.h"
+
+#include <catch2/catch.hpp>
+
+#include "tests/unit/catalog/test_util.h"
+
+namespace lifeboat::catalog {
+namespace {
+
+using testing::TempDir;
+
+RetiredInstance Record(const std::string& uuid, const std::string& alias) {
+  RetiredInstance r;
+  r.uuid = uuid;
+  r.alias = alias;
+  r.service = "imgapi";
+  r.restored_on = "A";
+  r.new_uuid = uuid + "-new";  // not "new-" + uuid: GCC 12's -Wrestrict false positive (PR 105651)
+  r.new_alias = alias + "-new";
+  r.retired_ms = 1234;
+  r.how = "vmadm stop + autoboot=false";
+  return r;
+}
+
+TEST_CASE("retired instances are recorded, read back, and replaced by uuid") {
+  TempDir dir;
+  Env& env = *Env::Default();
+  auto none = LoadRetired(env, dir.path());
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+
+  REQUIRE(RecordRetired(env, dir.path(), Record("u1", "imgapi0")).ok());
+  REQUIRE(RecordRetired(env, dir.path(), Record("u2", "sapi0")).ok());
+  RetiredInstance again = Record("u1", "imgapi0");
+  again.retired_ms = 5678;
+  REQUIRE(RecordRetired(env, dir.path(), again).ok());
+
+  auto all = LoadRetired(env, dir.path());
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 2);
+  CHECK(all->at("u1").retired_ms == 5678);
+  CHECK(all->at("u1").restored_on == "A");
+  CHECK(all->at("u1").new_uuid == "u1-new");
+  CHECK(all->at("u2").alias == "sapi0");
+  CHECK(all->at("u2").how == "vmadm stop + autoboot=false");
+}
+
+TEST_CASE("a damaged retired record is a data error naming the file") {
+  TempDir dir;
+  Env& env = *Env::Default();
+  REQUIRE(WriteStringToFile(env, RetiredPath(dir.path()), "{\"retired\": 3}").ok());
+  auto r = LoadRetired(env, dir.path());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kData);
+  CHECK_THAT(r.status().message(), Catch::Contains(RetiredPath(dir.path())));
+}
+
+TEST_CASE("a retired instance is no longer offered by the provider; the others are") {
+  TempDir dir;
+  Env& env = *Env::Default();
+  const std::string root = dir / "export";
+  const std::string data_dir = dir / "data";
+  REQUIRE(CreateDirs(env, root + "/vms").ok());
+  REQUIRE(CreateDirs(env, data_dir).ok());
+  for (const char* u : {"u1", "u2"}) {
+    REQUIRE(WriteStringToFile(env, root + "/vms/" + u + ".json", "{}").ok());
+  }
+  auto provider = WithoutRetired(env, MakeDirProvider(env, root), data_dir);
+  auto uuids = [&] {
+    auto snap = provider->Snapshot(ServiceFilter());
+    REQUIRE(snap.ok());
+    std::set<std::string> out;
+    for (const InstanceSource& i : (*snap)->instances()) out.insert(i.uuid);
+    return out;
+  };
+  CHECK(uuids() == std::set<std::string>{"u1", "u2"});
+  REQUIRE(RecordRetired(env, data_dir, Record("u1", "imgapi0")).ok());
+  CHECK(uuids() == std::set<std::string>{"u2"});
+
+  REQUIRE(WriteStringToFile(env, RetiredPath(data_dir), "not json").ok());
+  CHECK_FALSE(provider->Snapshot(ServiceFilter()).ok());
+}
+
+}  // namespace
+}  // namespace lifeboat::catalog
