@@ -103,6 +103,7 @@ Status DrillOnce(Env& env, Clock& clock, catalog::Store& store, const DrillOptio
   ctx.node_name = o.node_name;
   RestoreRequest req;
   req.selection.peer = o.peer;
+  req.include_ha = true;  // a drill checks every instance held, HA ones too
   req.force = true;  // the peer is alive: that is the point of a drill
   req.assume_yes = true;
   RestoreReport report;

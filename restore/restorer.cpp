@@ -14,6 +14,7 @@
 #include "base/digest.h"
 #include "base/lock_file.h"
 #include "base/log.h"
+#include "restore/readiness.h"
 #include "restore/verify_item.h"
 
 namespace lifeboat::restore {
@@ -117,6 +118,7 @@ class RunState {
     const std::string id = JournalId(req_.selection, ctx_.backend->name(), ctx_.backend->target());
     report_.journal_id = id;
     RETURN_IF_ERROR(SkipRestoredElsewhere(id, &selected));
+    LeaveOutHa(&selected);
     ASSIGN_OR_RETURN(std::optional<Journal> journal, Journal::Load(env_, ctx_.data_dir, id));
     if (journal) NoteJournal(*journal);
     if (journal && journal->complete()) {
@@ -282,6 +284,24 @@ class RunState {
       return true;
     });
     return Status::Ok();
+  }
+
+  // HA services (manatee, moray, binder) keep serving from their other
+  // instances: the restore of a whole peer leaves theirs out (listed as
+  // skipped, saying how to restore one); naming the service or the instance
+  // restores it.
+  void LeaveOutHa(std::vector<catalog::InstanceRecord>* selected) {
+    if (req_.selection.peer.empty() || req_.include_ha) return;  // named, or asked for
+    const std::vector<std::string>& ha = HaServices();
+    std::erase_if(*selected, [&](const catalog::InstanceRecord& r) {
+      if (std::find(ha.begin(), ha.end(), r.service) == ha.end()) return false;
+      report_.plan.skipped.push_back(
+          {r.uuid, r.alias, r.service,
+           "HA service: its instances on the other nodes keep serving; restore this one by "
+           "naming it (--service " +
+               r.service + " or --instance " + r.uuid + ")"});
+      return true;
+    });
   }
 
   // A node that did not answer GET /restores may have rebuilt some of the

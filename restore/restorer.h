@@ -4,7 +4,9 @@
 //   1. select   the instances held from a peer, of services, or by uuid;
 //               instances an earlier restore on this node began or finished
 //               (any selection, any target), or one on another node
-//               finished (restored_elsewhere), are skipped unless `again`
+//               finished (restored_elsewhere), are skipped unless `again`;
+//               so are HA services' instances (HaServices) when the
+//               selection is a whole peer
 //   2. guard    refuse when the peer still answers (unless force); when the
 //               data is older than stale_after, ask (confirm) or require
 //               assume_yes
@@ -57,6 +59,8 @@ struct RestoreRequest {
   bool from_freshest = false;  // pull the freshest copy of the peer first
   bool new_ips = false;
   bool again = false;  // restore instances an earlier restore already rebuilt
+  // A whole peer's HA instances too (drills: every byte held is checked).
+  bool include_ha = false;
   std::vector<std::string> service_order = DefaultServiceOrder();
   uint64_t seed = 0;  // uuid generator seed (tests); 0 = random
   int verify_threads = 4;

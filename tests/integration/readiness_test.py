@@ -79,6 +79,22 @@ class ReadinessTest(agent_test.ClusterTestCase):
         self.assertTrue(self.peer(doc, "B")["ready"])
         self.assertEqual(self.peer(doc, "B")["restorable"], 3)
 
+        # What readiness says of HA services is what a restore does: the
+        # whole peer leaves manatee0 out, naming it restores it.
+        target = os.path.join(self.tmp, "restored")
+        r = A.cli("restore", "--peer", "B", "--backend", "dir", "--target", target,
+                  "--dry-run", "-j", timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        plan = json.loads(r.stdout)["plan"]
+        self.assertNotIn("manatee0", [i["old_alias"] for i in plan["instances"]])
+        skipped = {s["alias"]: s["reason"] for s in plan["skipped"]}
+        self.assertIn("--service manatee", skipped["manatee0"])
+        r = A.cli("restore", "--service", "manatee", "--backend", "dir", "--target", target,
+                  "--dry-run", "-j", timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual([i["old_alias"] for i in json.loads(r.stdout)["plan"]["instances"]],
+                         ["manatee0"])
+
         # C, which never pulled B, is told A holds the freshest copy.
         rc, doc, _ = self.readiness(c.agents["C"])
         self.assertEqual(self.peer(doc, "B")["freshest"]["node"], "A")
