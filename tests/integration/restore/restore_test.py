@@ -119,12 +119,16 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertEqual(rc, 0, "sync-now failed: %s\n%s" % (lines, err))
         return c
 
-    def restore(self, agent, *args, env=None):
+    def run_command(self, command, agent, *args, env=None, timeout=300):
+        """`lifeboat <command> <args> -c <agent's config>`, no terminal."""
         full_env = dict(os.environ)
         full_env.update(env or {})
-        return subprocess.run([agent_test.LIFEBOAT, "restore", *args, "-c", agent.config],
-                              capture_output=True, text=True, timeout=300, env=full_env,
+        return subprocess.run([agent_test.LIFEBOAT, command, *args, "-c", agent.config],
+                              capture_output=True, text=True, timeout=timeout, env=full_env,
                               stdin=subprocess.DEVNULL)
+
+    def restore(self, agent, *args, env=None):
+        return self.run_command("restore", agent, *args, env=env)
 
     def restore_json(self, agent, *args, env=None, rc=0):
         r = self.restore(agent, *args, "-j", env=env)
@@ -472,11 +476,7 @@ class RestoreTest(agent_test.ClusterTestCase):
         self.assertIn("run `lifeboat retire` there", read_text(C.log_path))
 
     def retire(self, agent, *args, env=None):
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        return subprocess.run([agent_test.LIFEBOAT, "retire", *args, "-c", agent.config],
-                              capture_output=True, text=True, timeout=120, env=full_env,
-                              stdin=subprocess.DEVNULL)
+        return self.run_command("retire", agent, *args, env=env, timeout=120)
 
     def test_retire_on_the_returning_node_stops_its_deposed_zones(self):
         """B's instances are restored on A; B comes back with them running
