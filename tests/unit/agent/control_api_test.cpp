@@ -176,7 +176,7 @@ TEST_CASE("an unknown peer is a 404 restify error, a wrong method a 405") {
   CHECK(c->status == 404);
 }
 
-TEST_CASE("status, metrics and healthz answer; a token protects all but healthz") {
+TEST_CASE("status, metrics and healthz answer, a token protects all but healthz") {
   ApiFixture f("s3cret-token");
   auto h = f.Call("GET", "/healthz");
   REQUIRE(h.ok());

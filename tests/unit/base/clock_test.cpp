@@ -11,7 +11,7 @@ TEST_CASE("ISO-8601 timestamps with milliseconds, also before the epoch", "[cloc
   CHECK(FormatIso8601Ms(-1) == "1969-12-31T23:59:59.999Z");
 }
 
-TEST_CASE("a manual clock moves only when told; wall jumps leave monotonic alone", "[clock]") {
+TEST_CASE("a manual clock moves only when told, wall jumps leave monotonic alone", "[clock]") {
   ManualClock clock(1000, 5);
   clock.Advance(250);
   CHECK(clock.WallMs() == 1250);

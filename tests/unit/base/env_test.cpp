@@ -135,7 +135,7 @@ TEST_CASE("FaultEnv fails only the Nth call when not sticky", "[env]") {
   CHECK(fault.MakeDir(dir / "c", 0700).ok());
 }
 
-TEST_CASE("SyncFile fsyncs a closed file, never through a symlink; FaultEnv crashes there",
+TEST_CASE("SyncFile fsyncs a closed file, never through a symlink, FaultEnv crashes there",
           "[env]") {
   TestDir dir;
   Env& env = *Env::Default();

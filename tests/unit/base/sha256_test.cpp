@@ -19,7 +19,7 @@ TEST_CASE("SHA-256 matches the FIPS 180-2 vectors", "[sha256]") {
   CHECK(h.Finish().Hex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
-TEST_CASE("SHA-256: Finish does not end the stream; Reset starts over", "[sha256]") {
+TEST_CASE("SHA-256: Finish does not end the stream, Reset starts over", "[sha256]") {
   Sha256Hasher h;
   h.Update(std::string_view("ab"));
   const Digest256 ab = h.Finish();

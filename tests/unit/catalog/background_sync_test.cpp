@@ -49,7 +49,7 @@ TEST_CASE("background fsyncs: a failure is returned by Stop and the file is not 
   CHECK(reported == 0);
 }
 
-TEST_CASE("background fsyncs: Stop returns without draining; later files are ignored") {
+TEST_CASE("background fsyncs: Stop returns without draining, later files are ignored") {
   TempDir tmp;
   std::atomic<int> reported{0};
   BackgroundSync sync(*Env::Default(), 1);

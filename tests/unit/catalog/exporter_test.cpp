@@ -655,7 +655,7 @@ std::vector<std::string> PathsOf(const std::vector<syncproto::InstanceWarning>& 
   return out;
 }
 
-TEST_CASE("what the exporter skips lands in its instance's warnings; a fix clears them") {
+TEST_CASE("what the exporter skips lands in its instance's warnings, and a fix clears them") {
   Fixture f;
   auto e = f.Open(f.Options());
   REQUIRE(e->Rescan().ok());
@@ -693,8 +693,11 @@ TEST_CASE("what the exporter skips lands in its instance's warnings; a fix clear
   CHECK(w[0].path == u);
   CHECK_THAT(w[0].reason, Catch::Contains("symlink"));
   CHECK(WarningsOf(*m, f.exp.imgapi).size() == 3);
-  // A delta carries every instance with its warnings.
+  // A delta carries every instance with its warnings. (The view rescans:
+  // secret must stay unreadable for it, or its warning goes.)
+  f.env.FailNth(EnvOp::kOpenRead, 1, EACCES, /*sticky=*/false);
   ManifestAnswer a = Since(*e, g1, boot);
+  CHECK(e->generation() == g1 + 1);
   CHECK(a.kind == ManifestAnswer::Kind::kDelta);
   CHECK(a.manifest.instances == m->instances);
 

@@ -121,7 +121,7 @@ TEST_CASE("a format-1 catalog is converted on open, every generation kept") {
   ExpectConverted(*Env::Default(), clock, data);
 }
 
-TEST_CASE("a crash at any step of the conversion loses nothing; the next open finishes it") {
+TEST_CASE("a crash at any step of the conversion loses nothing, the next open finishes it") {
   TempDir tmp;
   ManualClock clock;
   bool completed = false;

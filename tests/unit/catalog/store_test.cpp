@@ -440,7 +440,7 @@ TEST_CASE("a file staged again after its background fsync is fsync'd again befor
   CHECK(last("fsync", suffix) < index);
 }
 
-TEST_CASE("the store keeps an instance's warnings; a pull that clears them clears them") {
+TEST_CASE("the store keeps an instance's warnings, a pull that clears them clears them") {
   StoreFixture f;
   const std::string d = "datasets/" + f.exp.imgapi;
   {

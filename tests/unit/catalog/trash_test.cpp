@@ -83,7 +83,7 @@ TEST_CASE("a deletion that fails is reported by Drain and retried by the next op
   CHECK(Entries(tmp / "trash") == 0);
 }
 
-TEST_CASE("destroying a trash with work pending returns; the next open finishes it") {
+TEST_CASE("destroying a trash with work pending returns, the next open finishes it") {
   TempDir tmp;
   {
     auto trash = Trash::Open(*Env::Default(), tmp / "trash");

@@ -136,7 +136,7 @@ TEST_CASE("restored instances are listed once all their steps finished") {
   CHECK(ListRestoredInstances(env, dir.path()).value().size() == 2);
 }
 
-TEST_CASE("a node's finished restores reach the other nodes exactly; unfinished ones depose nothing") {
+TEST_CASE("a node's finished restores reach the other nodes exactly, unfinished ones depose nothing") {
   RestoredInstance done{"11111111-1111-4111-8111-111111111111", "imgapi0", "22222222-2222-4222-8222-222222222222",
                         "imgapi1", "imgapi", "headnode1", 7, "headnode0", "dir", "/t",
                         1'800'000'123'456, "j1"};
