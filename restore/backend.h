@@ -97,8 +97,18 @@ struct SmartosBackendOptions {
   std::string vmadm = "vmadm";
   std::string zfs = "zfs";
   // SAPI registration: argv to which "-d" "@<record file>" is appended.
-  // Default: adopt the already-created VM as a SAPI instance.
-  std::vector<std::string> sapi_register = {"sdc-sapi", "/instances?exists=true", "-X", "POST"};
+  // SAPI's CreateInstance adopts the VM of the record's uuid when VMAPI knows
+  // it and provisions a new VM with that uuid when it does not; it ignores
+  // `exists` (sdc-sapi lib/server/endpoints/instances.js, lib/server/model.js;
+  // docs/triton-sapi-vmapi-facts.md). So registration first waits until
+  // `<vmapi_get...> /vms/<uuid>` answers HTTP 200 (sdc-vmapi prints the
+  // response headers first, as `curl -i`), polling every vmapi_poll_ms for at
+  // most vmapi_wait_ms (vm-agent reports a new VM within seconds, within 60 s
+  // on platforms without `vmadm events`).
+  std::vector<std::string> sapi_register = {"sdc-sapi", "/instances", "-X", "POST"};
+  std::vector<std::string> vmapi_get = {"sdc-vmapi"};
+  int64_t vmapi_wait_ms = 180'000;
+  int64_t vmapi_poll_ms = 2'000;
   std::string zpool = "zones";  // the delegate dataset is <zpool>/<uuid>/data
   std::string work_dir;         // where payload files for vmadm/sdc-sapi are written (required)
   int copy_threads = 4;

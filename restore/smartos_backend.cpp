@@ -8,11 +8,15 @@
 //                    zfs get -Hp -o value mountpoint <zpool>/<uuid>/data,
 //                    empty that directory, copy the tree into it,
 //                    vmadm start <uuid>
-//   register_sapi    <sapi_register...> -d @<record file>
+//   register_sapi    <vmapi_get...> /vms/<uuid> until HTTP 200 (VMAPI knows
+//                    the VM, so SAPI adopts it instead of provisioning a
+//                    second one), then <sapi_register...> -d @<record file>
 //
 // Every command runs without a shell (RunCommand); a non-zero exit fails the
 // step with the command line and its stderr.
+#include <chrono>
 #include <memory>
+#include <thread>
 
 #include "base/subprocess.h"
 #include "base/text.h"
@@ -133,7 +137,51 @@ class SmartosBackend final : public StepwiseBackend {
     return StepResult{stats->bytes, false};
   }
 
+  // The HTTP status of `sdc-vmapi` output ("HTTP/1.1 404 Not Found" first),
+  // 0 when the output does not start with a status line.
+  static int HttpStatusOf(const std::string& out) {
+    if (!out.starts_with("HTTP/")) return 0;
+    size_t sp = out.find(' ');
+    if (sp == std::string::npos || sp + 4 > out.size()) return 0;
+    int code = 0;
+    for (size_t i = sp + 1; i < sp + 4; ++i) {
+      if (out[i] < '0' || out[i] > '9') return 0;
+      code = code * 10 + (out[i] - '0');
+    }
+    return code;
+  }
+
+  // Polls VMAPI until it knows the new VM (options_.vmapi_get).
+  Status WaitUntilVmapiKnows(const Step& step) {
+    std::vector<std::string> argv = options_.vmapi_get;
+    argv.push_back("/vms/" + step.new_uuid);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.vmapi_wait_ms);
+    for (;;) {
+      ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
+      const int code = HttpStatusOf(r.out);
+      if (code == 200) return Status::Ok();
+      if (code != 404) {
+        return IoError(CommandLine(argv) + " answered " +
+                       (code == 0 ? "without an HTTP status line" : "HTTP " + std::to_string(code)) +
+                       " (200 or 404 expected)");
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return TemporaryError(
+            "VMAPI does not know " + step.alias + " (" + step.new_uuid + ") after " +
+            std::to_string(options_.vmapi_wait_ms / 1000) +
+            " s: registering it in SAPI now would make SAPI provision a second VM with its "
+            "uuid; check vm-agent on this node (svcs vm-agent), then run the restore again "
+            "(it resumes here)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(options_.vmapi_poll_ms));
+    }
+  }
+
   Result<StepResult> RegisterSapi(const Step& step) override {
+    if (Status known = WaitUntilVmapiKnows(step); !known.ok()) {
+      return known.WithContext("register SAPI instance " + step.alias);
+    }
     ASSIGN_OR_RETURN(std::string record, WriteWorkFile(step.new_uuid + ".sapi.json", step.payload));
     std::vector<std::string> argv = options_.sapi_register;
     argv.push_back("-d");

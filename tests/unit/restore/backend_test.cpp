@@ -55,7 +55,9 @@ struct Source {
                            {"zfs_filesystem", "zones/" + kOld},
                            {"datasets", {"zones/" + kOld + "/data"}},
                            {"tags", {{"smartdc_role", "imgapi"}}}};
-    instance.sapi_record = {{"uuid", kOld}, {"params", {{"alias", "imgapi0"}}}};
+    instance.sapi_record = {{"uuid", kOld},
+                            {"service_uuid", "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9"},
+                            {"params", {{"alias", "imgapi0"}}}};
     instance.image_uuid = kLeafImage;
     instance.image_chain = images;
     instance.data_path = data;
@@ -188,7 +190,9 @@ SmartosBackendOptions FakeSmartos(const TempDir& dir) {
   o.imgadm = FakeSmartosDir() + "/imgadm";
   o.vmadm = FakeSmartosDir() + "/vmadm";
   o.zfs = FakeSmartosDir() + "/zfs";
-  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances?exists=true", "-X", "POST"};
+  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
+  o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
+  o.vmapi_poll_ms = 10;
   o.work_dir = dir / "work";
   return o;
 }
@@ -197,10 +201,37 @@ std::vector<std::string> Mutations(const std::vector<std::string>& calls) {
   std::vector<std::string> out;
   for (const std::string& c : calls) {
     std::string cmd = c.substr(c.rfind('/', c.find(' ')) + 1);
-    if (cmd.find(" get") != std::string::npos || cmd.find(" list") != std::string::npos) continue;
+    if (cmd.find(" get") != std::string::npos || cmd.find(" list") != std::string::npos ||
+        cmd.starts_with("sdc-vmapi ")) {
+      continue;
+    }
     out.push_back(cmd);
   }
   return out;
+}
+
+TEST_CASE("smartos backend never registers in SAPI a VM that VMAPI does not know") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  ScopedEnv lag("FAKE_VMAPI_LAG", "1000000");  // vm-agent never reports the VM
+  Plan plan = src.MakeTestPlan();
+  SmartosBackendOptions o = FakeSmartos(dir);
+  o.vmapi_wait_ms = 100;
+  auto backend = NewSmartosBackend(*Env::Default(), o);
+  Status failed;
+  for (const Step& s : plan.steps) {
+    auto r = backend->Run(s, {});
+    if (!r.ok()) {
+      failed = r.status();
+      REQUIRE(s.kind == StepKind::kRegisterSapi);
+      break;
+    }
+  }
+  CHECK(failed.code() == Code::kTemporary);
+  CHECK_THAT(failed.message(), Catch::Contains("VMAPI does not know imgapi1"));
+  CHECK_THAT(failed.message(), Catch::Contains("second VM"));
+  for (const std::string& c : FakeCalls(dir / "smartos")) CHECK(c.find("sdc-sapi") == std::string::npos);
 }
 
 TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments in order") {
@@ -225,9 +256,18 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
             "vmadm create -f " + (dir / ("work/" + u + ".vm.json")),
             "vmadm stop " + u,
             "vmadm start " + u,
-            "sdc-sapi /instances?exists=true -X POST -d @" + (dir / ("work/" + u + ".sapi.json")),
+            "sdc-sapi /instances -X POST -d @" + (dir / ("work/" + u + ".sapi.json")),
         });
   auto calls = FakeCalls(dir / "smartos");
+  // SAPI adopts the VM only once VMAPI knows it: VMAPI was asked until it
+  // did (the fake's vm-agent lag: one 404 first), and only then SAPI.
+  std::vector<std::string> vmapi_then_sapi;
+  for (const std::string& c : calls) {
+    if (c.find("sdc-vmapi") != std::string::npos || c.find("sdc-sapi") != std::string::npos) {
+      vmapi_then_sapi.push_back(c.substr(c.rfind('/', c.find(' ')) + 1, 9));
+    }
+  }
+  CHECK(vmapi_then_sapi == std::vector<std::string>{"sdc-vmapi", "sdc-vmapi", "sdc-sapi "});
   CHECK(std::find(calls.begin(), calls.end(),
                   "zfs get -Hp -o value mountpoint zones/" + u + "/data") != calls.end());
   // The fake vmadm refuses read-only fields, so the create above proves they

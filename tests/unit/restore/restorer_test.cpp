@@ -436,13 +436,16 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
   o.imgadm = FakeSmartosDir() + "/imgadm";
   o.vmadm = FakeSmartosDir() + "/vmadm";
   o.zfs = FakeSmartosDir() + "/zfs";
-  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances?exists=true", "-X", "POST"};
+  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
+  o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
+  o.vmapi_poll_ms = 10;
   o.work_dir = c.dir() / "work";
 
   auto mutations = [](const std::vector<std::string>& calls) {
     std::vector<std::string> out;
     for (const auto& call : calls) {
-      if (call.find(" get") == std::string::npos && call.find(" list") == std::string::npos) {
+      if (call.find(" get") == std::string::npos && call.find(" list") == std::string::npos &&
+          !call.starts_with("sdc-vmapi ")) {
         out.push_back(call);
       }
     }
