@@ -53,6 +53,13 @@ struct StoreFixture {
   std::unique_ptr<Store> OpenStore(uint32_t gens = 3, int64_t grace = 24 * kHour) {
     return OpenStore(*Env::Default(), gens, grace);
   }
+  // The store as the CLI opens it (read-only), beside a writable one.
+  Result<std::unique_ptr<Store>> OpenReadOnly() {
+    StoreOptions o;
+    o.data_dir = data_dir;
+    o.read_only = true;
+    return Store::Open(*Env::Default(), clock, o);
+  }
   std::string Ds(const std::string& uuid) const { return exp.root + "/datasets/" + uuid; }
 };
 
@@ -136,10 +143,7 @@ TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
   CHECK(report->files_checked > 20);
 
   // A read-only store (the CLI) sees the same.
-  StoreOptions ro;
-  ro.data_dir = f.data_dir;
-  ro.read_only = true;
-  auto reader = Store::Open(*Env::Default(), f.clock, ro);
+  auto reader = f.OpenReadOnly();
   REQUIRE(reader.ok());
   CHECK((*reader)->Instances().size() == 3);
 }
@@ -965,10 +969,7 @@ TEST_CASE("a scrub survives a reopen of its record and a read-only store refuses
   REQUIRE(last.has_value());
   CHECK(last->problems == 0);
   CHECK(last->objects_checked > 0);
-  StoreOptions o;
-  o.data_dir = f.data_dir;
-  o.read_only = true;
-  auto ro = Store::Open(*Env::Default(), f.clock, o);
+  auto ro = f.OpenReadOnly();
   REQUIRE(ro.ok());
   CHECK_FALSE((*ro)->Scrub(false).ok());
 }
