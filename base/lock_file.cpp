@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <string>
 
+#include "base/text.h"
+
 namespace lifeboat {
 
 Result<LockFile> LockFile::Acquire(const std::string& path, const std::string& what) {
@@ -18,8 +20,8 @@ Result<LockFile> LockFile::Acquire(const std::string& path, const std::string& w
     if (err != EWOULDBLOCK) return PosixError("lock", path, err);
     char buf[32] = {};
     const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
-    std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    const std::string holder =
+        TrimTrailingSpace(std::string_view(buf, n > 0 ? static_cast<size_t>(n) : 0));
     return UnavailableError(what + " is in use by another process" +
                             (holder.empty() ? "" : " (pid " + holder + ")") + ": " + path +
                             " is locked");

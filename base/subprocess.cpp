@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/text.h"
+
 extern char** environ;
 
 namespace lifeboat {
@@ -55,8 +57,7 @@ ssize_t WriteNoSigpipe(int fd, const void* data, size_t len) {
 
 std::string CommandResult::Describe() const {
   std::string msg = "exit " + std::to_string(exit_code);
-  std::string e = err;
-  while (!e.empty() && (e.back() == '\n' || e.back() == ' ')) e.pop_back();
+  std::string e = TrimTrailingSpace(err);
   if (e.size() > 2000) e = e.substr(0, 2000) + "...";
   if (!e.empty()) msg += ": " + e;
   return msg;

@@ -92,6 +92,15 @@ Result<std::string> GetBytes(const nlohmann::json& obj, const std::string& key) 
   return out;
 }
 
+std::string TrimTrailingSpace(std::string_view s) {
+  size_t end = s.size();
+  while (end > 0 && (s[end - 1] == ' ' || s[end - 1] == '\t' || s[end - 1] == '\r' ||
+                     s[end - 1] == '\n')) {
+    --end;
+  }
+  return std::string(s.substr(0, end));
+}
+
 std::string EscapeForTerminal(std::string_view s) {
   std::string out;
   out.reserve(s.size());

@@ -41,6 +41,10 @@ void PutBytes(nlohmann::json& obj, const std::string& key, std::string_view byte
 // when the value has the wrong type or is not hex.
 Result<std::string> GetBytes(const nlohmann::json& obj, const std::string& key);
 
+// `s` without its trailing spaces, tabs, CRs and newlines (a command's or a
+// small file's output line).
+std::string TrimTrailingSpace(std::string_view s);
+
 // Printable UTF-8 as is; \n \t \r \\ and every other control character
 // (C0, DEL, C1), and every byte that is not UTF-8, as \n, \t, \r, \\, \xNN.
 std::string EscapeForTerminal(std::string_view s);

@@ -384,9 +384,7 @@ uint64_t Store::Impl::ViewSeq(const std::string& uuid) const {
   auto text = ReadFileToString(env_, ViewSeqPath(uuid), 64);
   uint64_t seq = 0;
   if (!text.ok()) return 0;
-  std::string t = *text;
-  while (!t.empty() && (t.back() == '\n' || t.back() == ' ')) t.pop_back();
-  return ParseSeq(t, &seq) ? seq : 0;
+  return ParseSeq(TrimTrailingSpace(*text), &seq) ? seq : 0;
 }
 
 Status Store::Impl::LoadRefs() {

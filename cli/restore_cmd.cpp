@@ -175,6 +175,7 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
     }
     restore::SmartosBackendOptions o;
     o.work_dir = JoinPath(restore::RestoresDir(config.agent.data_dir), "work");
+    o.await_wait_ms = config.restore.await_timeout.count();
     *desc = "smartos (zpool " + o.zpool + ")";
     return restore::NewSmartosBackend(env, o);
   }
@@ -184,7 +185,8 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
     for (const auto& [kind, argv] :
          {std::pair{"install_image", e.install_image},
           std::pair{"create_instance", e.create_instance},
-          std::pair{"restore_data", e.restore_data}, std::pair{"register_sapi", e.register_sapi}}) {
+          std::pair{"restore_data", e.restore_data}, std::pair{"await_instance", e.await_instance},
+          std::pair{"register_sapi", e.register_sapi}}) {
       if (!argv.empty()) o.commands[kind] = argv;
     }
     o.target = "exec:" + config.source_path;

@@ -557,12 +557,14 @@ Config Parser::Parse(const toml::table& root) {
                               {"exec", RestoreBackend::kExec}}),
       AbsoluteDir("target", &r.target),
       Names("order", &r.order, false),
+      DurationField("await_timeout", &r.await_timeout, std::chrono::seconds(1)),
       {"exec", false, [&, this](const toml::node& n, const std::string& key) {
          if (!n.is_table()) return Problem(n, key, "expected a [restore.exec] table");
          Walk(*n.as_table(), key,
               {Argv("install_image", &r.exec.install_image),
                Argv("create_instance", &r.exec.create_instance),
                Argv("restore_data", &r.exec.restore_data),
+               Argv("await_instance", &r.exec.await_instance),
                Argv("register_sapi", &r.exec.register_sapi)});
        }}};
   Section(root, "restore", restore);

@@ -152,12 +152,13 @@ std::string_view RestoreBackendName(RestoreBackend b);  // "dir", "smartos", "ex
 // Operator hooks of the exec backend: one argv per step, run without a shell
 // (a TOML string value is taken as {"/bin/sh", "-c", value}). The step's JSON
 // goes to stdin. Empty argv = not configured. When backend is "exec",
-// install_image, create_instance and restore_data are required; register_sapi
-// is optional (the step is skipped when empty).
+// install_image, create_instance and restore_data are required; await_instance
+// and register_sapi are optional (their steps are skipped when empty).
 struct RestoreExecConfig {
   std::vector<std::string> install_image;
   std::vector<std::string> create_instance;
   std::vector<std::string> restore_data;
+  std::vector<std::string> await_instance;
   std::vector<std::string> register_sapi;
 };
 
@@ -168,7 +169,10 @@ struct RestoreConfig {
   RestoreBackend backend = RestoreBackend::kDir;
   std::string target = "/var/lib/lifeboat/restored";       // absolute; used by backend "dir"
   std::vector<std::string> order = DefaultServiceOrder();  // no duplicates
-  RestoreExecConfig exec;                                  // [restore.exec]
+  // How long the smartos backend waits for a restored instance to come up
+  // (zone running, setup finished) before the restore stops, resumable.
+  Duration await_timeout = std::chrono::minutes(15);
+  RestoreExecConfig exec;  // [restore.exec]
 };
 
 // Restore drills (restore/drill.h): the agent runs one per peer every

@@ -11,6 +11,8 @@ Result<StepResult> StepwiseBackend::Run(const Step& step, const StepInput& input
       return CreateInstance(step);
     case StepKind::kRestoreData:
       return RestoreData(step, input);
+    case StepKind::kAwaitInstance:
+      return AwaitInstance(step);
     case StepKind::kRegisterSapi:
       return RegisterSapi(step);
   }

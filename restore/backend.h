@@ -67,6 +67,7 @@ class StepwiseBackend : public Backend {
   virtual Result<StepResult> InstallImage(const Step& step) = 0;
   virtual Result<StepResult> CreateInstance(const Step& step) = 0;
   virtual Result<StepResult> RestoreData(const Step& step, const StepInput& input) = 0;
+  virtual Result<StepResult> AwaitInstance(const Step& step) = 0;
   virtual Result<StepResult> RegisterSapi(const Step& step) = 0;
   // Runs before every step (e.g. creating the target); an error stops the step.
   virtual Status BeforeStep() { return Status::Ok(); }
@@ -108,7 +109,11 @@ struct SmartosBackendOptions {
   std::vector<std::string> sapi_register = {"sdc-sapi", "/instances", "-X", "POST"};
   std::vector<std::string> vmapi_get = {"sdc-vmapi"};
   int64_t vmapi_wait_ms = 180'000;
-  int64_t vmapi_poll_ms = 2'000;
+  // await_instance: until the zone runs, its setup_complete exists and
+  // `<svcs> -xvz <uuid>` prints nothing, for at most await_wait_ms.
+  std::string svcs = "svcs";
+  int64_t await_wait_ms = 15 * 60'000;
+  int64_t poll_ms = 2'000;  // between two polls of VMAPI or of the zone
   std::string zpool = "zones";  // the delegate dataset is <zpool>/<uuid>/data
   std::string work_dir;         // where payload files for vmadm/sdc-sapi are written (required)
   int copy_threads = 4;
@@ -120,8 +125,9 @@ std::unique_ptr<Backend> NewSmartosBackend(Env& env, SmartosBackendOptions optio
 
 struct ExecBackendOptions {
   // argv per step kind name ("install_image", "create_instance", "restore_data",
-  // "register_sapi"). register_sapi is optional (its steps are then skipped
-  // with a note); a plan with another step kind that has no command fails Check().
+  // "await_instance", "register_sapi"). await_instance and register_sapi are
+  // optional (their steps are then skipped with a note); a plan with another
+  // step kind that has no command fails Check().
   std::map<std::string, std::vector<std::string>> commands;
   // Optional: argv run with the image uuid appended; exit 0 = installed,
   // 1 = not installed, anything else an error. Without it no image counts as

@@ -5,6 +5,7 @@
 //   <target>/zones/<new-uuid>/sapi.json            the SAPI record
 //   <target>/zones/<new-uuid>/data/                the delegate dataset
 //
+// await_instance only checks that vm.json is there: nothing boots.
 // Images and data trees are built under a ".partial" name and renamed into
 // place, so a name that exists is complete; a rerun removes leftovers.
 #include <climits>
@@ -128,6 +129,16 @@ class DirBackend final : public StepwiseBackend {
     RETURN_IF_ERROR(env_.Rename(partial, final_dir));
     RETURN_IF_ERROR(env_.SyncDir(zone));
     return StepResult{stats->bytes, false};
+  }
+
+  // A directory instance is up once its payload is there (nothing boots).
+  Result<StepResult> AwaitInstance(const Step& step) override {
+    const std::string vm = JoinPath(ZoneDir(step), "vm.json");
+    if (!Exists(env_, vm)) {
+      return DataError("await " + step.alias + " (" + step.new_uuid + "): " + vm +
+                       " does not exist (create_instance did not run)");
+    }
+    return StepResult{0, false};
   }
 
   Result<StepResult> RegisterSapi(const Step& step) override {

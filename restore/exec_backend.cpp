@@ -14,6 +14,12 @@
 namespace lifeboat::restore {
 namespace {
 
+// Step kinds an operator may leave without a hook: their steps are then
+// skipped with a note (an instance that needs no wait, a site without SAPI).
+bool OptionalKind(StepKind kind) {
+  return kind == StepKind::kAwaitInstance || kind == StepKind::kRegisterSapi;
+}
+
 class ExecBackend final : public Backend {
  public:
   explicit ExecBackend(ExecBackendOptions options) : options_(std::move(options)) {}
@@ -37,7 +43,7 @@ class ExecBackend final : public Backend {
     for (const Step& s : plan.steps) {
       auto it = options_.commands.find(std::string(StepKindName(s.kind)));
       if (it == options_.commands.end() || it->second.empty()) {
-        if (s.kind == StepKind::kRegisterSapi) continue;
+        if (OptionalKind(s.kind)) continue;
         return ConfigError("exec backend: no command for step kind " +
                            std::string(StepKindName(s.kind)) + " in [restore.exec]");
       }
@@ -49,8 +55,8 @@ class ExecBackend final : public Backend {
     const std::string kind(StepKindName(step.kind));
     auto it = options_.commands.find(kind);
     if (it == options_.commands.end() || it->second.empty()) {
-      if (step.kind == StepKind::kRegisterSapi) {
-        return StepResult{0, false, "no register_sapi command in [restore.exec]"};
+      if (OptionalKind(step.kind)) {
+        return StepResult{0, false, "no " + kind + " command in [restore.exec]"};
       }
       return ConfigError("exec backend: no command for step kind " + kind + " in [restore.exec]");
     }

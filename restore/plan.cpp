@@ -214,6 +214,8 @@ std::string_view StepKindName(StepKind kind) {
       return "create_instance";
     case StepKind::kRestoreData:
       return "restore_data";
+    case StepKind::kAwaitInstance:
+      return "await_instance";
     case StepKind::kRegisterSapi:
       return "register_sapi";
   }
@@ -222,7 +224,7 @@ std::string_view StepKindName(StepKind kind) {
 
 bool ParseStepKind(std::string_view name, StepKind* out) {
   for (StepKind k : {StepKind::kInstallImage, StepKind::kCreateInstance, StepKind::kRestoreData,
-                     StepKind::kRegisterSapi}) {
+                     StepKind::kAwaitInstance, StepKind::kRegisterSapi}) {
     if (StepKindName(k) == name) {
       *out = k;
       return true;
@@ -251,7 +253,10 @@ json Step::ToJson() const {
   j["new_uuid"] = new_uuid;
   j["alias"] = alias;
   j["service"] = service;
-  if (kind == StepKind::kCreateInstance) j["payload"] = payload;
+  if (kind == StepKind::kCreateInstance) {
+    j["payload"] = payload;
+    j["start_after_data"] = start_after_data;
+  }
   if (kind == StepKind::kRegisterSapi) j["sapi_record"] = payload;
   if (kind == StepKind::kRestoreData) {
     j["data_path"] = data_path;
@@ -279,7 +284,11 @@ Result<Step> Step::FromJson(const json& j) {
   s.service = StringField(j, "service");
   s.data_path = StringField(j, "data_path");
   s.bytes = UintField(j, "bytes");
-  if (s.kind == StepKind::kCreateInstance) s.payload = j.value("payload", json());
+  if (s.kind == StepKind::kCreateInstance) {
+    s.payload = j.value("payload", json());
+    const json* later = j.contains("start_after_data") ? &j["start_after_data"] : nullptr;
+    s.start_after_data = later != nullptr && later->is_boolean() && later->get<bool>();
+  }
   if (s.kind == StepKind::kRegisterSapi) s.payload = j.value("sapi_record", json());
   return s;
 }
@@ -442,6 +451,7 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
   std::set<std::string> taken = known_aliases;
   for (const auto& [old_uuid, a] : options.assigned) taken.insert(a.alias);
   std::set<std::string> planned_images;
+  std::vector<Step> registrations;  // the second phase, once every instance is up
 
   for (const InstanceSource* in : ordered) {
     Assignment a;
@@ -479,6 +489,7 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
     };
     Step create = instance_step(StepKind::kCreateInstance);
     create.payload = NewVmPayload(in->vm_payload, a.new_uuid, a.alias, options.new_ips);
+    create.start_after_data = !in->data_path.empty();
     plan.steps.push_back(std::move(create));
     if (!in->data_path.empty()) {
       Step data = instance_step(StepKind::kRestoreData);
@@ -486,16 +497,18 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
       data.bytes = in->data_bytes;
       plan.steps.push_back(std::move(data));
     }
+    plan.steps.push_back(instance_step(StepKind::kAwaitInstance));
     if (in->sapi_record.is_object()) {
       Step sapi = instance_step(StepKind::kRegisterSapi);
       sapi.payload =
           NewSapiRecord(in->sapi_record, in->uuid, a.new_uuid, a.alias, options.target_server_uuid);
-      plan.steps.push_back(std::move(sapi));
+      registrations.push_back(std::move(sapi));
     }
     plan.instances.push_back(PlannedInstance{in->uuid, in->alias, a.new_uuid, a.alias, in->service,
                                              in->peer, in->generation, in->seq, in->data_bytes,
                                              in->pulled_ms});
   }
+  for (Step& s : registrations) plan.steps.push_back(std::move(s));
   return plan;
 }
 

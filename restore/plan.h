@@ -9,10 +9,17 @@
 //   create_instance  the new VM payload (new uuid, fresh alias, the fields
 //                    `vmadm create` refuses removed, NICs per the IP option)
 //   restore_data     the delegate dataset tree copied into the new instance
+//   await_instance   wait until the new instance is up (zone running, its
+//                    services online) before the next instance is created
 //   register_sapi    the SAPI record with the old uuid replaced by the new one
 //
-// Instances are planned in service order (RFD 67's by default; services not
-// in the order come last, by name), then by old alias and uuid. New uuids are
+// in two phases: first, instance by instance in service order (RFD 67's by
+// default; services not in the order come last, by name; then by old alias
+// and uuid), its images, create_instance, restore_data and await_instance;
+// then, once every instance is up (sapi and vmapi among them when they were
+// lost too), every register_sapi in the same order. SAPI adopts a VM only
+// once VMAPI knows it (docs/triton-sapi-vmapi-facts.md), so registration
+// waits for the services it talks to. New uuids are
 // random v4 uuids drawn from a seedable generator, so a plan is a pure
 // function of its inputs and the seed (tests pin the seed; the restorer pins
 // uuids and aliases of a resumed restore through `assigned`).
@@ -101,7 +108,7 @@ struct PlanOptions {
   std::string target_server_uuid;
 };
 
-enum class StepKind { kInstallImage, kCreateInstance, kRestoreData, kRegisterSapi };
+enum class StepKind { kInstallImage, kCreateInstance, kRestoreData, kAwaitInstance, kRegisterSapi };
 std::string_view StepKindName(StepKind kind);  // "install_image", ...
 bool ParseStepKind(std::string_view name, StepKind* out);
 
@@ -124,6 +131,10 @@ struct Step {
   std::string alias;
   std::string service;
   nlohmann::json payload;  // create_instance: VM payload; register_sapi: SAPI record
+  // create_instance: a restore_data step follows, which starts the instance
+  // once its data is in place (a backend that boots instances creates it
+  // stopped, so its first-boot setup runs on the restored data, uninterrupted).
+  bool start_after_data = false;
   std::string data_path;   // restore_data: source tree
   uint64_t bytes = 0;      // bytes the step moves (image file, data tree)
 

@@ -3,11 +3,20 @@
 //   install_image    imgadm get <uuid> (installed already?), else
 //                    imgadm install -m <manifest.json> -f <file>
 //   create_instance  vmadm get <uuid> (created already?), else
-//                    vmadm create -f <payload file>
+//                    vmadm create -f <payload file>; with autoboot false
+//                    when data follows (start_after_data): the zone's
+//                    first-boot setup then runs once, on the restored data
 //   restore_data     vmadm stop <uuid> (unless stopped),
 //                    zfs get -Hp -o value mountpoint <zpool>/<uuid>/data,
 //                    empty that directory, copy the tree into it,
-//                    vmadm start <uuid>
+//                    vmadm update <uuid> autoboot=true, vmadm start <uuid>
+//   await_instance   until vmadm get <uuid> says running, <zonepath>/root/
+//                    var/svc/setup_complete exists and `svcs -xvz <uuid>`
+//                    prints nothing (every enabled service of the zone is
+//                    fine); setup_failed or a service in maintenance fails
+//                    at once (sdc-headnode scripts/headnode.sh create_zone,
+//                    sdcadm lib/procedures/shared.js waitForInstToBeUp;
+//                    docs/triton-readiness-facts.md)
 //   register_sapi    <vmapi_get...> /vms/<uuid> until HTTP 200 (VMAPI knows
 //                    the VM, so SAPI adopts it instead of provisioning a
 //                    second one), then <sapi_register...> -d @<record file>
@@ -15,6 +24,7 @@
 // Every command runs without a shell (RunCommand); a non-zero exit fails the
 // step with the command line and its stderr.
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -47,8 +57,8 @@ class SmartosBackend final : public StepwiseBackend {
     size_t start = 0;
     while (start < r.out.size()) {
       size_t nl = r.out.find('\n', start);
-      std::string line = r.out.substr(start, nl == std::string::npos ? nl : nl - start);
-      while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+      std::string line =
+          TrimTrailingSpace(std::string_view(r.out).substr(start, nl == std::string::npos ? nl : nl - start));
       if (!line.empty() && line != "-") aliases.insert(line);
       if (nl == std::string::npos) break;
       start = nl + 1;
@@ -102,7 +112,9 @@ class SmartosBackend final : public StepwiseBackend {
   Result<StepResult> CreateInstance(const Step& step) override {
     ASSIGN_OR_RETURN(bool exists, VmExists(step.new_uuid));
     if (exists) return StepResult{0, true};
-    ASSIGN_OR_RETURN(std::string payload, WriteWorkFile(step.new_uuid + ".vm.json", step.payload));
+    json vm = step.payload;
+    if (step.start_after_data && vm.is_object()) vm["autoboot"] = false;
+    ASSIGN_OR_RETURN(std::string payload, WriteWorkFile(step.new_uuid + ".vm.json", vm));
     auto r = MustRun({options_.vmadm, "create", "-f", payload});
     if (!r.ok()) return r.status().WithContext("create instance " + step.alias);
     return StepResult{0, false};
@@ -110,20 +122,16 @@ class SmartosBackend final : public StepwiseBackend {
 
   Result<StepResult> RestoreData(const Step& step, const StepInput& input) override {
     const std::string what = "restore data of " + step.alias + " (" + step.new_uuid + ")";
-    ASSIGN_OR_RETURN(CommandResult got, MustRun({options_.vmadm, "get", step.new_uuid}));
-    json vm = json::parse(got.out, nullptr, false);
-    std::string state = vm.is_object() ? vm.value("state", "") : "";
-    if (state != "stopped") {
+    auto vm = GetVm(step.new_uuid);
+    if (!vm.ok()) return vm.status().WithContext(what);
+    if (vm->state != "stopped") {
       auto r = MustRun({options_.vmadm, "stop", step.new_uuid});
       if (!r.ok()) return r.status().WithContext(what);
     }
     const std::string dataset = options_.zpool + "/" + step.new_uuid + "/data";
     auto mp = MustRun({options_.zfs, "get", "-Hp", "-o", "value", "mountpoint", dataset});
     if (!mp.ok()) return mp.status().WithContext(what);
-    std::string mountpoint = mp->out;
-    while (!mountpoint.empty() && (mountpoint.back() == '\n' || mountpoint.back() == ' ')) {
-      mountpoint.pop_back();
-    }
+    const std::string mountpoint = TrimTrailingSpace(mp->out);
     if (mountpoint.empty() || mountpoint.front() != '/') {
       return IoError(what + ": dataset " + dataset + " has no mountpoint ('" + mountpoint + "')");
     }
@@ -132,8 +140,12 @@ class SmartosBackend final : public StepwiseBackend {
     auto stats = CopyTree(env_, step.data_path, mountpoint,
                           CopyOptions{options_.copy_threads, input.data_meta, options_.set_owners});
     if (!stats.ok()) return stats.status().WithContext(what);
-    auto r = MustRun({options_.vmadm, "start", step.new_uuid});
-    if (!r.ok()) return r.status().WithContext(what);
+    for (const std::vector<std::string>& argv :
+         {std::vector<std::string>{options_.vmadm, "update", step.new_uuid, "autoboot=true"},
+          std::vector<std::string>{options_.vmadm, "start", step.new_uuid}}) {
+      auto r = MustRun(argv);
+      if (!r.ok()) return r.status().WithContext(what);
+    }
     return StepResult{stats->bytes, false};
   }
 
@@ -151,31 +163,96 @@ class SmartosBackend final : public StepwiseBackend {
     return code;
   }
 
+  // Calls `probe` every poll_ms until it answers true or fails, for at most
+  // `wait_ms`; then a temporary (resumable) error: `late` says what is late.
+  Status PollUntil(int64_t wait_ms, const std::function<Result<bool>()>& probe,
+                   const std::function<std::string()>& late) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool done, probe());
+      if (done) return Status::Ok();
+      if (std::chrono::steady_clock::now() >= deadline) return TemporaryError(late());
+      std::this_thread::sleep_for(std::chrono::milliseconds(options_.poll_ms));
+    }
+  }
+
+  static std::string Seconds(int64_t ms) { return std::to_string(ms / 1000) + " s"; }
+
   // Polls VMAPI until it knows the new VM (options_.vmapi_get).
   Status WaitUntilVmapiKnows(const Step& step) {
     std::vector<std::string> argv = options_.vmapi_get;
     argv.push_back("/vms/" + step.new_uuid);
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.vmapi_wait_ms);
-    for (;;) {
+    auto known = [&]() -> Result<bool> {
       ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
       const int code = HttpStatusOf(r.out);
-      if (code == 200) return Status::Ok();
-      if (code != 404) {
-        return IoError(CommandLine(argv) + " answered " +
-                       (code == 0 ? "without an HTTP status line" : "HTTP " + std::to_string(code)) +
-                       " (200 or 404 expected)");
-      }
-      if (std::chrono::steady_clock::now() >= deadline) {
-        return TemporaryError(
-            "VMAPI does not know " + step.alias + " (" + step.new_uuid + ") after " +
-            std::to_string(options_.vmapi_wait_ms / 1000) +
-            " s: registering it in SAPI now would make SAPI provision a second VM with its "
-            "uuid; check vm-agent on this node (svcs vm-agent), then run the restore again "
-            "(it resumes here)");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(options_.vmapi_poll_ms));
+      if (code == 200 || code == 404) return code == 200;
+      return IoError(CommandLine(argv) + " answered " +
+                     (code == 0 ? "without an HTTP status line" : "HTTP " + std::to_string(code)) +
+                     " (200 or 404 expected)");
+    };
+    return PollUntil(options_.vmapi_wait_ms, known, [&] {
+      return "VMAPI does not know " + step.alias + " (" + step.new_uuid + ") after " +
+             Seconds(options_.vmapi_wait_ms) +
+             ": registering it in SAPI now would make SAPI provision a second VM with its "
+             "uuid; check vm-agent on this node (svcs vm-agent), then run the restore again "
+             "(it resumes here)";
+    });
+  }
+
+  struct VmInfo {
+    std::string state;     // running, stopped, provisioning, ...
+    std::string zonepath;  // /zones/<uuid>
+  };
+  Result<VmInfo> GetVm(const std::string& uuid) {
+    ASSIGN_OR_RETURN(CommandResult got, MustRun({options_.vmadm, "get", uuid}));
+    json vm = json::parse(got.out, nullptr, false);
+    if (!vm.is_object() || !vm.contains("state") || !vm["state"].is_string()) {
+      return DataError("vmadm get " + uuid + " printed no VM object with a state");
     }
+    return VmInfo{vm["state"].get<std::string>(), vm.value("zonepath", "")};
+  }
+
+  // One look at a booting zone: true when it is up, false while it is not
+  // yet, an error when it failed (no point waiting). `why` says what it waits on.
+  Result<bool> ZoneUp(const std::string& uuid, std::string* why) {
+    ASSIGN_OR_RETURN(VmInfo vm, GetVm(uuid));
+    if (vm.state != "running") {
+      *why = "the zone is " + vm.state;
+      return false;
+    }
+    if (vm.zonepath.empty() || vm.zonepath.front() != '/') {
+      return DataError("vmadm get " + uuid + " printed no zonepath");
+    }
+    const std::string svc_dir = vm.zonepath + "/root/var/svc";
+    if (Exists(env_, svc_dir + "/setup_failed")) {
+      return DataError("its first-boot setup failed (" + svc_dir +
+                       "/setup_failed exists; see the zone's /var/svc/setup.log)");
+    }
+    if (!Exists(env_, svc_dir + "/setup_complete")) {
+      *why = "its first-boot setup has not finished (no " + svc_dir + "/setup_complete)";
+      return false;
+    }
+    ASSIGN_OR_RETURN(CommandResult svcs, RunCmd({options_.svcs, "-xvz", uuid}));
+    const std::string report = TrimTrailingSpace(svcs.out + svcs.err);
+    if (svcs.ok() && report.empty()) return true;
+    if (report.find("State: maintenance") != std::string::npos) {
+      return DataError("a service of the zone is in maintenance: " + report);
+    }
+    *why = "`svcs -xvz " + uuid + "` reports: " + (report.empty() ? svcs.Describe() : report);
+    return false;
+  }
+
+  Result<StepResult> AwaitInstance(const Step& step) override {
+    const std::string what = "await " + step.alias + " (" + step.new_uuid + ")";
+    std::string why;
+    Status st = PollUntil(
+        options_.await_wait_ms, [&] { return ZoneUp(step.new_uuid, &why); },
+        [&] {
+          return "not up after " + Seconds(options_.await_wait_ms) + ": " + why +
+                 "; fix the zone, then run the restore again (it resumes here)";
+        });
+    if (!st.ok()) return st.WithContext(what);
+    return StepResult{0, false};
   }
 
   Result<StepResult> RegisterSapi(const Step& step) override {

@@ -118,10 +118,12 @@ release_went_back = ["headnode1"]
 backend = "exec"
 target = "/srv/restored"
 order = ["sapi", "imgapi"]
+await_timeout = "5m"
 [restore.exec]
 install_image = ["/bin/install", "--fast"]
 create_instance = "create-it | logger"
 restore_data = ["/bin/rd"]
+await_instance = ["/bin/wait-up"]
 )"));
   REQUIRE(c.ok());
   CHECK(c->auth.api_token == "s3cret-token");
@@ -155,6 +157,8 @@ restore_data = ["/bin/rd"]
   CHECK(c->restore.exec.create_instance ==
         std::vector<std::string>{"/bin/sh", "-c", "create-it | logger"});
   CHECK(c->restore.exec.register_sapi.empty());
+  CHECK(c->restore.exec.await_instance == std::vector<std::string>{"/bin/wait-up"});
+  CHECK(c->restore.await_timeout == std::chrono::minutes(5));
   CHECK(c->warnings.empty());  // api beyond loopback, but with a token
 }
 
@@ -464,6 +468,8 @@ TEST_CASE("the shipped example config parses clean", "[conf]") {
   CHECK(c->node.name == "headnode0");
   CHECK(c->peers.size() == 2);
   CHECK(c->restore.exec.register_sapi.size() == 3);  // a string: run by /bin/sh -c
+  CHECK(c->restore.exec.await_instance.empty());
+  CHECK(c->restore.await_timeout == std::chrono::minutes(15));
   CHECK(c->restore.order == DefaultServiceOrder());
   // Its provider is smartos, so its restore backend is too (issue 15).
   CHECK(RestoreBackendName(c->restore.backend) == "smartos");

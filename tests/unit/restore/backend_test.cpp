@@ -83,7 +83,7 @@ TEST_CASE("dir backend restores images, payload, SAPI record and an identical da
   TempDir dir;
   Source src(dir);
   Plan plan = src.MakeTestPlan();
-  REQUIRE(plan.steps.size() == 5);
+  REQUIRE(plan.steps.size() == 6);  // 2 images, create, data, await, sapi
   const std::string target = dir / "target";
   auto backend = NewDirBackend(*Env::Default(), DirOptions(target, 3));
   CHECK_FALSE(backend->HasImage(kRootImage).value());
@@ -192,7 +192,8 @@ SmartosBackendOptions FakeSmartos(const TempDir& dir) {
   o.zfs = FakeSmartosDir() + "/zfs";
   o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
   o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
-  o.vmapi_poll_ms = 10;
+  o.svcs = FakeSmartosDir() + "/svcs";
+  o.poll_ms = 10;
   o.work_dir = dir / "work";
   return o;
 }
@@ -202,7 +203,7 @@ std::vector<std::string> Mutations(const std::vector<std::string>& calls) {
   for (const std::string& c : calls) {
     std::string cmd = c.substr(c.rfind('/', c.find(' ')) + 1);
     if (cmd.find(" get") != std::string::npos || cmd.find(" list") != std::string::npos ||
-        cmd.starts_with("sdc-vmapi ")) {
+        cmd.starts_with("sdc-vmapi ") || cmd.starts_with("svcs ")) {
       continue;
     }
     out.push_back(cmd);
@@ -254,7 +255,7 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
             "imgadm install -m " + img[0].manifest_path + " -f " + img[0].file_path,
             "imgadm install -m " + img[1].manifest_path + " -f " + img[1].file_path,
             "vmadm create -f " + (dir / ("work/" + u + ".vm.json")),
-            "vmadm stop " + u,
+            "vmadm update " + u + " autoboot=true",
             "vmadm start " + u,
             "sdc-sapi /instances -X POST -d @" + (dir / ("work/" + u + ".sapi.json")),
         });
@@ -306,6 +307,74 @@ TEST_CASE("smartos backend steps are safe to repeat after a failure") {
   CHECK(backend->Run(plan.steps[0], {})->already_done);
   auto after = FakeCalls(dir / "smartos");
   CHECK(Mutations(std::vector<std::string>(after.begin() + calls, after.end())).empty());
+}
+
+// Runs the plan's steps up to the first await_instance, which it returns.
+Result<StepResult> RunUntilAwait(Backend& backend, const Plan& plan) {
+  for (const Step& s : plan.steps) {
+    if (s.kind == StepKind::kAwaitInstance) return backend.Run(s, {});
+    auto r = backend.Run(s, {});
+    if (!r.ok()) return r;
+  }
+  return InternalError("the plan has no await_instance step");
+}
+
+TEST_CASE("smartos await_instance waits for the zone's setup and services, then passes") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  ScopedEnv lag("FAKE_SVCS_LAG", "3");  // a service still starting on the first three looks
+  Plan plan = src.MakeTestPlan();
+  auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
+  auto r = RunUntilAwait(*backend, plan);
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  size_t svcs = 0;
+  for (const std::string& c : FakeCalls(dir / "smartos")) svcs += c.find("svcs -xvz") != std::string::npos;
+  CHECK(svcs == 4);
+}
+
+TEST_CASE("smartos await_instance stops at once on a failed setup or a service in maintenance") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  Plan plan = src.MakeTestPlan();
+  SmartosBackendOptions o = FakeSmartos(dir);
+  o.await_wait_ms = 60'000;  // a wait would make the test time out, not pass
+  auto backend = NewSmartosBackend(*Env::Default(), o);
+  SECTION("setup_failed") {
+    ScopedEnv setup("FAKE_ZONE_SETUP", "failed");
+    auto r = RunUntilAwait(*backend, plan);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == Code::kData);
+    CHECK_THAT(r.status().message(), Catch::Contains("await imgapi1") &&
+                                         Catch::Contains("setup_failed exists"));
+  }
+  SECTION("maintenance") {
+    ScopedEnv svc("FAKE_SVCS_STATE", "maintenance");
+    auto r = RunUntilAwait(*backend, plan);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == Code::kData);
+    CHECK_THAT(r.status().message(), Catch::Contains("in maintenance") &&
+                                         Catch::Contains("svc:/smartdc/site/imgapi:default"));
+  }
+}
+
+TEST_CASE("smartos await_instance gives up after its deadline with a resumable error") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  ScopedEnv setup("FAKE_ZONE_SETUP", "never");
+  Plan plan = src.MakeTestPlan();
+  SmartosBackendOptions o = FakeSmartos(dir);
+  o.await_wait_ms = 200;
+  auto backend = NewSmartosBackend(*Env::Default(), o);
+  auto r = RunUntilAwait(*backend, plan);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kTemporary);
+  CHECK_THAT(r.status().message(), Catch::Contains("not up after") &&
+                                       Catch::Contains("setup has not finished") &&
+                                       Catch::Contains("resumes here"));
 }
 
 TEST_CASE("smartos backend reports a missing command as unavailable") {

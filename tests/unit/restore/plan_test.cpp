@@ -203,7 +203,7 @@ TEST_CASE("SAPI record gets the new uuid everywhere, the new alias and the targe
   CHECK_FALSE(no_server["params"].contains("server_uuid"));
 }
 
-TEST_CASE("images install root first, once across instances, skipping those on the target") {
+TEST_CASE("images install root first, once across instances, skipping those on the target, SAPI last") {
   const std::string root = "aaaaaaaa-0000-4000-8000-000000000000";
   const std::string mid = "bbbbbbbb-0000-4000-8000-000000000000";
   const std::string leaf1 = "cccccccc-0000-4000-8000-000000000000";
@@ -217,11 +217,15 @@ TEST_CASE("images install root first, once across instances, skipping those on t
   opt.seed = 3;
   auto plan = MakePlan(in, {}, opt);
   REQUIRE(plan.ok());
-  CHECK(StepIds(*plan) == std::vector<std::string>{"install_image:" + mid, "install_image:" + leaf2,
-                                                   "create_instance:" + kU2, "restore_data:" + kU2,
-                                                   "register_sapi:" + kU2, "install_image:" + leaf1,
-                                                   "create_instance:" + kU1, "restore_data:" + kU1,
-                                                   "register_sapi:" + kU1});
+  // Instance by instance, each up before the next; SAPI registrations last
+  // (sapi and vmapi must be up to adopt), in the same service order.
+  CHECK(StepIds(*plan) ==
+        std::vector<std::string>{"install_image:" + mid,    "install_image:" + leaf2,
+                                 "create_instance:" + kU2,  "restore_data:" + kU2,
+                                 "await_instance:" + kU2,   "install_image:" + leaf1,
+                                 "create_instance:" + kU1,  "restore_data:" + kU1,
+                                 "await_instance:" + kU1,   "register_sapi:" + kU2,
+                                 "register_sapi:" + kU1});
   CHECK(plan->steps[0].image_origin == root);
   CHECK(plan->steps[0].manifest_path == "/cat/images/" + mid + "/manifest.json");
   CHECK(plan->TotalBytes() == 3 * 100 + 2 * 1000);

@@ -288,7 +288,7 @@ TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog b
   RestoreReport report;
   REQUIRE(restorer.Run(req, &report).ok());
   CHECK(report.plan.instances.size() == 3);
-  CHECK(report.plan.steps.size() == 4 + 3 * 3);
+  CHECK(report.plan.steps.size() == 4 + 3 * 4);  // images; per instance create, data, await, sapi
   // imgapi1 exists on the target already, so the alias goes one further.
   CHECK(report.plan.instances[1].alias == "imgapi2");
   CHECK(report.steps_run == 0);
@@ -438,14 +438,15 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
   o.zfs = FakeSmartosDir() + "/zfs";
   o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
   o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
-  o.vmapi_poll_ms = 10;
+  o.svcs = FakeSmartosDir() + "/svcs";
+  o.poll_ms = 10;
   o.work_dir = c.dir() / "work";
 
   auto mutations = [](const std::vector<std::string>& calls) {
     std::vector<std::string> out;
     for (const auto& call : calls) {
       if (call.find(" get") == std::string::npos && call.find(" list") == std::string::npos &&
-          !call.starts_with("sdc-vmapi ")) {
+          !call.starts_with("sdc-vmapi ") && !call.starts_with("svcs ")) {
         out.push_back(call);
       }
     }
@@ -462,7 +463,7 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
     INFO(st.ToString());
     REQUIRE(st.ok());
     clean_calls = mutations(FakeCalls(c.dir() / "smartos-clean"));
-    CHECK(clean_calls.size() == 4 + 3 * 4);  // installs; per instance create, stop, start, sapi
+    CHECK(clean_calls.size() == 4 + 3 * 4);  // installs; per instance create, update, start, sapi
   }
 
   ScopedEnv state("FAKE_SMARTOS_STATE", c.dir() / "smartos");
@@ -470,7 +471,7 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
   Restorer restorer(c.Context(backend.get()));
   RestoreReport first;
   {
-    ScopedEnv fail("FAKE_SMARTOS_FAIL_AT", "9");
+    ScopedEnv fail("FAKE_SMARTOS_FAIL_AT", "8");
     Status st = restorer.Run(PeerRequest(5), &first);
     REQUIRE_FALSE(st.ok());
     CHECK(st.message().find("injected failure") != std::string::npos);
@@ -480,11 +481,12 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
   CHECK(second.resumed);
   auto calls = mutations(FakeCalls(c.dir() / "smartos"));
   // Exactly the clean run's commands, plus the one that failed (the second
-  // instance's `vmadm stop`, the 9th state change) and its retry.
-  REQUIRE(clean_calls.size() > 9);
-  CHECK(clean_calls[8].starts_with("vmadm stop "));
+  // instance's `vmadm update autoboot=true` after its data, the 8th state
+  // change) and its retry.
+  REQUIRE(clean_calls.size() > 8);
+  CHECK(clean_calls[7].starts_with("vmadm update "));
   std::vector<std::string> expected = clean_calls;
-  expected.insert(expected.begin() + 8, clean_calls[8]);
+  expected.insert(expected.begin() + 7, clean_calls[7]);
   CHECK(calls == expected);
   for (const auto& p : second.plan.instances) {
     CHECK(SnapshotTree(c.dir() / ("smartos/zones/" + p.new_uuid + "/data"), false) ==
