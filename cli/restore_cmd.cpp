@@ -13,7 +13,8 @@
 // Exit codes: 0 done (or planned, with --dry-run); 64 usage; 65 bad data
 // (verification failed, unknown instance, corrupt journal); 69 a needed
 // command or node unavailable; 74 I/O; 75 refused for now (peer alive
-// without --force, stale data without -y, another restore running);
+// without --force, an HA service down here without --force, stale data
+// without -y, another restore running);
 // 78 bad config.
 #include <unistd.h>
 
@@ -362,7 +363,9 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
                   "restore, of each instance, the retained generation that was current at this "
                   "time: 2026-12-05T10:00:00Z, or how long ago (90m, 2h, 3d)")
       ->excludes("--generation");
-  sub->add_flag("--force", flags.force, "restore even though the peer still answers");
+  sub->add_flag("--force", flags.force,
+                "restore even though the peer still answers, or an HA service (manatee, moray, "
+                "binder) has no healthy instance on this node");
   sub->add_flag("--again", flags.again,
                 "also restore instances an earlier restore on this node already rebuilt "
                 "(without it they are skipped, saying where they went)");

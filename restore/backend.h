@@ -14,6 +14,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -52,6 +53,20 @@ class Backend {
   virtual Status Check(const Plan& plan) {
     (void)plan;
     return Status::Ok();
+  }
+  // The instances of `service` on the target node and whether each looks
+  // healthy, for the HA services (HaServices()) everything restored needs;
+  // nullopt when the backend cannot tell (no such notion on its target).
+  struct LocalInstance {
+    std::string uuid;
+    std::string alias;
+    bool healthy = false;
+    std::string detail;  // why not healthy
+  };
+  virtual Result<std::optional<std::vector<LocalInstance>>> LocalInstances(
+      const std::string& service) {
+    (void)service;
+    return std::optional<std::vector<LocalInstance>>();
   }
   // Runs one step. Errors name the step, the object and the cause.
   virtual Result<StepResult> Run(const Step& step, const StepInput& input) = 0;

@@ -127,6 +127,7 @@ class RunState {
       report_.steps_skipped_done = journal->steps().size();
       return Status::Ok();
     }
+    RETURN_IF_ERROR(GuardHaServices(selected));
 
     std::vector<Loaded> loaded;
     if (journal) {
@@ -302,6 +303,60 @@ class RunState {
                r.service + " or --instance " + r.uuid + ")"});
       return true;
     });
+  }
+
+  // Everything restored needs manatee, moray and binder. What the backend
+  // sees of them on this node: no healthy instance of one refuses the
+  // restore (unless --force); no instance here and none held from a node
+  // other than the lost ones is a warning (the lost node may have held the
+  // only one). Services being restored themselves are not checked.
+  Status GuardHaServices(const std::vector<catalog::InstanceRecord>& selected) {
+    std::set<std::string> lost, restoring;
+    for (const catalog::InstanceRecord& r : selected) {
+      lost.insert(r.peer);
+      restoring.insert(r.service);
+    }
+    for (const std::string& service : HaServices()) {
+      if (restoring.count(service)) continue;
+      ASSIGN_OR_RETURN(auto local, ctx_.backend->LocalInstances(service));
+      if (!local) continue;  // the backend cannot tell
+      std::string unhealthy;
+      bool healthy = false;
+      for (const Backend::LocalInstance& li : *local) {
+        healthy = healthy || li.healthy;
+        if (!li.healthy) {
+          unhealthy += (unhealthy.empty() ? "" : "; ") + li.alias + " (" + li.uuid + "): " + li.detail;
+        }
+      }
+      if (local->empty()) {
+        const std::vector<catalog::InstanceRecord> held = ctx_.store->Instances();
+        const bool elsewhere = std::any_of(held.begin(), held.end(), [&](const auto& r) {
+          return r.service == service && !r.removed && !lost.count(r.peer);
+        });
+        if (!elsewhere) {
+          report_.warnings.push_back(
+              "no " + service + " instance on this node and none held from a node that is not "
+              "being restored: if the lost node held the only one, restore it first (--service " +
+              service + "); everything else needs it");
+        }
+        continue;
+      }
+      if (healthy) {
+        if (!unhealthy.empty()) report_.warnings.push_back(service + " here: " + unhealthy);
+        continue;
+      }
+      std::string msg = "HA service " + service + " is not healthy on this node (" + unhealthy +
+                        "); the restored instances need it";
+      if (req_.force) {
+        report_.warnings.push_back(msg + "; going ahead (--force)");
+        continue;
+      }
+      Status refused = TemporaryError(msg + ": fix it first, or pass --force to restore anyway");
+      if (!req_.dry_run) return refused;
+      report_.warnings.push_back(msg);
+      if (dry_verdict_.ok()) dry_verdict_ = refused;
+    }
+    return Status::Ok();
   }
 
   // A node that did not answer GET /restores may have rebuilt some of the

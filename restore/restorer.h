@@ -6,7 +6,10 @@
 //               (any selection, any target), or one on another node
 //               finished (restored_elsewhere), are skipped unless `again`;
 //               so are HA services' instances (HaServices) when the
-//               selection is a whole peer
+//               selection is a whole peer; then the HA services this
+//               restore does not rebuild must have a healthy instance on
+//               this node, as far as the backend can tell
+//               (Backend::LocalInstances; refused unless force)
 //   2. guard    refuse when the peer still answers (unless force); when the
 //               data is older than stale_after, ask (confirm) or require
 //               assume_yes
@@ -54,7 +57,7 @@ namespace lifeboat::restore {
 struct RestoreRequest {
   Selection selection;  // exactly one of peer / services / instances
   bool dry_run = false;
-  bool force = false;          // restore even though the peer still answers
+  bool force = false;  // restore even though the peer still answers or an HA service looks down
   bool assume_yes = false;     // -y: accept stale data without asking
   bool from_freshest = false;  // pull the freshest copy of the peer first
   bool new_ips = false;

@@ -66,6 +66,32 @@ class SmartosBackend final : public StepwiseBackend {
     return aliases;
   }
 
+  // vmadm lookup of the service's zones; a running one is healthy when
+  // `svcs -xvz` explains nothing (every enabled service of it runs).
+  Result<std::optional<std::vector<LocalInstance>>> LocalInstances(
+      const std::string& service) override {
+    ASSIGN_OR_RETURN(CommandResult r, MustRun({options_.vmadm, "lookup", "-j", "-o",
+                                               "uuid,alias,state", "tags.smartdc_role=" + service}));
+    json vms = json::parse(r.out, nullptr, false);
+    if (!vms.is_array()) return DataError("vmadm lookup -j printed no JSON array");
+    std::vector<LocalInstance> out;
+    for (const json& vm : vms) {
+      if (!vm.is_object()) continue;
+      LocalInstance li{vm.value("uuid", ""), vm.value("alias", ""), false, ""};
+      const std::string state = vm.value("state", "");
+      if (state != "running") {
+        li.detail = "the zone is " + state;
+      } else {
+        ASSIGN_OR_RETURN(CommandResult svcs, RunCmd({options_.svcs, "-xvz", li.uuid}));
+        const std::string report = TrimTrailingSpace(svcs.out + svcs.err);
+        li.healthy = svcs.ok() && report.empty();
+        if (!li.healthy) li.detail = "svcs -xvz: " + (report.empty() ? svcs.Describe() : report);
+      }
+      out.push_back(std::move(li));
+    }
+    return std::optional<std::vector<LocalInstance>>(std::move(out));
+  }
+
   Status Check(const Plan& plan) override {
     (void)plan;
     if (options_.work_dir.empty()) return ConfigError("smartos backend: no work directory");

@@ -377,6 +377,41 @@ TEST_CASE("smartos await_instance gives up after its deadline with a resumable e
                                        Catch::Contains("resumes here"));
 }
 
+TEST_CASE("smartos backend sees this node's HA zones and whether their services run") {
+  TempDir dir;
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  const std::string binder = "2f5d3c2e-0000-4000-8000-00000000000b";
+  const std::string manatee = "2f5d3c2e-0000-4000-8000-00000000000c";
+  WriteFile(dir / ("smartos/vms/" + binder + ".json"),
+            R"({"uuid": ")" + binder + R"(", "alias": "binder0", "tags": {"smartdc_role": "binder"}})");
+  WriteFile(dir / ("smartos/vms/" + binder + ".state"), "running\n");
+  WriteFile(dir / ("smartos/vms/" + manatee + ".json"),
+            R"({"uuid": ")" + manatee + R"(", "alias": "manatee0", "tags": {"smartdc_role": "manatee"}})");
+  WriteFile(dir / ("smartos/vms/" + manatee + ".state"), "stopped\n");
+  ScopedEnv settled("FAKE_SVCS_LAG", "0");
+  auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
+
+  auto b = backend->LocalInstances("binder");
+  REQUIRE(b.ok());
+  REQUIRE(b->has_value());
+  REQUIRE((*b)->size() == 1);
+  CHECK((**b)[0].alias == "binder0");
+  CHECK((**b)[0].healthy);
+  auto m = backend->LocalInstances("manatee");
+  REQUIRE(m.ok());
+  REQUIRE((*m)->size() == 1);
+  CHECK_FALSE((**m)[0].healthy);
+  CHECK((**m)[0].detail == "the zone is stopped");
+  CHECK(backend->LocalInstances("moray").value()->empty());
+  {
+    ScopedEnv broken("FAKE_SVCS_STATE", "maintenance");
+    auto sick = backend->LocalInstances("binder");
+    REQUIRE(sick.ok());
+    CHECK_FALSE((**sick)[0].healthy);
+    CHECK_THAT((**sick)[0].detail, Catch::Contains("State: maintenance"));
+  }
+}
+
 TEST_CASE("smartos backend reports a missing command as unavailable") {
   TempDir dir;
   Source src(dir);

@@ -446,7 +446,8 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
     std::vector<std::string> out;
     for (const auto& call : calls) {
       if (call.find(" get") == std::string::npos && call.find(" list") == std::string::npos &&
-          !call.starts_with("sdc-vmapi ") && !call.starts_with("svcs ")) {
+          call.find(" lookup") == std::string::npos && !call.starts_with("sdc-vmapi ") &&
+          !call.starts_with("svcs ")) {
         out.push_back(call);
       }
     }
@@ -492,6 +493,77 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
     CHECK(SnapshotTree(c.dir() / ("smartos/zones/" + p.new_uuid + "/data"), false) ==
           SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid, false));
   }
+}
+
+// The dir backend, seeing on "this node" the HA instances a test gives it.
+class HaSeeingBackend final : public Backend {
+ public:
+  HaSeeingBackend(std::unique_ptr<Backend> inner,
+                  std::map<std::string, std::vector<LocalInstance>> local)
+      : inner_(std::move(inner)), local_(std::move(local)) {}
+  std::string name() const override { return inner_->name(); }
+  std::string target() const override { return inner_->target(); }
+  Result<bool> HasImage(const std::string& uuid) override { return inner_->HasImage(uuid); }
+  Result<std::set<std::string>> TargetAliases() override { return inner_->TargetAliases(); }
+  Result<StepResult> Run(const Step& step, const StepInput& input) override {
+    return inner_->Run(step, input);
+  }
+  Result<std::optional<std::vector<LocalInstance>>> LocalInstances(
+      const std::string& service) override {
+    auto it = local_.find(service);
+    return std::optional<std::vector<LocalInstance>>(
+        it == local_.end() ? std::vector<LocalInstance>{} : it->second);
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  std::map<std::string, std::vector<LocalInstance>> local_;
+};
+
+TEST_CASE("a restore is refused while an HA service has no healthy instance here, unless --force") {
+  Cluster c;
+  const Backend::LocalInstance ok{"5b5d3c2e-0000-4000-8000-000000000001", "manatee0", true, ""};
+  const Backend::LocalInstance moray{"5b5d3c2e-0000-4000-8000-000000000002", "moray0", true, ""};
+  const Backend::LocalInstance down{"5b5d3c2e-0000-4000-8000-000000000003", "binder0", false,
+                                    "svcs -xvz: svc:/smartdc/application/zookeeper:default "
+                                    "State: maintenance"};
+  HaSeeingBackend backend(NewDirBackend(*Env::Default(), DirOptions(c.target(), 2)),
+                          {{"manatee", {ok}}, {"moray", {moray}}, {"binder", {down}}});
+  Restorer restorer(c.Context(&backend));
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(), &report);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.code() == Code::kTemporary);
+  CHECK_THAT(st.message(), Catch::Contains("HA service binder is not healthy on this node") &&
+                               Catch::Contains("binder0") && Catch::Contains("maintenance") &&
+                               Catch::Contains("--force"));
+  CHECK_FALSE(Exists(*Env::Default(), c.target()));
+
+  RestoreRequest forced = PeerRequest();
+  forced.force = true;
+  RestoreReport done;
+  REQUIRE(restorer.Run(forced, &done).ok());
+  CHECK(done.plan.instances.size() == 3);
+  CHECK(std::any_of(done.warnings.begin(), done.warnings.end(), [](const std::string& w) {
+    return w.find("binder is not healthy") != std::string::npos &&
+           w.find("going ahead (--force)") != std::string::npos;
+  }));
+}
+
+TEST_CASE("a restore warns when no node but the lost one may hold an HA service") {
+  Cluster c;
+  const Backend::LocalInstance binder{"5b5d3c2e-0000-4000-8000-000000000003", "binder0", true, ""};
+  const Backend::LocalInstance moray{"5b5d3c2e-0000-4000-8000-000000000002", "moray0", true, ""};
+  HaSeeingBackend backend(NewDirBackend(*Env::Default(), DirOptions(c.target(), 2)),
+                          {{"binder", {binder}}, {"moray", {moray}}});  // no manatee here
+  RestoreReport report;
+  REQUIRE(Restorer(c.Context(&backend)).Run(PeerRequest(), &report).ok());
+  std::vector<std::string> ha;
+  for (const std::string& w : report.warnings) {
+    if (w.find("instance on this node") != std::string::npos) ha.push_back(w);
+  }
+  REQUIRE(ha.size() == 1);
+  CHECK_THAT(ha[0], Catch::Contains("no manatee instance") && Catch::Contains("--service manatee"));
 }
 
 TEST_CASE("restoring a peer that still answers is refused without --force") {
