@@ -167,7 +167,113 @@ const std::map<std::string, unsigned, std::less<>>& CreateTable() {
   return kTable;
 }
 
+// The sub-properties of list entries whose payload.allowed[brand] contains
+// 'add' in proptable.js at the same commit: VM.js validate() checks every
+// entry of a create payload's disks, nics, filesystems and pci_devices as an
+// add ("<list>.*.<sub>"), and removes the others with a warning. Deprecated
+// and ignored ones (disks.*.image_name, zonexml_size) are left out.
+const std::map<std::string, unsigned, std::less<>>& SubPropertyTable() {
+  static const std::map<std::string, unsigned, std::less<>> kTable = {
+      {"disks.*.block_size", kKvm | kBhyve},
+      {"disks.*.boot", kKvm | kBhyve},
+      {"disks.*.compression", kKvm | kBhyve},
+      {"disks.*.guest_block_size", kBhyve},
+      {"disks.*.image_size", kKvm | kBhyve},
+      {"disks.*.image_uuid", kKvm | kBhyve},
+      {"disks.*.media", kKvm | kBhyve},
+      {"disks.*.model", kKvm | kBhyve},
+      {"disks.*.nocreate", kKvm | kBhyve},
+      {"disks.*.notrim", kBhyve},
+      {"disks.*.path", kKvm | kBhyve},
+      {"disks.*.pci_slot", kBhyve},
+      {"disks.*.refreservation", kKvm | kBhyve},
+      {"disks.*.size", kKvm | kBhyve},
+      {"disks.*.uuid", kBhyve},
+      {"disks.*.zpool", kKvm | kBhyve},
+      {"filesystems.*.options", kJoyent | kJoyentMinimal | kLx},
+      {"filesystems.*.raw", kJoyent | kJoyentMinimal | kLx},
+      {"filesystems.*.source", kJoyent | kJoyentMinimal | kLx},
+      {"filesystems.*.target", kJoyent | kJoyentMinimal | kLx},
+      {"filesystems.*.type", kJoyent | kJoyentMinimal | kLx},
+      {"nics.*.allow_dhcp_spoofing", kAllBrands},
+      {"nics.*.allow_ip_spoofing", kAllBrands},
+      {"nics.*.allow_mac_spoofing", kAllBrands},
+      {"nics.*.allow_restricted_traffic", kAllBrands},
+      {"nics.*.allow_unfiltered_promisc", kKvm | kBhyve},
+      {"nics.*.allowed_dhcp_cids", kJoyent | kJoyentMinimal | kLx | kKvm},
+      {"nics.*.allowed_ips", kAllBrands},
+      {"nics.*.blocked_outgoing_ports", kAllBrands},
+      {"nics.*.dhcp_server", kAllBrands},
+      {"nics.*.gateway", kAllBrands},
+      {"nics.*.gateways", kAllBrands},
+      {"nics.*.interface", kAllBrands},
+      {"nics.*.ip", kAllBrands},
+      {"nics.*.ips", kAllBrands},
+      {"nics.*.mac", kAllBrands},
+      {"nics.*.model", kKvm | kBhyve},
+      {"nics.*.mtu", kAllBrands},
+      {"nics.*.netmask", kAllBrands},
+      {"nics.*.network_uuid", kAllBrands},
+      {"nics.*.nic_tag", kAllBrands},
+      {"nics.*.primary", kAllBrands},
+      {"nics.*.vlan_id", kAllBrands},
+      {"nics.*.vrrp_primary_ip", kAllBrands},
+      {"nics.*.vrrp_vrid", kAllBrands},
+      {"pci_devices.*.path", kBhyve},
+      {"pci_devices.*.pci_slot", kBhyve},
+  };
+  return kTable;
+}
+
+bool IsTrue(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
+// A `vmadm get` disk as a create entry, beyond the per-property table (VM.js
+// validate() and the add_disks check in its create path):
+//  - `path` is refused on a disk that is not a cdrom unless nocreate is set
+//    ("you cannot specify a path for a disk unless you set nocreate=true");
+//    the new zvol's path is vmadm's to choose, so it goes;
+//  - a disk cloned from an image takes no block_size (the image's zvol sets
+//    it), a blank disk no image_size.
+// `size` stays on an image disk: it grows the clone past image_size.
+void MakeDiskCreatable(json& disk) {
+  const bool cdrom = StringField(disk, "media") == "cdrom";
+  if (!cdrom && !IsTrue(disk, "nocreate")) disk.erase("path");
+  if (disk.contains("image_uuid")) {
+    disk.erase("block_size");
+  } else {
+    disk.erase("image_size");
+  }
+}
+
+// Keeps, in every object entry of the list property `list`, only the
+// sub-properties create accepts for the brand.
+void KeepCreatableEntries(json& entries, std::string_view list, std::string_view brand) {
+  if (!entries.is_array()) return;
+  for (json& entry : entries) {
+    if (!entry.is_object()) continue;
+    for (auto it = entry.begin(); it != entry.end();) {
+      if (CreateAcceptsVmSubProperty(brand, list, it.key())) {
+        ++it;
+      } else {
+        it = entry.erase(it);
+      }
+    }
+    if (list == "disks") MakeDiskCreatable(entry);
+  }
+}
+
 }  // namespace
+
+bool CreateAcceptsVmSubProperty(std::string_view brand, std::string_view list,
+                                std::string_view sub) {
+  std::string key(list);
+  key.append(".*.").append(sub);
+  auto it = SubPropertyTable().find(key);
+  return it != SubPropertyTable().end() && (it->second & BrandBitOf(brand)) != 0;
+}
 
 bool KnownVmBrand(std::string_view brand) { return BrandBitOf(brand) != 0; }
 
@@ -186,6 +292,12 @@ bool HasDelegatedDataset(const json& vm) {
   auto ds = vm.find("datasets");
   if (ds == vm.end() || !ds->is_array()) return false;
   std::string fs = StringField(vm, "zfs_filesystem");
+  if (fs.empty() && !StringField(vm, "zonename").empty()) {
+    // VM.js names the zone's dataset <zpool>/<zonename> (zpool "zones" by
+    // default); a zone-XML-only object (vmload-xml) lacks zfs_filesystem.
+    std::string pool = StringField(vm, "zpool");
+    fs = (pool.empty() ? std::string("zones") : pool) + "/" + StringField(vm, "zonename");
+  }
   const std::string uuid = StringField(vm, "uuid");
   std::string suffix("/");
   suffix.append(uuid).append("/data");
@@ -360,6 +472,9 @@ json NewVmPayload(const json& old, const std::string& new_uuid, const std::strin
   json p = json::object();
   for (auto it = old.begin(); it != old.end(); ++it) {
     if (CreateAcceptsVmProperty(brand, it.key())) p[it.key()] = it.value();
+  }
+  for (const char* list : {"disks", "nics", "filesystems", "pci_devices"}) {
+    if (p.contains(list)) KeepCreatableEntries(p[list], list, brand);
   }
   // `datasets` is output only; the delegated dataset is asked for with
   // delegate_dataset (joyent, joyent-minimal, lx). indestructible_delegated

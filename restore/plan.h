@@ -49,6 +49,13 @@ const std::vector<std::string>& DefaultServiceOrder();
 bool CreateAcceptsVmProperty(std::string_view brand, std::string_view property);
 bool KnownVmBrand(std::string_view brand);
 
+// Whether `vmadm create` accepts `sub` in an entry of the list property `list`
+// ("disks", "nics", "filesystems", "pci_devices") for `brand`: the
+// proptable.js entries "<list>.*.<sub>" that allow 'add', which is how VM.js
+// validates the entries of a create payload.
+bool CreateAcceptsVmSubProperty(std::string_view brand, std::string_view list,
+                                std::string_view sub);
+
 // Whether a `vmadm get` object has a delegated dataset: `datasets` lists
 // <zfs_filesystem>/data (vmadm get never prints delegate_dataset), or an
 // older record carries delegate_dataset: true.
@@ -187,7 +194,12 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
 
 // The new VM payload for `old` under `new_uuid` / `alias` (exposed for tests):
 // only the properties create accepts for its brand, delegate_dataset derived
-// from `datasets`, zonename rewritten to the new uuid.
+// from `datasets`, zonename rewritten to the new uuid. Entries of disks, nics,
+// filesystems and pci_devices keep only the sub-properties create accepts
+// (CreateAcceptsVmSubProperty); a disk that is not a cdrom loses `path` (VM.js
+// refuses it without nocreate: vmadm names the new zvol), an image disk its
+// block_size, a blank disk its image_size. With new_ips, NICs lose
+// NicAddressFields().
 nlohmann::json NewVmPayload(const nlohmann::json& old, const std::string& new_uuid,
                             const std::string& alias, bool new_ips);
 

@@ -89,6 +89,22 @@ def tree_digests(root):
     return out
 
 
+def fixture_uuid(*labels):
+    """A deterministic uuid for a named object of the test datacenter."""
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, ".".join(labels) + ".lifeboat.test"))
+
+
+def sapi_application_uuid():
+    """The "sdc" SAPI application's uuid, the same on every node."""
+    return fixture_uuid("sdc", "sapi-application")
+
+
+def sapi_service_uuid(service):
+    """The SAPI service's uuid, the same on every node: instance records name
+    their service by it, as real SAPI records do (sdc-sapi docs/index.md)."""
+    return fixture_uuid(service, "sapi-service")
+
+
 class Export:
     """A dir-provider export root shaped like a headnode's objects."""
 
@@ -115,16 +131,31 @@ class Export:
         image = str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, "image-" + service + self.node))
         self.add_image(image)
         vm = {"uuid": u, "zonename": u, "alias": alias, "brand": "joyent-minimal",
-              "image_uuid": image, "state": "running", "server_uuid": "node-" + self.node,
+              "image_uuid": image, "state": "running",
+              "server_uuid": fixture_uuid(self.node, "server"),
               "tags": {"smartdc_role": service, "smartdc_type": "core"},
               "nics": [{"ip": "10.99.99.%d" % (len(self.instances) + 10), "nic_tag": "admin"}]}
         write(os.path.join(self.root, "vms", u + ".json"), json.dumps(vm, indent=2))
         write(os.path.join(self.root, "sapi", u + ".json"),
-              json.dumps({"uuid": u, "service_uuid": "svc-" + service, "params": {"alias": alias}}))
+              json.dumps({"uuid": u, "service_uuid": sapi_service_uuid(service),
+                          "params": {"alias": alias}}))
+        self.add_sapi_service(service)
         for rel, data in files.items():
             write(self.dataset_path(u, rel), data)
         self.instances[u] = (alias, service, image)
         return u
+
+    def add_sapi_service(self, service):
+        """The SAPI service record (and the application) an instance record names."""
+        app = os.path.join(self.root, "sapi", "application.json")
+        if not os.path.exists(app):
+            write(app, json.dumps({"uuid": sapi_application_uuid(), "name": "sdc",
+                                   "params": {}, "metadata": {}, "master": True}, indent=2))
+        path = os.path.join(self.root, "sapi", "services", service + ".json")
+        if not os.path.exists(path):
+            write(path, json.dumps({"uuid": sapi_service_uuid(service), "name": service,
+                                    "application_uuid": sapi_application_uuid(), "params": {},
+                                    "metadata": {}, "type": "vm"}, indent=2))
 
     def remove_instance(self, u):
         os.remove(os.path.join(self.root, "vms", u + ".json"))

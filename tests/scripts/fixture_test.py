@@ -9,6 +9,7 @@ consistency of a --dc datacenter, and that a mutation changes what it says.
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,8 @@ sys.path.insert(0, os.path.join(SCRIPTS, "lib"))
 
 import fixture_gen  # noqa: E402
 import treedigest  # noqa: E402
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 def run(*argv):
@@ -99,6 +102,9 @@ def check_node(tc, root):
         svc = load(os.path.join(root, "sapi", "services", vm["tags"]["smartdc_role"] + ".json"))
         tc.assertEqual(sapi["service_uuid"], svc["uuid"])
         tc.assertEqual(svc["application_uuid"], app["uuid"])
+        # Real SAPI records carry uuids (sdc-sapi docs/index.md), never names.
+        for u in (sapi["uuid"], sapi["service_uuid"], svc["uuid"], app["uuid"]):
+            tc.assertRegex(u, UUID_RE)
         tc.assertEqual(sapi["params"]["alias"], vm["alias"])
         tc.assertEqual(svc["params"]["image_uuid"], vm["image_uuid"])
         vms[vm["uuid"]] = vm
