@@ -177,6 +177,7 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
     restore::SmartosBackendOptions o;
     o.work_dir = JoinPath(restore::RestoresDir(config.agent.data_dir), "work");
     o.await_wait_ms = config.restore.await_timeout.count();
+    o.server_uuid = config.node.uuid;
     *desc = "smartos (zpool " + o.zpool + ")";
     return restore::NewSmartosBackend(env, o);
   }
@@ -187,6 +188,7 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
          {std::pair{"install_image", e.install_image},
           std::pair{"create_instance", e.create_instance},
           std::pair{"restore_data", e.restore_data}, std::pair{"await_instance", e.await_instance},
+          std::pair{"adopt_instance", e.adopt_instance},
           std::pair{"register_sapi", e.register_sapi}}) {
       if (!argv.empty()) o.commands[kind] = argv;
     }

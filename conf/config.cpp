@@ -565,6 +565,7 @@ Config Parser::Parse(const toml::table& root) {
                Argv("create_instance", &r.exec.create_instance),
                Argv("restore_data", &r.exec.restore_data),
                Argv("await_instance", &r.exec.await_instance),
+               Argv("adopt_instance", &r.exec.adopt_instance),
                Argv("register_sapi", &r.exec.register_sapi)});
        }}};
   Section(root, "restore", restore);

@@ -152,13 +152,15 @@ std::string_view RestoreBackendName(RestoreBackend b);  // "dir", "smartos", "ex
 // Operator hooks of the exec backend: one argv per step, run without a shell
 // (a TOML string value is taken as {"/bin/sh", "-c", value}). The step's JSON
 // goes to stdin. Empty argv = not configured. When backend is "exec",
-// install_image, create_instance and restore_data are required; await_instance
-// and register_sapi are optional (their steps are skipped when empty).
+// install_image, create_instance and restore_data are required;
+// await_instance, adopt_instance and register_sapi are optional (their steps
+// are skipped when empty).
 struct RestoreExecConfig {
   std::vector<std::string> install_image;
   std::vector<std::string> create_instance;
   std::vector<std::string> restore_data;
   std::vector<std::string> await_instance;
+  std::vector<std::string> adopt_instance;
   std::vector<std::string> register_sapi;
 };
 

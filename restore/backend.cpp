@@ -13,6 +13,8 @@ Result<StepResult> StepwiseBackend::Run(const Step& step, const StepInput& input
       return RestoreData(step, input);
     case StepKind::kAwaitInstance:
       return AwaitInstance(step);
+    case StepKind::kAdoptInstance:
+      return AdoptInstance(step);
     case StepKind::kRegisterSapi:
       return RegisterSapi(step);
   }

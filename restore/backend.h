@@ -83,6 +83,7 @@ class StepwiseBackend : public Backend {
   virtual Result<StepResult> CreateInstance(const Step& step) = 0;
   virtual Result<StepResult> RestoreData(const Step& step, const StepInput& input) = 0;
   virtual Result<StepResult> AwaitInstance(const Step& step) = 0;
+  virtual Result<StepResult> AdoptInstance(const Step& step) = 0;
   virtual Result<StepResult> RegisterSapi(const Step& step) = 0;
   // Runs before every step (e.g. creating the target); an error stops the step.
   virtual Status BeforeStep() { return Status::Ok(); }
@@ -123,6 +124,10 @@ struct SmartosBackendOptions {
   // on platforms without `vmadm events`).
   std::vector<std::string> sapi_register = {"sdc-sapi", "/instances", "-X", "POST"};
   std::vector<std::string> vmapi_get = {"sdc-vmapi"};
+  // adopt_instance: argv to which "/nics/<mac>" "-X" "PUT"|"POST" "-d"
+  // "@<file>" is appended (a `curl -i` wrapper, like sdc-vmapi).
+  std::vector<std::string> napi = {"sdc-napi"};
+  std::string server_uuid;  // this node (the NICs' cn_uuid); required for adopt_instance
   int64_t vmapi_wait_ms = 180'000;
   // await_instance: until the zone runs, its setup_complete exists and
   // `<svcs> -xvz <uuid>` prints nothing, for at most await_wait_ms.
@@ -140,7 +145,7 @@ std::unique_ptr<Backend> NewSmartosBackend(Env& env, SmartosBackendOptions optio
 
 struct ExecBackendOptions {
   // argv per step kind name ("install_image", "create_instance", "restore_data",
-  // "await_instance", "register_sapi"). await_instance and register_sapi are
+  // "await_instance", "adopt_instance", "register_sapi"). The last three are
   // optional (their steps are then skipped with a note); a plan with another
   // step kind that has no command fails Check().
   std::map<std::string, std::vector<std::string>> commands;

@@ -5,7 +5,8 @@
 //   <target>/zones/<new-uuid>/sapi.json            the SAPI record
 //   <target>/zones/<new-uuid>/data/                the delegate dataset
 //
-// await_instance only checks that vm.json is there: nothing boots.
+// await_instance only checks that vm.json is there: nothing boots;
+// adopt_instance does nothing (no NAPI, no vm-agent).
 // Images and data trees are built under a ".partial" name and renamed into
 // place, so a name that exists is complete; a rerun removes leftovers.
 #include <climits>
@@ -138,6 +139,12 @@ class DirBackend final : public StepwiseBackend {
       return DataError("await " + step.alias + " (" + step.new_uuid + "): " + vm +
                        " does not exist (create_instance did not run)");
     }
+    return StepResult{0, false};
+  }
+
+  // A directory has no NAPI or vm-agent to hand the instance to.
+  Result<StepResult> AdoptInstance(const Step& step) override {
+    (void)step;
     return StepResult{0, false};
   }
 

@@ -17,7 +17,8 @@ namespace {
 // Step kinds an operator may leave without a hook: their steps are then
 // skipped with a note (an instance that needs no wait, a site without SAPI).
 bool OptionalKind(StepKind kind) {
-  return kind == StepKind::kAwaitInstance || kind == StepKind::kRegisterSapi;
+  return kind == StepKind::kAwaitInstance || kind == StepKind::kAdoptInstance ||
+         kind == StepKind::kRegisterSapi;
 }
 
 class ExecBackend final : public Backend {

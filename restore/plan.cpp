@@ -328,6 +328,8 @@ std::string_view StepKindName(StepKind kind) {
       return "restore_data";
     case StepKind::kAwaitInstance:
       return "await_instance";
+    case StepKind::kAdoptInstance:
+      return "adopt_instance";
     case StepKind::kRegisterSapi:
       return "register_sapi";
   }
@@ -336,7 +338,7 @@ std::string_view StepKindName(StepKind kind) {
 
 bool ParseStepKind(std::string_view name, StepKind* out) {
   for (StepKind k : {StepKind::kInstallImage, StepKind::kCreateInstance, StepKind::kRestoreData,
-                     StepKind::kAwaitInstance, StepKind::kRegisterSapi}) {
+                     StepKind::kAwaitInstance, StepKind::kAdoptInstance, StepKind::kRegisterSapi}) {
     if (StepKindName(k) == name) {
       *out = k;
       return true;
@@ -370,6 +372,7 @@ json Step::ToJson() const {
     j["start_after_data"] = start_after_data;
   }
   if (kind == StepKind::kRegisterSapi) j["sapi_record"] = payload;
+  if (kind == StepKind::kAdoptInstance) j["adopt"] = payload;
   if (kind == StepKind::kRestoreData) {
     j["data_path"] = data_path;
     j["bytes"] = bytes;
@@ -402,6 +405,7 @@ Result<Step> Step::FromJson(const json& j) {
     s.start_after_data = later != nullptr && later->is_boolean() && later->get<bool>();
   }
   if (s.kind == StepKind::kRegisterSapi) s.payload = j.value("sapi_record", json());
+  if (s.kind == StepKind::kAdoptInstance) s.payload = j.value("adopt", json());
   return s;
 }
 
@@ -497,6 +501,22 @@ json NewVmPayload(const json& old, const std::string& new_uuid, const std::strin
   return p;
 }
 
+json AdoptPayload(const json& create_payload) {
+  json nics = json::array();
+  if (const json* list = create_payload.contains("nics") ? &create_payload["nics"] : nullptr;
+      list != nullptr && list->is_array()) {
+    for (const json& nic : *list) {
+      if (!nic.is_object()) continue;
+      json n = json::object();
+      for (const char* key : {"mac", "ip", "network_uuid", "nic_tag", "vlan_id"}) {
+        if (nic.contains(key)) n[key] = nic[key];
+      }
+      nics.push_back(std::move(n));
+    }
+  }
+  return {{"owner_uuid", create_payload.value("owner_uuid", json())}, {"nics", std::move(nics)}};
+}
+
 json NewSapiRecord(const json& old, const std::string& old_uuid, const std::string& new_uuid,
                    const std::string& alias, const std::string& target_server_uuid) {
   json r = old;
@@ -566,7 +586,7 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
   std::set<std::string> taken = known_aliases;
   for (const auto& [old_uuid, a] : options.assigned) taken.insert(a.alias);
   std::set<std::string> planned_images;
-  std::vector<Step> registrations;  // the second phase, once every instance is up
+  std::vector<Step> handovers;  // the second phase, once every instance is up
 
   for (const InstanceSource* in : ordered) {
     Assignment a;
@@ -605,6 +625,8 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
     Step create = instance_step(StepKind::kCreateInstance);
     create.payload = NewVmPayload(in->vm_payload, a.new_uuid, a.alias, options.new_ips);
     create.start_after_data = !in->data_path.empty();
+    Step adopt = instance_step(StepKind::kAdoptInstance);
+    adopt.payload = AdoptPayload(create.payload);
     plan.steps.push_back(std::move(create));
     if (!in->data_path.empty()) {
       Step data = instance_step(StepKind::kRestoreData);
@@ -613,17 +635,18 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
       plan.steps.push_back(std::move(data));
     }
     plan.steps.push_back(instance_step(StepKind::kAwaitInstance));
+    handovers.push_back(std::move(adopt));
     if (in->sapi_record.is_object()) {
       Step sapi = instance_step(StepKind::kRegisterSapi);
       sapi.payload =
           NewSapiRecord(in->sapi_record, in->uuid, a.new_uuid, a.alias, options.target_server_uuid);
-      registrations.push_back(std::move(sapi));
+      handovers.push_back(std::move(sapi));
     }
     plan.instances.push_back(PlannedInstance{in->uuid, in->alias, a.new_uuid, a.alias, in->service,
                                              in->peer, in->generation, in->seq, in->data_bytes,
                                              in->pulled_ms});
   }
-  for (Step& s : registrations) plan.steps.push_back(std::move(s));
+  for (Step& s : handovers) plan.steps.push_back(std::move(s));
   return plan;
 }
 

@@ -11,15 +11,19 @@
 //   restore_data     the delegate dataset tree copied into the new instance
 //   await_instance   wait until the new instance is up (zone running, its
 //                    services online) before the next instance is created
+//   adopt_instance   hand the instance to Triton's APIs: its NICs (which keep
+//                    the old MACs and IPs) moved in NAPI from the old VM to
+//                    the new one, then the VM shown to vm-agent and net-agent
 //   register_sapi    the SAPI record with the old uuid replaced by the new one
 //
 // in two phases: first, instance by instance in service order (RFD 67's by
 // default; services not in the order come last, by name; then by old alias
 // and uuid), its images, create_instance, restore_data and await_instance;
-// then, once every instance is up (sapi and vmapi among them when they were
-// lost too), every register_sapi in the same order. SAPI adopts a VM only
-// once VMAPI knows it (docs/triton-sapi-vmapi-facts.md), so registration
-// waits for the services it talks to. New uuids are
+// then, once every instance is up (napi, vmapi and sapi among them when they
+// were lost too), per instance in the same order adopt_instance and
+// register_sapi. SAPI adopts a VM only once VMAPI knows it, and net-agent
+// strips a NIC NAPI says belongs to another VM (docs/triton-sapi-vmapi-facts.md),
+// so both wait for the services they talk to. New uuids are
 // random v4 uuids drawn from a seedable generator, so a plan is a pure
 // function of its inputs and the seed (tests pin the seed; the restorer pins
 // uuids and aliases of a resumed restore through `assigned`).
@@ -115,7 +119,14 @@ struct PlanOptions {
   std::string target_server_uuid;
 };
 
-enum class StepKind { kInstallImage, kCreateInstance, kRestoreData, kAwaitInstance, kRegisterSapi };
+enum class StepKind {
+  kInstallImage,
+  kCreateInstance,
+  kRestoreData,
+  kAwaitInstance,
+  kAdoptInstance,
+  kRegisterSapi
+};
 std::string_view StepKindName(StepKind kind);  // "install_image", ...
 bool ParseStepKind(std::string_view name, StepKind* out);
 
@@ -137,7 +148,9 @@ struct Step {
   std::string new_uuid;
   std::string alias;
   std::string service;
-  nlohmann::json payload;  // create_instance: VM payload; register_sapi: SAPI record
+  // create_instance: VM payload; register_sapi: SAPI record; adopt_instance:
+  // {"owner_uuid", "nics": [{mac, ip, network_uuid, nic_tag, vlan_id}]} of the new VM
+  nlohmann::json payload;
   // create_instance: a restore_data step follows, which starts the instance
   // once its data is in place (a backend that boots instances creates it
   // stopped, so its first-boot setup runs on the restored data, uninterrupted).
@@ -202,6 +215,10 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
 // NicAddressFields().
 nlohmann::json NewVmPayload(const nlohmann::json& old, const std::string& new_uuid,
                             const std::string& alias, bool new_ips);
+
+// What adopt_instance needs of the new VM's create payload: its owner_uuid
+// and, per NIC, mac, ip, network_uuid, nic_tag and vlan_id (those present).
+nlohmann::json AdoptPayload(const nlohmann::json& create_payload);
 
 // The SAPI record rewritten for the new instance: every string equal to the
 // old uuid becomes the new one, params.alias the new alias, params.server_uuid

@@ -17,6 +17,16 @@
 //                    at once (sdc-headnode scripts/headnode.sh create_zone,
 //                    sdcadm lib/procedures/shared.js waitForInstToBeUp;
 //                    docs/triton-readiness-facts.md)
+//   adopt_instance   per NIC: <napi...> /nics/<mac> -X PUT -d
+//                    {belongs_to_uuid: new, belongs_to_type: zone, cn_uuid}
+//                    (POST /nics when NAPI does not know the MAC), then
+//                    vmadm update <uuid> do_not_inventory=false. Until then
+//                    the VM carries do_not_inventory (set at create): the
+//                    node's net-agent would otherwise strip every NIC NAPI
+//                    says belongs to another VM (the old one) and reboot the
+//                    zone, and vm-agent would report it to VMAPI early
+//                    (sdc-net-agent lib/nic-fsm.js, sdc-napi
+//                    lib/models/nic/update.js; docs/triton-sapi-vmapi-facts.md)
 //   register_sapi    <vmapi_get...> /vms/<uuid> until HTTP 200 (VMAPI knows
 //                    the VM, so SAPI adopts it instead of provisioning a
 //                    second one), then <sapi_register...> -d @<record file>
@@ -139,7 +149,10 @@ class SmartosBackend final : public StepwiseBackend {
     ASSIGN_OR_RETURN(bool exists, VmExists(step.new_uuid));
     if (exists) return StepResult{0, true};
     json vm = step.payload;
-    if (step.start_after_data && vm.is_object()) vm["autoboot"] = false;
+    if (vm.is_object()) {
+      if (step.start_after_data) vm["autoboot"] = false;
+      vm["do_not_inventory"] = true;  // until adopt_instance
+    }
     ASSIGN_OR_RETURN(std::string payload, WriteWorkFile(step.new_uuid + ".vm.json", vm));
     auto r = MustRun({options_.vmadm, "create", "-f", payload});
     if (!r.ok()) return r.status().WithContext("create instance " + step.alias);
@@ -278,6 +291,57 @@ class SmartosBackend final : public StepwiseBackend {
                  "; fix the zone, then run the restore again (it resumes here)";
         });
     if (!st.ok()) return st.WithContext(what);
+    return StepResult{0, false};
+  }
+
+  // `<napi...> <path> -X <method> -d @<body file>`: the HTTP status and body.
+  Result<std::pair<int, std::string>> CallNapi(const std::string& path, const char* method,
+                                               const json& body, const std::string& file) {
+    ASSIGN_OR_RETURN(std::string body_file, WriteWorkFile(file, body));
+    std::vector<std::string> argv = options_.napi;
+    for (const std::string& a : {path, std::string("-X"), std::string(method), std::string("-d"),
+                                 "@" + body_file}) {
+      argv.push_back(a);
+    }
+    ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
+    const size_t blank = r.out.find("\r\n\r\n");
+    return std::pair<int, std::string>(
+        HttpStatusOf(r.out), blank == std::string::npos ? "" : TrimTrailingSpace(r.out.substr(blank + 4)));
+  }
+
+  Result<StepResult> AdoptInstance(const Step& step) override {
+    const std::string what = "adopt " + step.alias + " (" + step.new_uuid + ")";
+    if (options_.server_uuid.empty()) return ConfigError(what + ": no server uuid (node.uuid)");
+    const json nics = step.payload.is_object() ? step.payload.value("nics", json::array())
+                                                : json::array();
+    for (const json& nic : nics) {
+      std::string mac = nic.is_object() ? nic.value("mac", "") : "";
+      std::erase(mac, ':');
+      if (mac.size() != 12 || mac.find_first_not_of("0123456789abcdef") != std::string::npos) {
+        return DataError(what + ": NIC without a MAC NAPI can know it by ('" + mac + "')");
+      }
+      json owned = {{"belongs_to_uuid", step.new_uuid},
+                    {"belongs_to_type", "zone"},
+                    {"cn_uuid", options_.server_uuid}};
+      ASSIGN_OR_RETURN(auto put, CallNapi("/nics/" + mac, "PUT", owned,
+                                          step.new_uuid + ".nic-" + mac + ".json"));
+      if (put.first == 404) {  // never in NAPI: create it, owned by the new VM
+        json created = owned;
+        created["mac"] = nic["mac"];
+        for (const char* key : {"ip", "network_uuid", "nic_tag", "vlan_id"}) {
+          if (nic.contains(key)) created[key] = nic[key];
+        }
+        created["owner_uuid"] = step.payload.value("owner_uuid", json());
+        ASSIGN_OR_RETURN(put, CallNapi("/nics", "POST", created,
+                                       step.new_uuid + ".nic-" + mac + ".json"));
+      }
+      if (put.first != 200) {
+        return IoError(what + ": NAPI answered " + std::to_string(put.first) + " for NIC " + mac +
+                       ": " + put.second);
+      }
+    }
+    auto r = MustRun({options_.vmadm, "update", step.new_uuid, "do_not_inventory=false"});
+    if (!r.ok()) return r.status().WithContext(what);
     return StepResult{0, false};
   }
 

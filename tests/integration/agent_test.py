@@ -134,7 +134,8 @@ class Export:
               "image_uuid": image, "state": "running",
               "server_uuid": fixture_uuid(self.node, "server"),
               "tags": {"smartdc_role": service, "smartdc_type": "core"},
-              "nics": [{"ip": "10.99.99.%d" % (len(self.instances) + 10), "nic_tag": "admin"}]}
+              "nics": [{"ip": "10.99.99.%d" % (len(self.instances) + 10), "nic_tag": "admin",
+                        "mac": "90:b8:d0:00:%02x:%02x" % (ord(self.node[-1]), len(self.instances))}]}
         write(os.path.join(self.root, "vms", u + ".json"), json.dumps(vm, indent=2))
         write(os.path.join(self.root, "sapi", u + ".json"),
               json.dumps({"uuid": u, "service_uuid": sapi_service_uuid(service),

@@ -192,6 +192,8 @@ SmartosBackendOptions FakeSmartos(const TempDir& dir) {
   o.zfs = FakeSmartosDir() + "/zfs";
   o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
   o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
+  o.napi = {FakeSmartosDir() + "/sdc-napi"};
+  o.server_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
   o.svcs = FakeSmartosDir() + "/svcs";
   o.poll_ms = 10;
   o.work_dir = dir / "work";

@@ -69,6 +69,10 @@ void MakeExport(const std::string& root) {
     vm["alias"] = alias;
     vm["image_uuid"] = img;
     vm["tags"]["smartdc_role"] = role;
+    for (json& nic : vm["nics"]) {  // every VM its own MACs, as on a real node
+      std::string mac = nic["mac"];
+      nic["mac"] = mac.substr(0, 12) + uuid.substr(0, 2) + ":" + uuid.substr(2, 2);
+    }
     WriteFile(root + "/vms/" + uuid + ".json", vm.dump(2));
     json sapi = {
         {"uuid", uuid},
@@ -438,6 +442,8 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
   o.zfs = FakeSmartosDir() + "/zfs";
   o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
   o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
+  o.napi = {FakeSmartosDir() + "/sdc-napi"};
+  o.server_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
   o.svcs = FakeSmartosDir() + "/svcs";
   o.poll_ms = 10;
   o.work_dir = c.dir() / "work";
