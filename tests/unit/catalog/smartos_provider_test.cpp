@@ -403,7 +403,7 @@ TEST_CASE("SAPI down from the start: no SAPI record, the snapshot still succeeds
             .find("no earlier record to export") != std::string::npos);
 }
 
-TEST_CASE("a malformed SAPI answer is never exported; the last good record is") {
+TEST_CASE("a malformed SAPI answer is never exported, the last good record is") {
   struct Case {
     const char* what;
     std::string body;    // the answer to /instances?service_uuid=<imgapi's>
