@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <thread>
 
 #include "base/env.h"
 #include "tests/unit/base/test_dir.h"
@@ -57,6 +58,27 @@ TEST_CASE("RunCommand kills a command and its children after timeout_ms", "[subp
   CHECK_FALSE(r->ok());
   CHECK(r->out == "started\n");
   CHECK(took < std::chrono::seconds(10));
+  // The grandchild was killed with it, not left to hold SAPI's connection:
+  // gone or a zombie (reaped by init) within moments, not after 30 s.
+  testing::TestDir dir;
+  const std::string pidfile = dir / "pid";
+  auto g = RunCommand({"/bin/sh", "-c", "sleep 30 & echo $! > " + pidfile + "; wait"}, opts);
+  REQUIRE(g.ok());
+  CHECK(g->timed_out);
+  auto pid_text = ReadFileToString(*Env::Default(), pidfile);
+  REQUIRE(pid_text.ok());
+  const std::string stat_path = "/proc/" + pid_text->substr(0, pid_text->find('\n')) + "/stat";
+  auto alive = [&] {
+    auto stat = ReadFileToString(*Env::Default(), stat_path);
+    if (!stat.ok()) return false;
+    const size_t paren = stat->rfind(')');
+    return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (alive() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  CHECK_FALSE(alive());
   auto quick = RunCommand({"/bin/sh", "-c", "echo fine"}, opts);
   REQUIRE(quick.ok());
   CHECK_FALSE(quick->timed_out);
