@@ -150,6 +150,7 @@ Status Daemon::Open() {
     catalog::SmartosOptions o;
     o.cache_dir = JoinPath(export_state, "smartos-cache");
     o.destroy_leftover_snapshots = true;  // the agent is the one process taking them
+    o.sapi_command = cfg_.export_.sapi_command;
     ASSIGN_OR_RETURN(provider_, catalog::MakeSmartosProvider(env, o));
   }
   // What `lifeboat retire` stopped here is no longer exported (catalog/retired.h).

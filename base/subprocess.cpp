@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "base/text.h"
@@ -63,6 +65,31 @@ std::string CommandResult::Describe() const {
   return msg;
 }
 
+CurlAnswer ParseCurlOutput(std::string_view out) {
+  for (;;) {
+    CurlAnswer a;
+    if (!out.starts_with("HTTP/")) return a;
+    const size_t sp = out.find(' ');
+    if (sp == std::string_view::npos || sp + 4 > out.size()) return a;
+    for (size_t i = sp + 1; i < sp + 4; ++i) {
+      if (out[i] < '0' || out[i] > '9') return CurlAnswer{};
+      a.status = a.status * 10 + (out[i] - '0');
+    }
+    size_t end = out.find("\r\n\r\n");
+    size_t skip = 4;
+    if (const size_t lf = out.find("\n\n"); lf < end) {
+      end = lf;
+      skip = 2;
+    }
+    if (end == std::string_view::npos) return a;  // headers only
+    out.remove_prefix(end + skip);
+    if (a.status >= 200) {
+      a.body = out;
+      return a;
+    }
+  }
+}
+
 std::string CommandLine(const std::vector<std::string>& argv) {
   std::string out;
   for (const std::string& a : argv) {
@@ -101,6 +128,7 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
   pid_t pid = ::fork();
   if (pid < 0) return PosixError("fork for", argv[0], errno);
   if (pid == 0) {
+    if (options.timeout_ms > 0) ::setpgid(0, 0);
     ::dup2(in.fd[0], 0);
     ::dup2(options.stdout_fd >= 0 ? options.stdout_fd : out.fd[1], 1);
     ::dup2(err.fd[1], 2);
@@ -130,6 +158,9 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
                             /*retryable=*/false);
   }
 
+  if (options.timeout_ms > 0) ::setpgid(pid, pid);  // either side may run first
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
   CommandResult result;
   size_t written = 0;
   if (options.stdin_data.empty()) in.Close(1);
@@ -151,9 +182,25 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
       fds[nfds] = {err.fd[0], POLLIN, 0};
       which[nfds++] = 2;
     }
-    if (::poll(fds, static_cast<nfds_t>(nfds), -1) < 0) {
+    int wait_ms = -1;
+    if (options.timeout_ms > 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      wait_ms = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(left.count(), 1 << 30)));
+    }
+    const int ready = ::poll(fds, static_cast<nfds_t>(nfds), wait_ms);
+    if (ready < 0) {
       if (errno == EINTR) continue;
       return PosixError("poll on the pipes of", argv[0], errno);
+    }
+    if (ready == 0 && options.timeout_ms > 0) {
+      // The group: a wrapper script's curl would otherwise keep the pipes open.
+      ::kill(-pid, SIGKILL);
+      result.timed_out = true;
+      out.Close(0);
+      err.Close(0);
+      in.Close(1);
+      break;
     }
     for (int i = 0; i < nfds; ++i) {
       if (fds[i].revents == 0) continue;

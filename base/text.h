@@ -49,6 +49,10 @@ std::string TrimTrailingSpace(std::string_view s);
 // (C0, DEL, C1), and every byte that is not UTF-8, as \n, \t, \r, \\, \xNN.
 std::string EscapeForTerminal(std::string_view s);
 
+// True for a canonical lowercase 8-4-4-4-12 hex uuid (what vmadm, SAPI and
+// IMGAPI print).
+bool IsUuid(std::string_view s);
+
 }  // namespace lifeboat
 
 #endif  // LIFEBOAT_BASE_TEXT_H_

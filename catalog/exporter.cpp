@@ -335,6 +335,13 @@ class Scanner {
   // new_, images and the vms/ and sapi/ records to small side vectors that
   // are sorted and appended ("datasets/" < "images/" < "sapi/" < "vms/").
   void Run(ProviderSnapshot& snap) {
+    provider_warnings_ = snap.warnings();
+    for (const ProviderWarning& w : provider_warnings_) {
+      log::Warn("export: provider warning", {{"path", w.path},
+                                             {"instance", w.instance_uuid},
+                                             {"service", w.service},
+                                             {"reason", w.reason}});
+    }
     std::vector<const InstanceSource*> sources;
     for (const InstanceSource& src : snap.instances()) sources.push_back(&src);
     std::stable_sort(
@@ -388,6 +395,21 @@ class Scanner {
     const std::string& name = path.empty() ? local : path;
     warnings_->push_back({name.substr(0, syncproto::kMaxWarningPathBytes),
                           reason.substr(0, syncproto::kMaxWarningReasonBytes)});
+  }
+
+  // Adds the provider's warnings that concern instance `uuid` of `service`
+  // to the ones being collected (logged once, in Run).
+  void AddProviderWarnings(const std::string& uuid, const std::string& service) {
+    for (const ProviderWarning& w : provider_warnings_) {
+      const bool concerns = !w.instance_uuid.empty() ? w.instance_uuid == uuid
+                            : !w.service.empty()     ? w.service == service
+                                                     : true;
+      if (!concerns || warnings_ == nullptr) continue;
+      ++skipped_in_instance_;
+      if (warnings_->size() >= syncproto::kMaxInstanceWarnings) continue;
+      warnings_->push_back({w.path.substr(0, syncproto::kMaxWarningPathBytes),
+                            w.reason.substr(0, syncproto::kMaxWarningReasonBytes)});
+    }
   }
 
   // Starts collecting the skips of instance `uuid` into `*warnings`.
@@ -485,6 +507,7 @@ class Scanner {
     }
     const std::string root = "datasets/" + src.uuid;
     BeginWarnings(&info.warnings);
+    AddProviderWarnings(src.uuid, info.service);
     if (!src.sapi_path.empty())
       AddFile(src.sapi_path, "sapi/" + src.uuid + ".json", ParseAs::kNone);
     out_ = &new_;
@@ -805,6 +828,7 @@ class Scanner {
   uint64_t readlinks_ = 0;  // symlinks whose stat key missed the cache
   std::vector<InstanceWarning>* warnings_ = nullptr;  // the scanned instance's (see Skip)
   size_t skipped_in_instance_ = 0;
+  std::vector<ProviderWarning> provider_warnings_;  // of the snapshot being scanned
 };
 
 // ---- The view ----------------------------------------------------------------

@@ -8,7 +8,9 @@
 // it is re-hashed, up to `hash_attempts` times, then left out of this scan
 // with a warning (never served torn). Unreadable files, dangling or invalid
 // symlinks (see syncproto::ValidateSymlinkTarget), sockets, fifos and devices
-// are skipped with a warning (log::Warn, field "reason"), never fatal.
+// are skipped with a warning (log::Warn, field "reason"), never fatal. The
+// provider's own warnings (ProviderSnapshot::warnings) are logged and join
+// the warnings of the instances they concern.
 //
 // The export generation is bumped exactly when the manifest (files,
 // instances, images) differs from the previous scan's; it is persisted and

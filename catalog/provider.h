@@ -52,6 +52,19 @@ struct InstanceSource {
   std::string dataset_path;  // root directory of the delegate dataset tree; "" when none
 };
 
+// Something a provider could not get right for this snapshot that is not the
+// exporter's to find (a SAPI record that could not be refreshed, say). The
+// exporter logs it and adds it to the warnings of the instances it concerns
+// (syncproto::InstanceWarning), so pullers, `status` and readiness see it.
+struct ProviderWarning {
+  // Which instances it concerns: the one named by `instance_uuid` when set,
+  // else every instance of `service` when set, else every instance.
+  std::string instance_uuid;
+  std::string service;
+  std::string path;    // the export path concerned ("sapi/<uuid>.json")
+  std::string reason;  // stable while the cause lasts (no timings): it is instance metadata
+};
+
 struct ImageSource {
   std::string uuid;
   std::string manifest_path;  // IMGAPI manifest JSON
@@ -83,6 +96,9 @@ class ProviderSnapshot {
   // the same unchanged file (a ZFS snapshot is its own mount): the exporter's
   // stat cache then ignores dev.
   virtual bool stable_devices() const { return true; }
+
+  // What the provider could not get right for this snapshot (none by default).
+  virtual std::vector<ProviderWarning> warnings() const { return {}; }
 };
 
 class Provider {
@@ -108,9 +124,22 @@ struct SmartosOptions {
   // Where the provider keeps payload files and zfs-send image files
   // (required; created 0700). Image files are kept across restarts.
   std::string cache_dir;
-  // Optional directory of SAPI records laid out like the dir provider's
-  // sapi/ folder (<uuid>.json, application.json, services/<svc>.json).
-  std::string sapi_dir;
+  // The SAPI source (`export.sapi_command`): a `curl -i` wrapper called as
+  // `<argv...> <route>` that prints the status line, headers and JSON body
+  // (the headnode's sdc-sapi). argv[0] without '/' is looked up like vmadm.
+  // Each Snapshot asks it for the `sdc` application, its services and the
+  // instances of each exported service, and keeps what SAPI answered under
+  // <cache_dir>/sapi/ laid out like the dir provider's sapi/ folder
+  // (<uuid>.json, application.json, services/<svc>.json), only for the
+  // exported instances and their services. A call that fails (exit status,
+  // timeout, HTTP status other than 200, invalid JSON, a record that does not
+  // belong where it was asked for) never fails the snapshot and never
+  // replaces a kept record: the last good one stays exported, and the
+  // snapshot's warnings() say what could not be refreshed. A record SAPI
+  // answered without (200, not listed) is no longer exported. Empty: no
+  // SAPI records at all.
+  std::vector<std::string> sapi_command;
+  int64_t sapi_timeout_ms = 60000;            // per SAPI call; the command is killed after it
   uint64_t max_command_output = 64ull << 20;  // bytes of stdout kept from one command
   // At creation, destroy the snapshots a crashed process left behind: every
   // <pool>/<uuid>/data@lifeboat-<id> (the names this provider gives; nothing

@@ -56,6 +56,7 @@ class FilteredSnapshot final : public ProviderSnapshot {
   }
   Result<ImageSource> Image(const std::string& uuid) override { return inner_->Image(uuid); }
   bool stable_devices() const override { return inner_->stable_devices(); }
+  std::vector<ProviderWarning> warnings() const override { return inner_->warnings(); }
 
  private:
   std::unique_ptr<ProviderSnapshot> inner_;

@@ -7,16 +7,19 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <mutex>
-#include <set>
-#include <sstream>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
 #include <span>
+#include <sstream>
 #include <unordered_map>
 #include <vector>
 
 #include <openssl/evp.h>
 
+#include "base/clock.h"
 #include "base/digest.h"
 #include "base/log.h"
 #include "base/subprocess.h"
@@ -94,6 +97,7 @@ class SmartosSnapshot final : public ProviderSnapshot {
   std::map<std::string, std::string> service_record_paths() const override { return services_; }
   Result<ImageSource> Image(const std::string& uuid) override;
   bool stable_devices() const override { return false; }
+  std::vector<ProviderWarning> warnings() const override { return warnings_; }
 
   SmartosProvider& provider_;
   std::string id_;
@@ -101,6 +105,7 @@ class SmartosSnapshot final : public ProviderSnapshot {
   std::string application_;
   std::map<std::string, std::string> services_;
   std::vector<std::string> zfs_snapshots_;  // to destroy
+  std::vector<ProviderWarning> warnings_;
 };
 
 class SmartosProvider final : public Provider {
@@ -112,6 +117,9 @@ class SmartosProvider final : public Provider {
     if (o_.cache_dir.empty()) return ConfigError("smartos provider: no cache directory");
     RETURN_IF_ERROR(CreateDirs(env_, JoinPath(o_.cache_dir, "vms"), 0700));
     RETURN_IF_ERROR(CreateDirs(env_, JoinPath(o_.cache_dir, "images"), 0700));
+    if (!o_.sapi_command.empty()) {
+      RETURN_IF_ERROR(CreateDirs(env_, JoinPath(o_.cache_dir, "sapi/services"), 0700));
+    }
     if (o_.destroy_leftover_snapshots) DestroyLeftoverSnapshots();
     return Status::Ok();
   }
@@ -159,6 +167,7 @@ class SmartosProvider final : public Provider {
     ASSIGN_OR_RETURN(std::string out, Run({"vmadm", "lookup", "-j", "tags.smartdc_type=core"}));
     ASSIGN_OR_RETURN(nlohmann::json vms, internal::ParseJson(out, "`vmadm lookup -j` output"));
     if (!vms.is_array()) return DataError("`vmadm lookup -j` did not print a JSON array");
+    std::map<std::string, std::vector<size_t>> by_service;  // -> indexes into instances_
     for (const nlohmann::json& vm : vms) {
       const std::string uuid = internal::JsonString(vm, "uuid");
       if (!internal::IsSafeName(uuid)) {
@@ -182,25 +191,10 @@ class SmartosProvider final : public Provider {
         src.dataset_path =
             JoinPath(o_.zones_root, uuid + "/data/.zfs/snapshot/lifeboat-" + snap->id_);
       }
-      if (!o_.sapi_dir.empty()) {
-        std::string sapi = JoinPath(o_.sapi_dir, uuid + ".json");
-        if (Exists(env_, sapi)) src.sapi_path = sapi;
-      }
       snap->instances_.push_back(std::move(src));
+      by_service[service].push_back(snap->instances_.size() - 1);
     }
-    if (!o_.sapi_dir.empty()) {
-      std::string app = JoinPath(o_.sapi_dir, "application.json");
-      if (Exists(env_, app)) snap->application_ = app;
-      auto entries = env_.ListDir(JoinPath(o_.sapi_dir, "services"));
-      if (entries.ok()) {
-        for (const DirEntry& e : *entries) {
-          if (e.name.size() > 5 && e.name.ends_with(".json")) {
-            snap->services_[e.name.substr(0, e.name.size() - 5)] =
-                JoinPath(o_.sapi_dir, "services/" + e.name);
-          }
-        }
-      }
-    }
+    if (!o_.sapi_command.empty()) DumpSapi(*snap, by_service);
     return std::unique_ptr<ProviderSnapshot>(std::move(snap));
   }
 
@@ -255,6 +249,223 @@ class SmartosProvider final : public Provider {
     return img;
   }
 
+  // ---- The SAPI source (SmartosOptions::sapi_command) ----
+
+  // One SAPI GET: the parsed 200 body, or why not (a stable text, without
+  // timings or stderr: it becomes instance metadata; the details are logged).
+  Result<nlohmann::json> SapiGet(const std::string& route) {
+    std::vector<std::string> argv = o_.sapi_command;
+    if (!o_.command_dir.empty() && argv[0].find('/') == std::string::npos) {
+      argv[0] = JoinPath(o_.command_dir, argv[0]);
+    }
+    argv.push_back(route);
+    auto fail = [&](const std::string& why, const std::string& detail) -> Status {
+      log::Warn("smartos provider: SAPI call failed",
+                {{"command", CommandLine(argv)}, {"error", why}, {"detail", detail}});
+      return UnavailableError(SapiCall(route) + ": " + why, /*retryable=*/true);
+    };
+    CommandOptions options;
+    options.max_output = static_cast<size_t>(o_.max_command_output);
+    options.timeout_ms = o_.sapi_timeout_ms;
+    auto run = lifeboat::RunCommand(argv, options);
+    if (!run.ok()) return fail("could not run", run.status().message());
+    const CommandResult& r = *run;
+    if (r.timed_out) {
+      return fail("did not finish within " + std::to_string(o_.sapi_timeout_ms) + " ms", "");
+    }
+    if (r.truncated && r.out.size() >= o_.max_command_output) {
+      return fail("printed more than " + std::to_string(o_.max_command_output) + " bytes", "");
+    }
+    if (!r.ok()) return fail("exited " + std::to_string(r.exit_code), r.Describe());
+    const CurlAnswer answer = ParseCurlOutput(r.out);
+    if (answer.status == 0) return fail("printed no HTTP status line", r.out.substr(0, 200));
+    if (answer.status != 200) {
+      std::string code;  // restify's {"code": "ResourceNotFound", "message": ...}
+      auto body = internal::ParseJson(answer.body, "body");
+      if (body.ok() && body->is_object()) code = internal::JsonString(*body, "code");
+      return fail("answered HTTP " + std::to_string(answer.status) +
+                      (code.empty() || !internal::IsSafeName(code) ? "" : " " + code),
+                  std::string(answer.body.substr(0, 500)));
+    }
+    auto body = internal::ParseJson(answer.body, "body");
+    if (!body.ok()) return fail("answered invalid JSON", body.status().message());
+    if (!body->is_array()) return fail("answered something other than a JSON array", "");
+    return std::move(*body);
+  }
+
+  // "GET /route through `sdc-sapi`", the start of what is said about a call.
+  std::string SapiCall(const std::string& route) const {
+    return "GET " + route + " through `" + CommandLine(o_.sapi_command) + "`";
+  }
+
+  // Checks that every element of a SAPI list is an object with a uuid
+  // `uuid` and, when `parent_key` is set, `parent_key` == `parent`. "" when
+  // all are, else what is wrong with the first that is not.
+  static std::string BadRecordIn(const nlohmann::json& list, const char* parent_key,
+                                 const std::string& parent) {
+    for (const nlohmann::json& rec : list) {
+      if (!rec.is_object()) return "answered a list with an element that is not an object";
+      const std::string uuid = internal::JsonString(rec, "uuid");
+      if (!IsUuid(uuid)) {
+        return "answered a record whose uuid \"" + uuid.substr(0, 64) + "\" is not a uuid";
+      }
+      if (parent_key != nullptr && internal::JsonString(rec, parent_key) != parent) {
+        return "answered record " + uuid + " whose " + parent_key + " is not " + parent;
+      }
+    }
+    return "";
+  }
+
+  // The uuid in a record this provider kept earlier ("" when none).
+  std::string KeptUuid(const std::string& path) {
+    auto text = ReadFileToString(env_, path, 1 << 20);
+    if (!text.ok()) return "";
+    auto j = internal::ParseJson(*text, path);
+    if (!j.ok() || !j->is_object()) return "";
+    std::string uuid = internal::JsonString(*j, "uuid");
+    return IsUuid(uuid) ? uuid : "";
+  }
+
+  // Records `why` the record at `local` (export path `path`) was not
+  // refreshed, saying whether an earlier one is still exported.
+  void SapiWarn(SmartosSnapshot& snap, ProviderWarning w, const std::string& local,
+                const std::string& why) {
+    auto st = env_.Stat(local);
+    w.reason = "SAPI record not refreshed: " + why +
+               (st.ok() ? "; exporting the one kept at " + FormatIso8601Ms(st->mtime_ns / 1000000)
+                        : "; no earlier record to export");
+    snap.warnings_.push_back(std::move(w));
+  }
+
+  // Publishes `record` at `local`; a failure to write is a warning too (the
+  // earlier file, if any, is left as it was).
+  void SapiKeep(SmartosSnapshot& snap, const ProviderWarning& w, const std::string& local,
+                const nlohmann::json& record) {
+    Status st = PublishIfChanged(local, DumpJson(record, 2) + "\n");
+    if (!st.ok()) {
+      log::Warn("smartos provider: cannot keep a SAPI record",
+                {{"path", local}, {"error", st.message()}});
+      SapiWarn(snap, w, local, "cannot write " + local);
+    }
+  }
+
+  // SAPI answered without this record: it is no longer exported.
+  void SapiForget(const std::string& local) {
+    if (!Exists(env_, local)) return;
+    log::Info("smartos provider: SAPI no longer lists a record; not exporting it",
+              {{"path", local}});
+    std::lock_guard<std::mutex> lock(publish_mu_);
+    published_.erase(local);
+    env_.RemoveFile(local).IgnoreError();
+  }
+
+  // Fills the SAPI paths of `snap`: the application, the service records of
+  // the services in `by_service` and the instance records of their
+  // instances (indexes into snap.instances_). Never fails: see
+  // SmartosOptions::sapi_command.
+  void DumpSapi(SmartosSnapshot& snap,
+                const std::map<std::string, std::vector<size_t>>& by_service) {
+    std::lock_guard<std::mutex> lock(sapi_mu_);  // one dump at a time writes the cache
+    const std::string dir = JoinPath(o_.cache_dir, "sapi");
+    // The application: one call; its uuid scopes the services.
+    const std::string app_local = JoinPath(dir, "application.json");
+    const ProviderWarning app_w{"", "", "sapi/application.json", ""};
+    std::string app_uuid;
+    if (auto apps = SapiGet("/applications?name=sdc"); !apps.ok()) {
+      SapiWarn(snap, app_w, app_local, apps.status().message());
+    } else if (std::string bad = BadRecordIn(*apps, "name", "sdc"); !bad.empty()) {
+      SapiWarn(snap, app_w, app_local, SapiCall("/applications?name=sdc") + ": " + bad);
+    } else if (apps->size() != 1) {
+      SapiWarn(snap, app_w, app_local,
+               SapiCall("/applications?name=sdc") + ": answered " + std::to_string(apps->size()) +
+                   " applications (1 expected)");
+    } else {
+      app_uuid = internal::JsonString((*apps)[0], "uuid");
+      SapiKeep(snap, app_w, app_local, (*apps)[0]);
+    }
+    if (app_uuid.empty()) app_uuid = KeptUuid(app_local);
+    if (Exists(env_, app_local)) snap.application_ = app_local;
+
+    // The services: one call for all, by name.
+    std::optional<std::map<std::string, nlohmann::json>> services;
+    std::string services_error = "the sdc application's uuid is unknown";
+    if (!app_uuid.empty()) {
+      const std::string route = "/services?application_uuid=" + app_uuid;
+      auto list = SapiGet(route);
+      if (!list.ok()) {
+        services_error = list.status().message();
+      } else if (std::string bad = BadRecordIn(*list, "application_uuid", app_uuid); !bad.empty()) {
+        services_error = SapiCall(route) + ": " + bad;
+      } else {
+        services.emplace();
+        for (const nlohmann::json& rec : *list) {
+          const std::string name = internal::JsonString(rec, "name");
+          if (internal::IsSafeName(name)) (*services)[name] = rec;
+        }
+      }
+    }
+
+    for (const auto& [service, indexes] : by_service) {
+      if (!internal::IsSafeName(service)) continue;
+      const std::string svc_local = JoinPath(dir, "services/" + service + ".json");
+      const ProviderWarning svc_w{"", service, "sapi/services/" + service + ".json", ""};
+      std::string svc_uuid;
+      bool listed = true;
+      if (!services) {
+        SapiWarn(snap, svc_w, svc_local, services_error);
+        svc_uuid = KeptUuid(svc_local);
+      } else if (auto it = services->find(service); it == services->end()) {
+        listed = false;  // SAPI has no such service: nothing of it to export
+        SapiForget(svc_local);
+      } else {
+        svc_uuid = internal::JsonString(it->second, "uuid");
+        SapiKeep(snap, svc_w, svc_local, it->second);
+      }
+      if (Exists(env_, svc_local)) snap.services_[service] = svc_local;
+      DumpInstances(snap, service, svc_uuid, listed, indexes);
+    }
+  }
+
+  // The instance records of one service's exported instances: one call.
+  void DumpInstances(SmartosSnapshot& snap, const std::string& service, const std::string& svc_uuid,
+                     bool listed, const std::vector<size_t>& indexes) {
+    const std::string dir = JoinPath(o_.cache_dir, "sapi");
+    std::optional<nlohmann::json> list;
+    std::string error = "the uuid of SAPI service " + service + " is unknown";
+    if (!listed) {
+      list = nlohmann::json::array();  // SAPI said: no such service, so no such instances
+    } else if (!svc_uuid.empty()) {
+      const std::string route = "/instances?service_uuid=" + svc_uuid;
+      auto got = SapiGet(route);
+      if (!got.ok()) {
+        error = got.status().message();
+      } else if (std::string bad = BadRecordIn(*got, "service_uuid", svc_uuid); !bad.empty()) {
+        error = SapiCall(route) + ": " + bad;
+      } else {
+        list = std::move(*got);
+      }
+    }
+    for (size_t i : indexes) {
+      InstanceSource& src = snap.instances_[i];
+      const std::string local = JoinPath(dir, src.uuid + ".json");
+      const ProviderWarning w{src.uuid, "", "sapi/" + src.uuid + ".json", ""};
+      if (!list) {
+        SapiWarn(snap, w, local, error);
+      } else {
+        const nlohmann::json* found = nullptr;
+        for (const nlohmann::json& rec : *list) {
+          if (internal::JsonString(rec, "uuid") == src.uuid) found = &rec;
+        }
+        if (found == nullptr) {
+          SapiForget(local);
+        } else {
+          SapiKeep(snap, w, local, *found);
+        }
+      }
+      if (Exists(env_, local)) src.sapi_path = local;
+    }
+  }
+
   void Destroy(const std::string& snapname) {
     auto st = Run({"zfs", "destroy", snapname});
     if (!st.ok()) {
@@ -301,6 +512,7 @@ class SmartosProvider final : public Provider {
   std::unordered_map<std::string, Digest128> published_;
   std::mutex image_mu_;
   std::set<std::string> manifests_done_;
+  std::mutex sapi_mu_;
 };
 
 SmartosSnapshot::~SmartosSnapshot() {

@@ -212,7 +212,9 @@ class Parser {
   Field Count(std::string_view name, uint32_t* out, int64_t min, int64_t max);
   Field Fraction(std::string_view name, double* out, double min, double max);
   Field Names(std::string_view name, std::vector<std::string>* out, bool allow_star);
-  Field Argv(std::string_view name, std::vector<std::string>* out);
+  // A command: a shell string or an argv array; `allow_off`: [] is valid
+  // and stores an empty argv (the feature is off).
+  Field Argv(std::string_view name, std::vector<std::string>* out, bool allow_off = false);
   template <typename E>
   Field Choice(std::string_view name, E* out, std::vector<std::pair<std::string_view, E>> choices);
 
@@ -428,8 +430,12 @@ Field Parser::Names(std::string_view name, std::vector<std::string>* out, bool a
           }};
 }
 
-Field Parser::Argv(std::string_view name, std::vector<std::string>* out) {
+Field Parser::Argv(std::string_view name, std::vector<std::string>* out, bool allow_off) {
   return {name, false, [=, this](const toml::node& n, const std::string& key) {
+            if (const auto* arr = n.as_array(); allow_off && arr != nullptr && arr->empty()) {
+              out->clear();
+              return;
+            }
             if (const auto* s = n.as_string()) {
               if (Trim(s->get()).empty()) return Problem(n, key, "expected a command, found \"\"");
               *out = {"/bin/sh", "-c", s->get()};
@@ -541,7 +547,8 @@ Config Parser::Parse(const toml::table& root) {
           {Choice<ExportProvider>(
                "provider", &c.export_.provider,
                {{"dir", ExportProvider::kDir}, {"smartos", ExportProvider::kSmartos}}),
-           AbsoluteDir("root", &c.export_.root), Names("services", &c.export_.services, true)});
+           AbsoluteDir("root", &c.export_.root), Names("services", &c.export_.services, true),
+           Argv("sapi_command", &c.export_.sapi_command, /*allow_off=*/true)});
   if (const toml::node* peers = root.get("peer")) ParsePeers(*peers, c);
   Section(root, "retention",
           {Count("generations", &c.retention.generations, 1, 100),

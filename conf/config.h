@@ -120,6 +120,12 @@ struct ExportConfig {
   // Services offered to peers: {"*"} (every core service) or a list of
   // service names ([a-z0-9_-]+), never empty, "*" never mixed with names.
   std::vector<std::string> services{"*"};
+  // Provider "smartos": the SAPI source, a `curl -i` wrapper run as
+  // `<argv...> <route>` (catalog::SmartosOptions::sapi_command). A string is
+  // {"/bin/sh", "-c", value} as for [restore.exec]; [] turns it off (no SAPI
+  // records exported). Absolute by default: the agent's SMF PATH does not
+  // hold /opt/smartdc/bin.
+  std::vector<std::string> sapi_command{"/opt/smartdc/bin/sdc-sapi"};
 };
 
 struct PeerConfig {

@@ -457,19 +457,6 @@ std::string NewUuidV4(std::mt19937_64& rng) {
   return buf;
 }
 
-bool IsUuid(std::string_view s) {
-  if (s.size() != 36) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (c != '-') return false;
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 json NewVmPayload(const json& old, const std::string& new_uuid, const std::string& alias,
                   bool new_ips) {
   std::string brand = StringField(old, "brand");

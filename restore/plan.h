@@ -41,6 +41,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status.h"
+#include "base/text.h"
 
 namespace lifeboat::restore {
 
@@ -233,8 +234,8 @@ std::string LowestFreeAlias(const std::string& service, const std::set<std::stri
 // A random (version 4, RFC 4122 variant) uuid from `rng`.
 std::string NewUuidV4(std::mt19937_64& rng);
 
-// True for a canonical lowercase 8-4-4-4-12 hex uuid.
-bool IsUuid(std::string_view s);
+// base/text.h's, kept under this name for the planner's callers.
+using ::lifeboat::IsUuid;
 
 }  // namespace lifeboat::restore
 

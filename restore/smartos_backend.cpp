@@ -188,20 +188,6 @@ class SmartosBackend final : public StepwiseBackend {
     return StepResult{stats->bytes, false};
   }
 
-  // The HTTP status of `sdc-vmapi` output ("HTTP/1.1 404 Not Found" first),
-  // 0 when the output does not start with a status line.
-  static int HttpStatusOf(const std::string& out) {
-    if (!out.starts_with("HTTP/")) return 0;
-    size_t sp = out.find(' ');
-    if (sp == std::string::npos || sp + 4 > out.size()) return 0;
-    int code = 0;
-    for (size_t i = sp + 1; i < sp + 4; ++i) {
-      if (out[i] < '0' || out[i] > '9') return 0;
-      code = code * 10 + (out[i] - '0');
-    }
-    return code;
-  }
-
   // Calls `probe` every poll_ms until it answers true or fails, for at most
   // `wait_ms`; then a temporary (resumable) error: `late` says what is late.
   Status PollUntil(int64_t wait_ms, const std::function<Result<bool>()>& probe,
@@ -223,7 +209,7 @@ class SmartosBackend final : public StepwiseBackend {
     argv.push_back("/vms/" + step.new_uuid);
     auto known = [&]() -> Result<bool> {
       ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
-      const int code = HttpStatusOf(r.out);
+      const int code = ParseCurlOutput(r.out).status;
       if (code == 200 || code == 404) return code == 200;
       return IoError(CommandLine(argv) + " answered " +
                      (code == 0 ? "without an HTTP status line" : "HTTP " + std::to_string(code)) +

@@ -86,5 +86,42 @@ TEST_CASE("a retired instance is no longer offered by the provider, the others a
   CHECK_FALSE(provider->Snapshot(ServiceFilter()).ok());
 }
 
+// A provider whose snapshots warn about the SAPI record of u2.
+class WarningProvider final : public Provider {
+ public:
+  class Snap final : public ProviderSnapshot {
+   public:
+    Snap() { instances_ = {{"u1", "/p1", "", ""}, {"u2", "/p2", "", ""}}; }
+    const std::vector<InstanceSource>& instances() const override { return instances_; }
+    std::string application_path() const override { return ""; }
+    std::map<std::string, std::string> service_record_paths() const override { return {}; }
+    Result<ImageSource> Image(const std::string& uuid) override {
+      return NotFoundError("image " + uuid);
+    }
+    std::vector<ProviderWarning> warnings() const override {
+      return {{"u2", "", "sapi/u2.json", "SAPI record not refreshed"}};
+    }
+    std::vector<InstanceSource> instances_;
+  };
+  const char* name() const override { return "warning"; }
+  Result<std::unique_ptr<ProviderSnapshot>> Snapshot(const ServiceFilter&) override {
+    return std::unique_ptr<ProviderSnapshot>(std::make_unique<Snap>());
+  }
+};
+
+TEST_CASE("the retired filter passes the provider's warnings on") {
+  TempDir dir;
+  Env& env = *Env::Default();
+  const std::string data_dir = dir / "data";
+  REQUIRE(CreateDirs(env, data_dir).ok());
+  REQUIRE(RecordRetired(env, data_dir, Record("u1", "imgapi0")).ok());
+  auto provider = WithoutRetired(env, std::make_unique<WarningProvider>(), data_dir);
+  auto snap = provider->Snapshot(ServiceFilter());
+  REQUIRE(snap.ok());
+  REQUIRE((*snap)->instances().size() == 1);
+  REQUIRE((*snap)->warnings().size() == 1);
+  CHECK((*snap)->warnings()[0].path == "sapi/u2.json");
+}
+
 }  // namespace
 }  // namespace lifeboat::catalog

@@ -52,6 +52,19 @@ constexpr std::string_view kBase =
 
 std::string Base(std::string_view more = "") { return std::string(kBase) + std::string(more); }
 
+TEST_CASE("export.sapi_command defaults to the headnode's sdc-sapi, and [] turns it off", "[conf]") {
+  Fixture f;
+  Result<Config> c = f.Parse(Base());
+  REQUIRE(c.ok());
+  CHECK(c->export_.sapi_command == std::vector<std::string>{"/opt/smartdc/bin/sdc-sapi"});
+  Result<Config> off = f.Parse(Base("[export]\nsapi_command = []\n"));
+  REQUIRE(off.ok());
+  CHECK(off->export_.sapi_command.empty());
+  // Empty means off only for this key: a hook of [restore.exec] must name a program.
+  Result<Config> hook = f.Parse(Base("[restore.exec]\nregister_sapi = []\n"));
+  CHECK_FALSE(hook.ok());
+}
+
 TEST_CASE("a minimal config gets the documented defaults", "[conf]") {
   Fixture f;
   Result<Config> c = f.Parse(Base());
@@ -106,6 +119,7 @@ io_timeout = "250ms"
 provider = "dir"
 root = "/opt/export"
 services = ["imgapi", "sapi"]
+sapi_command = ["/opt/tools/sdc-sapi", "--no-proxy"]
 [[peer]]
 name = "headnode1"
 address = "[fd00::8]:4650"
@@ -143,6 +157,7 @@ await_instance = ["/bin/wait-up"]
   CHECK(c->export_.provider == ExportProvider::kDir);
   CHECK(c->export_.root == "/opt/export");
   CHECK(c->export_.services == std::vector<std::string>{"imgapi", "sapi"});
+  CHECK(c->export_.sapi_command == std::vector<std::string>{"/opt/tools/sdc-sapi", "--no-proxy"});
   REQUIRE(c->peers.size() == 1);
   CHECK(c->peers[0].name == "headnode1");
   CHECK(c->peers[0].address.ToString() == "[fd00::8]:4650");
@@ -249,6 +264,10 @@ TEST_CASE("each kind of mistake is reported with its line and key", "[conf]") {
        "[restore]\nbackend = \"exec\"\n[restore.exec]\ninstall_image = [\"/bin/true\"]\n"
        "restore_data = \"true\"\n",
        7, "restore.exec.create_instance", "restore.backend = \"exec\" needs this command"},
+      {"sapi command of wrong shape", "[export]\nsapi_command = [\"\", \"/x\"]\n", 7,
+       "export.sapi_command", "expected a program as argv[0]"},
+      {"sapi command as an empty string", "[export]\nsapi_command = \" \"\n", 7,
+       "export.sapi_command", "expected a command"},
       {"exec command of wrong shape", "[restore.exec]\ninstall_image = [1, 2]\n", 7,
        "restore.exec.install_image", "expected a command"},
       {"unreadable api token", "api_token_file = \"nope.token\"\n", 6, "auth.api_token_file",
