@@ -290,9 +290,8 @@ class SmartosBackend final : public StepwiseBackend {
       argv.push_back(a);
     }
     ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
-    const size_t blank = r.out.find("\r\n\r\n");
-    return std::pair<int, std::string>(
-        HttpStatusOf(r.out), blank == std::string::npos ? "" : TrimTrailingSpace(r.out.substr(blank + 4)));
+    const CurlAnswer answer = ParseCurlOutput(r.out);
+    return std::pair<int, std::string>(answer.status, TrimTrailingSpace(answer.body));
   }
 
   Result<StepResult> AdoptInstance(const Step& step) override {

@@ -132,6 +132,7 @@ class Export:
         self.add_image(image)
         vm = {"uuid": u, "zonename": u, "alias": alias, "brand": "joyent-minimal",
               "image_uuid": image, "state": "running",
+              "owner_uuid": "930896af-bf8c-48d4-885c-6573a94b1853",
               "server_uuid": fixture_uuid(self.node, "server"),
               "tags": {"smartdc_role": service, "smartdc_type": "core"},
               "nics": [{"ip": "10.99.99.%d" % (len(self.instances) + 10), "nic_tag": "admin",

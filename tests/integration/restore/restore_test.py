@@ -360,8 +360,12 @@ class RestoreTest(agent_test.ClusterTestCase):
             counts[cmd] = counts.get(cmd, 0) + 1
         for cmd, n in counts.items():
             self.assertEqual(n, 2 if cmd in again else 1, "ran %d times: %s" % (n, cmd))
-        # 5 images; per instance create (stopped), update autoboot, start, SAPI.
-        self.assertEqual(len(changes), 5 + 3 * 4 + len(again))
+        # 5 images; per instance create (stopped), update autoboot, start,
+        # update do_not_inventory (once NAPI owns its NICs), SAPI.
+        self.assertEqual(len(changes), 5 + 3 * 5 + len(again))
+        # net-agent never saw a NIC NAPI gave to another VM (the fake vmadm
+        # logs when it would strip one).
+        self.assertFalse(os.path.exists(os.path.join(state, "net-agent.log")))
         for inst in out["plan"]["instances"]:
             # vmadm get's `datasets` became create's delegate_dataset (the
             # fake vmadm makes zones/<uuid>/data only for that, as VM.js).

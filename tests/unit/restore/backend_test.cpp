@@ -54,6 +54,18 @@ struct Source {
                            {"zonepath", "/zones/" + kOld},
                            {"zfs_filesystem", "zones/" + kOld},
                            {"datasets", {"zones/" + kOld + "/data"}},
+                           {"owner_uuid", "930896af-bf8c-48d4-885c-6573a94b1853"},
+                           {"nics",
+                            {{{"interface", "net0"},
+                              {"mac", "90:b8:d0:1a:2b:3c"},
+                              {"nic_tag", "admin"},
+                              {"ip", "10.99.99.21"},
+                              {"network_uuid", "4a3c2f5e-0b1d-4c6e-8f7a-9b0c1d2e3f40"}},
+                             {{"interface", "net1"},
+                              {"mac", "90:b8:d0:4d:5e:6f"},
+                              {"nic_tag", "external"},
+                              {"ip", "203.0.113.21"},
+                              {"network_uuid", "7e6d5c4b-3a29-4180-b7c6-d5e4f3a2b1c0"}}}},
                            {"tags", {{"smartdc_role", "imgapi"}}}};
     instance.sapi_record = {{"uuid", kOld},
                             {"service_uuid", "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9"},
@@ -83,7 +95,7 @@ TEST_CASE("dir backend restores images, payload, SAPI record and an identical da
   TempDir dir;
   Source src(dir);
   Plan plan = src.MakeTestPlan();
-  REQUIRE(plan.steps.size() == 6);  // 2 images, create, data, await, sapi
+  REQUIRE(plan.steps.size() == 7);  // 2 images, create, data, await, adopt, sapi
   const std::string target = dir / "target";
   auto backend = NewDirBackend(*Env::Default(), DirOptions(target, 3));
   CHECK_FALSE(backend->HasImage(kRootImage).value());
@@ -241,6 +253,12 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
   TempDir dir;
   Source src(dir);
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  // NAPI knows the old VM's admin NIC, not its external one.
+  WriteFile(dir / "smartos/napi/90b8d01a2b3c.json",
+            json({{"mac", "90:b8:d0:1a:2b:3c"}, {"ip", "10.99.99.21"},
+                  {"belongs_to_uuid", kOld}, {"belongs_to_type", "zone"},
+                  {"owner_uuid", "930896af-bf8c-48d4-885c-6573a94b1853"}})
+                .dump());
   Plan plan = src.MakeTestPlan();
   auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
   REQUIRE(backend->Check(plan).ok());
@@ -259,8 +277,21 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
             "vmadm create -f " + (dir / ("work/" + u + ".vm.json")),
             "vmadm update " + u + " autoboot=true",
             "vmadm start " + u,
+            "sdc-napi /nics/90b8d01a2b3c -X PUT -d @" + (dir / ("work/" + u + ".nic-90b8d01a2b3c.json")),
+            "sdc-napi /nics/90b8d04d5e6f -X PUT -d @" + (dir / ("work/" + u + ".nic-90b8d04d5e6f.json")),
+            "sdc-napi /nics -X POST -d @" + (dir / ("work/" + u + ".nic-90b8d04d5e6f.json")),
+            "vmadm update " + u + " do_not_inventory=false",
             "sdc-sapi /instances -X POST -d @" + (dir / ("work/" + u + ".sapi.json")),
         });
+  // Both NICs belong to the new VM in NAPI before net-agent could see it:
+  // it never stripped one (the fake logs it when it would have).
+  for (const char* mac : {"90b8d01a2b3c", "90b8d04d5e6f"}) {
+    json nic = json::parse(ReadFile(dir / ("smartos/napi/" + std::string(mac) + ".json")));
+    CHECK(nic["belongs_to_uuid"] == u);
+    CHECK(nic["cn_uuid"] == "564dd1ac-164d-cc50-247c-b2eb0cf21ce5");
+  }
+  CHECK(json::parse(ReadFile(dir / "smartos/napi/90b8d04d5e6f.json"))["ip"] == "203.0.113.21");
+  CHECK_FALSE(Exists(*Env::Default(), dir / "smartos/net-agent.log"));
   auto calls = FakeCalls(dir / "smartos");
   // SAPI adopts the VM only once VMAPI knows it: VMAPI was asked until it
   // did (the fake's vm-agent lag: one 404 first), and only then SAPI.

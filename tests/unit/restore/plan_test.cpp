@@ -217,14 +217,16 @@ TEST_CASE("images install root first, once across instances, skipping those on t
   opt.seed = 3;
   auto plan = MakePlan(in, {}, opt);
   REQUIRE(plan.ok());
-  // Instance by instance, each up before the next; SAPI registrations last
-  // (sapi and vmapi must be up to adopt), in the same service order.
+  // Instance by instance, each up before the next; then, in the same service
+  // order, each handed to NAPI/vm-agent and registered in SAPI (napi, vmapi
+  // and sapi must be up for that).
   CHECK(StepIds(*plan) ==
         std::vector<std::string>{"install_image:" + mid,    "install_image:" + leaf2,
                                  "create_instance:" + kU2,  "restore_data:" + kU2,
                                  "await_instance:" + kU2,   "install_image:" + leaf1,
                                  "create_instance:" + kU1,  "restore_data:" + kU1,
-                                 "await_instance:" + kU1,   "register_sapi:" + kU2,
+                                 "await_instance:" + kU1,   "adopt_instance:" + kU2,
+                                 "register_sapi:" + kU2,    "adopt_instance:" + kU1,
                                  "register_sapi:" + kU1});
   CHECK(plan->steps[0].image_origin == root);
   CHECK(plan->steps[0].manifest_path == "/cat/images/" + mid + "/manifest.json");

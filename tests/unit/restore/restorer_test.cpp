@@ -292,7 +292,8 @@ TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog b
   RestoreReport report;
   REQUIRE(restorer.Run(req, &report).ok());
   CHECK(report.plan.instances.size() == 3);
-  CHECK(report.plan.steps.size() == 4 + 3 * 4);  // images; per instance create, data, await, sapi
+  // images; per instance create, data, await, adopt, sapi
+  CHECK(report.plan.steps.size() == 4 + 3 * 5);
   // imgapi1 exists on the target already, so the alias goes one further.
   CHECK(report.plan.instances[1].alias == "imgapi2");
   CHECK(report.steps_run == 0);
@@ -470,7 +471,10 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
     INFO(st.ToString());
     REQUIRE(st.ok());
     clean_calls = mutations(FakeCalls(c.dir() / "smartos-clean"));
-    CHECK(clean_calls.size() == 4 + 3 * 4);  // installs; per instance create, update, start, sapi
+    // installs; per instance create, update, start, 2 NICs unknown to NAPI
+    // (PUT 404, POST), update do_not_inventory, sapi
+    CHECK(clean_calls.size() == 4 + 3 * 9);
+    CHECK_FALSE(Exists(*Env::Default(), c.dir() / "smartos-clean/net-agent.log"));
   }
 
   ScopedEnv state("FAKE_SMARTOS_STATE", c.dir() / "smartos");
