@@ -345,17 +345,26 @@ class RunState {
         if (!unhealthy.empty()) report_.warnings.push_back(service + " here: " + unhealthy);
         continue;
       }
-      std::string msg = "HA service " + service + " is not healthy on this node (" + unhealthy +
-                        "); the restored instances need it";
-      if (req_.force) {
-        report_.warnings.push_back(msg + "; going ahead (--force)");
-        continue;
-      }
-      Status refused = TemporaryError(msg + ": fix it first, or pass --force to restore anyway");
-      if (!req_.dry_run) return refused;
-      report_.warnings.push_back(msg);
-      if (dry_verdict_.ok()) dry_verdict_ = refused;
+      RETURN_IF_ERROR(RefuseUnlessForced("HA service " + service +
+                                         " is not healthy on this node (" + unhealthy +
+                                         "); the restored instances need it",
+                                         ": fix it first, or pass --force to restore anyway"));
     }
+    return Status::Ok();
+  }
+
+  // A guard's refusal (kTemporary, `msg` + `how_to_force`): with force only
+  // a warning; in a dry run a warning and the verdict the real run would
+  // reach (the first refusal), so the dry run goes on to show the plan.
+  Status RefuseUnlessForced(const std::string& msg, const std::string& how_to_force) {
+    if (req_.force) {
+      report_.warnings.push_back(msg + "; going ahead (--force)");
+      return Status::Ok();
+    }
+    Status refused = TemporaryError(msg + how_to_force);
+    if (!req_.dry_run) return refused;
+    report_.warnings.push_back(msg);
+    if (dry_verdict_.ok()) dry_verdict_ = refused;
     return Status::Ok();
   }
 
@@ -397,17 +406,11 @@ class RunState {
     for (const std::string& peer : PeersOf(selected)) {
       const NodeAddress* addr = AddressOf(peer);
       if (addr == nullptr || !ctx_.probe->Alive(*addr)) continue;
-      std::string msg = "peer " + peer + " still answers at " + addr->ToString() +
-                        ": it is alive, so restoring its instances here would run them twice "
-                        "(that is a migration, not a restore)";
-      if (req_.force) {
-        report_.warnings.push_back(msg + "; going ahead (--force)");
-        continue;
-      }
-      Status refused = TemporaryError(msg + "; pass --force to restore anyway");
-      if (!req_.dry_run) return refused;
-      report_.warnings.push_back(msg);
-      if (dry_verdict_.ok()) dry_verdict_ = refused;
+      RETURN_IF_ERROR(RefuseUnlessForced(
+          "peer " + peer + " still answers at " + addr->ToString() +
+              ": it is alive, so restoring its instances here would run them twice "
+              "(that is a migration, not a restore)",
+          "; pass --force to restore anyway"));
     }
     return Status::Ok();
   }

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/restore/restore_test_util.h"
+
 namespace lifeboat::restore {
 namespace {
 
@@ -417,28 +419,18 @@ TEST_CASE("the create table is proptable.js's, as the fake vmadm enforces it") {
   // create set per brand extracted from proptable.js (smartos-live e6da73be);
   // the fake vmadm drops what it does not list, as VM.js does. The planner's
   // table must say the same for every property either side names.
-  std::ifstream in(std::string(LIFEBOAT_TEST_DATA_DIR) +
-                   "/fake-smartos-restore/vmadm-create-properties.json");
-  REQUIRE(in.good());
-  json table = json::parse(in);
+  const auto table = testing::BrandTable(std::string(LIFEBOAT_TEST_DATA_DIR) +
+                                "/fake-smartos-restore/vmadm-create-properties.json");
   std::set<std::string> every;
-  for (auto it = table.begin(); it != table.end(); ++it) {
-    if (it.key()[0] == '_') continue;
-    for (const json& p : it.value()) every.insert(p.get<std::string>());
-  }
+  for (const auto& [brand, listed] : table) every.insert(listed.begin(), listed.end());
   for (const char* f : {"datasets", "v", "state", "zfs_filesystem", "transition_to"}) every.insert(f);
-  size_t brands = 0;
-  for (auto it = table.begin(); it != table.end(); ++it) {
-    if (it.key()[0] == '_') continue;
-    ++brands;
-    std::set<std::string> listed;
-    for (const json& p : it.value()) listed.insert(p.get<std::string>());
+  for (const auto& [brand, listed] : table) {
     for (const std::string& p : every) {
-      INFO(it.key() << " " << p);
-      CHECK(CreateAcceptsVmProperty(it.key(), p) == (listed.count(p) == 1));
+      INFO(brand << " " << p);
+      CHECK(CreateAcceptsVmProperty(brand, p) == (listed.count(p) == 1));
     }
   }
-  CHECK(brands == 5);
+  CHECK(table.size() == 5);
 }
 
 TEST_CASE("an unknown brand is skipped with the reason, not created blind") {

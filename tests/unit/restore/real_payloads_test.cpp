@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/restore/restore_test_util.h"
+
 namespace lifeboat::restore {
 namespace {
 
@@ -170,30 +172,20 @@ TEST_CASE("the list entries' create table is proptable.js's") {
   // whose payload.allowed[brand] contains 'add', per brand, extracted from
   // proptable.js (smartos-live e6da73be). The planner must say the same for
   // every sub-property any brand names.
-  std::ifstream in(PayloadDir() / "proptable" / "create-subproperties.json");
-  REQUIRE(in.good());
-  json table = json::parse(in);
+  const auto table = testing::BrandTable((PayloadDir() / "proptable" / "create-subproperties.json").string());
   std::set<std::string> every = {"disks.*.zfs_filesystem", "disks.*.image_name",
                                  "disks.*.dangerous_allow_shrink", "nics.*.cfgif"};
-  for (auto it = table.begin(); it != table.end(); ++it) {
-    if (it.key()[0] == '_') continue;
-    for (const json& p : it.value()) every.insert(p.get<std::string>());
-  }
-  size_t brands = 0;
-  for (auto it = table.begin(); it != table.end(); ++it) {
-    if (it.key()[0] == '_') continue;
-    ++brands;
-    std::set<std::string> listed;
-    for (const json& p : it.value()) listed.insert(p.get<std::string>());
+  for (const auto& [brand, listed] : table) every.insert(listed.begin(), listed.end());
+  for (const auto& [brand, listed] : table) {
     for (const std::string& p : every) {
       const size_t star = p.find(".*.");
       REQUIRE(star != std::string::npos);
-      INFO(it.key() << " " << p);
-      CHECK(CreateAcceptsVmSubProperty(it.key(), p.substr(0, star), p.substr(star + 3)) ==
+      INFO(brand << " " << p);
+      CHECK(CreateAcceptsVmSubProperty(brand, p.substr(0, star), p.substr(star + 3)) ==
             (listed.count(p) == 1));
     }
   }
-  CHECK(brands == 5);
+  CHECK(table.size() == 5);
 }
 
 TEST_CASE("real payloads: the create payload holds only what create accepts, all of it") {

@@ -11,9 +11,13 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "base/digest.h"
 #include "base/env.h"
@@ -139,6 +143,20 @@ inline void MakeDataTree(const std::string& root) {
 // so tree snapshots, which show owners, compare equal.
 inline DirBackendOptions DirOptions(std::string target, int threads) {
   return DirBackendOptions{std::move(target), threads, ::geteuid() == 0};
+}
+
+// A per-brand table of property names (brand -> [name, ...]; keys starting
+// with '_' are comments), as in vmadm-create-properties.json: brand -> names.
+inline std::map<std::string, std::set<std::string>> BrandTable(const std::string& path) {
+  std::ifstream in(path);
+  REQUIRE(in.good());
+  const nlohmann::json table = nlohmann::json::parse(in);
+  std::map<std::string, std::set<std::string>> out;
+  for (auto it = table.begin(); it != table.end(); ++it) {
+    if (it.key()[0] == '_') continue;
+    for (const nlohmann::json& p : it.value()) out[it.key()].insert(p.get<std::string>());
+  }
+  return out;
 }
 
 inline std::string FakeSmartosDir() {
