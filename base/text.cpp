@@ -94,8 +94,8 @@ Result<std::string> GetBytes(const nlohmann::json& obj, const std::string& key) 
 
 std::string TrimTrailingSpace(std::string_view s) {
   size_t end = s.size();
-  while (end > 0 && (s[end - 1] == ' ' || s[end - 1] == '\t' || s[end - 1] == '\r' ||
-                     s[end - 1] == '\n')) {
+  while (end > 0 &&
+         (s[end - 1] == ' ' || s[end - 1] == '\t' || s[end - 1] == '\r' || s[end - 1] == '\n')) {
     --end;
   }
   return std::string(s.substr(0, end));

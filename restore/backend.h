@@ -133,7 +133,7 @@ struct SmartosBackendOptions {
   // `<svcs> -xvz <uuid>` prints nothing, for at most await_wait_ms.
   std::string svcs = "svcs";
   int64_t await_wait_ms = 15 * 60'000;
-  int64_t poll_ms = 2'000;  // between two polls of VMAPI or of the zone
+  int64_t poll_ms = 2'000;      // between two polls of VMAPI or of the zone
   std::string zpool = "zones";  // the delegate dataset is <zpool>/<uuid>/data
   std::string work_dir;         // where payload files for vmadm/sdc-sapi are written (required)
   int copy_threads = 4;

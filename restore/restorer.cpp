@@ -325,7 +325,8 @@ class RunState {
       for (const Backend::LocalInstance& li : *local) {
         healthy = healthy || li.healthy;
         if (!li.healthy) {
-          unhealthy += (unhealthy.empty() ? "" : "; ") + li.alias + " (" + li.uuid + "): " + li.detail;
+          unhealthy +=
+              (unhealthy.empty() ? "" : "; ") + li.alias + " (" + li.uuid + "): " + li.detail;
         }
       }
       if (local->empty()) {
@@ -335,7 +336,8 @@ class RunState {
         });
         if (!elsewhere) {
           report_.warnings.push_back(
-              "no " + service + " instance on this node and none held from a node that is not "
+              "no " + service +
+              " instance on this node and none held from a node that is not "
               "being restored: if the lost node held the only one, restore it first (--service " +
               service + "); everything else needs it");
         }
@@ -346,8 +348,8 @@ class RunState {
         continue;
       }
       RETURN_IF_ERROR(RefuseUnlessForced("HA service " + service +
-                                         " is not healthy on this node (" + unhealthy +
-                                         "); the restored instances need it",
+                                             " is not healthy on this node (" + unhealthy +
+                                             "); the restored instances need it",
                                          ": fix it first, or pass --force to restore anyway"));
     }
     return Status::Ok();

@@ -33,6 +33,8 @@
 //
 // Every command runs without a shell (RunCommand); a non-zero exit fails the
 // step with the command line and its stderr.
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -67,8 +69,8 @@ class SmartosBackend final : public StepwiseBackend {
     size_t start = 0;
     while (start < r.out.size()) {
       size_t nl = r.out.find('\n', start);
-      std::string line =
-          TrimTrailingSpace(std::string_view(r.out).substr(start, nl == std::string::npos ? nl : nl - start));
+      std::string line = TrimTrailingSpace(
+          std::string_view(r.out).substr(start, nl == std::string::npos ? nl : nl - start));
       if (!line.empty() && line != "-") aliases.insert(line);
       if (nl == std::string::npos) break;
       start = nl + 1;
@@ -80,8 +82,9 @@ class SmartosBackend final : public StepwiseBackend {
   // `svcs -xvz` explains nothing (every enabled service of it runs).
   Result<std::optional<std::vector<LocalInstance>>> LocalInstances(
       const std::string& service) override {
-    ASSIGN_OR_RETURN(CommandResult r, MustRun({options_.vmadm, "lookup", "-j", "-o",
-                                               "uuid,alias,state", "tags.smartdc_role=" + service}));
+    ASSIGN_OR_RETURN(CommandResult r,
+                     MustRun({options_.vmadm, "lookup", "-j", "-o", "uuid,alias,state",
+                              "tags.smartdc_role=" + service}));
     json vms = json::parse(r.out, nullptr, false);
     if (!vms.is_array()) return DataError("vmadm lookup -j printed no JSON array");
     std::vector<LocalInstance> out;
@@ -285,8 +288,8 @@ class SmartosBackend final : public StepwiseBackend {
                                                const json& body, const std::string& file) {
     ASSIGN_OR_RETURN(std::string body_file, WriteWorkFile(file, body));
     std::vector<std::string> argv = options_.napi;
-    for (const std::string& a : {path, std::string("-X"), std::string(method), std::string("-d"),
-                                 "@" + body_file}) {
+    for (const std::string& a :
+         {path, std::string("-X"), std::string(method), std::string("-d"), "@" + body_file}) {
       argv.push_back(a);
     }
     ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
@@ -294,36 +297,43 @@ class SmartosBackend final : public StepwiseBackend {
     return std::pair<int, std::string>(answer.status, TrimTrailingSpace(answer.body));
   }
 
+  // Makes NAPI say the NIC `nic` (of the create payload) belongs to the new
+  // VM: PUT when NAPI knows its MAC (the old VM's NIC), POST when it never did.
+  Status HandOverNic(const Step& step, const json& nic) {
+    std::string mac = nic.is_object() ? nic.value("mac", "") : "";
+    std::erase(mac, ':');
+    std::transform(mac.begin(), mac.end(), mac.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (mac.size() != 12 || mac.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return DataError("a NIC has no MAC address ('" + mac + "'), and NAPI knows NICs by MAC");
+    }
+    const std::string file = step.new_uuid + ".nic-" + mac + ".json";
+    json owned = {{"belongs_to_uuid", step.new_uuid},
+                  {"belongs_to_type", "zone"},
+                  {"cn_uuid", options_.server_uuid}};
+    ASSIGN_OR_RETURN(auto answer, CallNapi("/nics/" + mac, "PUT", owned, file));
+    if (answer.first == 404) {
+      json created = owned;
+      created["mac"] = nic["mac"];
+      for (const char* key : {"ip", "network_uuid", "nic_tag", "vlan_id"}) {
+        if (nic.contains(key)) created[key] = nic[key];
+      }
+      created["owner_uuid"] = step.payload.value("owner_uuid", json());
+      ASSIGN_OR_RETURN(answer, CallNapi("/nics", "POST", created, file));
+    }
+    if (answer.first != 200) {
+      return IoError("NAPI answered " + std::to_string(answer.first) + " for NIC " + mac + ": " +
+                     answer.second);
+    }
+    return Status::Ok();
+  }
+
   Result<StepResult> AdoptInstance(const Step& step) override {
     const std::string what = "adopt " + step.alias + " (" + step.new_uuid + ")";
     if (options_.server_uuid.empty()) return ConfigError(what + ": no server uuid (node.uuid)");
-    const json nics = step.payload.is_object() ? step.payload.value("nics", json::array())
-                                                : json::array();
-    for (const json& nic : nics) {
-      std::string mac = nic.is_object() ? nic.value("mac", "") : "";
-      std::erase(mac, ':');
-      if (mac.size() != 12 || mac.find_first_not_of("0123456789abcdef") != std::string::npos) {
-        return DataError(what + ": NIC without a MAC NAPI can know it by ('" + mac + "')");
-      }
-      json owned = {{"belongs_to_uuid", step.new_uuid},
-                    {"belongs_to_type", "zone"},
-                    {"cn_uuid", options_.server_uuid}};
-      ASSIGN_OR_RETURN(auto put, CallNapi("/nics/" + mac, "PUT", owned,
-                                          step.new_uuid + ".nic-" + mac + ".json"));
-      if (put.first == 404) {  // never in NAPI: create it, owned by the new VM
-        json created = owned;
-        created["mac"] = nic["mac"];
-        for (const char* key : {"ip", "network_uuid", "nic_tag", "vlan_id"}) {
-          if (nic.contains(key)) created[key] = nic[key];
-        }
-        created["owner_uuid"] = step.payload.value("owner_uuid", json());
-        ASSIGN_OR_RETURN(put, CallNapi("/nics", "POST", created,
-                                       step.new_uuid + ".nic-" + mac + ".json"));
-      }
-      if (put.first != 200) {
-        return IoError(what + ": NAPI answered " + std::to_string(put.first) + " for NIC " + mac +
-                       ": " + put.second);
-      }
+    if (!step.payload.is_object()) return DataError(what + ": the step has no adopt object");
+    for (const json& nic : step.payload.value("nics", json::array())) {
+      if (Status handed = HandOverNic(step, nic); !handed.ok()) return handed.WithContext(what);
     }
     auto r = MustRun({options_.vmadm, "update", step.new_uuid, "do_not_inventory=false"});
     if (!r.ok()) return r.status().WithContext(what);

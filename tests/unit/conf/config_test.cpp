@@ -52,7 +52,8 @@ constexpr std::string_view kBase =
 
 std::string Base(std::string_view more = "") { return std::string(kBase) + std::string(more); }
 
-TEST_CASE("export.sapi_command defaults to the headnode's sdc-sapi, and [] turns it off", "[conf]") {
+TEST_CASE("export.sapi_command defaults to the headnode's sdc-sapi, and [] turns it off",
+          "[conf]") {
   Fixture f;
   Result<Config> c = f.Parse(Base());
   REQUIRE(c.ok());

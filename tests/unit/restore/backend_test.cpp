@@ -255,8 +255,10 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
   // NAPI knows the old VM's admin NIC, not its external one.
   WriteFile(dir / "smartos/napi/90b8d01a2b3c.json",
-            json({{"mac", "90:b8:d0:1a:2b:3c"}, {"ip", "10.99.99.21"},
-                  {"belongs_to_uuid", kOld}, {"belongs_to_type", "zone"},
+            json({{"mac", "90:b8:d0:1a:2b:3c"},
+                  {"ip", "10.99.99.21"},
+                  {"belongs_to_uuid", kOld},
+                  {"belongs_to_type", "zone"},
                   {"owner_uuid", "930896af-bf8c-48d4-885c-6573a94b1853"}})
                 .dump());
   Plan plan = src.MakeTestPlan();
@@ -277,8 +279,10 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
             "vmadm create -f " + (dir / ("work/" + u + ".vm.json")),
             "vmadm update " + u + " autoboot=true",
             "vmadm start " + u,
-            "sdc-napi /nics/90b8d01a2b3c -X PUT -d @" + (dir / ("work/" + u + ".nic-90b8d01a2b3c.json")),
-            "sdc-napi /nics/90b8d04d5e6f -X PUT -d @" + (dir / ("work/" + u + ".nic-90b8d04d5e6f.json")),
+            "sdc-napi /nics/90b8d01a2b3c -X PUT -d @" +
+                (dir / ("work/" + u + ".nic-90b8d01a2b3c.json")),
+            "sdc-napi /nics/90b8d04d5e6f -X PUT -d @" +
+                (dir / ("work/" + u + ".nic-90b8d04d5e6f.json")),
             "sdc-napi /nics -X POST -d @" + (dir / ("work/" + u + ".nic-90b8d04d5e6f.json")),
             "vmadm update " + u + " do_not_inventory=false",
             "sdc-sapi /instances -X POST -d @" + (dir / ("work/" + u + ".sapi.json")),
@@ -363,7 +367,8 @@ TEST_CASE("smartos await_instance waits for the zone's setup and services, then 
   INFO(r.status().ToString());
   REQUIRE(r.ok());
   size_t svcs = 0;
-  for (const std::string& c : FakeCalls(dir / "smartos")) svcs += c.find("svcs -xvz") != std::string::npos;
+  for (const std::string& c : FakeCalls(dir / "smartos"))
+    svcs += c.find("svcs -xvz") != std::string::npos;
   CHECK(svcs == 4);
 }
 
@@ -380,8 +385,8 @@ TEST_CASE("smartos await_instance stops at once on a failed setup or a service i
     auto r = RunUntilAwait(*backend, plan);
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().code() == Code::kData);
-    CHECK_THAT(r.status().message(), Catch::Contains("await imgapi1") &&
-                                         Catch::Contains("setup_failed exists"));
+    CHECK_THAT(r.status().message(),
+               Catch::Contains("await imgapi1") && Catch::Contains("setup_failed exists"));
   }
   SECTION("maintenance") {
     ScopedEnv svc("FAKE_SVCS_STATE", "maintenance");
@@ -415,11 +420,13 @@ TEST_CASE("smartos backend sees this node's HA zones and whether their services 
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
   const std::string binder = "2f5d3c2e-0000-4000-8000-00000000000b";
   const std::string manatee = "2f5d3c2e-0000-4000-8000-00000000000c";
-  WriteFile(dir / ("smartos/vms/" + binder + ".json"),
-            R"({"uuid": ")" + binder + R"(", "alias": "binder0", "tags": {"smartdc_role": "binder"}})");
+  WriteFile(
+      dir / ("smartos/vms/" + binder + ".json"),
+      R"({"uuid": ")" + binder + R"(", "alias": "binder0", "tags": {"smartdc_role": "binder"}})");
   WriteFile(dir / ("smartos/vms/" + binder + ".state"), "running\n");
   WriteFile(dir / ("smartos/vms/" + manatee + ".json"),
-            R"({"uuid": ")" + manatee + R"(", "alias": "manatee0", "tags": {"smartdc_role": "manatee"}})");
+            R"({"uuid": ")" + manatee +
+                R"(", "alias": "manatee0", "tags": {"smartdc_role": "manatee"}})");
   WriteFile(dir / ("smartos/vms/" + manatee + ".state"), "stopped\n");
   ScopedEnv settled("FAKE_SVCS_LAG", "0");
   auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));

@@ -205,7 +205,8 @@ TEST_CASE("SAPI record gets the new uuid everywhere, the new alias and the targe
   CHECK_FALSE(no_server["params"].contains("server_uuid"));
 }
 
-TEST_CASE("images install root first, once across instances, skipping those on the target, SAPI last") {
+TEST_CASE(
+    "images install root first, once across instances, skipping those on the target, SAPI last") {
   const std::string root = "aaaaaaaa-0000-4000-8000-000000000000";
   const std::string mid = "bbbbbbbb-0000-4000-8000-000000000000";
   const std::string leaf1 = "cccccccc-0000-4000-8000-000000000000";
@@ -223,13 +224,12 @@ TEST_CASE("images install root first, once across instances, skipping those on t
   // order, each handed to NAPI/vm-agent and registered in SAPI (napi, vmapi
   // and sapi must be up for that).
   CHECK(StepIds(*plan) ==
-        std::vector<std::string>{"install_image:" + mid,    "install_image:" + leaf2,
-                                 "create_instance:" + kU2,  "restore_data:" + kU2,
-                                 "await_instance:" + kU2,   "install_image:" + leaf1,
-                                 "create_instance:" + kU1,  "restore_data:" + kU1,
-                                 "await_instance:" + kU1,   "adopt_instance:" + kU2,
-                                 "register_sapi:" + kU2,    "adopt_instance:" + kU1,
-                                 "register_sapi:" + kU1});
+        std::vector<std::string>{
+            "install_image:" + mid, "install_image:" + leaf2, "create_instance:" + kU2,
+            "restore_data:" + kU2, "await_instance:" + kU2, "install_image:" + leaf1,
+            "create_instance:" + kU1, "restore_data:" + kU1, "await_instance:" + kU1,
+            "adopt_instance:" + kU2, "register_sapi:" + kU2, "adopt_instance:" + kU1,
+            "register_sapi:" + kU1});
   CHECK(plan->steps[0].image_origin == root);
   CHECK(plan->steps[0].manifest_path == "/cat/images/" + mid + "/manifest.json");
   CHECK(plan->TotalBytes() == 3 * 100 + 2 * 1000);
@@ -420,7 +420,7 @@ TEST_CASE("the create table is proptable.js's, as the fake vmadm enforces it") {
   // the fake vmadm drops what it does not list, as VM.js does. The planner's
   // table must say the same for every property either side names.
   const auto table = testing::BrandTable(std::string(LIFEBOAT_TEST_DATA_DIR) +
-                                "/fake-smartos-restore/vmadm-create-properties.json");
+                                         "/fake-smartos-restore/vmadm-create-properties.json");
   std::set<std::string> every;
   for (const auto& [brand, listed] : table) every.insert(listed.begin(), listed.end());
   for (const char* f : {"datasets", "v", "state", "zfs_filesystem", "transition_to"}) every.insert(f);

@@ -172,7 +172,8 @@ TEST_CASE("the list entries' create table is proptable.js's") {
   // whose payload.allowed[brand] contains 'add', per brand, extracted from
   // proptable.js (smartos-live e6da73be). The planner must say the same for
   // every sub-property any brand names.
-  const auto table = testing::BrandTable((PayloadDir() / "proptable" / "create-subproperties.json").string());
+  const auto table =
+      testing::BrandTable((PayloadDir() / "proptable" / "create-subproperties.json").string());
   std::set<std::string> every = {"disks.*.zfs_filesystem", "disks.*.image_name",
                                  "disks.*.dangerous_allow_shrink", "nics.*.cfgif"};
   for (const auto& [brand, listed] : table) every.insert(listed.begin(), listed.end());
