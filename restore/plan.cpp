@@ -370,6 +370,7 @@ json Step::ToJson() const {
   if (kind == StepKind::kCreateInstance) {
     j["payload"] = payload;
     j["start_after_data"] = start_after_data;
+    j["adopt_after"] = adopt_after;
   }
   if (kind == StepKind::kRegisterSapi) j["sapi_record"] = payload;
   if (kind == StepKind::kAdoptInstance) j["adopt"] = payload;
@@ -401,8 +402,11 @@ Result<Step> Step::FromJson(const json& j) {
   s.bytes = UintField(j, "bytes");
   if (s.kind == StepKind::kCreateInstance) {
     s.payload = j.value("payload", json());
-    const json* later = j.contains("start_after_data") ? &j["start_after_data"] : nullptr;
-    s.start_after_data = later != nullptr && later->is_boolean() && later->get<bool>();
+    auto flag = [&](const char* key) {
+      return j.contains(key) && j[key].is_boolean() && j[key].get<bool>();
+    };
+    s.start_after_data = flag("start_after_data");
+    s.adopt_after = flag("adopt_after");
   }
   if (s.kind == StepKind::kRegisterSapi) s.payload = j.value("sapi_record", json());
   if (s.kind == StepKind::kAdoptInstance) s.payload = j.value("adopt", json());
@@ -612,6 +616,7 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
     Step create = instance_step(StepKind::kCreateInstance);
     create.payload = NewVmPayload(in->vm_payload, a.new_uuid, a.alias, options.new_ips);
     create.start_after_data = !in->data_path.empty();
+    create.adopt_after = true;
     Step adopt = instance_step(StepKind::kAdoptInstance);
     adopt.payload = AdoptPayload(create.payload);
     plan.steps.push_back(std::move(create));

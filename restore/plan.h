@@ -156,6 +156,10 @@ struct Step {
   // once its data is in place (a backend that boots instances creates it
   // stopped, so its first-boot setup runs on the restored data, uninterrupted).
   bool start_after_data = false;
+  // create_instance: an adopt_instance step follows (a backend whose node
+  // agents would act on the new VM hides it from them until then). False in
+  // journals written before adopt_instance existed.
+  bool adopt_after = false;
   std::string data_path;   // restore_data: source tree
   uint64_t bytes = 0;      // bytes the step moves (image file, data tree)
 

@@ -154,7 +154,7 @@ class SmartosBackend final : public StepwiseBackend {
     json vm = step.payload;
     if (vm.is_object()) {
       if (step.start_after_data) vm["autoboot"] = false;
-      vm["do_not_inventory"] = true;  // until adopt_instance
+      if (step.adopt_after) vm["do_not_inventory"] = true;  // until adopt_instance
     }
     ASSIGN_OR_RETURN(std::string payload, WriteWorkFile(step.new_uuid + ".vm.json", vm));
     auto r = MustRun({options_.vmadm, "create", "-f", payload});

@@ -307,6 +307,27 @@ TEST_CASE("new uuids are valid v4 uuids and steps round-trip through JSON") {
   CHECK(Step::FromJson(json{{"kind", "explode"}, {"id", "x"}}).status().code() == Code::kData);
 }
 
+TEST_CASE("a create step says what follows it, and an older journal's step says nothing") {
+  std::vector<InstanceSource> in = {Instance(kU1, "vmapi0", "vmapi", {})};
+  in[0].image_uuid.clear();
+  auto plan = MakePlan(in, {}, PlanOptions{});
+  REQUIRE(plan.ok());
+  const Step& create = plan->steps.at(0);
+  REQUIRE(create.kind == StepKind::kCreateInstance);
+  CHECK(create.start_after_data == !in[0].data_path.empty());
+  CHECK(create.adopt_after);
+  CHECK(Step::FromJson(create.ToJson())->adopt_after);
+  // A journal written before adopt_instance existed: the backend must not
+  // hide the VM from vm-agent, since no step would show it again.
+  json old = create.ToJson();
+  old.erase("adopt_after");
+  old.erase("start_after_data");
+  auto back = Step::FromJson(old);
+  REQUIRE(back.ok());
+  CHECK_FALSE(back->adopt_after);
+  CHECK_FALSE(back->start_after_data);
+}
+
 
 // joyent/sdc-vm-agent tests/data.js at commit 935ce67ec08424c084049a2f3fb5cae23fa28bf9:
 // smartosPayloads[0], a real `vmadm get` of a joyent-minimal zone (data copied).
