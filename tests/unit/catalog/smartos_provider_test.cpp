@@ -387,7 +387,8 @@ TEST_CASE(
 
   ::unsetenv("FAKE_SAPI_DOWN");
   REQUIRE(e->Rescan().ok());
-  for (const auto& i : e->current()->instances) CHECK(i.warnings.empty());
+  const auto healed = e->current();  // held: a temporary's member dies in a range-for
+  for (const auto& i : healed->instances) CHECK(i.warnings.empty());
 }
 
 TEST_CASE("SAPI down from the start: no SAPI record, the snapshot still succeeds") {
@@ -507,7 +508,8 @@ TEST_CASE("an empty sapi_command exports no SAPI records and runs no sdc-sapi") 
   f.provider = f.MakeProvider(kFakes);
   auto e = f.OpenExporter({"imgapi"});
   REQUIRE(e->Rescan().ok());
-  for (const auto& fe : e->current()->files) CHECK_FALSE(fe.path.starts_with("sapi/"));
+  const auto manifest = e->current();  // held: a temporary's member dies in a range-for
+  for (const auto& fe : manifest->files) CHECK_FALSE(fe.path.starts_with("sapi/"));
   for (const auto& l : f.Lines()) CHECK(l.find("sdc-sapi") == std::string::npos);
   CHECK(InstanceOf(*e->current(), f.imgapi).warnings.empty());
 }
