@@ -198,18 +198,7 @@ TEST_CASE("a data copy that fails halfway is redone cleanly on the next run") {
 // ---- smartos, against the recording fakes ----------------------------------
 
 SmartosBackendOptions FakeSmartos(const TempDir& dir) {
-  SmartosBackendOptions o;
-  o.imgadm = FakeSmartosDir() + "/imgadm";
-  o.vmadm = FakeSmartosDir() + "/vmadm";
-  o.zfs = FakeSmartosDir() + "/zfs";
-  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
-  o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
-  o.napi = {FakeSmartosDir() + "/sdc-napi"};
-  o.server_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
-  o.svcs = FakeSmartosDir() + "/svcs";
-  o.poll_ms = 10;
-  o.work_dir = dir / "work";
-  return o;
+  return testing::FakeSmartosOptions(dir / "work");
 }
 
 std::vector<std::string> Mutations(const std::vector<std::string>& calls) {

@@ -164,6 +164,22 @@ inline std::string FakeSmartosDir() {
 }
 
 // The calls the fakes recorded, one "cmd arg arg..." string per call.
+// The smartos backend running the fakes of FakeSmartosDir(), polling fast.
+inline SmartosBackendOptions FakeSmartosOptions(const std::string& work_dir) {
+  SmartosBackendOptions o;
+  o.imgadm = FakeSmartosDir() + "/imgadm";
+  o.vmadm = FakeSmartosDir() + "/vmadm";
+  o.zfs = FakeSmartosDir() + "/zfs";
+  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
+  o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
+  o.napi = {FakeSmartosDir() + "/sdc-napi"};
+  o.server_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+  o.svcs = FakeSmartosDir() + "/svcs";
+  o.poll_ms = 10;
+  o.work_dir = work_dir;
+  return o;
+}
+
 inline std::vector<std::string> FakeCalls(const std::string& state_dir) {
   std::vector<std::string> calls;
   std::ifstream in(state_dir + "/calls.log");

@@ -437,17 +437,7 @@ TEST_CASE("a restore that fails halfway resumes and ends identical to a clean ru
 
 TEST_CASE("smartos restore resumes after a failed command without repeating a step") {
   Cluster c;
-  SmartosBackendOptions o;
-  o.imgadm = FakeSmartosDir() + "/imgadm";
-  o.vmadm = FakeSmartosDir() + "/vmadm";
-  o.zfs = FakeSmartosDir() + "/zfs";
-  o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
-  o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
-  o.napi = {FakeSmartosDir() + "/sdc-napi"};
-  o.server_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
-  o.svcs = FakeSmartosDir() + "/svcs";
-  o.poll_ms = 10;
-  o.work_dir = c.dir() / "work";
+  SmartosBackendOptions o = testing::FakeSmartosOptions(c.dir() / "work");
 
   auto mutations = [](const std::vector<std::string>& calls) {
     std::vector<std::string> out;
