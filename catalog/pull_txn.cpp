@@ -90,7 +90,8 @@ struct PullTxn::State {
     std::string old_service;                                   // "" when new
     std::shared_ptr<const std::vector<FileEntry>> prev_files;  // of prev_seq (the view's)
     uint64_t prev_seq = 0;
-    std::vector<Digest256> ids;  // one per file entry of desc: pinned until the end
+    std::vector<Digest256> ids;  // one per file entry of desc, then per tree: pinned until the end
+    bool rebuild_trees = false;  // every tree encoded and checked (a damaged instance)
   };
   std::vector<StagedInstance> changed;
   std::vector<std::string> confirmed;  // unchanged instances: pulled_at/generation refreshed
@@ -431,6 +432,7 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   }
   State::StagedInstance si;
   si.old_service = have ? prev_rec.r.service : "";
+  si.rebuild_trees = damaged;
   si.prev_seq = prev_ok ? prev_rec.r.seq : 0;
   si.desc.r.uuid = info.uuid;
   si.desc.r.alias = info.alias;
@@ -822,6 +824,7 @@ Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
     }
     si.desc.r.seq = seq;
     si.desc.r.pulled_at_ms = now;
+    RETURN_IF_ERROR(StageTrees(i, &sync.files));
     texts[i] = EncodeDescription(si.desc);
     const std::string staged = s.staging + "/descriptions/" + si.desc.r.uuid + ".json";
     ASSIGN_OR_RETURN(auto w, env.OpenWrite(staged, 0600, true));
@@ -831,6 +834,52 @@ Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
   }
   RETURN_IF_ERROR(SyncAll(env, sync));
   return texts;
+}
+
+// The trees of changed instance `changed_index`'s new generation (trees.h): only the
+// changed directories' are encoded (all of them when the previous
+// generation's trees are not known, or the instance is damaged). Every tree
+// the generation names is pinned first; each one the store lacks is staged
+// as a new object. A rebuilt tree whose object is there but differs (found
+// damaged) is set aside and staged again.
+Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* staged_files) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  State::StagedInstance* si = &s.changed[changed_index];
+  std::shared_ptr<const TreeIds> prev_ids =
+      si->prev_seq && !si->rebuild_trees ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq) : nullptr;
+  BuiltTrees built = BuildTrees(si->desc.files, prev_ids ? si->prev_files.get() : nullptr,
+                                prev_ids.get());
+  std::vector<Digest256> ids;
+  ids.reserve(built.ids->size());
+  for (const auto& [dir, id] : *built.ids) ids.push_back(id);
+  {
+    std::lock_guard<std::mutex> lock(st.mu_);
+    st.refs_.Add(ids);
+  }
+  si->ids.insert(si->ids.end(), ids.begin(), ids.end());
+  const bool check = prev_ids == nullptr;
+  for (const TreeText& t : built.encoded) {
+    if (s.new_objects.count(t.id)) continue;
+    if (st.objects_.Has(t.id)) {
+      if (!check) continue;
+      auto held = ReadFileToString(st.env_, st.objects_.PathOf(t.id), t.text.size() + 1);
+      if (held.ok() && *held == t.text) continue;
+      log::Warn("catalog: a damaged generation tree is written again",
+                {{"instance", si->desc.r.uuid}, {"tree", t.id.Hex()}});
+      RETURN_IF_ERROR(st.trash_->Discard(st.objects_.PathOf(t.id)));
+    }
+    const std::string staged = s.staging + "/objects/" + t.id.Hex();
+    ASSIGN_OR_RETURN(auto w, st.env_.OpenWrite(staged, 0600, true));
+    RETURN_IF_ERROR(w->Append(t.text));
+    RETURN_IF_ERROR(w->Close());
+    staged_files->push_back(staged);
+    s.new_objects[t.id] = staged;
+  }
+  si->desc.has_tree = true;
+  si->desc.tree = built.root;
+  si->desc.trees = std::move(built.ids);
+  return Status::Ok();
 }
 
 // What phases 1-5 did, for the phases after the commit point (or the cleanup
@@ -1000,6 +1049,7 @@ void PullTxn::AfterCommit(const Published& pub) {
     si.ids.clear();
     st.current_files_[uuid] = {si.desc.r.seq,
                                std::make_shared<const std::vector<FileEntry>>(si.desc.files)};
+    st.current_trees_[uuid] = {si.desc.r.seq, si.desc.trees};
   }
   std::set<std::string> services;
   for (const std::string& uuid : pub.switched) services.insert(st.cat_.instances[uuid].r.service);

@@ -23,6 +23,7 @@ struct WantedObject {
   Digest128 digest;
   uint64_t size = 0;
   std::set<std::string> instances;
+  bool tree = false;  // a generation tree: checked against its name when read
 };
 
 struct ScrubFindings {
@@ -30,6 +31,7 @@ struct ScrubFindings {
   std::vector<Digest256> damaged;  // there, with the wrong content (or unreadable)
   std::vector<Digest256> missing;  // not there
   std::set<std::string> bad_descriptions;  // instances whose current description is bad
+  std::set<Digest256> bad_trees;           // in damaged or missing already
 };
 
 void AddProblem(RepairReport* report, const std::string& path, const std::string& what) {
@@ -56,13 +58,29 @@ static void CollectObjects(const Store::Impl& st, RepairReport* report, ScrubFin
     for (uint64_t seq : list) {
       if (seq > rec.r.seq) continue;
       const bool current = seq == rec.r.seq;
-      auto desc =
-          st.ReadCheckedDescription(uuid, seq, current ? rec.description_digest : Digest128());
+      TreeFault fault;
+      auto desc = st.ReadCheckedDescription(uuid, seq,
+                                            current ? rec.description_digest : Digest128(), &fault);
       ++report->generations_checked;
       if (!desc.ok()) {
         AddProblem(report, st.DescPath(uuid, seq), desc.status().message());
         if (current) out->bad_descriptions.insert(uuid);
+        if (!fault.id.IsZero()) {
+          WantedObject& w = out->objects[fault.id];
+          w.tree = true;
+          w.instances.insert(uuid);
+          if (out->bad_trees.insert(fault.id).second) {
+            (fault.missing ? out->missing : out->damaged).push_back(fault.id);
+          }
+        }
         continue;
+      }
+      if (desc->trees) {
+        for (const auto& [dir, id] : *desc->trees) {
+          WantedObject& w = out->objects[id];
+          w.tree = true;
+          w.instances.insert(uuid);
+        }
       }
       for (const FileEntry& f : desc->files) {
         if (f.kind != EntryKind::kFile) continue;
@@ -78,6 +96,10 @@ static void CollectObjects(const Store::Impl& st, RepairReport* report, ScrubFin
 // Re-hashes each listed object once, sorting the bad ones into damaged/missing.
 static void CheckObjects(const Store::Impl& st, RepairReport* report, ScrubFindings* f) {
   for (const auto& [id, w] : f->objects) {
+    if (w.tree) {  // checked against its name while its generation was read
+      ++report->objects_checked;
+      continue;
+    }
     const std::string path = st.objects_.PathOf(id);
     FileCheck c = CheckStoredFile(st.env_, path, w.digest, w.size, &id);
     ++report->objects_checked;

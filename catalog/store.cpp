@@ -165,7 +165,8 @@ Status Store::Impl::LoadCatalog(const std::string& text) {
   try {
     int version = j.at("format_version").get<int>();
     loaded_format_ = version;
-    if (version != kCatalogFormatVersion && version != 1) {
+    // 2: descriptions list their entries (still read); 1: converted by Open.
+    if (version != kCatalogFormatVersion && version != 2 && version != 1) {
       return DataError("catalog.json format_version " + std::to_string(version) +
                        " is not supported (expected " + std::to_string(kCatalogFormatVersion) +
                        ")");
@@ -380,6 +381,13 @@ Result<std::shared_ptr<const std::vector<FileEntry>>> Store::Impl::CurrentFiles(
   return std::make_shared<const std::vector<FileEntry>>(std::move(desc.first.files));
 }
 
+std::shared_ptr<const TreeIds> Store::Impl::CurrentTrees(const std::string& uuid,
+                                                         uint64_t seq) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = current_trees_.find(uuid);
+  return it != current_trees_.end() && it->second.first == seq ? it->second.second : nullptr;
+}
+
 uint64_t Store::Impl::ViewSeq(const std::string& uuid) const {
   auto text = ReadFileToString(env_, ViewSeqPath(uuid), 64);
   uint64_t seq = 0;
@@ -395,6 +403,7 @@ Status Store::Impl::LoadRefs() {
   }
   decltype(gen_ids_) gens;
   decltype(current_files_) current;
+  decltype(current_trees_) current_trees;
   ObjectRefs refs;
   for (const auto& [uuid, rec] : instances) {
     ASSIGN_OR_RETURN(auto list, env_.ListDir(InstDir(uuid)));
@@ -411,10 +420,14 @@ Status Store::Impl::LoadRefs() {
       for (const FileEntry& f : desc->first.files) {
         if (f.kind == EntryKind::kFile) ids.push_back(f.sha256);
       }
+      if (desc->first.trees) {
+        for (const auto& [dir, tree] : *desc->first.trees) ids.push_back(tree);
+      }
       refs.Add(ids);
       if (seq == rec.r.seq) {
         current[uuid] = {
             seq, std::make_shared<const std::vector<FileEntry>>(std::move(desc->first.files))};
+        if (desc->first.trees) current_trees[uuid] = {seq, desc->first.trees};
       }
     }
   }
@@ -423,6 +436,7 @@ Status Store::Impl::LoadRefs() {
   refs_ = std::move(refs);
   gen_ids_ = std::move(gens);
   current_files_ = std::move(current);
+  current_trees_ = std::move(current_trees);
   std::vector<Digest256> garbage;
   for (const Digest256& id : on_disk) {
     if (refs_.Count(id) == 0) garbage.push_back(id);
@@ -523,7 +537,23 @@ Result<std::pair<Description, Digest128>> Store::Impl::ReadDescription(const std
   ASSIGN_OR_RETURN(Description d, DecodeDescription(text, path));
   if (d.r.uuid != uuid) return DataError(path + ": describes instance " + d.r.uuid);
   d.r.seq = seq;
+  RETURN_IF_ERROR(ReadEntries(&d, path));
   return std::make_pair(std::move(d), Xxh3Digest(text));
+}
+
+Status Store::Impl::ReadEntries(Description* d, const std::string& where,
+                                TreeFault* fault) const {
+  if (!d->has_tree) return Status::Ok();
+  auto ids = std::make_shared<TreeIds>();
+  RETURN_IF_ERROR(ReadTrees(env_, objects_, d->tree, &d->files, ids.get(), fault)
+                      .WithContext(where));
+  d->trees = std::move(ids);
+  d->r.files = d->files.size();
+  d->r.size = 0;
+  for (const FileEntry& f : d->files) {
+    if (f.kind == EntryKind::kFile) d->r.size += f.size;
+  }
+  return Status::Ok();
 }
 
 Status Store::Impl::MakeDirsUnder(const std::string& root, const std::string& rel,
@@ -684,6 +714,7 @@ Status Store::Impl::ApplyRetentionLocked() {
       for (const auto& [seq, gen] : gen_ids_[rec.r.uuid]) refs_.Release(gen.ids, &freed);
       gen_ids_.erase(rec.r.uuid);
       current_files_.erase(rec.r.uuid);
+      current_trees_.erase(rec.r.uuid);
       RemoveObjects(freed);
       touched_services.insert(rec.r.service);
       it = cat_.instances.erase(it);
@@ -941,13 +972,16 @@ void Store::Impl::CheckImagesAndRecords(VerifyReport* report) const {
 }
 
 Result<Description> Store::Impl::ReadCheckedDescription(const std::string& uuid, uint64_t seq,
-                                                         const Digest128& want) const {
+                                                         const Digest128& want,
+                                                         TreeFault* fault) const {
   const std::string path = DescPath(uuid, seq);
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(env_, path, 1ull << 30));
   if (!want.IsZero() && Xxh3Digest(text) != want) {
     return DataError(path + ": generation description does not match catalog.json");
   }
-  return DecodeDescription(text, path);
+  ASSIGN_OR_RETURN(Description d, DecodeDescription(text, path));
+  RETURN_IF_ERROR(ReadEntries(&d, path, fault));
+  return d;
 }
 
 Result<VerifyReport> Store::Verify() const {

@@ -76,7 +76,7 @@
 
 namespace lifeboat::catalog {
 
-inline constexpr int kCatalogFormatVersion = 2;
+inline constexpr int kCatalogFormatVersion = 3;
 inline constexpr uint32_t kRemovedPullsBeforeDrop = 3;
 
 struct StoreOptions {
@@ -305,6 +305,7 @@ class PullTxn {
   Status PlanRecords(const std::map<std::string, syncproto::FileEntry>& other);
   // Commit's phases (pull_txn.cpp).
   Result<std::vector<std::string>> StageDescriptions(int64_t now);
+  Status StageTrees(size_t changed_index, std::vector<std::string>* staged_files);
   Status Publish(const std::vector<std::string>& texts, int64_t now, Catalog* next, Published* out);
   void MarkInstances(int64_t now, Catalog* next);
   void KeepFullPullWhileDamaged(Catalog& next);

@@ -172,11 +172,9 @@ Record InstanceFromJson(const std::string& uuid, const json& j) {
   return rec;
 }
 
-namespace {
-
 // A JSON string of UTF-8 `s` (callers check IsUtf8): quotes, backslashes and
 // control characters escaped, everything else as is.
-void AppendJsonString(std::string* out, std::string_view s) {
+static void AppendJsonString(std::string* out, std::string_view s) {
   out->push_back('"');
   for (char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
@@ -195,7 +193,6 @@ void AppendJsonString(std::string* out, std::string_view s) {
   out->push_back('"');
 }
 
-// ,"<key>":"<text>" or ,"<key>_hex":"<hex>", as PutBytes (base/text.h).
 void AppendBytes(std::string* out, std::string_view key, std::string_view bytes) {
   *out += ",\"";
   *out += key;
@@ -209,16 +206,13 @@ void AppendBytes(std::string* out, std::string_view key, std::string_view bytes)
   out->push_back('"');
 }
 
-void AppendNumber(std::string* out, std::string_view key, int64_t v) {
+static void AppendNumber(std::string* out, std::string_view key, int64_t v) {
   *out += ",\"";
   *out += key;
   *out += "\":";
   *out += std::to_string(v);
 }
 
-// The text EntryToJson would give (same keys and values), written directly:
-// a description is rewritten for every changed instance of a pull, and
-// building a JSON tree per entry cost ~10 us each (0.2 s for 22k entries).
 void AppendEntry(std::string* out, const FileEntry& f) {
   *out += "{\"kind\":\"";
   *out += KindName(f.kind);
@@ -240,8 +234,6 @@ void AppendEntry(std::string* out, const FileEntry& f) {
   out->push_back('}');
 }
 
-}  // namespace
-
 std::string EncodeDescription(const Description& d) {
   json head = {{"format_version", kCatalogFormatVersion},
                {"uuid", d.r.uuid},
@@ -255,6 +247,12 @@ std::string EncodeDescription(const Description& d) {
                {"seq", d.r.seq},
                {"pulled_at_ms", d.r.pulled_at_ms}};
   if (!d.r.warnings.empty()) head["warnings"] = WarningsToJson(d.r.warnings);
+  if (d.has_tree) {
+    head["tree"] = d.tree.Hex();
+    head["files"] = d.r.files;  // a summary: the entries are in the trees
+    head["size"] = d.r.size;
+    return DumpJson(head) + "\n";
+  }
   std::string out = DumpJson(head);
   out.pop_back();  // the closing brace: the entries follow, one per line
   out.reserve(out.size() + d.files.size() * 200);
@@ -283,6 +281,13 @@ Result<Description> DecodeDescription(const std::string& text, const std::string
     d.r.seq = j.value("seq", uint64_t{0});
     d.r.pulled_at_ms = j.value("pulled_at_ms", int64_t{0});
     if (j.contains("warnings")) d.r.warnings = WarningsFromJson(j["warnings"]);
+    if (j.contains("tree")) {
+      auto root = Digest256::FromHex(j["tree"].get<std::string>());
+      if (!root) return DataError("bad generation description " + where + ": bad tree id");
+      d.has_tree = true;
+      d.tree = *root;
+      return d;
+    }
     for (const json& f : j.at("files")) {
       ASSIGN_OR_RETURN(FileEntry e, EntryFromJson(f));
       if (e.kind == EntryKind::kFile) d.r.size += e.size;

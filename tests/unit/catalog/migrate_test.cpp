@@ -83,7 +83,7 @@ std::unique_ptr<Store> Open(Env& env, Clock& clock, const std::string& data, boo
 
 void ExpectConverted(Env& env, Clock& clock, const std::string& data) {
   auto store = Open(env, clock, data);
-  CHECK(json::parse(Read(data + "/catalog.json"))["format_version"] == 2);
+  CHECK(json::parse(Read(data + "/catalog.json"))["format_version"] == kCatalogFormatVersion);
   const std::string ds = "datasets/" + kUuid;
   auto cur = store->Instance(kUuid);
   REQUIRE(cur.ok());

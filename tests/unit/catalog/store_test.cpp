@@ -230,6 +230,20 @@ TEST_CASE("transfers name their basis, and a wrong digest never becomes current"
   CHECK(store->FindInstance(f.exp.ufds)->seq == 2);
 }
 
+// The trees of a generation (catalog/trees.h): one per directory that has
+// entries below it, the top ("") included.
+size_t TreeCount(const std::vector<StoredFile>& files) {
+  std::set<std::string> dirs;
+  for (const StoredFile& f : files) {
+    for (std::string p = f.entry.path;;) {
+      const size_t slash = p.rfind('/');
+      p = slash == std::string::npos ? "" : p.substr(0, slash);
+      if (!dirs.insert(p).second || p.empty()) break;
+    }
+  }
+  return dirs.size();
+}
+
 TEST_CASE("a commit fsyncs exactly the files it staged, and staged files are not read back") {
   StoreFixture f;
   FaultEnv fenv(Env::Default());
@@ -238,12 +252,20 @@ TEST_CASE("a commit fsyncs exactly the files it staged, and staged files are not
   auto first = PullFrom(*f.exporter, *store, "headnode1");
   REQUIRE(first.ok());
   REQUIRE(first->transfer_files > 10);
-  // Every transferred file and each instance's description; a few more for
-  // the index and the sapi-insts.json files.
-  CHECK(fenv.Count(EnvOp::kSync) >= first->transfer_files + first->changed_instances);
-  CHECK(fenv.Count(EnvOp::kSync) <= first->transfer_files + first->changed_instances + 8);
   // The digest was taken while writing: no staged file is opened again.
   CHECK(fenv.Count(EnvOp::kOpenRead) < first->transfer_files);
+  const size_t syncs = fenv.Count(EnvOp::kSync);
+  size_t trees = 0;
+  for (const InstanceRecord& r : store->Instances()) {
+    auto gen = store->Instance(r.uuid);
+    REQUIRE(gen.ok());
+    trees += TreeCount(gen->files);
+  }
+  // Every transferred file, each instance's trees and description; a few
+  // more for the index and the sapi-insts.json files.
+  const uint64_t staged = first->transfer_files + trees + first->changed_instances;
+  CHECK(syncs >= staged);
+  CHECK(syncs <= staged + 8);
 
   fenv.ResetCounts();
   f.clock.Advance(60000);
@@ -256,9 +278,10 @@ TEST_CASE("a commit fsyncs exactly the files it staged, and staged files are not
   CHECK(second->transfer_files == 5);
   CHECK(second->unchanged_files >= 5);
   // The hard-linked unchanged files are not synced again: the 5 new files,
-  // one description, the index (and at most a sapi-insts.json).
-  CHECK(fenv.Count(EnvOp::kSync) >= 5 + 1 + 1);
-  CHECK(fenv.Count(EnvOp::kSync) <= 5 + 1 + 2);
+  // the 4 trees from etc/ up (etc, the dataset, "datasets", the top), one
+  // description, the index (and at most a sapi-insts.json).
+  CHECK(fenv.Count(EnvOp::kSync) >= 5 + 4 + 1 + 1);
+  CHECK(fenv.Count(EnvOp::kSync) <= 5 + 4 + 1 + 2);
   auto report = store->Verify();
   REQUIRE(report.ok());
   CHECK(report->ok());
@@ -385,7 +408,10 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
     }
     CHECK(switched < calls.size());
   }
-  CHECK(objects == 2);       // new.json and db.json
+  // new.json and db.json, and the trees from their directories up:
+  // etc/new-dir, etc, the dataset, "datasets" and the top for imgapi; sapi,
+  // the dataset, "datasets" and the top for sapi (trees.h).
+  CHECK(objects == 2 + 5 + 4);
   CHECK(descriptions == 2);  // one generation per changed instance
 }
 

@@ -1,0 +1,200 @@
+// Generation trees (catalog/trees.h): a generation reads back exactly as it
+// was written, a change re-encodes only the directories on its path up to
+// the top, and a tree that is not what its name says is refused, naming it.
+#include "catalog/trees.h"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <set>
+
+#include "base/env.h"
+#include "base/sha256.h"
+#include "tests/unit/base/test_dir.h"
+
+namespace lifeboat::catalog {
+namespace {
+
+using syncproto::EntryKind;
+using syncproto::FileEntry;
+
+constexpr const char* kDs = "datasets/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
+
+FileEntry Dir(const std::string& path) {
+  FileEntry e;
+  e.path = path;
+  e.kind = EntryKind::kDir;
+  e.mode = 0755;
+  return e;
+}
+
+FileEntry File(const std::string& path, const std::string& content) {
+  FileEntry e;
+  e.path = path;
+  e.kind = EntryKind::kFile;
+  e.mode = 0644;
+  e.size = content.size();
+  e.sha256 = Sha256Digest(content);
+  e.uid = 907;
+  return e;
+}
+
+void SortByPath(std::vector<FileEntry>* files) {
+  std::sort(files->begin(), files->end(),
+            [](const FileEntry& a, const FileEntry& b) { return a.path < b.path; });
+}
+
+// An instance: its payload, a dataset with `dirs` directories of `per_dir`
+// files, names chosen so that bytewise order interleaves siblings and
+// subtrees ("d1" < "d1-x" < "d1.y" < "d1/f").
+std::vector<FileEntry> Instance(int dirs, int per_dir) {
+  std::vector<FileEntry> files{File("vms/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10.json", "{}"),
+                               Dir(kDs)};
+  for (int d = 0; d < dirs; ++d) {
+    const std::string dir = std::string(kDs) + "/d" + std::to_string(d);
+    files.push_back(Dir(dir));
+    files.push_back(File(dir + "-x", "sibling " + std::to_string(d)));
+    files.push_back(File(dir + ".y", "sibling " + std::to_string(d)));
+    for (int f = 0; f < per_dir; ++f) {
+      files.push_back(File(dir + "/f" + std::to_string(f), std::to_string(d * 1000 + f)));
+    }
+  }
+  files.push_back(Dir(std::string(kDs) + "/empty"));
+  files.push_back(File(std::string(kDs) + "/caf\xe9/\xff", "a name that is not UTF-8"));
+  SortByPath(&files);
+  return files;
+}
+
+// Writes `built`'s trees as objects (what a commit does) into `objects`.
+void Store(Env& env, const ObjectStore& objects, const BuiltTrees& built) {
+  for (const TreeText& t : built.encoded) {
+    const std::string path = objects.PathOf(t.id);
+    REQUIRE(CreateDirs(env, DirName(path)).ok());
+    REQUIRE(WriteStringToFile(env, path, t.text).ok());
+  }
+}
+
+struct Fixture {
+  testing::TestDir dir;
+  Env& env = *Env::Default();
+  ObjectStore objects{env, dir / "objects"};
+};
+
+TEST_CASE("a generation's entries read back from its trees exactly", "[trees]") {
+  Fixture f;
+  const std::vector<FileEntry> files = Instance(3, 4);
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr);
+  // One tree per directory with entries below it: the top, the implied
+  // "vms" and "datasets", the dataset, d0..d2 and "caf\xe9" (not "empty").
+  CHECK(built.encoded.size() == 8);
+  CHECK(built.ids->size() == 8);
+  CHECK(built.ids->count("") == 1);
+  CHECK(built.ids->count(std::string(kDs) + "/empty") == 0);
+  CHECK(built.ids->at("") == built.root);
+  Store(f.env, f.objects, built);
+
+  std::vector<FileEntry> back;
+  TreeIds ids;
+  REQUIRE(ReadTrees(f.env, f.objects, built.root, &back, &ids).ok());
+  CHECK(back == files);
+  CHECK(ids == *built.ids);
+}
+
+TEST_CASE("one changed file re-encodes only the trees on its path up to the top", "[trees]") {
+  Fixture f;
+  std::vector<FileEntry> before = Instance(50, 20);
+  BuiltTrees first = BuildTrees(before, nullptr, nullptr);
+  Store(f.env, f.objects, first);
+
+  std::vector<FileEntry> after = before;
+  const std::string edited = std::string(kDs) + "/d17/f3";
+  auto it = std::find_if(after.begin(), after.end(),
+                         [&](const FileEntry& e) { return e.path == edited; });
+  REQUIRE(it != after.end());
+  *it = File(edited, "edited");
+  BuiltTrees second = BuildTrees(after, &before, first.ids.get());
+  // d17, the dataset, "datasets" and the top; nothing else.
+  std::set<std::string> dirs;
+  for (const auto& [dir, id] : *second.ids) {
+    if (id != first.ids->at(dir)) dirs.insert(dir);
+  }
+  CHECK(dirs == std::set<std::string>{"", "datasets", kDs, std::string(kDs) + "/d17"});
+  CHECK(second.encoded.size() == 4);
+  CHECK(second.ids->size() == first.ids->size());
+  Store(f.env, f.objects, second);
+  std::vector<FileEntry> back;
+  TreeIds ids;
+  REQUIRE(ReadTrees(f.env, f.objects, second.root, &back, &ids).ok());
+  CHECK(back == after);
+
+  // The same trees as a build from scratch: ids depend on content only.
+  BuiltTrees scratch = BuildTrees(after, nullptr, nullptr);
+  CHECK(scratch.root == second.root);
+  CHECK(*scratch.ids == *second.ids);
+}
+
+TEST_CASE("added and removed directories leave no stale tree behind", "[trees]") {
+  Fixture f;
+  std::vector<FileEntry> before = Instance(4, 2);
+  BuiltTrees first = BuildTrees(before, nullptr, nullptr);
+  Store(f.env, f.objects, first);
+  std::vector<FileEntry> after;
+  for (const FileEntry& e : before) {
+    if (!e.path.starts_with(std::string(kDs) + "/d2/") && e.path != std::string(kDs) + "/d2") {
+      after.push_back(e);
+    }
+  }
+  after.push_back(Dir(std::string(kDs) + "/new"));
+  after.push_back(File(std::string(kDs) + "/new/sub/deep", "deep"));  // "sub" implied
+  SortByPath(&after);
+  BuiltTrees second = BuildTrees(after, &before, first.ids.get());
+  CHECK(second.ids->count(std::string(kDs) + "/d2") == 0);
+  CHECK(second.ids->count(std::string(kDs) + "/new/sub") == 1);
+  CHECK(*second.ids == *BuildTrees(after, nullptr, nullptr).ids);
+  Store(f.env, f.objects, second);
+  std::vector<FileEntry> back;
+  TreeIds ids;
+  REQUIRE(ReadTrees(f.env, f.objects, second.root, &back, &ids).ok());
+  CHECK(back == after);
+}
+
+TEST_CASE("a tree that is not what its name says, or is missing, is refused and named",
+          "[trees]") {
+  Fixture f;
+  const std::vector<FileEntry> files = Instance(2, 2);
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr);
+  Store(f.env, f.objects, built);
+  const Digest256 victim = built.ids->at(std::string(kDs) + "/d1");
+  const std::string path = f.objects.PathOf(victim);
+  auto text = ReadFileToString(f.env, path);
+  REQUIRE(text.ok());
+
+  SECTION("one entry changed in place") {
+    std::string bad = *text;
+    const size_t at = bad.find("\"mode\":420");
+    REQUIRE(at != std::string::npos);
+    bad.replace(at, 10, "\"mode\":493");  // valid JSON, another mode
+    REQUIRE(WriteStringToFile(f.env, path, bad).ok());
+    std::vector<FileEntry> back;
+    TreeIds ids;
+    TreeFault fault;
+    Status st = ReadTrees(f.env, f.objects, built.root, &back, &ids, &fault);
+    CHECK(st.code() == Code::kData);
+    CHECK(st.message().find(victim.Hex().substr(2)) != std::string::npos);
+    CHECK(fault.id == victim);
+    CHECK_FALSE(fault.missing);
+  }
+  SECTION("gone") {
+    REQUIRE(f.env.RemoveFile(path).ok());
+    std::vector<FileEntry> back;
+    TreeIds ids;
+    TreeFault fault;
+    Status st = ReadTrees(f.env, f.objects, built.root, &back, &ids, &fault);
+    CHECK(st.code() == Code::kNotFound);
+    CHECK(fault.id == victim);
+    CHECK(fault.missing);
+  }
+}
+
+}  // namespace
+}  // namespace lifeboat::catalog
