@@ -9,6 +9,8 @@
 
 #include "base/fault_env.h"
 #include "catalog/exporter.h"
+#include "catalog/internal/store_impl.h"
+#include "catalog/trees.h"
 #include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog {
@@ -959,6 +961,169 @@ TEST_CASE("a scrub finds a damaged object and repair has the next pull fetch onl
   CHECK(again->damaged_instances.empty());
   // The mark is gone: later pulls are incremental and move nothing.
   CHECK(MustPull(f, *store).transfer_files == 0);
+}
+
+// Every object a retained generation of any instance names: its files'
+// contents and its trees (trees.h; ids depend on the entries only).
+std::set<std::string> NamedObjects(Store& store) {
+  std::set<std::string> named;
+  for (const InstanceRecord& r : store.Instances()) {
+    auto seqs = store.Generations(r.uuid);
+    REQUIRE(seqs.ok());
+    for (uint64_t seq : *seqs) {
+      auto gen = store.Instance(r.uuid, seq);
+      REQUIRE(gen.ok());
+      std::vector<FileEntry> entries;
+      for (const StoredFile& f : gen->files) {
+        entries.push_back(f.entry);
+        if (f.entry.kind == EntryKind::kFile) named.insert(f.entry.sha256.Hex());
+      }
+      const BuiltTrees trees = BuildTrees(entries, nullptr, nullptr);
+      for (const auto& [dir, id] : *trees.ids) named.insert(id.Hex());
+    }
+  }
+  return named;
+}
+
+std::set<std::string> ObjectsOnDisk(const std::string& data_dir) {
+  std::set<std::string> on_disk;
+  auto fans = Env::Default()->ListDir(data_dir + "/objects");
+  REQUIRE(fans.ok());
+  for (const DirEntry& fan : *fans) {
+    auto objects = Env::Default()->ListDir(data_dir + "/objects/" + fan.name);
+    REQUIRE(objects.ok());
+    for (const DirEntry& o : *objects) on_disk.insert(fan.name + o.name);
+  }
+  return on_disk;
+}
+
+TEST_CASE("a generation's description names its trees and stays small however many entries") {
+  StoreFixture f;
+  for (int i = 0; i < 300; ++i) {
+    Write(f.Ds(f.exp.imgapi) + "/many/d" + std::to_string(i % 10) + "/f" + std::to_string(i),
+          "{\"n\": " + std::to_string(i) + "}");
+  }
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.imgapi) + "/many/d3/f3", "{\"edited\": 1}");
+  const std::set<std::string> before = ObjectsOnDisk(f.data_dir);
+  PlanSummary plan = MustPull(f, *store);
+  CHECK(plan.transfer_files == 1);
+  auto rec = store->FindInstance(f.exp.imgapi);
+  REQUIRE(rec.has_value());
+  REQUIRE(rec->files > 300);
+  const std::string desc = Read(f.data_dir + "/instances/" + f.exp.imgapi + "/" +
+                                std::to_string(rec->seq) + ".json");
+  CHECK(desc.find("\"tree\":\"") != std::string::npos);
+  CHECK(desc.size() < 1024);
+  // The edited file's object and the trees of many/d3, many, the dataset,
+  // "datasets" and the top: nothing else was written.
+  std::set<std::string> added;
+  for (const std::string& o : ObjectsOnDisk(f.data_dir)) {
+    if (!before.count(o)) added.insert(o);
+  }
+  CHECK(added.size() == 1 + 5);
+  // Reopened, the store reads every entry back from the trees.
+  store.reset();
+  store = f.OpenStore();
+  auto gen = store->Instance(f.exp.imgapi);
+  REQUIRE(gen.ok());
+  CHECK(gen->files.size() == rec->files);
+  CHECK(Read(FileOf(*gen, "datasets/" + f.exp.imgapi + "/many/d3/f3")) == "{\"edited\": 1}");
+  CHECK(store->Verify().value().ok());
+}
+
+TEST_CASE("retention and reopen delete exactly the trees and files no retained generation names") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/2);
+  for (int i = 0; i < 5; ++i) {
+    f.clock.Advance(60000);
+    Write(f.Ds(f.exp.imgapi) + "/etc/d" + std::to_string(i) + "/v.json", std::to_string(i));
+    Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": " + std::to_string(i) + "}");
+    MustPull(f, *store);
+    CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  }
+  store.reset();
+  store = f.OpenStore(/*gens=*/1);
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+}
+
+TEST_CASE("a scrub finds a damaged generation tree and repair has the next pull write it again") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  auto gen = store->Instance(f.exp.sapi);
+  REQUIRE(gen.ok());
+  std::vector<FileEntry> entries;
+  for (const StoredFile& sf : gen->files) entries.push_back(sf.entry);
+  const std::string dir = "datasets/" + f.exp.sapi + "/sapi";
+  const std::string hex = BuildTrees(entries, nullptr, nullptr).ids->at(dir).Hex();
+  const std::string tree = f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
+  const std::string good = Read(tree);
+  {
+    std::ofstream out(tree, std::ios::binary | std::ios::trunc);
+    out << std::string(good.size(), ' ');
+  }
+  auto looked = store->Scrub(/*repair=*/false);
+  REQUIRE(looked.ok());
+  REQUIRE(looked->problems.size() == 1);
+  CHECK(looked->problems[0].what.find(hex.substr(2)) != std::string::npos);
+  CHECK_FALSE(store->Verify().value().ok());
+
+  auto repaired = store->Scrub(/*repair=*/true);
+  REQUIRE(repaired.ok());
+  CHECK(repaired->objects_removed == 1);
+  CHECK(repaired->damaged_instances == std::vector<std::string>{f.exp.sapi});
+  // No file is fetched again: the next pull only writes the trees anew.
+  CHECK(MustPull(f, *store).transfer_files == 0);
+  CHECK(Read(tree) == good);
+  CHECK(store->Verify().value().ok());
+  CHECK(store->Scrub(/*repair=*/true).value().ok());
+  store.reset();
+  store = f.OpenStore();
+  CHECK(store->Instance(f.exp.sapi).ok());
+}
+
+TEST_CASE("a format-2 catalog (descriptions listing their entries) opens, reads, and grows trees") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  const uint64_t seq = store->FindInstance(f.exp.sapi)->seq;
+  auto gen = store->Instance(f.exp.sapi);
+  REQUIRE(gen.ok());
+  store.reset();
+  // Rewrite the sapi instance's description as format 2 wrote it.
+  const std::string path =
+      f.data_dir + "/instances/" + f.exp.sapi + "/" + std::to_string(seq) + ".json";
+  auto desc = DecodeDescription(Read(path), path);
+  REQUIRE(desc.ok());
+  REQUIRE(desc->has_tree);
+  desc->has_tree = false;
+  desc->format_version = 2;
+  for (const StoredFile& sf : gen->files) desc->files.push_back(sf.entry);
+  const std::string flat = EncodeDescription(*desc);
+  REQUIRE(flat.find("\"tree\"") == std::string::npos);
+  Write(path, flat);
+  json cat = json::parse(Read(f.data_dir + "/catalog.json"));
+  cat["format_version"] = 2;
+  cat["instances"][f.exp.sapi]["description_digest"] = Xxh3Digest(flat).Hex();
+  Write(f.data_dir + "/catalog.json", cat.dump());
+
+  store = f.OpenStore();
+  CHECK(store->Verify().value().ok());
+  auto back = store->Instance(f.exp.sapi);
+  REQUIRE(back.ok());
+  CHECK(back->files.size() == gen->files.size());
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 3}");
+  CHECK(MustPull(f, *store).transfer_files == 1);
+  const uint64_t next = store->FindInstance(f.exp.sapi)->seq;
+  CHECK(Read(f.data_dir + "/instances/" + f.exp.sapi + "/" + std::to_string(next) + ".json")
+            .find("\"tree\"") != std::string::npos);
+  CHECK(Read(FileOf(*store->Instance(f.exp.sapi, seq), "datasets/" + f.exp.sapi + "/sapi/db.json"))
+            .size() > 0);  // the format-2 generation, retained, still reads
+  CHECK(store->Scrub(/*repair=*/false).value().ok());
 }
 
 TEST_CASE("a scrub checks the retained generations that verify does not") {
