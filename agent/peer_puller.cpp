@@ -62,22 +62,6 @@ Status NameFilesInFlight(const Status& why,
       why.retryable());
 }
 
-// The session writes through this into a staged file it does not own, so the
-// real file can be handed to PullTxn::FinishFile (which syncs and closes it)
-// after the transfer.
-class ForwardingFile final : public WritableFile {
- public:
-  explicit ForwardingFile(WritableFile* target) : target_(target) {}
-  Status Append(std::span<const uint8_t> data) override { return target_->Append(data); }
-  Status Sync() override { return Status::Ok(); }   // FinishFile syncs
-  Status Close() override { return Status::Ok(); }  // FinishFile closes
-  const std::string& path() const override { return target_->path(); }
-  int fd() const override { return target_->fd(); }
-
- private:
-  WritableFile* target_;
-};
-
 // State shared by the loop and the worker. Fields without atomics are touched
 // only inside work items (serialized by the pump or the single prepare/
 // commit/abort item) and read by the loop after such an item completed.
@@ -194,9 +178,8 @@ struct Core {
                   {{"peer", cfg.peer}, {"path", t.entry.path}, {"err", basis.status().ToString()}});
       }
     }
-    fr.out = std::make_unique<ForwardingFile>(staged_file->get());
-    fr.sync_output = false;
-    fr.out_verifies_digest = true;  // the staged file hashes what it writes; FinishFile checks
+    fr.out = staged_file->get();  // the transaction's writer; FinishFile checks it
+    fr.sync_output = false;       // Commit fsyncs every staged file
     staged[t.entry.path] = std::move(staged_file).value();
     ++in_flight;
     std::string path = t.entry.path;

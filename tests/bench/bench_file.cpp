@@ -189,6 +189,7 @@ int Pull(int argc, char** argv) {
   Status file_status = InternalError("not requested");
   FileTransferStats stats;
   if (!puller.Start().ok()) return 70;
+  std::vector<std::unique_ptr<WritableFile>> outs;  // alive until the callbacks ran
   auto on_manifest = [&](Result<ManifestAnswer> a) {
     if (!a.ok()) {
       file_status = a.status();
@@ -207,7 +208,8 @@ int Pull(int argc, char** argv) {
         req.expected = e;
         if (!basis_path.empty()) req.basis = *Env::Default()->OpenRead(basis_path);
         req.basis_digest = basis_digest;
-        req.out = *Env::Default()->OpenWrite(out_path);
+        outs.push_back(*Env::Default()->OpenWrite(out_path));
+        req.out = outs.back().get();
         req.sync_output = false;  // rsync does not fsync either
         auto r =
             puller.RequestFile(std::move(req), [&](const Status& s, const FileTransferStats& st) {
