@@ -185,11 +185,11 @@ int Pull(int argc, char** argv) {
   });
   PullerOptions po;
   po.cache = cache.get();
+  std::vector<std::unique_ptr<WritableFile>> outs;  // outlive the puller (its callbacks)
   PullerSession puller(kKey, {"bench-puller", "puller"}, po);
   Status file_status = InternalError("not requested");
   FileTransferStats stats;
   if (!puller.Start().ok()) return 70;
-  std::vector<std::unique_ptr<WritableFile>> outs;  // alive until the callbacks ran
   auto on_manifest = [&](Result<ManifestAnswer> a) {
     if (!a.ok()) {
       file_status = a.status();
