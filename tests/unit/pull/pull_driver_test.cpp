@@ -134,6 +134,12 @@ struct Fixture {
     return d->Abort(why);
   }
 
+  void PullOk() {
+    Status st = Pull();
+    INFO(st.ToString());
+    REQUIRE(st.ok());
+  }
+
   // The bytes of export path `rel` in the current generation of imgapi0.
   std::string Held(const std::string& rel) {
     auto g = store->Instance(exp.imgapi);
@@ -151,7 +157,7 @@ struct Fixture {
 
 TEST_CASE("a pull lands every exported file with its content and commits it") {
   Fixture f;
-  REQUIRE(f.Pull().ok());
+  f.PullOk();
   CHECK(f.HeldGeneration() > 0);
   CHECK(f.store->Instances().size() == 3);
   CHECK(f.Held("datasets/" + f.exp.imgapi + "/images/ab/cd/file0") == std::string(100000, 'x'));
@@ -161,7 +167,7 @@ TEST_CASE("a pull lands every exported file with its content and commits it") {
 
 TEST_CASE("content the store already holds is not requested again") {
   Fixture f;
-  REQUIRE(f.Pull().ok());
+  f.PullOk();
   // One file changes; another appears with content the store already holds.
   Write(f.exp.root + "/datasets/" + f.exp.imgapi + "/etc/imgapi.config.json", R"({"port": 8081})");
   Write(f.exp.root + "/datasets/" + f.exp.imgapi + "/copy.mdb", std::string(4096, '\1'));
@@ -180,7 +186,7 @@ TEST_CASE("content the store already holds is not requested again") {
 
 TEST_CASE("a pull whose peer answers nothing changed transfers nothing and stays current") {
   Fixture f;
-  REQUIRE(f.Pull().ok());
+  f.PullOk();
   const uint64_t gen = f.HeldGeneration();
   auto d = f.Begin();
   auto server = f.Server();
@@ -194,7 +200,7 @@ TEST_CASE("a pull whose peer answers nothing changed transfers nothing and stays
 
 TEST_CASE("a byte changed on the wire fails the pull and leaves the previous generation current") {
   Fixture f;
-  REQUIRE(f.Pull().ok());
+  f.PullOk();
   const uint64_t gen = f.HeldGeneration();
   const std::string fresh = RandomBytes(2, 150'000);
   Write(f.exp.root + "/" + f.blob_rel, fresh);
@@ -222,7 +228,7 @@ TEST_CASE("a byte changed on the wire fails the pull and leaves the previous gen
 
 TEST_CASE("a connection cut mid-transfer leaves the previous copy intact and the next pull completes") {
   Fixture f;
-  REQUIRE(f.Pull().ok());
+  f.PullOk();
   const uint64_t gen = f.HeldGeneration();
   const std::string fresh = RandomBytes(3, 300'000);
   Write(f.exp.root + "/" + f.blob_rel, fresh);
@@ -234,7 +240,7 @@ TEST_CASE("a connection cut mid-transfer leaves the previous copy intact and the
   CHECK(f.HeldGeneration() == gen);
   CHECK(f.Held(f.blob_rel) == RandomBytes(1, 200'000));
   // Nothing of the cut pull is left in the way of the next one.
-  REQUIRE(f.Pull().ok());
+  f.PullOk();
   CHECK(f.HeldGeneration() > gen);
   CHECK(f.Held(f.blob_rel) == fresh);
 }
