@@ -68,8 +68,7 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     std::weak_ptr<PeerPuller> weak = shared_from_this();
     deadline_.Start(cfg_.deadline_ms, [weak] {
       if (auto self = weak.lock()) {
-        self->Fail(TemporaryError("pull from " + self->cfg_.peer +
-                                  " exceeded its deadline of " +
+        self->Fail(TemporaryError("pull from " + self->cfg_.peer + " exceeded its deadline of " +
                                   std::to_string(self->cfg_.deadline_ms / 1000) + "s"));
       }
     });
@@ -117,11 +116,10 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
   void EnterConnecting() {
     SetState(State::kConnecting);
     std::weak_ptr<PeerPuller> weak = shared_from_this();
-    connector_ =
-        Connector::Connect(loop_, cfg_.host, cfg_.port, cfg_.connect_timeout_ms,
-                           [weak](Result<std::shared_ptr<Connection>> r) {
-                             if (auto self = weak.lock()) self->OnConnected(std::move(r));
-                           });
+    connector_ = Connector::Connect(loop_, cfg_.host, cfg_.port, cfg_.connect_timeout_ms,
+                                    [weak](Result<std::shared_ptr<Connection>> r) {
+                                      if (auto self = weak.lock()) self->OnConnected(std::move(r));
+                                    });
   }
 
   void OnConnected(Result<std::shared_ptr<Connection>> r) {
@@ -263,13 +261,10 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     if (handshake_timer_) handshake_timer_->Stop();
     PullResult r;
     r.peer = cfg_.peer;
-    r.status = status.ok()
-                   ? status
-                   : status.WithContext("pull from " + cfg_.peer + " (" + Where() + ")");
+    r.status =
+        status.ok() ? status : status.WithContext("pull from " + cfg_.peer + " (" + Where() + ")");
     const pull::PullCounts counts = driver_ ? driver_->counts() : pull::PullCounts{};
-    r.generation = !driver_       ? 0
-                   : status.ok() ? driver_->generation()
-                                 : driver_->since_generation();
+    r.generation = !driver_ ? 0 : status.ok() ? driver_->generation() : driver_->since_generation();
     r.unchanged = status.ok() && driver_ && driver_->unchanged();
     r.files = counts.files_done;
     r.file_bytes = counts.bytes_done;

@@ -164,8 +164,9 @@ void PullDriver::RequestOne(size_t idx) {
     if (basis.ok()) {
       fr.basis = std::move(basis).value();
     } else {
-      log::Warn("basis unreadable; fetching the whole file",
-                {{"peer", options_.peer}, {"path", t.entry.path}, {"err", basis.status().ToString()}});
+      log::Warn(
+          "basis unreadable; fetching the whole file",
+          {{"peer", options_.peer}, {"path", t.entry.path}, {"err", basis.status().ToString()}});
     }
   }
   fr.out = staged->get();
@@ -235,8 +236,8 @@ Result<uint64_t> PullDriver::Commit() {
 
 Status PullDriver::Abort(const Status& why) {
   Status named = NameFilesInFlight(why);
-  Fail(named);           // the callbacks the session's destructor runs do nothing
-  session_.reset();      // fails the pending requests
+  Fail(named);       // the callbacks the session's destructor runs do nothing
+  session_.reset();  // fails the pending requests
   staged_.clear();
   if (txn_) {
     txn_->Abort();

@@ -128,7 +128,7 @@ struct Fixture {
     if (end.driver.ok() && d->error().ok() && d->transfers_done() && !end.cut) {
       return d->Commit().status();
     }
-    Status why = !d->error().ok() ? d->error()
+    Status why = !d->error().ok()   ? d->error()
                  : !end.driver.ok() ? end.driver
                                     : UnavailableError("connection cut");
     return d->Abort(why);
@@ -226,7 +226,8 @@ TEST_CASE("a byte changed on the wire fails the pull and leaves the previous gen
   CHECK_THAT(f.store->Peer(kPeer)->last_error, Catch::Contains("digest mismatch"));
 }
 
-TEST_CASE("a connection cut mid-transfer leaves the previous copy intact and the next pull completes") {
+TEST_CASE(
+    "a connection cut mid-transfer leaves the previous copy intact and the next pull completes") {
   Fixture f;
   f.PullOk();
   const uint64_t gen = f.HeldGeneration();
