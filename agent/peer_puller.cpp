@@ -2,16 +2,15 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
-#include <deque>
-#include <map>
-#include <mutex>
+#include <memory>
+#include <optional>
 
 #include "agent/connection.h"
 #include "agent/session_pump.h"
 #include "agent/uv.h"
 #include "base/log.h"
 #include "base/memory.h"
+#include "pull/pull_driver.h"
 
 namespace lifeboat::agent {
 
@@ -23,224 +22,20 @@ uint32_t FilesInFlight(uint32_t max_files_in_flight, uint64_t max_memory) {
 
 namespace {
 
-using Pump = SessionPump<syncproto::PullerSession>;
+using Pump = SessionPump<pull::PullDriver>;
 
-// One warning per pull per incomplete instance (not one per skipped path):
-// the peer's exporter left paths of it out, so the copy lacks them.
-void WarnIncomplete(const catalog::InstanceRecord& r) {
-  if (r.warnings.empty()) return;
-  log::Warn("pull: incomplete copy: the peer's exporter skipped paths of the instance",
-            {{"peer", r.peer},
-             {"instance", r.uuid},
-             {"alias", r.alias},
-             {"skipped", r.warnings.size()},
-             {"path", r.warnings.front().path},
-             {"reason", r.warnings.front().reason}});
+pull::PullDriverOptions DriverOptions(const PullerConfig& cfg, const PullRequest& request) {
+  pull::PullDriverOptions o;
+  o.peer = cfg.peer;
+  o.held_peer = cfg.held_peer;
+  o.allow_older = cfg.allow_older;
+  o.services = request.services;
+  o.cluster_key = cfg.cluster_key;
+  o.self = cfg.self;
+  o.session.max_in_flight = FilesInFlight(cfg.max_files_in_flight, cfg.max_memory);
+  o.session.cache = cfg.cache;
+  return o;
 }
-
-// A pull cut short (peer gone, timeout, cancel) names the files it had in
-// flight, so the operator sees which transfer broke; an error that already
-// names one of them is left alone.
-Status NameFilesInFlight(const Status& why,
-                         const std::map<std::string, std::unique_ptr<WritableFile>>& staged) {
-  if (why.ok() || staged.empty()) return why;
-  for (const auto& [path, file] : staged) {
-    if (why.message().find(path) != std::string::npos) return why;
-  }
-  std::string names;
-  size_t listed = 0;
-  for (const auto& [path, file] : staged) {
-    if (listed == 3) {
-      names += " and " + std::to_string(staged.size() - listed) + " more";
-      break;
-    }
-    names += (listed++ ? ", " : "") + path;
-  }
-  return Status(
-      why.code(),
-      why.message() + " (file" + (staged.size() > 1 ? "s" : "") + " in flight: " + names + ")",
-      why.retryable());
-}
-
-// The session writes through this into a staged file it does not own, so the
-// real file can be handed to PullTxn::FinishFile (which syncs and closes it)
-// after the transfer.
-class ForwardingFile final : public WritableFile {
- public:
-  explicit ForwardingFile(WritableFile* target) : target_(target) {}
-  Status Append(std::span<const uint8_t> data) override { return target_->Append(data); }
-  Status Sync() override { return Status::Ok(); }   // FinishFile syncs
-  Status Close() override { return Status::Ok(); }  // FinishFile closes
-  const std::string& path() const override { return target_->path(); }
-  int fd() const override { return target_->fd(); }
-
- private:
-  WritableFile* target_;
-};
-
-// State shared by the loop and the worker. Fields without atomics are touched
-// only inside work items (serialized by the pump or the single prepare/
-// commit/abort item) and read by the loop after such an item completed.
-struct Core {
-  PullerConfig cfg;
-  PullRequest request;
-  std::unique_ptr<catalog::PullTxn> txn;
-  uint64_t since_generation = 0;
-  std::string since_boot_id;
-
-  bool manifest_requested = false;
-  std::optional<Result<syncproto::ManifestAnswer>> answer;
-  bool planned = false;
-  syncproto::ManifestAnswer::Kind kind = syncproto::ManifestAnswer::Kind::kFull;
-  uint64_t generation = 0;
-  std::vector<catalog::Transfer> transfers;
-  size_t next = 0;
-  uint32_t in_flight = 0;
-  uint32_t max_in_flight = 1;
-  std::map<std::string, std::unique_ptr<WritableFile>> staged;
-  std::map<std::string, int> retries;
-  std::deque<size_t> retry_queue;
-  bool finish_sent = false;
-  Status error;  // first failure seen on the worker
-
-  std::atomic<uint64_t> files_done{0};
-  std::atomic<uint64_t> files_total{0};
-  std::atomic<uint64_t> bytes_done{0};
-  std::atomic<uint64_t> bytes_total{0};
-  std::atomic<bool> transfers_done{false};
-  uint64_t instances_after = 0;
-
-  void Fail(Status s) {
-    if (error.ok()) error = std::move(s);
-  }
-
-  bool AllFilesDone() const {
-    return planned && next >= transfers.size() && retry_queue.empty() && in_flight == 0;
-  }
-
-  // Worker: queue requests on the session while there is room.
-  void Drive(syncproto::PullerSession& s) {
-    if (!error.ok()) return;
-    if (!manifest_requested) {
-      manifest_requested = true;
-      auto r = s.RequestHeldManifest(
-          cfg.held_peer, since_generation, since_boot_id, request.services,
-          [this](Result<syncproto::ManifestAnswer> a) { answer = std::move(a); });
-      if (!r.ok()) Fail(r.status());
-      return;
-    }
-    if (answer && !planned) PlanAnswer();
-    if (!planned || !error.ok()) return;
-    while (in_flight < max_in_flight && error.ok()) {
-      size_t idx;
-      if (!retry_queue.empty()) {
-        idx = retry_queue.front();
-        retry_queue.pop_front();
-      } else if (next < transfers.size()) {
-        idx = next++;
-      } else {
-        break;
-      }
-      RequestOne(s, idx);
-    }
-    if (AllFilesDone() && error.ok() && !finish_sent) {
-      finish_sent = true;
-      transfers_done = true;
-      s.Finish();
-    }
-  }
-
-  void PlanAnswer() {
-    if (!answer->ok()) {
-      Fail(answer->status().WithContext("manifest"));
-      return;
-    }
-    const syncproto::ManifestAnswer& a = **answer;
-    kind = a.kind;
-    generation = a.manifest.generation;
-    auto plan = txn->Plan(a);
-    if (!plan.ok()) {
-      Fail(plan.status().WithContext("plan"));
-      return;
-    }
-    transfers = txn->transfers();
-    files_total = transfers.size();
-    uint64_t total = 0;
-    for (const auto& t : transfers) total += t.entry.size;
-    bytes_total = total;
-    planned = true;
-    if (plan->orphaned) {
-      log::Warn("peer went backwards: kept what we held",
-                {{"peer", cfg.peer}, {"orphan_dir", plan->orphan_dir}});
-    }
-  }
-
-  void RequestOne(syncproto::PullerSession& s, size_t idx) {
-    const catalog::Transfer& t = transfers[idx];
-    auto staged_file = txn->StageFile(t.entry.path);
-    if (!staged_file.ok()) {
-      Fail(staged_file.status());
-      return;
-    }
-    syncproto::FileRequest fr;
-    fr.path = t.entry.path;
-    fr.expected = t.entry;
-    if (!t.basis_path.empty()) {
-      auto basis = txn->OpenBasis(t);
-      if (basis.ok()) {
-        fr.basis = std::move(basis).value();
-      } else {
-        log::Warn("basis unreadable; fetching the whole file",
-                  {{"peer", cfg.peer}, {"path", t.entry.path}, {"err", basis.status().ToString()}});
-      }
-    }
-    fr.out = std::make_unique<ForwardingFile>(staged_file->get());
-    fr.sync_output = false;
-    fr.out_verifies_digest = true;  // the staged file hashes what it writes; FinishFile checks
-    staged[t.entry.path] = std::move(staged_file).value();
-    ++in_flight;
-    std::string path = t.entry.path;
-    auto r = s.RequestFile(
-        std::move(fr), [this, path, idx](const Status& st, const syncproto::FileTransferStats& fs) {
-          OnFileDone(path, idx, st, fs);
-        });
-    if (!r.ok()) {
-      --in_flight;
-      staged.erase(path);
-      Fail(r.status().WithContext(path));
-    }
-  }
-
-  // Worker (inside Feed/Pump), or the loop from the session's destructor.
-  void OnFileDone(const std::string& path, size_t idx, const Status& st,
-                  const syncproto::FileTransferStats& fs) {
-    --in_flight;
-    auto it = staged.find(path);
-    std::unique_ptr<WritableFile> file;
-    if (it != staged.end()) {
-      file = std::move(it->second);
-      staged.erase(it);
-    }
-    if (!error.ok()) return;
-    if (!st.ok()) {
-      if (st.retryable() && retries[path]++ < 1 && file) {
-        log::Info("retrying a file that changed while served",
-                  {{"peer", cfg.peer}, {"path", path}});
-        retry_queue.push_back(idx);
-        return;
-      }
-      Fail(st.WithContext(path));
-      return;
-    }
-    Status fin = txn->FinishFile(path, std::move(file));
-    if (!fin.ok()) {
-      Fail(fin);
-      return;
-    }
-    files_done += 1;
-    bytes_done += fs.bytes_written;
-  }
-};
 
 class PeerPuller final : public PullJob, public std::enable_shared_from_this<PeerPuller> {
  public:
@@ -258,14 +53,12 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
   PeerPuller(uv_loop_t* loop, const PullerConfig& cfg, const PullRequest& req, ProgressFn progress,
              PullDoneFn done)
       : loop_(loop),
-        core_(std::make_shared<Core>()),
+        cfg_(cfg),
+        request_(req),
         progress_(std::move(progress)),
         done_(std::move(done)),
         deadline_(loop),
         ticker_(loop) {
-    core_->cfg = cfg;
-    core_->request = req;
-    core_->max_in_flight = FilesInFlight(cfg.max_files_in_flight, cfg.max_memory);
     started_wall_ms_ = cfg.clock->WallMs();
     started_mono_ms_ = static_cast<int64_t>(uv_now(loop));
     phase_since_ms_ = started_mono_ms_;
@@ -273,11 +66,10 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
 
   void Begin() {
     std::weak_ptr<PeerPuller> weak = shared_from_this();
-    deadline_.Start(core_->cfg.deadline_ms, [weak] {
+    deadline_.Start(cfg_.deadline_ms, [weak] {
       if (auto self = weak.lock()) {
-        self->Fail(TemporaryError("pull from " + self->core_->cfg.peer +
-                                  " exceeded its deadline of " +
-                                  std::to_string(self->core_->cfg.deadline_ms / 1000) + "s"));
+        self->Fail(TemporaryError("pull from " + self->cfg_.peer + " exceeded its deadline of " +
+                                  std::to_string(self->cfg_.deadline_ms / 1000) + "s"));
       }
     });
     ticker_.Start(
@@ -294,38 +86,26 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
  private:
   // ---- one handler per state ----
 
+  // Opens the store's pull transaction on a worker.
   void EnterPrepare() {
     SetState(State::kPrepare);
-    auto core = core_;
-    auto st = std::make_shared<Status>();
+    auto begun = std::make_shared<Result<std::unique_ptr<pull::PullDriver>>>(
+        InternalError("pull not prepared"));
     auto self = shared_from_this();
     QueueWork(
         loop_,
-        [core, st] {
-          const auto source = core->cfg.held_peer.empty()
-                                  ? catalog::Store::PullSource::kPeer
-                              : core->cfg.allow_older
-                                  ? catalog::Store::PullSource::kHeldCopyEvenIfOlder
-                                  : catalog::Store::PullSource::kHeldCopy;
-          auto txn = core->cfg.store->BeginPull(core->cfg.peer, core->request.services, source);
-          if (!txn.ok()) {
-            *st = txn.status();
-            return;
-          }
-          core->txn = std::move(txn).value();
-          if (auto held = core->cfg.store->Peer(core->cfg.peer)) {
-            core->since_generation = held->generation;
-            core->since_boot_id = held->boot_id;
-          }
+        [store = cfg_.store, opts = DriverOptions(cfg_, request_), begun] {
+          *begun = pull::PullDriver::Begin(*store, opts);
         },
-        [self, st] {
+        [self, begun] {
           self->work_running_ = false;
+          if (begun->ok()) self->driver_ = std::move(**begun);
           if (self->state_ != State::kPrepare) {
-            self->AfterStateWork();  // cancelled meanwhile
+            self->AfterStateWork();  // cancelled meanwhile: abort the transaction
             return;
           }
-          if (!st->ok()) {
-            self->Fail(*st);
+          if (!begun->ok()) {
+            self->Fail(begun->status());
             return;
           }
           self->EnterConnecting();
@@ -336,11 +116,10 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
   void EnterConnecting() {
     SetState(State::kConnecting);
     std::weak_ptr<PeerPuller> weak = shared_from_this();
-    connector_ =
-        Connector::Connect(loop_, core_->cfg.host, core_->cfg.port, core_->cfg.connect_timeout_ms,
-                           [weak](Result<std::shared_ptr<Connection>> r) {
-                             if (auto self = weak.lock()) self->OnConnected(std::move(r));
-                           });
+    connector_ = Connector::Connect(loop_, cfg_.host, cfg_.port, cfg_.connect_timeout_ms,
+                                    [weak](Result<std::shared_ptr<Connection>> r) {
+                                      if (auto self = weak.lock()) self->OnConnected(std::move(r));
+                                    });
   }
 
   void OnConnected(Result<std::shared_ptr<Connection>> r) {
@@ -355,39 +134,29 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
 
   void EnterHandshake(std::shared_ptr<Connection> conn) {
     SetState(State::kHandshake);
-    conn->SetIdleTimeout(core_->cfg.io_timeout_ms);
-    if (core_->cfg.bwlimit != nullptr) conn->SetReadLimiter(core_->cfg.bwlimit);
+    conn->SetIdleTimeout(cfg_.io_timeout_ms);
+    if (cfg_.bwlimit != nullptr) conn->SetReadLimiter(cfg_.bwlimit);
     conn_ = conn;
-    syncproto::PullerOptions opts;
-    opts.max_in_flight = core_->max_in_flight;
-    opts.cache = core_->cfg.cache;
-    auto session =
-        std::make_unique<syncproto::PullerSession>(core_->cfg.cluster_key, core_->cfg.self, opts);
-    Status st = session->Start();
+    Status st = driver_->Start();
     if (!st.ok()) {
       Fail(st);
       return;
     }
     std::weak_ptr<PeerPuller> weak = shared_from_this();
-    std::shared_ptr<Core> core = core_;
     Pump::Hooks hooks;
-    hooks.on_worker = [core](syncproto::PullerSession& s) {
-      if (s.authenticated()) core->Drive(s);
-    };
     hooks.after_work = [weak] {
       if (auto self = weak.lock()) self->AfterSessionWork();
     };
     hooks.on_closed = [weak](const Status& why) {
       if (auto self = weak.lock()) self->OnSessionClosed(why);
     };
-    pump_ = std::make_shared<Pump>(loop_, std::move(conn), std::move(session), std::move(hooks),
-                                   core_->cfg.tls);
+    pump_ = std::make_shared<Pump>(loop_, std::move(conn), driver_, std::move(hooks), cfg_.tls);
     // The handshake must finish within the connect timeout.
     handshake_timer_ = std::make_unique<Timer>(loop_);
-    handshake_timer_->Start(core_->cfg.connect_timeout_ms, [weak] {
+    handshake_timer_->Start(cfg_.connect_timeout_ms, [weak] {
       auto self = weak.lock();
       if (self && self->state_ == State::kHandshake) {
-        self->Fail(UnavailableError("peer " + self->core_->cfg.peer + " at " + self->Where() +
+        self->Fail(UnavailableError("peer " + self->cfg_.peer + " at " + self->Where() +
                                     " did not finish the handshake in time"));
       }
     });
@@ -395,29 +164,27 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
   }
 
   void AfterSessionWork() {
-    if (state_ == State::kHandshake && !pump_->busy() && pump_->session().authenticated()) {
+    if (state_ >= State::kCommit) return;  // the driver is committing, aborting or gone
+    if (state_ == State::kHandshake && !pump_->busy() && driver_->authenticated()) {
       handshake_timer_->Stop();
       SetState(State::kManifest);
-      pump_->Kick();  // let Drive() send the manifest request
+      pump_->Kick();  // let the driver send the manifest request
       return;
     }
-    if (!core_->error.ok() && state_ < State::kCommit) {
-      Fail(core_->error);
+    if (!driver_->error().ok() && state_ < State::kCommit) {
+      Fail(driver_->error());
       return;
     }
-    if (state_ == State::kManifest && core_->planned) {
+    if (state_ == State::kManifest && driver_->planned()) {
       SetState(State::kTransfer);
     }
     if (state_ == State::kTransfer) {
-      if (core_->transfers_done) {
+      if (driver_->transfers_done()) {
         EnterCommit();
         return;
       }
-      // Files finished inside Pump leave room for more requests.
-      if (core_->in_flight < core_->max_in_flight &&
-          (core_->next < core_->transfers.size() || !core_->retry_queue.empty())) {
-        pump_->Kick();
-      }
+      // Files finished inside Feed leave room for more requests.
+      if (driver_->CanRequestMore()) pump_->Kick();
     }
   }
 
@@ -428,7 +195,7 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
       AfterStateWork();
       return;
     }
-    if (core_->transfers_done) {
+    if (driver_->transfers_done()) {
       EnterCommit();
       return;
     }
@@ -441,31 +208,15 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     if (state_ == State::kCommit) return;
     SetState(State::kCommit);
     deadline_.Stop();  // a commit always finishes
-    auto core = core_;
-    auto st = std::make_shared<Status>();
+    auto committed = std::make_shared<Result<uint64_t>>(InternalError("commit did not run"));
     auto self = shared_from_this();
     work_running_ = true;
     QueueWork(
-        loop_,
-        [core, st] {
-          *st = core->txn->Commit();
-          if (st->ok()) {
-            uint64_t n = 0;
-            for (const auto& i : core->cfg.store->Instances()) {
-              if (i.peer != core->cfg.peer) continue;
-              ++n;
-              if (!i.removed) WarnIncomplete(i);
-            }
-            core->instances_after = n;
-          } else {
-            core->txn->Abort();
-            core->cfg.store->RecordPullError(core->cfg.peer, *st).IgnoreError();
-          }
-          core->txn.reset();
-        },
-        [self, st] {
+        loop_, [driver = driver_, committed] { *committed = driver->Commit(); },
+        [self, committed] {
           self->work_running_ = false;
-          self->Finish(*st);
+          if (committed->ok()) self->instances_after_ = **committed;
+          self->Finish(committed->status());
         });
   }
 
@@ -491,21 +242,14 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     auto self = shared_from_this();
     auto pump = std::move(pump_);
     Defer(loop_, [self, pump]() mutable {
-      // No worker runs now (the session is closed and idle): read `staged`.
-      Status why = NameFilesInFlight(self->fail_why_, self->core_->staged);
-      pump.reset();  // the session's destructor fails its pending requests
-      auto core = self->core_;
+      pump.reset();
+      auto why = std::make_shared<Status>(self->fail_why_);
       QueueWork(
           self->loop_,
-          [core, why] {
-            core->staged.clear();
-            if (core->txn) {
-              core->txn->Abort();
-              core->txn.reset();
-              core->cfg.store->RecordPullError(core->cfg.peer, why).IgnoreError();
-            }
+          [driver = self->driver_, why] {
+            if (driver) *why = driver->Abort(*why);
           },
-          [self, why] { self->Finish(why); });
+          [self, why] { self->Finish(*why); });
     });
   }
 
@@ -516,16 +260,16 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     ticker_.Stop();
     if (handshake_timer_) handshake_timer_->Stop();
     PullResult r;
-    r.peer = core_->cfg.peer;
-    r.status = status.ok()
-                   ? status
-                   : status.WithContext("pull from " + core_->cfg.peer + " (" + Where() + ")");
-    r.generation = status.ok() ? core_->generation : core_->since_generation;
-    r.unchanged = status.ok() && core_->kind == syncproto::ManifestAnswer::Kind::kUnchanged;
-    r.files = core_->files_done;
-    r.file_bytes = core_->bytes_done;
+    r.peer = cfg_.peer;
+    r.status =
+        status.ok() ? status : status.WithContext("pull from " + cfg_.peer + " (" + Where() + ")");
+    const pull::PullCounts counts = driver_ ? driver_->counts() : pull::PullCounts{};
+    r.generation = !driver_ ? 0 : status.ok() ? driver_->generation() : driver_->since_generation();
+    r.unchanged = status.ok() && driver_ && driver_->unchanged();
+    r.files = counts.files_done;
+    r.file_bytes = counts.bytes_done;
     r.wire_bytes = conn_ ? conn_->bytes_read() : 0;
-    r.instances = core_->instances_after;
+    r.instances = instances_after_;
     r.started_wall_ms = started_wall_ms_;
     r.duration_ms = static_cast<int64_t>(uv_now(loop_)) - started_mono_ms_;
     nlohmann::json fields = {{"peer", r.peer},
@@ -534,11 +278,11 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
                              {"bytes", r.file_bytes},
                              {"wire_bytes", r.wire_bytes},
                              {"duration_ms", r.duration_ms},
-                             {"reason", core_->request.reason},
+                             {"reason", request_.reason},
                              {"outcome", !status.ok()  ? "failed"
                                          : r.unchanged ? "unchanged"
                                                        : "ok"}};
-    if (!core_->request.services.empty()) fields["services"] = core_->request.services;
+    if (!request_.services.empty()) fields["services"] = request_.services;
     auto ms = [&](State st) { return phase_ms_[static_cast<size_t>(st)]; };
     fields["phase_ms"] = {{"connect", ms(State::kPrepare) + ms(State::kConnecting)},
                           {"handshake", ms(State::kHandshake)},
@@ -553,9 +297,12 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
       log::Warn("pull", fields);
     }
     // Drop the session and socket now; the result goes out on a later turn.
-    if (pump_) {
-      if (!session_closed_) pump_->Close(Status::Ok());
-      Defer(loop_, [p = std::move(pump_), core = core_]() mutable { p.reset(); });
+    if (pump_ && !session_closed_) pump_->Close(Status::Ok());
+    if (pump_ || driver_) {
+      Defer(loop_, [p = std::move(pump_), d = std::move(driver_)]() mutable {
+        p.reset();
+        d.reset();
+      });
     }
     auto done = std::move(done_);
     progress_ = nullptr;
@@ -581,7 +328,7 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
   void Report() {
     if (!progress_ || state_ == State::kDone || state_ == State::kAborting) return;
     PullProgress p;
-    p.peer = core_->cfg.peer;
+    p.peer = cfg_.peer;
     switch (state_) {
       case State::kPrepare:
       case State::kConnecting:
@@ -600,10 +347,11 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
         p.phase = PullPhase::kCommit;
         break;
     }
-    p.files_done = core_->files_done;
-    p.files_total = core_->files_total;
-    p.bytes_done = core_->bytes_done;
-    p.bytes_total = core_->bytes_total;
+    const pull::PullCounts counts = driver_ ? driver_->counts() : pull::PullCounts{};
+    p.files_done = counts.files_done;
+    p.files_total = counts.files_total;
+    p.bytes_done = counts.bytes_done;
+    p.bytes_total = counts.bytes_total;
     p.wire_bytes = conn_ ? conn_->bytes_read() : 0;
     bool same = last_sent_ && last_sent_->phase == p.phase &&
                 last_sent_->files_done == p.files_done && last_sent_->bytes_done == p.bytes_done &&
@@ -617,10 +365,14 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
     });
   }
 
-  std::string Where() const { return FormatHostPort(core_->cfg.host, core_->cfg.port); }
+  std::string Where() const { return FormatHostPort(cfg_.host, cfg_.port); }
 
   uv_loop_t* loop_;
-  std::shared_ptr<Core> core_;
+  PullerConfig cfg_;
+  PullRequest request_;
+  // Set once the store's transaction is open; the pump shares it.
+  std::shared_ptr<pull::PullDriver> driver_;
+  uint64_t instances_after_ = 0;
   ProgressFn progress_;
   PullDoneFn done_;
   Timer deadline_;

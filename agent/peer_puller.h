@@ -3,16 +3,18 @@
 //   kPrepare -> kConnecting -> kHandshake -> kManifest -> kTransfer -> kCommit -> kDone
 //        \__________\_____________\____________\____________\---> kAborting -> kDone
 //
-// kPrepare opens the catalog pull transaction (BeginPull) and reads the
-// generation we hold; kConnecting dials the peer; kHandshake and kManifest
-// run the syncproto PullerSession until the manifest "since our generation"
-// is planned by the store; kTransfer fetches what the store asks for (with
-// the basis it names, at most `max_in_flight` files at once, each checked by
-// FinishFile); kCommit publishes the pull; kAborting drops the staging area
-// (the previous generation stays current) and records the error.
+// The pull itself (manifest request, plan, the per-file loop, commit and
+// abort) is a pull::PullDriver (pull/pull_driver.h), which does no I/O of
+// its own beyond the store; the puller only connects, moves bytes, keeps
+// time and reports. kPrepare opens the driver (the catalog's pull
+// transaction); kConnecting dials the peer; kHandshake, kManifest and
+// kTransfer run the driver over the connection through a SessionPump (at most
+// `max_in_flight` files at once); kCommit publishes the pull; kAborting drops
+// the session and the staging area (the previous generation stays current)
+// and records the error.
 //
-// Every store and session call runs on the libuv thread pool. The deadline,
-// the connect and io timeouts and Cancel() all lead to kAborting unless the
+// Every driver call runs on the libuv thread pool. The deadline, the
+// connect and io timeouts and Cancel() all lead to kAborting unless the
 // commit already started; a commit always finishes.
 //
 // Threads: loop thread only; callbacks run on the loop thread, never from

@@ -1,21 +1,23 @@
-// SessionPump: drives a socket-free syncproto session (ServerSession or
-// PullerSession: Feed / Pump / output / ConsumeOutput / done / status) over a
-// Connection, running every session call on the libuv thread pool so that
-// hashing, delta, patch and zstd never block the loop.
+// SessionPump: drives a socket-free session (syncproto::ServerSession, or
+// pull::PullDriver around a PullerSession: Feed / Pump / output /
+// ConsumeOutput / TakeOutput / done) over a Connection, running every session
+// call on the libuv thread pool so that hashing, delta, patch, zstd and the
+// store's staged writes never block the loop.
 //
 // At most one work item per session runs at a time; the session is touched
-// only inside work items (and by its destructor, on the loop thread, when the
-// pump dies). Back-pressure: reading pauses while received bytes wait for
-// the session; producing pauses while the connection holds more than
-// `write_high_water` unsent bytes.
+// only inside work items. The pump shares ownership of the session: its
+// owner may keep a reference and use it once the pump is closed and idle
+// (on_closed ran and !busy()), e.g. to commit or abort it on a worker.
+// Back-pressure: reading pauses while received bytes wait for the session;
+// producing pauses while the connection holds more than `write_high_water`
+// unsent bytes.
 //
 // With a TLS context, a syncproto::TlsChannel sits between the socket and
 // the session (ciphertext on the wire, plaintext to the session); it too is
 // touched only inside work items. When the session is done the channel sends
 // close_notify before the connection closes.
 //
-// Threads: the pump's methods are for the loop thread. Hooks::on_worker runs
-// on a worker thread with exclusive access to the session.
+// Threads: the pump's methods are for the loop thread.
 #ifndef LIFEBOAT_AGENT_SESSION_PUMP_H_
 #define LIFEBOAT_AGENT_SESSION_PUMP_H_
 
@@ -37,9 +39,6 @@ template <typename Session>
 class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
  public:
   struct Hooks {
-    // Worker thread, once per work item, after Feed and before Pump: the
-    // owner's chance to queue requests on the session.
-    std::function<void(Session&)> on_worker;
     // Loop thread, after each work item.
     std::function<void()> after_work;
     // Loop thread, once, when the connection is closed and no work runs.
@@ -48,7 +47,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
   };
 
   // `tls` null: the session's bytes go to the socket as they are.
-  SessionPump(uv_loop_t* loop, std::shared_ptr<Connection> conn, std::unique_ptr<Session> session,
+  SessionPump(uv_loop_t* loop, std::shared_ptr<Connection> conn, std::shared_ptr<Session> session,
               Hooks hooks, std::shared_ptr<const syncproto::TlsContext> tls = nullptr,
               size_t write_high_water = 8u << 20)
       : loop_(loop),
@@ -96,7 +95,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
 
   Connection& connection() { return *conn_; }
   bool busy() const { return busy_; }
-  // The session; only while !busy() (loop thread) or inside on_worker.
+  // The session; only while !busy() (loop thread).
   Session& session() { return *session_; }
 
  private:
@@ -135,33 +134,27 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     syncproto::TlsChannel* tls = tls_.get();
     bool first = !tls_started_;
     tls_started_ = true;
-    auto on_worker = hooks_.on_worker;
     auto self = this->shared_from_this();
     QueueWork(
         loop_,
-        [s, tls, first, in, out, st, done, on_worker] {
-          *st = tls != nullptr ? WorkTls(*s, *tls, first, *in, out.get(), on_worker)
-                               : WorkPlain(*s, *in, out.get(), on_worker);
+        [s, tls, first, in, out, st, done] {
+          *st = tls != nullptr ? WorkTls(*s, *tls, first, *in, out.get())
+                               : WorkPlain(*s, *in, out.get());
           *done = s->done() && (tls == nullptr || tls->ciphertext().empty());
         },
         [self, out, st, done] { self->AfterWork(std::move(*out), *st, *done); });
   }
 
-  using WorkerHook = std::function<void(Session&)>;
-
-  static Status WorkPlain(Session& s, const std::vector<uint8_t>& in, std::vector<uint8_t>* out,
-                          const WorkerHook& on_worker) {
+  static Status WorkPlain(Session& s, const std::vector<uint8_t>& in, std::vector<uint8_t>* out) {
     Status status;
     if (!in.empty()) status = s.Feed(in);
-    if (status.ok() && on_worker) on_worker(s);
     if (status.ok()) status = s.Pump();
     *out = s.TakeOutput();
     return status;
   }
 
   static Status WorkTls(Session& s, syncproto::TlsChannel& tls, bool first,
-                        const std::vector<uint8_t>& in, std::vector<uint8_t>* out,
-                        const WorkerHook& on_worker) {
+                        const std::vector<uint8_t>& in, std::vector<uint8_t>* out) {
     Status status;
     if (first) status = tls.Start();
     if (status.ok() && !in.empty()) status = tls.FeedCiphertext(in);
@@ -170,7 +163,6 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
       status = s.Feed(plain);
       tls.ConsumePlaintext(plain.size());
     }
-    if (status.ok() && on_worker) on_worker(s);
     if (status.ok()) status = s.Pump();
     // What the session queued (also its ERROR frame after a failure) goes out encrypted.
     auto o = s.output();
@@ -217,7 +209,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
   uv_loop_t* loop_;
   std::shared_ptr<Connection> conn_;
   Hooks hooks_;  // before session_: the session's destructor may call into what hooks hold
-  std::unique_ptr<Session> session_;
+  std::shared_ptr<Session> session_;
   std::unique_ptr<syncproto::TlsChannel> tls_;
   bool tls_started_ = false;
   size_t high_water_;

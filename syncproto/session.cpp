@@ -1133,7 +1133,7 @@ Status PullerSession::HandleFileFrame(FileStream& f, const FrameView& frame) {
                 return DataError("bad delta: produces more than the expected " +
                                  std::to_string(fp->req.expected.size) + " bytes");
               }
-              if (!fp->req.out_verifies_digest) fp->hasher.Update(d);
+              fp->hasher.Update(d);
               fp->stats.bytes_written += d.size();
               return fp->req.out->Append(d);
             });
@@ -1158,7 +1158,7 @@ Status PullerSession::HandleFileFrame(FileStream& f, const FrameView& frame) {
           return fail_file(DataError("server sends more than the announced " +
                                      std::to_string(f.start->size) + " bytes"));
         }
-        if (!f.req.out_verifies_digest) f.hasher.Update(data);
+        f.hasher.Update(data);
         f.stats.bytes_written += data.size();
         Status s = f.req.out->Append(data);
         if (!s.ok()) return fail_file(s);
@@ -1186,13 +1186,11 @@ Status PullerSession::HandleFileFrame(FileStream& f, const FrameView& frame) {
                                      ", manifest says " + f.req.expected.digest.Hex()));
         return Status::Ok();
       }
-      if (!f.req.out_verifies_digest) {
-        Digest128 got = f.hasher.Finish();
-        if (got != f.req.expected.digest) {
-          CompleteFile(f.id, DataError(ctx + ": digest mismatch: wrote " + got.Hex() +
-                                       ", manifest says " + f.req.expected.digest.Hex()));
-          return Status::Ok();
-        }
+      Digest128 got = f.hasher.Finish();
+      if (got != f.req.expected.digest) {
+        CompleteFile(f.id, DataError(ctx + ": digest mismatch: wrote " + got.Hex() +
+                                     ", manifest says " + f.req.expected.digest.Hex()));
+        return Status::Ok();
       }
       CompleteFile(f.id, Status::Ok());
       return Status::Ok();

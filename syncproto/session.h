@@ -192,19 +192,14 @@ struct FileRequest {
   // up in the cache; and/or a summary computed elsewhere (thread pool).
   std::optional<Digest128> basis_digest;
   std::shared_ptr<const BasisSummary> basis_summary;
-  // Where the new content goes (a temp file the caller created). The session
-  // appends; on success it Sync()s (when sync_output) and Close()s it before
-  // the callback; on failure it Close()s it and the caller removes it.
-  std::unique_ptr<WritableFile> out;
+  // Where the new content goes: a writer the caller owns (a temp file, the
+  // catalog's staged writer) and keeps alive until the callback ran. The
+  // session appends; on success it Sync()s (when sync_output) and Close()s it
+  // before the callback; on failure it Close()s it and the caller removes
+  // what it wrote. The session hashes every byte it appends: a success means
+  // the expected size was written and its XXH3-128 is expected.digest.
+  WritableFile* out = nullptr;
   bool sync_output = true;
-  // True when `out` itself hashes every byte appended to it and its owner
-  // refuses the file unless that XXH3-128 equals expected.digest (the
-  // catalog's PullTxn::StageFile writer does). The session then does not hash
-  // the content a second time: it checks the sizes and that the server's
-  // FILE_END digest is the expected one, and a success means "all bytes
-  // written", not "digest verified". False: the session hashes what it writes
-  // and fails the file on a mismatch.
-  bool out_verifies_digest = false;
 };
 
 class PullerSession {

@@ -185,6 +185,7 @@ int Pull(int argc, char** argv) {
   });
   PullerOptions po;
   po.cache = cache.get();
+  std::vector<std::unique_ptr<WritableFile>> outs;  // outlive the puller (its callbacks)
   PullerSession puller(kKey, {"bench-puller", "puller"}, po);
   Status file_status = InternalError("not requested");
   FileTransferStats stats;
@@ -207,7 +208,8 @@ int Pull(int argc, char** argv) {
         req.expected = e;
         if (!basis_path.empty()) req.basis = *Env::Default()->OpenRead(basis_path);
         req.basis_digest = basis_digest;
-        req.out = *Env::Default()->OpenWrite(out_path);
+        outs.push_back(*Env::Default()->OpenWrite(out_path));
+        req.out = outs.back().get();
         req.sync_output = false;  // rsync does not fsync either
         auto r =
             puller.RequestFile(std::move(req), [&](const Status& s, const FileTransferStats& st) {

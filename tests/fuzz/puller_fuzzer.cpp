@@ -90,6 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     PullerOptions opts;
     opts.handshake.nonce = Nonce{};
     opts.limits.whole_file_below = 0;
+    MemWritable out;  // outlives the puller, whose destructor closes it
     PullerSession puller(kKey, {"p", "puller"}, opts);
     if (!puller.Start().ok()) std::abort();
     if (!puller.RequestManifest(0, "", {}, [&](Result<ManifestAnswer>) { ++callbacks; }).ok()) {
@@ -99,7 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     req.path = "datasets/u/f";
     req.expected.size = 16;
     req.basis = std::make_unique<MemReadable>(std::string(20000, 'b'));
-    req.out = std::make_unique<MemWritable>();
+    req.out = &out;
     if (!puller
              .RequestFile(std::move(req),
                           [&](const Status&, const FileTransferStats&) { ++callbacks; })

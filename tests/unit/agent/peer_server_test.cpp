@@ -121,7 +121,7 @@ TEST_CASE("the peer server serves the manifest and files to an authenticated pul
   req.expected = *it;
   auto out = Env::Default()->OpenWrite(dir.Sub("got.bin"));
   REQUIRE(out.ok());
-  req.out = std::move(out).value();
+  req.out = out->get();
   std::optional<Status> file_status;
   REQUIRE(s.RequestFile(std::move(req), [&](const Status& st, const syncproto::FileTransferStats&) {
              file_status = st;

@@ -183,7 +183,8 @@ TEST_CASE("malformed server answers fail the file with a specific, located error
   FileRequest req;
   req.path = "vms/u1.json";
   req.expected = testing::EntryFor(req.path, content);
-  req.out = *Env::Default()->OpenWrite(t.Sub("out"));
+  auto req_out = *Env::Default()->OpenWrite(t.Sub("out"));
+  req.out = req_out.get();
   auto id = sc.puller.RequestFile(std::move(req), [&](const Status& s, auto&) { result = s; });
   REQUIRE(id.ok());
   sc.Exchange();

@@ -123,7 +123,8 @@ TEST_CASE("HELD_MANIFEST_REQUEST serves the held copy, and files come from it") 
   FileRequest r;
   r.path = "vms/h2.json";
   r.expected = answer->manifest.files[0];
-  r.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o"));
+  auto r_out = *Env::Default()->OpenWrite(fx.tmp.Sub("o"));
+  r.out = r_out.get();
   Status st = InternalError("not called");
   REQUIRE(puller.RequestFile(std::move(r), [&](const Status& s, auto&) { st = s; }).ok());
   puller.Finish();

@@ -48,7 +48,8 @@ PullResult PullData(Fixture& fx, const std::string& newdata,
     req.basis = *Env::Default()->OpenRead(fx.tmp.Sub("basis"));
   }
   std::string out_path = fx.tmp.Sub("out.tmp");
-  req.out = *Env::Default()->OpenWrite(out_path);
+  auto req_out = *Env::Default()->OpenWrite(out_path);
+  req.out = req_out.get();
   req.sync_output = false;
   REQUIRE(puller
               .RequestFile(std::move(req),
@@ -192,7 +193,8 @@ TEST_CASE("a digest mismatch fails the file, names it, and keeps the connection"
   FileRequest req;
   req.path = "vms/u1.json";
   req.expected = testing::EntryFor(req.path, "what the manifest said");
-  req.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o1"));
+  auto req_out = *Env::Default()->OpenWrite(fx.tmp.Sub("o1"));
+  req.out = req_out.get();
   Status st1 = InternalError("not called");
   REQUIRE(puller.RequestFile(std::move(req), [&](const Status& s, auto&) { st1 = s; }).ok());
   // The server claims the expected digest but serves other bytes: the puller catches it.
@@ -202,7 +204,8 @@ TEST_CASE("a digest mismatch fails the file, names it, and keeps the connection"
   req2.path = "vms/u1.json";
   req2.expected = testing::EntryFor(req2.path, data);
   req2.expected.digest = claimed;
-  req2.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o2"));
+  auto req2_out = *Env::Default()->OpenWrite(fx.tmp.Sub("o2"));
+  req2.out = req2_out.get();
   Status st2 = InternalError("not called");
   REQUIRE(puller.RequestFile(std::move(req2), [&](const Status& s, auto&) { st2 = s; }).ok());
   puller.Finish();
@@ -225,12 +228,14 @@ TEST_CASE("a missing file is NOT_FOUND for that stream only") {
   FileRequest r1;
   r1.path = "vms/nope.json";
   r1.expected = testing::EntryFor(r1.path, "x");
-  r1.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o1"));
+  auto r1_out = *Env::Default()->OpenWrite(fx.tmp.Sub("o1"));
+  r1.out = r1_out.get();
   REQUIRE(puller.RequestFile(std::move(r1), [&](const Status& s, auto&) { missing = s; }).ok());
   FileRequest r2;
   r2.path = "vms/a.json";
   r2.expected = testing::EntryFor(r2.path, "aaa");
-  r2.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o2"));
+  auto r2_out = *Env::Default()->OpenWrite(fx.tmp.Sub("o2"));
+  r2.out = r2_out.get();
   REQUIRE(puller.RequestFile(std::move(r2), [&](const Status& s, auto&) { found = s; }).ok());
   puller.Finish();
   RunPipe(puller, server);
@@ -290,6 +295,7 @@ TEST_CASE("many files in flight interleave and a cancel ends only its stream") {
   std::vector<std::string> contents;
   std::vector<Status> results(12, InternalError("not called"));
   std::vector<uint32_t> ids;
+  std::vector<std::unique_ptr<WritableFile>> outs;  // alive until the callbacks ran
   for (int i = 0; i < 12; ++i) {
     std::string p = "datasets/u1/f" + std::to_string(i);
     contents.push_back(testing::RandomBytes(rng, i == 0 ? (6u << 20) : 1000 + rng() % 300000));
@@ -297,7 +303,8 @@ TEST_CASE("many files in flight interleave and a cancel ends only its stream") {
     FileRequest r;
     r.path = p;
     r.expected = testing::EntryFor(p, contents.back());
-    r.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o" + std::to_string(i)));
+    outs.push_back(*Env::Default()->OpenWrite(fx.tmp.Sub("o" + std::to_string(i))));
+    r.out = outs.back().get();
     r.sync_output = false;
     auto id = puller.RequestFile(std::move(r), [&, i](const Status& s, auto&) { results[i] = s; });
     REQUIRE(id.ok());
@@ -335,7 +342,8 @@ TEST_CASE("cancel of a file in transfer stops it and the server ends the stream"
   FileRequest r;
   r.path = "datasets/u1/big";
   r.expected = testing::EntryFor(r.path, big);
-  r.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o"));
+  auto r_out = *Env::Default()->OpenWrite(fx.tmp.Sub("o"));
+  r.out = r_out.get();
   auto id = puller.RequestFile(std::move(r), [&](const Status& s, const FileTransferStats& fs) {
     st = s;
     stats = fs;
@@ -380,7 +388,8 @@ TEST_CASE("the server caps buffered output and resumes on Pump") {
   FileRequest r;
   r.path = "datasets/u1/big";
   r.expected = testing::EntryFor(r.path, big);
-  r.out = *Env::Default()->OpenWrite(fx.tmp.Sub("o"));
+  auto r_out = *Env::Default()->OpenWrite(fx.tmp.Sub("o"));
+  r.out = r_out.get();
   REQUIRE(puller.RequestFile(std::move(r), [&](const Status& s, auto&) { st = s; }).ok());
   size_t max_seen = 0;
   for (int i = 0; i < 10000 && st.code() == Code::kInternal; ++i) {
@@ -414,7 +423,7 @@ struct ServedFile {
   PipeResult pipe;
 };
 
-ServedFile Serve(const std::string& content, bool out_verifies_digest) {
+ServedFile Serve(const std::string& content) {
   TempDir root, tmp;
   DirExportSource src{root.path()};
   const std::string path = "datasets/u1/file.bin";
@@ -425,9 +434,9 @@ ServedFile Serve(const std::string& content, bool out_verifies_digest) {
   FileRequest req;
   req.path = path;
   req.expected = testing::EntryFor(path, content);
-  req.out = *Env::Default()->OpenWrite(tmp.Sub("out"));
+  auto req_out = *Env::Default()->OpenWrite(tmp.Sub("out"));
+  req.out = req_out.get();
   req.sync_output = false;
-  req.out_verifies_digest = out_verifies_digest;
   ServedFile r;
   REQUIRE(puller.RequestFile(std::move(req), [&](const Status& s, auto&) { r.status = s; }).ok());
   puller.Finish();
@@ -442,7 +451,7 @@ TEST_CASE("zstd is adaptive per stream: incompressible chunks are sampled, not c
   const size_t chunk = SessionLimits{}.chunk_bytes;
   SECTION("random data: the first chunk is tried whole, the others by a sample") {
     std::string random = testing::RandomBytes(rng, 16 * chunk);
-    ServedFile r = Serve(random, false);
+    ServedFile r = Serve(random);
     REQUIRE(r.status.ok());
     CHECK(r.data == random);
     CHECK(r.stats.chunks_compressed == 0);
@@ -453,21 +462,13 @@ TEST_CASE("zstd is adaptive per stream: incompressible chunks are sampled, not c
     std::string mixed = testing::RandomBytes(rng, 4 * chunk);
     for (size_t i = 0; mixed.size() < 8 * chunk; ++i) mixed += "line " + std::to_string(i) + "\n";
     mixed.resize(8 * chunk);
-    ServedFile r = Serve(mixed, false);
+    ServedFile r = Serve(mixed);
     REQUIRE(r.status.ok());
     CHECK(r.data == mixed);
     CHECK(r.stats.chunks_raw == 4);
     CHECK(r.stats.chunks_compressed == 4);
     CHECK(r.pipe.server_to_puller < 5 * chunk);
   }
-}
-
-TEST_CASE("out_verifies_digest: the session leaves the content digest to the writer") {
-  std::mt19937_64 rng(12);
-  std::string content = testing::RandomBytes(rng, 300000);
-  ServedFile r = Serve(content, true);
-  REQUIRE(r.status.ok());
-  CHECK(r.data == content);
 }
 
 }  // namespace
