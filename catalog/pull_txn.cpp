@@ -910,7 +910,7 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
     s.new_objects[t.id] = staged;
   }
   si->desc.has_tree = true;
-  si->desc.tree = built.root;
+  si->desc.top = json::parse(built.top);
   si->desc.trees = std::move(built.ids);
   return Status::Ok();
 }

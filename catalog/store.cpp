@@ -545,7 +545,7 @@ Status Store::Impl::ReadEntries(Description* d, const std::string& where,
                                 TreeFault* fault) const {
   if (!d->has_tree) return Status::Ok();
   auto ids = std::make_shared<TreeIds>();
-  RETURN_IF_ERROR(ReadTrees(env_, objects_, d->tree, &d->files, ids.get(), fault)
+  RETURN_IF_ERROR(ReadTrees(env_, objects_, d->top, &d->files, ids.get(), fault)
                       .WithContext(where));
   d->trees = std::move(ids);
   d->r.files = d->files.size();

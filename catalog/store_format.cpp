@@ -248,9 +248,9 @@ std::string EncodeDescription(const Description& d) {
                {"pulled_at_ms", d.r.pulled_at_ms}};
   if (!d.r.warnings.empty()) head["warnings"] = WarningsToJson(d.r.warnings);
   if (d.has_tree) {
-    head["tree"] = d.tree.Hex();
-    head["files"] = d.r.files;  // a summary: the entries are in the trees
+    head["files"] = d.r.files;  // a summary: the entries are in the top and the trees
     head["size"] = d.r.size;
+    head["entries"] = d.top;
     return DumpJson(head) + "\n";
   }
   std::string out = DumpJson(head);
@@ -281,11 +281,12 @@ Result<Description> DecodeDescription(const std::string& text, const std::string
     d.r.seq = j.value("seq", uint64_t{0});
     d.r.pulled_at_ms = j.value("pulled_at_ms", int64_t{0});
     if (j.contains("warnings")) d.r.warnings = WarningsFromJson(j["warnings"]);
-    if (j.contains("tree")) {
-      auto root = Digest256::FromHex(j["tree"].get<std::string>());
-      if (!root) return DataError("bad generation description " + where + ": bad tree id");
+    if (j.contains("entries")) {  // format 3: the top's members (trees.h)
+      if (!j["entries"].is_array()) {
+        return DataError("bad generation description " + where + ": entries is not a list");
+      }
       d.has_tree = true;
-      d.tree = *root;
+      d.top = std::move(j["entries"]);
       return d;
     }
     for (const json& f : j.at("files")) {

@@ -64,82 +64,81 @@ class Builder {
           std::set<std::string> changed)
       : files_(files), prev_(prev), changed_(std::move(changed)) {}
 
-  // The id of `dir`'s tree: the previous one when its subtree is unchanged
-  // (its descendants' ids copied along), else encoded from its children.
-  Digest256 Build(const std::string& dir) {
+  // The members of `dir`'s tree ("" for the top) as a JSON array: every
+  // entry below `dir` with no entry between them; a member with
+  // descendants carries the id of its own tree (built, or kept).
+  std::string Members(const std::string& dir) {
+    const std::string prefix = Prefix(dir);
+    std::string text = "[";
+    bool first = true;
+    const size_t end = dir.empty() ? files_.size() : LowerBound(files_, dir + "0");  // '0' follows '/'
+    for (size_t i = dir.empty() ? 0 : LowerBound(files_, prefix); i < end;) {
+      const FileEntry& f = files_[i];
+      if (const size_t owner = AncestorEntry(f.path, prefix.size()); owner != 0) {
+        // Below member f.path[0, owner), listed before its subtree: skip that.
+        i = LowerBound(files_, f.path.substr(0, owner) + "0");
+        continue;
+      }
+      text += first ? "\n" : ",\n";
+      first = false;
+      AppendEntry(&text, f);
+      if (HasDescendants(f.path)) {  // a directory (of any kind, were a peer to send that)
+        text.pop_back();              // the entry's closing brace
+        text += ",\"tree\":\"" + Tree(f.path).Hex() + "\"}";
+      }
+      ++i;
+    }
+    text += first ? "]" : "\n]";
+    return text;
+  }
+
+  BuiltTrees Finish(std::string top) {
+    return BuiltTrees{std::move(top), std::make_shared<const TreeIds>(std::move(ids_)),
+                      std::move(encoded_)};
+  }
+
+ private:
+  // The id of the tree of member `dir`: the previous one when its subtree
+  // is unchanged (its descendants' ids copied along), else encoded.
+  Digest256 Tree(const std::string& dir) {
     if (prev_ != nullptr && !changed_.count(dir)) {
       if (auto it = prev_->find(dir); it != prev_->end()) {
         KeepSubtree(dir);
         return it->second;
       }
     }
-    const std::string prefix = Prefix(dir);
     std::string text = "{\"lifeboat_tree\":1";
     AppendBytes(&text, "dir", dir);
-    text += ",\"entries\":[";
-    bool first = true;
-    auto line = [&]() -> std::string& {
-      text += first ? "\n" : ",\n";
-      first = false;
-      return text;
-    };
-    const size_t end = dir.empty() ? files_.size() : LowerBound(files_, dir + "0");  // '0' follows '/'
-    for (size_t i = dir.empty() ? 0 : LowerBound(files_, prefix); i < end;) {
-      const FileEntry& f = files_[i];
-      const size_t slash = f.path.find('/', prefix.size());
-      if (slash == std::string::npos) {  // a child
-        AppendEntry(&line(), f);
-        if (HasDescendants(f.path)) {  // a directory (of any kind, were a peer to send that)
-          text.pop_back();  // the entry's closing brace
-          AppendTreeId(&text, Build(f.path));
-          text.push_back('}');
-        }
-        ++i;
-        continue;
-      }
-      // A descendant of child directory `sub`: its subtree was listed with
-      // the child's entry, or `sub` is implied (no entry of its own).
-      const std::string sub = f.path.substr(0, slash);
-      if (const size_t k = LowerBound(files_, sub); k == files_.size() || files_[k].path != sub) {
-        std::string& out = line();
-        out += "{\"implied\":true";
-        AppendBytes(&out, "path", sub);
-        AppendTreeId(&out, Build(sub));
-        out.push_back('}');
-      }
-      i = LowerBound(files_, sub + "0");  // past sub's subtree
-    }
-    text += "\n]}\n";
+    text += ",\"entries\":" + Members(dir) + "}\n";
     const Digest256 id = Sha256Digest(text);
     ids_[dir] = id;
     encoded_.push_back(TreeText{id, std::move(text)});
     return id;
   }
 
-  BuiltTrees Finish(const Digest256& root) {
-    return BuiltTrees{root, std::make_shared<const TreeIds>(std::move(ids_)), std::move(encoded_)};
+  // The length of the shortest ancestor of `path` that is an entry and
+  // longer than `from` bytes (the tree's prefix), or 0 when there is none.
+  size_t AncestorEntry(const std::string& path, size_t from) const {
+    for (size_t slash = path.find('/', from); slash != std::string::npos;
+         slash = path.find('/', slash + 1)) {
+      const std::string_view a = std::string_view(path).substr(0, slash);
+      const size_t k = LowerBound(files_, a);
+      if (k < files_.size() && files_[k].path == a) return slash;
+    }
+    return 0;
   }
 
- private:
   bool HasDescendants(const std::string& dir) const {
     const size_t k = LowerBound(files_, dir + "/");
     return k < files_.size() && files_[k].path.starts_with(dir + "/");
   }
 
-  // Copies the ids of `dir` and every directory below it from prev_.
+  // Copies the ids of `dir` and every tree below it from prev_.
   void KeepSubtree(const std::string& dir) {
-    if (dir.empty()) {
-      ids_ = *prev_;
-      return;
-    }
     ids_[dir] = prev_->at(dir);
     for (auto it = prev_->lower_bound(dir + "/"); it != prev_->end() && it->first < dir + "0"; ++it) {
       ids_.insert(*it);
     }
-  }
-
-  static void AppendTreeId(std::string* out, const Digest256& id) {
-    *out += ",\"tree\":\"" + id.Hex() + "\"";
   }
 
   const std::vector<FileEntry>& files_;
@@ -154,11 +153,38 @@ Status Fault(TreeFault* fault, const Digest256& id, bool missing, Status st) {
   return st;
 }
 
-// One tree's text, parsed and checked: its name, its directory, its
-// children's paths. Appends its entries to `files` and its subtrees to `todo`.
+using Todo = std::vector<std::pair<std::string, Digest256>>;
+
+// The members of the tree of `dir` (a parsed JSON array), each checked to be
+// below it: appended to `files`, their subtrees to `todo`. `bad(what)` makes
+// the error of a problem.
+template <typename Bad>
+Status ReadMembers(const nlohmann::json& members, const std::string& dir,
+                   std::vector<FileEntry>* files, Todo* todo, const Bad& bad) {
+  const std::string prefix = Prefix(dir);
+  try {
+    for (const nlohmann::json& e : members) {
+      ASSIGN_OR_RETURN(FileEntry f, EntryFromJson(e));
+      if (!f.path.starts_with(prefix) || f.path.size() == prefix.size()) {
+        return bad("entry \"" + EscapeForTerminal(f.path) + "\" is not below it");
+      }
+      if (e.contains("tree")) {
+        auto sub = Digest256::FromHex(e["tree"].get<std::string>());
+        if (!sub) return bad("bad tree id for \"" + EscapeForTerminal(f.path) + "\"");
+        todo->emplace_back(f.path, *sub);
+      }
+      files->push_back(std::move(f));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return bad(e.what());
+  }
+  return Status::Ok();
+}
+
+// One tree object, checked against its name and its directory.
 Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
-                   const std::string& dir, std::vector<FileEntry>* files,
-                   std::vector<std::pair<std::string, Digest256>>* todo, TreeFault* fault) {
+                   const std::string& dir, std::vector<FileEntry>* files, Todo* todo,
+                   TreeFault* fault) {
   const std::string where = objects.PathOf(id);
   auto text = ReadFileToString(env, where, kMaxTreeBytes);
   if (!text.ok()) {
@@ -171,30 +197,13 @@ Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
   if (Sha256Digest(*text) != id) return bad("not what its name says (SHA-256 mismatch)");
   auto j = internal::ParseJson(*text, where);
   if (!j.ok()) return bad(j.status().message());
-  try {
-    auto d = GetBytes(*j, "dir");
-    if (!d.ok() || *d != dir) return bad("lists directory \"" + EscapeForTerminal(d.ok() ? *d : "") +
-                                         "\", expected \"" + EscapeForTerminal(dir) + "\"");
-    for (const nlohmann::json& e : j->at("entries")) {
-      std::string path;
-      if (e.value("implied", false)) {
-        ASSIGN_OR_RETURN(path, GetBytes(e, "path"));
-      } else {
-        ASSIGN_OR_RETURN(FileEntry f, EntryFromJson(e));
-        path = f.path;
-        files->push_back(std::move(f));
-      }
-      if (Parent(path) != dir) return bad("entry \"" + EscapeForTerminal(path) + "\" is not a child");
-      if (e.contains("tree")) {
-        auto sub = Digest256::FromHex(e["tree"].get<std::string>());
-        if (!sub) return bad("bad tree id for \"" + EscapeForTerminal(path) + "\"");
-        todo->emplace_back(path, *sub);
-      }
-    }
-  } catch (const nlohmann::json::exception& e) {
-    return bad(e.what());
+  auto d = GetBytes(*j, "dir");
+  if (!d.ok() || *d != dir) {
+    return bad("lists directory \"" + EscapeForTerminal(d.ok() ? *d : "") + "\", expected \"" +
+               EscapeForTerminal(dir) + "\"");
   }
-  return Status::Ok();
+  if (!j->contains("entries")) return bad("no entries");
+  return ReadMembers((*j)["entries"], dir, files, todo, bad);
 }
 
 }  // namespace
@@ -204,22 +213,25 @@ BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<Fil
   const bool incremental = prev_files != nullptr && prev_ids != nullptr;
   Builder b(files, incremental ? prev_ids : nullptr,
             incremental ? ChangedDirs(*prev_files, files) : std::set<std::string>());
-  const Digest256 root = b.Build("");
-  return b.Finish(root);
+  std::string top = b.Members("");
+  return b.Finish(std::move(top));
 }
 
-Status ReadTrees(Env& env, const ObjectStore& objects, const Digest256& root,
+Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,
                  std::vector<FileEntry>* files, TreeIds* ids, TreeFault* fault) {
   files->clear();
   ids->clear();
-  std::vector<std::pair<std::string, Digest256>> todo{{"", root}};
+  Todo todo;
+  RETURN_IF_ERROR(ReadMembers(top, "", files, &todo, [](const std::string& what) {
+    return DataError("generation description: " + what);
+  }));
   while (!todo.empty()) {
     auto [dir, id] = std::move(todo.back());
     todo.pop_back();
     if (!ids->emplace(dir, id).second) {
-      return Fault(fault, id, false, DataError("generation tree " + objects.PathOf(id) +
-                                                   ": directory \"" + EscapeForTerminal(dir) +
-                                                   "\" listed twice"));
+      return Fault(fault, id, false,
+                   DataError("generation tree " + objects.PathOf(id) + ": directory \"" +
+                             EscapeForTerminal(dir) + "\" listed twice"));
     }
     RETURN_IF_ERROR(ReadOneTree(env, objects, id, dir, files, &todo, fault));
   }
@@ -227,9 +239,8 @@ Status ReadTrees(Env& env, const ObjectStore& objects, const Digest256& root,
             [](const FileEntry& a, const FileEntry& b) { return a.path < b.path; });
   for (size_t k = 1; k < files->size(); ++k) {
     if ((*files)[k - 1].path == (*files)[k].path) {
-      return Fault(fault, root, false,
-                   DataError("generation tree " + objects.PathOf(root) + ": \"" +
-                             EscapeForTerminal((*files)[k].path) + "\" listed twice"));
+      return DataError("generation trees list \"" + EscapeForTerminal((*files)[k].path) +
+                       "\" twice");
     }
   }
   return Status::Ok();

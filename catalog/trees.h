@@ -2,33 +2,30 @@
 // generation costs what changed (docs/catalog.md, section 3).
 //
 // The entries of one generation of an instance (export paths such as
-// "datasets/<uuid>/d/f", sorted bytewise) are split by directory: one tree
-// per directory, listing that directory's direct children, each child
-// directory with the id of its own tree. A tree is an object (objects.h),
-// named by the SHA-256 of its text, so the description of a generation names
-// only the root tree (a Merkle tree: the description's digest in
-// catalog.json covers every entry).
+// "datasets/<uuid>/d/f", sorted bytewise) are split at the directories
+// that are entries: the tree of directory entry D lists D's **members**,
+// the entries below D with no entry between them and D (its children,
+// and the entries under a directory the peer did not list); each member
+// with descendants carries the id of its own tree. The members of no
+// directory (vms/<uuid>.json, sapi/<uuid>.json, datasets/<uuid>) are the
+// **top**, listed in the generation's description. A tree is an object
+// (objects.h) named by the SHA-256 of its text, so the description's
+// digest in catalog.json covers every entry (a Merkle tree).
 //
 // A directory whose subtree did not change since the previous generation
 // keeps its tree: a pull that changes k entries writes the trees of the
-// directories on the paths from those k entries up to the root, and no
-// other. Trees are shared by every generation (of any instance) that has
-// the same subtree, kept alive and collected with the file objects.
+// directories on the paths from those k entries up to the top, and no
+// other. Trees are shared by every generation (of any instance) with the
+// same subtree, kept alive and collected with the file objects.
 //
-// Tree text (UTF-8 JSON, one child per line, children in bytewise path
-// order of the entry or, for a directory with no entry of its own, of its
-// first descendant):
+// Tree text (UTF-8 JSON, one member per line, in bytewise path order; each
+// member as a description's entry, with its full export path; names that
+// are not UTF-8 use the "<key>_hex" keys of base/text.h):
 //
 //   {"lifeboat_tree":1,"dir":"datasets/<uuid>","entries":[
-//   {"kind":"file","path":"datasets/<uuid>/f",...same keys as a description's entries...},
-//   {"kind":"dir","path":"datasets/<uuid>/d",...,"tree":"<sha256 hex>"},
-//   {"implied":true,"path":"datasets/<uuid>/implied","tree":"<sha256 hex>"}
+//   {"kind":"file","path":"datasets/<uuid>/f",...},
+//   {"kind":"dir","path":"datasets/<uuid>/d",...,"tree":"<sha256 hex>"}
 //   ]}
-//
-// The top tree has "dir":"" (its children are paths without a slash, or
-// directories implied by deeper paths, such as "datasets"). A child entry
-// with descendants (a directory) carries "tree"; a directory implied by its
-// descendants but not itself an entry is an "implied" line. Names that are not UTF-8 use the "<key>_hex" keys (base/text.h).
 #ifndef LIFEBOAT_CATALOG_TREES_H_
 #define LIFEBOAT_CATALOG_TREES_H_
 
@@ -36,6 +33,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/env.h"
 #include "base/sha256.h"
@@ -45,7 +44,7 @@
 
 namespace lifeboat::catalog {
 
-// Directory path ("" for the top) -> id of its tree, for every tree of one
+// Directory entry path -> id of its tree, for every tree of one
 // generation.
 using TreeIds = std::map<std::string, Digest256>;
 
@@ -55,16 +54,16 @@ struct TreeText {
 };
 
 struct BuiltTrees {
-  Digest256 root;                     // the top tree
+  std::string top;                     // the top's members: a JSON array, for the description
   std::shared_ptr<const TreeIds> ids;  // every tree of the generation
-  std::vector<TreeText> encoded;      // the trees encoded by this call (children first)
+  std::vector<TreeText> encoded;       // the trees encoded by this call (children first)
 };
 
 // The trees of `files` (one generation, sorted by path, paths unique).
 // When `prev_files` and `prev_ids` (the previous generation's entries and
 // trees) are given, a directory whose subtree is identical in both keeps
-// its id and is not encoded: `encoded` holds only the changed directories'
-// trees and their ancestors'. Without them every tree is encoded.
+// its id and is not encoded: `encoded` holds only the trees of the changed
+// directories and of their ancestors. Without them every tree is encoded.
 BuiltTrees BuildTrees(const std::vector<syncproto::FileEntry>& files,
                       const std::vector<syncproto::FileEntry>* prev_files,
                       const TreeIds* prev_ids);
@@ -76,11 +75,12 @@ struct TreeFault {
   bool missing = false;
 };
 
-// Reads the trees from `root` out of `objects`: every entry (sorted by
-// path) and every tree id. Each tree is checked against its name (SHA-256)
-// and its directory; a failure is kData (kNotFound for a missing tree)
+// Reads a generation from its top (the description's "entries") and the
+// trees below it out of `objects`: every entry (sorted by path) and every
+// tree id. Each tree is checked against its name (SHA-256), its directory,
+// and its members' paths; a failure is kData (kNotFound for a missing tree)
 // naming the tree, with `*fault` set when given.
-Status ReadTrees(Env& env, const ObjectStore& objects, const Digest256& root,
+Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,
                  std::vector<syncproto::FileEntry>* files, TreeIds* ids,
                  TreeFault* fault = nullptr);
 

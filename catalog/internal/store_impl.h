@@ -94,19 +94,20 @@ struct Description {
   InstanceRecord r;
   std::string node_uuid, boot_id;
   std::vector<FileEntry> files;  // sorted by path
-  // Format 3: the entries are in trees (trees.h) and the text names the top
-  // one. `trees` holds every tree's id once they are built or read.
+  // Format 3: the text lists the top's members (trees.h), the other
+  // entries are in trees. `trees` holds every tree's id once they are
+  // built or read.
   bool has_tree = false;
-  Digest256 tree;
+  json top = json::array();
   std::shared_ptr<const TreeIds> trees;
 };
 
-// With `d.has_tree`, the text names d.tree and lists no entries; else the
-// entries are in the text (formats 1 and 2).
+// With `d.has_tree`, the text lists the top's members (format 3); else
+// every entry (formats 1 and 2).
 std::string EncodeDescription(const Description& d);
 
-// The entries of a description naming a tree are not read here (files is
-// empty, has_tree set): Store::Impl::ReadDescription reads the trees.
+// The entries of a format-3 description are not read here (files is empty,
+// has_tree and top set): Store::Impl::ReadEntries reads the trees.
 Result<Description> DecodeDescription(const std::string& text, const std::string& where);
 
 bool ParseSeq(const std::string& name, uint64_t* seq);

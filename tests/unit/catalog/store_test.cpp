@@ -232,18 +232,16 @@ TEST_CASE("transfers name their basis, and a wrong digest never becomes current"
   CHECK(store->FindInstance(f.exp.ufds)->seq == 2);
 }
 
-// The trees of a generation (catalog/trees.h): one per directory that has
-// entries below it, the top ("") included.
+// The trees of a generation (catalog/trees.h): one per directory entry that
+// has entries below it.
 size_t TreeCount(const std::vector<StoredFile>& files) {
-  std::set<std::string> dirs;
-  for (const StoredFile& f : files) {
-    for (std::string p = f.entry.path;;) {
-      const size_t slash = p.rfind('/');
-      p = slash == std::string::npos ? "" : p.substr(0, slash);
-      if (!dirs.insert(p).second || p.empty()) break;
-    }
+  size_t trees = 0;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string below = files[i].entry.path + "/";
+    trees += std::any_of(files.begin() + static_cast<ptrdiff_t>(i) + 1, files.end(),
+                         [&](const StoredFile& f) { return f.entry.path.starts_with(below); });
   }
-  return dirs.size();
+  return trees;
 }
 
 TEST_CASE("a commit fsyncs exactly the files it staged, and staged files are not read back") {
@@ -280,10 +278,10 @@ TEST_CASE("a commit fsyncs exactly the files it staged, and staged files are not
   CHECK(second->transfer_files == 5);
   CHECK(second->unchanged_files >= 5);
   // The hard-linked unchanged files are not synced again: the 5 new files,
-  // the 4 trees from etc/ up (etc, the dataset, "datasets", the top), one
-  // description, the index (and at most a sapi-insts.json).
-  CHECK(fenv.Count(EnvOp::kSync) >= 5 + 4 + 1 + 1);
-  CHECK(fenv.Count(EnvOp::kSync) <= 5 + 4 + 1 + 2);
+  // the trees of etc and of the dataset, one description, the index (and
+  // at most a sapi-insts.json).
+  CHECK(fenv.Count(EnvOp::kSync) >= 5 + 2 + 1 + 1);
+  CHECK(fenv.Count(EnvOp::kSync) <= 5 + 2 + 1 + 2);
   auto report = store->Verify();
   REQUIRE(report.ok());
   CHECK(report->ok());
@@ -411,9 +409,9 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
     CHECK(switched < calls.size());
   }
   // new.json and db.json, and the trees from their directories up:
-  // etc/new-dir, etc, the dataset, "datasets" and the top for imgapi; sapi,
-  // the dataset, "datasets" and the top for sapi (trees.h).
-  CHECK(objects == 2 + 5 + 4);
+  // etc/new-dir, etc and the dataset for imgapi; sapi and the dataset for
+  // sapi (trees.h).
+  CHECK(objects == 2 + 3 + 2);
   CHECK(descriptions == 2);  // one generation per changed instance
 }
 
@@ -1016,14 +1014,14 @@ TEST_CASE("a generation's description names its trees and stays small however ma
   const std::string desc = Read(f.data_dir + "/instances/" + f.exp.imgapi + "/" +
                                 std::to_string(rec->seq) + ".json");
   CHECK(desc.find("\"tree\":\"") != std::string::npos);
-  CHECK(desc.size() < 1024);
-  // The edited file's object and the trees of many/d3, many, the dataset,
-  // "datasets" and the top: nothing else was written.
+  CHECK(desc.size() < 2048);  // the payload, the SAPI record, the dataset's entry
+  // The edited file's object and the trees of many/d3, many and the
+  // dataset: nothing else was written.
   std::set<std::string> added;
   for (const std::string& o : ObjectsOnDisk(f.data_dir)) {
     if (!before.count(o)) added.insert(o);
   }
-  CHECK(added.size() == 1 + 5);
+  CHECK(added.size() == 1 + 3);
   // Reopened, the store reads every entry back from the trees.
   store.reset();
   store = f.OpenStore();
@@ -1104,6 +1102,7 @@ TEST_CASE("a format-2 catalog (descriptions listing their entries) opens, reads,
   for (const StoredFile& sf : gen->files) desc->files.push_back(sf.entry);
   const std::string flat = EncodeDescription(*desc);
   REQUIRE(flat.find("\"tree\"") == std::string::npos);
+  REQUIRE(flat.find("\"entries\"") == std::string::npos);
   Write(path, flat);
   json cat = json::parse(Read(f.data_dir + "/catalog.json"));
   cat["format_version"] = 2;

@@ -84,18 +84,22 @@ TEST_CASE("a generation's entries read back from its trees exactly", "[trees]") 
   Fixture f;
   const std::vector<FileEntry> files = Instance(3, 4);
   BuiltTrees built = BuildTrees(files, nullptr, nullptr);
-  // One tree per directory with entries below it: the top, the implied
-  // "vms" and "datasets", the dataset, d0..d2 and "caf\xe9" (not "empty").
-  CHECK(built.encoded.size() == 8);
-  CHECK(built.ids->size() == 8);
-  CHECK(built.ids->count("") == 1);
+  // One tree per directory entry with entries below it: the dataset and
+  // d0..d2. Not "empty"; not "caf\xe9", which is no entry (its file is a
+  // member of the dataset's tree); the top is the description's.
+  CHECK(built.encoded.size() == 4);
+  CHECK(built.ids->size() == 4);
+  CHECK(built.ids->count(kDs) == 1);
   CHECK(built.ids->count(std::string(kDs) + "/empty") == 0);
-  CHECK(built.ids->at("") == built.root);
+  const nlohmann::json top = nlohmann::json::parse(built.top);
+  REQUIRE(top.size() == 2);  // the dataset and the payload, in path order
+  CHECK(top[0]["path"] == kDs);
+  CHECK(top[0]["tree"] == built.ids->at(kDs).Hex());
   Store(f.env, f.objects, built);
 
   std::vector<FileEntry> back;
   TreeIds ids;
-  REQUIRE(ReadTrees(f.env, f.objects, built.root, &back, &ids).ok());
+  REQUIRE(ReadTrees(f.env, f.objects, top, &back, &ids).ok());
   CHECK(back == files);
   CHECK(ids == *built.ids);
 }
@@ -113,23 +117,24 @@ TEST_CASE("one changed file re-encodes only the trees on its path up to the top"
   REQUIRE(it != after.end());
   *it = File(edited, "edited");
   BuiltTrees second = BuildTrees(after, &before, first.ids.get());
-  // d17, the dataset, "datasets" and the top; nothing else.
+  // d17 and the dataset (and the top, in the description); nothing else.
   std::set<std::string> dirs;
   for (const auto& [dir, id] : *second.ids) {
     if (id != first.ids->at(dir)) dirs.insert(dir);
   }
-  CHECK(dirs == std::set<std::string>{"", "datasets", kDs, std::string(kDs) + "/d17"});
-  CHECK(second.encoded.size() == 4);
+  CHECK(dirs == std::set<std::string>{kDs, std::string(kDs) + "/d17"});
+  CHECK(second.encoded.size() == 2);
   CHECK(second.ids->size() == first.ids->size());
+  CHECK(second.top != first.top);
   Store(f.env, f.objects, second);
   std::vector<FileEntry> back;
   TreeIds ids;
-  REQUIRE(ReadTrees(f.env, f.objects, second.root, &back, &ids).ok());
+  REQUIRE(ReadTrees(f.env, f.objects, nlohmann::json::parse(second.top), &back, &ids).ok());
   CHECK(back == after);
 
   // The same trees as a build from scratch: ids depend on content only.
   BuiltTrees scratch = BuildTrees(after, nullptr, nullptr);
-  CHECK(scratch.root == second.root);
+  CHECK(scratch.top == second.top);
   CHECK(*scratch.ids == *second.ids);
 }
 
@@ -145,16 +150,17 @@ TEST_CASE("added and removed directories leave no stale tree behind", "[trees]")
     }
   }
   after.push_back(Dir(std::string(kDs) + "/new"));
-  after.push_back(File(std::string(kDs) + "/new/sub/deep", "deep"));  // "sub" implied
+  after.push_back(File(std::string(kDs) + "/new/sub/deep", "deep"));  // "sub" is no entry
   SortByPath(&after);
   BuiltTrees second = BuildTrees(after, &before, first.ids.get());
   CHECK(second.ids->count(std::string(kDs) + "/d2") == 0);
-  CHECK(second.ids->count(std::string(kDs) + "/new/sub") == 1);
+  CHECK(second.ids->count(std::string(kDs) + "/new") == 1);
+  CHECK(second.ids->count(std::string(kDs) + "/new/sub") == 0);
   CHECK(*second.ids == *BuildTrees(after, nullptr, nullptr).ids);
   Store(f.env, f.objects, second);
   std::vector<FileEntry> back;
   TreeIds ids;
-  REQUIRE(ReadTrees(f.env, f.objects, second.root, &back, &ids).ok());
+  REQUIRE(ReadTrees(f.env, f.objects, nlohmann::json::parse(second.top), &back, &ids).ok());
   CHECK(back == after);
 }
 
@@ -178,7 +184,7 @@ TEST_CASE("a tree that is not what its name says, or is missing, is refused and 
     std::vector<FileEntry> back;
     TreeIds ids;
     TreeFault fault;
-    Status st = ReadTrees(f.env, f.objects, built.root, &back, &ids, &fault);
+    Status st = ReadTrees(f.env, f.objects, nlohmann::json::parse(built.top), &back, &ids, &fault);
     CHECK(st.code() == Code::kData);
     CHECK(st.message().find(victim.Hex().substr(2)) != std::string::npos);
     CHECK(fault.id == victim);
@@ -189,7 +195,7 @@ TEST_CASE("a tree that is not what its name says, or is missing, is refused and 
     std::vector<FileEntry> back;
     TreeIds ids;
     TreeFault fault;
-    Status st = ReadTrees(f.env, f.objects, built.root, &back, &ids, &fault);
+    Status st = ReadTrees(f.env, f.objects, nlohmann::json::parse(built.top), &back, &ids, &fault);
     CHECK(st.code() == Code::kNotFound);
     CHECK(fault.id == victim);
     CHECK(fault.missing);
