@@ -235,7 +235,8 @@ void AppendEntry(std::string* out, const FileEntry& f) {
 }
 
 std::string EncodeDescription(const Description& d) {
-  json head = {{"format_version", kCatalogFormatVersion},
+  // A description listing every entry is format 2's, whatever the catalog's.
+  json head = {{"format_version", d.has_tree ? kCatalogFormatVersion : 2},
                {"uuid", d.r.uuid},
                {"alias", d.r.alias},
                {"service", d.r.service},

@@ -961,8 +961,15 @@ TEST_CASE("a scrub finds a damaged object and repair has the next pull fetch onl
   CHECK(MustPull(f, *store).transfer_files == 0);
 }
 
+// The trees of generation `gen` (trees.h: ids depend on the entries only).
+BuiltTrees TreesOf(const InstanceGeneration& gen) {
+  std::vector<FileEntry> entries;
+  for (const StoredFile& f : gen.files) entries.push_back(f.entry);
+  return BuildTrees(entries, nullptr, nullptr);
+}
+
 // Every object a retained generation of any instance names: its files'
-// contents and its trees (trees.h; ids depend on the entries only).
+// contents and its trees.
 std::set<std::string> NamedObjects(Store& store) {
   std::set<std::string> named;
   for (const InstanceRecord& r : store.Instances()) {
@@ -971,12 +978,10 @@ std::set<std::string> NamedObjects(Store& store) {
     for (uint64_t seq : *seqs) {
       auto gen = store.Instance(r.uuid, seq);
       REQUIRE(gen.ok());
-      std::vector<FileEntry> entries;
       for (const StoredFile& f : gen->files) {
-        entries.push_back(f.entry);
         if (f.entry.kind == EntryKind::kFile) named.insert(f.entry.sha256.Hex());
       }
-      const BuiltTrees trees = BuildTrees(entries, nullptr, nullptr);
+      const BuiltTrees trees = TreesOf(*gen);
       for (const auto& [dir, id] : *trees.ids) named.insert(id.Hex());
     }
   }
@@ -1053,10 +1058,8 @@ TEST_CASE("a scrub finds a damaged generation tree and repair has the next pull 
   MustPull(f, *store);
   auto gen = store->Instance(f.exp.sapi);
   REQUIRE(gen.ok());
-  std::vector<FileEntry> entries;
-  for (const StoredFile& sf : gen->files) entries.push_back(sf.entry);
   const std::string dir = "datasets/" + f.exp.sapi + "/sapi";
-  const std::string hex = BuildTrees(entries, nullptr, nullptr).ids->at(dir).Hex();
+  const std::string hex = TreesOf(*gen).ids->at(dir).Hex();
   const std::string tree = f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
   const std::string good = Read(tree);
   {
