@@ -206,7 +206,8 @@ TEST_CASE("SAPI record gets the new uuid everywhere, the new alias and the targe
 }
 
 TEST_CASE(
-    "images install root first, once across instances, skipping those on the target, SAPI last") {
+    "images install root first, once across instances, skipping those on the target, SAPI and "
+    "old records last") {
   const std::string root = "aaaaaaaa-0000-4000-8000-000000000000";
   const std::string mid = "bbbbbbbb-0000-4000-8000-000000000000";
   const std::string leaf1 = "cccccccc-0000-4000-8000-000000000000";
@@ -222,14 +223,14 @@ TEST_CASE(
   REQUIRE(plan.ok());
   // Instance by instance, each up before the next; then, in the same service
   // order, each handed to NAPI/vm-agent and registered in SAPI (napi, vmapi
-  // and sapi must be up for that).
+  // and sapi must be up for that); last, each one's old records retired.
   CHECK(StepIds(*plan) ==
         std::vector<std::string>{
             "install_image:" + mid, "install_image:" + leaf2, "create_instance:" + kU2,
             "restore_data:" + kU2, "await_instance:" + kU2, "install_image:" + leaf1,
             "create_instance:" + kU1, "restore_data:" + kU1, "await_instance:" + kU1,
             "adopt_instance:" + kU2, "register_sapi:" + kU2, "adopt_instance:" + kU1,
-            "register_sapi:" + kU1});
+            "register_sapi:" + kU1, "retire_old_records:" + kU2, "retire_old_records:" + kU1});
   CHECK(plan->steps[0].image_origin == root);
   CHECK(plan->steps[0].manifest_path == "/cat/images/" + mid + "/manifest.json");
   CHECK(plan->TotalBytes() == 3 * 100 + 2 * 1000);
