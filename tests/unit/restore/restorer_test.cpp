@@ -292,8 +292,8 @@ TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog b
   RestoreReport report;
   REQUIRE(restorer.Run(req, &report).ok());
   CHECK(report.plan.instances.size() == 3);
-  // images; per instance create, data, await, adopt, sapi
-  CHECK(report.plan.steps.size() == 4 + 3 * 5);
+  // images; per instance create, data, await, adopt, sapi, retire
+  CHECK(report.plan.steps.size() == 4 + 3 * 6);
   // imgapi1 exists on the target already, so the alias goes one further.
   CHECK(report.plan.instances[1].alias == "imgapi2");
   CHECK(report.steps_run == 0);
@@ -462,8 +462,9 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
     REQUIRE(st.ok());
     clean_calls = mutations(FakeCalls(c.dir() / "smartos-clean"));
     // installs; per instance create, update, start, 2 NICs unknown to NAPI
-    // (PUT 404, POST), update do_not_inventory, sapi
-    CHECK(clean_calls.size() == 4 + 3 * 9);
+    // (PUT 404, POST), update do_not_inventory, sapi; then per instance the
+    // retirement's NAPI list and SAPI DELETE (VMAPI calls are not counted)
+    CHECK(clean_calls.size() == 4 + 3 * 11);
     CHECK_FALSE(Exists(*Env::Default(), c.dir() / "smartos-clean/net-agent.log"));
   }
 
