@@ -252,7 +252,8 @@ Result<Journal> Journal::FromJson(Env& env, const std::string& data_dir, const j
     for (const json& s : j.at("steps")) {
       ASSIGN_OR_RETURN(Step step, Step::FromJson(s.at("step")));
       std::string warning;
-      if (s.contains("warning") && s["warning"].is_string()) warning = s["warning"].get<std::string>();
+      if (s.contains("warning") && s["warning"].is_string())
+        warning = s["warning"].get<std::string>();
       out.steps_.push_back(JournalStep{std::move(step), s.value("done", false),
                                        s.value("finished_ms", int64_t{0}), std::move(warning)});
     }

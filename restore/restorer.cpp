@@ -835,9 +835,9 @@ class RunState {
     });
     if (plan->steps.size() == before) return;
     plan->retire_old_records = false;
-    report_.warnings.push_back("resuming with --keep-old-records: " +
-                               std::to_string(before - plan->steps.size()) +
-                               " retire_old_records step(s) not run yet are left out");
+    report_.warnings.push_back(
+        "resuming with --keep-old-records: " + std::to_string(before - plan->steps.size()) +
+        " retire_old_records step(s) not run yet are left out");
   }
 
   // ---- 6. execute ------------------------------------------------------------

@@ -472,13 +472,16 @@ class SmartosBackend final : public StepwiseBackend {
     if (answer.status == 204 || answer.status == 404) return std::string();
     if (answer.status != 500) return UnexpectedAnswer("SAPI DELETE " + path, answer, "204 or 404");
     const std::string dead = server.empty() ? "<its server_uuid>" : server;
-    return "SAPI kept the old instance " + step.old_uuid + " (DELETE " + path +
-           " answered HTTP 500" + (answer.body.empty() ? "" : ": " + answer.body) +
-           "), as it does while the old VM's server " + dead +
-           " is in CNAPI and not running. Its VMAPI record is marked destroyed without NICs, so " +
-           step.alias + " keeps its NICs. To finish by hand once that server will not come "
-           "back: sdc-cnapi /servers/" + dead + " -X DELETE, then sdc-sapi " + path +
-           " -X DELETE (docs/operator-guide.md, section 6)";
+    const std::string why = "SAPI kept the old instance " + step.old_uuid + " (DELETE " + path +
+                            " answered HTTP 500" + (answer.body.empty() ? "" : ": " + answer.body) +
+                            "), as it does while the old VM's server " + dead +
+                            " is in CNAPI and not running.";
+    const std::string safe =
+        " Its VMAPI record is marked destroyed without NICs, so " + step.alias + " keeps its NICs.";
+    const std::string todo =
+        " To finish by hand once that server will not come back: sdc-cnapi /servers/" + dead +
+        " -X DELETE, then sdc-sapi " + path + " -X DELETE (docs/operator-guide.md, section 6)";
+    return why + safe + todo;
   }
 
   Result<StepResult> RetireOldRecords(const Step& step) override {

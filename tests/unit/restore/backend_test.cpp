@@ -298,8 +298,8 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
       vmapi_then_sapi.push_back(c.substr(c.rfind('/', c.find(' ')) + 1, 9));
     }
   }
-  CHECK(vmapi_then_sapi == std::vector<std::string>{"sdc-vmapi", "sdc-vmapi", "sdc-sapi ",
-                                                    "sdc-vmapi", "sdc-sapi "});
+  CHECK(vmapi_then_sapi ==
+        std::vector<std::string>{"sdc-vmapi", "sdc-vmapi", "sdc-sapi ", "sdc-vmapi", "sdc-sapi "});
   CHECK(std::find(calls.begin(), calls.end(),
                   "zfs get -Hp -o value mountpoint zones/" + u + "/data") != calls.end());
   // The fake vmadm refuses read-only fields, so the create above proves they
@@ -485,11 +485,12 @@ json SeedOldRecords(const TempDir& dir, const std::string& server,
                {{"mac", "90:b8:d0:4d:5e:6f"}, {"ip", "203.0.113.21"}},
                {{"mac", "90:b8:d0:77:77:77"}, {"ip", "10.99.99.77"}}}}};
   WriteFile(st + "/vmapi/vms/" + kOld + ".json", vm.dump(2));
-  WriteFile(st + "/sapi/" + kOld + ".json",
-            json({{"uuid", kOld}, {"service_uuid", "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9"}}).dump());
-  for (const auto& [mac, ip] : {std::pair{"90b8d01a2b3c", "10.99.99.21"},
-                                std::pair{"90b8d04d5e6f", "203.0.113.21"},
-                                std::pair{"90b8d0777777", "10.99.99.77"}}) {
+  WriteFile(
+      st + "/sapi/" + kOld + ".json",
+      json({{"uuid", kOld}, {"service_uuid", "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9"}}).dump());
+  for (const auto& [mac, ip] :
+       {std::pair{"90b8d01a2b3c", "10.99.99.21"}, std::pair{"90b8d04d5e6f", "203.0.113.21"},
+        std::pair{"90b8d0777777", "10.99.99.77"}}) {
     WriteFile(st + "/napi/" + mac + ".json",
               json({{"mac", mac},
                     {"ip", ip},
@@ -517,7 +518,9 @@ Result<StepResult> RunPlan(Backend& backend, const Plan& plan) {
   return retired;
 }
 
-TEST_CASE("smartos retire_old_records marks the old VM destroyed without NICs and the new VM keeps them") {
+TEST_CASE(
+    "smartos retire_old_records marks the old VM destroyed without NICs and the new VM keeps "
+    "them") {
   TempDir dir;
   Source src(dir);
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
@@ -537,8 +540,8 @@ TEST_CASE("smartos retire_old_records marks the old VM destroyed without NICs an
   for (const char* mac : {"90b8d01a2b3c", "90b8d04d5e6f"}) {
     INFO(mac);
     REQUIRE(Exists(*Env::Default(), dir / ("smartos/napi/" + std::string(mac) + ".json")));
-    CHECK(json::parse(ReadFile(dir / ("smartos/napi/" + std::string(mac) + ".json")))
-              ["belongs_to_uuid"] == u);
+    CHECK(json::parse(ReadFile(
+              dir / ("smartos/napi/" + std::string(mac) + ".json")))["belongs_to_uuid"] == u);
   }
   CHECK_FALSE(Exists(*Env::Default(), dir / "smartos/napi-deleted.log"));
   // The old VM's NIC the new one does not use is gone (its IP free again).
@@ -550,8 +553,8 @@ TEST_CASE("smartos retire_old_records marks the old VM destroyed without NICs an
   CHECK(after["zone_state"] == "destroyed");
   CHECK(after["nics"] == json::array());
   CHECK(after.contains("destroyed"));
-  for (const char* key : {"alias", "owner_uuid", "server_uuid", "brand", "ram", "tags",
-                          "customer_metadata"}) {
+  for (const char* key :
+       {"alias", "owner_uuid", "server_uuid", "brand", "ram", "tags", "customer_metadata"}) {
     INFO(key);
     CHECK(after[key] == before[key]);
   }
@@ -561,16 +564,20 @@ TEST_CASE("smartos retire_old_records marks the old VM destroyed without NICs an
   // record before SAPI's DELETE destroyed the VM.
   auto calls = FakeCalls(dir / "smartos");
   auto at = [&](const std::string& prefix) {
-    auto it = std::find_if(calls.begin(), calls.end(),
-                           [&](const std::string& c) { return c.find(prefix) != std::string::npos; });
+    auto it = std::find_if(calls.begin(), calls.end(), [&](const std::string& c) {
+      return c.find(prefix) != std::string::npos;
+    });
     REQUIRE(it != calls.end());
     return it - calls.begin();
   };
   CHECK(at("sdc-sapi /instances -X POST") < at("sdc-vmapi /vms/" + kOld + " -X PUT"));
-  CHECK(at("sdc-vmapi /vms/" + kOld + " -X PUT") < at("sdc-sapi /instances/" + kOld + " -X DELETE"));
+  CHECK(at("sdc-vmapi /vms/" + kOld + " -X PUT") <
+        at("sdc-sapi /instances/" + kOld + " -X DELETE"));
 }
 
-TEST_CASE("smartos retire_old_records: SAPI keeping the instance while the lost server is in CNAPI is a warning; reruns are safe") {
+TEST_CASE(
+    "smartos retire_old_records: SAPI keeping the instance while the lost server is in CNAPI is a "
+    "warning; reruns are safe") {
   TempDir dir;
   Source src(dir);
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
@@ -621,7 +628,9 @@ TEST_CASE("smartos retire_old_records: SAPI keeping the instance while the lost 
   }
 }
 
-TEST_CASE("smartos retire_old_records changes nothing while NAPI gives the old VM a NIC the new one uses") {
+TEST_CASE(
+    "smartos retire_old_records changes nothing while NAPI gives the old VM a NIC the new one "
+    "uses") {
   TempDir dir;
   Source src(dir);
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");

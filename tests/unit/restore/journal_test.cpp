@@ -84,7 +84,9 @@ TEST_CASE("journal saves atomically after each step and loads back what it saved
   CHECK(env.ListDir(dir / "restores").value().size() == 1);
 }
 
-TEST_CASE("a journal keeps step warnings and whether the old records are retired; an older journal retires none") {
+TEST_CASE(
+    "a journal keeps step warnings and whether the old records are retired; an older journal "
+    "retires none") {
   TempDir dir;
   Env& env = *Env::Default();
   Plan plan = TwoInstancePlan();
@@ -110,7 +112,8 @@ TEST_CASE("a journal keeps step warnings and whether the old records are retired
   REQUIRE(again.ok());
   CHECK_FALSE((*again)->ToPlan().retire_old_records);
   size_t retirements = 0;
-  for (const JournalStep& s : (*again)->steps()) retirements += s.step.kind == StepKind::kRetireOldRecords;
+  for (const JournalStep& s : (*again)->steps())
+    retirements += s.step.kind == StepKind::kRetireOldRecords;
   CHECK(retirements == 1);
   CHECK((*again)->StepWarnings().size() == 1);
 

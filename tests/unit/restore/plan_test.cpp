@@ -313,7 +313,8 @@ TEST_CASE("the old records are retired last, with the NICs the new VM uses, unle
                                     Instance(kU2, "sapi0", "sapi", {})};
   for (InstanceSource& i : in) {
     i.image_uuid.clear();
-    i.vm_payload["nics"] = {{{"mac", "90:b8:d0:00:00:0" + i.uuid.substr(0, 1)}, {"ip", "10.0.0.1"}}};
+    i.vm_payload["nics"] = {
+        {{"mac", "90:b8:d0:00:00:0" + i.uuid.substr(0, 1)}, {"ip", "10.0.0.1"}}};
   }
   PlanOptions opt;
   opt.seed = 5;

@@ -509,17 +509,17 @@ void SeedLostInstances(Cluster& c, const std::string& state, const std::string& 
     json vm = json::parse(ReadFile(c.export_root() + "/vms/" + old + ".json"));
     vm["server_uuid"] = kLostServer;
     WriteFile(state + "/vmapi/vms/" + old + ".json", vm.dump(2));
-    WriteFile(state + "/sapi/" + old + ".json", ReadFile(c.export_root() + "/sapi/" + old + ".json"));
+    WriteFile(state + "/sapi/" + old + ".json",
+              ReadFile(c.export_root() + "/sapi/" + old + ".json"));
     for (const json& nic : vm["nics"]) {
       std::string mac = nic["mac"];
       std::erase(mac, ':');
-      WriteFile(state + "/napi/" + mac + ".json",
-                json({{"mac", nic["mac"]},
-                      {"ip", nic.value("ip", "")},
-                      {"belongs_to_uuid", old},
-                      {"belongs_to_type", "zone"},
-                      {"owner_uuid", vm["owner_uuid"]}})
-                    .dump());
+      WriteFile(state + "/napi/" + mac + ".json", json({{"mac", nic["mac"]},
+                                                        {"ip", nic.value("ip", "")},
+                                                        {"belongs_to_uuid", old},
+                                                        {"belongs_to_type", "zone"},
+                                                        {"owner_uuid", vm["owner_uuid"]}})
+                                                      .dump());
     }
   }
   if (!server_status.empty()) WriteFile(state + "/cnapi/servers/" + kLostServer, server_status);
@@ -544,7 +544,8 @@ size_t CallIndex(const std::vector<std::string>& calls, const std::string& text,
   return found;
 }
 
-TEST_CASE("a smartos restore retires the lost instances' records last and the new ones keep their NICs") {
+TEST_CASE(
+    "a smartos restore retires the lost instances' records last and the new ones keep their NICs") {
   Cluster c;
   const std::string state = c.dir() / "smartos";
   ScopedEnv env("FAKE_SMARTOS_STATE", state);
@@ -567,9 +568,8 @@ TEST_CASE("a smartos restore retires the lost instances' records last and the ne
     CHECK(steps[i].kind == StepKind::kRetireOldRecords);
   }
   auto calls = FakeCalls(state);
-  const size_t last_handover =
-      std::max(CallIndex(calls, "sdc-sapi /instances -X POST", true),
-               CallIndex(calls, "do_not_inventory=false", true));
+  const size_t last_handover = std::max(CallIndex(calls, "sdc-sapi /instances -X POST", true),
+                                        CallIndex(calls, "do_not_inventory=false", true));
   REQUIRE(last_handover < calls.size());
   CHECK(CallIndex(calls, "sdc-napi /nics?belongs_to_uuid=", false) > last_handover);
   CHECK(CallIndex(calls, " -X PUT -d @" + (c.dir() / "work/") + kSapi0, false) > last_handover);
@@ -629,7 +629,9 @@ TEST_CASE("restore --keep-old-records leaves the lost instances' records as they
   }
 }
 
-TEST_CASE("SAPI keeping an old instance while the lost server is in CNAPI is a restore warning, shown again on every run") {
+TEST_CASE(
+    "SAPI keeping an old instance while the lost server is in CNAPI is a restore warning, shown "
+    "again on every run") {
   Cluster c;
   const std::string state = c.dir() / "smartos";
   ScopedEnv env("FAKE_SMARTOS_STATE", state);
@@ -683,11 +685,10 @@ TEST_CASE("a journal from before retire_old_records resumes as planned, without 
     REQUIRE(j.contains("retire_old_records"));
     j.erase("retire_old_records");
     auto& steps = j["steps"];
-    steps.erase(std::remove_if(steps.begin(), steps.end(),
-                               [](const json& s) {
-                                 return s["step"]["kind"] == "retire_old_records";
-                               }),
-                steps.end());
+    steps.erase(
+        std::remove_if(steps.begin(), steps.end(),
+                       [](const json& s) { return s["step"]["kind"] == "retire_old_records"; }),
+        steps.end());
   });
   RestoreReport resumed;
   Status st = restorer.Run(PeerRequest(5), &resumed);
@@ -699,7 +700,8 @@ TEST_CASE("a journal from before retire_old_records resumes as planned, without 
   for (const std::string& old : {kSapi0, kImgapi0, kVmapi0}) {
     CHECK(Exists(*Env::Default(), state + "/sapi/" + old + ".json"));
   }
-  for (const std::string& call : FakeCalls(state)) CHECK(call.find("/instances/") == std::string::npos);
+  for (const std::string& call : FakeCalls(state))
+    CHECK(call.find("/instances/") == std::string::npos);
 }
 
 TEST_CASE("resuming with --keep-old-records leaves out the retirements not run yet") {
@@ -725,7 +727,8 @@ TEST_CASE("resuming with --keep-old-records leaves out the retirements not run y
   for (const std::string& old : {kSapi0, kImgapi0, kVmapi0}) {
     CHECK(Exists(*Env::Default(), state + "/sapi/" + old + ".json"));
   }
-  for (const std::string& call : FakeCalls(state)) CHECK(call.find("/instances/") == std::string::npos);
+  for (const std::string& call : FakeCalls(state))
+    CHECK(call.find("/instances/") == std::string::npos);
   json j = json::parse(ReadFile(resumed.journal_path));
   CHECK(j["retire_old_records"] == false);
   for (const json& s : j["steps"]) CHECK(s["step"]["kind"] != "retire_old_records");
