@@ -3,7 +3,7 @@
 //   lifeboat restore (--peer P | --service S... | --instance UUID...)
 //       [--dry-run] [--backend dir|smartos|exec] [--target DIR]
 //       [--reuse-ips|--new-ips] [--generation N | --at TIME] [--force] [--from-freshest] [--again]
-//       [-y] [-j]
+//       [--keep-old-records] [-y] [-j]
 //
 // On a terminal, a new restore shows its plan and asks before the first step
 // (-y: no question). A --dry-run runs the same guards and exits as the real
@@ -69,12 +69,25 @@ struct RestoreFlags {
   bool from_freshest = false;
   bool yes = false;
   bool again = false;
+  bool keep_old_records = false;
 };
 
 std::string Seconds(int64_t ms) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f s", static_cast<double>(ms) / 1000.0);
   return buf;
+}
+
+// What becomes of the lost instances' VMAPI, SAPI and NAPI records.
+void PrintOldRecords(const restore::Plan& plan) {
+  if (plan.instances.empty()) return;
+  if (plan.retire_old_records) {
+    std::cout << "Old records: retired last (retire_old_records; --keep-old-records leaves "
+                 "them)\n";
+  } else {
+    std::cout << "Old records: kept (--keep-old-records, or planned before Lifeboat retired "
+                 "them); clean them up by hand, docs/operator-guide.md section 6\n";
+  }
 }
 
 void PrintPlan(const restore::RestoreReport& r, const std::string& backend_desc) {
@@ -100,6 +113,7 @@ void PrintPlan(const restore::RestoreReport& r, const std::string& backend_desc)
       std::printf("%s %s\n", s.alias.c_str(), s.new_uuid.c_str());
     }
   }
+  PrintOldRecords(plan);
   if (!plan.skipped.empty()) {
     std::cout << "Not restorable:\n";
     for (const auto& s : plan.skipped) {
@@ -132,6 +146,9 @@ void PrintSummary(const restore::RestoreReport& r, const std::string& backend_de
     std::cout << "  skipped " << s.alias << " (" << s.uuid << "): " << s.reason << "\n";
   }
   for (const auto& n : r.notes) std::cout << "  note: " << n << "\n";
+  if (!r.plan.retire_old_records && !r.plan.instances.empty()) {
+    std::cout << "  old records kept: clean them up by hand (docs/operator-guide.md section 6)\n";
+  }
   if (!r.not_restorable_services.empty()) {
     std::cout << "  services not restorable:";
     for (const auto& s : r.not_restorable_services) std::cout << " " << s;
@@ -189,7 +206,8 @@ Result<std::unique_ptr<restore::Backend>> MakeBackend(const conf::Config& config
           std::pair{"create_instance", e.create_instance},
           std::pair{"restore_data", e.restore_data}, std::pair{"await_instance", e.await_instance},
           std::pair{"adopt_instance", e.adopt_instance},
-          std::pair{"register_sapi", e.register_sapi}}) {
+          std::pair{"register_sapi", e.register_sapi},
+          std::pair{"retire_old_records", e.retire_old_records}}) {
       if (!argv.empty()) o.commands[kind] = argv;
     }
     o.target = "exec:" + config.source_path;
@@ -308,6 +326,7 @@ int RunRestore(const Context& ctx, const RestoreFlags& flags) {
   req.from_freshest = flags.from_freshest;
   req.new_ips = flags.new_ips;
   req.again = flags.again;
+  req.keep_old_records = flags.keep_old_records;
   req.service_order = config->restore.order;
 
   restore::Restorer restorer(rctx);
@@ -371,6 +390,10 @@ const CommandRegistrar kRegistrar(/*order=*/50, [](CLI::App& root, Context& ctx)
   sub->add_flag("--again", flags.again,
                 "also restore instances an earlier restore on this node already rebuilt "
                 "(without it they are skipped, saying where they went)");
+  sub->add_flag("--keep-old-records", flags.keep_old_records,
+                "leave the lost instances' own records (VMAPI VM, SAPI instance, NAPI NICs) as "
+                "they are, for cleaning up by hand (docs/operator-guide.md section 6); without "
+                "it a last phase retires them");
   sub->add_flag("--from-freshest", flags.from_freshest,
                 "first pull the freshest copy of the peer held by another node into this "
                 "catalog (through the local agent)");

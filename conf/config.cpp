@@ -573,7 +573,8 @@ Config Parser::Parse(const toml::table& root) {
                Argv("restore_data", &r.exec.restore_data),
                Argv("await_instance", &r.exec.await_instance),
                Argv("adopt_instance", &r.exec.adopt_instance),
-               Argv("register_sapi", &r.exec.register_sapi)});
+               Argv("register_sapi", &r.exec.register_sapi),
+               Argv("retire_old_records", &r.exec.retire_old_records)});
        }}};
   Section(root, "restore", restore);
   Section(root, "drill",

@@ -159,8 +159,8 @@ std::string_view RestoreBackendName(RestoreBackend b);  // "dir", "smartos", "ex
 // (a TOML string value is taken as {"/bin/sh", "-c", value}). The step's JSON
 // goes to stdin. Empty argv = not configured. When backend is "exec",
 // install_image, create_instance and restore_data are required;
-// await_instance, adopt_instance and register_sapi are optional (their steps
-// are skipped when empty).
+// await_instance, adopt_instance, register_sapi and retire_old_records are
+// optional (their steps are skipped when empty).
 struct RestoreExecConfig {
   std::vector<std::string> install_image;
   std::vector<std::string> create_instance;
@@ -168,6 +168,7 @@ struct RestoreExecConfig {
   std::vector<std::string> await_instance;
   std::vector<std::string> adopt_instance;
   std::vector<std::string> register_sapi;
+  std::vector<std::string> retire_old_records;
 };
 
 // RFD 67's restore order; services not listed restore last, by name.

@@ -17,6 +17,8 @@ Result<StepResult> StepwiseBackend::Run(const Step& step, const StepInput& input
       return AdoptInstance(step);
     case StepKind::kRegisterSapi:
       return RegisterSapi(step);
+    case StepKind::kRetireOldRecords:
+      return RetireOldRecords(step);
   }
   return InternalError(name() + " backend: unknown step kind");
 }

@@ -30,6 +30,9 @@ struct StepResult {
   uint64_t bytes = 0;         // bytes the step wrote (data copied, image installed)
   bool already_done = false;  // the target already had the step's effect (a resumed restore)
   std::string note;           // why nothing was done, when the backend skipped the step
+  // Something the step could not do that does not fail the restore, and what
+  // the operator must do about it (kept in the journal, shown on every run).
+  std::string warning;
 };
 
 // What a step needs besides its own fields (not part of the journal).
@@ -85,6 +88,7 @@ class StepwiseBackend : public Backend {
   virtual Result<StepResult> AwaitInstance(const Step& step) = 0;
   virtual Result<StepResult> AdoptInstance(const Step& step) = 0;
   virtual Result<StepResult> RegisterSapi(const Step& step) = 0;
+  virtual Result<StepResult> RetireOldRecords(const Step& step) = 0;
   // Runs before every step (e.g. creating the target); an error stops the step.
   virtual Status BeforeStep() { return Status::Ok(); }
 };
@@ -123,9 +127,16 @@ struct SmartosBackendOptions {
   // most vmapi_wait_ms (vm-agent reports a new VM within seconds, within 60 s
   // on platforms without `vmadm events`).
   std::vector<std::string> sapi_register = {"sdc-sapi", "/instances", "-X", "POST"};
+  // VMAPI: argv to which "/vms/<uuid>" (GET), or "/vms/<uuid>" "-X" "PUT"
+  // "-d" "@<file>" (retire_old_records) is appended.
   std::vector<std::string> vmapi_get = {"sdc-vmapi"};
+  // retire_old_records: argv to which "/instances/<old uuid>" "-X" "DELETE"
+  // is appended (a `curl -i` wrapper, like sdc-vmapi).
+  std::vector<std::string> sapi = {"sdc-sapi"};
   // adopt_instance: argv to which "/nics/<mac>" "-X" "PUT"|"POST" "-d"
-  // "@<file>" is appended (a `curl -i` wrapper, like sdc-vmapi).
+  // "@<file>" is appended (a `curl -i` wrapper, like sdc-vmapi);
+  // retire_old_records: "/nics?belongs_to_uuid=<old uuid>" (GET) and
+  // "/nics/<mac>" "-X" "DELETE".
   std::vector<std::string> napi = {"sdc-napi"};
   std::string server_uuid;  // this node (the NICs' cn_uuid); required for adopt_instance
   int64_t vmapi_wait_ms = 180'000;
@@ -145,7 +156,8 @@ std::unique_ptr<Backend> NewSmartosBackend(Env& env, SmartosBackendOptions optio
 
 struct ExecBackendOptions {
   // argv per step kind name ("install_image", "create_instance", "restore_data",
-  // "await_instance", "adopt_instance", "register_sapi"). The last three are
+  // "await_instance", "adopt_instance", "register_sapi", "retire_old_records").
+  // The last four are
   // optional (their steps are then skipped with a note); a plan with another
   // step kind that has no command fails Check().
   std::map<std::string, std::vector<std::string>> commands;

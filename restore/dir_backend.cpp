@@ -6,7 +6,8 @@
 //   <target>/zones/<new-uuid>/data/                the delegate dataset
 //
 // await_instance only checks that vm.json is there: nothing boots;
-// adopt_instance does nothing (no NAPI, no vm-agent).
+// adopt_instance does nothing (no NAPI, no vm-agent); nor does
+// retire_old_records (no VMAPI, SAPI or NAPI record of the old instance here).
 // Images and data trees are built under a ".partial" name and renamed into
 // place, so a name that exists is complete; a rerun removes leftovers.
 #include <climits>
@@ -144,6 +145,11 @@ class DirBackend final : public StepwiseBackend {
 
   // A directory has no NAPI or vm-agent to hand the instance to.
   Result<StepResult> AdoptInstance(const Step& step) override {
+    (void)step;
+    return StepResult{0, false};
+  }
+
+  Result<StepResult> RetireOldRecords(const Step& step) override {
     (void)step;
     return StepResult{0, false};
   }

@@ -18,7 +18,7 @@ namespace {
 // skipped with a note (an instance that needs no wait, a site without SAPI).
 bool OptionalKind(StepKind kind) {
   return kind == StepKind::kAwaitInstance || kind == StepKind::kAdoptInstance ||
-         kind == StepKind::kRegisterSapi;
+         kind == StepKind::kRegisterSapi || kind == StepKind::kRetireOldRecords;
 }
 
 class ExecBackend final : public Backend {

@@ -92,7 +92,8 @@ Journal Journal::Create(Env& env, const std::string& data_dir, const std::string
   j.updated_ms_ = now_ms;
   j.instances_ = plan.instances;
   j.skipped_ = plan.skipped;
-  for (const Step& s : plan.steps) j.steps_.push_back(JournalStep{s, false, 0});
+  j.retire_old_records_ = plan.retire_old_records;
+  for (const Step& s : plan.steps) j.steps_.push_back(JournalStep{s, false, 0, ""});
   if (j.steps_.empty()) j.finished_ms_ = now_ms;
   return j;
 }
@@ -115,10 +116,42 @@ Plan Journal::ToPlan() const {
   for (const JournalStep& s : steps_) plan.steps.push_back(s.step);
   plan.instances = instances_;
   plan.skipped = skipped_;
+  plan.retire_old_records = retire_old_records_;
   return plan;
 }
 
-Status Journal::MarkDone(const std::string& step_id, int64_t now_ms) {
+std::vector<std::string> Journal::StepWarnings() const {
+  std::vector<std::string> out;
+  for (const JournalStep& s : steps_) {
+    if (s.done && !s.warning.empty()) out.push_back(s.step.id + ": " + s.warning);
+  }
+  return out;
+}
+
+Result<size_t> Journal::DropUndoneRetirements(int64_t now_ms) {
+  std::vector<JournalStep> before = steps_;
+  const bool retire_before = retire_old_records_;
+  const int64_t updated_before = updated_ms_;
+  const int64_t finished_before = finished_ms_;
+  const size_t dropped = std::erase_if(steps_, [](const JournalStep& s) {
+    return !s.done && s.step.kind == StepKind::kRetireOldRecords;
+  });
+  if (dropped == 0) return dropped;
+  retire_old_records_ = false;
+  updated_ms_ = now_ms;
+  if (complete()) finished_ms_ = now_ms;
+  Status st = Save();
+  if (!st.ok()) {
+    steps_ = std::move(before);
+    retire_old_records_ = retire_before;
+    updated_ms_ = updated_before;
+    finished_ms_ = finished_before;
+    return st;
+  }
+  return dropped;
+}
+
+Status Journal::MarkDone(const std::string& step_id, int64_t now_ms, const std::string& warning) {
   auto it = std::find_if(steps_.begin(), steps_.end(),
                          [&](const JournalStep& s) { return s.step.id == step_id; });
   if (it == steps_.end()) return InternalError("journal " + id_ + ": no step " + step_id);
@@ -126,6 +159,7 @@ Status Journal::MarkDone(const std::string& step_id, int64_t now_ms) {
   int64_t before_finished = finished_ms_;
   it->done = true;
   it->finished_ms = now_ms;
+  it->warning = warning;
   updated_ms_ = now_ms;
   if (complete()) finished_ms_ = now_ms;
   last_error_.clear();
@@ -162,6 +196,7 @@ json Journal::ToJson() const {
                      {"finished_at", s.done ? IsoOrNull(s.finished_ms) : json()},
                      {"finished_ms", s.finished_ms},
                      {"step", s.step.ToJson()}});
+    if (!s.warning.empty()) steps.back()["warning"] = s.warning;
   }
   return {{"format", kJournalFormat},
           {"id", id_},
@@ -175,6 +210,7 @@ json Journal::ToJson() const {
           {"finished_ms", finished_ms_},
           {"finished_at", IsoOrNull(finished_ms_)},
           {"last_error", last_error_.empty() ? json() : json(last_error_)},
+          {"retire_old_records", retire_old_records_},
           {"instances", inst},
           {"skipped", skipped},
           {"steps", steps}};
@@ -197,6 +233,10 @@ Result<Journal> Journal::FromJson(Env& env, const std::string& data_dir, const j
     if (j.contains("last_error") && j["last_error"].is_string()) {
       out.last_error_ = j["last_error"].get<std::string>();
     }
+    // Absent in journals from before retire_old_records: they have no such step.
+    if (j.contains("retire_old_records") && j["retire_old_records"].is_boolean()) {
+      out.retire_old_records_ = j["retire_old_records"].get<bool>();
+    }
     for (const json& p : j.at("instances")) {
       out.instances_.push_back(PlannedInstance{
           p.at("old_uuid").get<std::string>(), p.value("old_alias", ""),
@@ -211,8 +251,11 @@ Result<Journal> Journal::FromJson(Env& env, const std::string& data_dir, const j
     }
     for (const json& s : j.at("steps")) {
       ASSIGN_OR_RETURN(Step step, Step::FromJson(s.at("step")));
-      out.steps_.push_back(
-          JournalStep{std::move(step), s.value("done", false), s.value("finished_ms", int64_t{0})});
+      std::string warning;
+      if (s.contains("warning") && s["warning"].is_string())
+        warning = s["warning"].get<std::string>();
+      out.steps_.push_back(JournalStep{std::move(step), s.value("done", false),
+                                       s.value("finished_ms", int64_t{0}), std::move(warning)});
     }
     return out;
   } catch (const json::exception& e) {

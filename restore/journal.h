@@ -56,6 +56,7 @@ struct JournalStep {
   Step step;
   bool done = false;
   int64_t finished_ms = 0;
+  std::string warning;  // StepResult::warning of the run that finished it
 };
 
 // One restored instance, as other tools read it back (status, deposed check).
@@ -101,12 +102,20 @@ class Journal {
 
   // The assignments of the first run, for re-planning a resumed restore.
   std::map<std::string, Assignment> Assignments() const;
-  // The plan the journal holds (steps in order, instances, skipped).
+  // The plan the journal holds (steps in order, instances, skipped, whether
+  // it retires the old records: false for a journal from before that step).
   Plan ToPlan() const;
+  // "<step id>: <warning>" of each finished step that left a warning.
+  std::vector<std::string> StepWarnings() const;
 
-  // Marks step `id` done at `now_ms` and saves. Fails (and changes nothing on
-  // disk) when the save fails; the step then runs again on the next run.
-  Status MarkDone(const std::string& step_id, int64_t now_ms);
+  // Marks step `id` done at `now_ms`, with the warning its run left ("" for
+  // none), and saves. Fails (and changes nothing on disk) when the save
+  // fails; the step then runs again on the next run.
+  Status MarkDone(const std::string& step_id, int64_t now_ms, const std::string& warning = "");
+  // Leaves out the retire_old_records steps not yet done (a resumed restore
+  // asked to keep the old records) and saves; nothing changes on disk when
+  // the save fails. Returns how many were left out.
+  Result<size_t> DropUndoneRetirements(int64_t now_ms);
   // Records the error of the last attempt (shown by a rerun) and saves.
   Status RecordError(const std::string& message, int64_t now_ms);
   // Writes the journal atomically, creating restores/ (0700) when missing.
@@ -129,6 +138,7 @@ class Journal {
   int64_t updated_ms_ = 0;
   int64_t finished_ms_ = 0;
   std::string last_error_;
+  bool retire_old_records_ = false;
   std::vector<PlannedInstance> instances_;
   std::vector<Skip> skipped_;
   std::vector<JournalStep> steps_;

@@ -332,13 +332,16 @@ std::string_view StepKindName(StepKind kind) {
       return "adopt_instance";
     case StepKind::kRegisterSapi:
       return "register_sapi";
+    case StepKind::kRetireOldRecords:
+      return "retire_old_records";
   }
   return "unknown";
 }
 
 bool ParseStepKind(std::string_view name, StepKind* out) {
   for (StepKind k : {StepKind::kInstallImage, StepKind::kCreateInstance, StepKind::kRestoreData,
-                     StepKind::kAwaitInstance, StepKind::kAdoptInstance, StepKind::kRegisterSapi}) {
+                     StepKind::kAwaitInstance, StepKind::kAdoptInstance, StepKind::kRegisterSapi,
+                     StepKind::kRetireOldRecords}) {
     if (StepKindName(k) == name) {
       *out = k;
       return true;
@@ -374,6 +377,7 @@ json Step::ToJson() const {
   }
   if (kind == StepKind::kRegisterSapi) j["sapi_record"] = payload;
   if (kind == StepKind::kAdoptInstance) j["adopt"] = payload;
+  if (kind == StepKind::kRetireOldRecords) j["new_vm"] = payload;
   if (kind == StepKind::kRestoreData) {
     j["data_path"] = data_path;
     j["bytes"] = bytes;
@@ -410,6 +414,7 @@ Result<Step> Step::FromJson(const json& j) {
   }
   if (s.kind == StepKind::kRegisterSapi) s.payload = j.value("sapi_record", json());
   if (s.kind == StepKind::kAdoptInstance) s.payload = j.value("adopt", json());
+  if (s.kind == StepKind::kRetireOldRecords) s.payload = j.value("new_vm", json());
   return s;
 }
 
@@ -438,7 +443,11 @@ json Plan::ToJson() const {
   for (const PlannedInstance& p : instances) inst.push_back(p.ToJson());
   json skipped_j = json::array();
   for (const Skip& s : skipped) skipped_j.push_back(s.ToJson());
-  return {{"instances", inst}, {"steps", steps_j}, {"skipped", skipped_j}, {"bytes", TotalBytes()}};
+  return {{"instances", inst},
+          {"steps", steps_j},
+          {"skipped", skipped_j},
+          {"bytes", TotalBytes()},
+          {"retire_old_records", retire_old_records}};
 }
 
 std::string LowestFreeAlias(const std::string& service, const std::set<std::string>& taken) {
@@ -578,6 +587,7 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
   for (const auto& [old_uuid, a] : options.assigned) taken.insert(a.alias);
   std::set<std::string> planned_images;
   std::vector<Step> handovers;  // the second phase, once every instance is up
+  std::vector<Step> retirements;  // the last phase, once every instance is adopted
 
   for (const InstanceSource* in : ordered) {
     Assignment a;
@@ -619,6 +629,11 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
     create.adopt_after = true;
     Step adopt = instance_step(StepKind::kAdoptInstance);
     adopt.payload = AdoptPayload(create.payload);
+    if (options.retire_old_records) {
+      Step retire = instance_step(StepKind::kRetireOldRecords);
+      retire.payload = adopt.payload;
+      retirements.push_back(std::move(retire));
+    }
     plan.steps.push_back(std::move(create));
     if (!in->data_path.empty()) {
       Step data = instance_step(StepKind::kRestoreData);
@@ -639,6 +654,8 @@ Result<Plan> MakePlan(const std::vector<InstanceSource>& instances,
                                              in->pulled_ms});
   }
   for (Step& s : handovers) plan.steps.push_back(std::move(s));
+  for (Step& s : retirements) plan.steps.push_back(std::move(s));
+  plan.retire_old_records = options.retire_old_records;
   return plan;
 }
 

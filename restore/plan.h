@@ -15,13 +15,20 @@
 //                    the old MACs and IPs) moved in NAPI from the old VM to
 //                    the new one, then the VM shown to vm-agent and net-agent
 //   register_sapi    the SAPI record with the old uuid replaced by the new one
+//   retire_old_records  the lost instance's own records (VMAPI VM, SAPI
+//                    instance, NAPI NICs the new VM does not use) marked
+//                    destroyed or removed; left out with keep_old_records
 //
 // in two phases: first, instance by instance in service order (RFD 67's by
 // default; services not in the order come last, by name; then by old alias
 // and uuid), its images, create_instance, restore_data and await_instance;
 // then, once every instance is up (napi, vmapi and sapi among them when they
 // were lost too), per instance in the same order adopt_instance and
-// register_sapi. SAPI adopts a VM only once VMAPI knows it, and net-agent
+// register_sapi; last, once every instance is adopted and registered, per
+// instance in the same order retire_old_records (the old records are only
+// dropped when nothing still needs them, and VMAPI's destroy of the old VM
+// deletes the NICs its record lists, so it must come after the NICs were
+// handed to the new VM). SAPI adopts a VM only once VMAPI knows it, and net-agent
 // strips a NIC NAPI says belongs to another VM (docs/triton-sapi-vmapi-facts.md),
 // so both wait for the services they talk to. New uuids are
 // random v4 uuids drawn from a seedable generator, so a plan is a pure
@@ -118,6 +125,9 @@ struct PlanOptions {
   // The uuid of the server that receives the instances; written into the SAPI
   // record's params.server_uuid (removed when empty).
   std::string target_server_uuid;
+  // Plan a retire_old_records step per instance (false: --keep-old-records,
+  // the operator cleans up the lost instances' records by hand).
+  bool retire_old_records = true;
 };
 
 enum class StepKind {
@@ -126,7 +136,8 @@ enum class StepKind {
   kRestoreData,
   kAwaitInstance,
   kAdoptInstance,
-  kRegisterSapi
+  kRegisterSapi,
+  kRetireOldRecords
 };
 std::string_view StepKindName(StepKind kind);  // "install_image", ...
 bool ParseStepKind(std::string_view name, StepKind* out);
@@ -149,8 +160,9 @@ struct Step {
   std::string new_uuid;
   std::string alias;
   std::string service;
-  // create_instance: VM payload; register_sapi: SAPI record; adopt_instance:
-  // {"owner_uuid", "nics": [{mac, ip, network_uuid, nic_tag, vlan_id}]} of the new VM
+  // create_instance: VM payload; register_sapi: SAPI record; adopt_instance
+  // and retire_old_records: {"owner_uuid", "nics": [{mac, ip, network_uuid,
+  // nic_tag, vlan_id}]} of the new VM (AdoptPayload)
   nlohmann::json payload;
   // create_instance: a restore_data step follows, which starts the instance
   // once its data is in place (a backend that boots instances creates it
@@ -199,6 +211,10 @@ struct Plan {
   std::vector<Step> steps;
   std::vector<PlannedInstance> instances;  // in plan order
   std::vector<Skip> skipped;               // instances not planned, and why
+  // Whether the plan retires the lost instances' records (retire_old_records
+  // steps). False with keep_old_records, and in journals written before the
+  // step existed: the records are then left for the operator.
+  bool retire_old_records = false;
   uint64_t TotalBytes() const;
   nlohmann::json ToJson() const;
 };

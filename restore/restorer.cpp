@@ -120,7 +120,10 @@ class RunState {
     RETURN_IF_ERROR(SkipRestoredElsewhere(id, &selected));
     LeaveOutHa(&selected);
     ASSIGN_OR_RETURN(std::optional<Journal> journal, Journal::Load(env_, ctx_.data_dir, id));
-    if (journal) NoteJournal(*journal);
+    if (journal) {
+      NoteJournal(*journal);
+      for (std::string& w : journal->StepWarnings()) report_.warnings.push_back(std::move(w));
+    }
     if (journal && journal->complete()) {
       report_.already_complete = true;
       report_.plan = journal->ToPlan();
@@ -134,6 +137,7 @@ class RunState {
       report_.resumed = true;
       RETURN_IF_ERROR(LoadJournalInstances(*journal, &loaded));
       report_.plan = journal->ToPlan();
+      if (req_.keep_old_records) LeaveOutUndoneRetirements(*journal, &report_.plan);
     } else {
       RETURN_IF_ERROR(LoadSelected(selected, &loaded));
     }
@@ -165,6 +169,9 @@ class RunState {
       return TemporaryError("restore " + id +
                             " was run by another process meanwhile; run the "
                             "command again to continue from its journal");
+    }
+    if (journal && req_.keep_old_records) {
+      RETURN_IF_ERROR(journal->DropUndoneRetirements(ctx_.clock->WallMs()).status());
     }
     if (!journal) {
       journal = Journal::Create(env_, ctx_.data_dir, id, req_.selection, ctx_.node_name,
@@ -798,6 +805,7 @@ class RunState {
     opt.new_ips = req_.new_ips;
     opt.seed = req_.seed;
     opt.target_server_uuid = ctx_.node_uuid;
+    opt.retire_old_records = !req_.keep_old_records;
     std::vector<Skip> earlier = std::move(report_.plan.skipped);
     ASSIGN_OR_RETURN(report_.plan, MakePlan(sources, aliases, opt));
     report_.plan.skipped.insert(report_.plan.skipped.begin(), earlier.begin(), earlier.end());
@@ -812,6 +820,24 @@ class RunState {
     }
     (void)selected;
     report_.not_restorable_services.assign(unplanned.begin(), unplanned.end());
+  }
+
+  // A resumed restore with keep_old_records: the retire_old_records steps it
+  // has not run yet are left out (the journal follows once the lock is held).
+  void LeaveOutUndoneRetirements(const Journal& journal, Plan* plan) {
+    const size_t before = plan->steps.size();
+    std::erase_if(plan->steps, [&](const Step& s) {
+      if (s.kind != StepKind::kRetireOldRecords) return false;
+      for (const JournalStep& js : journal.steps()) {
+        if (js.step.id == s.id) return !js.done;
+      }
+      return true;
+    });
+    if (plan->steps.size() == before) return;
+    plan->retire_old_records = false;
+    report_.warnings.push_back(
+        "resuming with --keep-old-records: " + std::to_string(before - plan->steps.size()) +
+        " retire_old_records step(s) not run yet are left out");
   }
 
   // ---- 6. execute ------------------------------------------------------------
@@ -854,10 +880,11 @@ class RunState {
         journal.RecordError(failed.ToString(), ctx_.clock->WallMs()).IgnoreError();
         return failed;
       }
-      RETURN_IF_ERROR(journal.MarkDone(js.step.id, ctx_.clock->WallMs()));
+      RETURN_IF_ERROR(journal.MarkDone(js.step.id, ctx_.clock->WallMs(), result->warning));
       ++report_.steps_run;
       report_.bytes_restored += result->bytes;
       if (!result->note.empty()) report_.notes.push_back(js.step.id + ": " + result->note);
+      if (!result->warning.empty()) report_.warnings.push_back(js.step.id + ": " + result->warning);
       progress.bytes_done += js.step.bytes;
       progress.finished = true;
       progress.already_done = result->already_done;

@@ -21,7 +21,9 @@
 //   5. plan     restore/plan.h, or the plan of the journal when resuming
 //   6. confirm  show the plan and ask (confirm_plan), unless -y
 //   7. execute  (not for dry_run) each step through the backend, recording
-//               it in the journal <data_dir>/restores/<id>.json
+//               it in the journal <data_dir>/restores/<id>.json; a step's
+//               warning (StepResult::warning) is kept there and reported on
+//               every later run of the same restore
 // A dry run goes through 1-5 and returns what the real run would: the first
 // guard that would refuse (a live peer without force) or the backend's
 // check of the plan (e.g. an exec backend without a command for a step),
@@ -64,6 +66,9 @@ struct RestoreRequest {
   bool again = false;  // restore instances an earlier restore already rebuilt
   // A whole peer's HA instances too (drills: every byte held is checked).
   bool include_ha = false;
+  // --keep-old-records: plan no retire_old_records step (a resumed restore
+  // leaves out those it has not run yet).
+  bool keep_old_records = false;
   std::vector<std::string> service_order = DefaultServiceOrder();
   uint64_t seed = 0;  // uuid generator seed (tests); 0 = random
   int verify_threads = 4;

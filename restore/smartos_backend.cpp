@@ -30,6 +30,23 @@
 //   register_sapi    <vmapi_get...> /vms/<uuid> until HTTP 200 (VMAPI knows
 //                    the VM, so SAPI adopts it instead of provisioning a
 //                    second one), then <sapi_register...> -d @<record file>
+//   retire_old_records  for the lost instance's uuid OLD, after every
+//                    instance was adopted (docs/triton-sapi-vmapi-facts.md,
+//                    "Cleaning up a lost instance's records"):
+//                    refuse when vmadm here knows OLD (its destroy would be
+//                    real) or when NAPI still says a NIC the new VM uses
+//                    belongs to OLD (<napi...> "/nics?belongs_to_uuid=OLD");
+//                    <vmapi_get...> /vms/OLD, PUT back whole (PutVm replaces
+//                    the record) with state and zone_state "destroyed" and
+//                    nics [] (VMAPI's destroy job deletes every MAC its
+//                    record lists, the new VM's included: sdc-vmapi
+//                    lib/workflows/destroy.js removeNics);
+//                    <sapi...> /instances/OLD -X DELETE: 204 or 404 done; a
+//                    500 (SAPI keeps the record while OLD's server is in
+//                    CNAPI and not running) is a warning naming the manual
+//                    follow-up, not a failure; then the NICs NAPI still
+//                    gives OLD (none the new VM uses) deleted, freeing their
+//                    IPs (404: gone already). Safe to run again.
 //
 // Every command runs without a shell (RunCommand); a non-zero exit fails the
 // step with the command line and its stderr.
@@ -38,7 +55,10 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <set>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include "base/subprocess.h"
 #include "base/text.h"
@@ -208,15 +228,11 @@ class SmartosBackend final : public StepwiseBackend {
 
   // Polls VMAPI until it knows the new VM (options_.vmapi_get).
   Status WaitUntilVmapiKnows(const Step& step) {
-    std::vector<std::string> argv = options_.vmapi_get;
-    argv.push_back("/vms/" + step.new_uuid);
+    const std::string path = "/vms/" + step.new_uuid;
     auto known = [&]() -> Result<bool> {
-      ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
-      const int code = ParseCurlOutput(r.out).status;
-      if (code == 200 || code == 404) return code == 200;
-      return IoError(CommandLine(argv) + " answered " +
-                     (code == 0 ? "without an HTTP status line" : "HTTP " + std::to_string(code)) +
-                     " (200 or 404 expected)");
+      ASSIGN_OR_RETURN(ApiAnswer got, CallApi(options_.vmapi_get, path, "GET"));
+      if (got.status == 200 || got.status == 404) return got.status == 200;
+      return UnexpectedAnswer(CommandLine(options_.vmapi_get) + " " + path, got, "200 or 404");
     };
     return PollUntil(options_.vmapi_wait_ms, known, [&] {
       return "VMAPI does not know " + step.alias + " (" + step.new_uuid + ") after " +
@@ -283,47 +299,80 @@ class SmartosBackend final : public StepwiseBackend {
     return StepResult{0, false};
   }
 
-  // `<napi...> <path> -X <method> -d @<body file>`: the HTTP status and body.
-  Result<std::pair<int, std::string>> CallNapi(const std::string& path, const char* method,
-                                               const json& body, const std::string& file) {
-    ASSIGN_OR_RETURN(std::string body_file, WriteWorkFile(file, body));
-    std::vector<std::string> argv = options_.napi;
-    for (const std::string& a :
-         {path, std::string("-X"), std::string(method), std::string("-d"), "@" + body_file}) {
-      argv.push_back(a);
+  struct ApiAnswer {
+    int status = 0;  // 0: no HTTP status line
+    std::string body;
+  };
+
+  // `<base...> <path>`, plus `-X <method>` unless GET and `-d @<file>` (the
+  // work file `file` holding `body`) when body is not null: a `curl -i`
+  // wrapper's HTTP status and body. A non-zero exit is an error.
+  Result<ApiAnswer> CallApi(const std::vector<std::string>& base, const std::string& path,
+                            std::string_view method, const json* body = nullptr,
+                            const std::string& file = "") {
+    std::vector<std::string> argv = base;
+    argv.push_back(path);
+    if (method != "GET") {
+      argv.push_back("-X");
+      argv.push_back(std::string(method));
+    }
+    if (body != nullptr) {
+      ASSIGN_OR_RETURN(std::string body_file, WriteWorkFile(file, *body));
+      argv.push_back("-d");
+      argv.push_back("@" + body_file);
     }
     ASSIGN_OR_RETURN(CommandResult r, MustRun(argv));
     const CurlAnswer answer = ParseCurlOutput(r.out);
-    return std::pair<int, std::string>(answer.status, TrimTrailingSpace(answer.body));
+    return ApiAnswer{answer.status, TrimTrailingSpace(answer.body)};
+  }
+
+  // The error for an answer other than `expected` ("200", "204 or 404").
+  static Status UnexpectedAnswer(const std::string& call, const ApiAnswer& answer,
+                                 const std::string& expected) {
+    return IoError(call + " answered " +
+                   (answer.status == 0 ? std::string("without an HTTP status line")
+                                       : "HTTP " + std::to_string(answer.status)) +
+                   " (" + expected + " expected)" +
+                   (answer.body.empty() ? std::string() : ": " + answer.body));
+  }
+
+  // A MAC as NAPI wants it in a path: 12 lowercase hex digits, no colons;
+  // "" when `mac` is not a MAC address.
+  static std::string NapiMac(std::string mac) {
+    std::erase(mac, ':');
+    std::transform(mac.begin(), mac.end(), mac.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (mac.size() != 12 || mac.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return "";
+    }
+    return mac;
   }
 
   // Makes NAPI say the NIC `nic` (of the create payload) belongs to the new
   // VM: PUT when NAPI knows its MAC (the old VM's NIC), POST when it never did.
   Status HandOverNic(const Step& step, const json& nic) {
-    std::string mac = nic.is_object() ? nic.value("mac", "") : "";
-    std::erase(mac, ':');
-    std::transform(mac.begin(), mac.end(), mac.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (mac.size() != 12 || mac.find_first_not_of("0123456789abcdef") != std::string::npos) {
-      return DataError("a NIC has no MAC address ('" + mac + "'), and NAPI knows NICs by MAC");
+    const std::string given = nic.is_object() ? nic.value("mac", "") : "";
+    const std::string mac = NapiMac(given);
+    if (mac.empty()) {
+      return DataError("a NIC has no MAC address ('" + given + "'), and NAPI knows NICs by MAC");
     }
     const std::string file = step.new_uuid + ".nic-" + mac + ".json";
     json owned = {{"belongs_to_uuid", step.new_uuid},
                   {"belongs_to_type", "zone"},
                   {"cn_uuid", options_.server_uuid}};
-    ASSIGN_OR_RETURN(auto answer, CallNapi("/nics/" + mac, "PUT", owned, file));
-    if (answer.first == 404) {
+    ASSIGN_OR_RETURN(ApiAnswer answer, CallApi(options_.napi, "/nics/" + mac, "PUT", &owned, file));
+    if (answer.status == 404) {
       json created = owned;
       created["mac"] = nic["mac"];
       for (const char* key : {"ip", "network_uuid", "nic_tag", "vlan_id"}) {
         if (nic.contains(key)) created[key] = nic[key];
       }
       created["owner_uuid"] = step.payload.value("owner_uuid", json());
-      ASSIGN_OR_RETURN(answer, CallNapi("/nics", "POST", created, file));
+      ASSIGN_OR_RETURN(answer, CallApi(options_.napi, "/nics", "POST", &created, file));
     }
-    if (answer.first != 200) {
-      return IoError("NAPI answered " + std::to_string(answer.first) + " for NIC " + mac + ": " +
-                     answer.second);
+    if (answer.status != 200) {
+      return IoError("NAPI answered " + std::to_string(answer.status) + " for NIC " + mac + ": " +
+                     answer.body);
     }
     return Status::Ok();
   }
@@ -351,6 +400,118 @@ class SmartosBackend final : public StepwiseBackend {
     auto r = MustRun(argv);
     if (!r.ok()) return r.status().WithContext("register SAPI instance " + step.alias);
     return StepResult{0, false};
+  }
+
+  // The NICs NAPI says belong to the old VM, as NAPI MACs, for dropping; an
+  // error when one of them is a NIC the new VM uses (adopt_instance's
+  // handover did not hold: the old VM's destroy would take it from the new one).
+  Result<std::vector<std::string>> OldNicsToDrop(const Step& step) {
+    std::set<std::string> in_use;
+    for (const json& nic : step.payload.value("nics", json::array())) {
+      if (nic.is_object()) in_use.insert(NapiMac(nic.value("mac", "")));
+    }
+    const std::string path = "/nics?belongs_to_uuid=" + step.old_uuid;
+    ASSIGN_OR_RETURN(ApiAnswer answer, CallApi(options_.napi, path, "GET"));
+    if (answer.status != 200) return UnexpectedAnswer("NAPI GET " + path, answer, "200");
+    json nics = json::parse(answer.body, nullptr, false);
+    if (!nics.is_array()) return DataError("NAPI GET " + path + " answered no JSON array");
+    std::vector<std::string> drop;
+    std::vector<std::string> still_old;
+    for (const json& nic : nics) {
+      const std::string mac = nic.is_object() ? NapiMac(nic.value("mac", "")) : "";
+      if (mac.empty()) return DataError("NAPI GET " + path + " listed a NIC without a MAC");
+      (in_use.contains(mac) ? still_old : drop).push_back(mac);
+    }
+    if (!still_old.empty()) {
+      std::string macs;
+      for (const std::string& m : still_old) macs += (macs.empty() ? "" : ", ") + m;
+      return DataError("NAPI still says NIC(s) " + macs + " belong to the old VM, but " +
+                       step.alias + " (" + step.new_uuid +
+                       ") uses them: their handover (adopt_instance) did not hold, and "
+                       "destroying the old VM would delete them; nothing was changed. Hand them "
+                       "over (sdc-napi /nics/<mac> -X PUT -d '{\"belongs_to_uuid\":\"" +
+                       step.new_uuid + "\",\"belongs_to_type\":\"zone\",\"cn_uuid\":\"" +
+                       options_.server_uuid + "\"}'), then run the restore again");
+    }
+    return drop;
+  }
+
+  // Marks the old VM's VMAPI record destroyed, with no NICs, keeping every
+  // other field (PutVm replaces the whole record). Returns the record's
+  // server_uuid ("" when VMAPI does not know the VM) and whether it changed.
+  Result<std::pair<std::string, bool>> MarkOldVmDestroyed(const Step& step) {
+    const std::string path = "/vms/" + step.old_uuid;
+    ASSIGN_OR_RETURN(ApiAnswer got, CallApi(options_.vmapi_get, path, "GET"));
+    if (got.status == 404) return std::pair<std::string, bool>("", false);
+    if (got.status != 200) return UnexpectedAnswer("VMAPI GET " + path, got, "200 or 404");
+    json vm = json::parse(got.body, nullptr, false);
+    if (!vm.is_object()) return DataError("VMAPI GET " + path + " answered no VM object");
+    std::string server = vm.value("server_uuid", json()).is_string()
+                             ? vm["server_uuid"].get<std::string>()
+                             : std::string();
+    const bool done = vm.value("state", json()) == "destroyed" &&
+                      vm.value("zone_state", json()) == "destroyed" &&
+                      vm.value("nics", json()) == json::array();
+    if (done) return std::pair(std::move(server), false);
+    vm["state"] = "destroyed";
+    vm["zone_state"] = "destroyed";
+    vm["nics"] = json::array();
+    ASSIGN_OR_RETURN(ApiAnswer put, CallApi(options_.vmapi_get, path, "PUT", &vm,
+                                            step.old_uuid + ".vmapi-destroyed.json"));
+    if (put.status != 200) return UnexpectedAnswer("VMAPI PUT " + path, put, "200");
+    return std::pair(std::move(server), true);
+  }
+
+  // DELETE of the old SAPI instance: "" when it is gone (204, or 404 from an
+  // earlier run), the warning when SAPI kept it (500), else an error.
+  Result<std::string> DeleteOldSapiInstance(const Step& step, const std::string& server,
+                                            bool* changed) {
+    const std::string path = "/instances/" + step.old_uuid;
+    ASSIGN_OR_RETURN(ApiAnswer answer, CallApi(options_.sapi, path, "DELETE"));
+    *changed = answer.status == 204;
+    if (answer.status == 204 || answer.status == 404) return std::string();
+    if (answer.status != 500) return UnexpectedAnswer("SAPI DELETE " + path, answer, "204 or 404");
+    const std::string dead = server.empty() ? "<its server_uuid>" : server;
+    const std::string why = "SAPI kept the old instance " + step.old_uuid + " (DELETE " + path +
+                            " answered HTTP 500" + (answer.body.empty() ? "" : ": " + answer.body) +
+                            "), as it does while the old VM's server " + dead +
+                            " is in CNAPI and not running.";
+    const std::string safe =
+        " Its VMAPI record is marked destroyed without NICs, so " + step.alias + " keeps its NICs.";
+    const std::string todo =
+        " To finish by hand once that server will not come back: sdc-cnapi /servers/" + dead +
+        " -X DELETE, then sdc-sapi " + path + " -X DELETE (docs/operator-guide.md, section 6)";
+    return why + safe + todo;
+  }
+
+  Result<StepResult> RetireOldRecords(const Step& step) override {
+    const std::string what = "retire the records of lost instance " + step.old_uuid +
+                             " (replaced by " + step.alias + " " + step.new_uuid + ")";
+    auto here = VmExists(step.old_uuid);
+    if (!here.ok()) return here.status().WithContext(what);
+    if (*here) {
+      return DataError(what + ": vmadm on this node knows VM " + step.old_uuid +
+                       ", so it is not lost here and destroying its records would destroy it");
+    }
+    auto drop = OldNicsToDrop(step);
+    if (!drop.ok()) return drop.status().WithContext(what);
+    auto marked = MarkOldVmDestroyed(step);
+    if (!marked.ok()) return marked.status().WithContext(what);
+    bool sapi_changed = false;
+    auto warning = DeleteOldSapiInstance(step, marked->first, &sapi_changed);
+    if (!warning.ok()) return warning.status().WithContext(what);
+    for (const std::string& mac : *drop) {
+      auto answer = CallApi(options_.napi, "/nics/" + mac, "DELETE");
+      if (!answer.ok()) return answer.status().WithContext(what);
+      if (answer->status != 204 && answer->status != 404) {
+        return UnexpectedAnswer("NAPI DELETE /nics/" + mac, *answer, "204 or 404")
+            .WithContext(what);
+      }
+    }
+    StepResult result;
+    result.already_done = !marked->second && !sapi_changed && drop->empty();
+    result.warning = std::move(*warning);
+    return result;
   }
 
   Env& env_;

@@ -36,3 +36,23 @@ fake_mutation() {
 }
 
 fake_check_match
+
+# Prints a `curl -i` style answer: status line, a header, blank line, body.
+fake_answer() {  # status text body
+  printf 'HTTP/1.1 %s %s\r\nContent-Type: application/json\r\n\r\n%s\n' "$1" "$2" "$3"
+}
+
+# Runs fake_triton.py with the arguments and prints its "status<TAB>body"
+# answer as fake_answer does.
+fake_triton() {
+  local out status body text
+  out=$(python3 "$(dirname "$0")/fake_triton.py" "$@")
+  status=${out%%$'\t'*}
+  body=${out#*$'\t'}
+  case "$status" in
+    200) text=OK ;; 202) text=Accepted ;; 204) text="No Content" ;; 404) text="Not Found" ;;
+    409) text=Conflict ;; 422) text="Unprocessable Entity" ;; 500) text="Internal Server Error" ;;
+    *) text=Status ;;
+  esac
+  fake_answer "$status" "$text" "$body"
+}

@@ -361,8 +361,10 @@ class RestoreTest(agent_test.ClusterTestCase):
         for cmd, n in counts.items():
             self.assertEqual(n, 2 if cmd in again else 1, "ran %d times: %s" % (n, cmd))
         # 5 images; per instance create (stopped), update autoboot, start,
-        # update do_not_inventory (once NAPI owns its NICs), SAPI.
-        self.assertEqual(len(changes), 5 + 3 * 5 + len(again))
+        # update do_not_inventory (once NAPI owns its NICs), SAPI; then per
+        # instance the retirement's SAPI DELETE of the old instance (last).
+        self.assertEqual(len(changes), 5 + 3 * 6 + len(again))
+        self.assertTrue(all(c.endswith(" -X DELETE") for c in changes[-3:]), changes[-3:])
         # net-agent never saw a NIC NAPI gave to another VM (the fake vmadm
         # logs when it would strip one).
         self.assertFalse(os.path.exists(os.path.join(state, "net-agent.log")))

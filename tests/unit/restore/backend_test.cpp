@@ -95,7 +95,7 @@ TEST_CASE("dir backend restores images, payload, SAPI record and an identical da
   TempDir dir;
   Source src(dir);
   Plan plan = src.MakeTestPlan();
-  REQUIRE(plan.steps.size() == 7);  // 2 images, create, data, await, adopt, sapi
+  REQUIRE(plan.steps.size() == 8);  // 2 images, create, data, await, adopt, sapi, retire
   const std::string target = dir / "target";
   auto backend = NewDirBackend(*Env::Default(), DirOptions(target, 3));
   CHECK_FALSE(backend->HasImage(kRootImage).value());
@@ -275,6 +275,10 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
             "sdc-napi /nics -X POST -d @" + (dir / ("work/" + u + ".nic-90b8d04d5e6f.json")),
             "vmadm update " + u + " do_not_inventory=false",
             "sdc-sapi /instances -X POST -d @" + (dir / ("work/" + u + ".sapi.json")),
+            // retire_old_records: NAPI has no NIC of the old VM left, VMAPI
+            // and SAPI do not know it (nothing to PUT, SAPI answers 404).
+            "sdc-napi /nics?belongs_to_uuid=" + kOld,
+            "sdc-sapi /instances/" + kOld + " -X DELETE",
         });
   // Both NICs belong to the new VM in NAPI before net-agent could see it:
   // it never stripped one (the fake logs it when it would have).
@@ -294,7 +298,8 @@ TEST_CASE("smartos backend runs imgadm, vmadm and zfs with the right arguments i
       vmapi_then_sapi.push_back(c.substr(c.rfind('/', c.find(' ')) + 1, 9));
     }
   }
-  CHECK(vmapi_then_sapi == std::vector<std::string>{"sdc-vmapi", "sdc-vmapi", "sdc-sapi "});
+  CHECK(vmapi_then_sapi ==
+        std::vector<std::string>{"sdc-vmapi", "sdc-vmapi", "sdc-sapi ", "sdc-vmapi", "sdc-sapi "});
   CHECK(std::find(calls.begin(), calls.end(),
                   "zfs get -Hp -o value mountpoint zones/" + u + "/data") != calls.end());
   // The fake vmadm refuses read-only fields, so the create above proves they
@@ -451,6 +456,236 @@ TEST_CASE("smartos backend reports a missing command as unavailable") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == Code::kUnavailable);
   CHECK(r.status().message().find("no-such-imgadm") != std::string::npos);
+}
+
+// ---- smartos retire_old_records ---------------------------------------------
+
+const std::string kHere = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";  // FakeSmartosOptions' server
+const std::string kDead = "44454144-0000-4000-8000-00000000dead";  // the lost headnode
+const std::string kStrayMac = "90b8d0777777";  // a NIC of the old VM the new one does not use
+
+// What Triton still holds of the lost instance kOld: its VMAPI record on
+// `server` (listed in CNAPI with `server_status`, "" = not listed), its SAPI
+// instance, and in NAPI its two NICs plus a third the new VM does not reuse.
+json SeedOldRecords(const TempDir& dir, const std::string& server,
+                    const std::string& server_status) {
+  const std::string st = dir / "smartos";
+  json vm = {{"uuid", kOld},
+             {"alias", "imgapi0"},
+             {"owner_uuid", "930896af-bf8c-48d4-885c-6573a94b1853"},
+             {"server_uuid", server},
+             {"brand", "joyent-minimal"},
+             {"state", "running"},
+             {"zone_state", "running"},
+             {"ram", 512},
+             {"tags", {{"smartdc_role", "imgapi"}}},
+             {"customer_metadata", {{"user-script", "#!/bin/sh\n"}}},
+             {"nics",
+              {{{"mac", "90:b8:d0:1a:2b:3c"}, {"ip", "10.99.99.21"}},
+               {{"mac", "90:b8:d0:4d:5e:6f"}, {"ip", "203.0.113.21"}},
+               {{"mac", "90:b8:d0:77:77:77"}, {"ip", "10.99.99.77"}}}}};
+  WriteFile(st + "/vmapi/vms/" + kOld + ".json", vm.dump(2));
+  WriteFile(
+      st + "/sapi/" + kOld + ".json",
+      json({{"uuid", kOld}, {"service_uuid", "6e3b2a1c-9d8f-4e7a-b6c5-d4e3f2a1b0c9"}}).dump());
+  for (const auto& [mac, ip] :
+       {std::pair{"90b8d01a2b3c", "10.99.99.21"}, std::pair{"90b8d04d5e6f", "203.0.113.21"},
+        std::pair{"90b8d0777777", "10.99.99.77"}}) {
+    WriteFile(st + "/napi/" + mac + ".json",
+              json({{"mac", mac},
+                    {"ip", ip},
+                    {"belongs_to_uuid", kOld},
+                    {"belongs_to_type", "zone"},
+                    {"owner_uuid", "930896af-bf8c-48d4-885c-6573a94b1853"}})
+                  .dump());
+  }
+  if (!server_status.empty()) WriteFile(st + "/cnapi/servers/" + server, server_status);
+  return vm;
+}
+
+json OldVmapiRecord(const TempDir& dir) {
+  return json::parse(ReadFile(dir / ("smartos/vmapi/vms/" + kOld + ".json")));
+}
+
+// Runs every step of `plan` in order; returns the retire_old_records result.
+Result<StepResult> RunPlan(Backend& backend, const Plan& plan) {
+  Result<StepResult> retired = InternalError("the plan has no retire_old_records step");
+  for (const Step& s : plan.steps) {
+    auto r = backend.Run(s, {});
+    if (!r.ok()) return r.status().WithContext(s.id);
+    if (s.kind == StepKind::kRetireOldRecords) retired = r;
+  }
+  return retired;
+}
+
+TEST_CASE(
+    "smartos retire_old_records marks the old VM destroyed without NICs and the new VM keeps "
+    "them") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  // The old VM's record names a running server, so VMAPI's destroy job runs
+  // through and deletes every MAC the record lists (the fake enforces it).
+  const json before = SeedOldRecords(dir, kHere, "running");
+  Plan plan = src.MakeTestPlan();
+  REQUIRE(plan.steps.back().kind == StepKind::kRetireOldRecords);
+  auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
+  auto retired = RunPlan(*backend, plan);
+  INFO(retired.status().ToString());
+  REQUIRE(retired.ok());
+  CHECK(retired->warning.empty());
+  const std::string u = plan.instances[0].new_uuid;
+
+  // The new VM still has both NICs, as its own; the destroy job deleted none.
+  for (const char* mac : {"90b8d01a2b3c", "90b8d04d5e6f"}) {
+    INFO(mac);
+    REQUIRE(Exists(*Env::Default(), dir / ("smartos/napi/" + std::string(mac) + ".json")));
+    CHECK(json::parse(ReadFile(
+              dir / ("smartos/napi/" + std::string(mac) + ".json")))["belongs_to_uuid"] == u);
+  }
+  CHECK_FALSE(Exists(*Env::Default(), dir / "smartos/napi-deleted.log"));
+  // The old VM's NIC the new one does not use is gone (its IP free again).
+  CHECK_FALSE(Exists(*Env::Default(), dir / ("smartos/napi/" + kStrayMac + ".json")));
+
+  // The old record: destroyed, no NICs, every other field as it was.
+  json after = OldVmapiRecord(dir);
+  CHECK(after["state"] == "destroyed");
+  CHECK(after["zone_state"] == "destroyed");
+  CHECK(after["nics"] == json::array());
+  CHECK(after.contains("destroyed"));
+  for (const char* key :
+       {"alias", "owner_uuid", "server_uuid", "brand", "ram", "tags", "customer_metadata"}) {
+    INFO(key);
+    CHECK(after[key] == before[key]);
+  }
+  // SAPI's instance of the old VM is gone.
+  CHECK_FALSE(Exists(*Env::Default(), dir / ("smartos/sapi/" + kOld + ".json")));
+  // The retirement came after the new instance was registered, and PUT the
+  // record before SAPI's DELETE destroyed the VM.
+  auto calls = FakeCalls(dir / "smartos");
+  auto at = [&](const std::string& prefix) {
+    auto it = std::find_if(calls.begin(), calls.end(), [&](const std::string& c) {
+      return c.find(prefix) != std::string::npos;
+    });
+    REQUIRE(it != calls.end());
+    return it - calls.begin();
+  };
+  CHECK(at("sdc-sapi /instances -X POST") < at("sdc-vmapi /vms/" + kOld + " -X PUT"));
+  CHECK(at("sdc-vmapi /vms/" + kOld + " -X PUT") <
+        at("sdc-sapi /instances/" + kOld + " -X DELETE"));
+}
+
+TEST_CASE(
+    "smartos retire_old_records: SAPI keeping the instance while the lost server is in CNAPI is a "
+    "warning; reruns are safe") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  SeedOldRecords(dir, kDead, "unknown");  // the lost headnode, still listed, not running
+  Plan plan = src.MakeTestPlan();
+  const Step& retire = plan.steps.back();
+  REQUIRE(retire.kind == StepKind::kRetireOldRecords);
+  auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
+  auto first = RunPlan(*backend, plan);
+  INFO(first.status().ToString());
+  REQUIRE(first.ok());  // not a failure of the restore
+  CHECK_THAT(first->warning, Catch::Contains("HTTP 500") &&
+                                 Catch::Contains("sdc-cnapi /servers/" + kDead + " -X DELETE") &&
+                                 Catch::Contains("sdc-sapi /instances/" + kOld + " -X DELETE"));
+  CHECK(Exists(*Env::Default(), dir / ("smartos/sapi/" + kOld + ".json")));  // SAPI kept it
+  CHECK(OldVmapiRecord(dir)["state"] == "destroyed");
+  CHECK(OldVmapiRecord(dir)["nics"] == json::array());
+  CHECK_FALSE(Exists(*Env::Default(), dir / ("smartos/napi/" + kStrayMac + ".json")));
+
+  // Still listed: a rerun changes nothing and warns again.
+  auto again = backend->Run(retire, {});
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->warning.empty());
+
+  // The operator removes the lost server from CNAPI: the rerun finishes.
+  REQUIRE(::unlink((dir / ("smartos/cnapi/servers/" + kDead)).c_str()) == 0);
+  auto finished = backend->Run(retire, {});
+  REQUIRE(finished.ok());
+  CHECK(finished->warning.empty());
+  CHECK_FALSE(Exists(*Env::Default(), dir / ("smartos/sapi/" + kOld + ".json")));
+
+  // Everything gone already: VMAPI says destroyed, SAPI and NAPI 404. Done,
+  // and nothing but the SAPI DELETE was sent.
+  const size_t calls_before = FakeCalls(dir / "smartos").size();
+  auto rerun = backend->Run(retire, {});
+  REQUIRE(rerun.ok());
+  CHECK(rerun->already_done);
+  CHECK(rerun->warning.empty());
+  auto calls = FakeCalls(dir / "smartos");
+  CHECK(Mutations(std::vector<std::string>(calls.begin() + calls_before, calls.end())) ==
+        std::vector<std::string>{"sdc-napi /nics?belongs_to_uuid=" + kOld,
+                                 "sdc-sapi /instances/" + kOld + " -X DELETE"});
+  for (size_t i = calls_before; i < calls.size(); ++i) {
+    CHECK(calls[i].find(" PUT") == std::string::npos);
+  }
+  for (const char* mac : {"90b8d01a2b3c", "90b8d04d5e6f"}) {
+    CHECK(Exists(*Env::Default(), dir / ("smartos/napi/" + std::string(mac) + ".json")));
+  }
+}
+
+TEST_CASE(
+    "smartos retire_old_records changes nothing while NAPI gives the old VM a NIC the new one "
+    "uses") {
+  TempDir dir;
+  Source src(dir);
+  ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
+  const json before = SeedOldRecords(dir, kHere, "running");
+  Plan plan = src.MakeTestPlan();
+  const Step& retire = plan.steps.back();
+  REQUIRE(retire.kind == StepKind::kRetireOldRecords);
+  // adopt_instance never ran: NAPI still says the NICs belong to kOld.
+  auto backend = NewSmartosBackend(*Env::Default(), FakeSmartos(dir));
+  auto r = backend->Run(retire, {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kData);
+  CHECK_THAT(r.status().message(), Catch::Contains("90b8d01a2b3c, 90b8d04d5e6f") &&
+                                       Catch::Contains("nothing was changed"));
+  CHECK(OldVmapiRecord(dir) == before);
+  CHECK(Exists(*Env::Default(), dir / ("smartos/sapi/" + kOld + ".json")));
+  for (const std::string& mac : {std::string("90b8d01a2b3c"), kStrayMac}) {
+    CHECK(Exists(*Env::Default(), dir / ("smartos/napi/" + mac + ".json")));
+  }
+}
+
+TEST_CASE("dir backend's retire_old_records does nothing; exec's is an optional hook") {
+  TempDir dir;
+  Source src(dir);
+  Plan plan = src.MakeTestPlan();
+  const Step& retire = plan.steps.back();
+  REQUIRE(retire.kind == StepKind::kRetireOldRecords);
+  auto dir_backend = NewDirBackend(*Env::Default(), DirOptions(dir / "target", 2));
+  REQUIRE(CreateDirs(*Env::Default(), dir / "target", 0700).ok());
+  const std::string before = SnapshotTree(dir.path());
+  auto r = dir_backend->Run(retire, {});
+  REQUIRE(r.ok());
+  CHECK(SnapshotTree(dir.path()) == before);
+
+  ExecBackendOptions opts;
+  for (const char* kind : {"install_image", "create_instance", "restore_data"}) {
+    opts.commands[kind] = {"/bin/true"};
+  }
+  auto without = NewExecBackend(opts);
+  REQUIRE(without->Check(plan).ok());
+  auto skipped = without->Run(retire, {});
+  REQUIRE(skipped.ok());
+  CHECK_THAT(skipped->note, Catch::Contains("no retire_old_records command"));
+
+  const std::string hook = dir / "retire.sh";
+  WriteFile(hook, "#!/bin/sh\ncat > \"$HOOK_OUT\"\n", 0755);
+  ScopedEnv out("HOOK_OUT", dir / "retire.json");
+  opts.commands["retire_old_records"] = {hook};
+  auto with = NewExecBackend(opts);
+  REQUIRE(with->Run(retire, {}).ok());
+  json got = json::parse(ReadFile(dir / "retire.json"));
+  CHECK(got["kind"] == "retire_old_records");
+  CHECK(got["old_uuid"] == kOld);
+  CHECK(got["new_uuid"] == plan.instances[0].new_uuid);
+  CHECK(got["new_vm"]["nics"].size() == 2);
 }
 
 // ---- exec ---------------------------------------------------------------------

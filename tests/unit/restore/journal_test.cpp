@@ -84,6 +84,56 @@ TEST_CASE("journal saves atomically after each step and loads back what it saved
   CHECK(env.ListDir(dir / "restores").value().size() == 1);
 }
 
+TEST_CASE(
+    "a journal keeps step warnings and whether the old records are retired; an older journal "
+    "retires none") {
+  TempDir dir;
+  Env& env = *Env::Default();
+  Plan plan = TwoInstancePlan();
+  REQUIRE(plan.retire_old_records);
+  Journal j = Journal::Create(env, dir.path(), "r1", Selection{"headnode1"}, "hn0", "smartos",
+                              "zones", plan, 1000);
+  REQUIRE(j.Save().ok());
+  const std::string retire_a = "retire_old_records:" + kA;
+  REQUIRE(j.MarkDone(retire_a, 2000, "SAPI kept it; do this by hand").ok());
+  auto loaded = Journal::Load(env, dir.path(), "r1");
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->has_value());
+  CHECK((*loaded)->ToPlan().retire_old_records);
+  CHECK((*loaded)->StepWarnings() ==
+        std::vector<std::string>{retire_a + ": SAPI kept it; do this by hand"});
+
+  // Keeping the old records after all: the retirement not run yet goes, the
+  // one that ran stays (with its warning).
+  auto dropped = (*loaded)->DropUndoneRetirements(3000);
+  REQUIRE(dropped.ok());
+  CHECK(*dropped == 1);
+  auto again = Journal::Load(env, dir.path(), "r1");
+  REQUIRE(again.ok());
+  CHECK_FALSE((*again)->ToPlan().retire_old_records);
+  size_t retirements = 0;
+  for (const JournalStep& s : (*again)->steps())
+    retirements += s.step.kind == StepKind::kRetireOldRecords;
+  CHECK(retirements == 1);
+  CHECK((*again)->StepWarnings().size() == 1);
+
+  // A journal written before retire_old_records: no such key, no such step.
+  nlohmann::json old = (*again)->ToJson();
+  old.erase("retire_old_records");
+  auto& steps = old["steps"];
+  steps.erase(std::remove_if(steps.begin(), steps.end(),
+                             [](const nlohmann::json& s) {
+                               return s["step"]["kind"] == "retire_old_records";
+                             }),
+              steps.end());
+  for (auto& s : steps) s.erase("warning");
+  auto from_old = Journal::FromJson(env, dir.path(), old);
+  REQUIRE(from_old.ok());
+  CHECK_FALSE(from_old->ToPlan().retire_old_records);
+  CHECK(from_old->StepWarnings().empty());
+  CHECK(from_old->steps().size() == plan.steps.size() - 2);
+}
+
 TEST_CASE("a journal write that fails leaves the previous journal and marks nothing") {
   TempDir dir;
   FaultEnv fault(Env::Default());

@@ -206,7 +206,8 @@ TEST_CASE("SAPI record gets the new uuid everywhere, the new alias and the targe
 }
 
 TEST_CASE(
-    "images install root first, once across instances, skipping those on the target, SAPI last") {
+    "images install root first, once across instances, skipping those on the target, SAPI and "
+    "old records last") {
   const std::string root = "aaaaaaaa-0000-4000-8000-000000000000";
   const std::string mid = "bbbbbbbb-0000-4000-8000-000000000000";
   const std::string leaf1 = "cccccccc-0000-4000-8000-000000000000";
@@ -222,14 +223,14 @@ TEST_CASE(
   REQUIRE(plan.ok());
   // Instance by instance, each up before the next; then, in the same service
   // order, each handed to NAPI/vm-agent and registered in SAPI (napi, vmapi
-  // and sapi must be up for that).
+  // and sapi must be up for that); last, each one's old records retired.
   CHECK(StepIds(*plan) ==
         std::vector<std::string>{
             "install_image:" + mid, "install_image:" + leaf2, "create_instance:" + kU2,
             "restore_data:" + kU2, "await_instance:" + kU2, "install_image:" + leaf1,
             "create_instance:" + kU1, "restore_data:" + kU1, "await_instance:" + kU1,
             "adopt_instance:" + kU2, "register_sapi:" + kU2, "adopt_instance:" + kU1,
-            "register_sapi:" + kU1});
+            "register_sapi:" + kU1, "retire_old_records:" + kU2, "retire_old_records:" + kU1});
   CHECK(plan->steps[0].image_origin == root);
   CHECK(plan->steps[0].manifest_path == "/cat/images/" + mid + "/manifest.json");
   CHECK(plan->TotalBytes() == 3 * 100 + 2 * 1000);
@@ -305,6 +306,48 @@ TEST_CASE("new uuids are valid v4 uuids and steps round-trip through JSON") {
     CHECK(back->ToJson() == s.ToJson());
   }
   CHECK(Step::FromJson(json{{"kind", "explode"}, {"id", "x"}}).status().code() == Code::kData);
+}
+
+TEST_CASE("the old records are retired last, with the NICs the new VM uses, unless kept") {
+  std::vector<InstanceSource> in = {Instance(kU1, "vmapi0", "vmapi", {}),
+                                    Instance(kU2, "sapi0", "sapi", {})};
+  for (InstanceSource& i : in) {
+    i.image_uuid.clear();
+    i.vm_payload["nics"] = {
+        {{"mac", "90:b8:d0:00:00:0" + i.uuid.substr(0, 1)}, {"ip", "10.0.0.1"}}};
+  }
+  PlanOptions opt;
+  opt.seed = 5;
+  auto plan = MakePlan(in, {}, opt);
+  REQUIRE(plan.ok());
+  CHECK(plan->retire_old_records);
+  CHECK(plan->ToJson()["retire_old_records"] == true);
+  // Every retirement comes after every adopt_instance and register_sapi.
+  size_t last_handover = 0, first_retire = plan->steps.size();
+  for (size_t i = 0; i < plan->steps.size(); ++i) {
+    StepKind k = plan->steps[i].kind;
+    if (k == StepKind::kAdoptInstance || k == StepKind::kRegisterSapi) last_handover = i;
+    if (k == StepKind::kRetireOldRecords) first_retire = std::min(first_retire, i);
+  }
+  REQUIRE(first_retire == plan->steps.size() - 2);
+  CHECK(last_handover < first_retire);
+  const Step& retire = plan->steps.back();
+  CHECK(retire.id == "retire_old_records:" + kU1);
+  CHECK(retire.old_uuid == kU1);
+  CHECK(retire.new_uuid == plan->instances[1].new_uuid);
+  CHECK(retire.payload["nics"][0]["mac"] == "90:b8:d0:00:00:01");
+  auto back = Step::FromJson(retire.ToJson());
+  REQUIRE(back.ok());
+  CHECK(back->kind == StepKind::kRetireOldRecords);
+  CHECK(back->payload == retire.payload);
+
+  opt.retire_old_records = false;  // --keep-old-records
+  auto kept = MakePlan(in, {}, opt);
+  REQUIRE(kept.ok());
+  CHECK_FALSE(kept->retire_old_records);
+  CHECK(kept->ToJson()["retire_old_records"] == false);
+  for (const Step& s : kept->steps) CHECK(s.kind != StepKind::kRetireOldRecords);
+  CHECK(kept->steps.size() == plan->steps.size() - 2);
 }
 
 TEST_CASE("a create step says what follows it, and an older journal's step says nothing") {

@@ -173,6 +173,7 @@ inline SmartosBackendOptions FakeSmartosOptions(const std::string& work_dir) {
   o.sapi_register = {FakeSmartosDir() + "/sdc-sapi", "/instances", "-X", "POST"};
   o.vmapi_get = {FakeSmartosDir() + "/sdc-vmapi"};
   o.napi = {FakeSmartosDir() + "/sdc-napi"};
+  o.sapi = {FakeSmartosDir() + "/sdc-sapi"};
   o.server_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
   o.svcs = FakeSmartosDir() + "/svcs";
   o.poll_ms = 10;

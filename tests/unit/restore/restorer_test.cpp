@@ -292,8 +292,8 @@ TEST_CASE("a dry run (--dry-run) prints the plan and leaves target and catalog b
   RestoreReport report;
   REQUIRE(restorer.Run(req, &report).ok());
   CHECK(report.plan.instances.size() == 3);
-  // images; per instance create, data, await, adopt, sapi
-  CHECK(report.plan.steps.size() == 4 + 3 * 5);
+  // images; per instance create, data, await, adopt, sapi, retire
+  CHECK(report.plan.steps.size() == 4 + 3 * 6);
   // imgapi1 exists on the target already, so the alias goes one further.
   CHECK(report.plan.instances[1].alias == "imgapi2");
   CHECK(report.steps_run == 0);
@@ -462,8 +462,9 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
     REQUIRE(st.ok());
     clean_calls = mutations(FakeCalls(c.dir() / "smartos-clean"));
     // installs; per instance create, update, start, 2 NICs unknown to NAPI
-    // (PUT 404, POST), update do_not_inventory, sapi
-    CHECK(clean_calls.size() == 4 + 3 * 9);
+    // (PUT 404, POST), update do_not_inventory, sapi; then per instance the
+    // retirement's NAPI list and SAPI DELETE (VMAPI calls are not counted)
+    CHECK(clean_calls.size() == 4 + 3 * 11);
     CHECK_FALSE(Exists(*Env::Default(), c.dir() / "smartos-clean/net-agent.log"));
   }
 
@@ -493,6 +494,247 @@ TEST_CASE("smartos restore resumes after a failed command without repeating a st
     CHECK(SnapshotTree(c.dir() / ("smartos/zones/" + p.new_uuid + "/data"), false) ==
           SnapshotTree(c.export_root() + "/datasets/" + p.old_uuid, false));
   }
+}
+
+// ---- retire_old_records --------------------------------------------------------
+
+const std::string kLostServer = "44454144-0000-4000-8000-00000000dead";
+
+// What Triton still holds of headnode1's lost instances, in the fake state
+// `state`: each VMAPI record (the exported payload on kLostServer, listed in
+// the fake CNAPI with `server_status`, "" = not listed), its SAPI instance,
+// and its NICs in NAPI, owned by the old VM.
+void SeedLostInstances(Cluster& c, const std::string& state, const std::string& server_status) {
+  for (const std::string& old : {kSapi0, kImgapi0, kVmapi0}) {
+    json vm = json::parse(ReadFile(c.export_root() + "/vms/" + old + ".json"));
+    vm["server_uuid"] = kLostServer;
+    WriteFile(state + "/vmapi/vms/" + old + ".json", vm.dump(2));
+    WriteFile(state + "/sapi/" + old + ".json",
+              ReadFile(c.export_root() + "/sapi/" + old + ".json"));
+    for (const json& nic : vm["nics"]) {
+      std::string mac = nic["mac"];
+      std::erase(mac, ':');
+      WriteFile(state + "/napi/" + mac + ".json", json({{"mac", nic["mac"]},
+                                                        {"ip", nic.value("ip", "")},
+                                                        {"belongs_to_uuid", old},
+                                                        {"belongs_to_type", "zone"},
+                                                        {"owner_uuid", vm["owner_uuid"]}})
+                                                      .dump());
+    }
+  }
+  if (!server_status.empty()) WriteFile(state + "/cnapi/servers/" + kLostServer, server_status);
+}
+
+// The warnings of retire_old_records steps ("retire_old_records:<old uuid>: ...").
+std::vector<std::string> RetireWarnings(const RestoreReport& report) {
+  std::vector<std::string> out;
+  for (const std::string& w : report.warnings) {
+    if (w.starts_with("retire_old_records")) out.push_back(w);
+  }
+  return out;
+}
+
+size_t CallIndex(const std::vector<std::string>& calls, const std::string& text, bool last) {
+  size_t found = calls.size();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    if (calls[i].find(text) == std::string::npos) continue;
+    found = i;
+    if (!last) break;
+  }
+  return found;
+}
+
+TEST_CASE(
+    "a smartos restore retires the lost instances' records last and the new ones keep their NICs") {
+  Cluster c;
+  const std::string state = c.dir() / "smartos";
+  ScopedEnv env("FAKE_SMARTOS_STATE", state);
+  // The old records name a server CNAPI lists as running: VMAPI's destroy
+  // job then runs through, deleting every MAC an old record still lists.
+  SeedLostInstances(c, state, "running");
+  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(5), &report);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  CHECK(report.plan.retire_old_records);
+  CHECK(RetireWarnings(report).empty());
+
+  // The plan ends with one retirement per instance, after every handover.
+  const auto& steps = report.plan.steps;
+  REQUIRE(steps.size() > 3);
+  for (size_t i = steps.size() - 3; i < steps.size(); ++i) {
+    CHECK(steps[i].kind == StepKind::kRetireOldRecords);
+  }
+  auto calls = FakeCalls(state);
+  const size_t last_handover = std::max(CallIndex(calls, "sdc-sapi /instances -X POST", true),
+                                        CallIndex(calls, "do_not_inventory=false", true));
+  REQUIRE(last_handover < calls.size());
+  CHECK(CallIndex(calls, "sdc-napi /nics?belongs_to_uuid=", false) > last_handover);
+  CHECK(CallIndex(calls, " -X PUT -d @" + (c.dir() / "work/") + kSapi0, false) > last_handover);
+
+  for (const PlannedInstance& p : report.plan.instances) {
+    INFO(p.old_alias);
+    json old = json::parse(ReadFile(state + "/vmapi/vms/" + p.old_uuid + ".json"));
+    CHECK(old["state"] == "destroyed");
+    CHECK(old["zone_state"] == "destroyed");
+    CHECK(old["nics"] == json::array());
+    CHECK(old["alias"] == p.old_alias);
+    CHECK(old["server_uuid"] == kLostServer);
+    CHECK_FALSE(Exists(*Env::Default(), state + "/sapi/" + p.old_uuid + ".json"));
+    CHECK(Exists(*Env::Default(), state + "/sapi/" + p.new_uuid + ".json"));
+    // Its NICs, same MACs, belong to the new VM and survived the destroy.
+    json vm = json::parse(ReadFile(state + "/vms/" + p.new_uuid + ".json"));
+    for (const json& nic : vm["nics"]) {
+      std::string mac = nic["mac"];
+      std::erase(mac, ':');
+      INFO(mac);
+      REQUIRE(Exists(*Env::Default(), state + "/napi/" + mac + ".json"));
+      CHECK(json::parse(ReadFile(state + "/napi/" + mac + ".json"))["belongs_to_uuid"] ==
+            p.new_uuid);
+    }
+  }
+  CHECK_FALSE(Exists(*Env::Default(), state + "/napi-deleted.log"));
+  CHECK_FALSE(Exists(*Env::Default(), state + "/net-agent.log"));
+}
+
+TEST_CASE("restore --keep-old-records leaves the lost instances' records as they were") {
+  Cluster c;
+  const std::string state = c.dir() / "smartos";
+  ScopedEnv env("FAKE_SMARTOS_STATE", state);
+  SeedLostInstances(c, state, "running");
+  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
+  Restorer restorer(c.Context(backend.get()));
+  RestoreRequest req = PeerRequest(5);
+  req.keep_old_records = true;
+  RestoreReport report;
+  Status st = restorer.Run(req, &report);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  CHECK_FALSE(report.plan.retire_old_records);
+  CHECK_FALSE(report.ToJson()["plan"]["retire_old_records"].get<bool>());
+  for (const Step& s : report.plan.steps) CHECK(s.kind != StepKind::kRetireOldRecords);
+  for (const std::string& old : {kSapi0, kImgapi0, kVmapi0}) {
+    INFO(old);
+    json vm = json::parse(ReadFile(state + "/vmapi/vms/" + old + ".json"));
+    CHECK(vm["state"] == "running");
+    CHECK_FALSE(vm["nics"].empty());
+    CHECK(Exists(*Env::Default(), state + "/sapi/" + old + ".json"));
+  }
+  for (const std::string& call : FakeCalls(state)) {
+    CHECK(call.find("/instances/") == std::string::npos);
+    CHECK(call.find("belongs_to_uuid") == std::string::npos);
+    CHECK_FALSE((call.starts_with("sdc-vmapi ") && call.find(" -X ") != std::string::npos));
+  }
+}
+
+TEST_CASE(
+    "SAPI keeping an old instance while the lost server is in CNAPI is a restore warning, shown "
+    "again on every run") {
+  Cluster c;
+  const std::string state = c.dir() / "smartos";
+  ScopedEnv env("FAKE_SMARTOS_STATE", state);
+  SeedLostInstances(c, state, "unknown");  // the lost headnode, listed, not running
+  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
+  Restorer restorer(c.Context(backend.get()));
+  RestoreReport report;
+  Status st = restorer.Run(PeerRequest(5), &report);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  const std::vector<std::string> warnings = RetireWarnings(report);
+  REQUIRE(warnings.size() == 3);
+  for (const std::string& old : {kSapi0, kImgapi0, kVmapi0}) {
+    INFO(old);
+    CHECK(std::count_if(warnings.begin(), warnings.end(), [&](const std::string& w) {
+            return w.starts_with("retire_old_records:" + old + ": ") &&
+                   w.find("sdc-cnapi /servers/" + kLostServer + " -X DELETE") != std::string::npos;
+          }) == 1);
+    CHECK(Exists(*Env::Default(), state + "/sapi/" + old + ".json"));
+    CHECK(json::parse(ReadFile(state + "/vmapi/vms/" + old + ".json"))["nics"] == json::array());
+  }
+  RestoreReport again;
+  REQUIRE(restorer.Run(PeerRequest(5), &again).ok());
+  CHECK(again.already_complete);
+  CHECK(RetireWarnings(again) == warnings);
+}
+
+// Fails the restore at its 3rd state change (an image install),
+// then rewrites its journal as `edit` says.
+void FailEarlyAndEditJournal(Cluster& c, Restorer& restorer, RestoreRequest req,
+                             const std::function<void(json&)>& edit) {
+  {
+    ScopedEnv fail("FAKE_SMARTOS_FAIL_AT", "3");
+    RestoreReport first;
+    REQUIRE_FALSE(restorer.Run(req, &first).ok());
+    REQUIRE_FALSE(first.journal_path.empty());
+    json j = json::parse(ReadFile(first.journal_path));
+    edit(j);
+    WriteFile(first.journal_path, j.dump(2));
+  }
+}
+
+TEST_CASE("a journal from before retire_old_records resumes as planned, without it") {
+  Cluster c;
+  const std::string state = c.dir() / "smartos";
+  ScopedEnv env("FAKE_SMARTOS_STATE", state);
+  SeedLostInstances(c, state, "running");
+  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
+  Restorer restorer(c.Context(backend.get()));
+  FailEarlyAndEditJournal(c, restorer, PeerRequest(5), [](json& j) {
+    REQUIRE(j.contains("retire_old_records"));
+    j.erase("retire_old_records");
+    auto& steps = j["steps"];
+    steps.erase(
+        std::remove_if(steps.begin(), steps.end(),
+                       [](const json& s) { return s["step"]["kind"] == "retire_old_records"; }),
+        steps.end());
+  });
+  RestoreReport resumed;
+  Status st = restorer.Run(PeerRequest(5), &resumed);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  CHECK(resumed.resumed);
+  CHECK_FALSE(resumed.plan.retire_old_records);
+  CHECK(resumed.plan.instances.size() == 3);
+  for (const std::string& old : {kSapi0, kImgapi0, kVmapi0}) {
+    CHECK(Exists(*Env::Default(), state + "/sapi/" + old + ".json"));
+  }
+  for (const std::string& call : FakeCalls(state))
+    CHECK(call.find("/instances/") == std::string::npos);
+}
+
+TEST_CASE("resuming with --keep-old-records leaves out the retirements not run yet") {
+  Cluster c;
+  const std::string state = c.dir() / "smartos";
+  ScopedEnv env("FAKE_SMARTOS_STATE", state);
+  SeedLostInstances(c, state, "running");
+  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
+  Restorer restorer(c.Context(backend.get()));
+  FailEarlyAndEditJournal(c, restorer, PeerRequest(5), [](json&) {});
+  RestoreRequest keep = PeerRequest(5);
+  keep.keep_old_records = true;
+  RestoreReport resumed;
+  Status st = restorer.Run(keep, &resumed);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  CHECK(resumed.resumed);
+  CHECK_FALSE(resumed.plan.retire_old_records);
+  CHECK(std::count_if(resumed.warnings.begin(), resumed.warnings.end(), [](const std::string& w) {
+          return w.find("3 retire_old_records step(s) not run yet are left out") !=
+                 std::string::npos;
+        }) == 1);
+  for (const std::string& old : {kSapi0, kImgapi0, kVmapi0}) {
+    CHECK(Exists(*Env::Default(), state + "/sapi/" + old + ".json"));
+  }
+  for (const std::string& call : FakeCalls(state))
+    CHECK(call.find("/instances/") == std::string::npos);
+  json j = json::parse(ReadFile(resumed.journal_path));
+  CHECK(j["retire_old_records"] == false);
+  for (const json& s : j["steps"]) CHECK(s["step"]["kind"] != "retire_old_records");
+  RestoreReport again;
+  REQUIRE(restorer.Run(PeerRequest(5), &again).ok());
+  CHECK(again.already_complete);
 }
 
 // The dir backend, seeing on "this node" the HA instances a test gives it.
