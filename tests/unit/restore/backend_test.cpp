@@ -577,7 +577,7 @@ TEST_CASE(
 
 TEST_CASE(
     "smartos retire_old_records: SAPI keeping the instance while the lost server is in CNAPI is a "
-    "warning; reruns are safe") {
+    "warning, and reruns are safe") {
   TempDir dir;
   Source src(dir);
   ScopedEnv state("FAKE_SMARTOS_STATE", dir / "smartos");
@@ -652,7 +652,7 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("dir backend's retire_old_records does nothing; exec's is an optional hook") {
+TEST_CASE("dir backend's retire_old_records does nothing, exec's is an optional hook") {
   TempDir dir;
   Source src(dir);
   Plan plan = src.MakeTestPlan();

@@ -85,7 +85,7 @@ TEST_CASE("journal saves atomically after each step and loads back what it saved
 }
 
 TEST_CASE(
-    "a journal keeps step warnings and whether the old records are retired; an older journal "
+    "a journal keeps step warnings and whether the old records are retired, an older journal "
     "retires none") {
   TempDir dir;
   Env& env = *Env::Default();

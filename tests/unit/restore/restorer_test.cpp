@@ -661,7 +661,7 @@ TEST_CASE(
 
 // Fails the restore at its 3rd state change (an image install),
 // then rewrites its journal as `edit` says.
-void FailEarlyAndEditJournal(Cluster& c, Restorer& restorer, RestoreRequest req,
+void FailEarlyAndEditJournal(Restorer& restorer, RestoreRequest req,
                              const std::function<void(json&)>& edit) {
   {
     ScopedEnv fail("FAKE_SMARTOS_FAIL_AT", "3");
@@ -681,7 +681,7 @@ TEST_CASE("a journal from before retire_old_records resumes as planned, without 
   SeedLostInstances(c, state, "running");
   auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
   Restorer restorer(c.Context(backend.get()));
-  FailEarlyAndEditJournal(c, restorer, PeerRequest(5), [](json& j) {
+  FailEarlyAndEditJournal(restorer, PeerRequest(5), [](json& j) {
     REQUIRE(j.contains("retire_old_records"));
     j.erase("retire_old_records");
     auto& steps = j["steps"];
@@ -711,7 +711,7 @@ TEST_CASE("resuming with --keep-old-records leaves out the retirements not run y
   SeedLostInstances(c, state, "running");
   auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
   Restorer restorer(c.Context(backend.get()));
-  FailEarlyAndEditJournal(c, restorer, PeerRequest(5), [](json&) {});
+  FailEarlyAndEditJournal(restorer, PeerRequest(5), [](json&) {});
   RestoreRequest keep = PeerRequest(5);
   keep.keep_old_records = true;
   RestoreReport resumed;
