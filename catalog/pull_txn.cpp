@@ -243,8 +243,9 @@ Status CheckTree(const std::vector<FileEntry>& next,
     }
     if (f.kind != EntryKind::kDir) {
       below.assign(path).push_back('/');
-      auto it = std::lower_bound(next.begin(), next.end(), below,
-                                 [](const FileEntry& e, const std::string& p) { return e.path < p; });
+      auto it =
+          std::lower_bound(next.begin(), next.end(), below,
+                           [](const FileEntry& e, const std::string& p) { return e.path < p; });
       if (it != next.end() && it->path.starts_with(below)) {
         return DataError("manifest puts " + it->path + " under " + path +
                          ", which is not a directory");
@@ -496,7 +497,8 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   for (const FileEntry& f : si.desc.files) {
     while (p != prev_files->end() && p->path < f.path) ++p;
     if (f.kind != EntryKind::kFile) continue;
-    const bool held_file = p != prev_files->end() && p->path == f.path && p->kind == EntryKind::kFile;
+    const bool held_file =
+        p != prev_files->end() && p->path == f.path && p->kind == EntryKind::kFile;
     RETURN_IF_ERROR(PlanFile(f, held_file ? &*p : nullptr, damaged));
   }
   si.prev_files = std::move(prev_files);
@@ -881,8 +883,8 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
   State::StagedInstance* si = &s.changed[changed_index];
   std::shared_ptr<const TreeIds> prev_ids =
       si->prev_seq && !si->rebuild_trees ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq) : nullptr;
-  BuiltTrees built = BuildTrees(si->desc.files, prev_ids ? si->prev_files.get() : nullptr,
-                                prev_ids.get());
+  BuiltTrees built =
+      BuildTrees(si->desc.files, prev_ids ? si->prev_files.get() : nullptr, prev_ids.get());
   std::vector<Digest256> ids;
   ids.reserve(built.ids->size());
   for (const auto& [dir, id] : *built.ids) ids.push_back(id);

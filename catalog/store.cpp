@@ -541,12 +541,11 @@ Result<std::pair<Description, Digest128>> Store::Impl::ReadDescription(const std
   return std::make_pair(std::move(d), Xxh3Digest(text));
 }
 
-Status Store::Impl::ReadEntries(Description* d, const std::string& where,
-                                TreeFault* fault) const {
+Status Store::Impl::ReadEntries(Description* d, const std::string& where, TreeFault* fault) const {
   if (!d->has_tree) return Status::Ok();
   auto ids = std::make_shared<TreeIds>();
-  RETURN_IF_ERROR(ReadTrees(env_, objects_, d->top, &d->files, ids.get(), fault)
-                      .WithContext(where));
+  RETURN_IF_ERROR(
+      ReadTrees(env_, objects_, d->top, &d->files, ids.get(), fault).WithContext(where));
   d->trees = std::move(ids);
   d->r.files = d->files.size();
   d->r.size = 0;
@@ -972,8 +971,8 @@ void Store::Impl::CheckImagesAndRecords(VerifyReport* report) const {
 }
 
 Result<Description> Store::Impl::ReadCheckedDescription(const std::string& uuid, uint64_t seq,
-                                                         const Digest128& want,
-                                                         TreeFault* fault) const {
+                                                        const Digest128& want,
+                                                        TreeFault* fault) const {
   const std::string path = DescPath(uuid, seq);
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(env_, path, 1ull << 30));
   if (!want.IsZero() && Xxh3Digest(text) != want) {

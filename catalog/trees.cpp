@@ -36,7 +36,8 @@ size_t LowerBound(const std::vector<FileEntry>& files, std::string_view key) {
 // Directories whose subtree differs between `a` and `b` (both sorted): the
 // parents of every path that was added, removed or changed, and theirs up to
 // the top ("").
-std::set<std::string> ChangedDirs(const std::vector<FileEntry>& a, const std::vector<FileEntry>& b) {
+std::set<std::string> ChangedDirs(const std::vector<FileEntry>& a,
+                                  const std::vector<FileEntry>& b) {
   std::set<std::string> dirs;
   auto mark = [&](std::string_view path) {
     for (std::string_view d = Parent(path);; d = Parent(d)) {
@@ -60,8 +61,7 @@ std::set<std::string> ChangedDirs(const std::vector<FileEntry>& a, const std::ve
 
 class Builder {
  public:
-  Builder(const std::vector<FileEntry>& files, const TreeIds* prev,
-          std::set<std::string> changed)
+  Builder(const std::vector<FileEntry>& files, const TreeIds* prev, std::set<std::string> changed)
       : files_(files), prev_(prev), changed_(std::move(changed)) {}
 
   // The members of `dir`'s tree ("" for the top) as a JSON array: every
@@ -71,7 +71,8 @@ class Builder {
     const std::string prefix = Prefix(dir);
     std::string text = "[";
     bool first = true;
-    const size_t end = dir.empty() ? files_.size() : LowerBound(files_, dir + "0");  // '0' follows '/'
+    const size_t end =
+        dir.empty() ? files_.size() : LowerBound(files_, dir + "0");  // '0' follows '/'
     for (size_t i = dir.empty() ? 0 : LowerBound(files_, prefix); i < end;) {
       const FileEntry& f = files_[i];
       if (const size_t owner = AncestorEntry(f.path, prefix.size()); owner != 0) {
@@ -83,7 +84,7 @@ class Builder {
       first = false;
       AppendEntry(&text, f);
       if (HasDescendants(f.path)) {  // a directory (of any kind, were a peer to send that)
-        text.pop_back();              // the entry's closing brace
+        text.pop_back();             // the entry's closing brace
         text += ",\"tree\":\"" + Tree(f.path).Hex() + "\"}";
       }
       ++i;
@@ -136,7 +137,8 @@ class Builder {
   // Copies the ids of `dir` and every tree below it from prev_.
   void KeepSubtree(const std::string& dir) {
     ids_[dir] = prev_->at(dir);
-    for (auto it = prev_->lower_bound(dir + "/"); it != prev_->end() && it->first < dir + "0"; ++it) {
+    for (auto it = prev_->lower_bound(dir + "/"); it != prev_->end() && it->first < dir + "0";
+         ++it) {
       ids_.insert(*it);
     }
   }

@@ -65,8 +65,7 @@ struct BuiltTrees {
 // its id and is not encoded: `encoded` holds only the trees of the changed
 // directories and of their ancestors. Without them every tree is encoded.
 BuiltTrees BuildTrees(const std::vector<syncproto::FileEntry>& files,
-                      const std::vector<syncproto::FileEntry>* prev_files,
-                      const TreeIds* prev_ids);
+                      const std::vector<syncproto::FileEntry>* prev_files, const TreeIds* prev_ids);
 
 // Where ReadTrees failed: the id of the tree that is missing, unreadable or
 // not what its name says (zero when the failure is not one tree's).

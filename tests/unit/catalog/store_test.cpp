@@ -1016,8 +1016,8 @@ TEST_CASE("a generation's description names its trees and stays small however ma
   auto rec = store->FindInstance(f.exp.imgapi);
   REQUIRE(rec.has_value());
   REQUIRE(rec->files > 300);
-  const std::string desc = Read(f.data_dir + "/instances/" + f.exp.imgapi + "/" +
-                                std::to_string(rec->seq) + ".json");
+  const std::string desc =
+      Read(f.data_dir + "/instances/" + f.exp.imgapi + "/" + std::to_string(rec->seq) + ".json");
   CHECK(desc.find("\"tree\":\"") != std::string::npos);
   CHECK(desc.size() < 2048);  // the payload, the SAPI record, the dataset's entry
   // The edited file's object and the trees of many/d3, many and the

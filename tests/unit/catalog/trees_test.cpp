@@ -164,8 +164,7 @@ TEST_CASE("added and removed directories leave no stale tree behind", "[trees]")
   CHECK(back == after);
 }
 
-TEST_CASE("a tree that is not what its name says, or is missing, is refused and named",
-          "[trees]") {
+TEST_CASE("a tree that is not what its name says, or is missing, is refused and named", "[trees]") {
   Fixture f;
   const std::vector<FileEntry> files = Instance(2, 2);
   BuiltTrees built = BuildTrees(files, nullptr, nullptr);
