@@ -544,16 +544,30 @@ size_t CallIndex(const std::vector<std::string>& calls, const std::string& text,
   return found;
 }
 
-TEST_CASE(
-    "a smartos restore retires the lost instances' records last and the new ones keep their NICs") {
+// This node restoring the lost headnode's instances with the fake smartos
+// tools, the lost instances' records seeded with the lost server listed in
+// CNAPI as `lost_server_state`.
+struct LostHeadnode {
+  explicit LostHeadnode(const std::string& lost_server_state)
+      : backend(NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"))),
+        restorer(c.Context(backend.get())) {
+    SeedLostInstances(c, state, lost_server_state);
+  }
   Cluster c;
   const std::string state = c.dir() / "smartos";
-  ScopedEnv env("FAKE_SMARTOS_STATE", state);
+  ScopedEnv env{"FAKE_SMARTOS_STATE", state};
+  std::unique_ptr<Backend> backend;
+  Restorer restorer;
+};
+
+TEST_CASE(
+    "a smartos restore retires the lost instances' records last and the new ones keep their NICs") {
   // The old records name a server CNAPI lists as running: VMAPI's destroy
   // job then runs through, deleting every MAC an old record still lists.
-  SeedLostInstances(c, state, "running");
-  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
-  Restorer restorer(c.Context(backend.get()));
+  LostHeadnode h("running");
+  Cluster& c = h.c;
+  const std::string& state = h.state;
+  Restorer& restorer = h.restorer;
   RestoreReport report;
   Status st = restorer.Run(PeerRequest(5), &report);
   INFO(st.ToString());
@@ -600,12 +614,9 @@ TEST_CASE(
 }
 
 TEST_CASE("restore --keep-old-records leaves the lost instances' records as they were") {
-  Cluster c;
-  const std::string state = c.dir() / "smartos";
-  ScopedEnv env("FAKE_SMARTOS_STATE", state);
-  SeedLostInstances(c, state, "running");
-  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
-  Restorer restorer(c.Context(backend.get()));
+  LostHeadnode h("running");
+  const std::string& state = h.state;
+  Restorer& restorer = h.restorer;
   RestoreRequest req = PeerRequest(5);
   req.keep_old_records = true;
   RestoreReport report;
@@ -632,12 +643,9 @@ TEST_CASE("restore --keep-old-records leaves the lost instances' records as they
 TEST_CASE(
     "SAPI keeping an old instance while the lost server is in CNAPI is a restore warning, shown "
     "again on every run") {
-  Cluster c;
-  const std::string state = c.dir() / "smartos";
-  ScopedEnv env("FAKE_SMARTOS_STATE", state);
-  SeedLostInstances(c, state, "unknown");  // the lost headnode, listed, not running
-  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
-  Restorer restorer(c.Context(backend.get()));
+  LostHeadnode h("unknown");  // the lost headnode, listed, not running
+  const std::string& state = h.state;
+  Restorer& restorer = h.restorer;
   RestoreReport report;
   Status st = restorer.Run(PeerRequest(5), &report);
   INFO(st.ToString());
@@ -675,12 +683,9 @@ void FailEarlyAndEditJournal(Restorer& restorer, RestoreRequest req,
 }
 
 TEST_CASE("a journal from before retire_old_records resumes as planned, without it") {
-  Cluster c;
-  const std::string state = c.dir() / "smartos";
-  ScopedEnv env("FAKE_SMARTOS_STATE", state);
-  SeedLostInstances(c, state, "running");
-  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
-  Restorer restorer(c.Context(backend.get()));
+  LostHeadnode h("running");
+  const std::string& state = h.state;
+  Restorer& restorer = h.restorer;
   FailEarlyAndEditJournal(restorer, PeerRequest(5), [](json& j) {
     REQUIRE(j.contains("retire_old_records"));
     j.erase("retire_old_records");
@@ -705,12 +710,9 @@ TEST_CASE("a journal from before retire_old_records resumes as planned, without 
 }
 
 TEST_CASE("resuming with --keep-old-records leaves out the retirements not run yet") {
-  Cluster c;
-  const std::string state = c.dir() / "smartos";
-  ScopedEnv env("FAKE_SMARTOS_STATE", state);
-  SeedLostInstances(c, state, "running");
-  auto backend = NewSmartosBackend(*Env::Default(), testing::FakeSmartosOptions(c.dir() / "work"));
-  Restorer restorer(c.Context(backend.get()));
+  LostHeadnode h("running");
+  const std::string& state = h.state;
+  Restorer& restorer = h.restorer;
   FailEarlyAndEditJournal(restorer, PeerRequest(5), [](json&) {});
   RestoreRequest keep = PeerRequest(5);
   keep.keep_old_records = true;
