@@ -196,7 +196,6 @@ void PullTxn::Abort() {
 
 namespace {
 
-// The tree rule: no entry may live under a symlink or a file of the same set.
 // The entries of an instance's next generation, sorted by path: the held
 // ones (none for a full answer) but the removed ones, with the answered ones
 // replacing or adding. Cost: one pass over both, no copy of a path.
@@ -226,9 +225,9 @@ size_t FindEntry(const std::vector<FileEntry>& files, std::string_view path) {
                                                : files.size();
 }
 
-// The answered entries make a tree with the rest of `next` (the held
-// entries passed this check when they were answered): no entry under one
-// that is not a directory, no symlink pointing out of its dataset.
+// The tree rule, for the answered entries with the rest of `next` (the
+// held entries passed it when they were answered): no entry under one that
+// is not a directory, no symlink pointing out of its dataset.
 Status CheckTree(const std::vector<FileEntry>& next,
                  const std::map<std::string, FileEntry>& answered) {
   std::string below;
@@ -443,8 +442,9 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   if (!full && have && !prev_ok) {
     return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
   }
-  std::vector<FileEntry> next =
-      MergeEntries(full || !prev_ok ? std::vector<FileEntry>() : *prev_files, removed, answered);
+  static const std::vector<FileEntry> kNothingHeld;
+  const std::vector<FileEntry>& base = full || !prev_ok ? kNothingHeld : *prev_files;
+  std::vector<FileEntry> next = MergeEntries(base, removed, answered);
   RETURN_IF_ERROR(CheckTree(next, answered));
   const size_t vm = FindEntry(next, "vms/" + info.uuid + ".json");
   if (vm == next.size() || next[vm].kind != EntryKind::kFile) {
