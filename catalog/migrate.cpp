@@ -104,7 +104,8 @@ Status Store::Impl::MigrateFormat1() {
   RETURN_IF_ERROR(WriteCatalog());
   loaded_format_ = kCatalogFormatVersion;
   for (const std::string& tree : old_trees) trash_->Discard(tree).IgnoreError();
-  log::Info("catalog: converted to format 2", {{"data_dir", o_.data_dir}});
+  log::Info("catalog: converted from format 1 (descriptions listing their entries)",
+            {{"data_dir", o_.data_dir}});
   return Status::Ok();
 }
 

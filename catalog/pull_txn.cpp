@@ -876,13 +876,20 @@ Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
 // generation's trees are not known, or the instance is damaged). Every tree
 // the generation names is pinned first; each one the store lacks is staged
 // as a new object. A rebuilt tree whose object is there but differs (found
-// damaged) is set aside and staged again.
+// damaged) is set aside and staged again. Every tree is rebuilt when a
+// scrub ran since Plan.
 Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* staged_files) {
   State& s = *s_;
   Store::Impl& st = *s.store;
   State::StagedInstance* si = &s.changed[changed_index];
+  bool rebuild = si->rebuild_trees;
+  {
+    // A scrub since Plan may have set aside a tree the previous generation names.
+    std::lock_guard<std::mutex> lock(st.mu_);
+    rebuild = rebuild || st.scrub_epoch_ != s.scrub_epoch;
+  }
   std::shared_ptr<const TreeIds> prev_ids =
-      si->prev_seq && !si->rebuild_trees ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq) : nullptr;
+      si->prev_seq && !rebuild ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq) : nullptr;
   BuiltTrees built =
       BuildTrees(si->desc.files, prev_ids ? si->prev_files.get() : nullptr, prev_ids.get());
   std::vector<Digest256> ids;
@@ -900,6 +907,9 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
       if (!check) continue;
       auto held = ReadFileToString(st.env_, st.objects_.PathOf(t.id), t.text.size() + 1);
       if (held.ok() && *held == t.text) continue;
+      if (!held.ok() && held.status().code() != Code::kData) {  // unreadable, not known bad
+        return held.status().WithContext("checking a held generation tree");
+      }
       log::Warn("catalog: a damaged generation tree is written again",
                 {{"instance", si->desc.r.uuid}, {"tree", t.id.Hex()}});
       RETURN_IF_ERROR(st.trash_->Discard(st.objects_.PathOf(t.id)));

@@ -129,6 +129,7 @@ static Status ApplyScrub(Store::Impl& st, const ScrubFindings& f, RepairReport* 
     }
     for (const auto* ids : {&f.damaged, &f.missing}) {
       for (const Digest256& id : *ids) {
+        if (st.refs_.Count(id) == 0) continue;  // its generations were dropped meanwhile
         const WantedObject& w = f.objects.at(id);
         marked.insert(w.instances.begin(), w.instances.end());
       }

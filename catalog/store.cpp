@@ -99,6 +99,12 @@ Status Store::Impl::Open() {
   bool index_loaded = false;
   if (text.ok()) {
     Status loaded = LoadCatalog(*text);
+    if (!loaded.ok() && loaded_format_ > kCatalogFormatVersion) {
+      // Rebuilding it could not read the newer descriptions: leave it all alone.
+      return DataError(P(kCatalogFile) + " is in format " + std::to_string(loaded_format_) +
+                       ", newer than this lifeboat's (" + std::to_string(kCatalogFormatVersion) +
+                       "): run the lifeboat that wrote it; nothing was changed");
+    }
     if (!loaded.ok()) {
       log::Warn("catalog.json is unreadable: rebuilding it from the generations on disk",
                 {{"error", loaded.message()}});
@@ -405,6 +411,7 @@ Status Store::Impl::LoadRefs() {
   decltype(current_files_) current;
   decltype(current_trees_) current_trees;
   ObjectRefs refs;
+  size_t unreadable = 0;  // retained generations whose objects are not known
   for (const auto& [uuid, rec] : instances) {
     ASSIGN_OR_RETURN(auto list, env_.ListDir(InstDir(uuid)));
     for (uint64_t seq : DescriptionSeqs(list)) {
@@ -413,6 +420,7 @@ Status Store::Impl::LoadRefs() {
       if (!desc.ok()) {
         log::Warn("catalog: unreadable description of a retained generation",
                   {{"instance", uuid}, {"seq", seq}, {"error", desc.status().message()}});
+        ++unreadable;
         continue;
       }
       gens[uuid][seq].committed_ms = desc->first.r.pulled_at_ms;
@@ -437,6 +445,16 @@ Status Store::Impl::LoadRefs() {
   gen_ids_ = std::move(gens);
   current_files_ = std::move(current);
   current_trees_ = std::move(current_trees);
+  // An unreadable generation (a damaged description or tree) names objects
+  // nobody can list: none is deleted until every generation reads again
+  // (a scrub with repair and the pull after it), so that no content of a
+  // damaged generation is lost with it.
+  if (unreadable > 0) {
+    log::Warn("catalog: garbage collection skipped: some retained generations are unreadable "
+              "(run `lifeboat catalog repair`)",
+              {{"generations", unreadable}});
+    return Status::Ok();
+  }
   std::vector<Digest256> garbage;
   for (const Digest256& id : on_disk) {
     if (refs_.Count(id) == 0) garbage.push_back(id);

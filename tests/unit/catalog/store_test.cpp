@@ -1086,6 +1086,51 @@ TEST_CASE("a scrub finds a damaged generation tree and repair has the next pull 
   CHECK(store->Instance(f.exp.sapi).ok());
 }
 
+TEST_CASE("a damaged tree never has Open delete its generation's content, and repair heals it") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  auto gen = store->Instance(f.exp.sapi);
+  REQUIRE(gen.ok());
+  const std::string hex = TreesOf(*gen).ids->at("datasets/" + f.exp.sapi + "/sapi").Hex();
+  const std::string tree = f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
+  const std::string good = Read(tree);
+  REQUIRE(::unlink(tree.c_str()) == 0);
+  const std::set<std::string> before = ObjectsOnDisk(f.data_dir);
+  store.reset();
+  store = f.OpenStore();  // the generation cannot be read: its objects are unknown
+  CHECK(ObjectsOnDisk(f.data_dir) == before);
+
+  auto repaired = store->Scrub(/*repair=*/true);
+  REQUIRE(repaired.ok());
+  CHECK(repaired->damaged_instances == std::vector<std::string>{f.exp.sapi});
+  CHECK(MustPull(f, *store).transfer_files == 0);  // every file is still held
+  CHECK(Read(tree) == good);
+  CHECK(store->Verify().value().ok());
+  store.reset();
+  store = f.OpenStore();
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+}
+
+TEST_CASE("a catalog in a newer format is refused and left as it is") {
+  StoreFixture f;
+  {
+    auto store = f.OpenStore();
+    MustPull(f, *store);
+  }
+  json cat = json::parse(Read(f.data_dir + "/catalog.json"));
+  cat["format_version"] = kCatalogFormatVersion + 1;
+  Write(f.data_dir + "/catalog.json", cat.dump());
+  const std::set<std::string> before = ObjectsOnDisk(f.data_dir);
+  StoreOptions o;
+  o.data_dir = f.data_dir;
+  auto store = Store::Open(*Env::Default(), f.clock, o);
+  REQUIRE_FALSE(store.ok());
+  CHECK(store.status().message().find("newer") != std::string::npos);
+  CHECK(json::parse(Read(f.data_dir + "/catalog.json")) == cat);
+  CHECK(ObjectsOnDisk(f.data_dir) == before);
+}
+
 TEST_CASE("a format-2 catalog (descriptions listing their entries) opens, reads, and grows trees") {
   StoreFixture f;
   auto store = f.OpenStore();
