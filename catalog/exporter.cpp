@@ -6,12 +6,14 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
 
 #include "base/log.h"
 #include "base/memory.h"
+#include "catalog/dir_watch.h"
 #include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
@@ -321,11 +323,28 @@ bool DecodeState(std::string_view data, State* s) {
 
 // ---- The scan --------------------------------------------------------------
 
+// Directories (local paths) that must be listed on every scan even when the
+// change watch calls them clean, because what the previous listing found in
+// them can change without an event in them: see Scanner::ListAgain.
+using DirSet = std::set<std::string>;
+
+// How a scan may use the change watch (catalog/dir_watch.h).
+struct WatchUse {
+  DirWatch* watch = nullptr;       // null: none (every directory is listed, nothing is watched)
+  bool reuse = false;              // may reuse the previous scan's entries of clean directories
+  const DirSet* unstable = nullptr;  // of the previous scan; required when reuse
+};
+
 class Scanner {
  public:
   Scanner(Env& env, const ExporterOptions& opts, const ServiceFilter& filter, const Cache& old,
-          bool stable_devices)
-      : env_(env), opts_(opts), filter_(filter), old_(old), use_dev_(stable_devices) {
+          bool stable_devices, WatchUse watch = {})
+      : env_(env),
+        opts_(opts),
+        filter_(filter),
+        old_(old),
+        use_dev_(stable_devices),
+        watch_(watch) {
     new_.reserve(old.size() + old.size() / 16 + 64);
   }
 
@@ -381,6 +400,11 @@ class Scanner {
   std::vector<ImageInfo>& images() { return images_; }
   ScanStats& stats() { return stats_; }
   uint64_t readlinks() const { return readlinks_; }
+  DirSet& unstable() { return unstable_; }
+  // A file got a new hard link while some directories were reused: its
+  // other names may sit in a reused directory, stale. The caller scans again
+  // without reuse.
+  bool needs_full_walk() const { return new_hardlink_ && stats_.reused_dirs > 0; }
 
  private:
   // Leaves `local` out of the export. While an instance is scanned, the
@@ -388,6 +412,10 @@ class Scanner {
   // path; `local` when it has none).
   void Skip(const std::string& local, const std::string& reason, const std::string& path = "") {
     ++stats_.skipped;
+    // Found, and warned about, again by the next scan (`local` may be the
+    // directory whose listing failed).
+    ListAgain(DirName(local));
+    ListAgain(local);
     log::Warn("export: skipping", {{"path", local}, {"reason", reason}});
     if (warnings_ == nullptr) return;
     ++skipped_in_instance_;
@@ -573,6 +601,10 @@ class Scanner {
 
   void Walk(const std::string& local_dir, const std::string& export_dir, int depth) {
     if (depth > 256) return Skip(local_dir, "directory tree deeper than 256 levels", export_dir);
+    if (Reusable(local_dir, export_dir)) return Reuse(local_dir, export_dir, depth);
+    // Watched before it is listed: a change after the listing is an event.
+    if (watch_.watch != nullptr) watch_.watch->Watch(local_dir);
+    ++stats_.listed_dirs;
     auto entries = env_.ListDirStat(local_dir);
     if (!entries.ok()) return Skip(local_dir, entries.status().message(), export_dir);
     // Visited in the bytewise order of the export paths they produce: an
@@ -632,6 +664,70 @@ class Scanner {
     }
   }
 
+  // True when the previous scan's entries of `local_dir` (export path
+  // `export_dir`) still hold: the watch saw nothing change in it since it
+  // was listed here, and nothing in it made it unstable.
+  bool Reusable(const std::string& local_dir, const std::string& export_dir) {
+    if (!watch_.reuse || watch_.unstable->count(local_dir) || !watch_.watch->Clean(local_dir)) {
+      return false;
+    }
+    const CacheEntry* dir = Old(export_dir);
+    return dir != nullptr && dir->kind == EntryKind::kDir && dir->local_path == local_dir;
+  }
+
+  // Copies the previous scan's entries of a clean directory and walks its
+  // subdirectories (each reused or listed on its own), in the order Walk
+  // produces them: a subdirectory's subtree at its name + "/".
+  void Reuse(const std::string& local_dir, const std::string& export_dir, int depth) {
+    ++stats_.reused_dirs;
+    const std::string prefix = export_dir + "/";
+    std::set<std::string> subtrees;  // "<name>/" of subdirectories not walked yet
+    auto walk_subtrees_before = [&](const std::string* path) {
+      while (!subtrees.empty() && (path == nullptr || prefix + *subtrees.begin() < *path)) {
+        std::string name = subtrees.begin()->substr(0, subtrees.begin()->size() - 1);
+        subtrees.erase(subtrees.begin());
+        Walk(JoinPath(local_dir, name), prefix + name, depth + 1);
+      }
+    };
+    auto less = [](const CacheEntry& c, std::string_view p) { return c.path < p; };
+    auto it = std::lower_bound(old_.begin(), old_.end(), prefix, less);
+    while (it != old_.end() && it->path.starts_with(prefix)) {
+      const std::string_view name = std::string_view(it->path).substr(prefix.size());
+      if (const size_t slash = name.find('/'); slash != std::string_view::npos) {
+        // Inside a subdirectory's subtree: that walk reads it. '0' follows '/'.
+        std::string after = prefix;
+        after.append(name.substr(0, slash)).push_back('0');
+        it = std::lower_bound(it, old_.end(), after, less);
+        continue;
+      }
+      walk_subtrees_before(&it->path);
+      const CacheEntry& c = *it++;
+      out_->push_back(c);
+      switch (c.kind) {
+        case EntryKind::kFile:
+          Count(c);
+          break;
+        case EntryKind::kDir:
+          ++stats_.dirs;
+          subtrees.insert(std::string(name) + "/");
+          break;
+        case EntryKind::kSymlink:
+          ++stats_.symlinks;
+          break;
+      }
+    }
+    walk_subtrees_before(nullptr);
+  }
+
+  // Lists directory `dir` (local) again on the next scan whatever the watch
+  // says, because of what this scan found in it: a skip (found and warned
+  // about again), a symlink (its target may vanish elsewhere), a file
+  // hashed too recently to trust (racy) or with other hard links (written
+  // through a name in another directory, the event goes there).
+  void ListAgain(const std::string& dir) {
+    if (watch_.watch != nullptr) unstable_.insert(dir);
+  }
+
   void AddDir(const FileStat& st, const std::string& local, const std::string& path) {
     CacheEntry& c = out_->emplace_back();
     c.path = path;
@@ -680,6 +776,7 @@ class Scanner {
     if (!Exists(env_, JoinPath(DirName(local), c.target))) {
       return Skip(local, "dangling symlink to \"" + c.target + "\"", path);
     }
+    ListAgain(DirName(local));
     c.path = std::move(path);
     c.local_path = std::move(local);
     out_->push_back(std::move(c));
@@ -707,6 +804,10 @@ class Scanner {
       return nullptr;
     }
     const CacheEntry* old = Old(path);
+    if (st.nlink > 1) {
+      ListAgain(DirName(local));
+      if (old == nullptr || old->nlink < 2 || old->ino != st.ino) new_hardlink_ = true;
+    }
     if (old != nullptr && old->kind == EntryKind::kFile && !old->racy && old->parse == parse &&
         SameKey(*old, st, use_dev_)) {
       CacheEntry& c = out_->emplace_back();
@@ -771,6 +872,7 @@ class Scanner {
       c.ctime_ns = st.ctime_ns;
       const int64_t window_ns = opts_.racy_window_ms * 1000000;
       c.racy = window_ns > 0 && std::max(st.ctime_ns, st.mtime_ns) + window_ns > RealNowNs();
+      if (c.racy) ListAgain(DirName(local));
       c.parse = parse;
       if (parse != ParseAs::kNone) c.parsed = Parse(content, local, parse);
       c.path = std::move(path);
@@ -826,6 +928,9 @@ class Scanner {
   std::vector<ImageInfo> images_;
   ScanStats stats_;
   uint64_t readlinks_ = 0;  // symlinks whose stat key missed the cache
+  WatchUse watch_;
+  DirSet unstable_;  // see ListAgain
+  bool new_hardlink_ = false;  // see needs_full_walk
   std::vector<InstanceWarning>* warnings_ = nullptr;  // the scanned instance's (see Skip)
   size_t skipped_in_instance_ = 0;
   std::vector<ProviderWarning> provider_warnings_;  // of the snapshot being scanned
@@ -975,8 +1080,20 @@ class Exporter::Impl {
     const int64_t start = clock_.MonotonicMs();
     ASSIGN_OR_RETURN(auto snap, opts_.provider->Snapshot(filter_));
     const bool stable = snap->stable_devices();
-    Scanner scanner(env_, opts_, filter_, *state_.cache, stable);
-    scanner.Run(*snap);
+    WatchUse use;
+    use.watch = snap->live_paths() ? Watch() : nullptr;
+    use.reuse = use.watch != nullptr && last_full_walk_ms_ &&
+                start - *last_full_walk_ms_ < opts_.full_walk_interval_ms;
+    use.unstable = &unstable_;
+    if (use.watch != nullptr) use.watch->Drain();
+    auto scanner_ptr = std::make_unique<Scanner>(env_, opts_, filter_, *state_.cache, stable, use);
+    scanner_ptr->Run(*snap);
+    if (scanner_ptr->needs_full_walk()) {
+      use.reuse = false;
+      scanner_ptr = std::make_unique<Scanner>(env_, opts_, filter_, *state_.cache, stable, use);
+      scanner_ptr->Run(*snap);
+    }
+    Scanner& scanner = *scanner_ptr;
 
     State next;
     next.generation = state_.generation;
@@ -1080,8 +1197,31 @@ class Exporter::Impl {
       last_ = result;
       last_stats_ = stats;
     }
+    if (use.watch != nullptr) {
+      // Adopted: what the watch reported is now in the cache.
+      use.watch->Settle();
+      unstable_ = std::move(scanner.unstable());
+      if (!use.reuse) last_full_walk_ms_ = start;
+    }
     ReleaseFreedMemory();  // a scan's cache was allocated on this worker's arena
     return std::make_pair(std::move(result), std::move(snap));
+  }
+
+  // The change watch, created at the first scan of live paths; null when
+  // off or inotify is not available.
+  DirWatch* Watch() {
+    if (opts_.full_walk_interval_ms <= 0 || watch_failed_) return nullptr;
+    if (!watch_) {
+      auto w = DirWatch::Create();
+      if (!w.ok()) {
+        watch_failed_ = true;
+        log::Warn("export: no change watch: every scan lists every directory",
+                  {{"error", w.status().message()}});
+        return nullptr;
+      }
+      watch_ = std::move(*w);
+    }
+    return watch_.get();
   }
 
   Env& env_;
@@ -1089,6 +1229,11 @@ class Exporter::Impl {
   ExporterOptions opts_;
   ServiceFilter filter_;
   std::string state_path_;
+  // The change watch (scan thread only, under scan_mu_): see Watch().
+  std::unique_ptr<DirWatch> watch_;
+  bool watch_failed_ = false;
+  DirSet unstable_;                          // of the last adopted scan
+  std::optional<int64_t> last_full_walk_ms_;  // monotonic start of the last full walk
   std::mutex scan_mu_;     // serializes scans
   mutable std::mutex mu_;  // guards last_, last_stats_ and reads of state_ outside scans
   State state_;

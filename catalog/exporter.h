@@ -3,7 +3,10 @@
 //
 // A scan stats every object the provider offers and hashes (XXH3-128) only
 // files whose (dev, ino, size, mtime_ns, ctime_ns) differ from the persistent
-// stat cache: a no-change rescan is a stat walk and reads nothing. A file is
+// stat cache: a no-change rescan is a stat walk and reads nothing. With a
+// provider of live paths (the dir provider), the walk itself is skipped for
+// the directories a change watch saw unchanged: their entries of the previous
+// scan are reused (see ExporterOptions::full_walk_interval_ms). A file is
 // hashed between two stats; when they differ (it changed while being read)
 // it is re-hashed, up to `hash_attempts` times, then left out of this scan
 // with a warning (never served torn). Unreadable files, dangling or invalid
@@ -59,6 +62,13 @@ struct ExporterOptions {
   // ("racy git"): its cache entry is not trusted and it is hashed again on the
   // next scan. 0 disables the check (tests that count reads right after writing).
   int64_t racy_window_ms = 20;
+  // When the provider's dataset paths are live directories (the dir
+  // provider), they are watched for changes (catalog/dir_watch.h) and a scan
+  // lists only the directories that changed since the last one (a pull then
+  // costs what changed, not what is exported). Every this-many ms a scan
+  // lists everything anyway, for what a watch cannot see (writes through a
+  // shared mmap, remote filesystems). 0: no watch, every scan lists everything.
+  int64_t full_walk_interval_ms = 3600 * 1000;
 };
 
 // What one scan did (for logs, metrics and tests).
@@ -72,6 +82,8 @@ struct ScanStats {
   uint64_t hashed_files = 0;  // files read because the stat cache missed
   uint64_t hashed_bytes = 0;
   uint64_t skipped = 0;     // objects left out (see the header comment)
+  uint64_t listed_dirs = 0;  // dataset directories listed (and their entries stat'ed)
+  uint64_t reused_dirs = 0;  // dataset directories the change watch found unchanged
   int64_t duration_ms = 0;  // monotonic
 };
 

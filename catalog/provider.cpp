@@ -102,6 +102,7 @@ class DirSnapshot final : public ProviderSnapshot {
   }
 
   const std::vector<InstanceSource>& instances() const override { return instances_; }
+  bool live_paths() const override { return true; }
   std::string application_path() const override { return application_; }
   std::map<std::string, std::string> service_record_paths() const override {
     return service_records_;

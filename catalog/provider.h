@@ -97,6 +97,12 @@ class ProviderSnapshot {
   // stat cache then ignores dev.
   virtual bool stable_devices() const { return true; }
 
+  // True when the dataset paths are the live directories, the same in every
+  // snapshot (the dir provider): the exporter may then watch them for
+  // changes (catalog/dir_watch.h) and list only what changed. False for a
+  // provider whose snapshots are frozen copies at new paths (ZFS snapshots).
+  virtual bool live_paths() const { return false; }
+
   // What the provider could not get right for this snapshot (none by default).
   virtual std::vector<ProviderWarning> warnings() const { return {}; }
 };

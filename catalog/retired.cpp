@@ -56,6 +56,7 @@ class FilteredSnapshot final : public ProviderSnapshot {
   }
   Result<ImageSource> Image(const std::string& uuid) override { return inner_->Image(uuid); }
   bool stable_devices() const override { return inner_->stable_devices(); }
+  bool live_paths() const override { return inner_->live_paths(); }
   std::vector<ProviderWarning> warnings() const override { return inner_->warnings(); }
 
  private:
