@@ -161,6 +161,9 @@ Status Daemon::Open() {
   eo.state_dir = export_state;
   eo.node_uuid = cfg_.node.uuid;
   eo.node_name = cfg_.node.name;
+  eo.full_walk_interval_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.export_.full_walk_interval)
+          .count();
   ASSIGN_OR_RETURN(exporter_, catalog::Exporter::Open(env, *clock_, eo));
   sig_cache_ = syncproto::NewMemorySignatureCache(4096);
 

@@ -548,7 +548,8 @@ Config Parser::Parse(const toml::table& root) {
                "provider", &c.export_.provider,
                {{"dir", ExportProvider::kDir}, {"smartos", ExportProvider::kSmartos}}),
            AbsoluteDir("root", &c.export_.root), Names("services", &c.export_.services, true),
-           Argv("sapi_command", &c.export_.sapi_command, /*allow_off=*/true)});
+           Argv("sapi_command", &c.export_.sapi_command, /*allow_off=*/true),
+           DurationField("full_walk_interval", &c.export_.full_walk_interval, Duration(0))});
   if (const toml::node* peers = root.get("peer")) ParsePeers(*peers, c);
   Section(root, "retention",
           {Count("generations", &c.retention.generations, 1, 100),

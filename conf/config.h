@@ -126,6 +126,11 @@ struct ExportConfig {
   // records exported). Absolute by default: the agent's SMF PATH does not
   // hold /opt/smartdc/bin.
   std::vector<std::string> sapi_command{"/opt/smartdc/bin/sdc-sapi"};
+  // Provider "dir": the export root's datasets are watched for changes
+  // (inotify) and a scan lists only what changed, except every this long,
+  // when it lists everything (catalog::ExporterOptions::full_walk_interval_ms).
+  // 0: no watch, every scan lists everything.
+  Duration full_walk_interval = std::chrono::hours(1);
 };
 
 struct PeerConfig {

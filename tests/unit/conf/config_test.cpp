@@ -66,6 +66,19 @@ TEST_CASE("export.sapi_command defaults to the headnode's sdc-sapi, and [] turns
   CHECK_FALSE(hook.ok());
 }
 
+TEST_CASE("export.full_walk_interval defaults to an hour, and 0 turns the watch off", "[conf]") {
+  Fixture f;
+  Result<Config> c = f.Parse(Base());
+  REQUIRE(c.ok());
+  CHECK(c->export_.full_walk_interval == std::chrono::hours(1));
+  Result<Config> off = f.Parse(Base("[export]\nfull_walk_interval = \"0s\"\n"));
+  REQUIRE(off.ok());
+  CHECK(off->export_.full_walk_interval.count() == 0);
+  Result<Config> bad = f.Parse(Base("[export]\nfull_walk_interval = \"often\"\n"));
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.status().message().find("export.full_walk_interval") != std::string::npos);
+}
+
 TEST_CASE("a minimal config gets the documented defaults", "[conf]") {
   Fixture f;
   Result<Config> c = f.Parse(Base());
