@@ -416,7 +416,7 @@ Status Store::Impl::LoadRefs() {
     ASSIGN_OR_RETURN(auto list, env_.ListDir(InstDir(uuid)));
     for (uint64_t seq : DescriptionSeqs(list)) {
       if (seq > rec.r.seq) continue;
-      auto desc = ReadDescription(uuid, seq);
+      auto desc = ReadDescription(uuid, seq, &trees);
       if (!desc.ok()) {
         log::Warn("catalog: unreadable description of a retained generation",
                   {{"instance", uuid}, {"seq", seq}, {"error", desc.status().message()}});
@@ -479,7 +479,8 @@ void Store::Impl::RemoveObjects(const std::vector<Digest256>& ids) {
 
 Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
                                 const std::vector<FileEntry>& entries,
-                                const std::vector<FileEntry>* from, uint64_t from_seq) {
+                                const std::vector<FileEntry>* from, uint64_t from_seq,
+                                const std::vector<std::string>* changed) {
   const std::string dir = ViewDir(uuid);
   const std::string marker = ViewSeqPath(uuid);
   const bool was_dir = [&] {
@@ -487,9 +488,9 @@ Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
     return st.ok() && st->type == FileType::kDirectory;
   }();
   Status made = Status::Ok();
-  if (from != nullptr && was_dir && ViewSeq(uuid) == from_seq) {
+  if (from != nullptr && changed != nullptr && was_dir && ViewSeq(uuid) == from_seq) {
     RETURN_IF_ERROR(env_.RemoveFile(marker));  // the view is in between
-    made = UpdateCheckout(env_, objects_, *from, entries, dir);
+    made = UpdateCheckout(env_, objects_, *from, entries, *changed, dir);
   } else {
     made = DataError("rebuild");
   }

@@ -33,27 +33,13 @@ size_t LowerBound(const std::vector<FileEntry>& files, std::string_view key) {
   return static_cast<size_t>(it - files.begin());
 }
 
-// Directories whose subtree differs between `a` and `b` (both sorted): the
-// parents of every path that was added, removed or changed, and theirs up to
-// the top ("").
-std::set<std::string> ChangedDirs(const std::vector<FileEntry>& a,
-                                  const std::vector<FileEntry>& b) {
+// Directories whose subtree differs: the parents of every changed path, and
+// theirs up to the top ("").
+std::set<std::string> ChangedDirs(const std::vector<std::string>& changed) {
   std::set<std::string> dirs;
-  auto mark = [&](std::string_view path) {
+  for (const std::string& path : changed) {
     for (std::string_view d = Parent(path);; d = Parent(d)) {
-      if (!dirs.emplace(d).second || d.empty()) return;  // its ancestors are marked already
-    }
-  };
-  size_t i = 0, j = 0;
-  while (i < a.size() || j < b.size()) {
-    if (j == b.size() || (i < a.size() && a[i].path < b[j].path)) {
-      mark(a[i++].path);
-    } else if (i == a.size() || b[j].path < a[i].path) {
-      mark(b[j++].path);
-    } else {
-      if (!(a[i] == b[j])) mark(a[i].path);
-      ++i;
-      ++j;
+      if (!dirs.emplace(d).second || d.empty()) break;  // its ancestors are marked already
     }
   }
   return dirs;
@@ -193,9 +179,6 @@ Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
     const bool missing = text.status().code() == Code::kNotFound;
     return Fault(fault, id, missing, text.status().WithContext("generation tree"));
   }
-  auto bad = [&](const std::string& what) {
-    return Fault(fault, id, false, DataError("generation tree " + where + ": " + what));
-  };
   if (Sha256Digest(*text) != id) return bad("not what its name says (SHA-256 mismatch)");
   auto j = internal::ParseJson(*text, where);
   if (!j.ok()) return bad(j.status().message());
@@ -210,11 +193,29 @@ Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
 
 }  // namespace
 
-BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<FileEntry>* prev_files,
+std::vector<std::string> ChangedPaths(const std::vector<FileEntry>& a,
+                                      const std::vector<FileEntry>& b) {
+  std::vector<std::string> changed;
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    if (j == b.size() || (i < a.size() && a[i].path < b[j].path)) {
+      changed.push_back(a[i++].path);
+    } else if (i == a.size() || b[j].path < a[i].path) {
+      changed.push_back(b[j++].path);
+    } else {
+      if (!(a[i] == b[j])) changed.push_back(a[i].path);
+      ++i;
+      ++j;
+    }
+  }
+  return changed;
+}
+
+BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<std::string>* changed,
                       const TreeIds* prev_ids) {
-  const bool incremental = prev_files != nullptr && prev_ids != nullptr;
+  const bool incremental = changed != nullptr && prev_ids != nullptr;
   Builder b(files, incremental ? prev_ids : nullptr,
-            incremental ? ChangedDirs(*prev_files, files) : std::set<std::string>());
+            incremental ? ChangedDirs(*changed) : std::set<std::string>());
   std::string top = b.Members("");
   return b.Finish(std::move(top));
 }

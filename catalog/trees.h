@@ -32,6 +32,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -59,13 +61,23 @@ struct BuiltTrees {
   std::vector<TreeText> encoded;       // the trees encoded by this call (children first)
 };
 
+// The paths whose entry differs between two generations `a` and `b` (both
+// sorted by path, paths unique): added, removed or changed. Sorted, unique.
+// One pass over both (a full answer; a delta's planner finds them in
+// O(changes), pull planning).
+std::vector<std::string> ChangedPaths(const std::vector<syncproto::FileEntry>& a,
+                                      const std::vector<syncproto::FileEntry>& b);
+
 // The trees of `files` (one generation, sorted by path, paths unique).
-// When `prev_files` and `prev_ids` (the previous generation's entries and
-// trees) are given, a directory whose subtree is identical in both keeps
-// its id and is not encoded: `encoded` holds only the trees of the changed
-// directories and of their ancestors. Without them every tree is encoded.
+// When `changed` (the paths whose entry differs from the previous
+// generation's, as ChangedPaths gives them) and `prev_ids` (the previous
+// generation's trees) are given, a directory with no changed path below it
+// keeps its id and is not encoded: `encoded` holds only the trees of the
+// changed directories and of their ancestors. Cost: the changed paths'
+// ancestors, plus a copy of the kept ids. Without them every tree is
+// encoded.
 BuiltTrees BuildTrees(const std::vector<syncproto::FileEntry>& files,
-                      const std::vector<syncproto::FileEntry>* prev_files, const TreeIds* prev_ids);
+                      const std::vector<std::string>* changed, const TreeIds* prev_ids);
 
 // Where ReadTrees failed: the id of the tree that is missing, unreadable or
 // not what its name says (zero when the failure is not one tree's).

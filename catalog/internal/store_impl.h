@@ -256,11 +256,14 @@ class Store::Impl {
 
   // The view of `uuid` (instances/<uuid>/current/ and current.seq, then its
   // svc-* names) moved to generation `seq` with `entries`. With `from` (the
-  // entries of the generation the view shows, at `from_seq`) only what
-  // differs is touched; without it, or when the view is not at `from_seq`,
-  // or the update fails, the view is rebuilt. Not fsync'd: Open repairs.
+  // entries of the generation the view shows, at `from_seq`) and `changed`
+  // (the paths whose entries differ between the two, trees.h ChangedPaths)
+  // only those paths are looked at; without them, or when the view is not at
+  // `from_seq`, or the update fails, the view is rebuilt. Not fsync'd: Open
+  // repairs.
   Status RefreshView(const std::string& uuid, uint64_t seq, const std::vector<FileEntry>& entries,
-                     const std::vector<FileEntry>* from = nullptr, uint64_t from_seq = 0);
+                     const std::vector<FileEntry>* from = nullptr, uint64_t from_seq = 0,
+                     const std::vector<std::string>* changed = nullptr);
 
   // The seq the view of `uuid` shows (0 when none or being updated).
   uint64_t ViewSeq(const std::string& uuid) const;
