@@ -169,11 +169,29 @@ Status ReadMembers(const nlohmann::json& members, const std::string& dir,
   return Status::Ok();
 }
 
-// One tree object, checked against its name and its directory.
+// One tree object, checked against its name and its directory: its
+// members appended to `files`, its subtrees to `todo`. Taken from `cache`
+// when there (else added to it when given).
 Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
                    const std::string& dir, std::vector<FileEntry>* files, Todo* todo,
-                   TreeFault* fault) {
+                   TreeFault* fault, TreeCache* cache) {
   const std::string where = objects.PathOf(id);
+  auto bad = [&](const std::string& what) {
+    return Fault(fault, id, false, DataError("generation tree " + where + ": " + what));
+  };
+  auto wrong_dir = [&](const std::string& listed) {
+    return bad("lists directory \"" + EscapeForTerminal(listed) + "\", expected \"" +
+               EscapeForTerminal(dir) + "\"");
+  };
+  if (cache != nullptr) {
+    if (auto hit = cache->trees.find(id); hit != cache->trees.end()) {
+      const TreeCache::Tree& t = hit->second;
+      if (t.dir != dir) return wrong_dir(t.dir);
+      files->insert(files->end(), t.members.begin(), t.members.end());
+      todo->insert(todo->end(), t.subtrees.begin(), t.subtrees.end());
+      return Status::Ok();
+    }
+  }
   auto text = ReadFileToString(env, where, kMaxTreeBytes);
   if (!text.ok()) {
     const bool missing = text.status().code() == Code::kNotFound;
@@ -183,12 +201,16 @@ Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
   auto j = internal::ParseJson(*text, where);
   if (!j.ok()) return bad(j.status().message());
   auto d = GetBytes(*j, "dir");
-  if (!d.ok() || *d != dir) {
-    return bad("lists directory \"" + EscapeForTerminal(d.ok() ? *d : "") + "\", expected \"" +
-               EscapeForTerminal(dir) + "\"");
-  }
+  if (!d.ok() || *d != dir) return wrong_dir(d.ok() ? *d : "");
   if (!j->contains("entries")) return bad("no entries");
-  return ReadMembers((*j)["entries"], dir, files, todo, bad);
+  if (cache == nullptr) return ReadMembers((*j)["entries"], dir, files, todo, bad);
+  TreeCache::Tree t;
+  t.dir = dir;
+  RETURN_IF_ERROR(ReadMembers((*j)["entries"], dir, &t.members, &t.subtrees, bad));
+  files->insert(files->end(), t.members.begin(), t.members.end());
+  todo->insert(todo->end(), t.subtrees.begin(), t.subtrees.end());
+  cache->trees.emplace(id, std::move(t));
+  return Status::Ok();
 }
 
 }  // namespace
@@ -221,7 +243,7 @@ BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<std
 }
 
 Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,
-                 std::vector<FileEntry>* files, TreeIds* ids, TreeFault* fault) {
+                 std::vector<FileEntry>* files, TreeIds* ids, TreeFault* fault, TreeCache* cache) {
   files->clear();
   ids->clear();
   Todo todo;
@@ -236,7 +258,7 @@ Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top
                    DataError("generation tree " + objects.PathOf(id) + ": directory \"" +
                              EscapeForTerminal(dir) + "\" listed twice"));
     }
-    RETURN_IF_ERROR(ReadOneTree(env, objects, id, dir, files, &todo, fault));
+    RETURN_IF_ERROR(ReadOneTree(env, objects, id, dir, files, &todo, fault, cache));
   }
   std::sort(files->begin(), files->end(),
             [](const FileEntry& a, const FileEntry& b) { return a.path < b.path; });

@@ -86,14 +86,29 @@ struct TreeFault {
   bool missing = false;
 };
 
+// Trees ReadTrees read and checked, by id: reading many generations that
+// share trees (Store::Open reads every retained one) parses each distinct
+// tree once. Holds the members of every tree read: keep it only while
+// reading. A tree that failed a check is not kept. Not thread-safe.
+struct TreeCache {
+  struct Tree {
+    std::string dir;
+    std::vector<syncproto::FileEntry> members;
+    std::vector<std::pair<std::string, Digest256>> subtrees;  // (member path, its tree)
+  };
+  std::unordered_map<Digest256, Tree, Digest256Hash> trees;
+};
+
 // Reads a generation from its top (the description's "entries") and the
 // trees below it out of `objects`: every entry (sorted by path) and every
 // tree id. Each tree is checked against its name (SHA-256), its directory,
 // and its members' paths; a failure is kData (kNotFound for a missing tree)
-// naming the tree, with `*fault` set when given.
+// naming the tree, with `*fault` set when given. With `cache`, a tree found
+// there is not read again (its directory is still checked), and each tree
+// read is added.
 Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,
                  std::vector<syncproto::FileEntry>* files, TreeIds* ids,
-                 TreeFault* fault = nullptr);
+                 TreeFault* fault = nullptr, TreeCache* cache = nullptr);
 
 }  // namespace lifeboat::catalog
 
