@@ -107,8 +107,8 @@ struct TreeCache {
 // there is not read again (its directory is still checked), and each tree
 // read is added.
 Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,
-                 std::vector<syncproto::FileEntry>* files, TreeIds* ids,
-                 TreeFault* fault = nullptr, TreeCache* cache = nullptr);
+                 std::vector<syncproto::FileEntry>* files, TreeIds* ids, TreeFault* fault = nullptr,
+                 TreeCache* cache = nullptr);
 
 }  // namespace lifeboat::catalog
 

@@ -34,8 +34,7 @@ struct NextEntries {
 // path wins over a removal of it. Cost: O((answered + removed) log held)
 // to find what changed, and one copy of `held` only when something did.
 // A full answer: `answered` alone, compared with `held` in one pass.
-NextEntries PlanEntries(const EntryList& held,
-                        const std::set<std::string>& removed,
+NextEntries PlanEntries(const EntryList& held, const std::set<std::string>& removed,
                         const std::map<std::string, syncproto::FileEntry>& answered, bool full);
 
 // Index of `path` in `files` (sorted by path), or files.size().

@@ -47,8 +47,8 @@ std::string Content(Env& env, const std::string& path) {
 
 TEST_CASE("a checkout update looks at the changed paths only", "[checkout]") {
   Fixture f;
-  const std::vector<FileEntry> from{Dir("d"), f.File("d/a", "a"), f.File("d/b", "b"),
-                                    Dir("d/sub"), f.File("d/sub/c", "c")};
+  const std::vector<FileEntry> from{Dir("d"), f.File("d/a", "a"), f.File("d/b", "b"), Dir("d/sub"),
+                                    f.File("d/sub/c", "c")};
   const std::string view = f.dir / "view";
   REQUIRE(BuildCheckout(f.env, f.objects, from, view).ok());
   // b edited, sub and its file removed, e added.

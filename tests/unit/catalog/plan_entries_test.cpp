@@ -38,7 +38,8 @@ EntryList Held() {
   for (int d = 0; d < 3; ++d) {
     const std::string dir = std::string(kDs) + "/d" + std::to_string(d);
     held.push_back(Dir(dir));
-    for (int f = 0; f < 4; ++f) held.push_back(File(dir + "/f" + std::to_string(f), dir + std::to_string(f)));
+    for (int f = 0; f < 4; ++f)
+      held.push_back(File(dir + "/f" + std::to_string(f), dir + std::to_string(f)));
   }
   held.push_back(File("vms/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10.json", "{}"));
   return held;
@@ -66,10 +67,9 @@ TEST_CASE("a delta that changes nothing of an instance makes no copy of its entr
 TEST_CASE("a delta's changed paths are exactly what differs from the held entries", "[plan]") {
   const EntryList held = Held();
   const std::string d2 = std::string(kDs) + "/d2";
-  const std::set<std::string> removed{d2 + "/f0", d2 + "/f9" /* not held */,
-                                      "datasets/other/x"};
-  const auto answered = Answer({File(d2 + "/f1", "edited"), held[3] /* as held */,
-                                Dir(d2 + "/new"), File(d2 + "/new/g", "new")});
+  const std::set<std::string> removed{d2 + "/f0", d2 + "/f9" /* not held */, "datasets/other/x"};
+  const auto answered = Answer({File(d2 + "/f1", "edited"), held[3] /* as held */, Dir(d2 + "/new"),
+                                File(d2 + "/new/g", "new")});
   NextEntries next = PlanEntries(held, removed, answered, false);
   REQUIRE(next.files.has_value());
   CHECK(next.changed ==
@@ -83,7 +83,7 @@ TEST_CASE("a delta's changed paths are exactly what differs from the held entrie
 TEST_CASE("a full answer is compared with the held entries in one pass", "[plan]") {
   const EntryList held = Held();
   NextEntries same = PlanEntries(held, {}, Answer(held), true);
-  CHECK_FALSE(same.files.has_value());  // the held list is the next one
+  CHECK_FALSE(same.files.has_value());           // the held list is the next one
   EntryList less(held.begin() + 1, held.end());  // the dataset's own entry left out
   NextEntries next = PlanEntries(held, {}, Answer(less), true);
   REQUIRE(next.files.has_value());
