@@ -92,6 +92,13 @@ class Maker {
   std::unordered_set<std::string> known_;
 };
 
+// The entry at `path` in `files` (sorted by path), or null.
+const FileEntry* Find(const std::vector<FileEntry>& files, const std::string& path) {
+  auto it = std::lower_bound(files.begin(), files.end(), path,
+                             [](const FileEntry& f, const std::string& p) { return f.path < p; });
+  return it != files.end() && it->path == path ? &*it : nullptr;
+}
+
 Status RemoveEntry(Env& env, const std::string& dir, const FileEntry& e) {
   const std::string path = dir + "/" + e.path;
   Status st = e.kind == EntryKind::kDir ? env.RemoveDir(path) : env.RemoveFile(path);
@@ -109,30 +116,25 @@ Status BuildCheckout(Env& env, const ObjectStore& objects, const std::vector<Fil
 }
 
 Status UpdateCheckout(Env& env, const ObjectStore& objects, const std::vector<FileEntry>& from,
-                      const std::vector<FileEntry>& to, const std::string& dir) {
-  // Both lists are sorted by path: one merge finds what to remove and what to make.
-  std::vector<const FileEntry*> remove, make;
-  size_t i = 0, j = 0;
-  while (i < from.size() || j < to.size()) {
-    if (j == to.size() || (i < from.size() && from[i].path < to[j].path)) {
-      remove.push_back(&from[i++]);
-    } else if (i == from.size() || to[j].path < from[i].path) {
-      make.push_back(&to[j++]);
-    } else {
-      if (!SameOnDisk(from[i], to[j])) {
-        remove.push_back(&from[i]);
-        make.push_back(&to[j]);
-      }
-      ++i;
-      ++j;
-    }
+                      const std::vector<FileEntry>& to, const std::vector<std::string>& changed,
+                      const std::string& dir) {
+  // Each changed path's entry on both sides (null: not there).
+  std::vector<std::pair<const FileEntry*, const FileEntry*>> diff;
+  diff.reserve(changed.size());
+  for (const std::string& path : changed) {
+    const FileEntry* a = Find(from, path);
+    const FileEntry* b = Find(to, path);
+    if (a != nullptr && b != nullptr && SameOnDisk(*a, *b)) continue;
+    diff.emplace_back(a, b);
   }
   // Deepest first: a directory's entries sort after it.
-  for (auto it = remove.rbegin(); it != remove.rend(); ++it) {
-    RETURN_IF_ERROR(RemoveEntry(env, dir, **it));
+  for (auto it = diff.rbegin(); it != diff.rend(); ++it) {
+    if (it->first != nullptr) RETURN_IF_ERROR(RemoveEntry(env, dir, *it->first));
   }
   Maker maker(env, objects, dir);
-  for (const FileEntry* e : make) RETURN_IF_ERROR(maker.Make(*e));
+  for (const auto& [a, b] : diff) {
+    if (b != nullptr) RETURN_IF_ERROR(maker.Make(*b));
+  }
   return Status::Ok();
 }
 

@@ -39,12 +39,15 @@ Status BuildCheckout(Env& env, const ObjectStore& objects,
 
 // Changes the checkout at `dir`, which holds `from`, into one of `to` (both
 // sorted by path): what went away or changed is removed (deepest first),
-// then what is new or changed is made (parents first). Touches only the
-// entries that differ. Stops at the first failure; the tree is then neither
-// and the caller rebuilds it.
+// then what is new or changed is made (parents first). `changed` lists the
+// paths whose entries differ (sorted, unique: trees.h ChangedPaths); every
+// other path has the same entry in both, and only the listed ones are
+// looked at (O(changes log entries)). Stops at the first failure; the tree
+// is then neither and the caller rebuilds it.
 Status UpdateCheckout(Env& env, const ObjectStore& objects,
                       const std::vector<syncproto::FileEntry>& from,
-                      const std::vector<syncproto::FileEntry>& to, const std::string& dir);
+                      const std::vector<syncproto::FileEntry>& to,
+                      const std::vector<std::string>& changed, const std::string& dir);
 
 }  // namespace lifeboat::catalog
 

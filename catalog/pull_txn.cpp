@@ -14,6 +14,7 @@
 #include "base/text.h"
 #include "catalog/checkout.h"
 #include "catalog/internal/background_sync.h"
+#include "catalog/internal/plan_entries.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
 #include "catalog/provider.h"
@@ -92,6 +93,7 @@ struct PullTxn::State {
     uint64_t prev_seq = 0;
     std::vector<Digest256> ids;  // one per file entry of desc, then per tree: pinned until the end
     bool rebuild_trees = false;  // every tree encoded and checked (a damaged instance)
+    std::vector<std::string> changed_paths;  // differing from prev_seq's entries (with prev_seq)
   };
   std::vector<StagedInstance> changed;
   std::vector<std::string> confirmed;  // unchanged instances: pulled_at/generation refreshed
@@ -196,35 +198,6 @@ void PullTxn::Abort() {
 
 namespace {
 
-// The entries of an instance's next generation, sorted by path: the held
-// ones (none for a full answer) but the removed ones, with the answered ones
-// replacing or adding. Cost: one pass over both, no copy of a path.
-std::vector<FileEntry> MergeEntries(const std::vector<FileEntry>& held,
-                                    const std::set<std::string>& removed,
-                                    const std::map<std::string, FileEntry>& answered) {
-  std::vector<FileEntry> next;
-  next.reserve(held.size() + answered.size());
-  auto a = answered.begin();
-  for (const FileEntry& h : held) {
-    for (; a != answered.end() && a->first < h.path; ++a) next.push_back(a->second);
-    if (a != answered.end() && a->first == h.path) {
-      next.push_back((a++)->second);
-    } else if (removed.empty() || !removed.count(h.path)) {
-      next.push_back(h);
-    }
-  }
-  for (; a != answered.end(); ++a) next.push_back(a->second);
-  return next;
-}
-
-// Index of `path` in `files` (sorted by path), or files.size().
-size_t FindEntry(const std::vector<FileEntry>& files, std::string_view path) {
-  auto it = std::lower_bound(files.begin(), files.end(), path,
-                             [](const FileEntry& f, std::string_view p) { return f.path < p; });
-  return it != files.end() && it->path == path ? static_cast<size_t>(it - files.begin())
-                                               : files.size();
-}
-
 // The tree rule, for the answered entries with the rest of `next` (the
 // held entries passed it when they were answered): no entry under one that
 // is not a directory, no symlink pointing out of its dataset.
@@ -234,7 +207,7 @@ Status CheckTree(const std::vector<FileEntry>& next,
   for (const auto& [path, f] : answered) {
     for (size_t slash = path.find('/'); slash != std::string::npos;
          slash = path.find('/', slash + 1)) {
-      const size_t parent = FindEntry(next, std::string_view(path).substr(0, slash));
+      const size_t parent = internal::FindEntry(next, std::string_view(path).substr(0, slash));
       if (parent != next.size() && next[parent].kind != EntryKind::kDir) {
         return DataError("manifest puts " + path + " under " + next[parent].path +
                          ", which is not a directory");
@@ -442,14 +415,7 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   if (!full && have && !prev_ok) {
     return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
   }
-  static const std::vector<FileEntry> kNothingHeld;
-  const std::vector<FileEntry>& base = full || !prev_ok ? kNothingHeld : *prev_files;
-  std::vector<FileEntry> next = MergeEntries(base, removed, answered);
-  RETURN_IF_ERROR(CheckTree(next, answered));
-  const size_t vm = FindEntry(next, "vms/" + info.uuid + ".json");
-  if (vm == next.size() || next[vm].kind != EntryKind::kFile) {
-    return DataError("instance " + info.uuid + " has no VM payload in the manifest");
-  }
+  internal::NextEntries planned = internal::PlanEntries(*prev_files, removed, answered, full);
   auto held_it = held.instances.find(info.uuid);
   if (have && held_it != held.instances.end() && held_it->second.r.removed) {
     s.reappeared.push_back(info.uuid);
@@ -458,12 +424,18 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
                          prev_rec.r.service == info.service &&
                          prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer &&
                          prev_rec.r.warnings == info.warnings;
-  const bool same_files = prev_ok && next == *prev_files;
+  const bool same_files = prev_ok && planned.changed.empty();
   // A scrub found objects of it missing: a new generation, transferring them.
   const bool damaged = have && prev_rec.r.damaged;
-  if (same_meta && same_files && !damaged) {
+  if (same_meta && same_files && !damaged) {  // the held entries passed the checks below
     s.confirmed.push_back(info.uuid);
     return Status::Ok();
+  }
+  const std::vector<FileEntry>& next = planned.files ? *planned.files : *prev_files;
+  RETURN_IF_ERROR(CheckTree(next, answered));
+  const size_t vm = internal::FindEntry(next, "vms/" + info.uuid + ".json");
+  if (vm == next.size() || next[vm].kind != EntryKind::kFile) {
+    return DataError("instance " + info.uuid + " has no VM payload in the manifest");
   }
   State::StagedInstance si;
   si.old_service = have ? prev_rec.r.service : "";
@@ -478,13 +450,16 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   si.desc.r.generation = m.generation;
   si.desc.node_uuid = m.node_uuid;
   si.desc.boot_id = m.boot_id;
+  uint64_t files = 0;
   for (const FileEntry& f : next) {
     if (f.kind == EntryKind::kFile) {
       si.desc.r.size += f.size;
       si.ids.push_back(f.sha256);
+      ++files;
     }
   }
-  si.desc.files = std::move(next);
+  // The held list is copied only when metadata alone changed (or damaged).
+  si.desc.files = planned.files ? std::move(*planned.files) : *prev_files;
   si.desc.r.files = si.desc.files.size();
   {
     // Pinned before anything is checked: no retention or failed pull can
@@ -492,15 +467,29 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
     std::lock_guard<std::mutex> lock(st.mu_);
     st.refs_.Add(si.ids);
   }
-  // Each file with the held entry at its path (both sorted: one walk).
-  auto p = prev_files->begin();
-  for (const FileEntry& f : si.desc.files) {
-    while (p != prev_files->end() && p->path < f.path) ++p;
-    if (f.kind != EntryKind::kFile) continue;
-    const bool held_file =
-        p != prev_files->end() && p->path == f.path && p->kind == EntryKind::kFile;
-    RETURN_IF_ERROR(PlanFile(f, held_file ? &*p : nullptr, damaged));
+  // Each file with the held entry at its path. An unchanged path of an
+  // instance that is not damaged needs nothing: only the changed paths are
+  // looked at (all of them when nothing is held).
+  auto plan_file = [&](const FileEntry& f) {
+    const size_t k = internal::FindEntry(*prev_files, f.path);
+    const bool held_file = k != prev_files->size() && (*prev_files)[k].kind == EntryKind::kFile;
+    return PlanFile(f, held_file ? &(*prev_files)[k] : nullptr, damaged);
+  };
+  if (damaged || !prev_ok) {
+    for (const FileEntry& f : si.desc.files) {
+      if (f.kind == EntryKind::kFile) RETURN_IF_ERROR(plan_file(f));
+    }
+  } else {
+    uint64_t changed_files = 0;
+    for (const std::string& path : planned.changed) {
+      const size_t k = internal::FindEntry(si.desc.files, path);
+      if (k == si.desc.files.size() || si.desc.files[k].kind != EntryKind::kFile) continue;
+      ++changed_files;
+      RETURN_IF_ERROR(plan_file(si.desc.files[k]));
+    }
+    s.summary.unchanged_files += files - changed_files;
   }
+  si.changed_paths = std::move(planned.changed);
   si.prev_files = std::move(prev_files);
   s.changed.push_back(std::move(si));
   ++s.summary.changed_instances;
@@ -891,7 +880,7 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
   std::shared_ptr<const TreeIds> prev_ids =
       si->prev_seq && !rebuild ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq) : nullptr;
   BuiltTrees built =
-      BuildTrees(si->desc.files, prev_ids ? si->prev_files.get() : nullptr, prev_ids.get());
+      BuildTrees(si->desc.files, prev_ids ? &si->changed_paths : nullptr, prev_ids.get());
   std::vector<Digest256> ids;
   ids.reserve(built.ids->size());
   for (const auto& [dir, id] : *built.ids) ids.push_back(id);
@@ -1089,7 +1078,8 @@ void PullTxn::AfterCommit(const Published& pub) {
   for (State::StagedInstance& si : s.changed) {
     const std::string& uuid = si.desc.r.uuid;
     note(st.RefreshView(uuid, si.desc.r.seq, si.desc.files,
-                        si.prev_seq ? si.prev_files.get() : nullptr, si.prev_seq));
+                        si.prev_seq ? si.prev_files.get() : nullptr, si.prev_seq,
+                        &si.changed_paths));
     st.gen_ids_[uuid][si.desc.r.seq] = {si.desc.r.pulled_at_ms, std::move(si.ids)};
     si.ids.clear();
     st.current_files_[uuid] = {

@@ -412,11 +412,12 @@ Status Store::Impl::LoadRefs() {
   decltype(current_trees_) current_trees;
   ObjectRefs refs;
   size_t unreadable = 0;  // retained generations whose objects are not known
+  TreeCache trees;        // generations share most trees: each is parsed once
   for (const auto& [uuid, rec] : instances) {
     ASSIGN_OR_RETURN(auto list, env_.ListDir(InstDir(uuid)));
     for (uint64_t seq : DescriptionSeqs(list)) {
       if (seq > rec.r.seq) continue;
-      auto desc = ReadDescription(uuid, seq);
+      auto desc = ReadDescription(uuid, seq, &trees);
       if (!desc.ok()) {
         log::Warn("catalog: unreadable description of a retained generation",
                   {{"instance", uuid}, {"seq", seq}, {"error", desc.status().message()}});
@@ -479,7 +480,8 @@ void Store::Impl::RemoveObjects(const std::vector<Digest256>& ids) {
 
 Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
                                 const std::vector<FileEntry>& entries,
-                                const std::vector<FileEntry>* from, uint64_t from_seq) {
+                                const std::vector<FileEntry>* from, uint64_t from_seq,
+                                const std::vector<std::string>* changed) {
   const std::string dir = ViewDir(uuid);
   const std::string marker = ViewSeqPath(uuid);
   const bool was_dir = [&] {
@@ -487,9 +489,9 @@ Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
     return st.ok() && st->type == FileType::kDirectory;
   }();
   Status made = Status::Ok();
-  if (from != nullptr && was_dir && ViewSeq(uuid) == from_seq) {
+  if (from != nullptr && changed != nullptr && was_dir && ViewSeq(uuid) == from_seq) {
     RETURN_IF_ERROR(env_.RemoveFile(marker));  // the view is in between
-    made = UpdateCheckout(env_, objects_, *from, entries, dir);
+    made = UpdateCheckout(env_, objects_, *from, entries, *changed, dir);
   } else {
     made = DataError("rebuild");
   }
@@ -549,21 +551,23 @@ Status Store::Impl::CleanInstanceDir(const std::string& uuid, uint64_t current) 
 }
 
 Result<std::pair<Description, Digest128>> Store::Impl::ReadDescription(const std::string& uuid,
-                                                                       uint64_t seq) const {
+                                                                       uint64_t seq,
+                                                                       TreeCache* cache) const {
   const std::string path = DescPath(uuid, seq);
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(env_, path, 1ull << 30));
   ASSIGN_OR_RETURN(Description d, DecodeDescription(text, path));
   if (d.r.uuid != uuid) return DataError(path + ": describes instance " + d.r.uuid);
   d.r.seq = seq;
-  RETURN_IF_ERROR(ReadEntries(&d, path));
+  RETURN_IF_ERROR(ReadEntries(&d, path, nullptr, cache));
   return std::make_pair(std::move(d), Xxh3Digest(text));
 }
 
-Status Store::Impl::ReadEntries(Description* d, const std::string& where, TreeFault* fault) const {
+Status Store::Impl::ReadEntries(Description* d, const std::string& where, TreeFault* fault,
+                                TreeCache* cache) const {
   if (!d->has_tree) return Status::Ok();
   auto ids = std::make_shared<TreeIds>();
   RETURN_IF_ERROR(
-      ReadTrees(env_, objects_, d->top, &d->files, ids.get(), fault).WithContext(where));
+      ReadTrees(env_, objects_, d->top, &d->files, ids.get(), fault, cache).WithContext(where));
   d->trees = std::move(ids);
   d->r.files = d->files.size();
   d->r.size = 0;

@@ -33,27 +33,13 @@ size_t LowerBound(const std::vector<FileEntry>& files, std::string_view key) {
   return static_cast<size_t>(it - files.begin());
 }
 
-// Directories whose subtree differs between `a` and `b` (both sorted): the
-// parents of every path that was added, removed or changed, and theirs up to
-// the top ("").
-std::set<std::string> ChangedDirs(const std::vector<FileEntry>& a,
-                                  const std::vector<FileEntry>& b) {
+// Directories whose subtree differs: the parents of every changed path, and
+// theirs up to the top ("").
+std::set<std::string> ChangedDirs(const std::vector<std::string>& changed) {
   std::set<std::string> dirs;
-  auto mark = [&](std::string_view path) {
+  for (const std::string& path : changed) {
     for (std::string_view d = Parent(path);; d = Parent(d)) {
-      if (!dirs.emplace(d).second || d.empty()) return;  // its ancestors are marked already
-    }
-  };
-  size_t i = 0, j = 0;
-  while (i < a.size() || j < b.size()) {
-    if (j == b.size() || (i < a.size() && a[i].path < b[j].path)) {
-      mark(a[i++].path);
-    } else if (i == a.size() || b[j].path < a[i].path) {
-      mark(b[j++].path);
-    } else {
-      if (!(a[i] == b[j])) mark(a[i].path);
-      ++i;
-      ++j;
+      if (!dirs.emplace(d).second || d.empty()) break;  // its ancestors are marked already
     }
   }
   return dirs;
@@ -183,44 +169,81 @@ Status ReadMembers(const nlohmann::json& members, const std::string& dir,
   return Status::Ok();
 }
 
-// One tree object, checked against its name and its directory.
+// One tree object, checked against its name and its directory: its
+// members appended to `files`, its subtrees to `todo`. Taken from `cache`
+// when there (else added to it when given).
 Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
                    const std::string& dir, std::vector<FileEntry>* files, Todo* todo,
-                   TreeFault* fault) {
+                   TreeFault* fault, TreeCache* cache) {
   const std::string where = objects.PathOf(id);
+  auto bad = [&](const std::string& what) {
+    return Fault(fault, id, false, DataError("generation tree " + where + ": " + what));
+  };
+  auto wrong_dir = [&](const std::string& listed) {
+    return bad("lists directory \"" + EscapeForTerminal(listed) + "\", expected \"" +
+               EscapeForTerminal(dir) + "\"");
+  };
+  if (cache != nullptr) {
+    if (auto hit = cache->trees.find(id); hit != cache->trees.end()) {
+      const TreeCache::Tree& t = hit->second;
+      if (t.dir != dir) return wrong_dir(t.dir);
+      files->insert(files->end(), t.members.begin(), t.members.end());
+      todo->insert(todo->end(), t.subtrees.begin(), t.subtrees.end());
+      return Status::Ok();
+    }
+  }
   auto text = ReadFileToString(env, where, kMaxTreeBytes);
   if (!text.ok()) {
     const bool missing = text.status().code() == Code::kNotFound;
     return Fault(fault, id, missing, text.status().WithContext("generation tree"));
   }
-  auto bad = [&](const std::string& what) {
-    return Fault(fault, id, false, DataError("generation tree " + where + ": " + what));
-  };
   if (Sha256Digest(*text) != id) return bad("not what its name says (SHA-256 mismatch)");
   auto j = internal::ParseJson(*text, where);
   if (!j.ok()) return bad(j.status().message());
   auto d = GetBytes(*j, "dir");
-  if (!d.ok() || *d != dir) {
-    return bad("lists directory \"" + EscapeForTerminal(d.ok() ? *d : "") + "\", expected \"" +
-               EscapeForTerminal(dir) + "\"");
-  }
+  if (!d.ok() || *d != dir) return wrong_dir(d.ok() ? *d : "");
   if (!j->contains("entries")) return bad("no entries");
-  return ReadMembers((*j)["entries"], dir, files, todo, bad);
+  if (cache == nullptr) return ReadMembers((*j)["entries"], dir, files, todo, bad);
+  TreeCache::Tree t;
+  t.dir = dir;
+  RETURN_IF_ERROR(ReadMembers((*j)["entries"], dir, &t.members, &t.subtrees, bad));
+  files->insert(files->end(), t.members.begin(), t.members.end());
+  todo->insert(todo->end(), t.subtrees.begin(), t.subtrees.end());
+  cache->trees.emplace(id, std::move(t));
+  return Status::Ok();
 }
 
 }  // namespace
 
-BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<FileEntry>* prev_files,
+std::vector<std::string> ChangedPaths(const std::vector<FileEntry>& a,
+                                      const std::vector<FileEntry>& b) {
+  std::vector<std::string> changed;
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    if (j == b.size() || (i < a.size() && a[i].path < b[j].path)) {
+      changed.push_back(a[i++].path);
+    } else if (i == a.size() || b[j].path < a[i].path) {
+      changed.push_back(b[j++].path);
+    } else {
+      if (!(a[i] == b[j])) changed.push_back(a[i].path);
+      ++i;
+      ++j;
+    }
+  }
+  return changed;
+}
+
+BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<std::string>* changed,
                       const TreeIds* prev_ids) {
-  const bool incremental = prev_files != nullptr && prev_ids != nullptr;
+  const bool incremental = changed != nullptr && prev_ids != nullptr;
   Builder b(files, incremental ? prev_ids : nullptr,
-            incremental ? ChangedDirs(*prev_files, files) : std::set<std::string>());
+            incremental ? ChangedDirs(*changed) : std::set<std::string>());
   std::string top = b.Members("");
   return b.Finish(std::move(top));
 }
 
 Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,
-                 std::vector<FileEntry>* files, TreeIds* ids, TreeFault* fault) {
+                 std::vector<FileEntry>* files, TreeIds* ids, TreeFault* fault, TreeCache* cache) {
   files->clear();
   ids->clear();
   Todo todo;
@@ -235,7 +258,7 @@ Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top
                    DataError("generation tree " + objects.PathOf(id) + ": directory \"" +
                              EscapeForTerminal(dir) + "\" listed twice"));
     }
-    RETURN_IF_ERROR(ReadOneTree(env, objects, id, dir, files, &todo, fault));
+    RETURN_IF_ERROR(ReadOneTree(env, objects, id, dir, files, &todo, fault, cache));
   }
   std::sort(files->begin(), files->end(),
             [](const FileEntry& a, const FileEntry& b) { return a.path < b.path; });

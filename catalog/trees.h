@@ -32,6 +32,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -59,13 +61,23 @@ struct BuiltTrees {
   std::vector<TreeText> encoded;       // the trees encoded by this call (children first)
 };
 
+// The paths whose entry differs between two generations `a` and `b` (both
+// sorted by path, paths unique): added, removed or changed. Sorted, unique.
+// One pass over both (a full answer; a delta's planner finds them in
+// O(changes), pull planning).
+std::vector<std::string> ChangedPaths(const std::vector<syncproto::FileEntry>& a,
+                                      const std::vector<syncproto::FileEntry>& b);
+
 // The trees of `files` (one generation, sorted by path, paths unique).
-// When `prev_files` and `prev_ids` (the previous generation's entries and
-// trees) are given, a directory whose subtree is identical in both keeps
-// its id and is not encoded: `encoded` holds only the trees of the changed
-// directories and of their ancestors. Without them every tree is encoded.
+// When `changed` (the paths whose entry differs from the previous
+// generation's, as ChangedPaths gives them) and `prev_ids` (the previous
+// generation's trees) are given, a directory with no changed path below it
+// keeps its id and is not encoded: `encoded` holds only the trees of the
+// changed directories and of their ancestors. Cost: the changed paths'
+// ancestors, plus a copy of the kept ids. Without them every tree is
+// encoded.
 BuiltTrees BuildTrees(const std::vector<syncproto::FileEntry>& files,
-                      const std::vector<syncproto::FileEntry>* prev_files, const TreeIds* prev_ids);
+                      const std::vector<std::string>* changed, const TreeIds* prev_ids);
 
 // Where ReadTrees failed: the id of the tree that is missing, unreadable or
 // not what its name says (zero when the failure is not one tree's).
@@ -74,14 +86,29 @@ struct TreeFault {
   bool missing = false;
 };
 
+// Trees ReadTrees read and checked, by id: reading many generations that
+// share trees (Store::Open reads every retained one) parses each distinct
+// tree once. Holds the members of every tree read: keep it only while
+// reading. A tree that failed a check is not kept. Not thread-safe.
+struct TreeCache {
+  struct Tree {
+    std::string dir;
+    std::vector<syncproto::FileEntry> members;
+    std::vector<std::pair<std::string, Digest256>> subtrees;  // (member path, its tree)
+  };
+  std::unordered_map<Digest256, Tree, Digest256Hash> trees;
+};
+
 // Reads a generation from its top (the description's "entries") and the
 // trees below it out of `objects`: every entry (sorted by path) and every
 // tree id. Each tree is checked against its name (SHA-256), its directory,
 // and its members' paths; a failure is kData (kNotFound for a missing tree)
-// naming the tree, with `*fault` set when given.
+// naming the tree, with `*fault` set when given. With `cache`, a tree found
+// there is not read again (its directory is still checked), and each tree
+// read is added.
 Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,
-                 std::vector<syncproto::FileEntry>* files, TreeIds* ids,
-                 TreeFault* fault = nullptr);
+                 std::vector<syncproto::FileEntry>* files, TreeIds* ids, TreeFault* fault = nullptr,
+                 TreeCache* cache = nullptr);
 
 }  // namespace lifeboat::catalog
 

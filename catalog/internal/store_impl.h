@@ -248,6 +248,8 @@ class Store::Impl {
 
   // Builds refs_ and gen_ids_ from every retained description and deletes
   // the objects no generation names (what crashed or failed pulls left).
+  // Each distinct tree is read once (a TreeCache while it runs): its cost is
+  // the distinct trees, not the trees of every generation.
   Status LoadRefs();
 
   // Deletes objects whose count reached zero. Caller holds mu_ (a Plan pins
@@ -256,11 +258,14 @@ class Store::Impl {
 
   // The view of `uuid` (instances/<uuid>/current/ and current.seq, then its
   // svc-* names) moved to generation `seq` with `entries`. With `from` (the
-  // entries of the generation the view shows, at `from_seq`) only what
-  // differs is touched; without it, or when the view is not at `from_seq`,
-  // or the update fails, the view is rebuilt. Not fsync'd: Open repairs.
+  // entries of the generation the view shows, at `from_seq`) and `changed`
+  // (the paths whose entries differ between the two, trees.h ChangedPaths)
+  // only those paths are looked at; without them, or when the view is not at
+  // `from_seq`, or the update fails, the view is rebuilt. Not fsync'd: Open
+  // repairs.
   Status RefreshView(const std::string& uuid, uint64_t seq, const std::vector<FileEntry>& entries,
-                     const std::vector<FileEntry>* from = nullptr, uint64_t from_seq = 0);
+                     const std::vector<FileEntry>* from = nullptr, uint64_t from_seq = 0,
+                     const std::vector<std::string>* changed = nullptr);
 
   // The seq the view of `uuid` shows (0 when none or being updated).
   uint64_t ViewSeq(const std::string& uuid) const;
@@ -274,11 +279,13 @@ class Store::Impl {
 
   // Generation `seq` of `uuid` with its entries (read from its trees when
   // it names one), and the XXH3 of its text.
-  Result<std::pair<Description, Digest128>> ReadDescription(const std::string& uuid,
-                                                            uint64_t seq) const;
+  // With `cache`, trees read before are not read again (trees.h TreeCache).
+  Result<std::pair<Description, Digest128>> ReadDescription(const std::string& uuid, uint64_t seq,
+                                                            TreeCache* cache = nullptr) const;
   // Fills d->files and d->trees from the trees d names (nothing to do for a
   // description that lists its entries). `where` names the description.
-  Status ReadEntries(Description* d, const std::string& where, TreeFault* fault = nullptr) const;
+  Status ReadEntries(Description* d, const std::string& where, TreeFault* fault = nullptr,
+                     TreeCache* cache = nullptr) const;
 
   // ---- Writing helpers that never follow a symlink ----
 

@@ -515,6 +515,34 @@ TEST_CASE("the store keeps an instance's warnings, a pull that clears them clear
   CHECK(Read(f.data_dir + "/catalog.json").find("\"warnings\"") == std::string::npos);
 }
 
+TEST_CASE("Open reads a tree shared by many retained generations once") {
+  StoreFixture f;
+  for (int d = 0; d < 30; ++d) {
+    Write(f.Ds(f.exp.sapi) + "/many/d" + std::to_string(d) + "/f", std::to_string(d));
+  }
+  auto reads_at_open = [&] {
+    FaultEnv fenv(Env::Default());
+    auto store = f.OpenStore(fenv, /*gens=*/10);
+    return fenv.Count(EnvOp::kOpenRead);
+  };
+  {
+    auto store = f.OpenStore(/*gens=*/10);
+    MustPull(f, *store);
+  }
+  const uint64_t one_generation = reads_at_open();
+  {
+    auto store = f.OpenStore(/*gens=*/10);
+    for (int i = 0; i < 5; ++i) {
+      Write(f.Ds(f.exp.sapi) + "/many/d0/f", "edit " + std::to_string(i));
+      MustPull(f, *store);
+    }
+    REQUIRE(store->Generations(f.exp.sapi)->size() == 6);
+  }
+  // Each later generation of sapi0 adds its description and the 3 trees it
+  // changed (many/d0, many, the dataset's); it shares its ~33 others.
+  CHECK(reads_at_open() - one_generation <= 5 * 5);
+}
+
 TEST_CASE("retention keeps N generations per instance") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/2);

@@ -116,7 +116,9 @@ TEST_CASE("one changed file re-encodes only the trees on its path up to the top"
                          [&](const FileEntry& e) { return e.path == edited; });
   REQUIRE(it != after.end());
   *it = File(edited, "edited");
-  BuiltTrees second = BuildTrees(after, &before, first.ids.get());
+  const std::vector<std::string> changed = ChangedPaths(before, after);
+  CHECK(changed == std::vector<std::string>{edited});
+  BuiltTrees second = BuildTrees(after, &changed, first.ids.get());
   // d17 and the dataset (and the top, in the description); nothing else.
   std::set<std::string> dirs;
   for (const auto& [dir, id] : *second.ids) {
@@ -152,7 +154,8 @@ TEST_CASE("added and removed directories leave no stale tree behind", "[trees]")
   after.push_back(Dir(std::string(kDs) + "/new"));
   after.push_back(File(std::string(kDs) + "/new/sub/deep", "deep"));  // "sub" is no entry
   SortByPath(&after);
-  BuiltTrees second = BuildTrees(after, &before, first.ids.get());
+  const std::vector<std::string> changed = ChangedPaths(before, after);
+  BuiltTrees second = BuildTrees(after, &changed, first.ids.get());
   CHECK(second.ids->count(std::string(kDs) + "/d2") == 0);
   CHECK(second.ids->count(std::string(kDs) + "/new") == 1);
   CHECK(second.ids->count(std::string(kDs) + "/new/sub") == 0);

@@ -1,0 +1,70 @@
+#include "catalog/internal/plan_entries.h"
+
+#include <algorithm>
+
+#include "catalog/trees.h"
+
+namespace lifeboat::catalog::internal {
+namespace {
+
+using syncproto::FileEntry;
+
+// The held entries but the removed ones, with the answered ones replacing
+// or adding: one pass over both.
+EntryList Merge(const EntryList& held, const std::set<std::string>& removed,
+                const std::map<std::string, FileEntry>& answered) {
+  EntryList next;
+  next.reserve(held.size() + answered.size());
+  auto a = answered.begin();
+  for (const FileEntry& h : held) {
+    for (; a != answered.end() && a->first < h.path; ++a) next.push_back(a->second);
+    if (a != answered.end() && a->first == h.path) {
+      next.push_back((a++)->second);
+    } else if (removed.empty() || !removed.count(h.path)) {
+      next.push_back(h);
+    }
+  }
+  for (; a != answered.end(); ++a) next.push_back(a->second);
+  return next;
+}
+
+// What a delta changes in `held`: each answered path whose entry is new or
+// differs, each removed path held and not answered again.
+std::vector<std::string> DeltaChanges(const EntryList& held, const std::set<std::string>& removed,
+                                      const std::map<std::string, FileEntry>& answered) {
+  std::vector<std::string> changed;
+  for (const auto& [path, f] : answered) {
+    const size_t k = FindEntry(held, path);
+    if (k == held.size() || !(held[k] == f)) changed.push_back(path);
+  }
+  for (const std::string& path : removed) {
+    if (!answered.count(path) && FindEntry(held, path) != held.size()) changed.push_back(path);
+  }
+  std::sort(changed.begin(), changed.end());
+  return changed;
+}
+
+}  // namespace
+
+size_t FindEntry(const EntryList& files, std::string_view path) {
+  auto it = std::lower_bound(files.begin(), files.end(), path,
+                             [](const FileEntry& f, std::string_view p) { return f.path < p; });
+  return it != files.end() && it->path == path ? static_cast<size_t>(it - files.begin())
+                                               : files.size();
+}
+
+NextEntries PlanEntries(const EntryList& held, const std::set<std::string>& removed,
+                        const std::map<std::string, FileEntry>& answered, bool full) {
+  NextEntries out;
+  if (full) {
+    EntryList next = Merge(EntryList(), {}, answered);
+    out.changed = ChangedPaths(held, next);
+    if (!out.changed.empty()) out.files = std::move(next);
+    return out;
+  }
+  out.changed = DeltaChanges(held, removed, answered);
+  if (!out.changed.empty()) out.files = Merge(held, removed, answered);
+  return out;
+}
+
+}  // namespace lifeboat::catalog::internal

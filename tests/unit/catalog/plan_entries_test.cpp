@@ -1,0 +1,95 @@
+// Pull planning over sorted entry lists (catalog/internal/plan_entries.h):
+// a delta costs what it changes, and what it changes is exactly what differs.
+#include "catalog/internal/plan_entries.h"
+
+#include <catch2/catch.hpp>
+
+#include "base/sha256.h"
+#include "catalog/trees.h"
+
+namespace lifeboat::catalog::internal {
+namespace {
+
+using syncproto::EntryKind;
+using syncproto::FileEntry;
+
+constexpr const char* kDs = "datasets/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
+
+FileEntry File(const std::string& path, const std::string& content) {
+  FileEntry e;
+  e.path = path;
+  e.size = content.size();
+  e.mode = 0644;
+  e.sha256 = Sha256Digest(content);
+  return e;
+}
+
+FileEntry Dir(const std::string& path) {
+  FileEntry e;
+  e.path = path;
+  e.kind = EntryKind::kDir;
+  e.mode = 0755;
+  return e;
+}
+
+// The held generation: a dataset of 3 directories of 4 files.
+EntryList Held() {
+  EntryList held{Dir(kDs)};
+  for (int d = 0; d < 3; ++d) {
+    const std::string dir = std::string(kDs) + "/d" + std::to_string(d);
+    held.push_back(Dir(dir));
+    for (int f = 0; f < 4; ++f)
+      held.push_back(File(dir + "/f" + std::to_string(f), dir + std::to_string(f)));
+  }
+  held.push_back(File("vms/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10.json", "{}"));
+  return held;
+}
+
+std::map<std::string, FileEntry> Answer(const std::vector<FileEntry>& entries) {
+  std::map<std::string, FileEntry> a;
+  for (const FileEntry& e : entries) a[e.path] = e;
+  return a;
+}
+
+TEST_CASE("a delta that changes nothing of an instance makes no copy of its entries", "[plan]") {
+  const EntryList held = Held();
+  // Nothing answered for it, and removals of another instance's paths.
+  NextEntries none = PlanEntries(held, {"datasets/other/x", "vms/other.json"}, {}, false);
+  CHECK_FALSE(none.files.has_value());
+  CHECK(none.changed.empty());
+  // Entries answered again as they are held, a removed path answered again.
+  const std::string f1 = std::string(kDs) + "/d1/f1";
+  NextEntries same = PlanEntries(held, {f1}, Answer({held[3], held[8]}), false);
+  CHECK_FALSE(same.files.has_value());
+  CHECK(same.changed.empty());
+}
+
+TEST_CASE("a delta's changed paths are exactly what differs from the held entries", "[plan]") {
+  const EntryList held = Held();
+  const std::string d2 = std::string(kDs) + "/d2";
+  const std::set<std::string> removed{d2 + "/f0", d2 + "/f9" /* not held */, "datasets/other/x"};
+  const auto answered = Answer({File(d2 + "/f1", "edited"), held[3] /* as held */, Dir(d2 + "/new"),
+                                File(d2 + "/new/g", "new")});
+  NextEntries next = PlanEntries(held, removed, answered, false);
+  REQUIRE(next.files.has_value());
+  CHECK(next.changed ==
+        std::vector<std::string>{d2 + "/f0", d2 + "/f1", d2 + "/new", d2 + "/new/g"});
+  CHECK(next.changed == ChangedPaths(held, *next.files));
+  CHECK(next.files->size() == held.size() + 1);
+  CHECK(FindEntry(*next.files, d2 + "/f0") == next.files->size());
+  CHECK(next.files->at(FindEntry(*next.files, d2 + "/f1")).sha256 == Sha256Digest("edited"));
+}
+
+TEST_CASE("a full answer is compared with the held entries in one pass", "[plan]") {
+  const EntryList held = Held();
+  NextEntries same = PlanEntries(held, {}, Answer(held), true);
+  CHECK_FALSE(same.files.has_value());           // the held list is the next one
+  EntryList less(held.begin() + 1, held.end());  // the dataset's own entry left out
+  NextEntries next = PlanEntries(held, {}, Answer(less), true);
+  REQUIRE(next.files.has_value());
+  CHECK(*next.files == less);
+  CHECK(next.changed == std::vector<std::string>{kDs});
+}
+
+}  // namespace
+}  // namespace lifeboat::catalog::internal
