@@ -136,6 +136,13 @@ class PosixEnv final : public Env {
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
   }
 
+  Result<std::unique_ptr<WritableFile>> OpenAppend(const std::string& path,
+                                                   uint32_t mode) override {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) return PosixError("open for appending", path, errno);
+    return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
+  }
+
   Result<FileStat> Stat(const std::string& path) override {
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) return PosixError("stat", path, errno);

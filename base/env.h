@@ -92,6 +92,11 @@ class Env {
   virtual Result<std::unique_ptr<WritableFile>> OpenWrite(const std::string& path,
                                                           uint32_t mode = 0644,
                                                           bool exclusive = false) = 0;
+  // Opens `path` for appending: creates it with `mode` when missing, never
+  // truncates; every Append lands at the end of the file (O_APPEND). Never
+  // follows a symlink at `path`. (leveldb's NewAppendableFile.)
+  virtual Result<std::unique_ptr<WritableFile>> OpenAppend(const std::string& path,
+                                                           uint32_t mode = 0600) = 0;
   virtual Result<FileStat> Stat(const std::string& path) = 0;  // lstat
   // Entries other than "." and "..", in no particular order.
   virtual Result<std::vector<DirEntry>> ListDir(const std::string& path) = 0;

@@ -150,6 +150,12 @@ Result<std::unique_ptr<WritableFile>> FaultEnv::OpenWrite(const std::string& pat
   return std::unique_ptr<WritableFile>(new FaultWritableFile(this, std::move(file)));
 }
 
+Result<std::unique_ptr<WritableFile>> FaultEnv::OpenAppend(const std::string& path, uint32_t mode) {
+  if (int err = Check(EnvOp::kOpenWrite)) return Injected(EnvOp::kOpenWrite, path, err);
+  ASSIGN_OR_RETURN(auto file, target_->OpenAppend(path, mode));
+  return std::unique_ptr<WritableFile>(new FaultWritableFile(this, std::move(file)));
+}
+
 #define LIFEBOAT_FORWARD_(op, path, call)                  \
   if (int err = Check(op)) return Injected(op, path, err); \
   return target_->call

@@ -71,6 +71,8 @@ class FaultEnv final : public Env {
   Result<std::unique_ptr<ReadableFile>> OpenRead(const std::string& path) override;
   Result<std::unique_ptr<WritableFile>> OpenWrite(const std::string& path, uint32_t mode,
                                                   bool exclusive) override;
+  // Counted and failed as kOpenWrite (it creates the file when missing).
+  Result<std::unique_ptr<WritableFile>> OpenAppend(const std::string& path, uint32_t mode) override;
   Result<FileStat> Stat(const std::string& path) override;
   Result<std::vector<DirEntry>> ListDir(const std::string& path) override;
   Status MakeDir(const std::string& path, uint32_t mode) override;

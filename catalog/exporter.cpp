@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "base/memory.h"
 #include "catalog/dir_watch.h"
+#include "catalog/internal/export_state.h"
 #include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
@@ -28,115 +29,15 @@ using syncproto::ManifestAnswer;
 
 namespace {
 
-constexpr std::string_view kStateMagic = "LBEXPST4";  // instances with their warnings
-// Instances without warnings: read as having none (a scan that finds some
-// serves them as a change of the instance).
-constexpr std::string_view kStateMagicNoWarnings = "LBEXPST3";
-// Entries without SHA-256: read, every file marked racy (hashed again by the
-// next scan, which serves them changed in the same lineage: no peer sees a
-// rollback). An older state (LBEXPST1, no owners) starts a new lineage.
-constexpr std::string_view kStateMagicNoSha = "LBEXPST2";
-constexpr const char* kStateFile = "export-state.bin";
-
-enum class ParseAs : uint8_t { kNone = 0, kPayload = 1, kImageManifest = 2 };
-
-// The metadata parsed from a VM payload or an image manifest (a few dozen
-// entries of an export carry one; shared and immutable so copying an entry is cheap).
-struct Parsed {
-  std::string error;  // "" when the parse succeeded
-  std::string uuid, alias, service, image_uuid, origin;
-  bool operator==(const Parsed&) const = default;
-};
-
-const Parsed& NoParse() {
-  static const Parsed none;
-  return none;
-}
-
-// What the scan knows about one export path: the fields of its manifest
-// entry, the stat key it was hashed under, and the metadata parsed from it.
-// Kept flat (one path string, no per-entry copy of the FileEntry): at 20k+
-// files the cache is the exporter's main memory cost.
-struct CacheEntry {
-  std::string path;                      // export path
-  std::string local_path;                // not persisted: set by every scan
-  std::string target;                    // symlinks
-  std::string hardlink_of;               // set by every scan (GroupHardlinks)
-  std::shared_ptr<const Parsed> parsed;  // null unless parse != kNone
-  Digest128 digest;
-  Digest256 sha256;  // files
-  uint64_t size = 0;
-  uint64_t dev = 0;
-  uint64_t ino = 0;
-  int64_t mtime_ns = 0;
-  int64_t ctime_ns = 0;
-  uint32_t mode = 0;
-  uint32_t uid = 0;
-  uint32_t gid = 0;
-  uint32_t nlink = 1;  // not persisted: set by every scan
-  EntryKind kind = EntryKind::kFile;
-  ParseAs parse = ParseAs::kNone;
-  bool racy = false;     // changed too recently to trust the stat key next time
-  bool exported = true;  // false: cached only (a payload of a filtered-out service)
-
-  const Parsed& meta() const { return parsed ? *parsed : NoParse(); }
-
-  FileEntry ToFileEntry() const {
-    FileEntry f;
-    f.path = path;
-    f.kind = kind;
-    f.size = size;
-    f.mode = mode;
-    f.mtime_ns = mtime_ns;
-    f.digest = digest;
-    f.sha256 = sha256;
-    f.target = target;
-    f.uid = uid;
-    f.gid = gid;
-    f.hardlink_of = hardlink_of;
-    return f;
-  }
-
-  // The fields served in the manifest (FileEntry's), path aside.
-  bool SameServed(const CacheEntry& o) const {
-    return kind == o.kind && size == o.size && mode == o.mode && mtime_ns == o.mtime_ns &&
-           digest == o.digest && sha256 == o.sha256 && target == o.target && uid == o.uid &&
-           gid == o.gid && hardlink_of == o.hardlink_of;
-  }
-
-  // Everything, so that a scan that found exactly this can keep the old entry.
-  bool Identical(const CacheEntry& o) const {
-    return path == o.path && SameServed(o) && local_path == o.local_path && dev == o.dev &&
-           ino == o.ino && ctime_ns == o.ctime_ns && nlink == o.nlink && parse == o.parse &&
-           racy == o.racy && exported == o.exported && meta() == o.meta();
-  }
-};
-
-struct JournalEntry {
-  uint64_t generation = 0;
-  std::vector<std::string> added, changed, removed;
-  size_t paths() const { return added.size() + changed.size() + removed.size(); }
-};
-
-// Entries are shared and immutable so that copying the journal is cheap.
-using Journal = std::deque<std::shared_ptr<const JournalEntry>>;
-// Sorted by export path (bytewise), unique paths.
-using Cache = std::vector<CacheEntry>;
-
-const CacheEntry* Find(const Cache& cache, std::string_view path) {
-  auto it = std::lower_bound(cache.begin(), cache.end(), path,
-                             [](const CacheEntry& c, std::string_view p) { return c.path < p; });
-  return it != cache.end() && it->path == path ? &*it : nullptr;
-}
-
-struct State {
-  uint64_t generation = 0;
-  std::string boot_id;
-  Journal journal;
-  std::vector<InstanceInfo> instances;
-  std::vector<ImageInfo> images;
-  std::shared_ptr<const Cache> cache = std::make_shared<const Cache>();
-};
+using internal::Cache;
+using internal::CacheEntry;
+using internal::ExportStateFile;
+using internal::Find;
+using internal::Journal;
+using internal::JournalEntry;
+using internal::ParseAs;
+using internal::Parsed;
+using internal::State;
 
 // What a view serves: immutable, shared by the views of one scan (and, when
 // a scan found nothing changed, by the views of the next scans too).
@@ -164,161 +65,6 @@ int64_t RealNowNs() {
   struct timespec ts;
   ::clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-// ---- State file ------------------------------------------------------------
-
-void EncodeStrings(internal::Encoder& e, const std::vector<std::string>& v) {
-  e.U32(static_cast<uint32_t>(v.size()));
-  for (const auto& s : v) e.Str(s);
-}
-
-bool DecodeStrings(internal::Decoder& d, std::vector<std::string>* v) {
-  uint32_t n;
-  if (!d.U32(&n)) return false;
-  v->resize(n);
-  for (auto& s : *v) {
-    if (!d.Str(&s)) return false;
-  }
-  return true;
-}
-
-bool DecodeWarnings(internal::Decoder& d, std::vector<InstanceWarning>* v) {
-  uint32_t n;
-  if (!d.U32(&n) || n > syncproto::kMaxInstanceWarnings) return false;
-  v->resize(n);
-  for (InstanceWarning& w : *v) {
-    if (!d.Str(&w.path) || !d.Str(&w.reason)) return false;
-  }
-  return true;
-}
-
-std::string EncodeState(const State& s) {
-  internal::Encoder e;
-  e.out().reserve(4096 + s.cache->size() * 160);
-  e.out().append(kStateMagic);
-  e.U64(s.generation);
-  e.Str(s.boot_id);
-  e.U32(static_cast<uint32_t>(s.journal.size()));
-  for (const auto& j : s.journal) {
-    e.U64(j->generation);
-    EncodeStrings(e, j->added);
-    EncodeStrings(e, j->changed);
-    EncodeStrings(e, j->removed);
-  }
-  e.U32(static_cast<uint32_t>(s.instances.size()));
-  for (const InstanceInfo& i : s.instances) {
-    e.Str(i.uuid);
-    e.Str(i.alias);
-    e.Str(i.service);
-    e.Str(i.image_uuid);
-    e.U32(static_cast<uint32_t>(i.warnings.size()));
-    for (const InstanceWarning& w : i.warnings) {
-      e.Str(w.path);
-      e.Str(w.reason);
-    }
-  }
-  e.U32(static_cast<uint32_t>(s.images.size()));
-  for (const ImageInfo& i : s.images) {
-    e.Str(i.uuid);
-    e.Str(i.origin);
-  }
-  e.U32(static_cast<uint32_t>(s.cache->size()));
-  for (const CacheEntry& c : *s.cache) {
-    const Parsed& p = c.meta();
-    e.Str(c.path);
-    e.U8(static_cast<uint8_t>(c.kind));
-    e.U64(c.size);
-    e.U32(c.mode);
-    e.I64(c.mtime_ns);
-    e.Dig(c.digest);
-    e.Dig(c.sha256);
-    e.Str(c.target);
-    e.U32(c.uid);
-    e.U32(c.gid);
-    e.Str(c.hardlink_of);
-    e.U64(c.dev);
-    e.U64(c.ino);
-    e.I64(c.ctime_ns);
-    e.U8(static_cast<uint8_t>((c.racy ? 1 : 0) | (c.exported ? 2 : 0)));
-    e.U8(static_cast<uint8_t>(c.parse));
-    e.Str(p.error);
-    e.Str(p.uuid);
-    e.Str(p.alias);
-    e.Str(p.service);
-    e.Str(p.image_uuid);
-    e.Str(p.origin);
-  }
-  Digest128 sum = Xxh3Digest(e.out());
-  e.Dig(sum);
-  return std::move(e.out());
-}
-
-bool DecodeState(std::string_view data, State* s) {
-  if (data.size() < kStateMagic.size() + 16) return false;
-  const std::string_view magic = data.substr(0, kStateMagic.size());
-  if (magic != kStateMagic && magic != kStateMagicNoWarnings && magic != kStateMagicNoSha) {
-    return false;
-  }
-  const bool has_sha = magic != kStateMagicNoSha;
-  const bool has_warnings = magic == kStateMagic;
-  std::string_view body = data.substr(0, data.size() - 16);
-  Digest128 want;
-  std::copy(data.end() - 16, data.end(), want.bytes.begin());
-  if (Xxh3Digest(body) != want) return false;
-  internal::Decoder d(body.substr(kStateMagic.size()));
-  uint32_t n;
-  if (!d.U64(&s->generation) || !d.Str(&s->boot_id) || !d.U32(&n)) return false;
-  for (uint32_t k = 0; k < n; ++k) {
-    auto j = std::make_shared<JournalEntry>();
-    if (!d.U64(&j->generation) || !DecodeStrings(d, &j->added) || !DecodeStrings(d, &j->changed) ||
-        !DecodeStrings(d, &j->removed)) {
-      return false;
-    }
-    s->journal.push_back(std::move(j));
-  }
-  if (!d.U32(&n)) return false;
-  s->instances.resize(n);
-  for (InstanceInfo& i : s->instances) {
-    if (!d.Str(&i.uuid) || !d.Str(&i.alias) || !d.Str(&i.service) || !d.Str(&i.image_uuid) ||
-        (has_warnings && !DecodeWarnings(d, &i.warnings))) {
-      return false;
-    }
-  }
-  if (!d.U32(&n)) return false;
-  s->images.resize(n);
-  for (ImageInfo& i : s->images) {
-    if (!d.Str(&i.uuid) || !d.Str(&i.origin)) return false;
-  }
-  if (!d.U32(&n)) return false;
-  auto cache = std::make_shared<Cache>();
-  cache->reserve(std::min<uint32_t>(n, 1u << 20));
-  for (uint32_t k = 0; k < n; ++k) {
-    CacheEntry c;
-    Parsed p;
-    uint8_t kind, flags, parse;
-    if (!d.Str(&c.path) || !d.U8(&kind) || !d.U64(&c.size) || !d.U32(&c.mode) ||
-        !d.I64(&c.mtime_ns) || !d.Dig(&c.digest) || (has_sha && !d.Dig(&c.sha256)) ||
-        !d.Str(&c.target) || !d.U32(&c.uid) || !d.U32(&c.gid) || !d.Str(&c.hardlink_of) ||
-        !d.U64(&c.dev) || !d.U64(&c.ino) || !d.I64(&c.ctime_ns) || !d.U8(&flags) || !d.U8(&parse) ||
-        !d.Str(&p.error) || !d.Str(&p.uuid) || !d.Str(&p.alias) || !d.Str(&p.service) ||
-        !d.Str(&p.image_uuid) || !d.Str(&p.origin)) {
-      return false;
-    }
-    if (kind < 1 || kind > 3 || parse > 2) return false;
-    // Sorted and unique, as written; anything else is corruption.
-    if (!cache->empty() && !(cache->back().path < c.path)) return false;
-    c.kind = static_cast<EntryKind>(kind);
-    c.racy = (flags & 1) || (!has_sha && c.kind == EntryKind::kFile);
-    c.exported = flags & 2;
-    c.parse = static_cast<ParseAs>(parse);
-    if (c.parse != ParseAs::kNone || !(p == NoParse())) {
-      c.parsed = std::make_shared<const Parsed>(std::move(p));
-    }
-    cache->push_back(std::move(c));
-  }
-  s->cache = std::move(cache);
-  return d.done();
 }
 
 // ---- The scan --------------------------------------------------------------
@@ -1047,32 +793,8 @@ class Exporter::Impl {
       : env_(env), clock_(clock), opts_(std::move(opts)), filter_(opts_.services) {}
 
   Status Load() {
-    RETURN_IF_ERROR(CreateDirs(env_, opts_.state_dir, 0700));
-    state_path_ = JoinPath(opts_.state_dir, kStateFile);
-    auto data = ReadFileToString(env_, state_path_, 4ull << 30);
-    if (data.ok()) {
-      State s;
-      if (DecodeState(*data, &s)) {
-        state_ = std::move(s);
-        return Status::Ok();
-      }
-      if (std::string_view(*data).starts_with("LBEXPST")) {
-        log::Warn(
-            "export state of an older version (no owners, no hard links): starting a new "
-            "lineage (peers keep their copies aside)",
-            {{"path", state_path_}});
-      } else {
-        log::Warn(
-            "export state is corrupt: starting a new lineage (peers will keep their copies aside)",
-            {{"path", state_path_}});
-        RETURN_IF_ERROR(env_.Rename(state_path_, state_path_ + ".corrupt"));
-      }
-    } else if (data.status().code() != Code::kNotFound) {
-      return data.status().WithContext("export state");
-    }
-    state_ = State{};
-    state_.boot_id = internal::RandomHex();
-    return WriteFileAtomic(env_, state_path_, EncodeState(state_), 0600);
+    ASSIGN_OR_RETURN(state_file_, ExportStateFile::Open(env_, opts_.state_dir, &state_));
+    return Status::Ok();
   }
 
   Result<std::pair<std::shared_ptr<const ScanResult>, std::unique_ptr<ProviderSnapshot>>> Scan() {
@@ -1153,8 +875,7 @@ class Exporter::Impl {
     }
     if (dirty) {
       // Persist before serving: a generation that could be lost must never be served.
-      RETURN_IF_ERROR(WriteFileAtomic(env_, state_path_, EncodeState(next), 0600)
-                          .WithContext("saving export state"));
+      RETURN_IF_ERROR(state_file_->Save(next).WithContext("saving export state"));
     }
     std::shared_ptr<const ScanResult> previous;
     {
@@ -1228,7 +949,7 @@ class Exporter::Impl {
   Clock& clock_;
   ExporterOptions opts_;
   ServiceFilter filter_;
-  std::string state_path_;
+  std::unique_ptr<ExportStateFile> state_file_;
   // The change watch (scan thread only, under scan_mu_): see Watch().
   std::unique_ptr<DirWatch> watch_;
   bool watch_failed_ = false;

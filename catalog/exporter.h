@@ -24,9 +24,12 @@
 // kFull (G == 0, G older than the journal, G newer than known, or another boot id).
 //
 // State files under `state_dir` (created 0700): export-state.bin (generation,
-// boot id, journal, stat cache, parsed metadata; written atomically when it
-// changed). A corrupt state file is set aside as export-state.bin.corrupt and
-// the exporter starts a new lineage (new boot id, generation 1, full rehash).
+// boot id, journal, stat cache, parsed metadata) and export-state.log (one
+// record per changed scan: its delta, appended and fdatasync'd before the
+// scan is served; compacted into a new export-state.bin when it outgrows
+// half of it); see catalog/internal/export_state.h. A corrupt state is set
+// aside as *.corrupt and the exporter starts a new lineage (new boot id,
+// generation 1, full rehash).
 //
 // Threads: OpenView and Rescan are thread-safe (scans are serialized). A view
 // is used by one thread at a time, except that files it opened may be read

@@ -54,6 +54,9 @@ class FuzzEnv final : public Env {
                                                   bool) override {
     return Refuse("open for writing", path);
   }
+  Result<std::unique_ptr<WritableFile>> OpenAppend(const std::string& path, uint32_t) override {
+    return Refuse("open for appending", path);
+  }
   Result<FileStat> Stat(const std::string& path) override {
     if (path.find("missing") != std::string::npos) return PosixError("stat", path, ENOENT);
     return MemoryFile::KeyStat();

@@ -186,6 +186,35 @@ TEST_CASE("OpenWrite refuses to write through a symlink", "[env]") {
   CHECK(Read(env, dir / "target") == "safe");
 }
 
+TEST_CASE("OpenAppend creates, keeps what is there and appends, never through a symlink", "[env]") {
+  TestDir dir;
+  FaultEnv env(Env::Default());
+  const std::string path = dir / "log";
+  {
+    auto f = env.OpenAppend(path, 0600);
+    REQUIRE(f.ok());
+    REQUIRE((*f)->Append("one,").ok());
+    REQUIRE((*f)->Close().ok());
+  }
+  auto st = env.Stat(path);
+  REQUIRE(st.ok());
+  CHECK(st->mode == 0600);
+  {
+    auto f = env.OpenAppend(path, 0600);
+    REQUIRE(f.ok());
+    REQUIRE((*f)->Append("two").ok());
+    REQUIRE((*f)->Sync().ok());
+  }
+  CHECK(Read(env, path) == "one,two");
+  CHECK(env.Count(EnvOp::kOpenWrite) == 2);  // faulted as a create
+  env.FailNth(EnvOp::kOpenWrite, 1, ENOSPC);
+  CHECK_FALSE(env.OpenAppend(path, 0600).ok());
+  env.ClearFaults();
+  REQUIRE(env.Symlink("log", dir / "link").ok());
+  CHECK_FALSE(env.OpenAppend(dir / "link", 0600).ok());
+  CHECK(Read(env, path) == "one,two");
+}
+
 TEST_CASE("CopyFile copies bytes and mode and refuses to overwrite", "[env]") {
   TestDir dir;
   Env& env = *Env::Default();

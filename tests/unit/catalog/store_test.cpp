@@ -306,6 +306,10 @@ class RecordingEnv final : public Env {
     Add("create", p);
     return real_->OpenWrite(p, mode, exclusive);
   }
+  Result<std::unique_ptr<WritableFile>> OpenAppend(const std::string& p, uint32_t mode) override {
+    Add("append", p);
+    return real_->OpenAppend(p, mode);
+  }
   Result<FileStat> Stat(const std::string& p) override { return real_->Stat(p); }
   Result<std::vector<DirEntry>> ListDir(const std::string& p) override { return real_->ListDir(p); }
   Status MakeDir(const std::string& p, uint32_t mode) override {
