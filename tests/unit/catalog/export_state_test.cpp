@@ -38,12 +38,7 @@ void Overwrite(const std::string& path, const std::string& data) {
 
 // ---- Through the exporter ----------------------------------------------------
 
-struct Fixture {
-  TempDir tmp;
-  DirExport exp{tmp / "export"};
-  FaultEnv env{Env::Default()};
-  ManualClock clock;
-  std::unique_ptr<Provider> provider = MakeDirProvider(env, exp.root);
+struct Fixture : testing::ExportFixture {
   std::string state = tmp / "state";
   std::string base = state + "/" + internal::kStateFile;
   std::string log = state + "/" + internal::kStateLogFile;

@@ -22,13 +22,7 @@ using testing::DirExport;
 using testing::TempDir;
 using testing::Write;
 
-struct Fixture {
-  TempDir tmp;
-  DirExport exp{tmp / "export"};
-  FaultEnv env{Env::Default()};
-  ManualClock clock;
-  std::unique_ptr<Provider> provider = MakeDirProvider(env, exp.root);
-
+struct Fixture : testing::ExportFixture {
   ExporterOptions Options(std::vector<std::string> services = {}) {
     ExporterOptions o;
     o.provider = provider.get();

@@ -23,12 +23,7 @@ constexpr int64_t kHourMs = 3600 * 1000;
 
 // Two exporters over one export: `watched` lists what its watch saw change,
 // `full` lists everything on every scan.
-struct Fixture {
-  TempDir tmp;
-  DirExport exp{tmp / "export"};
-  FaultEnv env{Env::Default()};
-  ManualClock clock;
-  std::unique_ptr<Provider> provider = MakeDirProvider(env, exp.root);
+struct Fixture : testing::ExportFixture {
   std::unique_ptr<Exporter> watched = Open("watched", kHourMs);
   std::unique_ptr<Exporter> full = Open("full", 0);
   std::string data = exp.root + "/datasets/" + exp.imgapi;

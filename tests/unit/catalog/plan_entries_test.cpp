@@ -6,12 +6,14 @@
 
 #include "base/sha256.h"
 #include "catalog/trees.h"
+#include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog::internal {
 namespace {
 
 using syncproto::EntryKind;
 using syncproto::FileEntry;
+using catalog::testing::DirFileEntry;
 
 constexpr const char* kDs = "datasets/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
 
@@ -24,20 +26,12 @@ FileEntry File(const std::string& path, const std::string& content) {
   return e;
 }
 
-FileEntry Dir(const std::string& path) {
-  FileEntry e;
-  e.path = path;
-  e.kind = EntryKind::kDir;
-  e.mode = 0755;
-  return e;
-}
-
 // The held generation: a dataset of 3 directories of 4 files.
 EntryList Held() {
-  EntryList held{Dir(kDs)};
+  EntryList held{DirFileEntry(kDs)};
   for (int d = 0; d < 3; ++d) {
     const std::string dir = std::string(kDs) + "/d" + std::to_string(d);
-    held.push_back(Dir(dir));
+    held.push_back(DirFileEntry(dir));
     for (int f = 0; f < 4; ++f)
       held.push_back(File(dir + "/f" + std::to_string(f), dir + std::to_string(f)));
   }
@@ -68,7 +62,7 @@ TEST_CASE("a delta's changed paths are exactly what differs from the held entrie
   const EntryList held = Held();
   const std::string d2 = std::string(kDs) + "/d2";
   const std::set<std::string> removed{d2 + "/f0", d2 + "/f9" /* not held */, "datasets/other/x"};
-  const auto answered = Answer({File(d2 + "/f1", "edited"), held[3] /* as held */, Dir(d2 + "/new"),
+  const auto answered = Answer({File(d2 + "/f1", "edited"), held[3] /* as held */, DirFileEntry(d2 + "/new"),
                                 File(d2 + "/new/g", "new")});
   NextEntries next = PlanEntries(held, removed, answered, false);
   REQUIRE(next.files.has_value());

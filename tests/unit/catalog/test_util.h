@@ -15,8 +15,13 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/clock.h"
 #include "base/env.h"
-
+#include "base/fault_env.h"
+#include "catalog/exporter.h"
+#include "catalog/provider.h"
+#include "catalog/store.h"
+#include "syncproto/export_source.h"
 #include "tests/unit/base/test_dir.h"
 
 namespace lifeboat::catalog::testing {
@@ -131,17 +136,25 @@ struct DirExport {
   }
 };
 
-}  // namespace lifeboat::catalog::testing
 
-#endif  // LIFEBOAT_TESTS_UNIT_CATALOG_TEST_UTIL_H_
+// The manifest entry of directory `path` (mode 0755).
+inline syncproto::FileEntry DirFileEntry(const std::string& path) {
+  syncproto::FileEntry e;
+  e.path = path;
+  e.kind = syncproto::EntryKind::kDir;
+  e.mode = 0755;
+  return e;
+}
 
-#include "base/clock.h"
-#include "catalog/exporter.h"
-#include "catalog/provider.h"
-#include "catalog/store.h"
-#include "syncproto/export_source.h"
-
-namespace lifeboat::catalog::testing {
+// A DirExport on disk and what an exporter over it needs: a faultable Env,
+// a clock that moves only when told, and the dir provider.
+struct ExportFixture {
+  TempDir tmp;
+  DirExport exp{tmp / "export"};
+  FaultEnv env{Env::Default()};
+  ManualClock clock;
+  std::unique_ptr<Provider> provider = MakeDirProvider(env, exp.root);
+};
 
 // The exporter of the peer the catalog tests pull from ("headnode1"), over
 // `provider`, keeping its state in `state_dir`.
@@ -221,3 +234,5 @@ inline void CopyTree(const std::string& from, const std::string& to) {
 }
 
 }  // namespace lifeboat::catalog::testing
+
+#endif  // LIFEBOAT_TESTS_UNIT_CATALOG_TEST_UTIL_H_

@@ -11,22 +11,16 @@
 #include "base/env.h"
 #include "base/sha256.h"
 #include "tests/unit/base/test_dir.h"
+#include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog {
 namespace {
 
 using syncproto::EntryKind;
 using syncproto::FileEntry;
+using testing::DirFileEntry;
 
 constexpr const char* kDs = "datasets/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
-
-FileEntry Dir(const std::string& path) {
-  FileEntry e;
-  e.path = path;
-  e.kind = EntryKind::kDir;
-  e.mode = 0755;
-  return e;
-}
 
 FileEntry File(const std::string& path, const std::string& content) {
   FileEntry e;
@@ -49,17 +43,17 @@ void SortByPath(std::vector<FileEntry>* files) {
 // subtrees ("d1" < "d1-x" < "d1.y" < "d1/f").
 std::vector<FileEntry> Instance(int dirs, int per_dir) {
   std::vector<FileEntry> files{File("vms/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10.json", "{}"),
-                               Dir(kDs)};
+                               DirFileEntry(kDs)};
   for (int d = 0; d < dirs; ++d) {
     const std::string dir = std::string(kDs) + "/d" + std::to_string(d);
-    files.push_back(Dir(dir));
+    files.push_back(DirFileEntry(dir));
     files.push_back(File(dir + "-x", "sibling " + std::to_string(d)));
     files.push_back(File(dir + ".y", "sibling " + std::to_string(d)));
     for (int f = 0; f < per_dir; ++f) {
       files.push_back(File(dir + "/f" + std::to_string(f), std::to_string(d * 1000 + f)));
     }
   }
-  files.push_back(Dir(std::string(kDs) + "/empty"));
+  files.push_back(DirFileEntry(std::string(kDs) + "/empty"));
   files.push_back(File(std::string(kDs) + "/caf\xe9/\xff", "a name that is not UTF-8"));
   SortByPath(&files);
   return files;
@@ -75,7 +69,7 @@ void Store(Env& env, const ObjectStore& objects, const BuiltTrees& built) {
 }
 
 struct Fixture {
-  testing::TestDir dir;
+  testing::TempDir dir;
   Env& env = *Env::Default();
   ObjectStore objects{env, dir / "objects"};
 };
@@ -151,7 +145,7 @@ TEST_CASE("added and removed directories leave no stale tree behind", "[trees]")
       after.push_back(e);
     }
   }
-  after.push_back(Dir(std::string(kDs) + "/new"));
+  after.push_back(DirFileEntry(std::string(kDs) + "/new"));
   after.push_back(File(std::string(kDs) + "/new/sub/deep", "deep"));  // "sub" is no entry
   SortByPath(&after);
   const std::vector<std::string> changed = ChangedPaths(before, after);
