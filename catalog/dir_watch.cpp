@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "base/log.h"
 #include "base/env.h"
+#include "base/log.h"
 
 namespace lifeboat::catalog {
 namespace {

@@ -76,8 +76,8 @@ using DirSet = std::set<std::string>;
 
 // How a scan may use the change watch (catalog/dir_watch.h).
 struct WatchUse {
-  DirWatch* watch = nullptr;       // null: none (every directory is listed, nothing is watched)
-  bool reuse = false;              // may reuse the previous scan's entries of clean directories
+  DirWatch* watch = nullptr;         // null: none (every directory is listed, nothing is watched)
+  bool reuse = false;                // may reuse the previous scan's entries of clean directories
   const DirSet* unstable = nullptr;  // of the previous scan; required when reuse
 };
 
@@ -675,8 +675,8 @@ class Scanner {
   ScanStats stats_;
   uint64_t readlinks_ = 0;  // symlinks whose stat key missed the cache
   WatchUse watch_;
-  DirSet unstable_;  // see ListAgain
-  bool new_hardlink_ = false;  // see needs_full_walk
+  DirSet unstable_;                                   // see ListAgain
+  bool new_hardlink_ = false;                         // see needs_full_walk
   std::vector<InstanceWarning>* warnings_ = nullptr;  // the scanned instance's (see Skip)
   size_t skipped_in_instance_ = 0;
   std::vector<ProviderWarning> provider_warnings_;  // of the snapshot being scanned
@@ -953,7 +953,7 @@ class Exporter::Impl {
   // The change watch (scan thread only, under scan_mu_): see Watch().
   std::unique_ptr<DirWatch> watch_;
   bool watch_failed_ = false;
-  DirSet unstable_;                          // of the last adopted scan
+  DirSet unstable_;                           // of the last adopted scan
   std::optional<int64_t> last_full_walk_ms_;  // monotonic start of the last full walk
   std::mutex scan_mu_;     // serializes scans
   mutable std::mutex mu_;  // guards last_, last_stats_ and reads of state_ outside scans

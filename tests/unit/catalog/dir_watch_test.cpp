@@ -85,7 +85,7 @@ TEST_CASE("a directory watched in this round is not clean before it settles") {
   f.NextRound();
   REQUIRE(f.watch->Watch(fresh));
   CHECK_FALSE(f.watch->Clean(fresh));  // its listing of this round is not adopted yet
-  f.watch->Drain();                     // a failed round: no Settle
+  f.watch->Drain();                    // a failed round: no Settle
   CHECK_FALSE(f.watch->Clean(fresh));
   f.NextRound();
   CHECK(f.watch->Clean(fresh));

@@ -113,7 +113,8 @@ TEST_CASE("a watched scan serves what a full walk serves after every kind of cha
          Write(f.data + "/var/db/a", "a");
          Write(f.data + "/var/db/b", "b");
        }},
-      {"directory moved", [&] { REQUIRE(rename((f.data + "/var").c_str(), (s + "/var").c_str()) == 0); }},
+      {"directory moved",
+       [&] { REQUIRE(rename((f.data + "/var").c_str(), (s + "/var").c_str()) == 0); }},
       {"directory tree removed",
        [&] {
          REQUIRE(unlink((s + "/var/db/a").c_str()) == 0);

@@ -11,9 +11,9 @@
 namespace lifeboat::catalog::internal {
 namespace {
 
+using catalog::testing::DirFileEntry;
 using syncproto::EntryKind;
 using syncproto::FileEntry;
-using catalog::testing::DirFileEntry;
 
 constexpr const char* kDs = "datasets/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
 
@@ -62,8 +62,8 @@ TEST_CASE("a delta's changed paths are exactly what differs from the held entrie
   const EntryList held = Held();
   const std::string d2 = std::string(kDs) + "/d2";
   const std::set<std::string> removed{d2 + "/f0", d2 + "/f9" /* not held */, "datasets/other/x"};
-  const auto answered = Answer({File(d2 + "/f1", "edited"), held[3] /* as held */, DirFileEntry(d2 + "/new"),
-                                File(d2 + "/new/g", "new")});
+  const auto answered = Answer({File(d2 + "/f1", "edited"), held[3] /* as held */,
+                                DirFileEntry(d2 + "/new"), File(d2 + "/new/g", "new")});
   NextEntries next = PlanEntries(held, removed, answered, false);
   REQUIRE(next.files.has_value());
   CHECK(next.changed ==

@@ -136,7 +136,6 @@ struct DirExport {
   }
 };
 
-
 // The manifest entry of directory `path` (mode 0755).
 inline syncproto::FileEntry DirFileEntry(const std::string& path) {
   syncproto::FileEntry e;
