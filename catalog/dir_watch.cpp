@@ -72,8 +72,9 @@ void DirWatch::Handle(int wd, uint32_t mask, const char* name) {
   if (name == nullptr || (mask & kChangesDirMtime)) dirty_.insert(DirName(dir));
 }
 
-bool DirWatch::Watch(const std::string& dir) {
-  if (by_path_.count(dir)) return true;
+DirWatch::Outcome DirWatch::Watch(const std::string& dir) {
+  // Asked of the kernel every time: the path may name another directory now
+  // (a symlink above it re-pointed, a mount), which has another watch.
   const int wd = inotify_add_watch(fd_, dir.c_str(), kMask);
   if (wd < 0) {
     if (errno == ENOSPC && !limit_logged_) {
@@ -83,16 +84,20 @@ bool DirWatch::Watch(const std::string& dir) {
           "directories beyond it are listed on every scan",
           {{"watches", static_cast<uint64_t>(by_path_.size())}, {"path", dir}});
     }
-    return false;
+    Forget(dir);
+    return Outcome::kFailed;
   }
-  // The same inode under another path (a bind mount, a move not yet read):
-  // the old path no longer gets its events.
-  if (auto old = by_wd_.find(wd); old != by_wd_.end() && old->second != dir) {
-    by_path_.erase(old->second);
+  if (auto it = by_path_.find(dir); it != by_path_.end() && it->second.wd == wd) {
+    return Outcome::kAlready;
   }
+  // The path named another directory, or this directory was watched under
+  // another path (a bind mount, a move not yet read): neither old path, nor
+  // anything below it, gets the events they would need.
+  Forget(dir, wd);
+  if (auto old = by_wd_.find(wd); old != by_wd_.end()) Forget(std::string(old->second), wd);
   by_wd_[wd] = dir;
   by_path_[dir] = Mark{wd, round_};
-  return true;
+  return Outcome::kAdded;
 }
 
 bool DirWatch::Clean(const std::string& dir) const {
@@ -107,7 +112,7 @@ void DirWatch::Settle() {
   ++round_;
 }
 
-void DirWatch::Forget(const std::string& dir) {
+void DirWatch::Forget(const std::string& dir, int keep_wd) {
   const std::string below = dir + "/";
   for (auto it = by_path_.lower_bound(dir); it != by_path_.end();) {
     if (it->first != dir && !it->first.starts_with(below)) {
@@ -116,8 +121,10 @@ void DirWatch::Forget(const std::string& dir) {
       ++it;
       continue;
     }
-    inotify_rm_watch(fd_, it->second.wd);  // may already be gone: nothing to do then
-    by_wd_.erase(it->second.wd);
+    dirty_.insert(it->first);
+    const int wd = it->second.wd;
+    if (wd != keep_wd) inotify_rm_watch(fd_, wd);  // may already be gone: nothing to do then
+    if (auto w = by_wd_.find(wd); w != by_wd_.end() && w->second == it->first) by_wd_.erase(w);
     it = by_path_.erase(it);
   }
 }

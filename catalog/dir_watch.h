@@ -56,9 +56,14 @@ class DirWatch {
   // Reads every pending event (never blocks).
   void Drain();
   // Starts watching `dir` (an absolute path; not followed when a symlink)
-  // unless it is already watched. False when it cannot be watched (gone, not
-  // a directory, the watch limit): the caller lists it every round.
-  bool Watch(const std::string& dir);
+  // unless its directory is already watched under that path. kAdded: a new
+  // watch (also when the path now names another directory than the one
+  // watched under it: that one's marks are dropped); the parent's listing,
+  // made before this watch, may hold a stale entry for `dir`. kFailed: it
+  // cannot be watched (gone, not a directory, the watch limit) and is never
+  // clean.
+  enum class Outcome { kAlready, kAdded, kFailed };
+  Outcome Watch(const std::string& dir);
   bool Clean(const std::string& dir) const;
   void Settle();
 
@@ -71,7 +76,9 @@ class DirWatch {
   };
   explicit DirWatch(int fd) : fd_(fd) {}
   void Handle(int wd, uint32_t mask, const char* name);
-  void Forget(const std::string& dir);  // drops the watches of `dir` and below
+  // Drops the watches of `dir` and below (in the kernel too, except
+  // `keep_wd`, about to be mapped anew) and marks those paths dirty.
+  void Forget(const std::string& dir, int keep_wd = -1);
 
   int fd_;
   uint64_t round_ = 1;  // incremented by Settle

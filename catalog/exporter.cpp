@@ -295,7 +295,7 @@ class Scanner {
              root);
       } else {
         AddDir(*st, src.dataset_path, root);
-        Walk(src.dataset_path, root, 0);
+        Walk(src.dataset_path, root, 0, &*st);
       }
     }
     EndWarnings(root);
@@ -345,11 +345,19 @@ class Scanner {
     out_->erase(out_->begin() + static_cast<ptrdiff_t>(index));
   }
 
-  void Walk(const std::string& local_dir, const std::string& export_dir, int depth) {
+  // Adds the entries below directory `local_dir` (export path `export_dir`),
+  // whose own entry was just added from `st` (null when it was reused).
+  void Walk(const std::string& local_dir, const std::string& export_dir, int depth,
+            const FileStat* st) {
     if (depth > 256) return Skip(local_dir, "directory tree deeper than 256 levels", export_dir);
-    if (Reusable(local_dir, export_dir)) return Reuse(local_dir, export_dir, depth);
+    if (Reusable(local_dir, export_dir, st)) return Reuse(local_dir, export_dir, depth);
     // Watched before it is listed: a change after the listing is an event.
-    if (watch_.watch != nullptr) watch_.watch->Watch(local_dir);
+    // A new watch (or none) leaves a gap since the parent's listing stat'ed
+    // this directory: the parent is listed again next time.
+    if (watch_.watch != nullptr &&
+        watch_.watch->Watch(local_dir) != DirWatch::Outcome::kAlready) {
+      ListAgain(DirName(local_dir));
+    }
     ++stats_.listed_dirs;
     auto entries = env_.ListDirStat(local_dir);
     if (!entries.ok()) return Skip(local_dir, entries.status().message(), export_dir);
@@ -380,7 +388,7 @@ class Scanner {
       path.reserve(export_dir.size() + 1 + e.name.size());
       path.append(export_dir).append("/").append(e.name);
       if (step.subtree) {
-        if (valid[step.index]) Walk(local, path, depth + 1);
+        if (valid[step.index]) Walk(local, path, depth + 1, &*e.stat);
         continue;
       }
       if (Status ok = syncproto::ValidateExportPath(path); !ok.ok()) {
@@ -412,13 +420,20 @@ class Scanner {
 
   // True when the previous scan's entries of `local_dir` (export path
   // `export_dir`) still hold: the watch saw nothing change in it since it
-  // was listed here, and nothing in it made it unstable.
-  bool Reusable(const std::string& local_dir, const std::string& export_dir) {
+  // was listed here, nothing in it made it unstable, and (when stat'ed by
+  // this scan, `st`) it is the same directory with the same mtime and ctime:
+  // a filesystem mounted over it or a symlink above it re-pointed raise no
+  // event in the watched directory.
+  bool Reusable(const std::string& local_dir, const std::string& export_dir, const FileStat* st) {
     if (!watch_.reuse || watch_.unstable->count(local_dir) || !watch_.watch->Clean(local_dir)) {
       return false;
     }
     const CacheEntry* dir = Old(export_dir);
-    return dir != nullptr && dir->kind == EntryKind::kDir && dir->local_path == local_dir;
+    if (dir == nullptr || dir->kind != EntryKind::kDir || dir->local_path != local_dir) {
+      return false;
+    }
+    return st == nullptr || (dir->ino == st->ino && (!use_dev_ || dir->dev == st->dev) &&
+                             dir->mtime_ns == st->mtime_ns && dir->ctime_ns == st->ctime_ns);
   }
 
   // Copies the previous scan's entries of a clean directory and walks its
@@ -432,7 +447,7 @@ class Scanner {
       while (!subtrees.empty() && (path == nullptr || prefix + *subtrees.begin() < *path)) {
         std::string name = subtrees.begin()->substr(0, subtrees.begin()->size() - 1);
         subtrees.erase(subtrees.begin());
-        Walk(JoinPath(local_dir, name), prefix + name, depth + 1);
+        Walk(JoinPath(local_dir, name), prefix + name, depth + 1, nullptr);
       }
     };
     auto less = [](const CacheEntry& c, std::string_view p) { return c.path < p; };

@@ -534,11 +534,13 @@ Status ExportStateFile::Load(State* state) {
     return StartLineage(state);
   }
   ReplayResult replay;
+  bool no_log = true;
   if (decoded == BaseDecode::kOk && id != 0) {
     auto log = ReadFileToString(env_, log_path_, 4ull << 30);
     if (!log.ok() && log.status().code() != Code::kNotFound) {
       return log.status().WithContext("export state log");
     }
+    no_log = !log.ok();
     if (log.ok()) replay = ReplayLog(*log, id, &s);
   }
   if (decoded == BaseDecode::kCorrupt || replay.outcome == Replay::kCorrupt) {
@@ -561,7 +563,9 @@ Status ExportStateFile::Load(State* state) {
   // An old base, or records followed by junk: the next save writes a new
   // base. Junk only: the log is emptied before the next append.
   rewrite_base_ = id == 0 || (replay.junk && replay.records > 0);
-  reset_log_ = replay.junk && replay.records == 0;
+  // No log yet: the first append creates it through ResetLog, which syncs
+  // the directory, so the record's file survives a power loss.
+  reset_log_ = (replay.junk && replay.records == 0) || no_log;
   saved_ = s;
   *state = std::move(s);
   return Status::Ok();

@@ -25,8 +25,8 @@ struct Fixture {
     auto w = DirWatch::Create();
     REQUIRE(w.ok());
     watch = std::move(*w);
-    REQUIRE(watch->Watch(root));
-    REQUIRE(watch->Watch(sub));
+    REQUIRE(watch->Watch(root) == DirWatch::Outcome::kAdded);
+    REQUIRE(watch->Watch(sub) == DirWatch::Outcome::kAdded);
     watch->Settle();
   }
   // A round starts: the changes made so far are read.
@@ -83,7 +83,8 @@ TEST_CASE("a directory watched in this round is not clean before it settles") {
   const std::string fresh = f.root + "/fresh";
   REQUIRE(mkdir(fresh.c_str(), 0755) == 0);
   f.NextRound();
-  REQUIRE(f.watch->Watch(fresh));
+  REQUIRE(f.watch->Watch(fresh) == DirWatch::Outcome::kAdded);
+  CHECK(f.watch->Watch(fresh) == DirWatch::Outcome::kAlready);
   CHECK_FALSE(f.watch->Clean(fresh));  // its listing of this round is not adopted yet
   f.watch->Drain();                    // a failed round: no Settle
   CHECK_FALSE(f.watch->Clean(fresh));
@@ -105,7 +106,7 @@ TEST_CASE("a moved or removed directory loses its watches, its subtree's too") {
   Fixture f;
   const std::string deep = f.sub + "/deep";
   REQUIRE(mkdir(deep.c_str(), 0755) == 0);
-  REQUIRE(f.watch->Watch(deep));
+  REQUIRE(f.watch->Watch(deep) == DirWatch::Outcome::kAdded);
   f.NextRound();
   REQUIRE(f.watch->Clean(deep));
   const std::string elsewhere = f.root + "/elsewhere";
@@ -158,11 +159,33 @@ TEST_CASE("an overflowed event queue makes every directory dirty for one round")
 
 TEST_CASE("what is not a directory is not watched") {
   Fixture f;
-  CHECK_FALSE(f.watch->Watch(f.sub + "/file"));
-  CHECK_FALSE(f.watch->Watch(f.root + "/missing"));
+  CHECK(f.watch->Watch(f.sub + "/file") == DirWatch::Outcome::kFailed);
+  CHECK(f.watch->Watch(f.root + "/missing") == DirWatch::Outcome::kFailed);
   const std::string link = f.root + "/link";
   REQUIRE(symlink(f.sub.c_str(), link.c_str()) == 0);
-  CHECK_FALSE(f.watch->Watch(link));  // not followed
+  CHECK(f.watch->Watch(link) == DirWatch::Outcome::kFailed);  // not followed
+}
+
+TEST_CASE("a path that names another directory now is watched anew") {
+  Fixture f;
+  // The watched path goes through a symlink that is re-pointed: no event
+  // reaches the watched directory.
+  const std::string a = f.tmp / "a", b = f.tmp / "b", via = f.tmp / "via";
+  Write(a + "/x", "a");
+  Write(b + "/x", "b");
+  REQUIRE(symlink(a.c_str(), via.c_str()) == 0);
+  REQUIRE(f.watch->Watch(via + "/.") == DirWatch::Outcome::kAdded);
+  f.NextRound();
+  REQUIRE(f.watch->Clean(via + "/."));
+  REQUIRE(unlink(via.c_str()) == 0);
+  REQUIRE(symlink(b.c_str(), via.c_str()) == 0);
+  CHECK(f.watch->Watch(via + "/.") == DirWatch::Outcome::kAdded);
+  CHECK_FALSE(f.watch->Clean(via + "/."));
+  f.NextRound();
+  CHECK(f.watch->Clean(via + "/."));
+  Write(b + "/x", "changed");  // the new directory's events are the ones read now
+  f.Round();
+  CHECK_FALSE(f.watch->Clean(via + "/."));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <functional>
 
 #include "base/fault_env.h"
@@ -28,9 +29,10 @@ struct Fixture : testing::ExportFixture {
   std::unique_ptr<Exporter> full = Open("full", 0);
   std::string data = exp.root + "/datasets/" + exp.imgapi;
 
-  std::unique_ptr<Exporter> Open(const std::string& name, int64_t interval_ms) {
+  std::unique_ptr<Exporter> Open(const std::string& name, int64_t interval_ms,
+                                 Provider* over = nullptr) {
     ExporterOptions o;
-    o.provider = provider.get();
+    o.provider = over != nullptr ? over : provider.get();
     o.state_dir = tmp / name;
     o.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
     o.racy_window_ms = 0;  // files are written right before each scan here
@@ -44,6 +46,7 @@ struct Fixture : testing::ExportFixture {
   // Returns the watched scan's stats.
   ScanStats ScanBoth() {
     auto w = watched->Rescan();
+    INFO(w.status().message());
     REQUIRE(w.ok());
     REQUIRE(full->Rescan().ok());
     auto wm = watched->current();
@@ -163,6 +166,29 @@ TEST_CASE("a write through a new hard link in another directory is served under 
       CHECK(e.digest == Xxh3Digest(std::string(R"({"port": 9091, "more": 1})")));
     }
   }
+}
+
+TEST_CASE("an export root re-pointed by a symlink above it serves the new tree at once") {
+  Fixture f;
+  // via -> tmp (holding export/), then via -> alt (holding a changed copy):
+  // no event reaches a watched directory.
+  const std::string alt = f.tmp / "alt", via = f.tmp / "via";
+  REQUIRE(std::system(("mkdir " + alt + " && cp -a " + f.exp.root + " " + alt + "/").c_str()) == 0);
+  const std::string copy = alt + "/export/datasets/" + f.exp.imgapi;
+  Write(copy + "/etc/imgapi.config.json", R"({"port": 1})");
+  Write(copy + "/images/ab/cd/only-in-copy", "new");
+  REQUIRE(symlink(f.tmp.path().c_str(), via.c_str()) == 0);
+  auto through = MakeDirProvider(f.env, via + "/export");
+  f.watched = f.Open("watched-via", kHourMs, through.get());
+  f.full = f.Open("full-via", 0, through.get());
+  f.ScanBoth();
+  CHECK(f.ScanBoth().reused_dirs > 0);
+  REQUIRE(unlink(via.c_str()) == 0);
+  REQUIRE(symlink(alt.c_str(), via.c_str()) == 0);
+  f.ScanBoth();  // compares with the full walk
+  f.ScanBoth();  // and once the new tree's watches are in place
+  Write(copy + "/etc/imgapi.config.json", R"({"port": 2})");
+  f.ScanBoth();
 }
 
 TEST_CASE("what the watch cannot see is found by the periodic full walk") {
