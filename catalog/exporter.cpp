@@ -30,9 +30,9 @@ using syncproto::ManifestAnswer;
 namespace {
 
 using internal::Cache;
+using internal::CacheBuilder;
 using internal::CacheEntry;
 using internal::ExportStateFile;
-using internal::Find;
 using internal::Journal;
 using internal::JournalEntry;
 using internal::ParseAs;
@@ -90,15 +90,10 @@ class Scanner {
         filter_(filter),
         old_(old),
         use_dev_(stable_devices),
-        watch_(watch) {
-    new_.reserve(old.size() + old.size() / 16 + 64);
-  }
+        watch_(watch) {}
 
-  // Entries are produced in export-path order wherever that is cheap, so
-  // that SortNew has nothing to do and Old() hits its hint: dataset trees
-  // (instances by uuid, each tree in bytewise path order, see Walk) go to
-  // new_, images and the vms/ and sapi/ records to small side vectors that
-  // are sorted and appended ("datasets/" < "images/" < "sapi/" < "vms/").
+  // Scans `snap` into cache(). Entries of a directory are produced in path
+  // order, so Old() hits its hint.
   void Run(ProviderSnapshot& snap) {
     provider_warnings_ = snap.warnings();
     for (const ProviderWarning& w : provider_warnings_) {
@@ -117,9 +112,7 @@ class Scanner {
     for (const InstanceInfo& i : instances_) {
       if (!i.image_uuid.empty()) needed.insert(i.image_uuid);
     }
-    out_ = &images_cache_;
     ScanImages(snap, needed);
-    out_ = &records_;
     if (std::string app = snap.application_path(); !app.empty()) {
       AddFile(app, "sapi/application.json", ParseAs::kNone);
     }
@@ -129,23 +122,16 @@ class Scanner {
     }
     std::sort(instances_.begin(), instances_.end(),
               [](const InstanceInfo& a, const InstanceInfo& b) { return a.uuid < b.uuid; });
-    for (Cache* side : {&images_cache_, &records_}) {
-      std::stable_sort(side->begin(), side->end(),
-                       [](const CacheEntry& a, const CacheEntry& b) { return a.path < b.path; });
-      new_.insert(new_.end(), std::make_move_iterator(side->begin()),
-                  std::make_move_iterator(side->end()));
-      Cache().swap(*side);
-    }
-    out_ = &new_;
-    SortNew();
     GroupHardlinks();
+    cache_ = builder_.Finish(&old_);
   }
 
-  Cache& cache() { return new_; }
+  // The scan's cache: it shares with the previous one every directory that
+  // is the same (reused, or listed and found identical).
+  Cache& cache() { return cache_; }
   std::vector<InstanceInfo>& instances() { return instances_; }
   std::vector<ImageInfo>& images() { return images_; }
   ScanStats& stats() { return stats_; }
-  uint64_t readlinks() const { return readlinks_; }
   DirSet& unstable() { return unstable_; }
   // A file got a new hard link while some directories were reused: its
   // other names may sit in a reused directory, stale. The caller scans again
@@ -203,48 +189,42 @@ class Scanner {
     warnings_ = nullptr;
   }
 
-  // The previous scan's entry for `path`. The walk visits paths nearly in
-  // the cache's (bytewise) order, so the entry after the last hit is tried first.
+  // The previous scan's entry for `path`. Entries of a directory are
+  // visited in path order, so the entry after the last hit is tried first.
   const CacheEntry* Old(const std::string& path) {
-    if (hint_ < old_.size() && old_[hint_].path == path) return &old_[hint_++];
-    const CacheEntry* c = Find(old_, path);
-    if (c != nullptr) hint_ = static_cast<size_t>(c - old_.data()) + 1;
+    const std::string_view dir = internal::ParentOf(path);
+    if (old_dir_ == nullptr || old_dir_->dir != dir) {
+      const Cache::DirPtr* d = old_.FindDir(dir);
+      if (d == nullptr) return nullptr;
+      old_dir_ = d->get();
+      hint_ = 0;
+    }
+    const std::vector<CacheEntry>& entries = old_dir_->entries;
+    if (hint_ < entries.size() && entries[hint_].path == path) return &entries[hint_++];
+    const CacheEntry* c = old_dir_->Find(path);
+    if (c != nullptr) hint_ = static_cast<size_t>(c - entries.data()) + 1;
     return c;
   }
 
-  // new_ in path order, one entry per path (a later add of the same path
-  // replaces the earlier one, as a map assignment would).
-  void SortNew() {
-    auto less = [](const CacheEntry& a, const CacheEntry& b) { return a.path < b.path; };
-    if (!std::is_sorted(new_.begin(), new_.end(), less)) {
-      std::stable_sort(new_.begin(), new_.end(), less);
-    }
-    auto out = new_.begin();
-    for (auto it = new_.begin(); it != new_.end(); ++it) {
-      if (out != new_.begin() && std::prev(out)->path == it->path) {
-        *std::prev(out) = std::move(*it);
-      } else {
-        if (out != it) *out = std::move(*it);
-        ++out;
-      }
-    }
-    new_.erase(out, new_.end());
-  }
-
   // Files of one dataset tree that share an inode: each but the smallest
-  // path names that one in hardlink_of (new_ is sorted by path, so the first
-  // seen of a group is its smallest).
+  // path names that one in hardlink_of. Only entries listed by this scan
+  // can have other links: a directory holding one is never reused (ListAgain).
   void GroupHardlinks() {
-    std::map<std::tuple<std::string, uint64_t, uint64_t>, size_t> first;
-    for (size_t k = 0; k < new_.size(); ++k) {
-      CacheEntry& c = new_[k];
+    std::vector<CacheEntry*> linked;
+    builder_.ForEachAdded([&](CacheEntry& c) {
       c.hardlink_of.clear();
-      if (!c.exported || c.kind != EntryKind::kFile || c.nlink < 2 ||
-          !c.path.starts_with("datasets/")) {
-        continue;
+      if (c.exported && c.kind == EntryKind::kFile && c.nlink >= 2 &&
+          c.path.starts_with("datasets/")) {
+        linked.push_back(&c);
       }
-      auto [it, inserted] = first.try_emplace({syncproto::InstanceOfPath(c.path), c.dev, c.ino}, k);
-      if (!inserted) c.hardlink_of = new_[it->second].path;
+    });
+    std::sort(linked.begin(), linked.end(),
+              [](const CacheEntry* a, const CacheEntry* b) { return a->path < b->path; });
+    std::map<std::tuple<std::string, uint64_t, uint64_t>, const CacheEntry*> first;
+    for (CacheEntry* c : linked) {
+      auto [it, inserted] =
+          first.try_emplace({syncproto::InstanceOfPath(c->path), c->dev, c->ino}, c);
+      if (!inserted) c->hardlink_of = it->second->path;
     }
   }
 
@@ -253,7 +233,6 @@ class Scanner {
       Skip(src.payload_path, "instance uuid is not a valid path component");
       return;
     }
-    out_ = &records_;
     const std::string vm_path = "vms/" + src.uuid + ".json";
     CacheEntry* payload = AddFile(src.payload_path, vm_path, ParseAs::kPayload);
     if (payload == nullptr) return;
@@ -273,7 +252,7 @@ class Scanner {
       stats_.bytes -= payload->size;
       return;
     }
-    // `payload` points into new_: used no more once other entries are added.
+    // `payload` points into the scan's cache: used no more once other entries are added.
     InstanceInfo info{src.uuid, meta.alias, meta.service, meta.image_uuid, {}};
     if (!info.image_uuid.empty() && !internal::IsSafeName(info.image_uuid)) {
       Skip(src.payload_path, "image_uuid is not a valid path component");
@@ -284,7 +263,6 @@ class Scanner {
     AddProviderWarnings(src.uuid, info.service);
     if (!src.sapi_path.empty())
       AddFile(src.sapi_path, "sapi/" + src.uuid + ".json", ParseAs::kNone);
-    out_ = &new_;
     if (!src.dataset_path.empty()) {
       auto st = env_.Stat(src.dataset_path);
       if (!st.ok() || st->type != FileType::kDirectory) {
@@ -316,10 +294,9 @@ class Scanner {
       const std::string dir = "images/" + uuid;
       CacheEntry* m = AddFile(img->manifest_path, dir + "/manifest.json", ParseAs::kImageManifest);
       if (m == nullptr) continue;
-      const size_t m_index = static_cast<size_t>(m - out_->data());
       if (!m->meta().error.empty()) {
         Skip(img->manifest_path, m->meta().error);
-        Unadd(m_index);
+        Unadd(m);
         continue;
       }
       std::string origin = m->meta().origin;
@@ -328,7 +305,7 @@ class Scanner {
         origin.clear();
       }
       if (AddFile(img->file_path, dir + "/file", ParseAs::kNone) == nullptr) {
-        Unadd(m_index);
+        Unadd(m);  // still the last entry added to its directory
         continue;
       }
       images_.push_back(ImageInfo{uuid, origin});
@@ -338,11 +315,12 @@ class Scanner {
               [](const ImageInfo& a, const ImageInfo& b) { return a.uuid < b.uuid; });
   }
 
-  // Takes back the file entry added at `index` (neither exported nor cached).
-  void Unadd(size_t index) {
+  // Takes back file entry `c`, the last one added to its directory
+  // (neither exported nor cached).
+  void Unadd(CacheEntry* c) {
     --stats_.files;
-    stats_.bytes -= (*out_)[index].size;
-    out_->erase(out_->begin() + static_cast<ptrdiff_t>(index));
+    stats_.bytes -= c->size;
+    builder_.PopLast(internal::ParentOf(c->path));
   }
 
   // Adds the entries below directory `local_dir` (export path `export_dir`),
@@ -436,48 +414,28 @@ class Scanner {
                              dir->mtime_ns == st->mtime_ns && dir->ctime_ns == st->ctime_ns);
   }
 
-  // Copies the previous scan's entries of a clean directory and walks its
-  // subdirectories (each reused or listed on its own), in the order Walk
-  // produces them: a subdirectory's subtree at its name + "/".
+  // Keeps the previous scan's entries of a clean directory (shared, not
+  // copied) and walks its subdirectories, each reused or listed on its own.
   void Reuse(const std::string& local_dir, const std::string& export_dir, int depth) {
     ++stats_.reused_dirs;
-    const std::string prefix = export_dir + "/";
-    std::set<std::string> subtrees;  // "<name>/" of subdirectories not walked yet
-    auto walk_subtrees_before = [&](const std::string* path) {
-      while (!subtrees.empty() && (path == nullptr || prefix + *subtrees.begin() < *path)) {
-        std::string name = subtrees.begin()->substr(0, subtrees.begin()->size() - 1);
-        subtrees.erase(subtrees.begin());
-        Walk(JoinPath(local_dir, name), prefix + name, depth + 1, nullptr);
-      }
-    };
-    auto less = [](const CacheEntry& c, std::string_view p) { return c.path < p; };
-    auto it = std::lower_bound(old_.begin(), old_.end(), prefix, less);
-    while (it != old_.end() && it->path.starts_with(prefix)) {
-      const std::string_view name = std::string_view(it->path).substr(prefix.size());
-      if (const size_t slash = name.find('/'); slash != std::string_view::npos) {
-        // Inside a subdirectory's subtree: that walk reads it. '0' follows '/'.
-        std::string after = prefix;
-        after.append(name.substr(0, slash)).push_back('0');
-        it = std::lower_bound(it, old_.end(), after, less);
-        continue;
-      }
-      walk_subtrees_before(&it->path);
-      const CacheEntry& c = *it++;
-      out_->push_back(c);
+    const Cache::DirPtr* dir = old_.FindDir(export_dir);
+    if (dir == nullptr) return;  // it held nothing
+    builder_.Keep(*dir);
+    for (const CacheEntry& c : (*dir)->entries) {
       switch (c.kind) {
         case EntryKind::kFile:
           Count(c);
           break;
         case EntryKind::kDir:
           ++stats_.dirs;
-          subtrees.insert(std::string(name) + "/");
+          Walk(JoinPath(local_dir, c.path.substr(export_dir.size() + 1)), c.path, depth + 1,
+               nullptr);
           break;
         case EntryKind::kSymlink:
           ++stats_.symlinks;
           break;
       }
     }
-    walk_subtrees_before(nullptr);
   }
 
   // Lists directory `dir` (local) again on the next scan whatever the watch
@@ -490,7 +448,7 @@ class Scanner {
   }
 
   void AddDir(const FileStat& st, const std::string& local, const std::string& path) {
-    CacheEntry& c = out_->emplace_back();
+    CacheEntry c;
     c.path = path;
     c.kind = EntryKind::kDir;
     c.mode = st.mode;
@@ -501,6 +459,7 @@ class Scanner {
     c.ino = st.ino;
     c.ctime_ns = st.ctime_ns;
     c.local_path = local;
+    builder_.Add(std::move(c));
     ++stats_.dirs;
   }
 
@@ -522,7 +481,6 @@ class Scanner {
       c.dev = st.dev;
       c.ino = st.ino;
       c.ctime_ns = st.ctime_ns;
-      ++readlinks_;
     }
     c.kind = EntryKind::kSymlink;
     c.size = 0;
@@ -540,7 +498,7 @@ class Scanner {
     ListAgain(DirName(local));
     c.path = std::move(path);
     c.local_path = std::move(local);
-    out_->push_back(std::move(c));
+    builder_.Add(std::move(c));
     ++stats_.symlinks;
   }
 
@@ -571,7 +529,7 @@ class Scanner {
     }
     if (old != nullptr && old->kind == EntryKind::kFile && !old->racy && old->parse == parse &&
         SameKey(*old, st, use_dev_)) {
-      CacheEntry& c = out_->emplace_back();
+      CacheEntry c;
       c.path = std::move(path);
       c.local_path = std::move(local);
       c.parsed = old->parsed;
@@ -591,7 +549,7 @@ class Scanner {
       c.racy = false;
       c.exported = true;
       Count(c);
-      return &c;
+      return &builder_.Add(std::move(c));
     }
     for (int attempt = 0; attempt < std::max(1, opts_.hash_attempts); ++attempt) {
       if (attempt > 0) {
@@ -638,9 +596,8 @@ class Scanner {
       if (parse != ParseAs::kNone) c.parsed = Parse(content, local, parse);
       c.path = std::move(path);
       c.local_path = std::move(local);
-      out_->push_back(std::move(c));
-      Count(out_->back());
-      return &out_->back();
+      Count(c);
+      return &builder_.Add(std::move(c));
     }
     Skip(local, "kept changing while being hashed", path);
     return nullptr;
@@ -680,15 +637,13 @@ class Scanner {
   const ServiceFilter& filter_;
   const Cache& old_;
   bool use_dev_;
-  size_t hint_ = 0;     // see Old()
-  Cache new_;           // dataset trees, then everything (see Run)
-  Cache images_cache_;  // images/ during the scan
-  Cache records_;       // vms/ and sapi/ during the scan
-  Cache* out_ = &new_;  // where Add* put entries
+  const internal::CacheDir* old_dir_ = nullptr;  // see Old()
+  size_t hint_ = 0;                              // in old_dir_
+  CacheBuilder builder_;                         // what this scan found
+  Cache cache_;                                  // built from builder_ by Run
   std::vector<InstanceInfo> instances_;
   std::vector<ImageInfo> images_;
   ScanStats stats_;
-  uint64_t readlinks_ = 0;  // symlinks whose stat key missed the cache
   WatchUse watch_;
   DirSet unstable_;                                   // see ListAgain
   bool new_hardlink_ = false;                         // see needs_full_walk
@@ -750,8 +705,8 @@ class View final : public syncproto::ExportView {
     if (!covered) {
       a.kind = ManifestAnswer::Kind::kFull;
       a.manifest.files.reserve(cache.size());
-      for (const CacheEntry& c : cache) {
-        if (c.exported && included(c.path)) a.manifest.files.push_back(c.ToFileEntry());
+      for (const CacheEntry* c : cache.Sorted()) {
+        if (c->exported && included(c->path)) a.manifest.files.push_back(c->ToFileEntry());
       }
       return a;
     }
@@ -765,7 +720,7 @@ class View final : public syncproto::ExportView {
       touched.insert(j->removed.begin(), j->removed.end());
     }
     for (const std::string& path : touched) {
-      const CacheEntry* c = Find(cache, path);
+      const CacheEntry* c = cache.Find(path);
       if (c != nullptr && c->exported) {
         if (included(path)) a.manifest.files.push_back(c->ToFileEntry());
       } else {
@@ -777,7 +732,7 @@ class View final : public syncproto::ExportView {
 
   Result<std::unique_ptr<ReadableFile>> OpenFile(const std::string& path,
                                                  FileEntry* entry) override {
-    const CacheEntry* f = Find(*scan_->cache, path);
+    const CacheEntry* f = scan_->cache->Find(path);
     if (f == nullptr || !f->exported || f->kind != EntryKind::kFile) {
       return NotFoundError("export has no file " + path);
     }
@@ -840,42 +795,31 @@ class Exporter::Impl {
     next.images = std::move(scanner.images());
     Cache& fresh = scanner.cache();
 
-    // Diff the exported entries against the previous scan's (both sorted: one merge walk).
+    // The exported entries that differ from the previous scan's: only in
+    // the directories the two caches do not share.
     const Cache& old = *state_.cache;
-    const bool identical =
-        old.size() == fresh.size() &&
-        std::equal(old.begin(), old.end(), fresh.begin(),
-                   [](const CacheEntry& a, const CacheEntry& b) { return a.Identical(b); });
+    const bool identical = fresh.SharesAll(old);
     auto j = std::make_shared<JournalEntry>();
-    // Identical caches have nothing to diff (the common no-change scan).
-    auto o = identical ? old.end() : old.begin(), oe = old.end();
-    auto n = identical ? fresh.end() : fresh.begin(), ne = fresh.end();
-    while (o != oe || n != ne) {
-      if (o != oe && !o->exported) {
-        ++o;
-      } else if (n != ne && !n->exported) {
-        ++n;
-      } else if (n == ne || (o != oe && o->path < n->path)) {
-        j->removed.push_back(o->path);
-        ++o;
-      } else if (o == oe || n->path < o->path) {
-        j->added.push_back(n->path);
-        ++n;
-      } else {
-        if (!o->SameServed(*n)) j->changed.push_back(n->path);
-        ++o;
-        ++n;
-      }
+    if (!identical) {
+      DiffCaches(
+          old, fresh, [&](const CacheEntry& o) { if (o.exported) j->removed.push_back(o.path); },
+          [&](const CacheEntry& n) { if (n.exported) j->added.push_back(n.path); },
+          [&](const CacheEntry& o, const CacheEntry& n) {
+            if (o.exported && n.exported) {
+              if (!o.SameServed(n)) j->changed.push_back(n.path);
+            } else if (o.exported) {
+              j->removed.push_back(o.path);
+            } else if (n.exported) {
+              j->added.push_back(n.path);
+            }
+          });
     }
     const bool changed = j->paths() > 0 || next.instances != state_.instances ||
                          next.images != state_.images || state_.generation == 0;
     ScanStats stats = scanner.stats();
-    bool dirty =
-        changed || stats.hashed_files > 0 || scanner.readlinks() > 0 || fresh.size() != old.size();
-    // An identical scan keeps the previous cache (and its views' memory):
-    // the fresh copy is dropped right here instead of replacing it.
+    const bool dirty = changed || !identical;
+    // An identical scan keeps the previous cache object (its views share it).
     next.cache = identical ? state_.cache : std::make_shared<const Cache>(std::move(fresh));
-    Cache().swap(fresh);
     if (changed) {
       ++next.generation;
       j->generation = next.generation;
@@ -925,6 +869,8 @@ class Exporter::Impl {
                                    {"files", stats.files},
                                    {"hashed_files", stats.hashed_files},
                                    {"hashed_bytes", stats.hashed_bytes},
+                                   {"listed_dirs", stats.listed_dirs},
+                                   {"reused_dirs", stats.reused_dirs},
                                    {"scan_ms", stats.duration_ms}});
     }
     {
@@ -1009,8 +955,8 @@ std::shared_ptr<const Manifest> Exporter::current() const {
   if (!last) return nullptr;
   auto m = std::make_shared<Manifest>(*last->header);
   m->files.reserve(last->cache->size());
-  for (const CacheEntry& c : *last->cache) {
-    if (c.exported) m->files.push_back(c.ToFileEntry());
+  for (const CacheEntry* c : last->cache->Sorted()) {
+    if (c->exported) m->files.push_back(c->ToFileEntry());
   }
   return m;
 }

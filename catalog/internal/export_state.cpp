@@ -290,19 +290,19 @@ void ApplyDelta(Delta&& delta, State* s, std::map<std::string, std::optional<Cac
   for (std::string& path : delta.removes) (*cache)[std::move(path)] = std::nullopt;
 }
 
-// `base` with the log's changes merged in (both sorted by path).
+// `base` with the log's changes (the last one of each path) applied.
 std::shared_ptr<const Cache> MergeCache(const Cache& base,
                                         std::map<std::string, std::optional<CacheEntry>>&& delta) {
-  auto out = std::make_shared<Cache>();
-  out->reserve(base.size() + delta.size());
-  auto b = base.begin();
+  std::vector<CacheEntry> upserts;
+  std::vector<std::string> removes;
   for (auto& [path, entry] : delta) {
-    while (b != base.end() && b->path < path) out->push_back(*b++);
-    if (b != base.end() && b->path == path) ++b;
-    if (entry) out->push_back(std::move(*entry));
+    if (entry) {
+      upserts.push_back(std::move(*entry));
+    } else {
+      removes.push_back(path);
+    }
   }
-  out->insert(out->end(), b, base.end());
-  return out;
+  return std::make_shared<const Cache>(base.With(std::move(upserts), removes));
 }
 
 enum class Replay { kOk, kCorrupt };
@@ -351,33 +351,6 @@ ReplayResult ReplayLog(std::string_view log, uint64_t base_id, State* s) {
 
 // ---- Types -------------------------------------------------------------------
 
-const Parsed& NoParse() {
-  static const Parsed none;
-  return none;
-}
-
-FileEntry CacheEntry::ToFileEntry() const {
-  FileEntry f;
-  f.path = path;
-  f.kind = kind;
-  f.size = size;
-  f.mode = mode;
-  f.mtime_ns = mtime_ns;
-  f.digest = digest;
-  f.sha256 = sha256;
-  f.target = target;
-  f.uid = uid;
-  f.gid = gid;
-  f.hardlink_of = hardlink_of;
-  return f;
-}
-
-const CacheEntry* Find(const Cache& cache, std::string_view path) {
-  auto it = std::lower_bound(cache.begin(), cache.end(), path,
-                             [](const CacheEntry& c, std::string_view p) { return c.path < p; });
-  return it != cache.end() && it->path == path ? &*it : nullptr;
-}
-
 // ---- Formats -----------------------------------------------------------------
 
 std::string EncodeBase(const State& s, uint64_t base_id) {
@@ -392,7 +365,7 @@ std::string EncodeBase(const State& s, uint64_t base_id) {
   EncodeInstances(e, s.instances);
   EncodeImages(e, s.images);
   e.U32(static_cast<uint32_t>(s.cache->size()));
-  for (const CacheEntry& c : *s.cache) EncodeEntry(e, c);
+  for (const CacheEntry* c : s.cache->Sorted()) EncodeEntry(e, *c);
   Digest128 sum = Xxh3Digest(e.out());
   e.Dig(sum);
   return std::move(e.out());
@@ -428,16 +401,17 @@ BaseDecode DecodeBase(std::string_view data, State* s, uint64_t* base_id) {
       !d.U32(&n)) {
     return BaseDecode::kCorrupt;
   }
-  auto cache = std::make_shared<Cache>();
-  cache->reserve(std::min<uint32_t>(n, 1u << 20));
+  CacheBuilder cache;
+  std::string last;
   for (uint32_t k = 0; k < n; ++k) {
     CacheEntry c;
     if (!DecodeEntry(d, has_sha, &c)) return BaseDecode::kCorrupt;
     // Sorted and unique, as written; anything else is corruption.
-    if (!cache->empty() && !(cache->back().path < c.path)) return BaseDecode::kCorrupt;
-    cache->push_back(std::move(c));
+    if (k > 0 && !(last < c.path)) return BaseDecode::kCorrupt;
+    last = c.path;
+    cache.Add(std::move(c));
   }
-  s->cache = std::move(cache);
+  s->cache = std::make_shared<const Cache>(cache.Finish());
   return d.done() ? BaseDecode::kOk : BaseDecode::kCorrupt;
 }
 
@@ -452,21 +426,12 @@ std::string EncodeRecord(const State& from, const State& to, uint64_t base_id) {
   std::vector<const CacheEntry*> upserts;
   std::vector<const std::string*> removes;
   if (from.cache != to.cache) {
-    const Cache& o = *from.cache;
-    const Cache& n = *to.cache;
-    auto oi = o.begin();
-    auto ni = n.begin();
-    while (oi != o.end() || ni != n.end()) {
-      if (ni == n.end() || (oi != o.end() && oi->path < ni->path)) {
-        removes.push_back(&(oi++)->path);
-      } else if (oi == o.end() || ni->path < oi->path) {
-        upserts.push_back(&*ni++);
-      } else {
-        if (!oi->SamePersisted(*ni)) upserts.push_back(&*ni);
-        ++oi;
-        ++ni;
-      }
-    }
+    DiffCaches(
+        *from.cache, *to.cache, [&](const CacheEntry& o) { removes.push_back(&o.path); },
+        [&](const CacheEntry& n) { upserts.push_back(&n); },
+        [&](const CacheEntry& o, const CacheEntry& n) {
+          if (!o.SamePersisted(n)) upserts.push_back(&n);
+        });
   }
   if (to.generation == from.generation && added.empty() &&
       to.journal.size() == from.journal.size() && !instances && !images && upserts.empty() &&

@@ -48,75 +48,12 @@
 #include <string_view>
 #include <vector>
 
-#include "base/digest.h"
 #include "base/env.h"
-#include "base/sha256.h"
 #include "base/status.h"
+#include "catalog/internal/export_cache.h"
 #include "syncproto/manifest.h"
 
 namespace lifeboat::catalog::internal {
-
-enum class ParseAs : uint8_t { kNone = 0, kPayload = 1, kImageManifest = 2 };
-
-// The metadata parsed from a VM payload or an image manifest (a few dozen
-// entries of an export carry one; shared and immutable so copying an entry is cheap).
-struct Parsed {
-  std::string error;  // "" when the parse succeeded
-  std::string uuid, alias, service, image_uuid, origin;
-  bool operator==(const Parsed&) const = default;
-};
-
-const Parsed& NoParse();
-
-// What the scan knows about one export path: the fields of its manifest
-// entry, the stat key it was hashed under, and the metadata parsed from it.
-// Kept flat (one path string, no per-entry copy of the FileEntry): at 20k+
-// files the cache is the exporter's main memory cost.
-struct CacheEntry {
-  std::string path;                      // export path
-  std::string local_path;                // not persisted: set by every scan
-  std::string target;                    // symlinks
-  std::string hardlink_of;               // set by every scan (GroupHardlinks)
-  std::shared_ptr<const Parsed> parsed;  // null unless parse != kNone
-  Digest128 digest;
-  Digest256 sha256;  // files
-  uint64_t size = 0;
-  uint64_t dev = 0;
-  uint64_t ino = 0;
-  int64_t mtime_ns = 0;
-  int64_t ctime_ns = 0;
-  uint32_t mode = 0;
-  uint32_t uid = 0;
-  uint32_t gid = 0;
-  uint32_t nlink = 1;  // not persisted: set by every scan
-  syncproto::EntryKind kind = syncproto::EntryKind::kFile;
-  ParseAs parse = ParseAs::kNone;
-  bool racy = false;     // changed too recently to trust the stat key next time
-  bool exported = true;  // false: cached only (a payload of a filtered-out service)
-
-  const Parsed& meta() const { return parsed ? *parsed : NoParse(); }
-
-  syncproto::FileEntry ToFileEntry() const;
-
-  // The fields served in the manifest (FileEntry's), path aside.
-  bool SameServed(const CacheEntry& o) const {
-    return kind == o.kind && size == o.size && mode == o.mode && mtime_ns == o.mtime_ns &&
-           digest == o.digest && sha256 == o.sha256 && target == o.target && uid == o.uid &&
-           gid == o.gid && hardlink_of == o.hardlink_of;
-  }
-
-  // The fields the state file keeps (all but local_path and nlink).
-  bool SamePersisted(const CacheEntry& o) const {
-    return path == o.path && SameServed(o) && dev == o.dev && ino == o.ino &&
-           ctime_ns == o.ctime_ns && parse == o.parse && racy == o.racy && exported == o.exported &&
-           meta() == o.meta();
-  }
-
-  // Everything, so that a scan that found exactly this can keep the old entry.
-  bool Identical(const CacheEntry& o) const {
-    return SamePersisted(o) && local_path == o.local_path && nlink == o.nlink;
-  }
-};
 
 struct JournalEntry {
   uint64_t generation = 0;
@@ -126,11 +63,6 @@ struct JournalEntry {
 
 // Entries are shared and immutable so that copying the journal is cheap.
 using Journal = std::deque<std::shared_ptr<const JournalEntry>>;
-// Sorted by export path (bytewise), unique paths.
-using Cache = std::vector<CacheEntry>;
-
-// The entry of `path` in `cache`, or null.
-const CacheEntry* Find(const Cache& cache, std::string_view path);
 
 // Journal generations increase strictly; a saved state's journal is the
 // previous one with entries appended and the oldest dropped.

@@ -403,13 +403,13 @@ State MakeState(const std::string& boot, uint64_t g, int files, int version) {
     s.journal.push_back(std::move(j));
   }
   s.instances.push_back({"uuid-" + std::to_string(g % 3), "alias", "svc", "", {}});
-  auto cache = std::make_shared<internal::Cache>();
+  internal::CacheBuilder cache;  // 16 files a directory, and a few at the top
   for (int i = 0; i < files; ++i) {
     char name[32];
-    std::snprintf(name, sizeof(name), "f%05d", i);
-    cache->push_back(Entry(name, i < version ? version : 0));
+    std::snprintf(name, sizeof(name), i % 50 == 0 ? "f%05d" : "d%02d/f%05d", i / 16, i);
+    cache.Add(Entry(name, i < version ? version : 0));
   }
-  s.cache = std::move(cache);
+  s.cache = std::make_shared<const internal::Cache>(cache.Finish());
   return s;
 }
 
@@ -423,10 +423,12 @@ void CheckSameState(const State& a, const State& b) {
   }
   CHECK(a.instances == b.instances);
   CHECK(a.images == b.images);
-  REQUIRE(a.cache->size() == b.cache->size());
-  for (size_t k = 0; k < a.cache->size(); ++k) {
+  const auto want = a.cache->Sorted();
+  const auto got = b.cache->Sorted();
+  REQUIRE(want.size() == got.size());
+  for (size_t k = 0; k < want.size(); ++k) {
     INFO(k);
-    CHECK((*a.cache)[k].SamePersisted((*b.cache)[k]));
+    CHECK(want[k]->SamePersisted(*got[k]));
   }
 }
 
