@@ -267,7 +267,7 @@ class Scanner {
       auto st = env_.Stat(src.dataset_path);
       if (!st.ok() || st->type != FileType::kDirectory) {
         Skip(src.dataset_path,
-             !st.ok()                             ? st.status().message()
+             !st.ok()                         ? st.status().message()
              : st->type == FileType::kSymlink ? "dataset folder is a symlink (not followed)"
                                               : "dataset is not a directory",
              root);
@@ -332,8 +332,7 @@ class Scanner {
     // Watched before it is listed: a change after the listing is an event.
     // A new watch (or none) leaves a gap since the parent's listing stat'ed
     // this directory: the parent is listed again next time.
-    if (watch_.watch != nullptr &&
-        watch_.watch->Watch(local_dir) != DirWatch::Outcome::kAlready) {
+    if (watch_.watch != nullptr && watch_.watch->Watch(local_dir) != DirWatch::Outcome::kAlready) {
       ListAgain(DirName(local_dir));
     }
     ++stats_.listed_dirs;
@@ -767,112 +766,41 @@ class Exporter::Impl {
     return Status::Ok();
   }
 
+  // Scans, persists what changed, and adopts the result: the scan's view
+  // data and the provider snapshot it points into.
   Result<std::pair<std::shared_ptr<const ScanResult>, std::unique_ptr<ProviderSnapshot>>> Scan() {
     std::lock_guard<std::mutex> scan_lock(scan_mu_);
     const int64_t start = clock_.MonotonicMs();
     ASSIGN_OR_RETURN(auto snap, opts_.provider->Snapshot(filter_));
     const bool stable = snap->stable_devices();
-    WatchUse use;
-    use.watch = snap->live_paths() ? Watch() : nullptr;
-    use.reuse = use.watch != nullptr && last_full_walk_ms_ &&
-                start - *last_full_walk_ms_ < opts_.full_walk_interval_ms;
-    use.unstable = &unstable_;
-    if (use.watch != nullptr) use.watch->Drain();
-    auto scanner_ptr = std::make_unique<Scanner>(env_, opts_, filter_, *state_.cache, stable, use);
-    scanner_ptr->Run(*snap);
-    if (scanner_ptr->needs_full_walk()) {
-      use.reuse = false;
-      scanner_ptr = std::make_unique<Scanner>(env_, opts_, filter_, *state_.cache, stable, use);
-      scanner_ptr->Run(*snap);
-    }
-    Scanner& scanner = *scanner_ptr;
+    WatchUse use = PlanWatchUse(*snap, start);
+    std::unique_ptr<Scanner> scanner = RunScanner(*snap, stable, &use);
 
     State next;
     next.generation = state_.generation;
     next.boot_id = state_.boot_id;
     next.journal = state_.journal;
-    next.instances = std::move(scanner.instances());
-    next.images = std::move(scanner.images());
-    Cache& fresh = scanner.cache();
-
-    // The exported entries that differ from the previous scan's: only in
-    // the directories the two caches do not share.
-    const Cache& old = *state_.cache;
-    const bool identical = fresh.SharesAll(old);
-    auto j = std::make_shared<JournalEntry>();
-    if (!identical) {
-      DiffCaches(
-          old, fresh, [&](const CacheEntry& o) { if (o.exported) j->removed.push_back(o.path); },
-          [&](const CacheEntry& n) { if (n.exported) j->added.push_back(n.path); },
-          [&](const CacheEntry& o, const CacheEntry& n) {
-            if (o.exported && n.exported) {
-              if (!o.SameServed(n)) j->changed.push_back(n.path);
-            } else if (o.exported) {
-              j->removed.push_back(o.path);
-            } else if (n.exported) {
-              j->added.push_back(n.path);
-            }
-          });
-    }
+    next.instances = std::move(scanner->instances());
+    next.images = std::move(scanner->images());
+    Cache& fresh = scanner->cache();
+    const bool identical = fresh.SharesAll(*state_.cache);
+    std::shared_ptr<JournalEntry> j = JournalOf(*state_.cache, fresh, identical);
     const bool changed = j->paths() > 0 || next.instances != state_.instances ||
                          next.images != state_.images || state_.generation == 0;
-    ScanStats stats = scanner.stats();
-    const bool dirty = changed || !identical;
     // An identical scan keeps the previous cache object (its views share it).
     next.cache = identical ? state_.cache : std::make_shared<const Cache>(std::move(fresh));
-    if (changed) {
-      ++next.generation;
-      j->generation = next.generation;
-      next.journal.push_back(std::move(j));
-      size_t total = 0;
-      for (const auto& e : next.journal) total += e->paths();
-      while (!next.journal.empty() &&
-             (next.journal.size() > opts_.journal_generations || total > opts_.journal_max_paths)) {
-        total -= next.journal.front()->paths();
-        next.journal.pop_front();
-      }
-    }
-    if (dirty) {
+    if (changed) AddToJournal(std::move(j), &next);
+    if (changed || !identical) {
       // Persist before serving: a generation that could be lost must never be served.
       RETURN_IF_ERROR(state_file_->Save(next).WithContext("saving export state"));
     }
-    std::shared_ptr<const ScanResult> previous;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      previous = last_;
-    }
-    std::shared_ptr<const ScanResult> result;
-    if (previous && !changed && previous->cache == next.cache &&
-        previous->header->generation == next.generation && previous->stable_devices == stable) {
-      result = previous;  // the same scan result: share it (no copy of anything)
-    } else {
-      auto header = std::make_shared<Manifest>();
-      header->node_uuid = opts_.node_uuid;
-      header->node_name = opts_.node_name;
-      header->generation = next.generation;
-      header->boot_id = next.boot_id;
-      header->instances = next.instances;
-      header->images = next.images;
-      auto fresh_result = std::make_shared<ScanResult>();
-      fresh_result->header = std::move(header);
-      fresh_result->cache = next.cache;
-      fresh_result->journal = std::make_shared<const Journal>(next.journal);
-      fresh_result->stable_devices = stable;
-      result = std::move(fresh_result);
-    }
+    std::shared_ptr<const ScanResult> result = ResultOf(next, changed, stable);
 
+    ScanStats stats = scanner->stats();
     stats.generation = next.generation;
     stats.changed = changed;
     stats.duration_ms = clock_.MonotonicMs() - start;
-    if (changed) {
-      log::Info("export changed", {{"generation", next.generation},
-                                   {"files", stats.files},
-                                   {"hashed_files", stats.hashed_files},
-                                   {"hashed_bytes", stats.hashed_bytes},
-                                   {"listed_dirs", stats.listed_dirs},
-                                   {"reused_dirs", stats.reused_dirs},
-                                   {"scan_ms", stats.duration_ms}});
-    }
+    if (changed) LogChanged(stats);
     {
       std::lock_guard<std::mutex> lock(mu_);
       state_ = std::move(next);
@@ -882,11 +810,114 @@ class Exporter::Impl {
     if (use.watch != nullptr) {
       // Adopted: what the watch reported is now in the cache.
       use.watch->Settle();
-      unstable_ = std::move(scanner.unstable());
+      unstable_ = std::move(scanner->unstable());
       if (!use.reuse) last_full_walk_ms_ = start;
     }
     ReleaseFreedMemory();  // a scan's cache was allocated on this worker's arena
     return std::make_pair(std::move(result), std::move(snap));
+  }
+
+  // How the scan starting at `start_ms` uses the change watch: none unless
+  // the provider serves live paths; reuse unless a full walk is due.
+  WatchUse PlanWatchUse(ProviderSnapshot& snap, int64_t start_ms) {
+    WatchUse use;
+    use.watch = snap.live_paths() ? Watch() : nullptr;
+    use.reuse = use.watch != nullptr && last_full_walk_ms_ &&
+                start_ms - *last_full_walk_ms_ < opts_.full_walk_interval_ms;
+    use.unstable = &unstable_;
+    if (use.watch != nullptr) use.watch->Drain();
+    return use;
+  }
+
+  // Runs a scanner over `snap`; again without reuse when it asks for a full
+  // walk (then `use->reuse` is false).
+  std::unique_ptr<Scanner> RunScanner(ProviderSnapshot& snap, bool stable, WatchUse* use) {
+    auto scanner = std::make_unique<Scanner>(env_, opts_, filter_, *state_.cache, stable, *use);
+    scanner->Run(snap);
+    if (scanner->needs_full_walk()) {
+      use->reuse = false;
+      scanner = std::make_unique<Scanner>(env_, opts_, filter_, *state_.cache, stable, *use);
+      scanner->Run(snap);
+    }
+    return scanner;
+  }
+
+  // The exported paths added, changed and removed from `old` to `fresh`
+  // (only in the directories the two caches do not share).
+  static std::shared_ptr<JournalEntry> JournalOf(const Cache& old, const Cache& fresh,
+                                                 bool identical) {
+    auto j = std::make_shared<JournalEntry>();
+    if (identical) return j;
+    DiffCaches(
+        old, fresh,
+        [&](const CacheEntry& o) {
+          if (o.exported) j->removed.push_back(o.path);
+        },
+        [&](const CacheEntry& n) {
+          if (n.exported) j->added.push_back(n.path);
+        },
+        [&](const CacheEntry& o, const CacheEntry& n) {
+          if (o.exported && n.exported) {
+            if (!o.SameServed(n)) j->changed.push_back(n.path);
+          } else if (o.exported) {
+            j->removed.push_back(o.path);
+          } else if (n.exported) {
+            j->added.push_back(n.path);
+          }
+        });
+    return j;
+  }
+
+  // Bumps `next`'s generation with journal entry `j`, dropping the oldest
+  // entries beyond the journal's bounds.
+  void AddToJournal(std::shared_ptr<JournalEntry> j, State* next) const {
+    ++next->generation;
+    j->generation = next->generation;
+    next->journal.push_back(std::move(j));
+    size_t total = 0;
+    for (const auto& e : next->journal) total += e->paths();
+    while (!next->journal.empty() &&
+           (next->journal.size() > opts_.journal_generations || total > opts_.journal_max_paths)) {
+      total -= next->journal.front()->paths();
+      next->journal.pop_front();
+    }
+  }
+
+  // What views of state `next` serve: the previous result when it is the
+  // same (shared, no copy of anything), else a new one.
+  std::shared_ptr<const ScanResult> ResultOf(const State& next, bool changed, bool stable) {
+    std::shared_ptr<const ScanResult> previous;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      previous = last_;
+    }
+    if (previous && !changed && previous->cache == next.cache &&
+        previous->header->generation == next.generation && previous->stable_devices == stable) {
+      return previous;
+    }
+    auto header = std::make_shared<Manifest>();
+    header->node_uuid = opts_.node_uuid;
+    header->node_name = opts_.node_name;
+    header->generation = next.generation;
+    header->boot_id = next.boot_id;
+    header->instances = next.instances;
+    header->images = next.images;
+    auto result = std::make_shared<ScanResult>();
+    result->header = std::move(header);
+    result->cache = next.cache;
+    result->journal = std::make_shared<const Journal>(next.journal);
+    result->stable_devices = stable;
+    return result;
+  }
+
+  static void LogChanged(const ScanStats& stats) {
+    log::Info("export changed", {{"generation", stats.generation},
+                                 {"files", stats.files},
+                                 {"hashed_files", stats.hashed_files},
+                                 {"hashed_bytes", stats.hashed_bytes},
+                                 {"listed_dirs", stats.listed_dirs},
+                                 {"reused_dirs", stats.reused_dirs},
+                                 {"scan_ms", stats.duration_ms}});
   }
 
   // The change watch, created at the first scan of live paths; null when
@@ -916,7 +947,7 @@ class Exporter::Impl {
   bool watch_failed_ = false;
   DirSet unstable_;                           // of the last adopted scan
   std::optional<int64_t> last_full_walk_ms_;  // monotonic start of the last full walk
-  std::mutex scan_mu_;     // serializes scans
+  std::mutex scan_mu_;                        // serializes scans
   mutable std::mutex mu_;  // guards last_, last_stats_ and reads of state_ outside scans
   State state_;
   std::shared_ptr<const ScanResult> last_;

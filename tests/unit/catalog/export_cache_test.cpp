@@ -58,9 +58,8 @@ std::vector<CacheEntry> Tree(int dirs, int files) {
 
 TEST_CASE("export cache: entries added in any order are found and listed in path order") {
   // Bytewise order puts a directory's subtree between its siblings: a < a-c < a.b < a/x < a0.
-  const Cache cache =
-      Build({Entry("top/a0"), Entry("top/a/x"), Entry("top/a.b"), Entry("top"), Entry("top/a"),
-             Entry("top/a-c"), Entry("top/a/y/z")});
+  const Cache cache = Build({Entry("top/a0"), Entry("top/a/x"), Entry("top/a.b"), Entry("top"),
+                             Entry("top/a"), Entry("top/a-c"), Entry("top/a/y/z")});
   CHECK(cache.size() == 7);
   CHECK(Paths(cache) == std::vector<std::string>{"top", "top/a", "top/a-c", "top/a.b", "top/a/x",
                                                  "top/a/y/z", "top/a0"});
@@ -134,10 +133,10 @@ TEST_CASE("export cache: kept directories are shared, and an add to one copies i
 
 TEST_CASE("export cache: With removes and upserts, drops emptied directories, shares the rest") {
   const Cache before = Build(Tree(4, 3));
-  const Cache after = before.With({Entry("datasets/u/d2/f1", 5), Entry("datasets/u/d9/new"),
-                                   Entry("datasets/u/d3/f0", 8)},
-                                  {"datasets/u/d0/f0", "datasets/u/d0/f1", "datasets/u/d0/f2",
-                                   "datasets/u/d3/f0", "datasets/u/missing"});
+  const Cache after = before.With(
+      {Entry("datasets/u/d2/f1", 5), Entry("datasets/u/d9/new"), Entry("datasets/u/d3/f0", 8)},
+      {"datasets/u/d0/f0", "datasets/u/d0/f1", "datasets/u/d0/f2", "datasets/u/d3/f0",
+       "datasets/u/missing"});
   CHECK(after.FindDir("datasets/u/d0") == nullptr);  // emptied
   CHECK(after.Find("datasets/u/d2/f1")->size == 5);
   CHECK(after.Find("datasets/u/d3/f0")->size == 8);  // an upsert wins over a remove
@@ -146,8 +145,8 @@ TEST_CASE("export cache: With removes and upserts, drops emptied directories, sh
   CHECK(*after.FindDir("datasets/u/d1") == *before.FindDir("datasets/u/d1"));  // untouched: shared
   CHECK(*after.FindDir("datasets/u") == *before.FindDir("datasets/u"));
   const Diff d = DiffOf(before, after);
-  CHECK(d.removed == std::vector<std::string>{"datasets/u/d0/f0", "datasets/u/d0/f1",
-                                              "datasets/u/d0/f2"});
+  CHECK(d.removed ==
+        std::vector<std::string>{"datasets/u/d0/f0", "datasets/u/d0/f1", "datasets/u/d0/f2"});
   CHECK(d.added == std::vector<std::string>{"datasets/u/d9/new"});
 }
 
