@@ -149,16 +149,24 @@ class PosixEnv final : public Env {
     return FromStat(st);
   }
 
-  Result<std::vector<StatEntry>> ListDirStat(const std::string& path) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  Result<DirListing> ListDirStat(const std::string& path) override {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return PosixError("opendir", path, errno);
+    struct stat self;
+    if (::fstat(fd, &self) != 0) {
+      int err = errno;
+      ::close(fd);
+      return PosixError("stat", path, err);
+    }
     DIR* d = ::fdopendir(fd);
     if (d == nullptr) {
       int err = errno;
       ::close(fd);
       return PosixError("opendir", path, err);
     }
-    std::vector<StatEntry> out;
+    DirListing listing;
+    listing.dir = FromStat(self);
+    std::vector<StatEntry>& out = listing.entries;
     errno = 0;
     while (struct dirent* e = ::readdir(d)) {
       std::string_view name(e->d_name);
@@ -175,7 +183,7 @@ class PosixEnv final : public Env {
     int err = errno;
     ::closedir(d);  // closes fd
     if (err != 0) return PosixError("readdir", path, err);
-    return out;
+    return listing;
   }
 
   Result<std::vector<DirEntry>> ListDir(const std::string& path) override {
@@ -440,15 +448,18 @@ Status WriteFileAtomic(Env& env, const std::string& path, std::string_view data,
   return env.SyncDir(DirName(path));
 }
 
-Result<std::vector<Env::StatEntry>> Env::ListDirStat(const std::string& path) {
+Result<Env::DirListing> Env::ListDirStat(const std::string& path) {
+  DirListing listing;
+  ASSIGN_OR_RETURN(listing.dir, Stat(path));
+  if (listing.dir.type == FileType::kSymlink) return PosixError("opendir", path, ELOOP);
+  if (listing.dir.type != FileType::kDirectory) return PosixError("opendir", path, ENOTDIR);
   ASSIGN_OR_RETURN(std::vector<DirEntry> entries, ListDir(path));
-  std::vector<StatEntry> out;
-  out.reserve(entries.size());
+  listing.entries.reserve(entries.size());
   for (DirEntry& e : entries) {
     Result<FileStat> st = Stat(JoinPath(path, e.name));
-    out.push_back(StatEntry{std::move(e.name), std::move(st)});
+    listing.entries.push_back(StatEntry{std::move(e.name), std::move(st)});
   }
-  return out;
+  return listing;
 }
 
 Status Env::SyncFile(const std::string& path) {

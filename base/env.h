@@ -101,15 +101,23 @@ class Env {
   // Entries other than "." and "..", in no particular order.
   virtual Result<std::vector<DirEntry>> ListDir(const std::string& path) = 0;
   // ListDir plus the lstat of each entry (its error, e.g. ENOENT when it
-  // went away meanwhile, in place of a stat). The default is ListDir and one
-  // Stat per entry (so wrappers see every call); the POSIX Env stats relative
-  // to the open directory (fstatat), which spares the kernel a path walk per
-  // entry: a scanner's stat walk of a large tree is mostly that.
+  // went away meanwhile, in place of a stat), and the stat of the directory
+  // listed. A symlink as the last component fails (ELOOP), not followed;
+  // symlinks above it are followed, so a caller that must stay inside a tree
+  // compares `dir` with the identity (dev, ino) it expects there. The POSIX
+  // Env opens the directory once: `dir` is the fstat of what was listed, and
+  // entries are stat'ed relative to it (fstatat: no path walk per entry, which
+  // is most of a large tree's stat walk). The default (for wrappers, which
+  // then see every call) is Stat, ListDir and one Stat per entry.
   struct StatEntry {
     std::string name;
     Result<FileStat> stat;
   };
-  virtual Result<std::vector<StatEntry>> ListDirStat(const std::string& path);
+  struct DirListing {
+    FileStat dir;
+    std::vector<StatEntry> entries;
+  };
+  virtual Result<DirListing> ListDirStat(const std::string& path);
   // Creates one directory; fails with EEXIST when anything is there.
   virtual Status MakeDir(const std::string& path, uint32_t mode = 0700) = 0;
   virtual Status Rename(const std::string& from, const std::string& to) = 0;

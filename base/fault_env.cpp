@@ -137,27 +137,33 @@ int FaultEnv::Check(EnvOp op) {
   return 0;
 }
 
+int FaultEnv::Enter(EnvOp op, const std::string& path) {
+  if (int err = Check(op)) return err;
+  if (before_call_) before_call_(op, path);
+  return 0;
+}
+
 Result<std::unique_ptr<ReadableFile>> FaultEnv::OpenRead(const std::string& path) {
-  if (int err = Check(EnvOp::kOpenRead)) return Injected(EnvOp::kOpenRead, path, err);
+  if (int err = Enter(EnvOp::kOpenRead, path)) return Injected(EnvOp::kOpenRead, path, err);
   ASSIGN_OR_RETURN(auto file, target_->OpenRead(path));
   return std::unique_ptr<ReadableFile>(new FaultReadableFile(this, std::move(file)));
 }
 
 Result<std::unique_ptr<WritableFile>> FaultEnv::OpenWrite(const std::string& path, uint32_t mode,
                                                           bool exclusive) {
-  if (int err = Check(EnvOp::kOpenWrite)) return Injected(EnvOp::kOpenWrite, path, err);
+  if (int err = Enter(EnvOp::kOpenWrite, path)) return Injected(EnvOp::kOpenWrite, path, err);
   ASSIGN_OR_RETURN(auto file, target_->OpenWrite(path, mode, exclusive));
   return std::unique_ptr<WritableFile>(new FaultWritableFile(this, std::move(file)));
 }
 
 Result<std::unique_ptr<WritableFile>> FaultEnv::OpenAppend(const std::string& path, uint32_t mode) {
-  if (int err = Check(EnvOp::kOpenWrite)) return Injected(EnvOp::kOpenWrite, path, err);
+  if (int err = Enter(EnvOp::kOpenWrite, path)) return Injected(EnvOp::kOpenWrite, path, err);
   ASSIGN_OR_RETURN(auto file, target_->OpenAppend(path, mode));
   return std::unique_ptr<WritableFile>(new FaultWritableFile(this, std::move(file)));
 }
 
-#define LIFEBOAT_FORWARD_(op, path, call)                  \
-  if (int err = Check(op)) return Injected(op, path, err); \
+#define LIFEBOAT_FORWARD_(op, path, call)                        \
+  if (int err = Enter(op, path)) return Injected(op, path, err); \
   return target_->call
 
 Result<FileStat> FaultEnv::Stat(const std::string& path) {

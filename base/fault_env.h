@@ -9,6 +9,9 @@
 //     process "crashed" there, so tests can reopen and check recovery.
 //   - PartialWrites(true): a failing Append first writes half of its data,
 //     like a disk that filled up mid-write.
+// SetBeforeCall(hook) runs a test's code right before a call reaches the
+// target: how tests race the code under test (a directory swapped for a
+// symlink between two steps, a file rewritten while it is read).
 // All methods are thread-safe.
 #ifndef LIFEBOAT_BASE_FAULT_ENV_H_
 #define LIFEBOAT_BASE_FAULT_ENV_H_
@@ -16,7 +19,9 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
+#include <string>
 
 #include "base/env.h"
 
@@ -58,6 +63,14 @@ class FaultEnv final : public Env {
   void PartialWrites(bool on) { partial_writes_ = on; }
   void ClearFaults();
 
+  // Calls `hook(op, path)` before each call of this Env's own methods (not
+  // the reads and writes of the files it opened) reaches the target, after
+  // the fault rules passed it; outside any lock. Set it before the Env is
+  // used; not thread-safe against calls in flight.
+  void SetBeforeCall(std::function<void(EnvOp, const std::string&)> hook) {
+    before_call_ = std::move(hook);
+  }
+
   uint64_t Count(EnvOp op) const { return counts_[static_cast<int>(op)].load(); }
   uint64_t MutatingCount() const { return mutating_.load(); }
   uint64_t BytesRead() const { return bytes_read_.load(); }
@@ -96,7 +109,11 @@ class FaultEnv final : public Env {
     bool sticky = true;
   };
 
+  // Check(op), then the before-call hook: 0 or the errno to fail with.
+  int Enter(EnvOp op, const std::string& path);
+
   Env* target_;
+  std::function<void(EnvOp, const std::string&)> before_call_;
   std::array<std::atomic<uint64_t>, static_cast<int>(EnvOp::kCount_)> counts_{};
   std::atomic<uint64_t> mutating_{0};
   std::atomic<uint64_t> bytes_read_{0};

@@ -324,9 +324,10 @@ class Scanner {
   }
 
   // Adds the entries below directory `local_dir` (export path `export_dir`),
-  // whose own entry was just added from `st` (null when it was reused).
+  // whose own entry was just added from `st` (null when it was reused: the
+  // previous scan's entry `old` holds).
   void Walk(const std::string& local_dir, const std::string& export_dir, int depth,
-            const FileStat* st) {
+            const FileStat* st, const CacheEntry* old = nullptr) {
     if (depth > 256) return Skip(local_dir, "directory tree deeper than 256 levels", export_dir);
     if (Reusable(local_dir, export_dir, st)) return Reuse(local_dir, export_dir, depth);
     // Watched before it is listed: a change after the listing is an event.
@@ -336,8 +337,17 @@ class Scanner {
       ListAgain(DirName(local_dir));
     }
     ++stats_.listed_dirs;
-    auto entries = env_.ListDirStat(local_dir);
-    if (!entries.ok()) return Skip(local_dir, entries.status().message(), export_dir);
+    auto listing = env_.ListDirStat(local_dir);
+    if (!listing.ok()) return Skip(local_dir, listing.status().message(), export_dir);
+    // What was listed must be the directory its parent's listing found
+    // there: a directory above it swapped for a symlink (by whoever can
+    // write in the dataset) would otherwise export what lies outside.
+    const uint64_t want_ino = st != nullptr ? st->ino : old->ino;
+    const uint64_t want_dev = st != nullptr ? st->dev : old->dev;
+    if (listing->dir.ino != want_ino || (use_dev_ && listing->dir.dev != want_dev)) {
+      return Skip(local_dir, "directory replaced while being scanned", export_dir);
+    }
+    std::vector<Env::StatEntry>* entries = &listing->entries;
     // Visited in the bytewise order of the export paths they produce: an
     // entry at its name, a directory's subtree at its name + "/" (so
     // "a" < "a-c" < "a.b" < "a/x" < "a0"), which is the cache's order.
@@ -428,7 +438,7 @@ class Scanner {
         case EntryKind::kDir:
           ++stats_.dirs;
           Walk(JoinPath(local_dir, c.path.substr(export_dir.size() + 1)), c.path, depth + 1,
-               nullptr);
+               nullptr, &c);
           break;
         case EntryKind::kSymlink:
           ++stats_.symlinks;
@@ -550,11 +560,19 @@ class Scanner {
       Count(c);
       return &builder_.Add(std::move(c));
     }
+    // A file found by a listing stays that inode: the path is opened and
+    // stat'ed again by name, and a directory above it swapped for a symlink
+    // meanwhile would lead outside the dataset (another inode).
+    const bool keep_inode = known != nullptr;
     for (int attempt = 0; attempt < std::max(1, opts_.hash_attempts); ++attempt) {
       if (attempt > 0) {
         auto again = env_.Stat(local);
         if (!again.ok() || again->type != FileType::kRegular) {
           Skip(local, again.ok() ? "no longer a regular file" : again.status().message(), path);
+          return nullptr;
+        }
+        if (keep_inode && (again->ino != st.ino || (use_dev_ && again->dev != st.dev))) {
+          Skip(local, "replaced while being read", path);
           return nullptr;
         }
         st = *again;

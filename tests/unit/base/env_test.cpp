@@ -45,10 +45,12 @@ TEST_CASE("ListDirStat gives each entry's lstat, the same from the POSIX and a w
   REQUIRE(env.Symlink("nowhere", dir / "dangling").ok());
   FaultEnv wrapped(Env::Default());  // the default implementation: ListDir + Stat
   for (Env* e : {&env, static_cast<Env*>(&wrapped)}) {
-    auto entries = e->ListDirStat(dir.path());
-    REQUIRE(entries.ok());
+    auto listing = e->ListDirStat(dir.path());
+    REQUIRE(listing.ok());
+    CHECK(listing->dir.type == FileType::kDirectory);
+    CHECK(listing->dir.ino == env.Stat(dir.path())->ino);
     std::map<std::string, FileStat> by_name;
-    for (auto& entry : *entries) {
+    for (auto& entry : listing->entries) {
       REQUIRE(entry.stat.ok());
       by_name[entry.name] = *entry.stat;
     }
@@ -61,10 +63,17 @@ TEST_CASE("ListDirStat gives each entry's lstat, the same from the POSIX and a w
     CHECK(by_name["link"].type == FileType::kSymlink);  // not followed
     CHECK(by_name["dangling"].type == FileType::kSymlink);
   }
-  CHECK(wrapped.Count(EnvOp::kStat) == 4);
+  CHECK(wrapped.Count(EnvOp::kStat) == 5);  // the directory and each entry
   auto missing = env.ListDirStat(dir / "missing");
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.status().message().find(dir / "missing") != std::string::npos);
+  // A symlink to a directory is not listed through, by either.
+  REQUIRE(env.Symlink("sub", dir / "sub-link").ok());
+  for (Env* e : {&env, static_cast<Env*>(&wrapped)}) {
+    auto through = e->ListDirStat(dir / "sub-link");
+    REQUIRE_FALSE(through.ok());
+    CHECK(through.status().message().find("sub-link") != std::string::npos);
+  }
 }
 
 TEST_CASE("a failure at any step of an atomic publish keeps the old file intact", "[env]") {
