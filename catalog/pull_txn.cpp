@@ -459,7 +459,13 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
     }
   }
   // The held list is copied only when metadata alone changed (or damaged).
-  si.desc.files = planned.files ? std::move(*planned.files) : *prev_files;
+  // (Not a conditional expression: its result would be a const prvalue,
+  // a copy of the planned list too.)
+  if (planned.files) {
+    si.desc.files = std::move(*planned.files);
+  } else {
+    si.desc.files = *prev_files;
+  }
   si.desc.r.files = si.desc.files.size();
   {
     // Pinned before anything is checked: no retention or failed pull can
