@@ -53,7 +53,8 @@ class Builder {
   // The members of `dir`'s tree ("" for the top) as a JSON array: every
   // entry below `dir` with no entry between them; a member with
   // descendants carries the id of its own tree (built, or kept).
-  std::string Members(const std::string& dir) {
+  // Each member's object (a file's, a subtree's) is appended to `children`.
+  std::string Members(const std::string& dir, std::vector<Digest256>* children) {
     const std::string prefix = Prefix(dir);
     std::string text = "[";
     bool first = true;
@@ -69,9 +70,12 @@ class Builder {
       text += first ? "\n" : ",\n";
       first = false;
       AppendEntry(&text, f);
+      if (f.kind == syncproto::EntryKind::kFile) children->push_back(f.sha256);
       if (HasDescendants(f.path)) {  // a directory (of any kind, were a peer to send that)
         text.pop_back();             // the entry's closing brace
-        text += ",\"tree\":\"" + Tree(f.path).Hex() + "\"}";
+        const Digest256 tree = Tree(f.path);
+        children->push_back(tree);
+        text += ",\"tree\":\"" + tree.Hex() + "\"}";
       }
       ++i;
     }
@@ -79,9 +83,9 @@ class Builder {
     return text;
   }
 
-  BuiltTrees Finish(std::string top) {
+  BuiltTrees Finish(std::string top, std::vector<Digest256> top_ids) {
     return BuiltTrees{std::move(top), std::make_shared<const TreeIds>(std::move(ids_)),
-                      std::move(encoded_)};
+                      std::move(encoded_), std::move(top_ids)};
   }
 
  private:
@@ -96,10 +100,11 @@ class Builder {
     }
     std::string text = "{\"lifeboat_tree\":1";
     AppendBytes(&text, "dir", dir);
-    text += ",\"entries\":" + Members(dir) + "}\n";
+    std::vector<Digest256> children;
+    text += ",\"entries\":" + Members(dir, &children) + "}\n";
     const Digest256 id = Sha256Digest(text);
     ids_[dir] = id;
-    encoded_.push_back(TreeText{id, std::move(text)});
+    encoded_.push_back(TreeText{id, std::move(text), std::move(children)});
     return id;
   }
 
@@ -238,8 +243,9 @@ BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<std
   const bool incremental = changed != nullptr && prev_ids != nullptr;
   Builder b(files, incremental ? prev_ids : nullptr,
             incremental ? ChangedDirs(*changed) : std::set<std::string>());
-  std::string top = b.Members("");
-  return b.Finish(std::move(top));
+  std::vector<Digest256> top_ids;
+  std::string top = b.Members("", &top_ids);
+  return b.Finish(std::move(top), std::move(top_ids));
 }
 
 Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,

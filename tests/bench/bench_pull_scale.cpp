@@ -5,8 +5,8 @@
 // Built on request (ninja bench_pull_scale), never part of ctest.
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <cstdio>
+#include <map>
 #include <string>
 
 #include "base/clock.h"

@@ -1084,6 +1084,43 @@ TEST_CASE("retention and reopen delete exactly the trees and files no retained g
   CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
 }
 
+// The pins of a pull (the held generation's top, the changed files) are
+// released however it ends: a leaked pin would keep the dropped
+// generation's files and trees on disk.
+TEST_CASE("an aborted and a committed delta leave on disk exactly what generations name") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/1);
+  MustPull(f, *store);
+  const std::string edited = f.Ds(f.exp.imgapi) + "/etc/imgapi.config.json";
+  f.clock.Advance(60000);
+  Write(edited, R"({"port": 8081})");
+  {
+    auto view = f.exporter->OpenView();
+    REQUIRE(view.ok());
+    auto txn = store->BeginPull("headnode1");
+    REQUIRE(txn.ok());
+    auto held = store->Peer("headnode1");
+    auto answer = (*view)->ManifestSince(held->generation, held->boot_id, {});
+    REQUIRE(answer.ok());
+    REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
+    REQUIRE((*txn)->Plan(*answer).ok());
+    (*txn)->Abort();
+  }
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  f.clock.Advance(60000);
+  Write(edited, R"({"port": 8082})");
+  CHECK(MustPull(f, *store).transfer_files == 1);
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  CHECK(store->Verify().value().ok());
+  store.reset();
+  store = f.OpenStore(/*gens=*/1);
+  f.clock.Advance(60000);
+  Write(edited, R"({"port": 8083})");
+  MustPull(f, *store);
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  CHECK(store->Verify().value().ok());
+}
+
 TEST_CASE("a scrub finds a damaged generation tree and repair has the next pull write it again") {
   StoreFixture f;
   auto store = f.OpenStore();
