@@ -89,7 +89,9 @@ struct PullTxn::State {
   struct StagedInstance {
     Description desc;
     std::string old_service;                                   // "" when new
-    std::shared_ptr<const std::vector<FileEntry>> prev_files;  // of prev_seq (the view's)
+    // Of prev_seq (the view's): every entry, or only those at changed_paths
+    // when the held list became the next one (NextFromHeld).
+    std::shared_ptr<const std::vector<FileEntry>> prev_files;
     uint64_t prev_seq = 0;
     // Pinned until the pull ends: the previous generation's top (which
     // holds its trees and files) and each file at a changed path, or every
@@ -144,6 +146,18 @@ struct PullTxn::State {
 
   void PinPlanned(StagedInstance* si, const std::vector<std::string>& changed, bool all_files);
 
+  // The next entry list of a delta that changes the `changed` paths of
+  // `uuid`'s held generation `seq`, whose entries `*held` holds: the held
+  // list itself, taken out of the store's current_files_, when the store's
+  // copy and `*held` are its only references (a pull that fails leaves
+  // the next Plan to read it from its description), else a copy; either
+  // patched in place (internal::ApplyChanges). `*held` becomes the held
+  // entries at the changed paths: all PlanFile and UpdateCheckout look at.
+  std::vector<FileEntry> NextFromHeld(const std::string& uuid, uint64_t seq,
+                                      std::shared_ptr<const std::vector<FileEntry>>* held,
+                                      const std::vector<std::string>& changed,
+                                      const std::map<std::string, FileEntry>& answered);
+
   // Releases the pins of every staged instance (and, unless committed,
   // its new top: Abort, a failed commit, or after the commit point):
   // objects only this pull named are deleted. Caller holds store->mu_.
@@ -191,6 +205,35 @@ void PullTxn::State::PinPlanned(StagedInstance* si, const std::vector<std::strin
     }
   }
   st.refs_.Add(si->pins);
+}
+
+std::vector<FileEntry> PullTxn::State::NextFromHeld(
+    const std::string& uuid, uint64_t seq, std::shared_ptr<const std::vector<FileEntry>>* held,
+    const std::vector<std::string>& changed, const std::map<std::string, FileEntry>& answered) {
+  std::vector<FileEntry> before, after;  // the held and the answered entries at `changed`
+  for (const std::string& path : changed) {
+    if (const size_t k = internal::FindEntry(**held, path); k != (*held)->size()) {
+      before.push_back((**held)[k]);
+    }
+    if (auto it = answered.find(path); it != answered.end()) after.push_back(it->second);
+  }
+  std::vector<FileEntry> next;
+  {
+    std::lock_guard<std::mutex> lock(store->mu_);  // no reference is copied meanwhile
+    auto it = store->current_files_.find(uuid);
+    if (it != store->current_files_.end() && it->second.first == seq &&
+        it->second.second == *held && held->use_count() == 2) {
+      std::shared_ptr<const std::vector<FileEntry>> taken = std::move(it->second.second);
+      store->current_files_.erase(it);
+      held->reset();
+      // Made non-const (store_impl.h current_files_), now referenced here only.
+      next = std::move(const_cast<std::vector<FileEntry>&>(*taken));
+    }
+  }
+  if (*held) next = **held;
+  internal::ApplyChanges(&next, changed, after);
+  *held = std::make_shared<const std::vector<FileEntry>>(std::move(before));
+  return next;
 }
 
 Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
@@ -461,7 +504,16 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   if (!full && have && !prev_ok) {
     return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
   }
-  internal::NextEntries planned = internal::PlanEntries(*prev_files, removed, answered, full);
+  internal::NextEntries planned;
+  if (!full && prev_ok && !prev_rec.r.damaged) {  // a delta: what it changes, found by lookup
+    planned.changed = internal::DeltaChanges(*prev_files, removed, answered);
+    if (!planned.changed.empty()) {
+      planned.files =
+          s.NextFromHeld(info.uuid, prev_rec.r.seq, &prev_files, planned.changed, answered);
+    }
+  } else {
+    planned = internal::PlanEntries(*prev_files, removed, answered, full);
+  }
   auto held_it = held.instances.find(info.uuid);
   if (have && held_it != held.instances.end() && held_it->second.r.removed) {
     s.reappeared.push_back(info.uuid);
@@ -1131,8 +1183,8 @@ void PullTxn::AfterCommit(const Published& pub) {
                         &si.changed_paths));
     st.gen_ids_[uuid][si.desc.r.seq] = {si.desc.r.pulled_at_ms, std::move(si.top_ids)};
     si.top_ids.clear();
-    st.current_files_[uuid] = {
-        si.desc.r.seq, std::make_shared<const std::vector<FileEntry>>(std::move(si.desc.files))};
+    st.current_files_[uuid] = {si.desc.r.seq,
+                               std::make_shared<std::vector<FileEntry>>(std::move(si.desc.files))};
     st.current_trees_[uuid] = {si.desc.r.seq, si.desc.trees};
   }
   s.ReleasePins();  // the new generations reference what they name

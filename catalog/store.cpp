@@ -476,8 +476,8 @@ Status Store::Impl::LoadRefs() {
       RegisterTrees(trees, ids, &refs);
       refs.Add(ids);
       if (seq == rec.r.seq) {
-        current[uuid] = {
-            seq, std::make_shared<const std::vector<FileEntry>>(std::move(desc->first.files))};
+        current[uuid] = {seq,
+                         std::make_shared<std::vector<FileEntry>>(std::move(desc->first.files))};
         if (desc->first.trees) current_trees[uuid] = {seq, desc->first.trees};
       }
     }

@@ -184,6 +184,9 @@ class Store::Impl {
   // Writable store only, guarded by mu_: the entries of each instance's
   // current generation (seq, entries), so that planning a pull does not
   // parse descriptions (~5 us an entry). ~150 bytes per held file entry.
+  // Each list is made as a non-const vector: a Plan holding its only other
+  // reference takes it out and makes it the next generation in place
+  // (PullTxn NextFromHeld); a missing entry is read from the description.
   std::map<std::string, std::pair<uint64_t, std::shared_ptr<const std::vector<FileEntry>>>>
       current_files_;
   // Writable store only, guarded by mu_: the trees of each instance's current
