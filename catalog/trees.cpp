@@ -26,9 +26,10 @@ std::string_view Parent(std::string_view path) {
 // "<dir>/" ("" for the top): what every path under `dir` starts with.
 std::string Prefix(const std::string& dir) { return dir.empty() ? dir : dir + "/"; }
 
-// Index of the first entry whose path is not below `key` (bytewise).
-size_t LowerBound(const std::vector<FileEntry>& files, std::string_view key) {
-  auto it = std::lower_bound(files.begin(), files.end(), key,
+// Index of the first entry at or after `from` whose path is not below `key`
+// (bytewise).
+size_t LowerBound(const std::vector<FileEntry>& files, std::string_view key, size_t from = 0) {
+  auto it = std::lower_bound(files.begin() + static_cast<std::ptrdiff_t>(from), files.end(), key,
                              [](const FileEntry& f, std::string_view k) { return f.path < k; });
   return static_cast<size_t>(it - files.begin());
 }
@@ -60,7 +61,16 @@ class Builder {
     bool first = true;
     const size_t end =
         dir.empty() ? files_.size() : LowerBound(files_, dir + "0");  // '0' follows '/'
+    // [first, end) of each member's descendants not reached yet, the
+    // nearest last: a member's descendants follow its siblings that sort
+    // between them ("d-x" < "d/f"), whose own descendants come first.
+    std::vector<std::pair<size_t, size_t>> below;
     for (size_t i = dir.empty() ? 0 : LowerBound(files_, prefix); i < end;) {
+      if (!below.empty() && i >= below.back().first) {
+        i = std::max(i, below.back().second);
+        below.pop_back();
+        continue;
+      }
       const FileEntry& f = files_[i];
       if (const size_t owner = AncestorEntry(f.path, prefix.size()); owner != 0) {
         // Below member f.path[0, owner), listed before its subtree: skip that.
@@ -71,11 +81,15 @@ class Builder {
       first = false;
       AppendEntry(&text, f);
       if (f.kind == syncproto::EntryKind::kFile) children->push_back(f.sha256);
-      if (HasDescendants(f.path)) {  // a directory (of any kind, were a peer to send that)
-        text.pop_back();             // the entry's closing brace
+      const std::string sub = f.path + "/";
+      const size_t first_below = LowerBound(files_, sub, i + 1);
+      if (first_below < files_.size() && files_[first_below].path.starts_with(sub)) {
+        // A directory (of any kind, were a peer to send that).
+        text.pop_back();  // the entry's closing brace
         const Digest256 tree = Tree(f.path);
         children->push_back(tree);
         text += ",\"tree\":\"" + tree.Hex() + "\"}";
+        below.emplace_back(first_below, LowerBound(files_, f.path + "0", first_below));
       }
       ++i;
     }
@@ -118,11 +132,6 @@ class Builder {
       if (k < files_.size() && files_[k].path == a) return slash;
     }
     return 0;
-  }
-
-  bool HasDescendants(const std::string& dir) const {
-    const size_t k = LowerBound(files_, dir + "/");
-    return k < files_.size() && files_[k].path.starts_with(dir + "/");
   }
 
   // Copies the ids of `dir` and every tree below it from prev_.
