@@ -53,13 +53,24 @@ void ObjectRefs::Add(const std::vector<Digest256>& ids) {
   for (const Digest256& id : ids) ++counts_[id];
 }
 
+void ObjectRefs::AddTree(const Digest256& id, const std::vector<Digest256>& children) {
+  if (!trees_.emplace(id, children).second) return;
+  Add(children);
+}
+
 void ObjectRefs::Release(const std::vector<Digest256>& ids, std::vector<Digest256>* freed) {
-  for (const Digest256& id : ids) {
+  std::vector<Digest256> todo(ids.rbegin(), ids.rend());  // a stack: no recursion per level
+  while (!todo.empty()) {
+    const Digest256 id = todo.back();
+    todo.pop_back();
     auto it = counts_.find(id);
     if (it == counts_.end()) continue;
-    if (--it->second == 0) {
-      counts_.erase(it);
-      freed->push_back(id);
+    if (--it->second != 0) continue;
+    counts_.erase(it);
+    freed->push_back(id);
+    if (auto tree = trees_.find(id); tree != trees_.end()) {
+      todo.insert(todo.end(), tree->second.rbegin(), tree->second.rend());
+      trees_.erase(tree);
     }
   }
 }

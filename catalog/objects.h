@@ -56,17 +56,37 @@ class ObjectStore {
   std::string dir_;
 };
 
-// Not thread-safe: the store guards it with its index mutex.
+// Counts references to objects. A reference comes from a retained
+// generation (the objects of its top: docs/catalog.md section 3), a pull in
+// progress (its pins), or a registered tree: a tree registered with AddTree
+// holds one reference to each of its children (its members' file objects
+// and subtrees) for as long as it is registered, and is unregistered when
+// its own count drops to zero. So a generation counts only its top, and a
+// tree shared by many generations counts its children once: adding or
+// dropping a generation costs the trees it adds or frees, not its files.
+//
+// An object is garbage when its count is zero. Not thread-safe: the store
+// guards it with its index mutex.
 class ObjectRefs {
  public:
+  // One more reference to each of `ids` (repeats count again).
   void Add(const std::vector<Digest256>& ids);
-  // Decrements each of `ids`; those that reach zero are appended to `freed`.
+  // Registers tree `id` with its `children`: one reference to each. A tree
+  // registered already keeps its children (same id, same text). The caller
+  // must reference `id` (Add, or a registered parent) in the same critical
+  // section: a registered tree is released only through its own count.
+  void AddTree(const Digest256& id, const std::vector<Digest256>& children);
+  // Decrements each of `ids`; those that reach zero are appended to
+  // `freed`, and a registered tree among them is unregistered and releases
+  // its children the same way.
   void Release(const std::vector<Digest256>& ids, std::vector<Digest256>* freed);
   uint32_t Count(const Digest256& id) const;
+  bool IsTree(const Digest256& id) const { return trees_.count(id) != 0; }
   size_t size() const { return counts_.size(); }
 
  private:
   std::unordered_map<Digest256, uint32_t, Digest256Hash> counts_;
+  std::unordered_map<Digest256, std::vector<Digest256>, Digest256Hash> trees_;
 };
 
 }  // namespace lifeboat::catalog

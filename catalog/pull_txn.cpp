@@ -89,9 +89,18 @@ struct PullTxn::State {
   struct StagedInstance {
     Description desc;
     std::string old_service;                                   // "" when new
-    std::shared_ptr<const std::vector<FileEntry>> prev_files;  // of prev_seq (the view's)
+    // Of prev_seq (the view's): every entry, or only those at changed_paths
+    // when the held list became the next one (NextFromHeld).
+    std::shared_ptr<const std::vector<FileEntry>> prev_files;
     uint64_t prev_seq = 0;
-    std::vector<Digest256> ids;  // one per file entry of desc, then per tree: pinned until the end
+    // Pinned until the pull ends: the previous generation's top (which
+    // holds its trees and files) and each file at a changed path, or every
+    // file when no previous generation is of use (ObjectRefs).
+    std::vector<Digest256> pins;
+    bool held_top_pinned = false;  // pins hold the held generation's top (its trees may be kept)
+    // What the new generation references itself (its top, StageTrees): its
+    // references once committed, released by a pull that fails.
+    std::vector<Digest256> top_ids;
     bool rebuild_trees = false;  // every tree encoded and checked (a damaged instance)
     std::vector<std::string> changed_paths;  // differing from prev_seq's entries (with prev_seq)
   };
@@ -135,17 +144,97 @@ struct PullTxn::State {
   std::vector<std::string> plan_files;         // staged by Plan: empty files
   PlanSummary summary;
 
-  // Releases the pins of every staged instance (Abort, a failed commit):
+  void PinPlanned(StagedInstance* si, const std::vector<std::string>& changed, bool all_files);
+
+  // The next entry list of a delta that changes the `changed` paths of
+  // `uuid`'s held generation `seq`, whose entries `*held` holds: the held
+  // list itself, taken out of the store's current_files_, when the store's
+  // copy and `*held` are its only references (a pull that fails leaves
+  // the next Plan to read it from its description), else a copy; either
+  // patched in place (internal::ApplyChanges). `*held` becomes the held
+  // entries at the changed paths: all PlanFile and UpdateCheckout look at.
+  std::vector<FileEntry> NextFromHeld(const std::string& uuid, uint64_t seq,
+                                      std::shared_ptr<const std::vector<FileEntry>>* held,
+                                      const std::vector<std::string>& changed,
+                                      const std::map<std::string, FileEntry>& answered);
+
+  // Releases the pins of every staged instance (and, unless committed,
+  // its new top: Abort, a failed commit, or after the commit point):
   // objects only this pull named are deleted. Caller holds store->mu_.
   void ReleasePins() {
     std::vector<Digest256> freed;
     for (StagedInstance& si : changed) {
-      store->refs_.Release(si.ids, &freed);
-      si.ids.clear();
+      store->refs_.Release(si.pins, &freed);
+      store->refs_.Release(si.top_ids, &freed);
+      si.pins.clear();
+      si.top_ids.clear();
     }
     store->RemoveObjects(freed);
   }
 };
+
+// Pins what generation `si` will name before anything is checked, so that
+// no retention pass or failed pull deletes it (store_impl.h, RemoveObjects):
+// the held generation's top (its trees hold every unchanged file and
+// subtree the new generation keeps) and the file at each `changed` path;
+// with `all_files` (a damaged instance, or no held generation) or when the
+// held generation is not retained, every file of si->desc.
+void PullTxn::State::PinPlanned(StagedInstance* si, const std::vector<std::string>& changed,
+                                bool all_files) {
+  Store::Impl& st = *store;
+  const std::vector<FileEntry>& files = si->desc.files;
+  std::lock_guard<std::mutex> lock(st.mu_);
+  const std::vector<Digest256>* held_top = nullptr;
+  if (auto inst = st.gen_ids_.find(si->desc.r.uuid); inst != st.gen_ids_.end() && si->prev_seq) {
+    if (auto gen = inst->second.find(si->prev_seq); gen != inst->second.end()) {
+      held_top = &gen->second.ids;
+    }
+  }
+  if (all_files || held_top == nullptr) {
+    for (const FileEntry& f : files) {
+      if (f.kind == EntryKind::kFile) si->pins.push_back(f.sha256);
+    }
+  } else {
+    si->pins = *held_top;
+    si->held_top_pinned = true;
+    for (const std::string& path : changed) {
+      const size_t k = internal::FindEntry(files, path);
+      if (k != files.size() && files[k].kind == EntryKind::kFile) {
+        si->pins.push_back(files[k].sha256);
+      }
+    }
+  }
+  st.refs_.Add(si->pins);
+}
+
+std::vector<FileEntry> PullTxn::State::NextFromHeld(
+    const std::string& uuid, uint64_t seq, std::shared_ptr<const std::vector<FileEntry>>* held,
+    const std::vector<std::string>& changed, const std::map<std::string, FileEntry>& answered) {
+  std::vector<FileEntry> before, after;  // the held and the answered entries at `changed`
+  for (const std::string& path : changed) {
+    if (const size_t k = internal::FindEntry(**held, path); k != (*held)->size()) {
+      before.push_back((**held)[k]);
+    }
+    if (auto it = answered.find(path); it != answered.end()) after.push_back(it->second);
+  }
+  std::vector<FileEntry> next;
+  {
+    std::lock_guard<std::mutex> lock(store->mu_);  // no reference is copied meanwhile
+    auto it = store->current_files_.find(uuid);
+    if (it != store->current_files_.end() && it->second.first == seq &&
+        it->second.second == *held && held->use_count() == 2) {
+      std::shared_ptr<const std::vector<FileEntry>> taken = std::move(it->second.second);
+      store->current_files_.erase(it);
+      held->reset();
+      // Made non-const (store_impl.h current_files_), now referenced here only.
+      next = std::move(const_cast<std::vector<FileEntry>&>(*taken));
+    }
+  }
+  if (*held) next = **held;
+  internal::ApplyChanges(&next, changed, after);
+  *held = std::make_shared<const std::vector<FileEntry>>(std::move(before));
+  return next;
+}
 
 Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
                                                   std::vector<std::string> services,
@@ -415,7 +504,16 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   if (!full && have && !prev_ok) {
     return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
   }
-  internal::NextEntries planned = internal::PlanEntries(*prev_files, removed, answered, full);
+  internal::NextEntries planned;
+  if (!full && prev_ok && !prev_rec.r.damaged) {  // a delta: what it changes, found by lookup
+    planned.changed = internal::DeltaChanges(*prev_files, removed, answered);
+    if (!planned.changed.empty()) {
+      planned.files =
+          s.NextFromHeld(info.uuid, prev_rec.r.seq, &prev_files, planned.changed, answered);
+    }
+  } else {
+    planned = internal::PlanEntries(*prev_files, removed, answered, full);
+  }
   auto held_it = held.instances.find(info.uuid);
   if (have && held_it != held.instances.end() && held_it->second.r.removed) {
     s.reappeared.push_back(info.uuid);
@@ -454,19 +552,19 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
   for (const FileEntry& f : next) {
     if (f.kind == EntryKind::kFile) {
       si.desc.r.size += f.size;
-      si.ids.push_back(f.sha256);
       ++files;
     }
   }
   // The held list is copied only when metadata alone changed (or damaged).
-  si.desc.files = planned.files ? std::move(*planned.files) : *prev_files;
-  si.desc.r.files = si.desc.files.size();
-  {
-    // Pinned before anything is checked: no retention or failed pull can
-    // delete an object this generation will name (store_impl.h, RemoveObjects).
-    std::lock_guard<std::mutex> lock(st.mu_);
-    st.refs_.Add(si.ids);
+  // (Not a conditional expression: its result would be a const prvalue,
+  // a copy of the planned list too.)
+  if (planned.files) {
+    si.desc.files = std::move(*planned.files);
+  } else {
+    si.desc.files = *prev_files;
   }
+  si.desc.r.files = si.desc.files.size();
+  s.PinPlanned(&si, planned.changed, damaged || !prev_ok);
   // Each file with the held entry at its path. An unchanged path of an
   // instance that is not damaged needs nothing: only the changed paths are
   // looked at (all of them when nothing is held).
@@ -877,18 +975,20 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
     std::lock_guard<std::mutex> lock(st.mu_);
     rebuild = rebuild || st.scrub_epoch_ != s.scrub_epoch;
   }
-  std::shared_ptr<const TreeIds> prev_ids =
-      si->prev_seq && !rebuild ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq) : nullptr;
+  // Only trees the pins keep alive (the held generation's) may be kept.
+  std::shared_ptr<const TreeIds> prev_ids = si->prev_seq && !rebuild && si->held_top_pinned
+                                                ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq)
+                                                : nullptr;
   BuiltTrees built =
       BuildTrees(si->desc.files, prev_ids ? &si->changed_paths : nullptr, prev_ids.get());
-  std::vector<Digest256> ids;
-  ids.reserve(built.ids->size());
-  for (const auto& [dir, id] : *built.ids) ids.push_back(id);
   {
+    // The new trees registered (each holds its members), then the new top
+    // referenced: every object the generation names is counted from here.
     std::lock_guard<std::mutex> lock(st.mu_);
-    st.refs_.Add(ids);
+    for (const TreeText& t : built.encoded) st.refs_.AddTree(t.id, t.children);
+    st.refs_.Add(built.top_ids);
+    si->top_ids = std::move(built.top_ids);
   }
-  si->ids.insert(si->ids.end(), ids.begin(), ids.end());
   const bool check = prev_ids == nullptr;
   for (const TreeText& t : built.encoded) {
     if (s.new_objects.count(t.id)) continue;
@@ -1066,8 +1166,9 @@ void PullTxn::MarkInstances(int64_t now, Catalog* next) {
 
 // Phases 6-7, after the commit point (caller holds store->mu_): each changed
 // instance's view moved to its new generation (only what changed), the
-// svc-* names and sapi-insts.json; the pins become the new generations'
-// references; retention. A view failure is logged (Open repairs views).
+// svc-* names and sapi-insts.json; each new top becomes its generation's
+// reference and the pins are released. A view failure is logged (Open
+// repairs views).
 void PullTxn::AfterCommit(const Published& pub) {
   State& s = *s_;
   Store::Impl& st = *s.store;
@@ -1080,12 +1181,13 @@ void PullTxn::AfterCommit(const Published& pub) {
     note(st.RefreshView(uuid, si.desc.r.seq, si.desc.files,
                         si.prev_seq ? si.prev_files.get() : nullptr, si.prev_seq,
                         &si.changed_paths));
-    st.gen_ids_[uuid][si.desc.r.seq] = {si.desc.r.pulled_at_ms, std::move(si.ids)};
-    si.ids.clear();
-    st.current_files_[uuid] = {
-        si.desc.r.seq, std::make_shared<const std::vector<FileEntry>>(std::move(si.desc.files))};
+    st.gen_ids_[uuid][si.desc.r.seq] = {si.desc.r.pulled_at_ms, std::move(si.top_ids)};
+    si.top_ids.clear();
+    st.current_files_[uuid] = {si.desc.r.seq,
+                               std::make_shared<std::vector<FileEntry>>(std::move(si.desc.files))};
     st.current_trees_[uuid] = {si.desc.r.seq, si.desc.trees};
   }
+  s.ReleasePins();  // the new generations reference what they name
   std::set<std::string> services;
   for (const std::string& uuid : pub.switched) services.insert(st.cat_.instances[uuid].r.service);
   for (const auto& [uuid, old_service] : pub.moved) {

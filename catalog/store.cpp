@@ -401,6 +401,52 @@ uint64_t Store::Impl::ViewSeq(const std::string& uuid) const {
   return ParseSeq(TrimTrailingSpace(*text), &seq) ? seq : 0;
 }
 
+namespace {
+
+// What generation `d` references itself (RetainedGeneration::ids): its
+// top's files and trees, or every file of a description without trees.
+std::vector<Digest256> TopIds(const Description& d) {
+  std::vector<Digest256> ids;
+  if (!d.has_tree) {
+    for (const FileEntry& f : d.files) {
+      if (f.kind == EntryKind::kFile) ids.push_back(f.sha256);
+    }
+    return ids;
+  }
+  for (const json& e : d.top) {  // read and checked by ReadTrees already
+    auto f = EntryFromJson(e);
+    if (f.ok() && f->kind == EntryKind::kFile) ids.push_back(f->sha256);
+    if (e.contains("tree")) {
+      if (auto tree = Digest256::FromHex(e["tree"].get<std::string>())) ids.push_back(*tree);
+    }
+  }
+  return ids;
+}
+
+// Registers in `refs` every tree of `cache` reachable from `ids` that is
+// not registered yet, with its members' files and subtrees as children.
+void RegisterTrees(const TreeCache& cache, const std::vector<Digest256>& ids, ObjectRefs* refs) {
+  std::vector<Digest256> todo(ids);
+  std::vector<Digest256> children;
+  while (!todo.empty()) {
+    const Digest256 id = todo.back();
+    todo.pop_back();
+    auto it = cache.trees.find(id);
+    if (it == cache.trees.end() || refs->IsTree(id)) continue;
+    children.clear();
+    for (const FileEntry& f : it->second.members) {
+      if (f.kind == EntryKind::kFile) children.push_back(f.sha256);
+    }
+    for (const auto& [path, sub] : it->second.subtrees) {
+      children.push_back(sub);
+      todo.push_back(sub);
+    }
+    refs->AddTree(id, children);
+  }
+}
+
+}  // namespace
+
 Status Store::Impl::LoadRefs() {
   std::map<std::string, Record> instances;
   {
@@ -426,16 +472,12 @@ Status Store::Impl::LoadRefs() {
       }
       gens[uuid][seq].committed_ms = desc->first.r.pulled_at_ms;
       std::vector<Digest256>& ids = gens[uuid][seq].ids;
-      for (const FileEntry& f : desc->first.files) {
-        if (f.kind == EntryKind::kFile) ids.push_back(f.sha256);
-      }
-      if (desc->first.trees) {
-        for (const auto& [dir, tree] : *desc->first.trees) ids.push_back(tree);
-      }
+      ids = TopIds(desc->first);
+      RegisterTrees(trees, ids, &refs);
       refs.Add(ids);
       if (seq == rec.r.seq) {
-        current[uuid] = {
-            seq, std::make_shared<const std::vector<FileEntry>>(std::move(desc->first.files))};
+        current[uuid] = {seq,
+                         std::make_shared<std::vector<FileEntry>>(std::move(desc->first.files))};
         if (desc->first.trees) current_trees[uuid] = {seq, desc->first.trees};
       }
     }

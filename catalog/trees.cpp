@@ -26,9 +26,10 @@ std::string_view Parent(std::string_view path) {
 // "<dir>/" ("" for the top): what every path under `dir` starts with.
 std::string Prefix(const std::string& dir) { return dir.empty() ? dir : dir + "/"; }
 
-// Index of the first entry whose path is not below `key` (bytewise).
-size_t LowerBound(const std::vector<FileEntry>& files, std::string_view key) {
-  auto it = std::lower_bound(files.begin(), files.end(), key,
+// Index of the first entry at or after `from` whose path is not below `key`
+// (bytewise).
+size_t LowerBound(const std::vector<FileEntry>& files, std::string_view key, size_t from = 0) {
+  auto it = std::lower_bound(files.begin() + static_cast<std::ptrdiff_t>(from), files.end(), key,
                              [](const FileEntry& f, std::string_view k) { return f.path < k; });
   return static_cast<size_t>(it - files.begin());
 }
@@ -53,13 +54,23 @@ class Builder {
   // The members of `dir`'s tree ("" for the top) as a JSON array: every
   // entry below `dir` with no entry between them; a member with
   // descendants carries the id of its own tree (built, or kept).
-  std::string Members(const std::string& dir) {
+  // Each member's object (a file's, a subtree's) is appended to `children`.
+  std::string Members(const std::string& dir, std::vector<Digest256>* children) {
     const std::string prefix = Prefix(dir);
     std::string text = "[";
     bool first = true;
     const size_t end =
         dir.empty() ? files_.size() : LowerBound(files_, dir + "0");  // '0' follows '/'
+    // [first, end) of each member's descendants not reached yet, the
+    // nearest last: a member's descendants follow its siblings that sort
+    // between them ("d-x" < "d/f"), whose own descendants come first.
+    std::vector<std::pair<size_t, size_t>> below;
     for (size_t i = dir.empty() ? 0 : LowerBound(files_, prefix); i < end;) {
+      if (!below.empty() && i >= below.back().first) {
+        i = std::max(i, below.back().second);
+        below.pop_back();
+        continue;
+      }
       const FileEntry& f = files_[i];
       if (const size_t owner = AncestorEntry(f.path, prefix.size()); owner != 0) {
         // Below member f.path[0, owner), listed before its subtree: skip that.
@@ -69,9 +80,16 @@ class Builder {
       text += first ? "\n" : ",\n";
       first = false;
       AppendEntry(&text, f);
-      if (HasDescendants(f.path)) {  // a directory (of any kind, were a peer to send that)
-        text.pop_back();             // the entry's closing brace
-        text += ",\"tree\":\"" + Tree(f.path).Hex() + "\"}";
+      if (f.kind == syncproto::EntryKind::kFile) children->push_back(f.sha256);
+      const std::string sub = f.path + "/";
+      const size_t first_below = LowerBound(files_, sub, i + 1);
+      if (first_below < files_.size() && files_[first_below].path.starts_with(sub)) {
+        // A directory (of any kind, were a peer to send that).
+        text.pop_back();  // the entry's closing brace
+        const Digest256 tree = Tree(f.path);
+        children->push_back(tree);
+        text += ",\"tree\":\"" + tree.Hex() + "\"}";
+        below.emplace_back(first_below, LowerBound(files_, f.path + "0", first_below));
       }
       ++i;
     }
@@ -79,9 +97,9 @@ class Builder {
     return text;
   }
 
-  BuiltTrees Finish(std::string top) {
+  BuiltTrees Finish(std::string top, std::vector<Digest256> top_ids) {
     return BuiltTrees{std::move(top), std::make_shared<const TreeIds>(std::move(ids_)),
-                      std::move(encoded_)};
+                      std::move(encoded_), std::move(top_ids)};
   }
 
  private:
@@ -96,10 +114,11 @@ class Builder {
     }
     std::string text = "{\"lifeboat_tree\":1";
     AppendBytes(&text, "dir", dir);
-    text += ",\"entries\":" + Members(dir) + "}\n";
+    std::vector<Digest256> children;
+    text += ",\"entries\":" + Members(dir, &children) + "}\n";
     const Digest256 id = Sha256Digest(text);
     ids_[dir] = id;
-    encoded_.push_back(TreeText{id, std::move(text)});
+    encoded_.push_back(TreeText{id, std::move(text), std::move(children)});
     return id;
   }
 
@@ -113,11 +132,6 @@ class Builder {
       if (k < files_.size() && files_[k].path == a) return slash;
     }
     return 0;
-  }
-
-  bool HasDescendants(const std::string& dir) const {
-    const size_t k = LowerBound(files_, dir + "/");
-    return k < files_.size() && files_[k].path.starts_with(dir + "/");
   }
 
   // Copies the ids of `dir` and every tree below it from prev_.
@@ -238,8 +252,9 @@ BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<std
   const bool incremental = changed != nullptr && prev_ids != nullptr;
   Builder b(files, incremental ? prev_ids : nullptr,
             incremental ? ChangedDirs(*changed) : std::set<std::string>());
-  std::string top = b.Members("");
-  return b.Finish(std::move(top));
+  std::vector<Digest256> top_ids;
+  std::string top = b.Members("", &top_ids);
+  return b.Finish(std::move(top), std::move(top_ids));
 }
 
 Status ReadTrees(Env& env, const ObjectStore& objects, const nlohmann::json& top,

@@ -53,12 +53,18 @@ using TreeIds = std::map<std::string, Digest256>;
 struct TreeText {
   Digest256 id;  // SHA-256 of text
   std::string text;
+  // Its members' objects, in member order: each file's and each subtree's
+  // (what the tree holds a reference to, objects.h ObjectRefs::AddTree).
+  std::vector<Digest256> children;
 };
 
 struct BuiltTrees {
   std::string top;                     // the top's members: a JSON array, for the description
   std::shared_ptr<const TreeIds> ids;  // every tree of the generation
   std::vector<TreeText> encoded;       // the trees encoded by this call (children first)
+  // The top's members' objects (each top file's and each top directory's
+  // tree): what the generation itself references (ObjectRefs).
+  std::vector<Digest256> top_ids;
 };
 
 // The paths whose entry differs between two generations `a` and `b` (both

@@ -28,8 +28,8 @@ EntryList Merge(const EntryList& held, const std::set<std::string>& removed,
   return next;
 }
 
-// What a delta changes in `held`: each answered path whose entry is new or
-// differs, each removed path held and not answered again.
+}  // namespace
+
 std::vector<std::string> DeltaChanges(const EntryList& held, const std::set<std::string>& removed,
                                       const std::map<std::string, FileEntry>& answered) {
   std::vector<std::string> changed;
@@ -44,7 +44,22 @@ std::vector<std::string> DeltaChanges(const EntryList& held, const std::set<std:
   return changed;
 }
 
-}  // namespace
+void ApplyChanges(EntryList* files, const std::vector<std::string>& changed,
+                  const EntryList& source) {
+  for (const std::string& path : changed) {
+    auto at = std::lower_bound(files->begin(), files->end(), path,
+                               [](const FileEntry& f, const std::string& p) { return f.path < p; });
+    const bool held = at != files->end() && at->path == path;
+    const size_t k = FindEntry(source, path);
+    if (k == source.size()) {
+      if (held) files->erase(at);
+    } else if (held) {
+      *at = source[k];
+    } else {
+      files->insert(at, source[k]);
+    }
+  }
+}
 
 size_t FindEntry(const EntryList& files, std::string_view path) {
   auto it = std::lower_bound(files.begin(), files.end(), path,

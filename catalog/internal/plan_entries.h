@@ -37,6 +37,19 @@ struct NextEntries {
 NextEntries PlanEntries(const EntryList& held, const std::set<std::string>& removed,
                         const std::map<std::string, syncproto::FileEntry>& answered, bool full);
 
+// What a delta changes in `held`: each answered path whose entry is new
+// or differs, each removed path held and not answered again. Sorted,
+// unique (NextEntries::changed). O((answered + removed) log held).
+std::vector<std::string> DeltaChanges(const EntryList& held, const std::set<std::string>& removed,
+                                      const std::map<std::string, syncproto::FileEntry>& answered);
+
+// Makes `files` (sorted by path) the next generation in place: each
+// `changed` path (sorted) takes its entry in `source` (sorted by path), or
+// is erased when `source` has none. Paths not listed are not looked at.
+// O(changed log files) plus the moves of an insertion or erasure.
+void ApplyChanges(EntryList* files, const std::vector<std::string>& changed,
+                  const EntryList& source);
+
 // Index of `path` in `files` (sorted by path), or files.size().
 size_t FindEntry(const EntryList& files, std::string_view path);
 

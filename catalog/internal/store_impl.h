@@ -168,18 +168,25 @@ class Store::Impl {
                                   // retention, recorded errors); taken before mu_
   std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
   ObjectStore objects_;
-  // Writable store only, guarded by mu_: how many retained generations and
-  // pulls in progress name each object, and the objects of each retained
-  // generation (uuid -> seq -> one id per file entry).
+  // Writable store only, guarded by mu_: the references to each object
+  // (objects.h: from retained generations, pulls in progress and the
+  // registered trees of both), and what each retained generation references
+  // itself (uuid -> seq -> its top's objects).
   ObjectRefs refs_;
   struct RetainedGeneration {
-    int64_t committed_ms = 0;    // the description's pulled_at_ms
-    std::vector<Digest256> ids;  // one per file entry, then one per tree (trees.h)
+    int64_t committed_ms = 0;  // the description's pulled_at_ms
+    // The objects of its top (trees.h): each top file's and each top
+    // directory's tree; every file's for a description without trees
+    // (format 2). Its trees are registered in refs_.
+    std::vector<Digest256> ids;
   };
   std::map<std::string, std::map<uint64_t, RetainedGeneration>> gen_ids_;
   // Writable store only, guarded by mu_: the entries of each instance's
   // current generation (seq, entries), so that planning a pull does not
   // parse descriptions (~5 us an entry). ~150 bytes per held file entry.
+  // Each list is made as a non-const vector: a Plan holding its only other
+  // reference takes it out and makes it the next generation in place
+  // (PullTxn NextFromHeld); a missing entry is read from the description.
   std::map<std::string, std::pair<uint64_t, std::shared_ptr<const std::vector<FileEntry>>>>
       current_files_;
   // Writable store only, guarded by mu_: the trees of each instance's current
@@ -248,8 +255,9 @@ class Store::Impl {
 
   // Builds refs_ and gen_ids_ from every retained description and deletes
   // the objects no generation names (what crashed or failed pulls left).
-  // Each distinct tree is read once (a TreeCache while it runs): its cost is
-  // the distinct trees, not the trees of every generation.
+  // Each distinct tree is read once (a TreeCache while it runs) and
+  // registered once: its cost is the distinct trees, not the trees of every
+  // generation.
   Status LoadRefs();
 
   // Deletes objects whose count reached zero. Caller holds mu_ (a Plan pins

@@ -85,5 +85,31 @@ TEST_CASE("a full answer is compared with the held entries in one pass", "[plan]
   CHECK(next.changed == std::vector<std::string>{kDs});
 }
 
+// What the puller does with the held list when it is the only copy
+// (PullTxn NextFromHeld): the same next generation as a merge, made in
+// place, and undone by applying the held entries at the same paths.
+TEST_CASE("a delta applied in place gives what the merge gives, and applies back", "[plan]") {
+  const EntryList held = Held();
+  const std::string d1 = std::string(kDs) + "/d1";
+  const std::map<std::string, FileEntry> answered =
+      Answer({File(d1 + "/f2", "edited"), File(d1 + "/f9", "added"), DirFileEntry(d1 + "/new"),
+              File(std::string(kDs) + "/a", "added first")});
+  const std::set<std::string> removed{d1 + "/f0", std::string(kDs) + "/d2/f3", "images/x/file"};
+  const NextEntries merged = PlanEntries(held, removed, answered, /*full=*/false);
+  REQUIRE(merged.files.has_value());
+  const std::vector<std::string> changed = DeltaChanges(held, removed, answered);
+  CHECK(changed == merged.changed);
+  EntryList after, before;
+  for (const std::string& path : changed) {
+    if (auto it = answered.find(path); it != answered.end()) after.push_back(it->second);
+    if (size_t k = FindEntry(held, path); k != held.size()) before.push_back(held[k]);
+  }
+  EntryList next = held;
+  ApplyChanges(&next, changed, after);
+  CHECK(next == *merged.files);
+  ApplyChanges(&next, changed, before);
+  CHECK(next == held);
+}
+
 }  // namespace
 }  // namespace lifeboat::catalog::internal

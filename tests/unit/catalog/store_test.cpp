@@ -1084,6 +1084,89 @@ TEST_CASE("retention and reopen delete exactly the trees and files no retained g
   CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
 }
 
+// The pins of a pull (the held generation's top, the changed files) are
+// released however it ends: a leaked pin would keep the dropped
+// generation's files and trees on disk.
+TEST_CASE("an aborted and a committed delta leave on disk exactly what generations name") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/1);
+  MustPull(f, *store);
+  const std::string edited = f.Ds(f.exp.imgapi) + "/etc/imgapi.config.json";
+  f.clock.Advance(60000);
+  Write(edited, R"({"port": 8081})");
+  {
+    auto view = f.exporter->OpenView();
+    REQUIRE(view.ok());
+    auto txn = store->BeginPull("headnode1");
+    REQUIRE(txn.ok());
+    auto held = store->Peer("headnode1");
+    auto answer = (*view)->ManifestSince(held->generation, held->boot_id, {});
+    REQUIRE(answer.ok());
+    REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
+    REQUIRE((*txn)->Plan(*answer).ok());
+    (*txn)->Abort();
+  }
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  f.clock.Advance(60000);
+  Write(edited, R"({"port": 8082})");
+  CHECK(MustPull(f, *store).transfer_files == 1);
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  CHECK(store->Verify().value().ok());
+  store.reset();
+  store = f.OpenStore(/*gens=*/1);
+  f.clock.Advance(60000);
+  Write(edited, R"({"port": 8083})");
+  MustPull(f, *store);
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  CHECK(store->Verify().value().ok());
+}
+
+// A delta's Plan may take the store's held entry list as the next one
+// (PullTxn NextFromHeld): a pull that then fails leaves the held
+// generation as it was, and the next pull reads it again.
+TEST_CASE("a delta that fails after planning leaves the held generation to the next pull") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  const std::string rel_a = "datasets/" + f.exp.imgapi + "/etc/imgapi.config.json";
+  const std::string rel_b = "datasets/" + f.exp.imgapi + "/images/ab/cd/manifest0.json";
+  const std::string view = f.data_dir + "/instances/" + f.exp.imgapi + "/current/";
+  f.clock.Advance(60000);
+  Write(f.exp.root + "/" + rel_a, R"({"port": 8081})");
+  {
+    auto view_src = f.exporter->OpenView();
+    REQUIRE(view_src.ok());
+    auto txn = store->BeginPull("headnode1");
+    REQUIRE(txn.ok());
+    auto held = store->Peer("headnode1");
+    auto answer = (*view_src)->ManifestSince(held->generation, held->boot_id, {});
+    REQUIRE(answer.ok());
+    REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
+    REQUIRE((*txn)->Plan(*answer).ok());
+    (*txn)->Abort();
+  }
+  auto gen = store->Instance(f.exp.imgapi);
+  REQUIRE(gen.ok());
+  CHECK(Read(FileOf(*gen, rel_a)) == R"({"port": 8080})");
+  CHECK(Read(view + rel_a) == R"({"port": 8080})");
+  f.clock.Advance(60000);
+  Write(f.exp.root + "/" + rel_b, R"({"v": 2})");
+  CHECK(MustPull(f, *store).transfer_files == 2);
+  gen = store->Instance(f.exp.imgapi);
+  REQUIRE(gen.ok());
+  CHECK(Read(FileOf(*gen, rel_a)) == R"({"port": 8081})");
+  CHECK(Read(view + rel_a) == R"({"port": 8081})");
+  CHECK(Read(view + rel_b) == R"({"v": 2})");
+  CHECK(store->Verify().value().ok());
+  // And once more from the list the last commit left in memory.
+  f.clock.Advance(60000);
+  Write(f.exp.root + "/" + rel_a, R"({"port": 8082})");
+  CHECK(MustPull(f, *store).transfer_files == 1);
+  CHECK(Read(view + rel_a) == R"({"port": 8082})");
+  CHECK(Read(view + rel_b) == R"({"v": 2})");
+  CHECK(store->Verify().value().ok());
+}
+
 TEST_CASE("a scrub finds a damaged generation tree and repair has the next pull write it again") {
   StoreFixture f;
   auto store = f.OpenStore();

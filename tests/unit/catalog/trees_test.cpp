@@ -98,6 +98,37 @@ TEST_CASE("a generation's entries read back from its trees exactly", "[trees]") 
   CHECK(ids == *built.ids);
 }
 
+// What a built tree references (ObjectRefs::AddTree) is what the store
+// registers for it when it reads the tree back at Open (a TreeCache).
+TEST_CASE("a built tree's children and the top's ids are what reading them back finds", "[trees]") {
+  Fixture f;
+  const std::vector<FileEntry> files = Instance(3, 4);
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr);
+  Store(f.env, f.objects, built);
+  std::vector<FileEntry> back;
+  TreeIds ids;
+  TreeCache cache;
+  REQUIRE(
+      ReadTrees(f.env, f.objects, nlohmann::json::parse(built.top), &back, &ids, nullptr, &cache)
+          .ok());
+  REQUIRE(cache.trees.size() == built.encoded.size());
+  auto sorted = [](std::vector<Digest256> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  for (const TreeText& t : built.encoded) {
+    const TreeCache::Tree& read = cache.trees.at(t.id);
+    std::vector<Digest256> want;
+    for (const FileEntry& m : read.members) {
+      if (m.kind == EntryKind::kFile) want.push_back(m.sha256);
+    }
+    for (const auto& [path, sub] : read.subtrees) want.push_back(sub);
+    CHECK(sorted(t.children) == sorted(want));
+  }
+  // The payload's content and the dataset's tree, in path order.
+  CHECK(built.top_ids == std::vector<Digest256>{built.ids->at(kDs), Sha256Digest("{}")});
+}
+
 TEST_CASE("one changed file re-encodes only the trees on its path up to the top", "[trees]") {
   Fixture f;
   std::vector<FileEntry> before = Instance(50, 20);
