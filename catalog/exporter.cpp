@@ -485,6 +485,11 @@ class Scanner {
     } else {
       auto target = env_.ReadLink(local);
       if (!target.ok()) return Skip(local, target.status().message(), path);
+      // Read by name: still the symlink the listing found (see AddFile).
+      auto again = env_.Stat(local);
+      if (!again.ok() || again->ino != st.ino || (use_dev_ && again->dev != st.dev)) {
+        return Skip(local, "replaced while being read", path);
+      }
       c.target = *target;
       c.digest = Xxh3Digest(c.target);
       c.dev = st.dev;

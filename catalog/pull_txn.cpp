@@ -82,13 +82,13 @@ struct PullTxn::State {
   bool planned = false;
   bool done = false;  // committed or aborted
   ManifestAnswer::Kind kind = ManifestAnswer::Kind::kFull;
-  PeerState new_peer;  // what the peer state becomes on commit
+  PeerState new_peer;        // what the peer state becomes on commit
   uint64_t scrub_epoch = 0;  // the store's scrub_epoch_ at Plan
   bool keep_marks = false;   // a scrub marked instances after Plan: its marks stay
 
   struct StagedInstance {
     Description desc;
-    std::string old_service;                                   // "" when new
+    std::string old_service;  // "" when new
     // Of prev_seq (the view's): every entry, or only those at changed_paths
     // when the held list became the next one (NextFromHeld).
     std::shared_ptr<const std::vector<FileEntry>> prev_files;
@@ -101,7 +101,7 @@ struct PullTxn::State {
     // What the new generation references itself (its top, StageTrees): its
     // references once committed, released by a pull that fails.
     std::vector<Digest256> top_ids;
-    bool rebuild_trees = false;  // every tree encoded and checked (a damaged instance)
+    bool rebuild_trees = false;              // every tree encoded and checked (a damaged instance)
     std::vector<std::string> changed_paths;  // differing from prev_seq's entries (with prev_seq)
   };
   std::vector<StagedInstance> changed;
@@ -157,6 +157,15 @@ struct PullTxn::State {
                                       std::shared_ptr<const std::vector<FileEntry>>* held,
                                       const std::vector<std::string>& changed,
                                       const std::map<std::string, FileEntry>& answered);
+
+  // Releases the pins of `si`, an instance not (yet) in `changed`.
+  void Unpin(StagedInstance* si) {
+    std::vector<Digest256> freed;
+    std::lock_guard<std::mutex> lock(store->mu_);
+    store->refs_.Release(si->pins, &freed);
+    si->pins.clear();
+    store->RemoveObjects(freed);
+  }
 
   // Releases the pins of every staged instance (and, unless committed,
   // its new top: Abort, a failed commit, or after the commit point):
@@ -573,11 +582,13 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
     const bool held_file = k != prev_files->size() && (*prev_files)[k].kind == EntryKind::kFile;
     return PlanFile(f, held_file ? &(*prev_files)[k] : nullptr, damaged);
   };
-  if (damaged || !prev_ok) {
-    for (const FileEntry& f : si.desc.files) {
-      if (f.kind == EntryKind::kFile) RETURN_IF_ERROR(plan_file(f));
+  Status all_planned = [&]() -> Status {
+    if (damaged || !prev_ok) {
+      for (const FileEntry& f : si.desc.files) {
+        if (f.kind == EntryKind::kFile) RETURN_IF_ERROR(plan_file(f));
+      }
+      return Status::Ok();
     }
-  } else {
     uint64_t changed_files = 0;
     for (const std::string& path : planned.changed) {
       const size_t k = internal::FindEntry(si.desc.files, path);
@@ -586,6 +597,12 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
       RETURN_IF_ERROR(plan_file(si.desc.files[k]));
     }
     s.summary.unchanged_files += files - changed_files;
+    return Status::Ok();
+  }();
+  if (!all_planned.ok()) {
+    // Not in s.changed yet, so Abort's ReleasePins would not see its pins.
+    s.Unpin(&si);
+    return all_planned;
   }
   si.changed_paths = std::move(planned.changed);
   si.prev_files = std::move(prev_files);
@@ -987,6 +1004,11 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
     std::lock_guard<std::mutex> lock(st.mu_);
     for (const TreeText& t : built.encoded) st.refs_.AddTree(t.id, t.children);
     st.refs_.Add(built.top_ids);
+    if (!si->top_ids.empty()) {  // staged before (no caller does today): its top released
+      std::vector<Digest256> freed;
+      st.refs_.Release(si->top_ids, &freed);
+      st.RemoveObjects(freed);
+    }
     si->top_ids = std::move(built.top_ids);
   }
   const bool check = prev_ids == nullptr;

@@ -46,7 +46,8 @@ std::vector<std::string> DeltaChanges(const EntryList& held, const std::set<std:
 // Makes `files` (sorted by path) the next generation in place: each
 // `changed` path (sorted) takes its entry in `source` (sorted by path), or
 // is erased when `source` has none. Paths not listed are not looked at.
-// O(changed log files) plus the moves of an insertion or erasure.
+// O(changed log files) plus, for a few insertions or erasures, the moves of
+// each; past a few dozen, one pass over `files` instead (O(files)).
 void ApplyChanges(EntryList* files, const std::vector<std::string>& changed,
                   const EntryList& source);
 

@@ -89,5 +89,26 @@ TEST_CASE("a directory swapped for a symlink while a file in it is read exports 
   f.CheckNothingFromOutside(*m, "replaced while being read");
 }
 
+TEST_CASE(
+    "a directory swapped for a symlink while a symlink in it is read exports no outside target") {
+  Fixture f;
+  REQUIRE(::symlink("deepest/leaf.txt", (f.ds + "/sapi/nested/deeper/link").c_str()) == 0);
+  REQUIRE(::symlink("secret.txt", (f.outside + "/deeper/link").c_str()) == 0);
+  bool swapped = false;
+  f.env.SetBeforeCall([&](EnvOp op, const std::string& path) {
+    if (op == EnvOp::kReadLink && path == f.ds + "/sapi/nested/deeper/link" && !swapped) {
+      swapped = true;
+      f.SwapNestedForSymlink();
+    }
+  });
+  auto m = f.Scan();
+  REQUIRE(swapped);
+  for (const FileEntry& e : m->files) {
+    INFO(e.path);
+    CHECK(e.target != "secret.txt");
+  }
+  f.CheckNothingFromOutside(*m, "replaced while being read");
+}
+
 }  // namespace
 }  // namespace lifeboat::catalog

@@ -91,10 +91,21 @@ TEST_CASE("a full answer is compared with the held entries in one pass", "[plan]
 TEST_CASE("a delta applied in place gives what the merge gives, and applies back", "[plan]") {
   const EntryList held = Held();
   const std::string d1 = std::string(kDs) + "/d1";
-  const std::map<std::string, FileEntry> answered =
-      Answer({File(d1 + "/f2", "edited"), File(d1 + "/f9", "added"), DirFileEntry(d1 + "/new"),
-              File(std::string(kDs) + "/a", "added first")});
-  const std::set<std::string> removed{d1 + "/f0", std::string(kDs) + "/d2/f3", "images/x/file"};
+  std::vector<FileEntry> answer{File(d1 + "/f2", "edited"), File(d1 + "/f9", "added"),
+                                DirFileEntry(d1 + "/new"),
+                                File(std::string(kDs) + "/a", "added first")};
+  std::set<std::string> removed{d1 + "/f0", std::string(kDs) + "/d2/f3", "images/x/file"};
+  // A few insertions are made in place; many (a tarball unpacked) in one pass.
+  const int added = GENERATE(0, 200);
+  for (int i = 0; i < added; ++i) {
+    answer.push_back(File(std::string(kDs) + "/many/f" + std::to_string(i), "new"));
+  }
+  if (added > 0) {
+    for (const FileEntry& f : held) {
+      if (f.path.starts_with(std::string(kDs) + "/d2/")) removed.insert(f.path);
+    }
+  }
+  const std::map<std::string, FileEntry> answered = Answer(answer);
   const NextEntries merged = PlanEntries(held, removed, answered, /*full=*/false);
   REQUIRE(merged.files.has_value());
   const std::vector<std::string> changed = DeltaChanges(held, removed, answered);

@@ -1,7 +1,7 @@
 #include "catalog/store.h"
 
-#include <fstream>
 #include <sys/stat.h>
+#include <fstream>
 
 #include <mutex>
 #include <set>
@@ -1119,6 +1119,42 @@ TEST_CASE("an aborted and a committed delta leave on disk exactly what generatio
   MustPull(f, *store);
   CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
   CHECK(store->Verify().value().ok());
+}
+
+// A Plan that fails on a peer's bad entry (after the instance's pins were
+// taken) releases them: the held generation it pinned is dropped by the
+// next pull's retention with all its files and trees.
+TEST_CASE("a delta whose plan fails on a bad entry leaves no pin behind") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/1);
+  MustPull(f, *store);
+  const std::string rel = "datasets/" + f.exp.imgapi + "/etc/imgapi.config.json";
+  f.clock.Advance(60000);
+  Write(f.exp.root + "/" + rel, R"({"port": 8081})");
+  {
+    auto view = f.exporter->OpenView();
+    REQUIRE(view.ok());
+    auto txn = store->BeginPull("headnode1");
+    REQUIRE(txn.ok());
+    auto held = store->Peer("headnode1");
+    auto answer = (*view)->ManifestSince(held->generation, held->boot_id, {});
+    REQUIRE(answer.ok());
+    REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
+    bool mangled = false;
+    for (FileEntry& e : answer->manifest.files) {
+      if (e.path == rel) {
+        e.size = 0;  // empty, with the digest of content: refused by the plan
+        mangled = true;
+      }
+    }
+    REQUIRE(mangled);
+    REQUIRE_FALSE((*txn)->Plan(*answer).ok());
+    (*txn)->Abort();
+  }
+  f.clock.Advance(60000);
+  Write(f.exp.root + "/" + rel, R"({"port": 8082})");
+  MustPull(f, *store);
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
 }
 
 // A delta's Plan may take the store's held entry list as the next one
