@@ -1084,6 +1084,30 @@ TEST_CASE("retention and reopen delete exactly the trees and files no retained g
   CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
 }
 
+// A pull of headnode1 begun and answered with a delta, not planned yet.
+struct DeltaPull {
+  std::unique_ptr<syncproto::ExportView> view;  // pins the exporter's scan
+  std::unique_ptr<PullTxn> txn;
+  ManifestAnswer answer;
+};
+
+DeltaPull BeginDelta(StoreFixture& f, Store& store) {
+  DeltaPull pull;
+  auto view = f.exporter->OpenView();
+  REQUIRE(view.ok());
+  pull.view = std::move(*view);
+  auto txn = store.BeginPull("headnode1");
+  REQUIRE(txn.ok());
+  pull.txn = std::move(*txn);
+  auto held = store.Peer("headnode1");
+  REQUIRE(held.has_value());
+  auto answer = pull.view->ManifestSince(held->generation, held->boot_id, {});
+  REQUIRE(answer.ok());
+  REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
+  pull.answer = std::move(*answer);
+  return pull;
+}
+
 // The pins of a pull (the held generation's top, the changed files) are
 // released however it ends: a leaked pin would keep the dropped
 // generation's files and trees on disk.
@@ -1095,16 +1119,9 @@ TEST_CASE("an aborted and a committed delta leave on disk exactly what generatio
   f.clock.Advance(60000);
   Write(edited, R"({"port": 8081})");
   {
-    auto view = f.exporter->OpenView();
-    REQUIRE(view.ok());
-    auto txn = store->BeginPull("headnode1");
-    REQUIRE(txn.ok());
-    auto held = store->Peer("headnode1");
-    auto answer = (*view)->ManifestSince(held->generation, held->boot_id, {});
-    REQUIRE(answer.ok());
-    REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
-    REQUIRE((*txn)->Plan(*answer).ok());
-    (*txn)->Abort();
+    DeltaPull pull = BeginDelta(f, *store);
+    REQUIRE(pull.txn->Plan(pull.answer).ok());
+    pull.txn->Abort();
   }
   CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
   f.clock.Advance(60000);
@@ -1132,24 +1149,17 @@ TEST_CASE("a delta whose plan fails on a bad entry leaves no pin behind") {
   f.clock.Advance(60000);
   Write(f.exp.root + "/" + rel, R"({"port": 8081})");
   {
-    auto view = f.exporter->OpenView();
-    REQUIRE(view.ok());
-    auto txn = store->BeginPull("headnode1");
-    REQUIRE(txn.ok());
-    auto held = store->Peer("headnode1");
-    auto answer = (*view)->ManifestSince(held->generation, held->boot_id, {});
-    REQUIRE(answer.ok());
-    REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
+    DeltaPull pull = BeginDelta(f, *store);
     bool mangled = false;
-    for (FileEntry& e : answer->manifest.files) {
+    for (FileEntry& e : pull.answer.manifest.files) {
       if (e.path == rel) {
         e.size = 0;  // empty, with the digest of content: refused by the plan
         mangled = true;
       }
     }
     REQUIRE(mangled);
-    REQUIRE_FALSE((*txn)->Plan(*answer).ok());
-    (*txn)->Abort();
+    REQUIRE_FALSE(pull.txn->Plan(pull.answer).ok());
+    pull.txn->Abort();
   }
   f.clock.Advance(60000);
   Write(f.exp.root + "/" + rel, R"({"port": 8082})");
@@ -1170,16 +1180,9 @@ TEST_CASE("a delta that fails after planning leaves the held generation to the n
   f.clock.Advance(60000);
   Write(f.exp.root + "/" + rel_a, R"({"port": 8081})");
   {
-    auto view_src = f.exporter->OpenView();
-    REQUIRE(view_src.ok());
-    auto txn = store->BeginPull("headnode1");
-    REQUIRE(txn.ok());
-    auto held = store->Peer("headnode1");
-    auto answer = (*view_src)->ManifestSince(held->generation, held->boot_id, {});
-    REQUIRE(answer.ok());
-    REQUIRE(answer->kind == ManifestAnswer::Kind::kDelta);
-    REQUIRE((*txn)->Plan(*answer).ok());
-    (*txn)->Abort();
+    DeltaPull pull = BeginDelta(f, *store);
+    REQUIRE(pull.txn->Plan(pull.answer).ok());
+    pull.txn->Abort();
   }
   auto gen = store->Instance(f.exp.imgapi);
   REQUIRE(gen.ok());
