@@ -56,6 +56,11 @@ bool SameKey(const CacheEntry& c, const FileStat& st, bool use_dev) {
          c.ctime_ns == st.ctime_ns;
 }
 
+// The same inode: `ino`, and `dev` when devices are stable (use_dev).
+bool SameInode(const FileStat& st, uint64_t dev, uint64_t ino, bool use_dev) {
+  return st.ino == ino && (!use_dev || st.dev == dev);
+}
+
 bool SameFile(const FileStat& a, const FileStat& b) {
   return a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns &&
          a.ctime_ns == b.ctime_ns;
@@ -342,9 +347,8 @@ class Scanner {
     // What was listed must be the directory its parent's listing found
     // there: a directory above it swapped for a symlink (by whoever can
     // write in the dataset) would otherwise export what lies outside.
-    const uint64_t want_ino = st != nullptr ? st->ino : old->ino;
-    const uint64_t want_dev = st != nullptr ? st->dev : old->dev;
-    if (listing->dir.ino != want_ino || (use_dev_ && listing->dir.dev != want_dev)) {
+    if (!SameInode(listing->dir, st != nullptr ? st->dev : old->dev,
+                   st != nullptr ? st->ino : old->ino, use_dev_)) {
       return Skip(local_dir, "directory replaced while being scanned", export_dir);
     }
     std::vector<Env::StatEntry>* entries = &listing->entries;
@@ -487,7 +491,7 @@ class Scanner {
       if (!target.ok()) return Skip(local, target.status().message(), path);
       // Read by name: still the symlink the listing found (see AddFile).
       auto again = env_.Stat(local);
-      if (!again.ok() || again->ino != st.ino || (use_dev_ && again->dev != st.dev)) {
+      if (!again.ok() || !SameInode(*again, st.dev, st.ino, use_dev_)) {
         return Skip(local, "replaced while being read", path);
       }
       c.target = *target;
@@ -576,7 +580,7 @@ class Scanner {
           Skip(local, again.ok() ? "no longer a regular file" : again.status().message(), path);
           return nullptr;
         }
-        if (keep_inode && (again->ino != st.ino || (use_dev_ && again->dev != st.dev))) {
+        if (keep_inode && !SameInode(*again, st.dev, st.ino, use_dev_)) {
           Skip(local, "replaced while being read", path);
           return nullptr;
         }
