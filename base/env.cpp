@@ -472,6 +472,31 @@ Status Env::SyncFile(const std::string& path) {
   return Status::Ok();
 }
 
+namespace {
+
+class PosixFilesystem final : public Filesystem {
+ public:
+  PosixFilesystem(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixFilesystem() override { ::close(fd_); }
+  Status Sync() override {
+    if (::syncfs(fd_) != 0) return PosixError("syncfs", path_, errno);
+    return Status::Ok();
+  }
+  const std::string& path() const override { return path_; }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Filesystem>> Env::OpenFilesystem(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return PosixError("open for syncfs", path, errno);
+  return std::unique_ptr<Filesystem>(new PosixFilesystem(path, fd));
+}
+
 Status Env::SetOwner(const std::string& path, uint32_t uid, uint32_t gid) {
   if (::lchown(path.c_str(), uid, gid) != 0) return PosixError("lchown", path, errno);
   return Status::Ok();

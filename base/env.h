@@ -77,6 +77,20 @@ class WritableFile {
   virtual int fd() const { return -1; }
 };
 
+// The filesystem holding a directory, held open so that writeback errors
+// reach Sync (syncfs(2) reports an error that happened on the filesystem
+// since the handle was opened, once to each handle). Not thread-safe.
+class Filesystem {
+ public:
+  virtual ~Filesystem() = default;
+  // Makes every write on the filesystem durable, data and metadata, also
+  // other processes' (syncfs(2)): one call instead of an fsync per file and
+  // directory. Fails when writeback of any file on it failed since the
+  // handle was opened, ours or not (the caller must assume the worst).
+  virtual Status Sync() = 0;
+  virtual const std::string& path() const = 0;
+};
+
 class Env {
  public:
   virtual ~Env() = default;
@@ -131,6 +145,10 @@ class Env {
   // fsync(2) of `path` opened read-only, never through a symlink. The default
   // runs on `path` itself (every Env here uses real paths).
   virtual Status SyncFile(const std::string& path);
+  // Opens the filesystem holding directory `path` (for Filesystem::Sync):
+  // open it before the writes it must make durable. The default opens
+  // `path` itself (every Env here uses real paths).
+  virtual Result<std::unique_ptr<Filesystem>> OpenFilesystem(const std::string& path);
   virtual Status SetMode(const std::string& path, uint32_t mode) = 0;
   // Sets atime and mtime; does not follow a symlink at `path`.
   virtual Status SetMtime(const std::string& path, int64_t mtime_ns) = 0;

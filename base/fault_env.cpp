@@ -60,6 +60,20 @@ class FaultWritableFile final : public WritableFile {
   std::unique_ptr<WritableFile> file_;
 };
 
+class FaultFilesystem final : public Filesystem {
+ public:
+  FaultFilesystem(FaultEnv* env, std::unique_ptr<Filesystem> fs) : env_(env), fs_(std::move(fs)) {}
+  Status Sync() override {
+    if (int err = env_->Check(EnvOp::kSyncFs)) return Injected(EnvOp::kSyncFs, path(), err);
+    return fs_->Sync();
+  }
+  const std::string& path() const override { return fs_->path(); }
+
+ private:
+  FaultEnv* env_;
+  std::unique_ptr<Filesystem> fs_;
+};
+
 }  // namespace
 
 bool IsMutating(EnvOp op) {
@@ -77,6 +91,7 @@ bool IsMutating(EnvOp op) {
     case EnvOp::kSetMode:
     case EnvOp::kSetMtime:
     case EnvOp::kCopyFile:
+    case EnvOp::kSyncFs:
       return true;
     default:
       return false;
@@ -87,7 +102,7 @@ const char* EnvOpName(EnvOp op) {
   static const char* kNames[] = {"open",      "create",  "read",      "write",  "fsync",
                                  "close",     "stat",    "readdir",   "mkdir",  "rename",
                                  "link",      "symlink", "readlink",  "unlink", "rmdir",
-                                 "fsync dir", "chmod",   "utimensat", "copy"};
+                                 "fsync dir", "chmod",   "utimensat", "copy",   "syncfs"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<int>(EnvOp::kCount_));
   return kNames[static_cast<int>(op)];
 }
@@ -198,6 +213,11 @@ Status FaultEnv::SyncDir(const std::string& path) {
 }
 Status FaultEnv::SyncFile(const std::string& path) {
   LIFEBOAT_FORWARD_(EnvOp::kSync, path, SyncFile(path));
+}
+Result<std::unique_ptr<Filesystem>> FaultEnv::OpenFilesystem(const std::string& path) {
+  if (int err = Enter(EnvOp::kOpenRead, path)) return Injected(EnvOp::kOpenRead, path, err);
+  ASSIGN_OR_RETURN(auto fs, target_->OpenFilesystem(path));
+  return std::unique_ptr<Filesystem>(new FaultFilesystem(this, std::move(fs)));
 }
 Status FaultEnv::SetMode(const std::string& path, uint32_t mode) {
   LIFEBOAT_FORWARD_(EnvOp::kSetMode, path, SetMode(path, mode));

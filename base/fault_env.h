@@ -47,6 +47,7 @@ enum class EnvOp : int {
   kSetMode,
   kSetMtime,
   kCopyFile,
+  kSyncFs,  // Filesystem::Sync (OpenFilesystem itself counts as kOpenRead)
   kCount_,  // number of ops; not an op
 };
 
@@ -97,6 +98,7 @@ class FaultEnv final : public Env {
   Status RemoveDir(const std::string& path) override;
   Status SyncDir(const std::string& path) override;
   Status SyncFile(const std::string& path) override;  // counts as kSync
+  Result<std::unique_ptr<Filesystem>> OpenFilesystem(const std::string& path) override;
   Status SetMode(const std::string& path, uint32_t mode) override;
   Status SetMtime(const std::string& path, int64_t mtime_ns) override;
   Status CopyFile(const std::string& from, const std::string& to, uint32_t mode) override;

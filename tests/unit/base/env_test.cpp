@@ -171,6 +171,34 @@ TEST_CASE("SyncFile fsyncs a closed file, never through a symlink, FaultEnv cras
   CHECK(fault.SyncFile(dir / "f").code() == Code::kIo);
 }
 
+TEST_CASE("OpenFilesystem syncs the filesystem of a directory, FaultEnv counts and fails it",
+          "[env]") {
+  TestDir dir;
+  Env& env = *Env::Default();
+  auto fs = env.OpenFilesystem(dir.path());
+  REQUIRE(fs.ok());
+  CHECK((*fs)->path() == dir.path());
+  REQUIRE(WriteFileAtomic(env, dir / "f", "data").ok());
+  CHECK((*fs)->Sync().ok());
+  CHECK(Read(env, dir / "f") == "data");
+  Result<std::unique_ptr<Filesystem>> missing = env.OpenFilesystem(dir / "missing");
+  CHECK(missing.status().code() == Code::kNotFound);
+  CHECK(missing.status().message().find(dir / "missing") != std::string::npos);
+
+  FaultEnv fault(&env);
+  auto ffs = fault.OpenFilesystem(dir.path());
+  REQUIRE(ffs.ok());
+  CHECK(fault.Count(EnvOp::kOpenRead) == 1);
+  CHECK((*ffs)->Sync().ok());
+  CHECK(fault.Count(EnvOp::kSyncFs) == 1);
+  CHECK(IsMutating(EnvOp::kSyncFs));
+  fault.FailNth(EnvOp::kSyncFs, 1, EIO);
+  Status failed = (*ffs)->Sync();
+  CHECK(failed.code() == Code::kIo);
+  CHECK(failed.message().find("injected fault: syncfs") != std::string::npos);
+  CHECK(failed.message().find(dir.path()) != std::string::npos);
+}
+
 TEST_CASE("CreateDirs and RemoveTree work on nested trees without following symlinks", "[env]") {
   TestDir dir;
   TestDir outside;
