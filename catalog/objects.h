@@ -3,9 +3,9 @@
 //
 //   <data_dir>/objects/<first 2 hex>/<other 62 hex>
 //
-// An object is written under .staging/, verified (size, XXH3 and SHA-256 of
-// exactly the bytes written), fsync'd, and renamed in; it is never modified
-// afterwards (mode 0400). One object serves every path, instance, generation
+// An object is written under .staging/ (created read-only, kObjectMode),
+// verified (size, XXH3 and SHA-256 of exactly the bytes written), made
+// durable, and renamed in; it is never modified afterwards. One object serves every path, instance, generation
 // and peer with that content, so a pull never transfers content the store
 // holds, and a generation costs only the objects it adds.
 //
@@ -15,6 +15,8 @@
 #ifndef LIFEBOAT_CATALOG_OBJECTS_H_
 #define LIFEBOAT_CATALOG_OBJECTS_H_
 
+#include <array>
+#include <atomic>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -26,6 +28,10 @@
 #include "base/status.h"
 
 namespace lifeboat::catalog {
+
+// The mode of every object (and of every staged file that becomes one: it
+// is created with it, so adopting it needs no chmod).
+inline constexpr uint32_t kObjectMode = 0400;
 
 class ObjectStore {
  public:
@@ -39,10 +45,13 @@ class ObjectStore {
   // symlink planted there is not an object).
   bool Has(const Digest256& id) const;
 
-  // Moves the verified and fsync'd file `staged` in as object `id` (its
-  // fan-out directory is made when missing and added to `changed_dirs`, for
-  // the caller to fsync). When the object is there already, `staged` is
-  // removed instead: objects are immutable, the first copy stays.
+  // Moves the verified and durable file `staged` (created with kObjectMode)
+  // in as object `id`; its fan-out directory (made when missing) and, when
+  // made, objects/ are added to `changed_dirs` for the caller to fsync. When
+  // the object is there already, `staged` is removed instead: objects are
+  // immutable, the first copy stays. A fan-out directory is checked to be a
+  // directory (not a symlink out of the store) once per ObjectStore, and
+  // again when a rename into it finds it gone. Thread-safe.
   Status Adopt(const std::string& staged, const Digest256& id, std::set<std::string>* changed_dirs);
 
   // Every object on disk (garbage collection at Open). Names that are not
@@ -52,8 +61,14 @@ class ObjectStore {
   Status Remove(const Digest256& id) { return env_.RemoveFile(PathOf(id)); }
 
  private:
+  // Makes sure fan-out directory `fan` (objects/<fan_index as 2 hex>) is a
+  // directory, making it when missing.
+  Status CheckFan(const std::string& fan, unsigned fan_index, std::set<std::string>* changed_dirs);
+  bool FanChecked(unsigned i) const { return (fans_checked_[i / 64].load() >> (i % 64)) & 1; }
+
   Env& env_;
   std::string dir_;
+  std::array<std::atomic<uint64_t>, 4> fans_checked_{};  // bit i: fan-out directory i checked
 };
 
 // Counts references to objects. A reference comes from a retained
