@@ -5,6 +5,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -14,6 +15,7 @@
 #include "base/text.h"
 #include "catalog/checkout.h"
 #include "catalog/internal/background_sync.h"
+#include "catalog/internal/file_precreator.h"
 #include "catalog/internal/plan_entries.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
@@ -71,6 +73,8 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
 // Threads fsyncing transferred files while the pull goes on (fsync mostly
 // waits for the device; two let the filesystem batch them).
 constexpr size_t kBackgroundSyncThreads = 2;
+// Staged files a bulk pull creates ahead of its transfers (open descriptors).
+constexpr size_t kPrecreatedFiles = 32;
 
 struct PullTxn::State {
   Store::Impl* store = nullptr;
@@ -132,13 +136,23 @@ struct PullTxn::State {
     FileEntry entry;
     std::string staged_path;
     bool object = false;  // an instance file, staged as an object
+    bool opened = false;  // StageFile created the staged file (again: a retry)
+    size_t order = 0;     // its index in `transfers` (the order they are requested in)
     bool finished = false;
     uint64_t finishes = 0;  // FinishFile successes (a file may be staged again)
     uint64_t synced = 0;    // the finish whose bytes `syncer` made durable
   };
   // fsyncs each finished file while the transfers go on; Commit stops it and
-  // fsyncs what it did not get to (or got to before a later re-stage).
+  // fsyncs what it did not get to (or got to before a later re-stage). Null
+  // for a bulk pull: its commit makes them durable with one syncfs
+  // (StoreOptions::bulk_pull_from).
   std::unique_ptr<internal::BackgroundSync> syncer;
+  // The catalog's filesystem, opened before this pull wrote anything: its
+  // syncfs reports any writeback error since (SyncAll).
+  std::unique_ptr<Filesystem> fs;
+  // A bulk pull's staged files, created ahead of their transfers on a
+  // thread of their own (null for a smaller pull).
+  std::unique_ptr<internal::FilePrecreator> precreator;
   std::unordered_map<std::string, TransferState> xfer;
   std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
   std::vector<std::string> plan_files;         // staged by Plan: empty files
@@ -259,7 +273,6 @@ Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
   }
   auto state = std::make_unique<PullTxn::State>();
   state->store = &st;
-  state->syncer = std::make_unique<internal::BackgroundSync>(st.env_, kBackgroundSyncThreads);
   state->peer = peer;
   state->source = source;
   state->filtered = !ServiceFilter(services).all();
@@ -267,7 +280,13 @@ Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
   state->staging =
       st.P(std::string(kStaging) + "/" + peer + "-" + internal::RandomHex().substr(0, 12));
   Status made = st.env_.MakeDir(state->staging, 0700);
+  if (made.ok()) {
+    auto fs = st.env_.OpenFilesystem(st.o_.data_dir);
+    if (fs.ok()) state->fs = std::move(*fs);
+    if (!fs.ok()) made = fs.status();
+  }
   if (!made.ok()) {
+    st.env_.RemoveDir(state->staging).IgnoreError();
     std::lock_guard<std::mutex> lock(st.mu_);
     st.active_.erase(peer);
     return made;
@@ -287,7 +306,8 @@ const std::vector<Transfer>& PullTxn::transfers() const { return s_->transfers; 
 void PullTxn::Abort() {
   if (s_->done) return;
   s_->done = true;
-  s_->syncer->Stop().IgnoreError();
+  if (s_->syncer) s_->syncer->Stop().IgnoreError();
+  if (s_->precreator) s_->precreator->Stop();
   s_->store->trash_->Discard(s_->staging).IgnoreError();
   std::lock_guard<std::mutex> lock(s_->store->mu_);
   s_->ReleasePins();
@@ -480,7 +500,28 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
   RETURN_IF_ERROR(PlanRecords(g.other));
   std::sort(s.transfers.begin(), s.transfers.end(),
             [](const Transfer& a, const Transfer& b) { return a.entry.path < b.entry.path; });
+  StartTransfers();
   return s.summary;
+}
+
+// A pull of fewer than StoreOptions::bulk_pull_from transfers fsyncs each
+// finished file in the background; a bulk pull leaves them to its commit's
+// syncfs and creates its staged files ahead of the transfers.
+void PullTxn::StartTransfers() {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  std::vector<internal::FilePrecreator::File> files;
+  for (size_t i = 0; i < s.transfers.size(); ++i) {
+    State::TransferState& x = s.xfer[s.transfers[i].entry.path];
+    x.order = i;
+    files.push_back({x.staged_path, x.object ? kObjectMode : 0600});
+  }
+  if (s.transfers.size() < st.o_.bulk_pull_from) {
+    s.syncer = std::make_unique<internal::BackgroundSync>(st.env_, kBackgroundSyncThreads);
+  } else {
+    s.precreator = std::make_unique<internal::FilePrecreator>(st.env_, std::move(files),
+                                                              kPrecreatedFiles);
+  }
 }
 
 Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
@@ -632,7 +673,7 @@ Status PullTxn::PlanFile(const FileEntry& f, const FileEntry* prev, bool damaged
         f.sha256 != Sha256Digest(std::string_view())) {
       return DataError("empty file " + f.path + " with a non-empty digest");
     }
-    ASSIGN_OR_RETURN(auto w, st.env_.OpenWrite(staged, 0600, true));
+    ASSIGN_OR_RETURN(auto w, st.env_.OpenWrite(staged, kObjectMode, true));
     RETURN_IF_ERROR(w->Close());
     s.plan_files.push_back(staged);
     return Status::Ok();
@@ -856,12 +897,19 @@ Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path
   State& s = *s_;
   Env& env = s.store->env_;
   std::string staged;
+  bool object = false;
+  bool again = false;
+  size_t order = 0;
   {
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.xfer.find(path);
     if (it == s.xfer.end()) return NotFoundError("pull plan has no transfer for " + path);
     it->second.finished = false;
     staged = it->second.staged_path;
+    object = it->second.object;
+    again = it->second.opened;
+    order = it->second.order;
+    it->second.opened = true;
     // Every parent under the staging root must be a directory we made.
     for (std::string dir = DirName(staged); dir.size() > s.staging.size(); dir = DirName(dir)) {
       if (s.known_dirs.count(dir)) continue;
@@ -872,7 +920,16 @@ Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path
       s.known_dirs.insert(dir);
     }
   }
-  ASSIGN_OR_RETURN(auto file, env.OpenWrite(staged, 0600, /*exclusive=*/false));
+  // An object is created read-only (ObjectStore::Adopt does not chmod), so a
+  // retry starts from a new file rather than opening it for writing again.
+  if (again) {
+    Status removed = env.RemoveFile(staged);
+    if (!removed.ok() && removed.code() != Code::kNotFound) return removed;
+  }
+  std::optional<Result<std::unique_ptr<WritableFile>>> ahead;
+  if (s.precreator && !again) ahead = s.precreator->Take(order);
+  if (!ahead) ahead = env.OpenWrite(staged, object ? kObjectMode : 0600, /*exclusive=*/true);
+  ASSIGN_OR_RETURN(auto file, std::move(*ahead));
   return std::unique_ptr<WritableFile>(new StagedFile(&s, path, std::move(file)));
 }
 
@@ -922,6 +979,7 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
     x.finished = true;
     finish = ++x.finishes;
   }
+  if (!s.syncer) return Status::Ok();  // Commit's syncfs makes it durable
   s.syncer->Add(staged, [&s, path, finish] {
     std::lock_guard<std::mutex> lock(s.mu);
     State::TransferState& x = s.xfer[path];
@@ -971,7 +1029,7 @@ Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
     RETURN_IF_ERROR(w->Close());
     sync.files.push_back(staged);
   }
-  RETURN_IF_ERROR(SyncAll(env, sync));
+  RETURN_IF_ERROR(SyncAll(env, sync, s.fs.get(), st.o_.bulk_pull_from));
   return texts;
 }
 
@@ -1026,7 +1084,7 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
       RETURN_IF_ERROR(st.trash_->Discard(st.objects_.PathOf(t.id)));
     }
     const std::string staged = s.staging + "/objects/" + t.id.Hex();
-    ASSIGN_OR_RETURN(auto w, st.env_.OpenWrite(staged, 0600, true));
+    ASSIGN_OR_RETURN(auto w, st.env_.OpenWrite(staged, kObjectMode, true));
     RETURN_IF_ERROR(w->Append(t.text));
     RETURN_IF_ERROR(w->Close());
     staged_files->push_back(staged);
@@ -1129,7 +1187,7 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   RETURN_IF_ERROR(st.StageReplace(st.P(kCatalogFile), st.EncodeCatalog(*next), &index));
   sync.dirs.insert(st.o_.data_dir);
   sync.files.push_back(index.front().tmp);
-  Status synced = SyncAll(env, sync);
+  Status synced = SyncAll(env, sync, s.fs.get(), st.o_.bulk_pull_from);
   if (!synced.ok()) {
     env.RemoveFile(index.front().tmp).IgnoreError();
     return synced;
@@ -1246,7 +1304,8 @@ Status PullTxn::Commit() {
     }
   }
   // What the background fsyncs did not get to is fsync'd below, with the rest.
-  RETURN_IF_ERROR(s.syncer->Stop());
+  if (s.precreator) s.precreator->Stop();
+  if (s.syncer) RETURN_IF_ERROR(s.syncer->Stop());
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
   const int64_t now = st.clock_.WallMs();
   ASSIGN_OR_RETURN(std::vector<std::string> texts, StageDescriptions(now));

@@ -24,7 +24,8 @@ constexpr size_t kSyncThreads = 4;     // fsyncs in flight at once
 constexpr size_t kSyncPerThread = 16;  // fewer than this per thread: fewer threads
 }  // namespace
 
-Status SyncAll(Env& env, const SyncSet& set) {
+Status SyncAll(Env& env, const SyncSet& set, Filesystem* fs, size_t fs_from) {
+  if (fs != nullptr && set.files.size() + set.dirs.size() >= fs_from) return fs->Sync();
   std::vector<std::pair<const std::string*, bool>> work;  // path, is a directory
   work.reserve(set.files.size() + set.dirs.size());
   for (const std::string& f : set.files) work.emplace_back(&f, false);

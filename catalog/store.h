@@ -89,6 +89,14 @@ struct StoreOptions {
   // retention.release_went_back: peers whose removed instances are dropped
   // after removed_grace even though the peer went back (the operator confirmed).
   std::set<std::string> release_went_back;
+  // A bulk pull transfers at least this many files (an initial pull, a
+  // large change): it creates its staged files ahead of the transfers on a
+  // thread of its own, and fsyncs none of them in the background. A commit
+  // step with at least this many files and directories to make durable
+  // does it with one syncfs of the catalog's filesystem instead of an fsync
+  // each; fewer, and the fsyncs stay per file, because a syncfs also waits
+  // for every other writer's dirty data on the filesystem. SIZE_MAX: never.
+  size_t bulk_pull_from = 256;
 };
 
 struct PeerState {
@@ -303,6 +311,7 @@ class PullTxn {
   Status PlanImages(const syncproto::Manifest& m,
                     const std::map<std::string, syncproto::FileEntry>& other);
   Status PlanRecords(const std::map<std::string, syncproto::FileEntry>& other);
+  void StartTransfers();
   // Commit's phases (pull_txn.cpp).
   Result<std::vector<std::string>> StageDescriptions(int64_t now);
   Status StageTrees(size_t changed_index, std::vector<std::string>* staged_files);

@@ -129,10 +129,15 @@ struct SyncSet {
   }
 };
 
-// fsyncs every file and directory of `set`, several at once: each fsync waits
-// for the device, and the filesystem batches concurrent ones into one journal
-// commit. Returns the first failure (after every started fsync finished).
-Status SyncAll(Env& env, const SyncSet& set);
+// Makes every file and directory of `set` durable. With `fs` (opened before
+// they were written) and at least `fs_from` paths: one syncfs of the whole
+// filesystem, cheaper than thousands of fsyncs (each of which writes its
+// inode, and on ext4 a journal commit or the parent directory). Else an
+// fsync each, several at once: each waits for the device, and the
+// filesystem batches concurrent ones into one journal commit. Returns the
+// first failure (after every started fsync finished).
+Status SyncAll(Env& env, const SyncSet& set, Filesystem* fs = nullptr,
+               size_t fs_from = SIZE_MAX);
 
 // The per-file check of Verify and Scrub: opens `path` and compares its size,
 // XXH3-128 and (when `want_sha` is set) SHA-256 with the expected ones.

@@ -34,6 +34,9 @@ struct Fixture {
   std::string cfg;                      // a file the second pull changes
   std::string old_cfg, new_cfg;
   uint64_t old_generation = 0;
+  // StoreOptions::bulk_pull_from of every store the test opens after
+  // the first pull (1: every commit step is one syncfs).
+  size_t bulk_pull_from = StoreOptions{}.bulk_pull_from;
 
   Fixture() {
     exporter = testing::OpenPeerExporter(clock, provider.get(), tmp / "export-state");
@@ -55,6 +58,7 @@ struct Fixture {
   std::unique_ptr<Store> Open(Env& env, const std::string& dir) {
     StoreOptions o;
     o.data_dir = dir;
+    o.bulk_pull_from = bulk_pull_from;
     auto s = Store::Open(env, clock, o);
     REQUIRE(s.ok());
     return std::move(*s);
@@ -86,7 +90,7 @@ struct Fixture {
 const EnvOp kMutating[] = {EnvOp::kOpenWrite, EnvOp::kWrite,   EnvOp::kSync,    EnvOp::kMakeDir,
                            EnvOp::kRename,    EnvOp::kLink,    EnvOp::kSymlink, EnvOp::kRemoveFile,
                            EnvOp::kRemoveDir, EnvOp::kSyncDir, EnvOp::kSetMode, EnvOp::kSetMtime,
-                           EnvOp::kCopyFile};
+                           EnvOp::kCopyFile,  EnvOp::kSyncFs};
 
 // What one faulted pull left behind.
 struct Outcome {
@@ -173,10 +177,9 @@ Outcome RunFaulted(Fixture& f, const std::string& dir, EnvOp op, uint64_t n, int
   return o;
 }
 
-}  // namespace
-
-TEST_CASE("ENOSPC and EIO at every write site of a pull and commit: reported, never a mix") {
-  Fixture f;
+// Fails every write site of the fixture's second pull in turn, with ENOSPC
+// and with EIO; returns the sites.
+std::map<EnvOp, uint64_t> FailEverySite(Fixture& f) {
   std::map<EnvOp, uint64_t> sites = CountSites(f);
   uint64_t total = 0;
   for (const auto& [op, n] : sites) total += n;
@@ -203,6 +206,24 @@ TEST_CASE("ENOSPC and EIO at every write site of a pull and commit: reported, ne
              << " faulted pulls: " << failed << " failed (" << failed_committed
              << " after the commit point), " << tolerated << " tolerated a failed step");
   CHECK(failed > 0);
+  return sites;
+}
+
+}  // namespace
+
+TEST_CASE("ENOSPC and EIO at every write site of a pull and commit: reported, never a mix") {
+  Fixture f;
+  std::map<EnvOp, uint64_t> sites = FailEverySite(f);
+  CHECK(sites.count(EnvOp::kSync));  // a small pull fsyncs file by file
+  CHECK_FALSE(sites.count(EnvOp::kSyncFs));
+}
+
+TEST_CASE("ENOSPC and EIO at every write site of a pull made durable by syncfs: reported, never a mix") {
+  Fixture f;
+  f.bulk_pull_from = 1;
+  std::map<EnvOp, uint64_t> sites = FailEverySite(f);
+  CHECK(sites.count(EnvOp::kSyncFs));
+  CHECK_FALSE(sites.count(EnvOp::kSync));  // no file fsync'd one by one
 }
 
 }  // namespace lifeboat::catalog

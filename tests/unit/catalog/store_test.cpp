@@ -847,17 +847,21 @@ TEST_CASE(
   REQUIRE(RemoveTree(*Env::Default(), f.exp.root + "/vms/" + f.exp.ufds + ".json").ok());
   const std::string new_cfg = Read(f.exp.root + "/" + cfg);
 
+  // File by file (fsyncs), and as a bulk pull (precreated files, syncfs).
+  const size_t bulk_pull_from = GENERATE(StoreOptions{}.bulk_pull_from, size_t{1});
+  INFO("bulk_pull_from " << bulk_pull_from);
   bool completed = false;
   uint64_t crashes = 0;
   uint64_t after_commit = 0;  // crashed after the commit point, before the end of the commit
   for (uint64_t n = 0; n < 2000 && !completed; ++n) {
-    const std::string dir = f.tmp / ("run-" + std::to_string(n));
+    const std::string dir = f.tmp / ("run-" + std::to_string(bulk_pull_from) + "-" + std::to_string(n));
     testing::CopyTree(tmpl, dir);
     FaultEnv fenv(Env::Default());
     fenv.CrashAfter(n);
     {
       StoreOptions o;
       o.data_dir = dir;
+      o.bulk_pull_from = bulk_pull_from;
       auto s = Store::Open(fenv, f.clock, o);
       if (s.ok()) {
         auto pulled = PullFrom(*f.exporter, **s, "headnode1");

@@ -1,0 +1,62 @@
+#include "catalog/internal/file_precreator.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace lifeboat::catalog::internal {
+
+FilePrecreator::FilePrecreator(Env& env, std::vector<File> files, size_t depth)
+    : env_(env),
+      files_(std::move(files)),
+      depth_(std::max<size_t>(depth, 1)),
+      state_(files_.size(), State::kPending),
+      ready_(files_.size()) {
+  if (!files_.empty()) thread_ = std::thread([this] { Run(); });
+}
+
+FilePrecreator::~FilePrecreator() { Stop(); }
+
+void FilePrecreator::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& r : ready_) r.reset();  // closes what was never taken
+}
+
+void FilePrecreator::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stopped_ || waiting_ < depth_; });
+    while (next_ < files_.size() && state_[next_] != State::kPending) ++next_;
+    if (stopped_ || next_ >= files_.size()) return;
+    const size_t i = next_++;
+    state_[i] = State::kCreating;
+    lock.unlock();
+    auto made = env_.OpenWrite(files_[i].path, files_[i].mode, /*exclusive=*/true);
+    lock.lock();
+    ready_[i] = std::move(made);
+    state_[i] = State::kReady;
+    ++waiting_;
+    cv_.notify_all();
+  }
+}
+
+std::optional<Result<std::unique_ptr<WritableFile>>> FilePrecreator::Take(size_t index) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (index >= files_.size()) return std::nullopt;
+  cv_.wait(lock, [&] { return state_[index] != State::kCreating; });
+  const State was = state_[index];
+  state_[index] = State::kTaken;
+  if (was != State::kReady || !ready_[index]) return std::nullopt;  // pending (or stopped)
+  std::optional<Result<std::unique_ptr<WritableFile>>> out = std::move(ready_[index]);
+  ready_[index].reset();
+  --waiting_;
+  cv_.notify_all();
+  return out;
+}
+
+}  // namespace lifeboat::catalog::internal

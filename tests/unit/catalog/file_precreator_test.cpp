@@ -1,0 +1,113 @@
+#include "catalog/internal/file_precreator.h"
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "base/fault_env.h"
+#include "tests/unit/catalog/test_util.h"
+
+namespace lifeboat::catalog::internal {
+namespace {
+
+using testing::Read;
+using testing::TempDir;
+
+std::string Name(size_t i) {
+  std::string name = "f";
+  name += std::to_string(i);
+  return name;
+}
+
+std::vector<FilePrecreator::File> Files(const TempDir& tmp, int n, uint32_t mode = 0400) {
+  std::vector<FilePrecreator::File> files;
+  for (int i = 0; i < n; ++i) files.push_back({tmp / Name(i), mode});
+  return files;
+}
+
+// Waits (bounded) until the creator made `n` creations.
+void AwaitCreates(FaultEnv& fenv, uint64_t n) {
+  for (int i = 0; i < 2000 && fenv.Count(EnvOp::kOpenWrite) < n; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  REQUIRE(fenv.Count(EnvOp::kOpenWrite) >= n);
+}
+
+// Takes file `index`, or creates it as a pull does when the creator has not
+// reached it (exclusively: the creator must have skipped it), and checks it
+// is writable with the mode asked for.
+void TakeOrCreate(FilePrecreator& pre, Env& env, const TempDir& tmp, size_t index, uint32_t mode) {
+  const std::string path = tmp / Name(index);
+  auto taken = pre.Take(index);
+  if (!taken) taken = env.OpenWrite(path, mode, /*exclusive=*/true);
+  REQUIRE(taken->ok());
+  std::unique_ptr<WritableFile> file = std::move(**taken);
+  REQUIRE(file->Append("content " + std::to_string(index)).ok());
+  REQUIRE(file->Close().ok());
+  CHECK(Read(path) == "content " + std::to_string(index));
+  auto st = Env::Default()->Stat(path);
+  REQUIRE(st.ok());
+  CHECK(st->mode == mode);
+}
+
+}  // namespace
+
+TEST_CASE("precreated files: created in order ahead of the taker, never more than depth waiting") {
+  TempDir tmp;
+  FaultEnv fenv(Env::Default());
+  FilePrecreator pre(fenv, Files(tmp, 10), /*depth=*/3);
+  AwaitCreates(fenv, 3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // room for a wrong fourth
+  CHECK(fenv.Count(EnvOp::kOpenWrite) == 3);
+  CHECK(Exists(*Env::Default(), tmp / "f2"));
+  CHECK_FALSE(Exists(*Env::Default(), tmp / "f3"));
+  for (size_t i = 0; i < 10; ++i) TakeOrCreate(pre, fenv, tmp, i, 0400);
+  CHECK(fenv.Count(EnvOp::kOpenWrite) == 10);  // each file once
+}
+
+TEST_CASE("precreated files: one the creator has not reached is the taker's, and skipped") {
+  TempDir tmp;
+  FaultEnv fenv(Env::Default());
+  FilePrecreator pre(fenv, Files(tmp, 6, 0600), /*depth=*/1);
+  AwaitCreates(fenv, 1);  // f0 made; the creator waits for room
+  CHECK_FALSE(pre.Take(4).has_value());  // not reached: the caller creates it
+  TakeOrCreate(pre, fenv, tmp, 4, 0600);
+  for (size_t i : {0, 1, 2, 3, 5}) TakeOrCreate(pre, fenv, tmp, i, 0600);
+  CHECK(fenv.Count(EnvOp::kOpenWrite) == 6);  // f4 was not created twice
+  CHECK_FALSE(pre.Take(4).has_value());       // taken already
+  CHECK_FALSE(pre.Take(6).has_value());       // out of range
+}
+
+TEST_CASE("precreated files: a failed creation is handed over as the error, the rest go on") {
+  TempDir tmp;
+  FaultEnv fenv(Env::Default());
+  fenv.FailNth(EnvOp::kOpenWrite, 2, ENOSPC, /*sticky=*/false);
+  FilePrecreator pre(fenv, Files(tmp, 4), /*depth=*/4);
+  AwaitCreates(fenv, 4);  // the failure is the creator's, not ours
+  TakeOrCreate(pre, fenv, tmp, 0, 0400);
+  auto failed = pre.Take(1);
+  REQUIRE(failed.has_value());
+  REQUIRE_FALSE(failed->ok());
+  CHECK(failed->status().message().find(tmp / "f1") != std::string::npos);
+  CHECK(failed->status().message().find(std::strerror(ENOSPC)) != std::string::npos);
+  TakeOrCreate(pre, fenv, tmp, 2, 0400);
+  TakeOrCreate(pre, fenv, tmp, 3, 0400);
+  CHECK(fenv.Count(EnvOp::kOpenWrite) == 4);
+}
+
+TEST_CASE("precreated files: Stop joins and closes what was never taken") {
+  TempDir tmp;
+  FaultEnv fenv(Env::Default());
+  FilePrecreator pre(fenv, Files(tmp, 100), /*depth=*/8);
+  AwaitCreates(fenv, 8);
+  TakeOrCreate(pre, fenv, tmp, 0, 0400);
+  pre.Stop();
+  const uint64_t made = fenv.Count(EnvOp::kOpenWrite);
+  CHECK(made <= 9);
+  CHECK_FALSE(pre.Take(1).has_value());  // stopped: nothing handed over
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(fenv.Count(EnvOp::kOpenWrite) == made);  // the thread is gone
+}
+
+}  // namespace lifeboat::catalog::internal
