@@ -78,6 +78,7 @@ def disk_needed(gen_bytes, big, n_copies):
 class Bench:
     def __init__(self, args):
         self.args = args
+        self.aside = None  # --set-aside: where previous copies go
         self.rows = []
         self.procs = bench_procs.Procs()
         bench_procs.install_signal_handlers(self.procs)
@@ -109,6 +110,7 @@ class Bench:
         a = self.args
         out = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
                "size": a.size, "runs": a.runs, "seed": a.seed, "rsync": rsync_side.rsync_version(),
+               "set_aside": a.set_aside,
                "lifeboat": None, "notes": []}
         want_lifeboat = a.only in (None, "lifeboat")
         want_rsync = a.only in (None, "rsync")
@@ -130,6 +132,9 @@ class Bench:
         big = a.big_size if a.big_size is not None else BIG_FILE_SIZE[a.size]
         tls_cost = want_lifeboat and a.tls_cost
         n_copies = (1 if want_rsync else 0) + (3 if want_lifeboat else 0) + (1 if tls_cost else 0) + 1
+        self.aside = os.path.join(self.workdir, "set-aside") if a.set_aside else None
+        if self.aside:
+            n_copies += a.runs * sum(1 for wanted in (want_rsync, want_lifeboat, tls_cost) if wanted)
         free = shutil.disk_usage(self.workdir).free
         need = disk_needed(gen["bytes"], big, n_copies)
         if free < need:
@@ -190,7 +195,7 @@ class Bench:
         meas = {s.name: [] for s in self.sides}
         for i in range(runs):
             for s in self._order(i):
-                s.reset()
+                s.reset(self.aside)
                 self.log("B1 run %d/%d: %s initial pull" % (i + 1, runs, s.name))
                 meas[s.name].append(s.pull())
         if record:
@@ -340,6 +345,8 @@ def table(result):
     out.append("")
     out.append("export: %d files, %s, %d instances (generated in %.1f s); runs per scenario: %d (median)" % (
         fx.get("files", 0), human(fx.get("bytes", 0)), fx.get("instances", 0), fx.get("generate_s", 0), result["runs"]))
+    if result.get("set_aside"):
+        out.append("--set-aside: each initial pull's previous copy was moved aside, not deleted")
     durable = [(r["scenario"], r) for r in result["rows"] if r["tool"] == "lifeboat" and "durable_wall_ratio" in r]
     if durable:
         base = {r["scenario"]: r for r in result["rows"] if r["tool"] == "rsync"}
@@ -368,6 +375,10 @@ def main(argv=None):
     ap.add_argument("--workdir", help="parent of the temp dir (default $TMPDIR or /tmp)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds any one command may take (default 900)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (export, copies, logs)")
+    ap.add_argument("--set-aside", action="store_true",
+                    help="before each initial pull, move the previous copy aside instead of deleting it "
+                         "(all removed at the end): on ext4 without a journal, creating files within a "
+                         "minute of deleting many scans past the freed inodes (docs/benchmark.md)")
     args = ap.parse_args(argv)
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     args.lifeboat = args.lifeboat or os.path.join(repo, "build", "lifeboat")

@@ -9,6 +9,7 @@ idempotent and registered with atexit by install_signal_handlers().
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,18 @@ def _killpg(pgid, sig):
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def discard_tree(path, aside=None):
+    """Empties the place of `path`: removes the tree, or with `aside` (a
+    directory) moves it there, to be removed with the bench's temp dir."""
+    if not os.path.exists(path):
+        return
+    if aside is None:
+        shutil.rmtree(path)
+        return
+    os.makedirs(aside, exist_ok=True)
+    os.rename(path, os.path.join(aside, "%s-%d" % (os.path.basename(path), time.monotonic_ns())))
 
 
 def install_signal_handlers(procs):

@@ -145,11 +145,11 @@ class LifeboatSide:
         """B6: the exporting headnode is lost before the restore."""
         self._stop(self.src)
 
-    def reset(self):
-        """Empties the pulling node's catalog (for an initial pull)."""
+    def reset(self, aside=None):
+        """Empties the pulling node's catalog (for an initial pull);
+        bench_procs.discard_tree."""
         self._stop(self.dst)
-        if os.path.exists(self.dst.data_dir):
-            shutil.rmtree(self.dst.data_dir)
+        bench_procs.discard_tree(self.dst.data_dir, aside)
         self._start(self.dst)
 
     # ---- measurements -----------------------------------------------------

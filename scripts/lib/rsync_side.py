@@ -78,10 +78,9 @@ class RsyncSide:
             self.procs.stop(self.daemon)
             self.daemon = None
 
-    def reset(self):
-        """Empties the destination (for an initial pull)."""
-        if os.path.exists(self.dest):
-            shutil.rmtree(self.dest)
+    def reset(self, aside=None):
+        """Empties the destination (for an initial pull); bench_procs.discard_tree."""
+        bench_procs.discard_tree(self.dest, aside)
 
     def pull(self):
         os.makedirs(self.dest, exist_ok=True)
