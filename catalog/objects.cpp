@@ -16,33 +16,17 @@ Status ObjectStore::Adopt(const std::string& staged, const Digest256& id,
                           std::set<std::string>* changed_dirs) {
   const std::string path = PathOf(id);
   const std::string fan = DirName(path);
-  const unsigned fan_index = id.bytes[0];
   if (Has(id)) return env_.RemoveFile(staged);
-  const bool checked = FanChecked(fan_index);
-  if (!checked) RETURN_IF_ERROR(CheckFan(fan, fan_index, changed_dirs));
-  Status moved = env_.Rename(staged, path);
-  if (!moved.ok() && checked && moved.code() == Code::kNotFound) {
-    // The fan-out directory went away since it was checked (by hand): again.
-    fans_checked_[fan_index / 64].fetch_and(~(uint64_t{1} << (fan_index % 64)));
-    RETURN_IF_ERROR(CheckFan(fan, fan_index, changed_dirs));
-    moved = env_.Rename(staged, path);
-  }
-  RETURN_IF_ERROR(moved);
-  changed_dirs->insert(fan);
-  return Status::Ok();
-}
-
-Status ObjectStore::CheckFan(const std::string& fan, unsigned fan_index,
-                             std::set<std::string>* changed_dirs) {
   auto st = env_.Stat(fan);
   if (!st.ok()) {
     if (st.status().code() != Code::kNotFound) return st.status();
     RETURN_IF_ERROR(env_.MakeDir(fan, 0700));
     changed_dirs->insert(dir_);
   } else if (st->type != FileType::kDirectory) {
-    return DataError("refusing to store an object under " + fan + ": not a directory");
+    return DataError("refusing to store object " + id.Hex() + ": " + fan + " is not a directory");
   }
-  fans_checked_[fan_index / 64].fetch_or(uint64_t{1} << (fan_index % 64));
+  RETURN_IF_ERROR(env_.Rename(staged, path));
+  changed_dirs->insert(fan);
   return Status::Ok();
 }
 

@@ -5,9 +5,10 @@
 //
 // An object is written under .staging/ (created read-only, kObjectMode),
 // verified (size, XXH3 and SHA-256 of exactly the bytes written), made
-// durable, and renamed in; it is never modified afterwards. One object serves every path, instance, generation
-// and peer with that content, so a pull never transfers content the store
-// holds, and a generation costs only the objects it adds.
+// durable, and renamed in; it is never modified afterwards. One object
+// serves every path, instance, generation and peer with that content, so a
+// pull never transfers content the store holds, and a generation costs only
+// the objects it adds.
 //
 // ObjectStore is the on-disk side (names, adopt, link, list, remove);
 // ObjectRefs counts, in memory, how many retained generations and pulls in
@@ -15,8 +16,6 @@
 #ifndef LIFEBOAT_CATALOG_OBJECTS_H_
 #define LIFEBOAT_CATALOG_OBJECTS_H_
 
-#include <array>
-#include <atomic>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -46,12 +45,11 @@ class ObjectStore {
   bool Has(const Digest256& id) const;
 
   // Moves the verified and durable file `staged` (created with kObjectMode)
-  // in as object `id`; its fan-out directory (made when missing) and, when
-  // made, objects/ are added to `changed_dirs` for the caller to fsync. When
-  // the object is there already, `staged` is removed instead: objects are
-  // immutable, the first copy stays. A fan-out directory is checked to be a
-  // directory (not a symlink out of the store) once per ObjectStore, and
-  // again when a rename into it finds it gone. Thread-safe.
+  // in as object `id`; its fan-out directory (made when missing, refused
+  // when not a directory: never through a symlink) and, when made,
+  // objects/ are added to `changed_dirs` for the caller to fsync. When the
+  // object is there already, `staged` is removed instead: objects are
+  // immutable, the first copy stays.
   Status Adopt(const std::string& staged, const Digest256& id, std::set<std::string>* changed_dirs);
 
   // Every object on disk (garbage collection at Open). Names that are not
@@ -61,14 +59,8 @@ class ObjectStore {
   Status Remove(const Digest256& id) { return env_.RemoveFile(PathOf(id)); }
 
  private:
-  // Makes sure fan-out directory `fan` (objects/<fan_index as 2 hex>) is a
-  // directory, making it when missing.
-  Status CheckFan(const std::string& fan, unsigned fan_index, std::set<std::string>* changed_dirs);
-  bool FanChecked(unsigned i) const { return (fans_checked_[i / 64].load() >> (i % 64)) & 1; }
-
   Env& env_;
   std::string dir_;
-  std::array<std::atomic<uint64_t>, 4> fans_checked_{};  // bit i: fan-out directory i checked
 };
 
 // Counts references to objects. A reference comes from a retained

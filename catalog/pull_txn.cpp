@@ -907,9 +907,7 @@ Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path
     it->second.finished = false;
     staged = it->second.staged_path;
     object = it->second.object;
-    again = it->second.opened;
     order = it->second.order;
-    it->second.opened = true;
     // Every parent under the staging root must be a directory we made.
     for (std::string dir = DirName(staged); dir.size() > s.staging.size(); dir = DirName(dir)) {
       if (s.known_dirs.count(dir)) continue;
@@ -919,6 +917,8 @@ Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path
       }
       s.known_dirs.insert(dir);
     }
+    again = it->second.opened;
+    it->second.opened = true;
   }
   // An object is created read-only (ObjectStore::Adopt does not chmod), so a
   // retry starts from a new file rather than opening it for writing again.

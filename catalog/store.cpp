@@ -25,6 +25,7 @@ constexpr size_t kSyncPerThread = 16;  // fewer than this per thread: fewer thre
 }  // namespace
 
 Status SyncAll(Env& env, const SyncSet& set, Filesystem* fs, size_t fs_from) {
+  if (set.empty()) return Status::Ok();
   if (fs != nullptr && set.files.size() + set.dirs.size() >= fs_from) return fs->Sync();
   std::vector<std::pair<const std::string*, bool>> work;  // path, is a directory
   work.reserve(set.files.size() + set.dirs.size());

@@ -38,17 +38,20 @@
 // SHA-256); FinishFile refuses the file on a size or digest mismatch (a file written any other way
 // is re-read and re-hashed), so a file whose digest does not match never
 // becomes current, whoever wrote it. Durability: FinishFile does not fsync
-// (the writer starts the writeback as it goes and when closed); Commit fsyncs
-// exactly what this pull wrote (its staged files, several at once, and its
-// staged directories) before it renames anything in, then the directories
-// the renames changed and the new index text before the index is renamed in:
-// nothing becomes current before it is durable, and other programs' dirty
-// data on the same filesystem is never waited for.
+// (the writer starts the writeback as it goes and when closed); Commit makes
+// what this pull wrote durable (its staged files and directories) before it
+// renames anything in, then the directories the renames changed and the new
+// index text before the index is renamed in: nothing becomes current before
+// it is durable. Each of the two steps fsyncs exactly its files and
+// directories, several at once, so other programs' dirty data on the same
+// filesystem is not waited for; a step with StoreOptions::bulk_pull_from
+// paths or more (a bulk pull) is one syncfs instead, which waits for it.
 //
 // Safety: the store never writes through a symlink: views are built
 // only from validated export paths, a manifest in which a path would live
 // under a symlink or a file is refused, files are created with O_NOFOLLOW and
-// every parent directory is checked with lstat before a write.
+// every parent directory is checked with lstat before a write (a staging
+// directory once, when the pull made it).
 //
 // Threads: Store methods are thread-safe. One PullTxn per peer at a time
 // (BeginPull fails with a temporary error otherwise); a PullTxn is driven by
@@ -271,13 +274,16 @@ class PullTxn {
   // Opens the basis of `t` for reading (signature computation).
   Result<std::unique_ptr<ReadableFile>> OpenBasis(const Transfer& t);
 
-  // Creates the staged file for transfer path `path` (0600 until finished).
+  // The staged file for transfer path `path`: created now, or ahead of the
+  // transfer in a bulk pull (an object read-only, kObjectMode; an image or
+  // record file 0600). Staged again (a retry), the first try is removed.
   Result<std::unique_ptr<WritableFile>> StageFile(const std::string& path);
 
   // Closes `file` (from StageFile(path)) and checks its size and digest (as
   // hashed by the store's writer while written; re-read when `file` is not
-  // that writer) against the planned entry, then sets mode and mtime. Does
-  // not fsync: Commit fsyncs every staged file before it renames anything in.
+  // that writer) against the planned entry, then sets the mtime of an image
+  // or record file. Does not fsync: Commit makes every staged file durable
+  // before it renames anything in.
   // On a mismatch the staged file is removed and a data error returned: the
   // pull cannot commit unless the file is staged again and finishes.
   Status FinishFile(const std::string& path, std::unique_ptr<WritableFile> file);

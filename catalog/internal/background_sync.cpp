@@ -50,6 +50,9 @@ void BackgroundSync::Run() {
       if (item.second) item.second();
       continue;
     }
+    // Gone: removed to be staged again (a retry), or by someone else. Not
+    // reported: the caller fsyncs what was not reported, and learns then.
+    if (st.code() == Code::kNotFound) continue;
     std::lock_guard<std::mutex> lock(mu_);
     if (failed_.ok()) failed_ = st;
   }

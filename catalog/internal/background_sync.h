@@ -4,6 +4,8 @@
 //
 // Stop() ends it: the threads finish the fsync in hand and exit; what is still
 // queued is dropped (the caller fsyncs whatever `on_synced` did not report).
+// A file that is gone when its turn comes (removed to be staged again) is
+// neither reported nor a failure.
 // A failed fsync is kept (the first one) and returned by Stop(): after a
 // failed fsync, Linux may report the next one as a success with the data
 // lost, so the caller must not retry it and call the file durable.

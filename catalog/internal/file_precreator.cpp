@@ -51,7 +51,13 @@ std::optional<Result<std::unique_ptr<WritableFile>>> FilePrecreator::Take(size_t
   cv_.wait(lock, [&] { return state_[index] != State::kCreating; });
   const State was = state_[index];
   state_[index] = State::kTaken;
-  if (was != State::kReady || !ready_[index]) return std::nullopt;  // pending (or stopped)
+  if (stopped_ && was != State::kTaken) {
+    // Created ahead and closed by Stop, or never created: either way the
+    // pull is over, and the caller must not create the file itself.
+    return Result<std::unique_ptr<WritableFile>>(
+        InternalError("staged file " + files_[index].path + " taken after the pull ended"));
+  }
+  if (was != State::kReady) return std::nullopt;  // not reached (or taken): the caller's
   std::optional<Result<std::unique_ptr<WritableFile>>> out = std::move(ready_[index]);
   ready_[index].reset();
   --waiting_;

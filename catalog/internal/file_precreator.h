@@ -50,7 +50,7 @@ class FilePrecreator {
   std::optional<Result<std::unique_ptr<WritableFile>>> Take(size_t index);
 
   // Stops creating and joins the thread; files never taken are closed (a
-  // later Take hands over nothing).
+  // later Take of one is an error).
   void Stop();
 
  private:

@@ -133,8 +133,10 @@ class Bench:
         tls_cost = want_lifeboat and a.tls_cost
         n_copies = (1 if want_rsync else 0) + (3 if want_lifeboat else 0) + (1 if tls_cost else 0) + 1
         self.aside = os.path.join(self.workdir, "set-aside") if a.set_aside else None
-        if self.aside:
-            n_copies += a.runs * sum(1 for wanted in (want_rsync, want_lifeboat, tls_cost) if wanted)
+        if self.aside:  # the B1 copies before the last one, of each side (no B4 file in them)
+            b1_runs = a.runs if "B1" in [s.strip().upper() for s in a.scenarios.split(",")] else 1
+            sides = sum(1 for wanted in (want_rsync, want_lifeboat, tls_cost) if wanted)
+            n_copies += (b1_runs - 1) * sides * gen["bytes"] / (gen["bytes"] + big)
         free = shutil.disk_usage(self.workdir).free
         need = disk_needed(gen["bytes"], big, n_copies)
         if free < need:

@@ -49,6 +49,20 @@ TEST_CASE("background fsyncs: a failure is returned by Stop and the file is not 
   CHECK(reported == 0);
 }
 
+TEST_CASE("background fsyncs: a file removed before its turn is neither reported nor a failure") {
+  TempDir tmp;
+  FaultEnv fenv(Env::Default());
+  std::atomic<int> reported{0};
+  BackgroundSync sync(fenv, 1);
+  sync.Add(tmp / "gone", [&] { ++reported; });  // removed to be staged again
+  Write(tmp / "f", "data");
+  sync.Add(tmp / "f", [&] { ++reported; });
+  for (int spins = 0; reported < 1 && spins < 100000; ++spins) std::this_thread::yield();
+  REQUIRE(sync.Stop().ok());
+  CHECK(reported == 1);  // only the file that was there
+  CHECK(fenv.Count(EnvOp::kSync) == 2);
+}
+
 TEST_CASE("background fsyncs: Stop returns without draining, later files are ignored") {
   TempDir tmp;
   std::atomic<int> reported{0};

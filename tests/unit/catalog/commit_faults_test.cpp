@@ -218,7 +218,7 @@ TEST_CASE("ENOSPC and EIO at every write site of a pull and commit: reported, ne
   CHECK_FALSE(sites.count(EnvOp::kSyncFs));
 }
 
-TEST_CASE("ENOSPC and EIO at every write site of a pull made durable by syncfs: reported, never a mix") {
+TEST_CASE("ENOSPC and EIO at every write site of a bulk pull (syncfs): reported, never a mix") {
   Fixture f;
   f.bulk_pull_from = 1;
   std::map<EnvOp, uint64_t> sites = FailEverySite(f);

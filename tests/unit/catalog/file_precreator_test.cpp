@@ -1,7 +1,8 @@
 #include "catalog/internal/file_precreator.h"
 
 #include <catch2/catch.hpp>
-#include <chrono>
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -26,10 +27,10 @@ std::vector<FilePrecreator::File> Files(const TempDir& tmp, int n, uint32_t mode
   return files;
 }
 
-// Waits (bounded) until the creator made `n` creations.
+// Waits (bounded) until `n` creations were made.
 void AwaitCreates(FaultEnv& fenv, uint64_t n) {
-  for (int i = 0; i < 2000 && fenv.Count(EnvOp::kOpenWrite) < n; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int spins = 0; fenv.Count(EnvOp::kOpenWrite) < n && spins < 10'000'000; ++spins) {
+    std::this_thread::yield();
   }
   REQUIRE(fenv.Count(EnvOp::kOpenWrite) >= n);
 }
@@ -56,14 +57,24 @@ void TakeOrCreate(FilePrecreator& pre, Env& env, const TempDir& tmp, size_t inde
 TEST_CASE("precreated files: created in order ahead of the taker, never more than depth waiting") {
   TempDir tmp;
   FaultEnv fenv(Env::Default());
+  // Each creation by the creator (the taker creates nothing here: it waits
+  // for each file) sees how many were created and not taken before it.
+  std::atomic<int> created{0}, takes_started{0}, most_waiting{0};
+  fenv.SetBeforeCall([&](EnvOp op, const std::string&) {
+    if (op != EnvOp::kOpenWrite) return;
+    int waiting = ++created - takes_started.load();  // this one included
+    int most = most_waiting.load();
+    while (waiting > most && !most_waiting.compare_exchange_weak(most, waiting)) {
+    }
+  });
   FilePrecreator pre(fenv, Files(tmp, 10), /*depth=*/3);
-  AwaitCreates(fenv, 3);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // room for a wrong fourth
-  CHECK(fenv.Count(EnvOp::kOpenWrite) == 3);
-  CHECK(Exists(*Env::Default(), tmp / "f2"));
-  CHECK_FALSE(Exists(*Env::Default(), tmp / "f3"));
-  for (size_t i = 0; i < 10; ++i) TakeOrCreate(pre, fenv, tmp, i, 0400);
+  for (size_t i = 0; i < 10; ++i) {
+    AwaitCreates(fenv, std::min<uint64_t>(i + 3, 10));  // the creator is ahead by depth
+    ++takes_started;
+    TakeOrCreate(pre, fenv, tmp, i, 0400);
+  }
   CHECK(fenv.Count(EnvOp::kOpenWrite) == 10);  // each file once
+  CHECK(most_waiting == 3);                    // ahead by depth, never more
 }
 
 TEST_CASE("precreated files: one the creator has not reached is the taker's, and skipped") {
@@ -103,11 +114,15 @@ TEST_CASE("precreated files: Stop joins and closes what was never taken") {
   AwaitCreates(fenv, 8);
   TakeOrCreate(pre, fenv, tmp, 0, 0400);
   pre.Stop();
-  const uint64_t made = fenv.Count(EnvOp::kOpenWrite);
-  CHECK(made <= 9);
-  CHECK_FALSE(pre.Take(1).has_value());  // stopped: nothing handed over
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  CHECK(fenv.Count(EnvOp::kOpenWrite) == made);  // the thread is gone
+  CHECK(fenv.Count(EnvOp::kOpenWrite) <= 9);  // ahead by depth at most
+  // Stopped: a file created ahead is closed, one never created is not the
+  // caller's to create either (the pull is over).
+  for (size_t i : {1, 50}) {
+    auto late = pre.Take(i);
+    REQUIRE(late.has_value());
+    CHECK_FALSE(late->ok());
+    CHECK(late->status().message().find("after the pull ended") != std::string::npos);
+  }
 }
 
 }  // namespace lifeboat::catalog::internal

@@ -48,6 +48,7 @@ struct StoreFixture {
     o.data_dir = data_dir;
     o.retention.keep_last = gens;
     o.removed_grace_ms = grace;
+    o.bulk_pull_from = bulk_pull_from;
     auto s = Store::Open(env, clock, o);
     REQUIRE(s.ok());
     return std::move(*s);
@@ -63,6 +64,7 @@ struct StoreFixture {
     return Store::Open(*Env::Default(), clock, o);
   }
   std::string Ds(const std::string& uuid) const { return exp.root + "/datasets/" + uuid; }
+  size_t bulk_pull_from = StoreOptions{}.bulk_pull_from;  // of the stores OpenStore opens
 };
 
 PlanSummary MustPull(StoreFixture& f, Store& store) {
@@ -339,6 +341,10 @@ class RecordingEnv final : public Env {
     Add("fsync", p);
     return real_->SyncFile(p);
   }
+  Result<std::unique_ptr<Filesystem>> OpenFilesystem(const std::string& p) override {
+    ASSIGN_OR_RETURN(auto fs, real_->OpenFilesystem(p));
+    return std::unique_ptr<Filesystem>(new RecordedFilesystem(this, std::move(fs)));
+  }
   Status SetMode(const std::string& p, uint32_t mode) override { return real_->SetMode(p, mode); }
   Status SetMtime(const std::string& p, int64_t ns) override { return real_->SetMtime(p, ns); }
   Status CopyFile(const std::string& a, const std::string& b, uint32_t mode) override {
@@ -347,6 +353,21 @@ class RecordingEnv final : public Env {
   }
 
  private:
+  class RecordedFilesystem final : public Filesystem {
+   public:
+    RecordedFilesystem(RecordingEnv* env, std::unique_ptr<Filesystem> fs)
+        : env_(env), fs_(std::move(fs)) {}
+    Status Sync() override {
+      env_->Add("syncfs", fs_->path());
+      return fs_->Sync();
+    }
+    const std::string& path() const override { return fs_->path(); }
+
+   private:
+    RecordingEnv* env_;
+    std::unique_ptr<Filesystem> fs_;
+  };
+
   void Add(const char* op, const std::string& path, const std::string& to = "") {
     std::lock_guard<std::mutex> lock(mu_);
     calls_.push_back({op, path, to});
@@ -358,6 +379,9 @@ class RecordingEnv final : public Env {
 
 TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it before the index") {
   StoreFixture f;
+  // File by file (fsyncs), and as a bulk pull (one syncfs per step).
+  f.bulk_pull_from = GENERATE(StoreOptions{}.bulk_pull_from, size_t{1});
+  const bool bulk = f.bulk_pull_from == 1;
   RecordingEnv renv;
   auto store = f.OpenStore(renv);
   REQUIRE(PullFrom(*f.exporter, *store, "headnode1").ok());
@@ -378,6 +402,13 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
     }
     return calls.size();
   };
+  // Index of the first call after `from` that makes `path` durable: its
+  // fsync (`op`), or in a bulk pull the catalog filesystem's syncfs.
+  auto synced = [&](const std::string& op, const std::string& path, size_t from = 0) {
+    const size_t i = bulk ? find("syncfs", f.data_dir, from) : find(op, path, from);
+    if (bulk) CHECK(find(op, path, from) == calls.size());  // no fsync besides
+    return i;
+  };
   // The index (the commit point) is renamed over catalog.json once.
   const size_t index = [&] {
     for (size_t j = 0; j < calls.size(); ++j) {
@@ -386,7 +417,7 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
     return calls.size();
   }();
   REQUIRE(index < calls.size());
-  CHECK(find("fsync", calls[index].path) < index);             // the index' new text
+  CHECK(synced("fsync", calls[index].path, find("create", calls[index].path)) < index);  // new text
   CHECK(find("fsync dir", f.data_dir, index) < calls.size());  // and its rename
   size_t objects = 0, descriptions = 0;
   for (size_t i = 0; i < calls.size(); ++i) {
@@ -399,8 +430,8 @@ TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it b
     // written, the directory that gained it is fsync'd, both before the index.
     const size_t created = find("create", c.path);
     REQUIRE(created < i);
-    CHECK(find("fsync", c.path, created) < i);
-    CHECK(find("fsync dir", DirName(c.to), i) < index);
+    CHECK(synced("fsync", c.path, created) < i);
+    CHECK(synced("fsync dir", DirName(c.to), i) < index);
     CHECK(i < index);
     (object ? objects : descriptions)++;
     if (!description) continue;
@@ -854,7 +885,8 @@ TEST_CASE(
   uint64_t crashes = 0;
   uint64_t after_commit = 0;  // crashed after the commit point, before the end of the commit
   for (uint64_t n = 0; n < 2000 && !completed; ++n) {
-    const std::string dir = f.tmp / ("run-" + std::to_string(bulk_pull_from) + "-" + std::to_string(n));
+    const std::string dir =
+        f.tmp / ("run-" + std::to_string(bulk_pull_from) + "-" + std::to_string(n));
     testing::CopyTree(tmpl, dir);
     FaultEnv fenv(Env::Default());
     fenv.CrashAfter(n);
