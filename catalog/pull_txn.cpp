@@ -137,7 +137,7 @@ struct PullTxn::State {
     std::string staged_path;
     bool object = false;  // an instance file, staged as an object
     bool opened = false;  // StageFile created the staged file (again: a retry)
-    size_t order = 0;     // its index in `transfers` (the order they are requested in)
+    size_t order = 0;     // its index in `transfers` (the order they are requested in; bulk pulls)
     bool finished = false;
     uint64_t finishes = 0;  // FinishFile successes (a file may be staged again)
     uint64_t synced = 0;    // the finish whose bytes `syncer` made durable
@@ -510,18 +510,19 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
 void PullTxn::StartTransfers() {
   State& s = *s_;
   Store::Impl& st = *s.store;
-  std::vector<internal::FilePrecreator::File> files;
+  if (s.transfers.size() < st.o_.bulk_pull_from) {
+    s.syncer = std::make_unique<internal::BackgroundSync>(st.env_, kBackgroundSyncThreads);
+    return;
+  }
+  std::vector<internal::FilePrecreator::File> files;  // in the order they are requested
+  files.reserve(s.transfers.size());
   for (size_t i = 0; i < s.transfers.size(); ++i) {
     State::TransferState& x = s.xfer[s.transfers[i].entry.path];
     x.order = i;
     files.push_back({x.staged_path, x.object ? kObjectMode : 0600});
   }
-  if (s.transfers.size() < st.o_.bulk_pull_from) {
-    s.syncer = std::make_unique<internal::BackgroundSync>(st.env_, kBackgroundSyncThreads);
-  } else {
-    s.precreator = std::make_unique<internal::FilePrecreator>(st.env_, std::move(files),
-                                                              kPrecreatedFiles);
-  }
+  s.precreator =
+      std::make_unique<internal::FilePrecreator>(st.env_, std::move(files), kPrecreatedFiles);
 }
 
 Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
