@@ -1,10 +1,11 @@
 // FilePrecreator: creates a pull's staged files ahead of their transfers,
 // on a thread of its own, so that the thread running the transfers does not
-// pay for file creation. Creating a file is the costliest step of a small
-// file's transfer on the puller (inode allocation: on ext4 without a
-// journal, after many deletions, a scan past every recently freed inode of
-// the group), and the transfers run one at a time on one thread while the
-// other core idles. Used by PullTxn for a bulk pull (StoreOptions).
+// pay for file creation. Creating a file can be the costliest step of a
+// small file's transfer on the puller (inode allocation: on ext4 without a
+// journal, soon after many deletions, a scan past every recently freed
+// inode of the group), and the transfers run one at a time on one thread
+// while the other core idles. Used by PullTxn for a bulk pull
+// (StoreOptions::bulk_pull_from).
 //
 // The files are created in the order given (the order the pull requests
 // them), each with OpenWrite(path, mode, exclusive), at most `depth` of them
@@ -15,7 +16,8 @@
 // the error, and the creator goes on with the next file.
 //
 // Thread-safe. Stop() (also the destructor) joins the thread and closes the
-// files never taken (they stay on disk, in the pull's staging directory).
+// files never taken (they stay on disk, in the pull's staging directory);
+// a Take after Stop is an error.
 #ifndef LIFEBOAT_CATALOG_INTERNAL_FILE_PRECREATOR_H_
 #define LIFEBOAT_CATALOG_INTERNAL_FILE_PRECREATOR_H_
 
