@@ -31,7 +31,6 @@ Status SyncAll(Env& env, const SyncSet& set, Filesystem* fs, size_t fs_from) {
   work.reserve(set.files.size() + set.dirs.size());
   for (const std::string& f : set.files) work.emplace_back(&f, false);
   for (const std::string& d : set.dirs) work.emplace_back(&d, true);
-  if (work.empty()) return Status::Ok();
   const size_t threads = std::clamp<size_t>(work.size() / kSyncPerThread, 1, kSyncThreads);
   std::atomic<size_t> next{0};
   std::mutex mu;
