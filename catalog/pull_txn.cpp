@@ -16,6 +16,7 @@
 #include "catalog/checkout.h"
 #include "catalog/internal/background_sync.h"
 #include "catalog/internal/file_precreator.h"
+#include "catalog/internal/write_behind.h"
 #include "catalog/internal/plan_entries.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
@@ -75,6 +76,8 @@ Result<std::string> KeepOrphan(Store::Impl& st, const std::string& staging, cons
 constexpr size_t kBackgroundSyncThreads = 2;
 // Staged files a bulk pull creates ahead of its transfers (open descriptors).
 constexpr size_t kPrecreatedFiles = 32;
+// Bytes a bulk pull's transfers may have queued for its writer thread.
+constexpr size_t kWriteBehindBytes = 16u << 20;
 
 struct PullTxn::State {
   Store::Impl* store = nullptr;
@@ -153,6 +156,9 @@ struct PullTxn::State {
   // A bulk pull's staged files, created ahead of their transfers on a
   // thread of their own (null for a smaller pull).
   std::unique_ptr<internal::FilePrecreator> precreator;
+  // A bulk pull's staged-file writes, done on a thread of their own (null
+  // for a smaller pull).
+  std::unique_ptr<internal::WriteBehind> writer;
   std::unordered_map<std::string, TransferState> xfer;
   std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
   std::vector<std::string> plan_files;         // staged by Plan: empty files
@@ -306,6 +312,7 @@ const std::vector<Transfer>& PullTxn::transfers() const { return s_->transfers; 
 void PullTxn::Abort() {
   if (s_->done) return;
   s_->done = true;
+  if (s_->writer) s_->writer->Stop();
   if (s_->syncer) s_->syncer->Stop().IgnoreError();
   if (s_->precreator) s_->precreator->Stop();
   s_->store->trash_->Discard(s_->staging).IgnoreError();
@@ -523,6 +530,7 @@ void PullTxn::StartTransfers() {
   }
   s.precreator =
       std::make_unique<internal::FilePrecreator>(st.env_, std::move(files), kPrecreatedFiles);
+  s.writer = std::make_unique<internal::WriteBehind>(kWriteBehindBytes);
 }
 
 Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
@@ -931,6 +939,7 @@ Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path
   if (s.precreator && !again) ahead = s.precreator->Take(order);
   if (!ahead) ahead = env.OpenWrite(staged, object ? kObjectMode : 0600, /*exclusive=*/true);
   ASSIGN_OR_RETURN(auto file, std::move(*ahead));
+  if (s.writer) file = s.writer->Wrap(std::move(file));
   return std::unique_ptr<WritableFile>(new StagedFile(&s, path, std::move(file)));
 }
 
@@ -972,7 +981,10 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
   }
   // An object keeps the time its content first arrived (it serves many
   // paths); images and records carry the exported mtime.
-  if (!object) RETURN_IF_ERROR(env.SetMtime(staged, want.mtime_ns));
+  if (!object) {
+    if (s.writer) RETURN_IF_ERROR(s.writer->Drain());  // written and closed first
+    RETURN_IF_ERROR(env.SetMtime(staged, want.mtime_ns));
+  }
   uint64_t finish;
   {
     std::lock_guard<std::mutex> lock(s.mu);
@@ -1305,6 +1317,11 @@ Status PullTxn::Commit() {
     }
   }
   // What the background fsyncs did not get to is fsync'd below, with the rest.
+  if (s.writer) {
+    // The writes of a bulk pull: all done, or the pull fails with the first failure.
+    RETURN_IF_ERROR(s.writer->Drain());
+    s.writer->Stop();
+  }
   if (s.precreator) s.precreator->Stop();
   if (s.syncer) RETURN_IF_ERROR(s.syncer->Stop());
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
