@@ -77,7 +77,7 @@ constexpr size_t kBackgroundSyncThreads = 2;
 // Staged files a bulk pull creates ahead of its transfers (open descriptors).
 constexpr size_t kPrecreatedFiles = 32;
 // Bytes a bulk pull's transfers may have queued for its writer thread.
-constexpr size_t kWriteBehindBytes = 16u << 20;
+constexpr size_t kWriteBehindBytes = 4u << 20;
 
 struct PullTxn::State {
   Store::Impl* store = nullptr;
