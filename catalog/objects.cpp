@@ -30,6 +30,46 @@ Status ObjectStore::Adopt(const std::string& staged, const Digest256& id,
   return Status::Ok();
 }
 
+std::string ObjectStore::StagedPath(const std::string& staged_dir, const Digest256& id) {
+  const std::string hex = id.Hex();
+  return staged_dir + "/" + hex.substr(0, 2) + "/" + hex.substr(2);
+}
+
+Status ObjectStore::AdoptStaged(const std::string& staged_dir, const std::vector<Digest256>& ids,
+                                std::set<std::string>* changed_dirs) {
+  std::map<std::string, std::vector<Digest256>> by_fan;  // "ab" -> its objects
+  for (const Digest256& id : ids) by_fan[id.Hex().substr(0, 2)].push_back(id);
+  for (const auto& [fan, fan_ids] : by_fan) {
+    const std::string path = dir_ + "/" + fan;
+    const std::string staged_fan = staged_dir + "/" + fan;
+    auto st = env_.Stat(path);
+    if (!st.ok() && st.status().code() != Code::kNotFound) return st.status();
+    if (!st.ok() && HoldsExactly(staged_fan, fan_ids)) {
+      RETURN_IF_ERROR(env_.Rename(staged_fan, path));
+      changed_dirs->insert(dir_);
+      changed_dirs->insert(path);
+      continue;
+    }
+    for (const Digest256& id : fan_ids) {
+      RETURN_IF_ERROR(Adopt(StagedPath(staged_dir, id), id, changed_dirs));
+    }
+  }
+  return Status::Ok();
+}
+
+// True when directory `staged_fan` holds regular files named after `ids`
+// (their last 62 hex) and nothing else.
+bool ObjectStore::HoldsExactly(const std::string& staged_fan, const std::vector<Digest256>& ids) {
+  auto names = env_.ListDir(staged_fan);
+  if (!names.ok() || names->size() != ids.size()) return false;
+  std::set<std::string> want;
+  for (const Digest256& id : ids) want.insert(id.Hex().substr(2));
+  for (const DirEntry& e : *names) {
+    if (e.type != FileType::kRegular || !want.erase(e.name)) return false;
+  }
+  return want.empty();
+}
+
 Result<std::vector<Digest256>> ObjectStore::List() const {
   std::vector<Digest256> out;
   auto fans = env_.ListDir(dir_);

@@ -17,6 +17,7 @@
 #define LIFEBOAT_CATALOG_OBJECTS_H_
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -52,6 +53,21 @@ class ObjectStore {
   // immutable, the first copy stays.
   Status Adopt(const std::string& staged, const Digest256& id, std::set<std::string>* changed_dirs);
 
+  // Where a pull stages object `id` under `staged_dir`: the layout of
+  // objects/ itself (<staged_dir>/<2 hex>/<62 hex>), so that AdoptStaged
+  // can move a whole fan-out directory in.
+  static std::string StagedPath(const std::string& staged_dir, const Digest256& id);
+
+  // Adopts each of `ids`, staged (verified and durable) at
+  // StagedPath(staged_dir, id). A fan-out directory objects/ lacks is moved
+  // in whole, one rename, when its staged directory holds exactly the
+  // staged objects named there (a first pull into an empty catalog adopts
+  // 256 directories, not one file per object); every other object goes
+  // through Adopt. Changed directories as Adopt, plus each directory moved
+  // in (its ".." changed).
+  Status AdoptStaged(const std::string& staged_dir, const std::vector<Digest256>& ids,
+                     std::set<std::string>* changed_dirs);
+
   // Every object on disk (garbage collection at Open). Names that are not
   // object names are ignored.
   Result<std::vector<Digest256>> List() const;
@@ -59,6 +75,8 @@ class ObjectStore {
   Status Remove(const Digest256& id) { return env_.RemoveFile(PathOf(id)); }
 
  private:
+  bool HoldsExactly(const std::string& staged_fan, const std::vector<Digest256>& ids);
+
   Env& env_;
   std::string dir_;
 };

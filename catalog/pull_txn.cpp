@@ -533,6 +533,18 @@ void PullTxn::StartTransfers() {
   s.writer = std::make_unique<internal::WriteBehind>(kWriteBehindBytes);
 }
 
+Result<std::string> PullTxn::StagedObjectPath(const Digest256& id) {
+  State& s = *s_;
+  const std::string staged = ObjectStore::StagedPath(s.staging + "/objects", id);
+  const std::string fan = DirName(staged);
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (!s.known_dirs.count(fan)) {
+    RETURN_IF_ERROR(s.store->env_.MakeDir(fan, 0700));
+    s.known_dirs.insert(fan);
+  }
+  return staged;
+}
+
 Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
                              const std::map<std::string, FileEntry>& answered,
                              const std::set<std::string>& removed, bool full, const Held& held) {
@@ -675,7 +687,7 @@ Status PullTxn::PlanFile(const FileEntry& f, const FileEntry* prev, bool damaged
     ++s.summary.unchanged_files;
     return Status::Ok();
   }
-  const std::string staged = s.staging + "/objects/" + f.sha256.Hex();
+  ASSIGN_OR_RETURN(const std::string staged, StagedObjectPath(f.sha256));
   s.new_objects[f.sha256] = staged;
   if (f.size == 0) {
     if (f.digest != Xxh3Digest(std::string_view()) ||
@@ -1005,7 +1017,8 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
 
 // Phase 0: each changed instance's description written under .staging/ (its
 // seq: past every description on disk, also those of failed commits), then
-// every file and directory this pull staged is fsync'd, several at once,
+// every file and directory this pull staged (but the objects' fan-out
+// directories) is fsync'd, several at once,
 // before anything is renamed in. Returns the description texts.
 Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
   State& s = *s_;
@@ -1018,7 +1031,13 @@ Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
       if (x.synced != x.finishes) sync.files.push_back(x.staged_path);
     }
     sync.files.insert(sync.files.end(), s.plan_files.begin(), s.plan_files.end());
-    sync.dirs.insert(s.known_dirs.begin(), s.known_dirs.end());
+    // A staged fan-out directory needs no fsync here: its objects are
+    // renamed out of it (the directory they land in is fsync'd), or it is
+    // moved in whole and fsync'd in its new place (ObjectStore::AdoptStaged).
+    const std::string fans = s.staging + "/objects/";
+    for (const std::string& dir : s.known_dirs) {
+      if (!dir.starts_with(fans)) sync.dirs.insert(dir);
+    }
   }
   std::vector<std::string> texts(s.changed.size());
   for (size_t i = 0; i < s.changed.size(); ++i) {
@@ -1096,7 +1115,7 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
                 {{"instance", si->desc.r.uuid}, {"tree", t.id.Hex()}});
       RETURN_IF_ERROR(st.trash_->Discard(st.objects_.PathOf(t.id)));
     }
-    const std::string staged = s.staging + "/objects/" + t.id.Hex();
+    ASSIGN_OR_RETURN(const std::string staged, StagedObjectPath(t.id));
     ASSIGN_OR_RETURN(auto w, st.env_.OpenWrite(staged, kObjectMode, true));
     RETURN_IF_ERROR(w->Append(t.text));
     RETURN_IF_ERROR(w->Close());
@@ -1129,9 +1148,10 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   SyncSet sync;
   // 1. Objects, then images (before the generations that name them). What a
   // commit that fails later renamed in is garbage: unpinned, then deleted.
-  for (const auto& [id, staged] : s.new_objects) {
-    RETURN_IF_ERROR(st.objects_.Adopt(staged, id, &sync.dirs));
-  }
+  std::vector<Digest256> ids;
+  ids.reserve(s.new_objects.size());
+  for (const auto& [id, staged] : s.new_objects) ids.push_back(id);
+  RETURN_IF_ERROR(st.objects_.AdoptStaged(s.staging + "/objects", ids, &sync.dirs));
   for (const State::StagedImage& si : s.images) {
     const std::string final_dir = st.ImageDir(si.img.uuid);
     if (!Exists(env, final_dir)) {

@@ -318,6 +318,9 @@ class PullTxn {
                     const std::map<std::string, syncproto::FileEntry>& other);
   Status PlanRecords(const std::map<std::string, syncproto::FileEntry>& other);
   void StartTransfers();
+  // Where object `id` is staged (ObjectStore::StagedPath), its staged
+  // fan-out directory made when this pull has not made it yet.
+  Result<std::string> StagedObjectPath(const Digest256& id);
   // Commit's phases (pull_txn.cpp).
   Result<std::vector<std::string>> StageDescriptions(int64_t now);
   Status StageTrees(size_t changed_index, std::vector<std::string>* staged_files);

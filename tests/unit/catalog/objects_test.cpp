@@ -1,5 +1,7 @@
 // ObjectRefs (catalog/objects.h): a registered tree holds its children once,
 // however many generations share it, and frees them with itself.
+// ObjectStore::AdoptStaged: a fan-out directory the store lacks moves in
+// whole, anything else object by object.
 #include "catalog/objects.h"
 
 #include <algorithm>
@@ -7,6 +9,8 @@
 #include <vector>
 
 #include <catch2/catch.hpp>
+
+#include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog {
 namespace {
@@ -18,7 +22,73 @@ std::vector<Digest256> Sorted(std::vector<Digest256> ids) {
   return ids;
 }
 
+// `n` contents whose objects share one fan-out directory, starting the search at `seed`.
+std::vector<std::string> SameFan(size_t n, const std::string& seed) {
+  std::vector<std::string> out;
+  std::string fan;
+  for (int i = 0; out.size() < n; ++i) {
+    std::string text = seed;
+    text += std::to_string(i);
+    const std::string hex = Id(text).Hex();
+    if (fan.empty()) fan = hex.substr(0, 2);
+    if (hex.starts_with(fan)) out.push_back(text);
+  }
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("AdoptStaged moves a missing fan-out directory in whole, adopts into an existing one") {
+  using testing::Read;
+  using testing::Write;
+  testing::TempDir tmp;
+  Env& env = *Env::Default();
+  REQUIRE(env.MakeDir(tmp / "objects").ok());
+  ObjectStore store(env, tmp / "objects");
+  const std::string staged = tmp / "staged";
+  std::vector<Digest256> ids;
+  auto stage = [&](const std::string& text) {
+    Write(ObjectStore::StagedPath(staged, Id(text)), text);
+    ids.push_back(Id(text));
+  };
+  const std::vector<std::string> fresh = SameFan(2, "fresh");  // a fan the store lacks
+  const std::vector<std::string> held = SameFan(2, "held");    // a fan it has: one object held
+  for (const std::string& t : fresh) stage(t);
+  for (const std::string& t : held) stage(t);
+  const std::string held_fan = store.dir() + "/" + Id(held[0]).Hex().substr(0, 2);
+  Write(store.PathOf(Id(held[0])), held[0]);  // the first copy, which stays
+  std::set<std::string> changed;
+  REQUIRE(store.AdoptStaged(staged, ids, &changed).ok());
+  for (const std::string& t : fresh) CHECK(Read(store.PathOf(Id(t))) == t);
+  for (const std::string& t : held) CHECK(Read(store.PathOf(Id(t))) == t);
+  const std::string fresh_fan = store.dir() + "/" + Id(fresh[0]).Hex().substr(0, 2);
+  // The fresh fan is the staged directory itself, now in place.
+  CHECK_FALSE(Exists(env, staged + "/" + Id(fresh[0]).Hex().substr(0, 2)));
+  // The held fan gained the other object; the staged copy of the held one is gone.
+  CHECK_FALSE(Exists(env, ObjectStore::StagedPath(staged, Id(held[0]))));
+  CHECK(changed == std::set<std::string>{store.dir(), fresh_fan, held_fan});
+}
+
+TEST_CASE("AdoptStaged moves a staged fan-out directory only when it holds exactly the objects") {
+  using testing::Read;
+  using testing::Write;
+  testing::TempDir tmp;
+  Env& env = *Env::Default();
+  REQUIRE(env.MakeDir(tmp / "objects").ok());
+  ObjectStore store(env, tmp / "objects");
+  const std::string staged = tmp / "staged";
+  const std::vector<std::string> texts = SameFan(2, "x");
+  const std::string fan = Id(texts[0]).Hex().substr(0, 2);
+  for (const std::string& t : texts) Write(ObjectStore::StagedPath(staged, Id(t)), t);
+  // A stray file beside the objects (not one of `ids`) never enters objects/.
+  const std::string stray = staged + "/" + fan + "/" + std::string(62, 'f');
+  Write(stray, "not verified");
+  std::set<std::string> changed;
+  REQUIRE(store.AdoptStaged(staged, {Id(texts[0]), Id(texts[1])}, &changed).ok());
+  for (const std::string& t : texts) CHECK(Read(store.PathOf(Id(t))) == t);
+  CHECK(Exists(env, stray));
+  CHECK_FALSE(Exists(env, store.dir() + "/" + fan + "/" + std::string(62, 'f')));
+}
 
 TEST_CASE("a registered tree holds its children until its own count drops to zero") {
   ObjectRefs refs;
