@@ -38,56 +38,58 @@ std::vector<std::string> SameFan(size_t n, const std::string& seed) {
 
 }  // namespace
 
-TEST_CASE("AdoptStaged moves a missing fan-out directory in whole, adopts into an existing one") {
-  using testing::Read;
-  using testing::Write;
+// An empty objects/ and a staging directory beside it.
+struct AdoptFixture {
   testing::TempDir tmp;
   Env& env = *Env::Default();
-  REQUIRE(env.MakeDir(tmp / "objects").ok());
-  ObjectStore store(env, tmp / "objects");
+  ObjectStore store{env, tmp / "objects"};
   const std::string staged = tmp / "staged";
-  std::vector<Digest256> ids;
-  auto stage = [&](const std::string& text) {
-    Write(ObjectStore::StagedPath(staged, Id(text)), text);
-    ids.push_back(Id(text));
-  };
+
+  AdoptFixture() { REQUIRE(env.MakeDir(store.dir()).ok()); }
+  // Stages `text` as its object; returns its id.
+  Digest256 Stage(const std::string& text) {
+    testing::Write(ObjectStore::StagedPath(staged, Id(text)), text);
+    return Id(text);
+  }
+  std::string Fan(const std::string& text) const { return Id(text).Hex().substr(0, 2); }
+};
+
+TEST_CASE("AdoptStaged moves a missing fan-out directory in whole, adopts into an existing one") {
+  using testing::Read;
+  AdoptFixture f;
   const std::vector<std::string> fresh = SameFan(2, "fresh");  // a fan the store lacks
   const std::vector<std::string> held = SameFan(2, "held");    // a fan it has: one object held
-  for (const std::string& t : fresh) stage(t);
-  for (const std::string& t : held) stage(t);
-  const std::string held_fan = store.dir() + "/" + Id(held[0]).Hex().substr(0, 2);
-  Write(store.PathOf(Id(held[0])), held[0]);  // the first copy, which stays
+  std::vector<Digest256> ids;
+  for (const std::string& t : fresh) ids.push_back(f.Stage(t));
+  for (const std::string& t : held) ids.push_back(f.Stage(t));
+  testing::Write(f.store.PathOf(Id(held[0])), held[0]);  // the first copy, which stays
   std::set<std::string> changed;
-  REQUIRE(store.AdoptStaged(staged, ids, &changed).ok());
-  for (const std::string& t : fresh) CHECK(Read(store.PathOf(Id(t))) == t);
-  for (const std::string& t : held) CHECK(Read(store.PathOf(Id(t))) == t);
-  const std::string fresh_fan = store.dir() + "/" + Id(fresh[0]).Hex().substr(0, 2);
+  REQUIRE(f.store.AdoptStaged(f.staged, ids, &changed).ok());
+  for (const std::string& t : fresh) CHECK(Read(f.store.PathOf(Id(t))) == t);
+  for (const std::string& t : held) CHECK(Read(f.store.PathOf(Id(t))) == t);
   // The fresh fan is the staged directory itself, now in place.
-  CHECK_FALSE(Exists(env, staged + "/" + Id(fresh[0]).Hex().substr(0, 2)));
+  CHECK_FALSE(Exists(f.env, f.staged + "/" + f.Fan(fresh[0])));
   // The held fan gained the other object; the staged copy of the held one is gone.
-  CHECK_FALSE(Exists(env, ObjectStore::StagedPath(staged, Id(held[0]))));
-  CHECK(changed == std::set<std::string>{store.dir(), fresh_fan, held_fan});
+  CHECK_FALSE(Exists(f.env, ObjectStore::StagedPath(f.staged, Id(held[0]))));
+  const std::set<std::string> want{f.store.dir(), f.store.dir() + "/" + f.Fan(fresh[0]),
+                                   f.store.dir() + "/" + f.Fan(held[0])};
+  CHECK(changed == want);
 }
 
 TEST_CASE("AdoptStaged moves a staged fan-out directory only when it holds exactly the objects") {
-  using testing::Read;
-  using testing::Write;
-  testing::TempDir tmp;
-  Env& env = *Env::Default();
-  REQUIRE(env.MakeDir(tmp / "objects").ok());
-  ObjectStore store(env, tmp / "objects");
-  const std::string staged = tmp / "staged";
+  AdoptFixture f;
   const std::vector<std::string> texts = SameFan(2, "x");
-  const std::string fan = Id(texts[0]).Hex().substr(0, 2);
-  for (const std::string& t : texts) Write(ObjectStore::StagedPath(staged, Id(t)), t);
+  std::vector<Digest256> ids;
+  for (const std::string& t : texts) ids.push_back(f.Stage(t));
   // A stray file beside the objects (not one of `ids`) never enters objects/.
-  const std::string stray = staged + "/" + fan + "/" + std::string(62, 'f');
-  Write(stray, "not verified");
+  const std::string stray_name = std::string(62, 'f');
+  const std::string stray = f.staged + "/" + f.Fan(texts[0]) + "/" + stray_name;
+  testing::Write(stray, "not verified");
   std::set<std::string> changed;
-  REQUIRE(store.AdoptStaged(staged, {Id(texts[0]), Id(texts[1])}, &changed).ok());
-  for (const std::string& t : texts) CHECK(Read(store.PathOf(Id(t))) == t);
-  CHECK(Exists(env, stray));
-  CHECK_FALSE(Exists(env, store.dir() + "/" + fan + "/" + std::string(62, 'f')));
+  REQUIRE(f.store.AdoptStaged(f.staged, ids, &changed).ok());
+  for (const std::string& t : texts) CHECK(testing::Read(f.store.PathOf(Id(t))) == t);
+  CHECK(Exists(f.env, stray));
+  CHECK_FALSE(Exists(f.env, f.store.dir() + "/" + f.Fan(texts[0]) + "/" + stray_name));
 }
 
 TEST_CASE("a registered tree holds its children until its own count drops to zero") {
