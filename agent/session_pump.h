@@ -125,6 +125,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     kick_ = false;
     busy_ = true;
     auto in = std::make_shared<std::vector<uint8_t>>(std::move(inbox_));
+    inbox_ = std::move(spare_);  // the capacity the previous work item's bytes had
     inbox_.clear();
     conn_->ResumeReading();
     auto out = std::make_shared<std::vector<uint8_t>>();
@@ -142,7 +143,10 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
                                : WorkPlain(*s, *in, out.get());
           *done = s->done() && (tls == nullptr || tls->ciphertext().empty());
         },
-        [self, out, st, done] { self->AfterWork(std::move(*out), *st, *done); });
+        [self, in, out, st, done] {
+          if (in->capacity() <= kSpareMaxBytes) self->spare_ = std::move(*in);
+          self->AfterWork(std::move(*out), *st, *done);
+        });
   }
 
   static Status WorkPlain(Session& s, const std::vector<uint8_t>& in, std::vector<uint8_t>* out) {
@@ -205,6 +209,9 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
   }
 
   static constexpr size_t kInboxHighWater = 4u << 20;
+  // A received-bytes buffer up to this capacity is kept for the next work
+  // item's bytes: no growing and page-faulting a new one per work item.
+  static constexpr size_t kSpareMaxBytes = 2 * kInboxHighWater;
 
   uv_loop_t* loop_;
   std::shared_ptr<Connection> conn_;
@@ -213,7 +220,8 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
   std::unique_ptr<syncproto::TlsChannel> tls_;
   bool tls_started_ = false;
   size_t high_water_;
-  std::vector<uint8_t> inbox_;
+  std::vector<uint8_t> inbox_;  // received bytes waiting for the next work item
+  std::vector<uint8_t> spare_;  // emptied, kept for its capacity
   bool busy_ = false;
   bool kick_ = false;
   bool more_output_ = false;

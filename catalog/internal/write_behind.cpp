@@ -36,6 +36,17 @@ struct WriteBehind::Shared {
     return Status::Ok();
   }
 
+  // A buffer for a chunk: one the thread is done with when there is one
+  // (its capacity reused: no allocation and first touch per chunk).
+  std::vector<uint8_t> TakeBuffer() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (spare.empty()) return {};
+    std::vector<uint8_t> buf = std::move(spare.back());
+    spare.pop_back();
+    spare_bytes -= buf.capacity();
+    return buf;
+  }
+
   Status Failed() {
     std::lock_guard<std::mutex> lock(mu);
     return failed;
@@ -72,8 +83,14 @@ struct WriteBehind::Shared {
           break;
       }
       const size_t bytes = job.data.size();
-      job = Job{};  // frees the buffer and, after a close, the file
+      std::vector<uint8_t> buf = std::move(job.data);
+      job = Job{};  // after a close, frees the file
       lock.lock();
+      if (buf.capacity() != 0 && spare_bytes + buf.capacity() <= max_queued_bytes) {
+        spare_bytes += buf.capacity();
+        buf.clear();
+        spare.push_back(std::move(buf));
+      }
       queued_bytes -= bytes;
       busy = false;
       if (!st.ok() && failed.ok()) failed = st;
@@ -86,6 +103,8 @@ struct WriteBehind::Shared {
   std::condition_variable cv;  // the thread waits for jobs; Queue for room; Drain for the end
   std::deque<Job> queue;
   size_t queued_bytes = 0;
+  std::vector<std::vector<uint8_t>> spare;  // written chunks' buffers, for reuse
+  size_t spare_bytes = 0;                   // their capacity, at most max_queued_bytes
   bool busy = false;  // the thread is doing a job
   bool stopped = false;
   Status failed;
@@ -102,6 +121,7 @@ class WriteBehind::File final : public WritableFile {
     if (!file_) return IoError("write after close on " + path_);
     Shared::Job job;
     job.file = file_;
+    job.data = shared_->TakeBuffer();
     job.data.assign(data.begin(), data.end());
     return shared_->Queue(std::move(job));
   }

@@ -6,7 +6,9 @@
 // pull (StoreOptions::bulk_pull_from), together with FilePrecreator.
 //
 // Wrap(file) returns a WritableFile whose Append copies the bytes and queues
-// them (waiting while more than `max_queued_bytes` are queued), whose
+// them (waiting while more than `max_queued_bytes` are queued; the copy
+// goes into the buffer of a chunk written before when there is one, up to
+// `max_queued_bytes` of such buffers kept), whose
 // StartWriteback and Close are queued after them, in order, and whose Sync
 // waits for the file's queued work first. Close returns at once: a write or
 // close that fails on the thread is kept (the first failure of all files)
