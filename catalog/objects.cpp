@@ -65,7 +65,13 @@ bool ObjectStore::HoldsExactly(const std::string& staged_fan, const std::vector<
   std::set<std::string> want;
   for (const Digest256& id : ids) want.insert(id.Hex().substr(2));
   for (const DirEntry& e : *names) {
-    if (e.type != FileType::kRegular || !want.erase(e.name)) return false;
+    FileType type = e.type;
+    if (type == FileType::kOther) {  // the filesystem did not say (d_type unknown)
+      auto st = env_.Stat(staged_fan + "/" + e.name);
+      if (!st.ok()) return false;
+      type = st->type;
+    }
+    if (type != FileType::kRegular || !want.erase(e.name)) return false;
   }
   return want.empty();
 }

@@ -8,7 +8,8 @@
 // Wrap(file) returns a WritableFile whose Append copies the bytes and queues
 // them (waiting while more than `max_queued_bytes` are queued; the copy
 // goes into the buffer of a chunk written before when there is one, up to
-// `max_queued_bytes` of such buffers kept), whose
+// `max_queued_bytes` of such buffers' capacity kept: memory is bounded by
+// about twice `max_queued_bytes`), whose
 // StartWriteback and Close are queued after them, in order, and whose Sync
 // waits for the file's queued work first. Close returns at once: a write or
 // close that fails on the thread is kept (the first failure of all files)
@@ -16,7 +17,8 @@
 // the pull stops at its next write. fd() is -1 (the writes are not the
 // caller's to do).
 //
-// Drain waits until everything queued has been done. Stop (also the
+// Drain waits until everything queued has been done (after Stop it returns
+// at once: the thread ran what was queued before it ended). Stop (also the
 // destructor) joins the thread after what is queued; a wrapped file used
 // afterwards (it may outlive the WriteBehind) fails, and is closed when
 // destroyed. Thread-safe.
