@@ -16,10 +16,10 @@
 #include "catalog/checkout.h"
 #include "catalog/internal/background_sync.h"
 #include "catalog/internal/file_precreator.h"
-#include "catalog/internal/write_behind.h"
 #include "catalog/internal/plan_entries.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/internal/util.h"
+#include "catalog/internal/write_behind.h"
 #include "catalog/provider.h"
 #include "catalog/trash.h"
 
