@@ -117,8 +117,9 @@ struct PullTxn::State {
   std::vector<std::string> still_removed;  // removed before, missed again by this pull
   std::vector<std::string> reappeared;
 
-  // Objects this pull brings, each content once: staged path by id.
-  std::map<Digest256, std::string> new_objects;
+  // Objects this pull brings, each content once, staged at
+  // ObjectStore::StagedPath(staging + "/objects", id).
+  std::set<Digest256> new_objects;
 
   struct StagedImage {
     StoredImage img;
@@ -688,7 +689,7 @@ Status PullTxn::PlanFile(const FileEntry& f, const FileEntry* prev, bool damaged
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(const std::string staged, StagedObjectPath(f.sha256));
-  s.new_objects[f.sha256] = staged;
+  s.new_objects.insert(f.sha256);
   if (f.size == 0) {
     if (f.digest != Xxh3Digest(std::string_view()) ||
         f.sha256 != Sha256Digest(std::string_view())) {
@@ -1120,7 +1121,7 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
     RETURN_IF_ERROR(w->Append(t.text));
     RETURN_IF_ERROR(w->Close());
     staged_files->push_back(staged);
-    s.new_objects[t.id] = staged;
+    s.new_objects.insert(t.id);
   }
   si->desc.has_tree = true;
   si->desc.top = json::parse(built.top);
@@ -1148,9 +1149,7 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   SyncSet sync;
   // 1. Objects, then images (before the generations that name them). What a
   // commit that fails later renamed in is garbage: unpinned, then deleted.
-  std::vector<Digest256> ids;
-  ids.reserve(s.new_objects.size());
-  for (const auto& [id, staged] : s.new_objects) ids.push_back(id);
+  const std::vector<Digest256> ids(s.new_objects.begin(), s.new_objects.end());
   RETURN_IF_ERROR(st.objects_.AdoptStaged(s.staging + "/objects", ids, &sync.dirs));
   for (const State::StagedImage& si : s.images) {
     const std::string final_dir = st.ImageDir(si.img.uuid);
