@@ -25,11 +25,11 @@
 #include "base/env.h"
 #include "base/lock_file.h"
 #include "base/log.h"
-#include "catalog/exporter.h"
 #include "catalog/held_export.h"
-#include "catalog/provider.h"
-#include "catalog/retired.h"
 #include "catalog/store.h"
+#include "exports/exporter.h"
+#include "exports/provider.h"
+#include "exports/retired.h"
 #include "syncproto/session.h"
 
 namespace lifeboat::agent {
@@ -81,8 +81,8 @@ class Daemon final : public ControlBackend {
   std::optional<LockFile> data_dir_lock_;  // one agent per data_dir
   std::unique_ptr<catalog::Store> store_;
   std::unique_ptr<catalog::HeldExport> held_;
-  std::unique_ptr<catalog::Provider> provider_;
-  std::unique_ptr<catalog::Exporter> exporter_;
+  std::unique_ptr<exports::Provider> provider_;
+  std::unique_ptr<exports::Exporter> exporter_;
   std::unique_ptr<syncproto::SignatureCache> sig_cache_;
   std::unique_ptr<TokenBucket> bwlimit_;
   std::unique_ptr<PeerServer> peer_server_;
@@ -139,23 +139,23 @@ Status Daemon::Open() {
                                                     "agent.data_dir " + data_dir));
   data_dir_lock_.emplace(std::move(lock));
 
-  ASSIGN_OR_RETURN(store_, catalog::Store::Open(env, *clock_,
-                                                StoreOptionsFor(cfg_, /*read_only=*/false)));
+  ASSIGN_OR_RETURN(store_,
+                   catalog::Store::Open(env, *clock_, StoreOptionsFor(cfg_, /*read_only=*/false)));
 
   std::string export_state = JoinPath(data_dir, ".export");
   RETURN_IF_ERROR(CreateDirs(env, export_state, 0700));
   if (cfg_.export_.provider == conf::ExportProvider::kDir) {
-    provider_ = catalog::MakeDirProvider(env, cfg_.export_.root);
+    provider_ = exports::MakeDirProvider(env, cfg_.export_.root);
   } else {
-    catalog::SmartosOptions o;
+    exports::SmartosOptions o;
     o.cache_dir = JoinPath(export_state, "smartos-cache");
     o.destroy_leftover_snapshots = true;  // the agent is the one process taking them
     o.sapi_command = cfg_.export_.sapi_command;
-    ASSIGN_OR_RETURN(provider_, catalog::MakeSmartosProvider(env, o));
+    ASSIGN_OR_RETURN(provider_, exports::MakeSmartosProvider(env, o));
   }
-  // What `lifeboat retire` stopped here is no longer exported (catalog/retired.h).
-  provider_ = catalog::WithoutRetired(env, std::move(provider_), data_dir);
-  catalog::ExporterOptions eo;
+  // What `lifeboat retire` stopped here is no longer exported (exports/retired.h).
+  provider_ = exports::WithoutRetired(env, std::move(provider_), data_dir);
+  exports::ExporterOptions eo;
   eo.provider = provider_.get();
   eo.services = cfg_.export_.services;
   eo.state_dir = export_state;
@@ -164,7 +164,7 @@ Status Daemon::Open() {
   eo.full_walk_interval_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.export_.full_walk_interval)
           .count();
-  ASSIGN_OR_RETURN(exporter_, catalog::Exporter::Open(env, *clock_, eo));
+  ASSIGN_OR_RETURN(exporter_, exports::Exporter::Open(env, *clock_, eo));
   sig_cache_ = syncproto::NewMemorySignatureCache(4096);
 
   uv_loop_init(&loop_);
@@ -250,7 +250,8 @@ Status Daemon::Open() {
         every,
         [this] {
           Repair([](Result<nlohmann::json> r) {
-            if (!r.ok()) log::Warn("catalog: scheduled scrub failed", {{"error", r.status().message()}});
+            if (!r.ok())
+              log::Warn("catalog: scheduled scrub failed", {{"error", r.status().message()}});
           });
         },
         every);
@@ -263,8 +264,9 @@ Status Daemon::Open() {
   // SIGHUP (a closed terminal, `kill -HUP` by habit) must not kill the
   // agent; it does not reload either: configuration changes need a restart.
   signals_.push_back(std::make_unique<SignalWatcher>(&loop_, SIGHUP, [](int) {
-    log::Warn("SIGHUP ignored: the agent does not reload its configuration; restart it to apply "
-              "changes");
+    log::Warn(
+        "SIGHUP ignored: the agent does not reload its configuration; restart it to apply "
+        "changes");
   }));
   ::signal(SIGPIPE, SIG_IGN);
   return Status::Ok();
@@ -464,7 +466,7 @@ void Daemon::GetStatus(JsonFn done) {
                        {"open", peer_server_->stats().open},
                        {"auth_failures", peer_server_->stats().auth_failures}}}});
   catalog::Store* store = store_.get();
-  catalog::Exporter* exporter = exporter_.get();
+  exports::Exporter* exporter = exporter_.get();
   QueueWork(
       &loop_,
       [result, store, exporter, now] {
@@ -547,7 +549,7 @@ void Daemon::GetMetrics(std::function<void(std::string)> done) {
   auto m = std::make_shared<MetricsSnapshot>(LoopMetrics(clock_->WallMs()));
   auto readiness = std::make_shared<std::string>();
   catalog::Store* store = store_.get();
-  catalog::Exporter* exporter = exporter_.get();
+  exports::Exporter* exporter = exporter_.get();
   auto hook = hooks_.readiness;
   QueueWork(
       &loop_,
@@ -579,15 +581,17 @@ void Daemon::Repair(JsonFn done) {
   catalog::Store* store = store_.get();
   std::shared_ptr<bool> alive = alive_;
   QueueWork(
-      &loop_,
-      [result, store] { *result = store->Scrub(/*repair=*/true); },
+      &loop_, [result, store] { *result = store->Scrub(/*repair=*/true); },
       [this, alive, result, done] {
         if (!*alive) return;
         scrubbing_ = false;
         if (!result->ok()) return done(result->status());
         for (const std::string& peer : (*result)->peers_to_pull) {
-          Status st = Sync(peer, {}, [](const PullProgress&) {}, [](const std::vector<PullResult>&) {});
-          if (!st.ok()) log::Warn("catalog: no pull after the repair", {{"peer", peer}, {"error", st.message()}});
+          Status st = Sync(
+              peer, {}, [](const PullProgress&) {}, [](const std::vector<PullResult>&) {});
+          if (!st.ok())
+            log::Warn("catalog: no pull after the repair",
+                      {{"peer", peer}, {"error", st.message()}});
         }
         done(RepairJson(**result));
       });

@@ -1,5 +1,9 @@
 #include "base/digest.h"
 
+#include <sys/random.h>
+
+#include <cerrno>
+
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
@@ -89,6 +93,20 @@ std::optional<std::string> HexDecode(std::string_view hex) {
     out[i] = static_cast<char>((hi << 4) | lo);
   }
   return out;
+}
+
+std::string RandomHex() {
+  uint8_t buf[16] = {};
+  size_t got = 0;
+  while (got < sizeof(buf)) {
+    ssize_t n = ::getrandom(buf + got, sizeof(buf) - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    got += static_cast<size_t>(n);
+  }
+  return HexEncode(std::span<const uint8_t>(buf, sizeof(buf)));
 }
 
 }  // namespace lifeboat

@@ -51,6 +51,10 @@ class Xxh3Hasher {
 std::string HexEncode(std::span<const uint8_t> data);
 std::optional<std::string> HexDecode(std::string_view hex);
 
+// 16 random bytes (getrandom) as 32 lowercase hex chars: temp-file and
+// snapshot name suffixes, not secrets.
+std::string RandomHex();
+
 }  // namespace lifeboat
 
 #endif  // LIFEBOAT_BASE_DIGEST_H_

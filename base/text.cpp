@@ -150,4 +150,24 @@ bool IsUuid(std::string_view s) {
   return true;
 }
 
+bool IsSafeName(std::string_view name) {
+  return !name.empty() && name.size() <= 255 && name != "." && name != ".." &&
+         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+}
+
+Result<nlohmann::json> ParseJson(std::string_view text, const std::string& what) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return DataError("invalid JSON in " + what + ": " + e.what());
+  }
+}
+
+std::string JsonString(const nlohmann::json& obj, const char* key) {
+  if (!obj.is_object()) return "";
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_string()) return "";
+  return it->get<std::string>();
+}
+
 }  // namespace lifeboat

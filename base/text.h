@@ -53,6 +53,18 @@ std::string EscapeForTerminal(std::string_view s);
 // IMGAPI print).
 bool IsUuid(std::string_view s);
 
+// True for a non-empty single path component of at most 255 bytes without
+// '/' or NUL that is neither "." nor "..": a name from outside (a uuid, a
+// service) that may be joined to a local directory.
+bool IsSafeName(std::string_view name);
+
+// Parses JSON text; a kData error naming `what` instead of an exception.
+Result<nlohmann::json> ParseJson(std::string_view text, const std::string& what);
+
+// A string member of a JSON object, or "" when `obj` is not an object or the
+// member is missing or not a string.
+std::string JsonString(const nlohmann::json& obj, const char* key);
+
 }  // namespace lifeboat
 
 #endif  // LIFEBOAT_BASE_TEXT_H_

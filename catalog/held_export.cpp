@@ -4,6 +4,8 @@
 #include <map>
 #include <set>
 
+#include "syncproto/manifest_filter.h"
+
 namespace lifeboat::catalog {
 namespace {
 
@@ -28,23 +30,12 @@ class HeldView final : public syncproto::ExportView {
       return a;
     }
     a.kind = ManifestAnswer::Kind::kFull;
-    std::set<std::string> uuids, images;
-    for (const auto& i : manifest_.instances) {
-      if (!services.empty() &&
-          std::find(services.begin(), services.end(), i.service) == services.end()) {
-        continue;
-      }
-      a.manifest.instances.push_back(i);
-      uuids.insert(i.uuid);
-    }
-    for (const auto& img : manifest_.images) {
-      a.manifest.images.push_back(img);
-      images.insert(img.uuid);
-    }
+    const syncproto::ManifestSelection selection(syncproto::ServiceFilter(services),
+                                                 manifest_.instances, manifest_.images);
+    a.manifest.instances = selection.instances();
+    a.manifest.images = selection.images();
     for (const FileEntry& f : manifest_.files) {
-      std::string inst = syncproto::InstanceOfPath(f.path);
-      if (!inst.empty() && !uuids.count(inst)) continue;
-      a.manifest.files.push_back(f);
+      if (selection.Includes(f.path)) a.manifest.files.push_back(f);
     }
     return a;
   }
@@ -108,7 +99,8 @@ Result<std::unique_ptr<syncproto::ExportView>> HeldExport::OpenHeldView(const st
     if (r.peer != peer || r.removed) continue;
     services.insert(r.service);
     ASSIGN_OR_RETURN(InstanceGeneration g, store_->Instance(r.uuid));
-    m.instances.push_back({r.uuid, r.alias, r.service, r.image_uuid, r.warnings});  // incomplete stays so
+    m.instances.push_back(
+        {r.uuid, r.alias, r.service, r.image_uuid, r.warnings});  // incomplete stays so
     for (const StoredFile& f : g.files) {
       m.files.push_back(f.entry);
       local[f.entry.path] = f.local_path;
@@ -131,7 +123,6 @@ Result<std::unique_ptr<syncproto::ExportView>> HeldExport::OpenHeldView(const st
   for (const auto& [uuid, img] : images) {
     m.images.push_back({uuid, img.origin});
     const std::string dir = "images/" + uuid;
-    m.files.push_back(FileEntry{dir, EntryKind::kDir, 0, 0755, 0, {}, ""});
     FileEntry file{dir + "/file", EntryKind::kFile, img.size, 0644, 0, img.file_digest, ""};
     file.sha256 = img.file_sha256;
     FileEntry manifest{dir + "/manifest.json",

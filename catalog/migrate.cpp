@@ -9,9 +9,9 @@
 // directory entries, and reads every byte once to name it.
 #include <set>
 
+#include "base/file_digest.h"
 #include "base/log.h"
 #include "catalog/internal/store_impl.h"
-#include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
 
@@ -30,8 +30,8 @@ Status AdoptFile(Env& env, ObjectStore& objects, const std::string& path, FileEn
   Digest128 digest;
   Digest256 sha;
   uint64_t size = 0;
-  Status read = in.ok() ? internal::HashOpenFile(**in, &digest, &size, nullptr, 0, f->size, &sha)
-                        : in.status();
+  Status read =
+      in.ok() ? HashOpenFile(**in, &digest, &size, nullptr, 0, f->size, &sha) : in.status();
   if (!read.ok() || size != f->size || digest != f->digest) {
     log::Warn(
         "catalog conversion: a file of a format-1 generation is missing or damaged; "
@@ -94,7 +94,7 @@ Status Store::Impl::MigrateFormat1() {
       if (!in.ok()) continue;  // Reconcile drops an image without its file
       Digest128 digest;
       uint64_t size = 0;
-      RETURN_IF_ERROR(internal::HashOpenFile(**in, &digest, &size, nullptr, 0, 1 << 20, sha));
+      RETURN_IF_ERROR(HashOpenFile(**in, &digest, &size, nullptr, 0, 1 << 20, sha));
     }
   }
   // Everything format 2 names is durable before catalog.json says format 2:

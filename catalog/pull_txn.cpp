@@ -1,4 +1,6 @@
 // PullTxn: plan, transfer and commit of one pull (docs/catalog.md section 4).
+#include "base/digest.h"
+#include "base/file_digest.h"
 #include "catalog/store.h"
 
 #include <algorithm>
@@ -18,12 +20,13 @@
 #include "catalog/internal/file_precreator.h"
 #include "catalog/internal/plan_entries.h"
 #include "catalog/internal/store_impl.h"
-#include "catalog/internal/util.h"
 #include "catalog/internal/write_behind.h"
-#include "catalog/provider.h"
 #include "catalog/trash.h"
+#include "syncproto/manifest_filter.h"
 
 namespace lifeboat::catalog {
+
+using syncproto::ServiceFilter;
 
 // ---- Orphans -------------------------------------------------------------------
 
@@ -271,7 +274,7 @@ Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
                                                   PullSource source) {
   Impl& st = *impl_;
   if (st.o_.read_only) return InternalError("BeginPull on a read-only store");
-  if (!internal::IsSafeName(peer)) return ConfigError("bad peer name \"" + peer + "\"");
+  if (!IsSafeName(peer)) return ConfigError("bad peer name \"" + peer + "\"");
   {
     std::lock_guard<std::mutex> lock(st.mu_);
     if (!st.active_.insert(peer).second) {
@@ -284,8 +287,7 @@ Result<std::unique_ptr<PullTxn>> Store::BeginPull(const std::string& peer,
   state->source = source;
   state->filtered = !ServiceFilter(services).all();
   state->filter = ServiceFilter(std::move(services));
-  state->staging =
-      st.P(std::string(kStaging) + "/" + peer + "-" + internal::RandomHex().substr(0, 12));
+  state->staging = st.P(std::string(kStaging) + "/" + peer + "-" + RandomHex().substr(0, 12));
   Status made = st.env_.MakeDir(state->staging, 0700);
   if (made.ok()) {
     auto fs = st.env_.OpenFilesystem(st.o_.data_dir);
@@ -384,7 +386,7 @@ Result<Grouped> GroupAnswer(const ManifestAnswer& answer) {
     RETURN_IF_ERROR(syncproto::ValidateExportPath(f.path));
     std::string inst = syncproto::InstanceOfPath(f.path);
     if (!inst.empty()) {
-      if (!internal::IsSafeName(inst)) return DataError("bad instance in path " + f.path);
+      if (!IsSafeName(inst)) return DataError("bad instance in path " + f.path);
       g.by_instance[inst][f.path] = f;
     } else if (f.path.starts_with("images/") || f.path == "sapi/application.json" ||
                f.path.starts_with("sapi/services/")) {
@@ -484,8 +486,8 @@ Result<PlanSummary> PullTxn::Plan(const ManifestAnswer& answer) {
 
   std::set<std::string> in_answer;
   for (const syncproto::InstanceInfo& info : m.instances) {
-    if (!internal::IsSafeName(info.uuid)) return DataError("bad instance uuid " + info.uuid);
-    if (!internal::IsSafeName(info.service)) {
+    if (!IsSafeName(info.uuid)) return DataError("bad instance uuid " + info.uuid);
+    if (!IsSafeName(info.service)) {
       return DataError("instance " + info.uuid + " has a bad service name \"" + info.service +
                        "\"");
     }
@@ -723,8 +725,7 @@ Status PullTxn::PlanImages(const syncproto::Manifest& m,
   Store::Impl& st = *s.store;
   Env& env = st.env_;
   for (const syncproto::ImageInfo& info : m.images) {
-    if (!internal::IsSafeName(info.uuid) ||
-        (!info.origin.empty() && !internal::IsSafeName(info.origin))) {
+    if (!IsSafeName(info.uuid) || (!info.origin.empty() && !IsSafeName(info.origin))) {
       return DataError("bad image uuid " + info.uuid);
     }
     {
@@ -796,8 +797,7 @@ Status PullTxn::PlanRecords(const std::map<std::string, FileEntry>& other) {
           return DataError("bad SAPI service record path " + path);
         }
         service.resize(service.size() - 5);
-        if (!internal::IsSafeName(service))
-          return DataError("bad SAPI service record path " + path);
+        if (!IsSafeName(service)) return DataError("bad SAPI service record path " + path);
         if (auto it = st.cat_.services.find(service); it != st.cat_.services.end()) {
           held_has = true;
           held_rec = it->second;
@@ -982,7 +982,7 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
     size = ours->size();
   } else {
     ASSIGN_OR_RETURN(auto in, env.OpenRead(staged));
-    RETURN_IF_ERROR(internal::HashOpenFile(*in, &got, &size, nullptr, 0, want.size, &got_sha));
+    RETURN_IF_ERROR(HashOpenFile(*in, &got, &size, nullptr, 0, want.size, &got_sha));
   }
   file.reset();
   if (size != want.size || got != want.digest || got_sha != want.sha256) {

@@ -9,13 +9,13 @@
 #include <unordered_set>
 #include <utility>
 
+#include "base/file_digest.h"
 #include "base/log.h"
 #include "base/text.h"
 #include "catalog/checkout.h"
 #include "catalog/internal/store_impl.h"
-#include "catalog/internal/util.h"
-#include "catalog/provider.h"
 #include "catalog/trash.h"
+#include "syncproto/manifest_filter.h"
 
 namespace lifeboat::catalog {
 
@@ -64,8 +64,8 @@ FileCheck CheckStoredFile(Env& env, const std::string& path, const Digest128& wa
   }
   Digest128 got;
   Digest256 got_sha;
-  Status h = internal::HashOpenFile(**in, &got, &c.bytes, nullptr, 0, want_size,
-                                    want_sha != nullptr ? &got_sha : nullptr);
+  Status h = HashOpenFile(**in, &got, &c.bytes, nullptr, 0, want_size,
+                          want_sha != nullptr ? &got_sha : nullptr);
   c.ok = false;
   if (!h.ok()) {
     c.what = h.message();
@@ -155,7 +155,7 @@ Status Store::Impl::RemoveTempLeftovers() {
   RETURN_IF_ERROR(clean(o_.data_dir));
   if (auto insts = env_.ListDir(P("instances")); insts.ok()) {
     for (const DirEntry& e : *insts) {
-      if (internal::IsSafeName(e.name)) RETURN_IF_ERROR(clean(InstDir(e.name)));
+      if (IsSafeName(e.name)) RETURN_IF_ERROR(clean(InstDir(e.name)));
     }
   }
   ASSIGN_OR_RETURN(auto top, env_.ListDir(o_.data_dir));
@@ -168,7 +168,7 @@ Status Store::Impl::RemoveTempLeftovers() {
 }
 
 Status Store::Impl::LoadCatalog(const std::string& text) {
-  ASSIGN_OR_RETURN(json j, internal::ParseJson(text, P(kCatalogFile)));
+  ASSIGN_OR_RETURN(json j, ParseJson(text, P(kCatalogFile)));
   try {
     int version = j.at("format_version").get<int>();
     loaded_format_ = version;
@@ -180,10 +180,10 @@ Status Store::Impl::LoadCatalog(const std::string& text) {
     }
     for (auto& [name, p] : j.at("peers").items()) cat_.peers[name] = PeerFromJson(name, p);
     for (auto& [uuid, r] : j.at("instances").items()) {
-      if (internal::IsSafeName(uuid)) cat_.instances[uuid] = InstanceFromJson(uuid, r);
+      if (IsSafeName(uuid)) cat_.instances[uuid] = InstanceFromJson(uuid, r);
     }
     for (auto& [uuid, i] : j.at("images").items()) {
-      if (!internal::IsSafeName(uuid)) continue;
+      if (!IsSafeName(uuid)) continue;
       StoredImage img;
       img.uuid = uuid;
       img.origin = i.value("origin", "");
@@ -225,7 +225,7 @@ Status Store::Impl::LoadCatalog(const std::string& text) {
       }
       if (s.contains("services")) {
         for (auto& [svc, r] : s["services"].items()) {
-          if (internal::IsSafeName(svc)) cat_.services[svc] = rec(r);
+          if (IsSafeName(svc)) cat_.services[svc] = rec(r);
         }
       }
     }
@@ -304,7 +304,7 @@ Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
   std::set<std::string> on_disk;
   for (const DirEntry& e : *entries) {
     const std::string& uuid = e.name;
-    if (!internal::IsSafeName(uuid)) continue;
+    if (!IsSafeName(uuid)) continue;
     auto it = cat_.instances.find(uuid);
     if (it != cat_.instances.end() && Exists(env_, DescPath(uuid, it->second.r.seq))) {
       on_disk.insert(uuid);
@@ -353,9 +353,10 @@ Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
   for (auto it = cat_.instances.begin(); it != cat_.instances.end();) {
     if (!on_disk.count(it->first)) {
       // Its peer's next pull must be a full one: a delta cannot rebuild it.
-      log::Warn("catalog: instance listed in catalog.json has no generation on disk; "
-                "its peer is pulled whole next time",
-                {{"instance", it->first}, {"peer", it->second.r.peer}});
+      log::Warn(
+          "catalog: instance listed in catalog.json has no generation on disk; "
+          "its peer is pulled whole next time",
+          {{"instance", it->first}, {"peer", it->second.r.peer}});
       if (auto p = cat_.peers.find(it->second.r.peer); p != cat_.peers.end()) {
         p->second.generation = 0;
       }
@@ -494,9 +495,10 @@ Status Store::Impl::LoadRefs() {
   // (a scrub with repair and the pull after it), so that no content of a
   // damaged generation is lost with it.
   if (unreadable > 0) {
-    log::Warn("catalog: garbage collection skipped: some retained generations are unreadable "
-              "(run `lifeboat catalog repair`)",
-              {{"generations", unreadable}});
+    log::Warn(
+        "catalog: garbage collection skipped: some retained generations are unreadable "
+        "(run `lifeboat catalog repair`)",
+        {{"generations", unreadable}});
     return Status::Ok();
   }
   std::vector<Digest256> garbage;
@@ -570,7 +572,7 @@ void Store::Impl::AdoptRecords(bool* changed) {
   for (const DirEntry& e : *top) {
     if (!e.name.starts_with("svc-")) continue;
     const std::string svc = e.name.substr(4);
-    if (!internal::IsSafeName(svc)) continue;
+    if (!IsSafeName(svc)) continue;
     auto it = cat_.services.find(svc);
     bool has = it != cat_.services.end();
     SapiRecord rec = has ? it->second : SapiRecord{};
@@ -741,7 +743,7 @@ Status Store::Impl::WriteSapiInstances(const std::string& service) {
     if (rec.r.service != service) continue;
     auto text = ReadFileToString(env_, ViewDir(uuid) + "/sapi/" + uuid + ".json");
     if (!text.ok()) continue;
-    auto j = internal::ParseJson(*text, "SAPI record of " + uuid);
+    auto j = ParseJson(*text, "SAPI record of " + uuid);
     if (j.ok()) arr.push_back(std::move(*j));
   }
   if (!Exists(env_, SvcDir(service))) return Status::Ok();
@@ -912,7 +914,7 @@ std::optional<InstanceRecord> Store::FindInstance(const std::string& uuid) const
 }
 
 Result<std::vector<uint64_t>> Store::Generations(const std::string& uuid) const {
-  if (!internal::IsSafeName(uuid)) return NotFoundError("no instance " + uuid);
+  if (!IsSafeName(uuid)) return NotFoundError("no instance " + uuid);
   ASSIGN_OR_RETURN(auto entries, impl_->env_.ListDir(impl_->InstDir(uuid)));
   auto cur = FindInstance(uuid);
   std::vector<uint64_t> out;
@@ -962,7 +964,7 @@ Result<InstanceGeneration> Store::Instance(const std::string& uuid, uint64_t seq
 }
 
 Status Store::Checkout(const std::string& uuid, uint64_t seq, const std::string& dir) const {
-  if (!internal::IsSafeName(uuid)) return NotFoundError("no instance " + uuid);
+  if (!IsSafeName(uuid)) return NotFoundError("no instance " + uuid);
   ASSIGN_OR_RETURN(auto desc, impl_->ReadDescription(uuid, seq));
   return BuildCheckout(impl_->env_, impl_->objects_, desc.first.files, dir)
       .WithContext("checkout of " + uuid + " generation " + std::to_string(seq));

@@ -5,7 +5,6 @@
 
 #include "base/text.h"
 #include "catalog/internal/store_impl.h"
-#include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
 
@@ -133,18 +132,18 @@ std::vector<syncproto::InstanceWarning> WarningsFromJson(const json& j) {
 json InstanceToJson(const Record& rec) {
   const InstanceRecord& r = rec.r;
   json j = {{"alias", r.alias},
-          {"service", r.service},
-          {"peer", r.peer},
-          {"image_uuid", r.image_uuid},
-          {"generation", r.generation},
-          {"seq", r.seq},
-          {"pulled_at_ms", r.pulled_at_ms},
-          {"size", r.size},
-          {"files", r.files},
-          {"removed", r.removed},
-          {"removed_since_ms", r.removed_since_ms},
-          {"removed_pulls", r.removed_pulls},
-          {"description_digest", rec.description_digest.Hex()}};
+            {"service", r.service},
+            {"peer", r.peer},
+            {"image_uuid", r.image_uuid},
+            {"generation", r.generation},
+            {"seq", r.seq},
+            {"pulled_at_ms", r.pulled_at_ms},
+            {"size", r.size},
+            {"files", r.files},
+            {"removed", r.removed},
+            {"removed_since_ms", r.removed_since_ms},
+            {"removed_pulls", r.removed_pulls},
+            {"description_digest", rec.description_digest.Hex()}};
   if (!r.warnings.empty()) j["warnings"] = WarningsToJson(r.warnings);
   if (r.damaged) j["damaged"] = true;  // written only when set (section 2)
   return j;
@@ -267,7 +266,7 @@ std::string EncodeDescription(const Description& d) {
 }
 
 Result<Description> DecodeDescription(const std::string& text, const std::string& where) {
-  ASSIGN_OR_RETURN(json j, internal::ParseJson(text, where));
+  ASSIGN_OR_RETURN(json j, ParseJson(text, where));
   try {
     Description d;
     d.format_version = j.value("format_version", 0);

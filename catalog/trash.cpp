@@ -1,7 +1,7 @@
 #include "catalog/trash.h"
 
+#include "base/digest.h"
 #include "base/log.h"
-#include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
 
@@ -30,7 +30,7 @@ Trash::~Trash() {
 
 Status Trash::Discard(const std::string& path) {
   // A fresh name per tree: a leftover of an earlier process may still be there.
-  const std::string to = JoinPath(dir_, internal::RandomHex().substr(0, 16));
+  const std::string to = JoinPath(dir_, RandomHex().substr(0, 16));
   RETURN_IF_ERROR(env_.Rename(path, to));
   {
     std::lock_guard<std::mutex> lock(mu_);

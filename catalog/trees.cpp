@@ -10,7 +10,6 @@
 
 #include "base/text.h"
 #include "catalog/internal/store_impl.h"
-#include "catalog/internal/util.h"
 
 namespace lifeboat::catalog {
 namespace {
@@ -212,7 +211,7 @@ Status ReadOneTree(Env& env, const ObjectStore& objects, const Digest256& id,
     return Fault(fault, id, missing, text.status().WithContext("generation tree"));
   }
   if (Sha256Digest(*text) != id) return bad("not what its name says (SHA-256 mismatch)");
-  auto j = internal::ParseJson(*text, where);
+  auto j = ParseJson(*text, where);
   if (!j.ok()) return bad(j.status().message());
   auto d = GetBytes(*j, "dir");
   if (!d.ok() || *d != dir) return wrong_dir(d.ok() ? *d : "");

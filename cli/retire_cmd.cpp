@@ -26,11 +26,11 @@
 #include "base/clock.h"
 #include "base/env.h"
 #include "base/text.h"
-#include "catalog/retired.h"
 #include "cli/cluster_restores.h"
 #include "cli/command.h"
 #include "cli/prompt.h"
 #include "conf/config.h"
+#include "exports/retired.h"
 #include "restore/plan.h"
 #include "restore/retire.h"
 
@@ -133,7 +133,7 @@ Result<restore::RetireOutcome> RetireOne(const conf::Config& config, restore::Zo
       return done.status().WithContext("retire " + r.old_alias + " (" + r.old_uuid + ")");
     outcome = *done;
   }
-  Status st = catalog::RecordRetired(*Env::Default(), config.agent.data_dir,
+  Status st = exports::RecordRetired(*Env::Default(), config.agent.data_dir,
                                      restore::RetiredRecord(r, now_ms, outcome.how));
   if (!st.ok()) return st.WithContext("record " + r.old_alias + " as retired");
   return outcome;
@@ -217,7 +217,7 @@ int RunRetire(const Context& ctx, const RetireFlags& flags) {
                                    "what they restored of this one (" +
                                    config->source_path + ")"));
   }
-  auto retired = catalog::LoadRetired(*Env::Default(), config->agent.data_dir);
+  auto retired = exports::LoadRetired(*Env::Default(), config->agent.data_dir);
   if (!retired.ok()) return Refuse(ctx, retired.status());
   ClusterRestores cluster = AskClusterRestores(*config);
   restore::RetireSelection sel =

@@ -78,9 +78,9 @@ struct AgentConfig {
   // every object re-hashed, damaged ones re-fetched. 0 = never (the default;
   // `lifeboat catalog repair` or POST /repair run one on demand).
   Duration scrub_interval = Duration(0);
-  uint64_t bwlimit = 0;                             // bytes/s for the whole node, 0 = unlimited
-  AgentLimits limits;                               // [agent.limits]
-  log::Level log_level = log::Level::kInfo;         // "trace".."fatal"
+  uint64_t bwlimit = 0;                      // bytes/s for the whole node, 0 = unlimited
+  AgentLimits limits;                        // [agent.limits]
+  log::Level log_level = log::Level::kInfo;  // "trace".."fatal"
 };
 
 // How peer connections (syncproto) are protected.
@@ -121,14 +121,14 @@ struct ExportConfig {
   // service names ([a-z0-9_-]+), never empty, "*" never mixed with names.
   std::vector<std::string> services{"*"};
   // Provider "smartos": the SAPI source, a `curl -i` wrapper run as
-  // `<argv...> <route>` (catalog::SmartosOptions::sapi_command). A string is
+  // `<argv...> <route>` (exports::SmartosOptions::sapi_command). A string is
   // {"/bin/sh", "-c", value} as for [restore.exec]; [] turns it off (no SAPI
   // records exported). Absolute by default: the agent's SMF PATH does not
   // hold /opt/smartdc/bin.
   std::vector<std::string> sapi_command{"/opt/smartdc/bin/sdc-sapi"};
   // Provider "dir": the export root's datasets are watched for changes
   // (inotify) and a scan lists only what changed, except every this long,
-  // when it lists everything (catalog::ExporterOptions::full_walk_interval_ms).
+  // when it lists everything (exports::ExporterOptions::full_walk_interval_ms).
   // 0: no watch, every scan lists everything.
   Duration full_walk_interval = std::chrono::hours(1);
 };

@@ -56,7 +56,7 @@ class VmadmRetirer final : public ZoneRetirer {
 
 RetireSelection SelectRetirements(const std::string& node,
                                   const std::map<std::string, RestoredInstance>& restored,
-                                  const std::map<std::string, catalog::RetiredInstance>& retired) {
+                                  const std::map<std::string, exports::RetiredInstance>& retired) {
   RetireSelection out;
   for (const auto& [uuid, r] : restored) {
     if (r.peer != node || r.restored_ms == 0) continue;
@@ -67,9 +67,9 @@ RetireSelection SelectRetirements(const std::string& node,
   return out;
 }
 
-catalog::RetiredInstance RetiredRecord(const RestoredInstance& r, int64_t now_ms,
+exports::RetiredInstance RetiredRecord(const RestoredInstance& r, int64_t now_ms,
                                        const std::string& how) {
-  catalog::RetiredInstance out;
+  exports::RetiredInstance out;
   out.uuid = r.old_uuid;
   out.alias = r.old_alias;
   out.service = r.service;

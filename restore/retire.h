@@ -1,7 +1,7 @@
 // `lifeboat retire` (RFD 67 M3): a lost node came back while its instances
 // were restored on other nodes. Those old instances (deposed) still exist
 // here; retiring one stops its zone, keeps it from booting again, and
-// records it (catalog/retired.h) so this node stops exporting it.
+// records it (exports/retired.h) so this node stops exporting it.
 //
 // SelectRetirements is the pure decision (what the cluster restored of this
 // node, minus what is already retired); a ZoneRetirer carries one out.
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "catalog/retired.h"
+#include "exports/retired.h"
 #include "restore/journal.h"
 
 namespace lifeboat::restore {
@@ -30,10 +30,10 @@ struct RetireSelection {
 // left out: this node's instance is still the only one. Pure.
 RetireSelection SelectRetirements(const std::string& node,
                                   const std::map<std::string, RestoredInstance>& restored,
-                                  const std::map<std::string, catalog::RetiredInstance>& retired);
+                                  const std::map<std::string, exports::RetiredInstance>& retired);
 
 // The record of retiring `r` at `now_ms` by `how`.
-catalog::RetiredInstance RetiredRecord(const RestoredInstance& r, int64_t now_ms,
+exports::RetiredInstance RetiredRecord(const RestoredInstance& r, int64_t now_ms,
                                        const std::string& how);
 
 // What retiring one zone did.

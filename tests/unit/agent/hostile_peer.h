@@ -26,9 +26,9 @@
 
 #include "agent/peer_puller.h"
 #include "agent/uv.h"
-#include "catalog/exporter.h"
-#include "catalog/provider.h"
 #include "catalog/store.h"
+#include "exports/exporter.h"
+#include "exports/provider.h"
 #include "syncproto/frame.h"
 #include "syncproto/manifest_codec.h"
 #include "syncproto/session.h"
@@ -299,8 +299,8 @@ struct Fixture {
   std::string data_dir = root.Sub("data");
   std::string export_root = root.Sub("export");  // the honest peer's files
   std::unique_ptr<DirExport> exp;
-  std::unique_ptr<catalog::Provider> provider;
-  std::unique_ptr<catalog::Exporter> exporter;
+  std::unique_ptr<exports::Provider> provider;
+  std::unique_ptr<exports::Exporter> exporter;
   std::unique_ptr<catalog::Store> store;
   std::string victim;  // a file held after the honest pull
   std::string victim_content;
@@ -308,13 +308,13 @@ struct Fixture {
 
   Fixture() {
     exp = std::make_unique<DirExport>(export_root);
-    provider = catalog::MakeDirProvider(*Env::Default(), export_root);
-    catalog::ExporterOptions eo;
+    provider = exports::MakeDirProvider(*Env::Default(), export_root);
+    exports::ExporterOptions eo;
     eo.provider = provider.get();
     eo.state_dir = root.Sub("export-state");
     eo.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
     eo.node_name = "headnode1";
-    auto e = catalog::Exporter::Open(*Env::Default(), *Clock::Real(), eo);
+    auto e = exports::Exporter::Open(*Env::Default(), *Clock::Real(), eo);
     REQUIRE(e.ok());
     exporter = std::move(e).value();
     catalog::StoreOptions so;

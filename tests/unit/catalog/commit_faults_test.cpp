@@ -10,14 +10,17 @@
 #include <cstring>
 
 #include "base/fault_env.h"
-#include "catalog/exporter.h"
-#include "catalog/provider.h"
 #include "catalog/store.h"
+#include "exports/exporter.h"
+#include "exports/provider.h"
 #include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog {
 namespace {
 
+using exports::Exporter;
+using exports::MakeDirProvider;
+using exports::Provider;
 using testing::DirExport;
 using testing::PullFrom;
 using testing::Read;

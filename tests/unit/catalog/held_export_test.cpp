@@ -1,13 +1,20 @@
 #include "catalog/held_export.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include <catch2/catch.hpp>
 
-#include "catalog/exporter.h"
+#include "exports/exporter.h"
 #include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog {
 namespace {
 
+using exports::Exporter;
+using exports::MakeDirProvider;
+using exports::Provider;
 using testing::DirExport;
 using testing::PullFrom;
 using testing::TempDir;
@@ -62,6 +69,49 @@ TEST_CASE("Held lists the peers held with their generation, filtered by name") {
   REQUIRE(other.ok());
   CHECK(other->empty());
   CHECK(held.OpenHeldView("headnode9").status().code() == Code::kNotFound);
+}
+
+// What an answer carries, as comparable lists: instance and image uuids, file paths.
+struct AnswerShape {
+  std::vector<std::string> instances, images, files;
+};
+
+AnswerShape ShapeOf(syncproto::ExportSource& source, const std::vector<std::string>& services) {
+  auto view = source.OpenView();
+  REQUIRE(view.ok());
+  auto a = (*view)->ManifestSince(0, "", services);
+  REQUIRE(a.ok());
+  AnswerShape s;
+  for (const auto& i : a->manifest.instances) s.instances.push_back(i.uuid);
+  for (const auto& i : a->manifest.images) s.images.push_back(i.uuid);
+  for (const auto& f : a->manifest.files) s.files.push_back(f.path);
+  for (auto* v : {&s.instances, &s.images, &s.files}) std::sort(v->begin(), v->end());
+  return s;
+}
+
+TEST_CASE("a held view answers a services selection as the peer's own exporter does") {
+  Fixture f;
+  auto c = f.OpenStore("c");
+  REQUIRE(PullFrom(*f.exporter, *c, "headnode1").ok());
+  HeldExport held(*Env::Default(), c.get());
+  HeldSourceOf source(&held, "headnode1");
+  const std::vector<std::vector<std::string>> selections = {
+      {}, {"*"}, {"sapi"}, {"imgapi", "ufds"}, {"sapi", "*"}, {"nosuchservice"}};
+  for (const auto& services : selections) {
+    CAPTURE(services);
+    const AnswerShape own = ShapeOf(*f.exporter, services), copy = ShapeOf(source, services);
+    CHECK(copy.instances == own.instances);
+    CHECK(copy.images == own.images);
+    CHECK(copy.files == own.files);
+  }
+  // The rule itself (syncproto/manifest_filter.h): sapi0 and the images of
+  // its origin chain only; "*" takes every instance.
+  const AnswerShape sapi = ShapeOf(source, {"sapi"});
+  CHECK(sapi.instances == std::vector<std::string>{f.exp.sapi});
+  std::vector<std::string> chain = {f.exp.img_sapi, f.exp.img_base, f.exp.img_root};
+  std::sort(chain.begin(), chain.end());
+  CHECK(sapi.images == chain);
+  CHECK(ShapeOf(source, {"*"}).instances.size() == 3);
 }
 
 TEST_CASE("a held copy pulled by another store becomes that peer's data, identical") {

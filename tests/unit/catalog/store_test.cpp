@@ -8,14 +8,17 @@
 #include <thread>
 
 #include "base/fault_env.h"
-#include "catalog/exporter.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/trees.h"
+#include "exports/exporter.h"
 #include "tests/unit/catalog/test_util.h"
 
 namespace lifeboat::catalog {
 namespace {
 
+using exports::Exporter;
+using exports::MakeDirProvider;
+using exports::Provider;
 using syncproto::EntryKind;
 using syncproto::FileEntry;
 using syncproto::ManifestAnswer;

@@ -5,9 +5,9 @@
 #include <limits>
 #include <random>
 
-#include "catalog/exporter.h"
-#include "catalog/provider.h"
 #include "catalog/store.h"
+#include "exports/exporter.h"
+#include "exports/provider.h"
 #include "syncproto/session.h"
 #include "tests/unit/catalog/test_util.h"
 
@@ -81,8 +81,8 @@ struct Fixture {
   TempDir tmp;
   DirExport exp{tmp / "export"};
   ManualClock clock;
-  std::unique_ptr<catalog::Provider> provider = catalog::MakeDirProvider(*Env::Default(), exp.root);
-  std::unique_ptr<catalog::Exporter> exporter =
+  std::unique_ptr<exports::Provider> provider = exports::MakeDirProvider(*Env::Default(), exp.root);
+  std::unique_ptr<exports::Exporter> exporter =
       catalog::testing::OpenPeerExporter(clock, provider.get(), tmp / "export-state");
   std::unique_ptr<catalog::Store> store;
   uint64_t files_served = 0;  // by the server of the last pull

@@ -10,9 +10,9 @@
 
 #include "base/fault_env.h"
 #include "base/lock_file.h"
-#include "catalog/exporter.h"
-#include "catalog/provider.h"
 #include "catalog/store.h"
+#include "exports/exporter.h"
+#include "exports/provider.h"
 #include "restore/deposed.h"
 #include "tests/unit/restore/image_files.h"
 #include "tests/unit/restore/restore_test_util.h"
@@ -93,14 +93,14 @@ class Cluster {
  public:
   Cluster() : clock_(1'800'000'000'000) {
     MakeExport(export_root());
-    provider_ = catalog::MakeDirProvider(*Env::Default(), export_root());
-    catalog::ExporterOptions eo;
+    provider_ = exports::MakeDirProvider(*Env::Default(), export_root());
+    exports::ExporterOptions eo;
     eo.provider = provider_.get();
     eo.state_dir = dir_ / "export-state";
     eo.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
     eo.node_name = "headnode1";
     eo.racy_window_ms = 0;
-    exporter_ = catalog::Exporter::Open(*Env::Default(), clock_, eo).value();
+    exporter_ = exports::Exporter::Open(*Env::Default(), clock_, eo).value();
     REQUIRE(ReopenStore().ok());
     REQUIRE(Pull().ok());
   }
@@ -158,8 +158,8 @@ class Cluster {
  private:
   TempDir dir_;
   ManualClock clock_;
-  std::unique_ptr<catalog::Provider> provider_;
-  std::unique_ptr<catalog::Exporter> exporter_;
+  std::unique_ptr<exports::Provider> provider_;
+  std::unique_ptr<exports::Exporter> exporter_;
   std::unique_ptr<catalog::Store> store_;
 };
 
@@ -1179,7 +1179,6 @@ TEST_CASE("an instance another node restored is skipped and a node that did not 
   for (const auto& p : again.plan.instances) planned = planned || p.old_uuid == kImgapi0;
   CHECK(planned);
 }
-
 
 }  // namespace
 }  // namespace lifeboat::restore

@@ -39,7 +39,7 @@ TEST_CASE("retire selects this node's finished restores, by alias, minus the ret
                           Restored("u2", "sapi0", "B", 0),    // unfinished: B's is the only one
                           Restored("u4", "ufds0", "C", 400),  // another node's instance
                           Restored("u5", "amon0", "B", 500)});
-  std::map<std::string, catalog::RetiredInstance> retired;
+  std::map<std::string, exports::RetiredInstance> retired;
   retired["u5"] = RetiredRecord(restored["u5"], 600, "vmadm stop + autoboot=false");
 
   RetireSelection sel = SelectRetirements("B", restored, retired);
@@ -54,7 +54,7 @@ TEST_CASE("retire selects this node's finished restores, by alias, minus the ret
 }
 
 TEST_CASE("a retired record says what replaced the instance and when") {
-  catalog::RetiredInstance r = RetiredRecord(Restored("u1", "imgapi0", "B", 100), 777, "how");
+  exports::RetiredInstance r = RetiredRecord(Restored("u1", "imgapi0", "B", 100), 777, "how");
   CHECK(r.uuid == "u1");
   CHECK(r.alias == "imgapi0");
   CHECK(r.restored_on == "A");

@@ -7,8 +7,8 @@
 // File format (JSON, written atomically):
 //   {"format": 1, "retired": [{"uuid", "alias", "service", "restored_on",
 //     "new_uuid", "new_alias", "retired_at_ms", "how"}, ...]}
-#ifndef LIFEBOAT_CATALOG_RETIRED_H_
-#define LIFEBOAT_CATALOG_RETIRED_H_
+#ifndef LIFEBOAT_EXPORTS_RETIRED_H_
+#define LIFEBOAT_EXPORTS_RETIRED_H_
 
 #include <cstdint>
 #include <map>
@@ -17,9 +17,9 @@
 
 #include "base/env.h"
 #include "base/status.h"
-#include "catalog/provider.h"
+#include "exports/provider.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 
 struct RetiredInstance {
   std::string uuid;  // this node's (old) instance
@@ -51,6 +51,6 @@ Status RecordRetired(Env& env, const std::string& data_dir, const RetiredInstanc
 std::unique_ptr<Provider> WithoutRetired(Env& env, std::unique_ptr<Provider> inner,
                                          std::string data_dir);
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports
 
-#endif  // LIFEBOAT_CATALOG_RETIRED_H_
+#endif  // LIFEBOAT_EXPORTS_RETIRED_H_

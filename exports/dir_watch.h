@@ -31,8 +31,8 @@
 // Linux inotify (one descriptor, O(watched directories) kernel memory, capped
 // by fs.inotify.max_user_watches). Not thread-safe: used under the
 // exporter's scan lock.
-#ifndef LIFEBOAT_CATALOG_DIR_WATCH_H_
-#define LIFEBOAT_CATALOG_DIR_WATCH_H_
+#ifndef LIFEBOAT_EXPORTS_DIR_WATCH_H_
+#define LIFEBOAT_EXPORTS_DIR_WATCH_H_
 
 #include <cstdint>
 #include <map>
@@ -43,7 +43,7 @@
 
 #include "base/status.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 
 class DirWatch {
  public:
@@ -89,6 +89,6 @@ class DirWatch {
   bool limit_logged_ = false;
 };
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports
 
-#endif  // LIFEBOAT_CATALOG_DIR_WATCH_H_
+#endif  // LIFEBOAT_EXPORTS_DIR_WATCH_H_

@@ -1,4 +1,4 @@
-#include "catalog/dir_watch.h"
+#include "exports/dir_watch.h"
 
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include "base/env.h"
 #include "base/log.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
 // Everything that changes what a listing of the directory, or of its parent,
@@ -129,4 +129,4 @@ void DirWatch::Forget(const std::string& dir, int keep_wd) {
   }
 }
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

@@ -9,13 +9,14 @@
 #include <stdexcept>
 
 #include "base/digest.h"
-#include "catalog/exporter.h"
-#include "catalog/provider.h"
-#include "tests/unit/catalog/test_util.h"
+#include "exports/exporter.h"
+#include "exports/provider.h"
+#include "tests/unit/exports/test_util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
+using syncproto::ServiceFilter;
 using testing::TempDir;
 using testing::Uuid;
 using testing::Write;
@@ -155,7 +156,7 @@ struct SmartosFixture {
           nlohmann::json::array({InstanceRecord(manatee, svc_manatee, "manatee0")}).dump());
   }
 
-  std::vector<std::string> Lines() const { return lifeboat::catalog::Lines(log); }
+  std::vector<std::string> Lines() const { return lifeboat::exports::Lines(log); }
 
   std::unique_ptr<Provider> MakeProvider(const std::string& command_dir,
                                          bool destroy_leftovers = false) {
@@ -238,16 +239,16 @@ TEST_CASE("smartos provider runs the right commands and releases its snapshots")
     auto mfile = (*view)->OpenFile("images/" + f.img_root + "/manifest.json", &mentry);
     REQUIRE(mfile.ok());
     std::string mtext(mentry.size, '\0');
-    auto got = (*mfile)->ReadAt(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(mtext.data()),
-                                                      mtext.size()));
+    auto got = (*mfile)->ReadAt(
+        0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(mtext.data()), mtext.size()));
     REQUIRE(got.ok());
     nlohmann::json man = nlohmann::json::parse(mtext);
     REQUIRE(man["files"].size() == 1);
     CHECK(man["files"][0]["size"] == entry.size);
     CHECK(man["files"][0]["compression"] == "none");
     std::string data(entry.size, '\0');
-    auto n = (*file)->ReadAt(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(data.data()),
-                                                   data.size()));
+    auto n = (*file)->ReadAt(
+        0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(data.data()), data.size()));
     REQUIRE(n.ok());
     CHECK(man["files"][0]["sha1"] == Sha1Hex(data));
     CHECK(man["files"][0]["sha1"] != testing::SampleImageManifest()["files"][0]["sha1"]);
@@ -529,4 +530,4 @@ TEST_CASE("RunCommand reports exit status and stderr, and bounds output") {
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

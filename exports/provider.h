@@ -3,7 +3,7 @@
 // A Provider does not hash or walk anything; it says, for one point in time
 // (a ProviderSnapshot), which local file holds each instance's VM payload and
 // SAPI record, which local directory holds its delegate dataset tree, and
-// where each image's manifest and file are. The Exporter (catalog/exporter.h)
+// where each image's manifest and file are. The Exporter (exports/exporter.h)
 // walks and hashes those through the Env.
 //
 // Two providers:
@@ -15,8 +15,8 @@
 //     (destroyed when the snapshot object is destroyed), `imgadm get <uuid>`,
 //     and image files made by `zfs send <pool>/<image_uuid>@final`, cached by
 //     image uuid (images are immutable).
-#ifndef LIFEBOAT_CATALOG_PROVIDER_H_
-#define LIFEBOAT_CATALOG_PROVIDER_H_
+#ifndef LIFEBOAT_EXPORTS_PROVIDER_H_
+#define LIFEBOAT_EXPORTS_PROVIDER_H_
 
 #include <cstdint>
 #include <map>
@@ -26,22 +26,9 @@
 
 #include "base/env.h"
 #include "base/status.h"
+#include "syncproto/manifest_filter.h"
 
-namespace lifeboat::catalog {
-
-// The `export.services` selection: empty or containing "*" selects every service.
-class ServiceFilter {
- public:
-  ServiceFilter() = default;
-  explicit ServiceFilter(std::vector<std::string> services);
-  bool all() const { return all_; }
-  bool Matches(const std::string& service) const;
-  const std::vector<std::string>& services() const { return services_; }
-
- private:
-  bool all_ = true;
-  std::vector<std::string> services_;  // sorted, without "*"
-};
+namespace lifeboat::exports {
 
 // Where one instance's objects are, for one snapshot. Paths are absolute
 // local paths readable through the Env.
@@ -99,7 +86,7 @@ class ProviderSnapshot {
 
   // True when the dataset paths are the live directories, the same in every
   // snapshot (the dir provider): the exporter may then watch them for
-  // changes (catalog/dir_watch.h) and list only what changed. False for a
+  // changes (exports/dir_watch.h) and list only what changed. False for a
   // provider whose snapshots are frozen copies at new paths (ZFS snapshots).
   virtual bool live_paths() const { return false; }
 
@@ -112,7 +99,8 @@ class Provider {
   virtual ~Provider() = default;
   virtual const char* name() const = 0;
   // Takes a snapshot for one scan/pull. Thread-safe; snapshots are independent.
-  virtual Result<std::unique_ptr<ProviderSnapshot>> Snapshot(const ServiceFilter& filter) = 0;
+  virtual Result<std::unique_ptr<ProviderSnapshot>> Snapshot(
+      const syncproto::ServiceFilter& filter) = 0;
 };
 
 // The `dir` provider over `root` (which must exist when Snapshot is called;
@@ -166,6 +154,6 @@ Result<std::unique_ptr<Provider>> MakeSmartosProvider(Env& env, SmartosOptions o
 Result<std::string> RunCommand(const std::string& command_dir, const std::vector<std::string>& argv,
                                uint64_t max_output, int stdout_fd = -1);
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports
 
-#endif  // LIFEBOAT_CATALOG_PROVIDER_H_
+#endif  // LIFEBOAT_EXPORTS_PROVIDER_H_

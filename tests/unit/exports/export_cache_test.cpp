@@ -1,12 +1,12 @@
-// The exporter's cache grouped by directory (catalog/internal/export_cache.h):
+// The exporter's cache grouped by directory (exports/internal/export_cache.h):
 // lookups, path order, and the sharing that makes a scan cost what changed.
-#include "catalog/internal/export_cache.h"
+#include "exports/internal/export_cache.h"
 
 #include <catch2/catch.hpp>
 #include <string>
 #include <vector>
 
-namespace lifeboat::catalog::internal {
+namespace lifeboat::exports::internal {
 namespace {
 
 CacheEntry Entry(const std::string& path, uint64_t size = 1) {
@@ -162,4 +162,4 @@ TEST_CASE("export cache: an empty cache and its diffs") {
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog::internal
+}  // namespace lifeboat::exports::internal

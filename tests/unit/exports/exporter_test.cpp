@@ -1,4 +1,4 @@
-#include "catalog/exporter.h"
+#include "exports/exporter.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,9 +10,9 @@
 
 #include "base/fault_env.h"
 #include "syncproto/manifest_codec.h"
-#include "tests/unit/catalog/test_util.h"
+#include "tests/unit/exports/test_util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
 using syncproto::EntryKind;
@@ -742,4 +742,4 @@ TEST_CASE("an instance's warnings are bounded: the last one counts the rest") {
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

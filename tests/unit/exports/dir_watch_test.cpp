@@ -1,4 +1,4 @@
-#include "catalog/dir_watch.h"
+#include "exports/dir_watch.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -6,9 +6,9 @@
 
 #include <cstdio>
 
-#include "tests/unit/catalog/test_util.h"
+#include "tests/unit/exports/test_util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
 using testing::TempDir;
@@ -189,4 +189,4 @@ TEST_CASE("a path that names another directory now is watched anew") {
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

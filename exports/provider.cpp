@@ -1,29 +1,13 @@
-#include "catalog/provider.h"
+#include "exports/provider.h"
 
 #include <algorithm>
 #include <utility>
 
 #include "base/log.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 
-ServiceFilter::ServiceFilter(std::vector<std::string> services) {
-  all_ = services.empty();
-  for (std::string& s : services) {
-    if (s == "*") {
-      all_ = true;
-    } else {
-      services_.push_back(std::move(s));
-    }
-  }
-  std::sort(services_.begin(), services_.end());
-  services_.erase(std::unique(services_.begin(), services_.end()), services_.end());
-  if (all_) services_.clear();
-}
-
-bool ServiceFilter::Matches(const std::string& service) const {
-  return all_ || std::binary_search(services_.begin(), services_.end(), service);
-}
+using syncproto::ServiceFilter;
 
 namespace {
 
@@ -148,4 +132,4 @@ std::unique_ptr<Provider> MakeDirProvider(Env& env, std::string root) {
   return std::make_unique<DirProvider>(env, std::move(root));
 }
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

@@ -6,10 +6,10 @@
 #include <string>
 
 #include "base/fault_env.h"
-#include "catalog/exporter.h"
-#include "tests/unit/catalog/test_util.h"
+#include "exports/exporter.h"
+#include "tests/unit/exports/test_util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
 using syncproto::FileEntry;
@@ -111,4 +111,4 @@ TEST_CASE(
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

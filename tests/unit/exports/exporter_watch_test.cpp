@@ -1,5 +1,5 @@
 // The exporter with a change watch (ExporterOptions::full_walk_interval_ms,
-// catalog/dir_watch.h): a scan that lists only what changed must serve
+// exports/dir_watch.h): a scan that lists only what changed must serve
 // exactly what a full walk serves.
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -10,10 +10,10 @@
 #include <functional>
 
 #include "base/fault_env.h"
-#include "catalog/exporter.h"
-#include "tests/unit/catalog/test_util.h"
+#include "exports/exporter.h"
+#include "tests/unit/exports/test_util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
 using testing::DirExport;
@@ -246,4 +246,4 @@ TEST_CASE("full_walk_interval_ms 0 lists every directory on every scan") {
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

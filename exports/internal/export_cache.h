@@ -1,4 +1,4 @@
-// The exporter's stat cache (catalog/exporter.cpp): what a scan knows about
+// The exporter's stat cache (exports/exporter.cpp): what a scan knows about
 // every export path, grouped by the export directory that holds it, so that
 // a scan costs what changed and not what is exported. Not part of the public
 // API: include only from the exporter, its state file and their tests.
@@ -9,8 +9,8 @@
 // directories that did not change. So copying a cache, telling whether two
 // are equal and diffing them cost O(directories) plus the entries of the
 // directories that differ: one edit in 100k files touches one directory.
-#ifndef LIFEBOAT_CATALOG_INTERNAL_EXPORT_CACHE_H_
-#define LIFEBOAT_CATALOG_INTERNAL_EXPORT_CACHE_H_
+#ifndef LIFEBOAT_EXPORTS_INTERNAL_EXPORT_CACHE_H_
+#define LIFEBOAT_EXPORTS_INTERNAL_EXPORT_CACHE_H_
 
 #include <cstdint>
 #include <functional>
@@ -24,7 +24,7 @@
 #include "base/sha256.h"
 #include "syncproto/manifest.h"
 
-namespace lifeboat::catalog::internal {
+namespace lifeboat::exports::internal {
 
 enum class ParseAs : uint8_t { kNone = 0, kPayload = 1, kImageManifest = 2 };
 
@@ -177,6 +177,6 @@ class CacheBuilder {
   std::string last_dir_;
 };
 
-}  // namespace lifeboat::catalog::internal
+}  // namespace lifeboat::exports::internal
 
-#endif  // LIFEBOAT_CATALOG_INTERNAL_EXPORT_CACHE_H_
+#endif  // LIFEBOAT_EXPORTS_INTERNAL_EXPORT_CACHE_H_

@@ -27,15 +27,15 @@
 // boot id, journal, stat cache, parsed metadata) and export-state.log (one
 // record per changed scan: its delta, appended and fdatasync'd before the
 // scan is served; compacted into a new export-state.bin when it outgrows
-// half of it); see catalog/internal/export_state.h. A corrupt state is set
+// half of it); see exports/internal/export_state.h. A corrupt state is set
 // aside as *.corrupt and the exporter starts a new lineage (new boot id,
 // generation 1, full rehash).
 //
 // Threads: OpenView and Rescan are thread-safe (scans are serialized). A view
 // is used by one thread at a time, except that files it opened may be read
 // concurrently.
-#ifndef LIFEBOAT_CATALOG_EXPORTER_H_
-#define LIFEBOAT_CATALOG_EXPORTER_H_
+#ifndef LIFEBOAT_EXPORTS_EXPORTER_H_
+#define LIFEBOAT_EXPORTS_EXPORTER_H_
 
 #include <cstdint>
 #include <memory>
@@ -45,11 +45,11 @@
 #include "base/clock.h"
 #include "base/env.h"
 #include "base/status.h"
-#include "catalog/provider.h"
+#include "exports/provider.h"
 #include "syncproto/export_source.h"
 #include "syncproto/manifest.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 
 struct ExporterOptions {
   Provider* provider = nullptr;       // required; not owned; must outlive the exporter
@@ -66,7 +66,7 @@ struct ExporterOptions {
   // next scan. 0 disables the check (tests that count reads right after writing).
   int64_t racy_window_ms = 20;
   // When the provider's dataset paths are live directories (the dir
-  // provider), they are watched for changes (catalog/dir_watch.h) and a scan
+  // provider), they are watched for changes (exports/dir_watch.h) and a scan
   // lists only the directories that changed since the last one (a pull then
   // costs what changed, not what is exported). Every this-many ms a scan
   // lists everything anyway, for what a watch cannot see (writes through a
@@ -84,10 +84,10 @@ struct ScanStats {
   uint64_t bytes = 0;         // total size of the regular files
   uint64_t hashed_files = 0;  // files read because the stat cache missed
   uint64_t hashed_bytes = 0;
-  uint64_t skipped = 0;     // objects left out (see the header comment)
+  uint64_t skipped = 0;      // objects left out (see the header comment)
   uint64_t listed_dirs = 0;  // dataset directories listed (and their entries stat'ed)
   uint64_t reused_dirs = 0;  // dataset directories the change watch found unchanged
-  int64_t duration_ms = 0;  // monotonic
+  int64_t duration_ms = 0;   // monotonic
 };
 
 class Exporter final : public syncproto::ExportSource {
@@ -118,6 +118,6 @@ class Exporter final : public syncproto::ExportSource {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports
 
-#endif  // LIFEBOAT_CATALOG_EXPORTER_H_
+#endif  // LIFEBOAT_EXPORTS_EXPORTER_H_

@@ -1,10 +1,12 @@
-#include "catalog/retired.h"
+#include "exports/retired.h"
 
 #include <nlohmann/json.hpp>
 
 #include "base/text.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
+
+using syncproto::ServiceFilter;
 namespace {
 
 using nlohmann::json;
@@ -117,4 +119,4 @@ std::unique_ptr<Provider> WithoutRetired(Env& env, std::unique_ptr<Provider> inn
   return std::make_unique<RetiredFilter>(env, std::move(inner), std::move(data_dir));
 }
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

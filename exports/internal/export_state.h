@@ -1,4 +1,4 @@
-// The exporter's persisted state (catalog/exporter.cpp): what a scan knows
+// The exporter's persisted state (exports/exporter.cpp): what a scan knows
 // about every export path, the generation, boot id and journal, and the
 // files that keep them across restarts. Not part of the public API: include
 // only from exporter.cpp and its tests. Format: docs/catalog.md section 7.
@@ -38,8 +38,8 @@
 //
 // Threads: one ExportStateFile per state directory and process; not
 // thread-safe (the exporter saves from its serialized scans).
-#ifndef LIFEBOAT_CATALOG_INTERNAL_EXPORT_STATE_H_
-#define LIFEBOAT_CATALOG_INTERNAL_EXPORT_STATE_H_
+#ifndef LIFEBOAT_EXPORTS_INTERNAL_EXPORT_STATE_H_
+#define LIFEBOAT_EXPORTS_INTERNAL_EXPORT_STATE_H_
 
 #include <cstdint>
 #include <deque>
@@ -50,10 +50,10 @@
 
 #include "base/env.h"
 #include "base/status.h"
-#include "catalog/internal/export_cache.h"
+#include "exports/internal/export_cache.h"
 #include "syncproto/manifest.h"
 
-namespace lifeboat::catalog::internal {
+namespace lifeboat::exports::internal {
 
 struct JournalEntry {
   uint64_t generation = 0;
@@ -141,6 +141,6 @@ BaseDecode DecodeBase(std::string_view data, State* s, uint64_t* base_id);
 // when `to` persists the same as `from`.
 std::string EncodeRecord(const State& from, const State& to, uint64_t base_id);
 
-}  // namespace lifeboat::catalog::internal
+}  // namespace lifeboat::exports::internal
 
-#endif  // LIFEBOAT_CATALOG_INTERNAL_EXPORT_STATE_H_
+#endif  // LIFEBOAT_EXPORTS_INTERNAL_EXPORT_STATE_H_

@@ -1,6 +1,6 @@
-// The exporter's persisted state (catalog/internal/export_state.h): a base
+// The exporter's persisted state (exports/internal/export_state.h): a base
 // plus an append-only log, through the exporter and directly.
-#include "catalog/internal/export_state.h"
+#include "exports/internal/export_state.h"
 
 #include <unistd.h>
 
@@ -8,10 +8,10 @@
 #include <map>
 
 #include "base/fault_env.h"
-#include "catalog/exporter.h"
-#include "tests/unit/catalog/test_util.h"
+#include "exports/exporter.h"
+#include "tests/unit/exports/test_util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
 using internal::CacheEntry;
@@ -503,4 +503,4 @@ TEST_CASE("a state of the previous format loads, and its first save writes a new
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

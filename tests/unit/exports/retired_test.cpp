@@ -1,12 +1,13 @@
-#include "catalog/retired.h"
+#include "exports/retired.h"
 
 #include <catch2/catch.hpp>
 
-#include "tests/unit/catalog/test_util.h"
+#include "tests/unit/exports/test_util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 namespace {
 
+using syncproto::ServiceFilter;
 using testing::TempDir;
 
 // GCC 12 warns -Wrestrict on inlined std::string assignments here (a false
@@ -124,4 +125,4 @@ TEST_CASE("the retired filter passes the provider's warnings on") {
 }
 
 }  // namespace
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

@@ -1,4 +1,4 @@
-#include "catalog/exporter.h"
+#include "exports/exporter.h"
 
 #include <time.h>
 
@@ -11,13 +11,14 @@
 #include <tuple>
 #include <utility>
 
+#include "base/file_digest.h"
 #include "base/log.h"
 #include "base/memory.h"
-#include "catalog/dir_watch.h"
-#include "catalog/internal/export_state.h"
-#include "catalog/internal/util.h"
+#include "base/text.h"
+#include "exports/dir_watch.h"
+#include "exports/internal/export_state.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
 
 using syncproto::EntryKind;
 using syncproto::FileEntry;
@@ -26,6 +27,7 @@ using syncproto::InstanceInfo;
 using syncproto::InstanceWarning;
 using syncproto::Manifest;
 using syncproto::ManifestAnswer;
+using syncproto::ServiceFilter;
 
 namespace {
 
@@ -79,7 +81,7 @@ int64_t RealNowNs() {
 // them can change without an event in them: see Scanner::ListAgain.
 using DirSet = std::set<std::string>;
 
-// How a scan may use the change watch (catalog/dir_watch.h).
+// How a scan may use the change watch (exports/dir_watch.h).
 struct WatchUse {
   DirWatch* watch = nullptr;         // null: none (every directory is listed, nothing is watched)
   bool reuse = false;                // may reuse the previous scan's entries of clean directories
@@ -122,7 +124,7 @@ class Scanner {
       AddFile(app, "sapi/application.json", ParseAs::kNone);
     }
     for (const auto& [svc, path] : snap.service_record_paths()) {
-      if (!internal::IsSafeName(svc) || !filter_.Matches(svc)) continue;
+      if (!IsSafeName(svc) || !filter_.Matches(svc)) continue;
       AddFile(path, "sapi/services/" + svc + ".json", ParseAs::kNone);
     }
     std::sort(instances_.begin(), instances_.end(),
@@ -234,7 +236,7 @@ class Scanner {
   }
 
   void ScanInstance(const InstanceSource& src) {
-    if (!internal::IsSafeName(src.uuid)) {
+    if (!IsSafeName(src.uuid)) {
       Skip(src.payload_path, "instance uuid is not a valid path component");
       return;
     }
@@ -259,7 +261,7 @@ class Scanner {
     }
     // `payload` points into the scan's cache: used no more once other entries are added.
     InstanceInfo info{src.uuid, meta.alias, meta.service, meta.image_uuid, {}};
-    if (!info.image_uuid.empty() && !internal::IsSafeName(info.image_uuid)) {
+    if (!info.image_uuid.empty() && !IsSafeName(info.image_uuid)) {
       Skip(src.payload_path, "image_uuid is not a valid path component");
       info.image_uuid.clear();
     }
@@ -305,7 +307,7 @@ class Scanner {
         continue;
       }
       std::string origin = m->meta().origin;
-      if (!origin.empty() && !internal::IsSafeName(origin)) {
+      if (!origin.empty() && !IsSafeName(origin)) {
         Skip(img->manifest_path, "origin is not a valid path component");
         origin.clear();
       }
@@ -594,9 +596,9 @@ class Scanner {
       CacheEntry c;
       std::string content;
       uint64_t size = 0;
-      Status hashed = internal::HashOpenFile(**file, &c.digest, &size,
-                                             parse == ParseAs::kNone ? nullptr : &content,
-                                             64ull << 20, st.size, &c.sha256);
+      Status hashed =
+          HashOpenFile(**file, &c.digest, &size, parse == ParseAs::kNone ? nullptr : &content,
+                       64ull << 20, st.size, &c.sha256);
       if (!hashed.ok()) {
         Skip(local, "unreadable: " + hashed.message(), path);
         return nullptr;
@@ -637,7 +639,7 @@ class Scanner {
   static std::shared_ptr<const Parsed> Parse(const std::string& content, const std::string& local,
                                              ParseAs as) {
     auto p = std::make_shared<Parsed>();
-    auto json = internal::ParseJson(content, local);
+    auto json = ParseJson(content, local);
     if (!json.ok()) {
       p->error = json.status().message();
       return p;
@@ -646,14 +648,14 @@ class Scanner {
       p->error = local + ": not a JSON object";
       return p;
     }
-    p->uuid = internal::JsonString(*json, "uuid");
+    p->uuid = JsonString(*json, "uuid");
     if (as == ParseAs::kPayload) {
-      p->alias = internal::JsonString(*json, "alias");
-      p->image_uuid = internal::JsonString(*json, "image_uuid");
+      p->alias = JsonString(*json, "alias");
+      p->image_uuid = JsonString(*json, "image_uuid");
       auto tags = json->find("tags");
-      if (tags != json->end()) p->service = internal::JsonString(*tags, "smartdc_role");
+      if (tags != json->end()) p->service = JsonString(*tags, "smartdc_role");
     } else {
-      p->origin = internal::JsonString(*json, "origin");
+      p->origin = JsonString(*json, "origin");
     }
     return p;
   }
@@ -698,32 +700,9 @@ class View final : public syncproto::ExportView {
       a.kind = ManifestAnswer::Kind::kUnchanged;
       return a;
     }
-    ServiceFilter filter(services);
-    std::set<std::string> instances, images;
-    std::map<std::string, std::string> origin;
-    for (const ImageInfo& i : m.images) origin[i.uuid] = i.origin;
-    for (const InstanceInfo& i : m.instances) {
-      if (!filter.Matches(i.service)) continue;
-      instances.insert(i.uuid);
-      a.manifest.instances.push_back(i);
-      for (std::string img = i.image_uuid; !img.empty() && images.insert(img).second;) {
-        auto it = origin.find(img);
-        img = it == origin.end() ? "" : it->second;
-      }
-    }
-    for (const ImageInfo& i : m.images) {
-      if (images.count(i.uuid)) a.manifest.images.push_back(i);
-    }
-    auto included = [&](const std::string& path) {
-      if (!filter.all()) {
-        std::string inst = syncproto::InstanceOfPath(path);
-        if (!inst.empty()) return instances.count(inst) > 0;
-        if (path.starts_with("images/")) {
-          return images.count(path.substr(7, path.find('/', 7) - 7)) > 0;
-        }
-      }
-      return true;
-    };
+    const syncproto::ManifestSelection selection(ServiceFilter(services), m.instances, m.images);
+    a.manifest.instances = selection.instances();
+    a.manifest.images = selection.images();
     const Journal& journal = *scan_->journal;
     const bool covered = boot_id == m.boot_id && since > 0 && since < m.generation &&
                          !journal.empty() && journal.front()->generation <= since + 1 &&
@@ -732,7 +711,8 @@ class View final : public syncproto::ExportView {
       a.kind = ManifestAnswer::Kind::kFull;
       a.manifest.files.reserve(cache.size());
       for (const CacheEntry* c : cache.Sorted()) {
-        if (c->exported && included(c->path)) a.manifest.files.push_back(c->ToFileEntry());
+        if (c->exported && selection.Includes(c->path))
+          a.manifest.files.push_back(c->ToFileEntry());
       }
       return a;
     }
@@ -748,7 +728,7 @@ class View final : public syncproto::ExportView {
     for (const std::string& path : touched) {
       const CacheEntry* c = cache.Find(path);
       if (c != nullptr && c->exported) {
-        if (included(path)) a.manifest.files.push_back(c->ToFileEntry());
+        if (selection.Includes(path)) a.manifest.files.push_back(c->ToFileEntry());
       } else {
         a.removed.push_back(path);
       }
@@ -1034,4 +1014,4 @@ ScanStats Exporter::last_scan() const {
   return impl_->last_stats_;
 }
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

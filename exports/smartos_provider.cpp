@@ -1,5 +1,5 @@
 // The smartos provider: vmadm, imgadm and zfs, run without a shell.
-#include "catalog/provider.h"
+#include "exports/provider.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -24,9 +24,10 @@
 #include "base/log.h"
 #include "base/subprocess.h"
 #include "base/text.h"
-#include "catalog/internal/util.h"
 
-namespace lifeboat::catalog {
+namespace lifeboat::exports {
+
+using syncproto::ServiceFilter;
 namespace {
 
 struct FileDigestSha1 {
@@ -141,9 +142,8 @@ class SmartosProvider final : public Provider {
       // <pool>/<uuid>/data@lifeboat-<id>, the uuid a safe name.
       if (!name.starts_with(prefix)) continue;
       const size_t at = name.find(marker, prefix.size());
-      if (at == std::string::npos ||
-          !internal::IsSafeName(name.substr(prefix.size(), at - prefix.size())) ||
-          !internal::IsSafeName(name.substr(at + marker.size()))) {
+      if (at == std::string::npos || !IsSafeName(name.substr(prefix.size(), at - prefix.size())) ||
+          !IsSafeName(name.substr(at + marker.size()))) {
         continue;
       }
       log::Info("smartos provider: destroying a snapshot left by an earlier run",
@@ -163,20 +163,20 @@ class SmartosProvider final : public Provider {
   Result<std::unique_ptr<ProviderSnapshot>> Snapshot(const ServiceFilter& filter) override {
     static std::atomic<uint64_t> counter{0};
     auto snap = std::make_unique<SmartosSnapshot>(
-        *this, internal::RandomHex().substr(0, 12) + "-" + std::to_string(counter++));
+        *this, RandomHex().substr(0, 12) + "-" + std::to_string(counter++));
     ASSIGN_OR_RETURN(std::string out, Run({"vmadm", "lookup", "-j", "tags.smartdc_type=core"}));
-    ASSIGN_OR_RETURN(nlohmann::json vms, internal::ParseJson(out, "`vmadm lookup -j` output"));
+    ASSIGN_OR_RETURN(nlohmann::json vms, ParseJson(out, "`vmadm lookup -j` output"));
     if (!vms.is_array()) return DataError("`vmadm lookup -j` did not print a JSON array");
     std::map<std::string, std::vector<size_t>> by_service;  // -> indexes into instances_
     for (const nlohmann::json& vm : vms) {
-      const std::string uuid = internal::JsonString(vm, "uuid");
-      if (!internal::IsSafeName(uuid)) {
+      const std::string uuid = JsonString(vm, "uuid");
+      if (!IsSafeName(uuid)) {
         log::Warn("smartos provider: skipping a VM without a valid uuid", {{"uuid", uuid}});
         continue;
       }
       std::string service;
       if (auto tags = vm.find("tags"); tags != vm.end()) {
-        service = internal::JsonString(*tags, "smartdc_role");
+        service = JsonString(*tags, "smartdc_role");
       }
       if (!filter.Matches(service)) continue;
       InstanceSource src;
@@ -199,7 +199,7 @@ class SmartosProvider final : public Provider {
   }
 
   Result<ImageSource> Image(const std::string& uuid) {
-    if (!internal::IsSafeName(uuid)) return DataError("invalid image uuid \"" + uuid + "\"");
+    if (!IsSafeName(uuid)) return DataError("invalid image uuid \"" + uuid + "\"");
     ImageSource img;
     img.uuid = uuid;
     const std::string dir = JoinPath(o_.cache_dir, "images/" + uuid);
@@ -209,7 +209,7 @@ class SmartosProvider final : public Provider {
     if (manifests_done_.count(uuid) && Exists(env_, img.file_path)) return img;
     auto out = Run({"imgadm", "get", uuid});
     if (!out.ok()) return NotFoundError("image " + uuid + ": " + out.status().message());
-    ASSIGN_OR_RETURN(nlohmann::json m, internal::ParseJson(*out, "`imgadm get " + uuid + "`"));
+    ASSIGN_OR_RETURN(nlohmann::json m, ParseJson(*out, "`imgadm get " + uuid + "`"));
     // imgadm get prints {"manifest": {...}, "zpool": ..., "source": ...}.
     nlohmann::json manifest = m.contains("manifest") ? m["manifest"] : m;
     RETURN_IF_ERROR(CreateDirs(env_, dir, 0700));
@@ -281,13 +281,13 @@ class SmartosProvider final : public Provider {
     if (answer.status == 0) return fail("printed no HTTP status line", r.out.substr(0, 200));
     if (answer.status != 200) {
       std::string code;  // restify's {"code": "ResourceNotFound", "message": ...}
-      auto body = internal::ParseJson(answer.body, "body");
-      if (body.ok() && body->is_object()) code = internal::JsonString(*body, "code");
+      auto body = ParseJson(answer.body, "body");
+      if (body.ok() && body->is_object()) code = JsonString(*body, "code");
       return fail("answered HTTP " + std::to_string(answer.status) +
-                      (code.empty() || !internal::IsSafeName(code) ? "" : " " + code),
+                      (code.empty() || !IsSafeName(code) ? "" : " " + code),
                   std::string(answer.body.substr(0, 500)));
     }
-    auto body = internal::ParseJson(answer.body, "body");
+    auto body = ParseJson(answer.body, "body");
     if (!body.ok()) return fail("answered invalid JSON", body.status().message());
     if (!body->is_array()) return fail("answered something other than a JSON array", "");
     return std::move(*body);
@@ -305,11 +305,11 @@ class SmartosProvider final : public Provider {
                                  const std::string& parent) {
     for (const nlohmann::json& rec : list) {
       if (!rec.is_object()) return "answered a list with an element that is not an object";
-      const std::string uuid = internal::JsonString(rec, "uuid");
+      const std::string uuid = JsonString(rec, "uuid");
       if (!IsUuid(uuid)) {
         return "answered a record whose uuid \"" + uuid.substr(0, 64) + "\" is not a uuid";
       }
-      if (parent_key != nullptr && internal::JsonString(rec, parent_key) != parent) {
+      if (parent_key != nullptr && JsonString(rec, parent_key) != parent) {
         return "answered record " + uuid + " whose " + parent_key + " is not " + parent;
       }
     }
@@ -320,9 +320,9 @@ class SmartosProvider final : public Provider {
   std::string KeptUuid(const std::string& path) {
     auto text = ReadFileToString(env_, path, 1 << 20);
     if (!text.ok()) return "";
-    auto j = internal::ParseJson(*text, path);
+    auto j = ParseJson(*text, path);
     if (!j.ok() || !j->is_object()) return "";
-    std::string uuid = internal::JsonString(*j, "uuid");
+    std::string uuid = JsonString(*j, "uuid");
     return IsUuid(uuid) ? uuid : "";
   }
 
@@ -380,7 +380,7 @@ class SmartosProvider final : public Provider {
                SapiCall("/applications?name=sdc") + ": answered " + std::to_string(apps->size()) +
                    " applications (1 expected)");
     } else {
-      app_uuid = internal::JsonString((*apps)[0], "uuid");
+      app_uuid = JsonString((*apps)[0], "uuid");
       SapiKeep(snap, app_w, app_local, (*apps)[0]);
     }
     if (app_uuid.empty()) app_uuid = KeptUuid(app_local);
@@ -399,14 +399,14 @@ class SmartosProvider final : public Provider {
       } else {
         services.emplace();
         for (const nlohmann::json& rec : *list) {
-          const std::string name = internal::JsonString(rec, "name");
-          if (internal::IsSafeName(name)) (*services)[name] = rec;
+          const std::string name = JsonString(rec, "name");
+          if (IsSafeName(name)) (*services)[name] = rec;
         }
       }
     }
 
     for (const auto& [service, indexes] : by_service) {
-      if (!internal::IsSafeName(service)) continue;
+      if (!IsSafeName(service)) continue;
       const std::string svc_local = JoinPath(dir, "services/" + service + ".json");
       const ProviderWarning svc_w{"", service, "sapi/services/" + service + ".json", ""};
       std::string svc_uuid;
@@ -418,7 +418,7 @@ class SmartosProvider final : public Provider {
         listed = false;  // SAPI has no such service: nothing of it to export
         SapiForget(svc_local);
       } else {
-        svc_uuid = internal::JsonString(it->second, "uuid");
+        svc_uuid = JsonString(it->second, "uuid");
         SapiKeep(snap, svc_w, svc_local, it->second);
       }
       if (Exists(env_, svc_local)) snap.services_[service] = svc_local;
@@ -454,7 +454,7 @@ class SmartosProvider final : public Provider {
       } else {
         const nlohmann::json* found = nullptr;
         for (const nlohmann::json& rec : *list) {
-          if (internal::JsonString(rec, "uuid") == src.uuid) found = &rec;
+          if (JsonString(rec, "uuid") == src.uuid) found = &rec;
         }
         if (found == nullptr) {
           SapiForget(local);
@@ -531,4 +531,4 @@ Result<std::unique_ptr<Provider>> MakeSmartosProvider(Env& env, SmartosOptions o
   return std::unique_ptr<Provider>(std::move(p));
 }
 
-}  // namespace lifeboat::catalog
+}  // namespace lifeboat::exports

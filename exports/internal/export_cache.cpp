@@ -1,11 +1,11 @@
-#include "catalog/internal/export_cache.h"
+#include "exports/internal/export_cache.h"
 
 #include <algorithm>
 #include <iterator>
 #include <optional>
 #include <utility>
 
-namespace lifeboat::catalog::internal {
+namespace lifeboat::exports::internal {
 
 namespace {
 
@@ -226,4 +226,4 @@ Cache CacheBuilder::Finish(const Cache* previous) {
   return out;
 }
 
-}  // namespace lifeboat::catalog::internal
+}  // namespace lifeboat::exports::internal

@@ -1,4 +1,4 @@
-#include "catalog/internal/export_state.h"
+#include "exports/internal/export_state.h"
 
 #include <algorithm>
 #include <cstring>
@@ -6,10 +6,11 @@
 #include <optional>
 #include <utility>
 
+#include "base/digest.h"
 #include "base/log.h"
-#include "catalog/internal/util.h"
+#include "exports/internal/state_codec.h"
 
-namespace lifeboat::catalog::internal {
+namespace lifeboat::exports::internal {
 
 using syncproto::EntryKind;
 using syncproto::FileEntry;
@@ -616,4 +617,4 @@ Status ExportStateFile::Save(const State& next) {
   return st;
 }
 
-}  // namespace lifeboat::catalog::internal
+}  // namespace lifeboat::exports::internal
