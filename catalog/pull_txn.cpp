@@ -168,6 +168,25 @@ struct PullTxn::State {
   std::vector<std::string> plan_files;         // staged by Plan: empty files
   PlanSummary summary;
 
+  // What an instance's plan starts from: the held copy (also one held from
+  // another peer, or just orphaned).
+  struct HeldBasis {
+    bool have = false;  // the catalog has a record of the instance
+    Record rec;
+    // The held generation's entries; empty when none is held or it cannot
+    // be read (files_ok false: the instance is pulled whole).
+    std::shared_ptr<const std::vector<FileEntry>> files =
+        std::make_shared<const std::vector<FileEntry>>();
+    bool files_ok = false;
+  };
+  HeldBasis HeldBasisOf(const std::string& uuid);
+
+  // A changed instance as `info` at generation `m` with entries `files`,
+  // nothing pinned or planned yet; *regular_files counts its files.
+  StagedInstance NewStagedInstance(const syncproto::InstanceInfo& info,
+                                   const syncproto::Manifest& m, const HeldBasis& held,
+                                   std::vector<FileEntry> files, uint64_t* regular_files) const;
+
   void PinPlanned(StagedInstance* si, const std::vector<std::string>& changed, bool all_files);
 
   // The next entry list of a delta that changes the `changed` paths of
@@ -548,107 +567,120 @@ Result<std::string> PullTxn::StagedObjectPath(const Digest256& id) {
   return staged;
 }
 
+PullTxn::State::HeldBasis PullTxn::State::HeldBasisOf(const std::string& uuid) {
+  HeldBasis b;
+  {
+    std::lock_guard<std::mutex> lock(store->mu_);
+    if (auto it = store->cat_.instances.find(uuid); it != store->cat_.instances.end()) {
+      b.rec = it->second;
+      b.have = true;
+    }
+  }
+  if (!b.have) return b;
+  auto held_files = store->CurrentFiles(uuid, b.rec.r.seq);
+  if (held_files.ok()) {
+    b.files = std::move(*held_files);
+    b.files_ok = true;
+  } else {
+    log::Warn("catalog: cannot read the held generation; pulling the instance whole",
+              {{"instance", uuid}, {"error", held_files.status().message()}});
+  }
+  return b;
+}
+
+PullTxn::State::StagedInstance PullTxn::State::NewStagedInstance(
+    const syncproto::InstanceInfo& info, const syncproto::Manifest& m, const HeldBasis& held,
+    std::vector<FileEntry> files, uint64_t* regular_files) const {
+  StagedInstance si;
+  si.old_service = held.have ? held.rec.r.service : "";
+  si.rebuild_trees = held.have && held.rec.r.damaged;
+  si.prev_seq = held.files_ok ? held.rec.r.seq : 0;
+  InstanceRecord& r = si.desc.r;
+  r.uuid = info.uuid;
+  r.alias = info.alias;
+  r.service = info.service;
+  r.image_uuid = info.image_uuid;
+  r.warnings = info.warnings;
+  r.peer = peer;
+  r.generation = m.generation;
+  si.desc.node_uuid = m.node_uuid;
+  si.desc.boot_id = m.boot_id;
+  *regular_files = 0;
+  for (const FileEntry& f : files) {
+    if (f.kind == EntryKind::kFile) {
+      r.size += f.size;
+      ++*regular_files;
+    }
+  }
+  si.desc.files = std::move(files);
+  r.files = si.desc.files.size();
+  return si;
+}
+
 Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncproto::Manifest& m,
                              const std::map<std::string, FileEntry>& answered,
                              const std::set<std::string>& removed, bool full, const Held& held) {
   State& s = *s_;
-  Store::Impl& st = *s.store;
-  // The held copy (also one held from another peer, or just orphaned) is the basis.
-  Record prev_rec;
-  bool have = false;
-  {
-    std::lock_guard<std::mutex> lock(st.mu_);
-    if (auto it = st.cat_.instances.find(info.uuid); it != st.cat_.instances.end()) {
-      prev_rec = it->second;
-      have = true;
-    }
-  }
-  auto prev_files = std::make_shared<const std::vector<FileEntry>>();
-  bool prev_ok = false;
-  if (have) {
-    auto held_files = st.CurrentFiles(info.uuid, prev_rec.r.seq);
-    if (held_files.ok()) {
-      prev_files = std::move(*held_files);
-      prev_ok = true;
-    } else {
-      log::Warn("catalog: cannot read the held generation; pulling the instance whole",
-                {{"instance", info.uuid}, {"error", held_files.status().message()}});
-    }
-  }
-  if (!full && have && !prev_ok) {
+  State::HeldBasis basis = s.HeldBasisOf(info.uuid);
+  const Record& prev_rec = basis.rec;
+  if (!full && basis.have && !basis.files_ok) {
     return DataError("delta for instance " + info.uuid + " but its held copy is unreadable");
   }
+  // A scrub found objects of it missing: a new generation, transferring them.
+  const bool damaged = basis.have && prev_rec.r.damaged;
   internal::NextEntries planned;
-  if (!full && prev_ok && !prev_rec.r.damaged) {  // a delta: what it changes, found by lookup
-    planned.changed = internal::DeltaChanges(*prev_files, removed, answered);
+  if (!full && basis.files_ok && !damaged) {  // a delta: what it changes, found by lookup
+    planned.changed = internal::DeltaChanges(*basis.files, removed, answered);
     if (!planned.changed.empty()) {
       planned.files =
-          s.NextFromHeld(info.uuid, prev_rec.r.seq, &prev_files, planned.changed, answered);
+          s.NextFromHeld(info.uuid, prev_rec.r.seq, &basis.files, planned.changed, answered);
     }
   } else {
-    planned = internal::PlanEntries(*prev_files, removed, answered, full);
+    planned = internal::PlanEntries(*basis.files, removed, answered, full);
   }
   auto held_it = held.instances.find(info.uuid);
-  if (have && held_it != held.instances.end() && held_it->second.r.removed) {
+  if (basis.have && held_it != held.instances.end() && held_it->second.r.removed) {
     s.reappeared.push_back(info.uuid);
   }
-  const bool same_meta = have && prev_rec.r.alias == info.alias &&
+  const bool same_meta = basis.have && prev_rec.r.alias == info.alias &&
                          prev_rec.r.service == info.service &&
                          prev_rec.r.image_uuid == info.image_uuid && prev_rec.r.peer == s.peer &&
                          prev_rec.r.warnings == info.warnings;
-  const bool same_files = prev_ok && planned.changed.empty();
-  // A scrub found objects of it missing: a new generation, transferring them.
-  const bool damaged = have && prev_rec.r.damaged;
+  const bool same_files = basis.files_ok && planned.changed.empty();
   if (same_meta && same_files && !damaged) {  // the held entries passed the checks below
     s.confirmed.push_back(info.uuid);
     return Status::Ok();
   }
-  const std::vector<FileEntry>& next = planned.files ? *planned.files : *prev_files;
+  const std::vector<FileEntry>& next = planned.files ? *planned.files : *basis.files;
   RETURN_IF_ERROR(CheckTree(next, answered));
   const size_t vm = internal::FindEntry(next, "vms/" + info.uuid + ".json");
   if (vm == next.size() || next[vm].kind != EntryKind::kFile) {
     return DataError("instance " + info.uuid + " has no VM payload in the manifest");
   }
-  State::StagedInstance si;
-  si.old_service = have ? prev_rec.r.service : "";
-  si.rebuild_trees = damaged;
-  si.prev_seq = prev_ok ? prev_rec.r.seq : 0;
-  si.desc.r.uuid = info.uuid;
-  si.desc.r.alias = info.alias;
-  si.desc.r.service = info.service;
-  si.desc.r.image_uuid = info.image_uuid;
-  si.desc.r.warnings = info.warnings;
-  si.desc.r.peer = s.peer;
-  si.desc.r.generation = m.generation;
-  si.desc.node_uuid = m.node_uuid;
-  si.desc.boot_id = m.boot_id;
-  uint64_t files = 0;
-  for (const FileEntry& f : next) {
-    if (f.kind == EntryKind::kFile) {
-      si.desc.r.size += f.size;
-      ++files;
-    }
-  }
   // The held list is copied only when metadata alone changed (or damaged).
   // (Not a conditional expression: its result would be a const prvalue,
   // a copy of the planned list too.)
+  std::vector<FileEntry> files;
   if (planned.files) {
-    si.desc.files = std::move(*planned.files);
+    files = std::move(*planned.files);
   } else {
-    si.desc.files = *prev_files;
+    files = *basis.files;
   }
-  si.desc.r.files = si.desc.files.size();
-  s.PinPlanned(&si, planned.changed, damaged || !prev_ok);
+  uint64_t regular_files = 0;
+  State::StagedInstance si = s.NewStagedInstance(info, m, basis, std::move(files), &regular_files);
+  const bool every_file = damaged || !basis.files_ok;
+  s.PinPlanned(&si, planned.changed, every_file);
   // Each file with the held entry at its path. An unchanged path of an
   // instance that is not damaged needs nothing: only the changed paths are
   // looked at (all of them when nothing is held).
+  const std::vector<FileEntry>& prev_files = *basis.files;
   auto plan_file = [&](const FileEntry& f) {
-    const size_t k = internal::FindEntry(*prev_files, f.path);
-    const bool held_file = k != prev_files->size() && (*prev_files)[k].kind == EntryKind::kFile;
-    return PlanFile(f, held_file ? &(*prev_files)[k] : nullptr, damaged);
+    const size_t k = internal::FindEntry(prev_files, f.path);
+    const bool held_file = k != prev_files.size() && prev_files[k].kind == EntryKind::kFile;
+    return PlanFile(f, held_file ? &prev_files[k] : nullptr, damaged);
   };
   Status all_planned = [&]() -> Status {
-    if (damaged || !prev_ok) {
+    if (every_file) {
       for (const FileEntry& f : si.desc.files) {
         if (f.kind == EntryKind::kFile) RETURN_IF_ERROR(plan_file(f));
       }
@@ -661,7 +693,7 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
       ++changed_files;
       RETURN_IF_ERROR(plan_file(si.desc.files[k]));
     }
-    s.summary.unchanged_files += files - changed_files;
+    s.summary.unchanged_files += regular_files - changed_files;
     return Status::Ok();
   }();
   if (!all_planned.ok()) {
@@ -670,7 +702,7 @@ Status PullTxn::PlanInstance(const syncproto::InstanceInfo& info, const syncprot
     return all_planned;
   }
   si.changed_paths = std::move(planned.changed);
-  si.prev_files = std::move(prev_files);
+  si.prev_files = std::move(basis.files);
   s.changed.push_back(std::move(si));
   ++s.summary.changed_instances;
   return Status::Ok();
