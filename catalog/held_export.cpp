@@ -20,16 +20,9 @@ class HeldView final : public syncproto::ExportView {
 
   Result<ManifestAnswer> ManifestSince(uint64_t since, const std::string& boot_id,
                                        const std::vector<std::string>& services) override {
-    ManifestAnswer a;
-    a.manifest.node_uuid = manifest_.node_uuid;
-    a.manifest.node_name = manifest_.node_name;
-    a.manifest.generation = manifest_.generation;
-    a.manifest.boot_id = manifest_.boot_id;
-    if (since == manifest_.generation && boot_id == manifest_.boot_id) {
-      a.kind = ManifestAnswer::Kind::kUnchanged;
-      return a;
-    }
-    a.kind = ManifestAnswer::Kind::kFull;
+    // No history is kept: UNCHANGED or FULL.
+    ManifestAnswer a = syncproto::AnswerHeader(manifest_, since, boot_id);
+    if (a.kind == ManifestAnswer::Kind::kUnchanged) return a;
     const syncproto::ManifestSelection selection(syncproto::ServiceFilter(services),
                                                  manifest_.instances, manifest_.images);
     a.manifest.instances = selection.instances();

@@ -691,15 +691,8 @@ class View final : public syncproto::ExportView {
                                        const std::vector<std::string>& services) override {
     const Manifest& m = *scan_->header;
     const Cache& cache = *scan_->cache;
-    ManifestAnswer a;
-    a.manifest.node_uuid = m.node_uuid;
-    a.manifest.node_name = m.node_name;
-    a.manifest.generation = m.generation;
-    a.manifest.boot_id = m.boot_id;
-    if (boot_id == m.boot_id && since == m.generation) {
-      a.kind = ManifestAnswer::Kind::kUnchanged;
-      return a;
-    }
+    ManifestAnswer a = syncproto::AnswerHeader(m, since, boot_id);
+    if (a.kind == ManifestAnswer::Kind::kUnchanged) return a;
     const syncproto::ManifestSelection selection(ServiceFilter(services), m.instances, m.images);
     a.manifest.instances = selection.instances();
     a.manifest.images = selection.images();

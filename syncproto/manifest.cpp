@@ -117,4 +117,15 @@ std::string InstanceOfPath(std::string_view path) {
   return "";
 }
 
+ManifestAnswer AnswerHeader(const Manifest& m, uint64_t since, const std::string& boot_id) {
+  ManifestAnswer a;
+  a.manifest.node_uuid = m.node_uuid;
+  a.manifest.node_name = m.node_name;
+  a.manifest.generation = m.generation;
+  a.manifest.boot_id = m.boot_id;
+  a.kind = since == m.generation && boot_id == m.boot_id ? ManifestAnswer::Kind::kUnchanged
+                                                         : ManifestAnswer::Kind::kFull;
+  return a;
+}
+
 }  // namespace lifeboat::syncproto

@@ -122,6 +122,12 @@ struct ManifestAnswer {
   std::vector<std::string> removed;
 };
 
+// The start of an answer from export `m` to "what changed since generation
+// `since` of boot `boot_id`": m's node uuid, node name, generation and boot
+// id, and kind kUnchanged when `since` and `boot_id` are m's, else kFull
+// with no entries yet (the server fills them, or makes it a kDelta).
+ManifestAnswer AnswerHeader(const Manifest& m, uint64_t since, const std::string& boot_id);
+
 // Checks an export path read from the wire or from disk: non-empty, at most
 // kMaxPathBytes, relative, no empty/"."/".." components, no NUL, no
 // backslash-free trickery needed (we are POSIX only). Error names the path.

@@ -83,6 +83,30 @@ Status DecodeStatus(const ManifestAnswer& a) {
   return DecodeManifestAnswer(EncodeManifestAnswer(a)).status();
 }
 
+TEST_CASE("AnswerHeader: UNCHANGED only for the export's generation and boot id") {
+  Manifest m;
+  m.node_uuid = "564dd1ac-164d-cc50-247c-b2eb0cf21ce5";
+  m.node_name = "headnode1";
+  m.generation = 7;
+  m.boot_id = "boot-a";
+  m.files.push_back({"vms/x.json", EntryKind::kFile, 2, 0644, 0, Xxh3Digest("{}"), ""});
+  const ManifestAnswer same = AnswerHeader(m, 7, "boot-a");
+  CHECK(same.kind == ManifestAnswer::Kind::kUnchanged);
+  CHECK(same.manifest.node_uuid == m.node_uuid);
+  CHECK(same.manifest.node_name == "headnode1");
+  CHECK(same.manifest.generation == 7);
+  CHECK(same.manifest.boot_id == "boot-a");
+  CHECK(same.manifest.files.empty());
+  for (const auto& [since, boot] : std::vector<std::pair<uint64_t, std::string>>{
+           {6, "boot-a"}, {7, "boot-b"}, {0, ""}, {8, "boot-a"}}) {
+    CAPTURE(since, boot);
+    const ManifestAnswer a = AnswerHeader(m, since, boot);
+    CHECK(a.kind == ManifestAnswer::Kind::kFull);
+    CHECK(a.manifest.generation == 7);
+    CHECK(a.manifest.files.empty());
+  }
+}
+
 TEST_CASE("manifest validation rejects what a hostile peer could send") {
   SECTION("bad paths") {
     for (std::string p : {"/etc/shadow", "datasets/../../etc", "a//b", ""}) {
