@@ -1,6 +1,4 @@
 // PullTxn: plan, transfer and commit of one pull (docs/catalog.md section 4).
-#include "base/digest.h"
-#include "base/file_digest.h"
 #include "catalog/store.h"
 
 #include <algorithm>
@@ -13,6 +11,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "base/digest.h"
+#include "base/file_digest.h"
 #include "base/log.h"
 #include "base/text.h"
 #include "catalog/checkout.h"
