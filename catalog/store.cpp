@@ -15,7 +15,6 @@
 #include "catalog/checkout.h"
 #include "catalog/internal/store_impl.h"
 #include "catalog/trash.h"
-#include "syncproto/manifest_filter.h"
 
 namespace lifeboat::catalog {
 

@@ -17,6 +17,7 @@
 #include "base/text.h"
 #include "exports/dir_watch.h"
 #include "exports/internal/export_state.h"
+#include "syncproto/manifest_filter.h"
 
 namespace lifeboat::exports {
 
