@@ -290,6 +290,7 @@ class PeerPuller final : public PullJob, public std::enable_shared_from_this<Pee
                           {"transfer", ms(State::kTransfer)},
                           {"commit", ms(State::kCommit)},
                           {"abort", ms(State::kAborting)}};
+    if (pump_) fields["pump_ms"] = pump_->times().Json();
     if (status.ok()) {
       log::Info("pull", fields);
     } else {

@@ -96,7 +96,8 @@ void PeerServer::OnAccept(std::shared_ptr<Connection> conn) {
                              {"manifests", st.manifests_served},
                              {"files", st.files_served},
                              {"files_failed", st.files_failed},
-                             {"bytes_sent", cc->pump->connection().bytes_written()}};
+                             {"bytes_sent", cc->pump->connection().bytes_written()},
+                             {"pump_ms", cc->pump->times().Json()}};
     if (why.ok()) {
       log::Debug("served a peer", fields);
     } else {

@@ -17,12 +17,18 @@
 // touched only inside work items. When the session is done the channel sends
 // close_notify before the connection closes.
 //
+// times() says where the pump's time went (for the "pull" and "served a
+// peer" log lines): whether this end or its peer held the transfer up.
+//
 // Threads: the pump's methods are for the loop thread.
 #ifndef LIFEBOAT_AGENT_SESSION_PUMP_H_
 #define LIFEBOAT_AGENT_SESSION_PUMP_H_
 
 #include <uv.h>
 
+#include <nlohmann/json.hpp>
+
+#include <array>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,6 +40,29 @@
 #include "syncproto/tls_channel.h"
 
 namespace lifeboat::agent {
+
+// Where a pump's time since Start went, in milliseconds: work items running
+// (`work`) or waiting for a pool thread (`queued`), and the pump idle with no
+// received bytes and nothing to send (`wait_peer`: the peer holds the
+// transfer up) or with write_high_water unsent bytes (`wait_socket`: the
+// connection, or the peer's reading, does). The rest is the loop's turns.
+struct PumpTimes {
+  uint64_t items = 0;
+  double work_ms = 0;
+  double queued_ms = 0;
+  double wait_peer_ms = 0;
+  double wait_socket_ms = 0;
+
+  // For log lines: whole milliseconds.
+  nlohmann::json Json() const {
+    auto ms = [](double v) { return static_cast<int64_t>(v + 0.5); };
+    return {{"items", items},
+            {"work", ms(work_ms)},
+            {"queued", ms(queued_ms)},
+            {"wait_peer", ms(wait_peer_ms)},
+            {"wait_socket", ms(wait_socket_ms)}};
+  }
+};
 
 template <typename Session>
 class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
@@ -84,6 +113,13 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     Schedule();
   }
 
+  using Times = PumpTimes;
+  Times times() const {
+    Times t = times_;
+    if (idle_since_ns_ != 0) AddIdle(&t, uv_hrtime() - idle_since_ns_);
+    return t;
+  }
+
   // Runs a work item even without new bytes (e.g. the owner has requests to queue).
   void Kick() {
     kick_ = true;
@@ -118,10 +154,26 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     if (auto fn = std::move(hooks_.on_closed)) fn(why);
   }
 
+  void AddIdle(Times* t, uint64_t ns) const {
+    (idle_for_socket_ ? t->wait_socket_ms : t->wait_peer_ms) += static_cast<double>(ns) / 1e6;
+  }
+
   void Schedule() {
     if (busy_ || conn_closed_ || stopped_) return;
     bool want = !inbox_.empty() || kick_ || (more_output_ && conn_->queued_bytes() < high_water_);
-    if (!want) return;
+    const uint64_t now = uv_hrtime();
+    if (!want) {
+      if (idle_since_ns_ == 0) {
+        idle_since_ns_ = now;
+        idle_for_socket_ = more_output_;
+      }
+      return;
+    }
+    if (idle_since_ns_ != 0) {
+      AddIdle(&times_, now - idle_since_ns_);
+      idle_since_ns_ = 0;
+    }
+    ++times_.items;
     kick_ = false;
     busy_ = true;
     auto in = std::make_shared<std::vector<uint8_t>>(std::move(inbox_));
@@ -131,6 +183,8 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     auto out = std::make_shared<std::vector<uint8_t>>();
     auto st = std::make_shared<Status>();
     auto done = std::make_shared<bool>(false);
+    auto ran = std::make_shared<std::array<uint64_t, 3>>();  // uv_hrtime queued, started, ended
+    (*ran)[0] = now;
     Session* s = session_.get();
     syncproto::TlsChannel* tls = tls_.get();
     bool first = !tls_started_;
@@ -138,12 +192,16 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     auto self = this->shared_from_this();
     QueueWork(
         loop_,
-        [s, tls, first, in, out, st, done] {
+        [s, tls, first, in, out, st, done, ran] {
+          (*ran)[1] = uv_hrtime();
           *st = tls != nullptr ? WorkTls(*s, *tls, first, *in, out.get())
                                : WorkPlain(*s, *in, out.get());
           *done = s->done() && (tls == nullptr || tls->ciphertext().empty());
+          (*ran)[2] = uv_hrtime();
         },
-        [self, in, out, st, done] {
+        [self, in, out, st, done, ran] {
+          self->times_.queued_ms += static_cast<double>((*ran)[1] - (*ran)[0]) / 1e6;
+          self->times_.work_ms += static_cast<double>((*ran)[2] - (*ran)[1]) / 1e6;
           if (in->capacity() <= kSpareMaxBytes) self->spare_ = std::move(*in);
           self->AfterWork(std::move(*out), *st, *done);
         });
@@ -229,6 +287,9 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
   bool stopped_ = false;
   bool conn_closed_ = false;
   bool reported_ = false;
+  Times times_;
+  uint64_t idle_since_ns_ = 0;    // uv_hrtime when the pump went idle; 0 while not idle
+  bool idle_for_socket_ = false;  // it is idle because the connection is full
   Status session_error_;
   Status close_why_;
 };
