@@ -884,20 +884,31 @@ Result<std::unique_ptr<ReadableFile>> PullTxn::OpenBasis(const Transfer& t) {
 
 namespace {
 
-// The file StageFile hands out: the store's own write path. It hashes every
-// byte it passes to the Env file (XXH3 and SHA-256), so FinishFile knows the digest of exactly
-// what was written without reading the file back. It does not fsync: for a
-// large file it starts the writeback every 8 MiB and at close, and Commit
-// fsyncs every staged file before anything is renamed in.
-class StagedFile final : public WritableFile {
+// Ok when a staged file of `size` bytes with digests `got` and `got_sha` is
+// `want`; else the data error naming `context`.
+Status CheckDigests(const FileEntry& want, uint64_t size, const Digest128& got,
+                    const Digest256& got_sha, const std::string& context) {
+  if (size == want.size && got == want.digest && got_sha == want.sha256) return Status::Ok();
+  return DataError("digest mismatch for " + context + ": expected " + want.digest.Hex() +
+                   " sha256 " + want.sha256.Hex() + " (" + std::to_string(want.size) +
+                   " bytes), got " + got.Hex() + " sha256 " + got_sha.Hex() + " (" +
+                   std::to_string(size) + " bytes)");
+}
+
+// The store's own write path: hashes every byte it passes to the Env file
+// (XXH3 and SHA-256), so a staged file's digest is known without reading it
+// back. It does not fsync: for a large file it starts the writeback every
+// 8 MiB and at close, and Commit makes every staged file durable before
+// anything is renamed in. In a bulk pull it runs on the write-behind thread
+// (the hashing off the transfers' thread), else on the caller's.
+class HashingFile final : public WritableFile {
  public:
-  StagedFile(const void* txn, std::string path, std::unique_ptr<WritableFile> file)
-      : txn_(txn), export_path_(std::move(path)), file_(std::move(file)) {}
+  explicit HashingFile(std::unique_ptr<WritableFile> file) : file_(std::move(file)) {}
   Status Append(std::span<const uint8_t> data) override {
     if (failed_) return IoError("write after a failed write on " + file_->path());
     Status st = file_->Append(data);
     if (!st.ok()) {
-      failed_ = true;  // what is on disk is unknown: FinishFile re-reads it
+      failed_ = true;  // what is on disk is unknown: never trusted
       return st;
     }
     hasher_.Update(data);
@@ -925,17 +936,14 @@ class StagedFile final : public WritableFile {
   const std::string& path() const override { return file_->path(); }
   int fd() const override { return file_->fd(); }
 
-  // True when every byte went through Append of this object for this txn and path.
-  bool Written(const void* txn, const std::string& path) const {
-    return !failed_ && txn == txn_ && path == export_path_;
+  // Once every Append returned and the file is closed: whether `want` is
+  // exactly what was written; `context` names the file in the error.
+  Status Verify(const FileEntry& want, const std::string& context) {
+    if (failed_) return IoError("a write of " + context + " failed");
+    return CheckDigests(want, size_, hasher_.Finish(), sha_.Finish(), context);
   }
-  Digest128 digest() { return hasher_.Finish(); }
-  Digest256 sha256() { return sha_.Finish(); }
-  uint64_t size() const { return size_; }
 
  private:
-  const void* txn_;
-  std::string export_path_;
   std::unique_ptr<WritableFile> file_;
   static constexpr uint64_t kWritebackStep = 8u << 20;
   Xxh3Hasher hasher_;
@@ -943,6 +951,50 @@ class StagedFile final : public WritableFile {
   uint64_t size_ = 0;
   uint64_t writeback_from_ = 0;  // bytes before this offset are under writeback
   bool failed_ = false;
+};
+
+// Whether the file at `path` holds exactly `want`, read back.
+Status VerifyByReading(Env& env, const std::string& path, const FileEntry& want,
+                       const std::string& context) {
+  Digest128 got;
+  Digest256 got_sha;
+  uint64_t size = 0;
+  ASSIGN_OR_RETURN(auto in, env.OpenRead(path));
+  RETURN_IF_ERROR(HashOpenFile(*in, &got, &size, nullptr, 0, want.size, &got_sha));
+  return CheckDigests(want, size, got, got_sha, context);
+}
+
+// The file StageFile hands out: its HashingFile, called directly or (a bulk
+// pull) through the write-behind thread, and which transaction and path it
+// was staged for.
+class StagedFile final : public WritableFile {
+ public:
+  StagedFile(const void* txn, std::string path, std::shared_ptr<HashingFile> hashing,
+             std::unique_ptr<WritableFile> behind)
+      : txn_(txn),
+        export_path_(std::move(path)),
+        hashing_(std::move(hashing)),
+        behind_(std::move(behind)) {}
+  Status Append(std::span<const uint8_t> data) override { return front().Append(data); }
+  Status Sync() override { return front().Sync(); }
+  Status Close() override { return front().Close(); }
+  void StartWriteback(uint64_t offset, uint64_t length) override {
+    front().StartWriteback(offset, length);
+  }
+  const std::string& path() const override { return hashing_->path(); }
+
+  // The hashing writer when this file was staged by `txn` for `path`.
+  std::shared_ptr<HashingFile> HashingFor(const void* txn, const std::string& path) const {
+    return txn == txn_ && path == export_path_ ? hashing_ : nullptr;
+  }
+
+ private:
+  WritableFile& front() { return behind_ ? *behind_ : *hashing_; }
+
+  const void* txn_;
+  std::string export_path_;
+  std::shared_ptr<HashingFile> hashing_;
+  std::unique_ptr<WritableFile> behind_;  // null: no write-behind thread
 };
 
 }  // namespace
@@ -984,8 +1036,10 @@ Result<std::unique_ptr<WritableFile>> PullTxn::StageFile(const std::string& path
   if (s.precreator && !again) ahead = s.precreator->Take(order);
   if (!ahead) ahead = env.OpenWrite(staged, object ? kObjectMode : 0600, /*exclusive=*/true);
   ASSIGN_OR_RETURN(auto file, std::move(*ahead));
-  if (s.writer) file = s.writer->Wrap(std::move(file));
-  return std::unique_ptr<WritableFile>(new StagedFile(&s, path, std::move(file)));
+  auto hashing = std::make_shared<HashingFile>(std::move(file));
+  std::unique_ptr<WritableFile> behind = s.writer ? s.writer->Wrap(hashing) : nullptr;
+  return std::unique_ptr<WritableFile>(
+      new StagedFile(&s, path, std::move(hashing), std::move(behind)));
 }
 
 Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile> file) {
@@ -1003,26 +1057,24 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
     staged = it->second.staged_path;
     object = it->second.object;
   }
-  RETURN_IF_ERROR(file->Close());
-  Digest128 got;
-  Digest256 got_sha;
-  uint64_t size = 0;
   auto* ours = dynamic_cast<StagedFile*>(file.get());
-  if (ours != nullptr && ours->Written(&s, path)) {
-    got = ours->digest();  // the store's own write path hashed every byte it wrote
-    got_sha = ours->sha256();
-    size = ours->size();
-  } else {
-    ASSIGN_OR_RETURN(auto in, env.OpenRead(staged));
-    RETURN_IF_ERROR(HashOpenFile(*in, &got, &size, nullptr, 0, want.size, &got_sha));
-  }
+  std::shared_ptr<HashingFile> hashing = ours != nullptr ? ours->HashingFor(&s, path) : nullptr;
+  RETURN_IF_ERROR(file->Close());
   file.reset();
-  if (size != want.size || got != want.digest || got_sha != want.sha256) {
-    env.RemoveFile(staged).IgnoreError();
-    return DataError("digest mismatch for " + path + " from peer " + s.peer + ": expected " +
-                     want.digest.Hex() + " sha256 " + want.sha256.Hex() + " (" +
-                     std::to_string(want.size) + " bytes), got " + got.Hex() + " sha256 " +
-                     got_sha.Hex() + " (" + std::to_string(size) + " bytes)");
+  auto check = [&env, hashing, want, staged, context = path + " from peer " + s.peer] {
+    // The store's own write path hashed every byte it wrote; a file written
+    // any other way is read back.
+    Status st =
+        hashing ? hashing->Verify(want, context) : VerifyByReading(env, staged, want, context);
+    if (!st.ok()) env.RemoveFile(staged).IgnoreError();
+    return st;
+  };
+  if (s.writer && hashing) {
+    // Runs once the write-behind thread wrote the bytes, while the transfers
+    // go on: a mismatch fails the pull at its next write, or at Commit.
+    RETURN_IF_ERROR(s.writer->Then(std::move(check)));
+  } else {
+    RETURN_IF_ERROR(check());
   }
   // An object keeps the time its content first arrived (it serves many
   // paths); images and records carry the exported mtime.

@@ -35,8 +35,9 @@
 //
 // Integrity decision: the store does not trust the transfer. StageFile hands
 // out the store's own writer, which hashes every byte it writes (XXH3 and
-// SHA-256); FinishFile refuses the file on a size or digest mismatch (a file written any other way
-// is re-read and re-hashed), so a file whose digest does not match never
+// SHA-256; in a bulk pull on the thread that writes); FinishFile refuses
+// the file on a size or digest mismatch (a file written any other way is
+// re-read and re-hashed), so a file whose digest does not match never
 // becomes current, whoever wrote it. Durability: FinishFile does not fsync
 // (the writer starts the writeback as it goes and when closed); Commit makes
 // what this pull wrote durable (its staged files and directories) before it
@@ -285,7 +286,11 @@ class PullTxn {
   // or record file. Does not fsync: Commit makes every staged file durable
   // before it renames anything in.
   // On a mismatch the staged file is removed and a data error returned: the
-  // pull cannot commit unless the file is staged again and finishes.
+  // pull cannot commit unless the file is staged again and finishes. In a
+  // bulk pull the check of an object runs on the write-behind thread once
+  // its bytes are written: a mismatch is returned by the pull's next
+  // StageFile write, FinishFile or Commit instead, and the pull cannot
+  // commit at all.
   Status FinishFile(const std::string& path, std::unique_ptr<WritableFile> file);
 
   // Publishes the pull: images, generations and SAPI records renamed in and

@@ -9,12 +9,13 @@
 namespace lifeboat::catalog::internal {
 
 struct WriteBehind::Shared {
-  enum class Op : uint8_t { kAppend, kWriteback, kClose };
+  enum class Op : uint8_t { kAppend, kWriteback, kClose, kCheck };
   struct Job {
-    std::shared_ptr<WritableFile> file;
+    std::shared_ptr<WritableFile> file;  // null for kCheck
     Op op = Op::kAppend;
     std::vector<uint8_t> data;        // kAppend
     uint64_t offset = 0, length = 0;  // kWriteback
+    std::function<Status()> check;    // kCheck
   };
 
   explicit Shared(size_t max_bytes) : max_queued_bytes(max_bytes) {}
@@ -29,7 +30,10 @@ struct WriteBehind::Shared {
              queued_bytes + bytes <= max_queued_bytes;
     });
     if (!failed.ok()) return failed;
-    if (stopped) return InternalError("write to " + job.file->path() + " after the pull ended");
+    if (stopped) {
+      return InternalError((job.file ? "write to " + job.file->path() : std::string("a check")) +
+                           " after the pull ended");
+    }
     queued_bytes += bytes;
     queue.push_back(std::move(job));
     cv.notify_all();
@@ -80,6 +84,9 @@ struct WriteBehind::Shared {
           break;
         case Op::kClose:
           st = job.file->Close();
+          break;
+        case Op::kCheck:
+          if (!skip) st = job.check();
           break;
       }
       const size_t bytes = job.data.size();
@@ -160,8 +167,15 @@ WriteBehind::WriteBehind(size_t max_queued_bytes)
 
 WriteBehind::~WriteBehind() { Stop(); }
 
-std::unique_ptr<WritableFile> WriteBehind::Wrap(std::unique_ptr<WritableFile> file) {
-  return std::make_unique<File>(shared_, std::shared_ptr<WritableFile>(std::move(file)));
+std::unique_ptr<WritableFile> WriteBehind::Wrap(std::shared_ptr<WritableFile> file) {
+  return std::make_unique<File>(shared_, std::move(file));
+}
+
+Status WriteBehind::Then(std::function<Status()> check) {
+  Shared::Job job;
+  job.op = Shared::Op::kCheck;
+  job.check = std::move(check);
+  return shared_->Queue(std::move(job));
 }
 
 Status WriteBehind::Drain() { return shared_->Drain(); }

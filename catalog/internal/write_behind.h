@@ -17,6 +17,10 @@
 // the pull stops at its next write. fd() is -1 (the writes are not the
 // caller's to do).
 //
+// Then(check) queues a check run on the thread after what is queued so far
+// (e.g. verifying a file's digest once its bytes are written): the check's
+// failure becomes the WriteBehind's failure like a failed write.
+//
 // Drain waits until everything queued has been done (after Stop it returns
 // at once: the thread ran what was queued before it ended). Stop (also the
 // destructor) joins the thread after what is queued; a wrapped file used
@@ -26,6 +30,7 @@
 #define LIFEBOAT_CATALOG_INTERNAL_WRITE_BEHIND_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -41,7 +46,13 @@ class WriteBehind {
   WriteBehind(const WriteBehind&) = delete;
   WriteBehind& operator=(const WriteBehind&) = delete;
 
-  std::unique_ptr<WritableFile> Wrap(std::unique_ptr<WritableFile> file);
+  // `file` may be shared with the caller (to read what it learned once a
+  // check queued after its Close runs); only the thread calls it.
+  std::unique_ptr<WritableFile> Wrap(std::shared_ptr<WritableFile> file);
+
+  // Queues `check` after everything queued so far; the first failure so far
+  // instead (the check is then not run).
+  Status Then(std::function<Status()> check);
 
   // Waits until the queue is empty and nothing is being written; the first
   // failure so far.

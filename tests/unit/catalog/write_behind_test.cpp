@@ -86,4 +86,39 @@ TEST_CASE("write-behind: Sync waits for the queued bytes, a file outliving the w
   f.reset();
 }
 
+TEST_CASE(
+    "write-behind: a check runs after the writes queued before it; its failure stops the pull") {
+  TempDir tmp;
+  WriteBehind writer(1 << 20);
+  std::shared_ptr<WritableFile> file = Create(*Env::Default(), tmp / "c");
+  auto c = writer.Wrap(file);
+  REQUIRE(c->Append(Chunk('c', 200000)).ok());
+  REQUIRE(c->Close().ok());
+  std::string seen;
+  REQUIRE(writer
+              .Then([&] {
+                seen = Read(tmp / "c");  // on the thread, after the write and the close
+                return Status::Ok();
+              })
+              .ok());
+  REQUIRE(writer.Drain().ok());
+  CHECK(seen == Chunk('c', 200000));
+
+  REQUIRE(writer.Then([] { return DataError("digest mismatch for c"); }).ok());  // queued
+  bool ran_after_failure = false;
+  writer
+      .Then([&] {
+        ran_after_failure = true;
+        return Status::Ok();
+      })
+      .IgnoreError();
+  Status drained = writer.Drain();
+  CHECK(drained.code() == Code::kData);
+  CHECK(drained.message() == "digest mismatch for c");
+  CHECK_FALSE(ran_after_failure);
+  auto d = writer.Wrap(Create(*Env::Default(), tmp / "d"));
+  CHECK(d->Append("x").message() == drained.message());  // the next write fails with it
+  CHECK(writer.Then([] { return Status::Ok(); }).message() == drained.message());
+}
+
 }  // namespace lifeboat::catalog::internal
