@@ -87,7 +87,7 @@ TEST_CASE("write-behind: Sync waits for the queued bytes, a file outliving the w
 }
 
 TEST_CASE(
-    "write-behind: a check runs after the writes queued before it; its failure stops the pull") {
+    "write-behind: a check runs after the writes queued before it, and its failure stops the pull") {
   TempDir tmp;
   WriteBehind writer(1 << 20);
   std::shared_ptr<WritableFile> file = Create(*Env::Default(), tmp / "c");
