@@ -113,9 +113,8 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     Schedule();
   }
 
-  using Times = PumpTimes;
-  Times times() const {
-    Times t = times_;
+  PumpTimes times() const {
+    PumpTimes t = times_;
     if (idle_since_ns_ != 0) AddIdle(&t, uv_hrtime() - idle_since_ns_);
     return t;
   }
@@ -154,7 +153,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
     if (auto fn = std::move(hooks_.on_closed)) fn(why);
   }
 
-  void AddIdle(Times* t, uint64_t ns) const {
+  void AddIdle(PumpTimes* t, uint64_t ns) const {
     (idle_for_socket_ ? t->wait_socket_ms : t->wait_peer_ms) += static_cast<double>(ns) / 1e6;
   }
 
@@ -287,7 +286,7 @@ class SessionPump : public std::enable_shared_from_this<SessionPump<Session>> {
   bool stopped_ = false;
   bool conn_closed_ = false;
   bool reported_ = false;
-  Times times_;
+  PumpTimes times_;
   uint64_t idle_since_ns_ = 0;    // uv_hrtime when the pump went idle; 0 while not idle
   bool idle_for_socket_ = false;  // it is idle because the connection is full
   Status session_error_;

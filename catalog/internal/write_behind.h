@@ -1,8 +1,9 @@
 // WriteBehind: one thread that performs a bulk pull's staged-file writes
 // while the transfers go on. The transfers run one at a time on one thread
-// (decrypting, decompressing, hashing and writing each chunk in turn); with
-// the writes handed over, the second core copies the bytes into the page
-// cache while the first decodes the next chunk. Used by PullTxn for a bulk
+// (decrypting, decompressing and checking each chunk in turn); with the
+// writes handed over (and the store's hashing writer under them), the
+// second core hashes the bytes and copies them into the page cache while
+// the first decodes the next chunk. Used by PullTxn for a bulk
 // pull (StoreOptions::bulk_pull_from), together with FilePrecreator.
 //
 // Wrap(file) returns a WritableFile whose Append copies the bytes and queues
