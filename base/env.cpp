@@ -375,6 +375,11 @@ std::string BaseName(std::string_view path) {
 
 bool Exists(Env& env, const std::string& path) { return env.Stat(path).ok(); }
 
+bool IsDirectory(Env& env, const std::string& path) {
+  auto st = env.Stat(path);
+  return st.ok() && st->type == FileType::kDirectory;
+}
+
 Status CreateDirs(Env& env, const std::string& path, uint32_t mode) {
   auto st = env.Stat(path);
   if (st.ok()) {

@@ -170,6 +170,8 @@ std::string DirName(std::string_view path);
 std::string BaseName(std::string_view path);
 
 bool Exists(Env& env, const std::string& path);
+// A directory itself (Env::Stat does not follow a symlink).
+bool IsDirectory(Env& env, const std::string& path);
 // mkdir -p: creates every missing component with `mode`; OK if it is a directory already.
 Status CreateDirs(Env& env, const std::string& path, uint32_t mode = 0700);
 // rm -rf without following symlinks; OK if `path` does not exist.

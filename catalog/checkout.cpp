@@ -110,7 +110,12 @@ Status RemoveEntry(Env& env, const std::string& dir, const FileEntry& e) {
 Status BuildCheckout(Env& env, const ObjectStore& objects, const std::vector<FileEntry>& entries,
                      const std::string& dir) {
   RETURN_IF_ERROR(env.MakeDir(dir, 0700));
-  Maker maker(env, objects, dir);
+  return FillCheckout(env, objects, entries, dir);
+}
+
+Status FillCheckout(Env& env, const ObjectStore& objects, const std::vector<FileEntry>& entries,
+                    const std::string& dir) {
+  Maker maker(env, objects, dir);  // a directory there already is taken as it is
   for (const FileEntry& e : entries) RETURN_IF_ERROR(maker.Make(e));
   return Status::Ok();
 }

@@ -37,6 +37,13 @@ namespace lifeboat::catalog {
 Status BuildCheckout(Env& env, const ObjectStore& objects,
                      const std::vector<syncproto::FileEntry>& entries, const std::string& dir);
 
+// Makes `dir`, an existing directory holding nothing but directories of
+// `entries` (sorted by path), or some of them and their parents, made
+// 0700 ahead of time (a skeleton: PullTxn makes one while a pull's
+// transfers run), hold `entries`, as BuildCheckout would have.
+Status FillCheckout(Env& env, const ObjectStore& objects,
+                    const std::vector<syncproto::FileEntry>& entries, const std::string& dir);
+
 // Changes the checkout at `dir`, which holds `from`, into one of `to` (both
 // sorted by path): what went away or changed is removed (deepest first),
 // then what is new or changed is made (parents first). `changed` lists the

@@ -113,6 +113,9 @@ struct PullTxn::State {
     std::vector<Digest256> top_ids;
     bool rebuild_trees = false;              // every tree encoded and checked (a damaged instance)
     std::vector<std::string> changed_paths;  // differing from prev_seq's entries (with prev_seq)
+    // The directories of its view, made ahead by a bulk pull (a new
+    // instance's, StartTransfers); "" when none.
+    std::string view_skeleton;
   };
   std::vector<StagedInstance> changed;
   std::vector<std::string> confirmed;  // unchanged instances: pulled_at/generation refreshed
@@ -550,9 +553,39 @@ void PullTxn::StartTransfers() {
     x.order = i;
     files.push_back({x.staged_path, x.object ? kObjectMode : 0600});
   }
-  s.precreator =
-      std::make_unique<internal::FilePrecreator>(st.env_, std::move(files), kPrecreatedFiles);
+  s.precreator = std::make_unique<internal::FilePrecreator>(st.env_, std::move(files),
+                                                            kPrecreatedFiles, ViewSkeletons());
   s.writer = std::make_unique<internal::WriteBehind>(kWriteBehindBytes);
+}
+
+// The directories of the views of the new instances (no held generation,
+// so no view to update: AfterCommit builds each whole), under
+// <staging>/views/<uuid>, parents first: what a bulk pull's precreator makes
+// in its spare time, for RefreshView to move into place and fill.
+std::vector<std::string> PullTxn::ViewSkeletons() {
+  State& s = *s_;
+  std::vector<std::string> dirs;
+  std::unordered_set<std::string> listed;
+  auto add = [&](const std::string& dir) {
+    if (listed.insert(dir).second) dirs.push_back(dir);
+  };
+  const std::string root = s.staging + "/views";
+  for (State::StagedInstance& si : s.changed) {
+    if (si.prev_seq != 0) continue;
+    si.view_skeleton = root + "/" + si.desc.r.uuid;
+    add(root);
+    add(si.view_skeleton);
+    for (const FileEntry& f : si.desc.files) {
+      if (f.kind != syncproto::EntryKind::kDir) continue;
+      // Its parents first: those that are no entry (e.g. "datasets").
+      for (size_t slash = f.path.find('/'); slash != std::string::npos;
+           slash = f.path.find('/', slash + 1)) {
+        add(si.view_skeleton + "/" + f.path.substr(0, slash));
+      }
+      add(si.view_skeleton + "/" + f.path);
+    }
+  }
+  return dirs;
 }
 
 Result<std::string> PullTxn::StagedObjectPath(const Digest256& id) {
@@ -1171,8 +1204,8 @@ Status PullTxn::StageTrees(size_t changed_index, std::vector<std::string>* stage
   std::shared_ptr<const TreeIds> prev_ids = si->prev_seq && !rebuild && si->held_top_pinned
                                                 ? st.CurrentTrees(si->desc.r.uuid, si->prev_seq)
                                                 : nullptr;
-  BuiltTrees built =
-      BuildTrees(si->desc.files, prev_ids ? &si->changed_paths : nullptr, prev_ids.get());
+  BuiltTrees built = BuildTrees(si->desc.files, prev_ids ? &si->changed_paths : nullptr,
+                                prev_ids.get(), st.o_.tree_shape);
   {
     // The new trees registered (each holds its members), then the new top
     // referenced: every object the generation names is counted from here.
@@ -1375,8 +1408,8 @@ void PullTxn::AfterCommit(const Published& pub) {
   for (State::StagedInstance& si : s.changed) {
     const std::string& uuid = si.desc.r.uuid;
     note(st.RefreshView(uuid, si.desc.r.seq, si.desc.files,
-                        si.prev_seq ? si.prev_files.get() : nullptr, si.prev_seq,
-                        &si.changed_paths));
+                        si.prev_seq ? si.prev_files.get() : nullptr, si.prev_seq, &si.changed_paths,
+                        si.view_skeleton));
     st.gen_ids_[uuid][si.desc.r.seq] = {si.desc.r.pulled_at_ms, std::move(si.top_ids)};
     si.top_ids.clear();
     st.current_files_[uuid] = {si.desc.r.seq,

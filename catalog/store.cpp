@@ -525,13 +525,11 @@ void Store::Impl::RemoveObjects(const std::vector<Digest256>& ids) {
 Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
                                 const std::vector<FileEntry>& entries,
                                 const std::vector<FileEntry>* from, uint64_t from_seq,
-                                const std::vector<std::string>* changed) {
+                                const std::vector<std::string>* changed,
+                                const std::string& skeleton) {
   const std::string dir = ViewDir(uuid);
   const std::string marker = ViewSeqPath(uuid);
-  const bool was_dir = [&] {
-    auto st = env_.Stat(dir);
-    return st.ok() && st->type == FileType::kDirectory;
-  }();
+  const bool was_dir = IsDirectory(env_, dir);
   Status made = Status::Ok();
   if (from != nullptr && changed != nullptr && was_dir && ViewSeq(uuid) == from_seq) {
     RETURN_IF_ERROR(env_.RemoveFile(marker));  // the view is in between
@@ -544,7 +542,11 @@ Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
       return gone;
     }
     if (Exists(env_, dir)) RETURN_IF_ERROR(trash_->Discard(dir));
-    RETURN_IF_ERROR(BuildCheckout(env_, objects_, entries, dir));
+    if (!skeleton.empty() && IsDirectory(env_, skeleton) && env_.Rename(skeleton, dir).ok()) {
+      RETURN_IF_ERROR(FillCheckout(env_, objects_, entries, dir));
+    } else {
+      RETURN_IF_ERROR(BuildCheckout(env_, objects_, entries, dir));
+    }
   }
   std::vector<PendingReplace> pending;
   RETURN_IF_ERROR(StageReplace(marker, std::to_string(seq) + "\n", &pending));

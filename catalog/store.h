@@ -76,6 +76,7 @@
 #include "base/sha256.h"
 #include "base/status.h"
 #include "catalog/retention.h"
+#include "catalog/trees.h"
 #include "syncproto/manifest.h"
 
 namespace lifeboat::catalog {
@@ -101,6 +102,9 @@ struct StoreOptions {
   // each; fewer, and the fsyncs stay per file, because a syncfs also waits
   // for every other writer's dirty data on the filesystem. SIZE_MAX: never.
   size_t bulk_pull_from = 256;
+  // Which directories a generation lists inline in their parent's tree
+  // instead of giving them a tree object of their own (trees.h).
+  TreeShape tree_shape;
 };
 
 struct PeerState {
@@ -323,6 +327,7 @@ class PullTxn {
                     const std::map<std::string, syncproto::FileEntry>& other);
   Status PlanRecords(const std::map<std::string, syncproto::FileEntry>& other);
   void StartTransfers();
+  std::vector<std::string> ViewSkeletons();
   // Where object `id` is staged (ObjectStore::StagedPath), its staged
   // fan-out directory made when this pull has not made it yet.
   Result<std::string> StagedObjectPath(const Digest256& id);

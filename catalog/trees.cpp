@@ -47,13 +47,15 @@ std::set<std::string> ChangedDirs(const std::vector<std::string>& changed) {
 
 class Builder {
  public:
-  Builder(const std::vector<FileEntry>& files, const TreeIds* prev, std::set<std::string> changed)
-      : files_(files), prev_(prev), changed_(std::move(changed)) {}
+  Builder(const std::vector<FileEntry>& files, const TreeIds* prev, std::set<std::string> changed,
+          TreeShape shape)
+      : files_(files), prev_(prev), changed_(std::move(changed)), shape_(shape) {}
 
   // The members of `dir`'s tree ("" for the top) as a JSON array: every
-  // entry below `dir` with no entry between them; a member with
-  // descendants carries the id of its own tree (built, or kept).
-  // Each member's object (a file's, a subtree's) is appended to `children`.
+  // entry below `dir` with no entry between them, and every entry below a
+  // member directory listed inline (TreeShape); any other member with
+  // descendants carries the id of its own tree (built, or kept). Each
+  // member's object (a file's, a subtree's) is appended to `children`.
   std::string Members(const std::string& dir, std::vector<Digest256>* children) {
     const std::string prefix = Prefix(dir);
     std::string text = "[";
@@ -64,6 +66,8 @@ class Builder {
     // nearest last: a member's descendants follow its siblings that sort
     // between them ("d-x" < "d/f"), whose own descendants come first.
     std::vector<std::pair<size_t, size_t>> below;
+    std::set<std::string, std::less<>> inlined;  // member directories listed inline
+    size_t lines = 0;  // this tree's lines: its direct members and its inlined subtrees
     for (size_t i = dir.empty() ? 0 : LowerBound(files_, prefix); i < end;) {
       if (!below.empty() && i >= below.back().first) {
         i = std::max(i, below.back().second);
@@ -71,7 +75,10 @@ class Builder {
         continue;
       }
       const FileEntry& f = files_[i];
-      if (const size_t owner = AncestorEntry(f.path, prefix.size()); owner != 0) {
+      const size_t owner = AncestorEntry(f.path, prefix.size());
+      const bool in_inlined =
+          owner != 0 && inlined.count(std::string_view(f.path).substr(0, owner)) != 0;
+      if (owner != 0 && !in_inlined) {
         // Below member f.path[0, owner), listed before its subtree: skip that.
         i = LowerBound(files_, f.path.substr(0, owner) + "0");
         continue;
@@ -79,16 +86,24 @@ class Builder {
       text += first ? "\n" : ",\n";
       first = false;
       AppendEntry(&text, f);
+      if (!in_inlined) ++lines;
       if (f.kind == syncproto::EntryKind::kFile) children->push_back(f.sha256);
       const std::string sub = f.path + "/";
       const size_t first_below = LowerBound(files_, sub, i + 1);
-      if (first_below < files_.size() && files_[first_below].path.starts_with(sub)) {
+      if (!in_inlined && first_below < files_.size() && files_[first_below].path.starts_with(sub)) {
         // A directory (of any kind, were a peer to send that).
-        text.pop_back();  // the entry's closing brace
-        const Digest256 tree = Tree(f.path);
-        children->push_back(tree);
-        text += ",\"tree\":\"" + tree.Hex() + "\"}";
-        below.emplace_back(first_below, LowerBound(files_, f.path + "0", first_below));
+        const size_t end_below = LowerBound(files_, f.path + "0", first_below);
+        const size_t n = end_below - first_below;
+        if (n < shape_.inline_below && lines + n <= shape_.max_inline_lines) {
+          inlined.insert(f.path);  // its descendants follow as members
+          lines += n;
+        } else {
+          text.pop_back();  // the entry's closing brace
+          const Digest256 tree = Tree(f.path);
+          children->push_back(tree);
+          text += ",\"tree\":\"" + tree.Hex() + "\"}";
+          below.emplace_back(first_below, end_below);
+        }
       }
       ++i;
     }
@@ -145,6 +160,7 @@ class Builder {
   const std::vector<FileEntry>& files_;
   const TreeIds* prev_;
   const std::set<std::string> changed_;
+  const TreeShape shape_;
   TreeIds ids_;
   std::vector<TreeText> encoded_;
 };
@@ -247,10 +263,10 @@ std::vector<std::string> ChangedPaths(const std::vector<FileEntry>& a,
 }
 
 BuiltTrees BuildTrees(const std::vector<FileEntry>& files, const std::vector<std::string>* changed,
-                      const TreeIds* prev_ids) {
+                      const TreeIds* prev_ids, TreeShape shape) {
   const bool incremental = changed != nullptr && prev_ids != nullptr;
   Builder b(files, incremental ? prev_ids : nullptr,
-            incremental ? ChangedDirs(*changed) : std::set<std::string>());
+            incremental ? ChangedDirs(*changed) : std::set<std::string>(), shape);
   std::vector<Digest256> top_ids;
   std::string top = b.Members("", &top_ids);
   return b.Finish(std::move(top), std::move(top_ids));

@@ -5,13 +5,15 @@
 
 namespace lifeboat::catalog::internal {
 
-FilePrecreator::FilePrecreator(Env& env, std::vector<File> files, size_t depth)
+FilePrecreator::FilePrecreator(Env& env, std::vector<File> files, size_t depth,
+                               std::vector<std::string> spare_dirs)
     : env_(env),
       files_(std::move(files)),
       depth_(std::max<size_t>(depth, 1)),
+      spare_dirs_(std::move(spare_dirs)),
       state_(files_.size(), State::kPending),
       ready_(files_.size()) {
-  if (!files_.empty()) thread_ = std::thread([this] { Run(); });
+  if (!files_.empty() || !spare_dirs_.empty()) thread_ = std::thread([this] { Run(); });
 }
 
 FilePrecreator::~FilePrecreator() { Stop(); }
@@ -30,18 +32,27 @@ void FilePrecreator::Stop() {
 void FilePrecreator::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stopped_ || waiting_ < depth_; });
     while (next_ < files_.size() && state_[next_] != State::kPending) ++next_;
-    if (stopped_ || next_ >= files_.size()) return;
-    const size_t i = next_++;
-    state_[i] = State::kCreating;
-    lock.unlock();
-    auto made = env_.OpenWrite(files_[i].path, files_[i].mode, /*exclusive=*/true);
-    lock.lock();
-    ready_[i] = std::move(made);
-    state_[i] = State::kReady;
-    ++waiting_;
-    cv_.notify_all();
+    const bool file_due = next_ < files_.size();
+    if (stopped_ || (!file_due && next_dir_ == spare_dirs_.size())) return;
+    if (file_due && waiting_ < depth_) {
+      const size_t i = next_++;
+      state_[i] = State::kCreating;
+      lock.unlock();
+      auto made = env_.OpenWrite(files_[i].path, files_[i].mode, /*exclusive=*/true);
+      lock.lock();
+      ready_[i] = std::move(made);
+      state_[i] = State::kReady;
+      ++waiting_;
+      cv_.notify_all();
+    } else if (next_dir_ < spare_dirs_.size()) {
+      const std::string& dir = spare_dirs_[next_dir_++];
+      lock.unlock();
+      env_.MakeDir(dir, 0700).IgnoreError();  // best effort (header)
+      lock.lock();
+    } else {
+      cv_.wait(lock, [&] { return stopped_ || waiting_ < depth_; });
+    }
   }
 }
 

@@ -15,6 +15,12 @@
 // itself (the creator then skips it). A failed creation is handed over as
 // the error, and the creator goes on with the next file.
 //
+// In its spare time (`depth` files waiting to be taken, or every file
+// created) the creator makes the `spare_dirs` given, in order (parents
+// first), 0700: a pull's new views are made ahead this way (PullTxn).
+// Best effort: a directory that cannot be made is not reported (whoever
+// needs it makes what is missing), and Stop leaves the rest unmade.
+//
 // Thread-safe. Stop() (also the destructor) joins the thread and closes the
 // files never taken (they stay on disk, in the pull's staging directory);
 // a Take after Stop is an error.
@@ -42,7 +48,8 @@ class FilePrecreator {
     uint32_t mode = 0600;
   };
 
-  FilePrecreator(Env& env, std::vector<File> files, size_t depth);
+  FilePrecreator(Env& env, std::vector<File> files, size_t depth,
+                 std::vector<std::string> spare_dirs = {});
   ~FilePrecreator();  // Stop()
   FilePrecreator(const FilePrecreator&) = delete;
   FilePrecreator& operator=(const FilePrecreator&) = delete;
@@ -62,6 +69,8 @@ class FilePrecreator {
   Env& env_;
   const std::vector<File> files_;
   const size_t depth_;
+  const std::vector<std::string> spare_dirs_;
+  size_t next_dir_ = 0;  // the next of spare_dirs_ to make
   std::mutex mu_;
   std::condition_variable cv_;     // the creator waits for room, Take for a creation
   std::vector<State> state_;       // by index

@@ -274,11 +274,13 @@ class Store::Impl {
   // entries of the generation the view shows, at `from_seq`) and `changed`
   // (the paths whose entries differ between the two, trees.h ChangedPaths)
   // only those paths are looked at; without them, or when the view is not at
-  // `from_seq`, or the update fails, the view is rebuilt. Not fsync'd: Open
-  // repairs.
+  // `from_seq`, or the update fails, the view is rebuilt: from `skeleton`
+  // when given and there (directories of `entries` made ahead, checkout.h
+  // FillCheckout; moved into place). Not fsync'd: Open repairs.
   Status RefreshView(const std::string& uuid, uint64_t seq, const std::vector<FileEntry>& entries,
                      const std::vector<FileEntry>* from = nullptr, uint64_t from_seq = 0,
-                     const std::vector<std::string>* changed = nullptr);
+                     const std::vector<std::string>* changed = nullptr,
+                     const std::string& skeleton = "");
 
   // The seq the view of `uuid` shows (0 when none or being updated).
   uint64_t ViewSeq(const std::string& uuid) const;

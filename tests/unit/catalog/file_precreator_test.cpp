@@ -125,4 +125,47 @@ TEST_CASE("precreated files: Stop joins and closes what was never taken") {
   }
 }
 
+TEST_CASE("precreated files: spare directories are made while no file is due, files first") {
+  TempDir tmp;
+  FaultEnv fenv(Env::Default());
+  // Each directory made sees how many files were created before it.
+  std::vector<uint64_t> files_before_dir;
+  fenv.SetBeforeCall([&](EnvOp op, const std::string&) {
+    if (op == EnvOp::kMakeDir) files_before_dir.push_back(fenv.Count(EnvOp::kOpenWrite));
+  });
+  const std::vector<std::string> dirs{tmp / "v", tmp / "v/a", tmp / "v/a/b", tmp / "v/c"};
+  FilePrecreator pre(fenv, Files(tmp, 6), /*depth=*/2, dirs);
+  // Two files wait to be taken: the creator has no room, so it makes the
+  // directories (parents first), then waits.
+  for (int spins = 0; fenv.Count(EnvOp::kMakeDir) < dirs.size() && spins < 10'000'000; ++spins) {
+    std::this_thread::yield();
+  }
+  REQUIRE(fenv.Count(EnvOp::kMakeDir) == dirs.size());
+  CHECK(files_before_dir == std::vector<uint64_t>(dirs.size(), 2));
+  for (const std::string& d : dirs) {
+    auto st = Env::Default()->Stat(d);
+    REQUIRE(st.ok());
+    CHECK(st->type == FileType::kDirectory);
+    CHECK(st->mode == 0700);
+  }
+  for (size_t i = 0; i < 6; ++i) TakeOrCreate(pre, fenv, tmp, i, 0400);
+  CHECK(fenv.Count(EnvOp::kOpenWrite) == 6);
+}
+
+TEST_CASE("precreated files: a spare directory that cannot be made stops nothing") {
+  TempDir tmp;
+  FaultEnv fenv(Env::Default());
+  fenv.FailNth(EnvOp::kMakeDir, 1, ENOSPC, /*sticky=*/false);
+  const std::vector<std::string> dirs{tmp / "x", tmp / "y"};
+  FilePrecreator pre(fenv, Files(tmp, 3), /*depth=*/8, dirs);
+  // Every file created, then both directories tried.
+  for (int spins = 0; fenv.Count(EnvOp::kMakeDir) < 2 && spins < 10'000'000; ++spins) {
+    std::this_thread::yield();
+  }
+  REQUIRE(fenv.Count(EnvOp::kMakeDir) == 2);
+  CHECK_FALSE(Exists(*Env::Default(), tmp / "x"));  // failed, and not reported
+  CHECK(Exists(*Env::Default(), tmp / "y"));
+  for (size_t i = 0; i < 3; ++i) TakeOrCreate(pre, fenv, tmp, i, 0400);
+}
+
 }  // namespace lifeboat::catalog::internal

@@ -1,6 +1,7 @@
 #include "catalog/store.h"
 
 #include <sys/stat.h>
+#include <atomic>
 #include <fstream>
 
 #include <mutex>
@@ -52,6 +53,7 @@ struct StoreFixture {
     o.retention.keep_last = gens;
     o.removed_grace_ms = grace;
     o.bulk_pull_from = bulk_pull_from;
+    o.tree_shape = tree_shape;
     auto s = Store::Open(env, clock, o);
     REQUIRE(s.ok());
     return std::move(*s);
@@ -68,7 +70,13 @@ struct StoreFixture {
   }
   std::string Ds(const std::string& uuid) const { return exp.root + "/datasets/" + uuid; }
   size_t bulk_pull_from = StoreOptions{}.bulk_pull_from;  // of the stores OpenStore opens
+  TreeShape tree_shape;                                   // likewise
 };
+
+// One tree per directory with entries below it, none inline: the tests
+// about trees (their syncs, damage, repair) get one per directory of the
+// small fixture, where the default shape lists most of them inline.
+constexpr TreeShape kTreePerDirectory{0, 0};
 
 PlanSummary MustPull(StoreFixture& f, Store& store) {
   auto plan = PullFrom(*f.exporter, store, "headnode1");
@@ -106,9 +114,49 @@ TEST_CASE("pulled images keep their exported mtimes, in a bulk pull too") {
   }
 }
 
+// Every entry of the current generation of `uuid`, as its view shows it.
+void CheckView(StoreFixture& f, Store& store, const std::string& uuid) {
+  auto gen = store.Instance(uuid);
+  REQUIRE(gen.ok());
+  const std::string view = f.data_dir + "/instances/" + uuid + "/current/";
+  Env& env = *Env::Default();
+  for (const StoredFile& sf : gen->files) {
+    INFO(sf.entry.path);
+    const std::string at = view + sf.entry.path;
+    switch (sf.entry.kind) {
+      case EntryKind::kDir:
+        CHECK(IsDirectory(env, at));
+        break;
+      case EntryKind::kFile:
+        CHECK(Read(at) == Read(sf.local_path));
+        break;
+      case EntryKind::kSymlink:
+        CHECK(env.ReadLink(at).value() == sf.entry.target);
+        break;
+    }
+  }
+}
+
 TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
   StoreFixture f;
-  auto store = f.OpenStore();
+  // File by file, and as a bulk pull (its views' directories made ahead).
+  f.bulk_pull_from = GENERATE(StoreOptions{}.bulk_pull_from, size_t{1});
+  const bool bulk = f.bulk_pull_from == 1;
+  FaultEnv fenv(Env::Default());
+  std::atomic<int> made_ahead{0};  // view directories made under .staging/<pull>/views/
+  fenv.SetBeforeCall([&](EnvOp op, const std::string& path) {
+    if (op == EnvOp::kMakeDir && path.find("/.staging/") != std::string::npos &&
+        path.find("/views/") != std::string::npos) {
+      ++made_ahead;
+    }
+    // A bulk pull's first write waits (bounded) for the precreator, which
+    // makes the views' directories once every staged file is created.
+    for (int spins = 0; bulk && op == EnvOp::kWrite && made_ahead == 0 && spins < 10'000'000;
+         ++spins) {
+      std::this_thread::yield();
+    }
+  });
+  auto store = f.OpenStore(fenv);
   struct stat sb;
   REQUIRE(::stat(f.data_dir.c_str(), &sb) == 0);
   CHECK((sb.st_mode & 0777) == 0700);
@@ -136,6 +184,8 @@ TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
   auto staging = Env::Default()->ListDir(d + "/.staging");
   REQUIRE(staging.ok());
   CHECK(staging->empty());
+  for (const std::string& uuid : {f.exp.imgapi, f.exp.sapi, f.exp.ufds}) CheckView(f, *store, uuid);
+  CHECK((made_ahead > 0) == bulk);
 
   // The read API.
   auto peer = store->Peer("headnode1");
@@ -272,8 +322,8 @@ TEST_CASE("transfers name their basis, and a wrong digest never becomes current"
   CHECK(store->FindInstance(f.exp.ufds)->seq == 2);
 }
 
-// The trees of a generation (catalog/trees.h): one per directory entry that
-// has entries below it.
+// The trees of a generation (catalog/trees.h) in kTreePerDirectory's shape:
+// one per directory entry that has entries below it.
 size_t TreeCount(const std::vector<StoredFile>& files) {
   size_t trees = 0;
   for (size_t i = 0; i < files.size(); ++i) {
@@ -286,6 +336,7 @@ size_t TreeCount(const std::vector<StoredFile>& files) {
 
 TEST_CASE("a commit fsyncs exactly the files it staged, and staged files are not read back") {
   StoreFixture f;
+  f.tree_shape = kTreePerDirectory;
   FaultEnv fenv(Env::Default());
   auto store = f.OpenStore(fenv);
   fenv.ResetCounts();
@@ -417,6 +468,7 @@ class RecordingEnv final : public Env {
 
 TEST_CASE("a commit fsyncs what it staged before renaming it in, and all of it before the index") {
   StoreFixture f;
+  f.tree_shape = kTreePerDirectory;
   // File by file (fsyncs), and as a bulk pull (one syncfs per step).
   f.bulk_pull_from = GENERATE(StoreOptions{}.bulk_pull_from, size_t{1});
   const bool bulk = f.bulk_pull_from == 1;
@@ -1086,15 +1138,15 @@ TEST_CASE("a scrub finds a damaged object and repair has the next pull fetch onl
 }
 
 // The trees of generation `gen` (trees.h: ids depend on the entries only).
-BuiltTrees TreesOf(const InstanceGeneration& gen) {
+BuiltTrees TreesOf(const InstanceGeneration& gen, TreeShape shape = {}) {
   std::vector<FileEntry> entries;
   for (const StoredFile& f : gen.files) entries.push_back(f.entry);
-  return BuildTrees(entries, nullptr, nullptr);
+  return BuildTrees(entries, nullptr, nullptr, shape);
 }
 
 // Every object a retained generation of any instance names: its files'
 // contents and its trees.
-std::set<std::string> NamedObjects(Store& store) {
+std::set<std::string> NamedObjects(Store& store, TreeShape shape = {}) {
   std::set<std::string> named;
   for (const InstanceRecord& r : store.Instances()) {
     auto seqs = store.Generations(r.uuid);
@@ -1105,7 +1157,7 @@ std::set<std::string> NamedObjects(Store& store) {
       for (const StoredFile& f : gen->files) {
         if (f.entry.kind == EntryKind::kFile) named.insert(f.entry.sha256.Hex());
       }
-      const BuiltTrees trees = TreesOf(*gen);
+      const BuiltTrees trees = TreesOf(*gen, shape);
       for (const auto& [dir, id] : *trees.ids) named.insert(id.Hex());
     }
   }
@@ -1300,12 +1352,13 @@ TEST_CASE("a delta that fails after planning leaves the held generation to the n
 
 TEST_CASE("a scrub finds a damaged generation tree and repair has the next pull write it again") {
   StoreFixture f;
+  f.tree_shape = kTreePerDirectory;
   auto store = f.OpenStore();
   MustPull(f, *store);
   auto gen = store->Instance(f.exp.sapi);
   REQUIRE(gen.ok());
   const std::string dir = "datasets/" + f.exp.sapi + "/sapi";
-  const std::string hex = TreesOf(*gen).ids->at(dir).Hex();
+  const std::string hex = TreesOf(*gen, f.tree_shape).ids->at(dir).Hex();
   const std::string tree = f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
   const std::string good = Read(tree);
   {
@@ -1334,11 +1387,13 @@ TEST_CASE("a scrub finds a damaged generation tree and repair has the next pull 
 
 TEST_CASE("a damaged tree never has Open delete its generation's content, and repair heals it") {
   StoreFixture f;
+  f.tree_shape = kTreePerDirectory;
   auto store = f.OpenStore();
   MustPull(f, *store);
   auto gen = store->Instance(f.exp.sapi);
   REQUIRE(gen.ok());
-  const std::string hex = TreesOf(*gen).ids->at("datasets/" + f.exp.sapi + "/sapi").Hex();
+  const std::string hex =
+      TreesOf(*gen, f.tree_shape).ids->at("datasets/" + f.exp.sapi + "/sapi").Hex();
   const std::string tree = f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
   const std::string good = Read(tree);
   REQUIRE(::unlink(tree.c_str()) == 0);
@@ -1355,7 +1410,7 @@ TEST_CASE("a damaged tree never has Open delete its generation's content, and re
   CHECK(store->Verify().value().ok());
   store.reset();
   store = f.OpenStore();
-  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store));
+  CHECK(ObjectsOnDisk(f.data_dir) == NamedObjects(*store, f.tree_shape));
 }
 
 TEST_CASE("a catalog in a newer format is refused and left as it is") {
@@ -1379,6 +1434,7 @@ TEST_CASE("a catalog in a newer format is refused and left as it is") {
 
 TEST_CASE("a format-2 catalog (descriptions listing their entries) opens, reads, and grows trees") {
   StoreFixture f;
+  f.tree_shape = kTreePerDirectory;
   auto store = f.OpenStore();
   MustPull(f, *store);
   const uint64_t seq = store->FindInstance(f.exp.sapi)->seq;

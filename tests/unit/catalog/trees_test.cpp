@@ -1,6 +1,8 @@
 // Generation trees (catalog/trees.h): a generation reads back exactly as it
-// was written, a change re-encodes only the directories on its path up to
-// the top, and a tree that is not what its name says is refused, naming it.
+// was written, small directories are listed inline within a bound, a change
+// re-encodes only the directories on its path up to the top, trees of the
+// older one-per-directory shape build on, and a tree that is not what its
+// name says is refused, naming it.
 #include "catalog/trees.h"
 
 #include <catch2/catch.hpp>
@@ -21,6 +23,10 @@ using syncproto::FileEntry;
 using testing::DirFileEntry;
 
 constexpr const char* kDs = "datasets/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
+
+// One tree per directory with entries below it: nothing inline (the shape
+// of every tree written before inlining).
+constexpr TreeShape kPerDirectory{0, 0};
 
 FileEntry File(const std::string& path, const std::string& content) {
   FileEntry e;
@@ -74,10 +80,24 @@ struct Fixture {
   ObjectStore objects{env, dir / "objects"};
 };
 
+// The number of lines of a tree's text that list a member.
+size_t MemberLines(const std::string& text) {
+  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n')) -
+         2;  // a "\n" before each member, "\n]}\n" at the end
+}
+
+// Reads a generation back from `top`, requiring success.
+std::vector<FileEntry> ReadBack(Fixture& f, const std::string& top, TreeIds* ids = nullptr) {
+  std::vector<FileEntry> back;
+  TreeIds unused;
+  REQUIRE(ReadTrees(f.env, f.objects, nlohmann::json::parse(top), &back, ids ? ids : &unused).ok());
+  return back;
+}
+
 TEST_CASE("a generation's entries read back from its trees exactly", "[trees]") {
   Fixture f;
   const std::vector<FileEntry> files = Instance(3, 4);
-  BuiltTrees built = BuildTrees(files, nullptr, nullptr);
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr, kPerDirectory);
   // One tree per directory entry with entries below it: the dataset and
   // d0..d2. Not "empty"; not "caf\xe9", which is no entry (its file is a
   // member of the dataset's tree); the top is the description's.
@@ -98,12 +118,96 @@ TEST_CASE("a generation's entries read back from its trees exactly", "[trees]") 
   CHECK(ids == *built.ids);
 }
 
+TEST_CASE("small directories are listed inline in their parent's tree", "[trees]") {
+  Fixture f;
+  // d0..d2 have 4 files each: inline in the dataset's tree (24 entries
+  // below it: a tree of its own).
+  const std::vector<FileEntry> files = Instance(3, 4);
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr);
+  CHECK(built.encoded.size() == 1);
+  CHECK(*built.ids == TreeIds{{kDs, built.encoded[0].id}});
+  CHECK(built.encoded[0].text.find("\"path\":\"" + std::string(kDs) + "/d1/f3\"") !=
+        std::string::npos);
+  // Every file's object is the dataset tree's child.
+  CHECK(built.encoded[0].children.size() == 3 * 6 + 1);
+  Store(f.env, f.objects, built);
+  CHECK(ReadBack(f, built.top) == files);
+
+  // An instance whose whole dataset is small: inline in the top.
+  const std::vector<FileEntry> tiny = Instance(1, 2);
+  BuiltTrees small = BuildTrees(tiny, nullptr, nullptr);
+  CHECK(small.encoded.empty());
+  CHECK(small.ids->empty());
+  CHECK(ReadBack(f, small.top) == tiny);
+}
+
+TEST_CASE("a tree lists inline directories only within its line budget", "[trees]") {
+  Fixture f;
+  // 40 directories of 5 entries (d<n>, d<n>-x, d<n>.y, 3 files below d<n>).
+  const std::vector<FileEntry> files = Instance(40, 3);
+  const TreeShape shape{16, 60};
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr, shape);
+  const Digest256 ds = built.ids->at(kDs);
+  size_t own = 0;
+  for (const TreeText& t : built.encoded) {
+    if (t.id == ds) {
+      // Direct members: 40 x 3 + "empty" + "caf\xe9/\xff"; inline lines on top
+      // of them only while the total stays within 60.
+      CHECK(MemberLines(t.text) <= 40 * 3 + 2 + 60);
+      CHECK(MemberLines(t.text) > 40 * 3 + 2);
+    } else {
+      ++own;
+      CHECK(MemberLines(t.text) == 3);
+    }
+  }
+  // The first directories in path order are inline; those past the budget
+  // have a tree of their own.
+  CHECK(own > 0);
+  CHECK(own < 40);
+  CHECK(built.ids->count(std::string(kDs) + "/d0") == 0);
+  CHECK(built.ids->count(std::string(kDs) + "/d9") == 1);
+  Store(f.env, f.objects, built);
+  CHECK(ReadBack(f, built.top) == files);
+}
+
+TEST_CASE("trees of the one-per-directory shape are read and built on", "[trees]") {
+  Fixture f;
+  std::vector<FileEntry> before = Instance(20, 3);
+  BuiltTrees old = BuildTrees(before, nullptr, nullptr, kPerDirectory);
+  Store(f.env, f.objects, old);
+  CHECK(old.ids->size() == 21);
+
+  std::vector<FileEntry> after = before;
+  const std::string edited = std::string(kDs) + "/d7/f1";
+  auto it = std::find_if(after.begin(), after.end(),
+                         [&](const FileEntry& e) { return e.path == edited; });
+  REQUIRE(it != after.end());
+  *it = File(edited, "edited");
+  const std::vector<std::string> changed = ChangedPaths(before, after);
+  BuiltTrees next = BuildTrees(after, &changed, old.ids.get());
+  // The dataset's tree is encoded again, in today's shape: its small
+  // directories are inline now, d7 too.
+  REQUIRE(next.encoded.size() == 1);
+  CHECK(*next.ids == TreeIds{{kDs, next.encoded[0].id}});
+  Store(f.env, f.objects, next);
+  CHECK(ReadBack(f, next.top) == after);
+  CHECK(*next.ids == *BuildTrees(after, nullptr, nullptr).ids);
+
+  // With nothing changed, every old tree is kept as it is.
+  const std::vector<std::string> none;
+  BuiltTrees same = BuildTrees(before, &none, old.ids.get());
+  CHECK(same.encoded.empty());
+  CHECK(*same.ids == *old.ids);
+  CHECK(ReadBack(f, same.top) == before);
+}
+
 // What a built tree references (ObjectRefs::AddTree) is what the store
 // registers for it when it reads the tree back at Open (a TreeCache).
 TEST_CASE("a built tree's children and the top's ids are what reading them back finds", "[trees]") {
   Fixture f;
   const std::vector<FileEntry> files = Instance(3, 4);
-  BuiltTrees built = BuildTrees(files, nullptr, nullptr);
+  const TreeShape shape = GENERATE(kPerDirectory, TreeShape{});
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr, shape);
   Store(f.env, f.objects, built);
   std::vector<FileEntry> back;
   TreeIds ids;
@@ -168,7 +272,7 @@ TEST_CASE("one changed file re-encodes only the trees on its path up to the top"
 TEST_CASE("added and removed directories leave no stale tree behind", "[trees]") {
   Fixture f;
   std::vector<FileEntry> before = Instance(4, 2);
-  BuiltTrees first = BuildTrees(before, nullptr, nullptr);
+  BuiltTrees first = BuildTrees(before, nullptr, nullptr, kPerDirectory);
   Store(f.env, f.objects, first);
   std::vector<FileEntry> after;
   for (const FileEntry& e : before) {
@@ -180,11 +284,11 @@ TEST_CASE("added and removed directories leave no stale tree behind", "[trees]")
   after.push_back(File(std::string(kDs) + "/new/sub/deep", "deep"));  // "sub" is no entry
   SortByPath(&after);
   const std::vector<std::string> changed = ChangedPaths(before, after);
-  BuiltTrees second = BuildTrees(after, &changed, first.ids.get());
+  BuiltTrees second = BuildTrees(after, &changed, first.ids.get(), kPerDirectory);
   CHECK(second.ids->count(std::string(kDs) + "/d2") == 0);
   CHECK(second.ids->count(std::string(kDs) + "/new") == 1);
   CHECK(second.ids->count(std::string(kDs) + "/new/sub") == 0);
-  CHECK(*second.ids == *BuildTrees(after, nullptr, nullptr).ids);
+  CHECK(*second.ids == *BuildTrees(after, nullptr, nullptr, kPerDirectory).ids);
   Store(f.env, f.objects, second);
   std::vector<FileEntry> back;
   TreeIds ids;
@@ -195,7 +299,7 @@ TEST_CASE("added and removed directories leave no stale tree behind", "[trees]")
 TEST_CASE("a tree that is not what its name says, or is missing, is refused and named", "[trees]") {
   Fixture f;
   const std::vector<FileEntry> files = Instance(2, 2);
-  BuiltTrees built = BuildTrees(files, nullptr, nullptr);
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr, kPerDirectory);
   Store(f.env, f.objects, built);
   const Digest256 victim = built.ids->at(std::string(kDs) + "/d1");
   const std::string path = f.objects.PathOf(victim);
