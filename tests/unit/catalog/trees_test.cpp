@@ -65,6 +65,15 @@ std::vector<FileEntry> Instance(int dirs, int per_dir) {
   return files;
 }
 
+// `files` with the file at `path` given other content.
+std::vector<FileEntry> Edited(std::vector<FileEntry> files, const std::string& path) {
+  auto it = std::find_if(files.begin(), files.end(),
+                         [&](const FileEntry& e) { return e.path == path; });
+  REQUIRE(it != files.end());
+  *it = File(path, "edited");
+  return files;
+}
+
 // Writes `built`'s trees as objects (what a commit does) into `objects`.
 void Store(Env& env, const ObjectStore& objects, const BuiltTrees& built) {
   for (const TreeText& t : built.encoded) {
@@ -177,12 +186,8 @@ TEST_CASE("trees of the one-per-directory shape are read and built on", "[trees]
   Store(f.env, f.objects, old);
   CHECK(old.ids->size() == 21);
 
-  std::vector<FileEntry> after = before;
   const std::string edited = std::string(kDs) + "/d7/f1";
-  auto it = std::find_if(after.begin(), after.end(),
-                         [&](const FileEntry& e) { return e.path == edited; });
-  REQUIRE(it != after.end());
-  *it = File(edited, "edited");
+  const std::vector<FileEntry> after = Edited(before, edited);
   const std::vector<std::string> changed = ChangedPaths(before, after);
   BuiltTrees next = BuildTrees(after, &changed, old.ids.get());
   // The dataset's tree is encoded again, in today's shape: its small
@@ -239,12 +244,8 @@ TEST_CASE("one changed file re-encodes only the trees on its path up to the top"
   BuiltTrees first = BuildTrees(before, nullptr, nullptr);
   Store(f.env, f.objects, first);
 
-  std::vector<FileEntry> after = before;
   const std::string edited = std::string(kDs) + "/d17/f3";
-  auto it = std::find_if(after.begin(), after.end(),
-                         [&](const FileEntry& e) { return e.path == edited; });
-  REQUIRE(it != after.end());
-  *it = File(edited, "edited");
+  const std::vector<FileEntry> after = Edited(before, edited);
   const std::vector<std::string> changed = ChangedPaths(before, after);
   CHECK(changed == std::vector<std::string>{edited});
   BuiltTrees second = BuildTrees(after, &changed, first.ids.get());
