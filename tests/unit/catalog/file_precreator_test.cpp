@@ -1,9 +1,10 @@
 #include "catalog/internal/file_precreator.h"
 
-#include <catch2/catch.hpp>
 #include <algorithm>
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "base/fault_env.h"
@@ -125,23 +126,35 @@ TEST_CASE("precreated files: Stop joins and closes what was never taken") {
   }
 }
 
+// Waits (bounded) until `path` exists: FaultEnv counts a call before it
+// reaches the filesystem.
+void AwaitPath(const std::string& path) {
+  for (int spins = 0; !Exists(*Env::Default(), path) && spins < 10'000'000; ++spins) {
+    std::this_thread::yield();
+  }
+  REQUIRE(Exists(*Env::Default(), path));
+}
+
 TEST_CASE("precreated files: spare directories are made while no file is due, files first") {
   TempDir tmp;
   FaultEnv fenv(Env::Default());
   // Each directory made sees how many files were created before it.
+  std::mutex mu;
   std::vector<uint64_t> files_before_dir;
   fenv.SetBeforeCall([&](EnvOp op, const std::string&) {
-    if (op == EnvOp::kMakeDir) files_before_dir.push_back(fenv.Count(EnvOp::kOpenWrite));
+    if (op != EnvOp::kMakeDir) return;
+    std::lock_guard<std::mutex> lock(mu);
+    files_before_dir.push_back(fenv.Count(EnvOp::kOpenWrite));
   });
   const std::vector<std::string> dirs{tmp / "v", tmp / "v/a", tmp / "v/a/b", tmp / "v/c"};
   FilePrecreator pre(fenv, Files(tmp, 6), /*depth=*/2, dirs);
   // Two files wait to be taken: the creator has no room, so it makes the
   // directories (parents first), then waits.
-  for (int spins = 0; fenv.Count(EnvOp::kMakeDir) < dirs.size() && spins < 10'000'000; ++spins) {
-    std::this_thread::yield();
+  AwaitPath(dirs.back());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(files_before_dir == std::vector<uint64_t>(dirs.size(), 2));
   }
-  REQUIRE(fenv.Count(EnvOp::kMakeDir) == dirs.size());
-  CHECK(files_before_dir == std::vector<uint64_t>(dirs.size(), 2));
   for (const std::string& d : dirs) {
     auto st = Env::Default()->Stat(d);
     REQUIRE(st.ok());
@@ -149,7 +162,6 @@ TEST_CASE("precreated files: spare directories are made while no file is due, fi
     CHECK(st->mode == 0700);
   }
   for (size_t i = 0; i < 6; ++i) TakeOrCreate(pre, fenv, tmp, i, 0400);
-  CHECK(fenv.Count(EnvOp::kOpenWrite) == 6);
 }
 
 TEST_CASE("precreated files: a spare directory that cannot be made stops nothing") {
@@ -158,14 +170,12 @@ TEST_CASE("precreated files: a spare directory that cannot be made stops nothing
   fenv.FailNth(EnvOp::kMakeDir, 1, ENOSPC, /*sticky=*/false);
   const std::vector<std::string> dirs{tmp / "x", tmp / "y"};
   FilePrecreator pre(fenv, Files(tmp, 3), /*depth=*/8, dirs);
-  // Every file created, then both directories tried.
-  for (int spins = 0; fenv.Count(EnvOp::kMakeDir) < 2 && spins < 10'000'000; ++spins) {
-    std::this_thread::yield();
-  }
-  REQUIRE(fenv.Count(EnvOp::kMakeDir) == 2);
-  CHECK_FALSE(Exists(*Env::Default(), tmp / "x"));  // failed, and not reported
-  CHECK(Exists(*Env::Default(), tmp / "y"));
+  // Every file created, then both directories tried: x fails, y is made.
   for (size_t i = 0; i < 3; ++i) TakeOrCreate(pre, fenv, tmp, i, 0400);
+  AwaitPath(tmp / "y");
+  pre.Stop();
+  CHECK(fenv.Count(EnvOp::kMakeDir) == 2);
+  CHECK_FALSE(Exists(*Env::Default(), tmp / "x"));  // failed, and not reported
 }
 
 }  // namespace lifeboat::catalog::internal

@@ -129,7 +129,7 @@ TEST_CASE("a generation's entries read back from its trees exactly", "[trees]") 
 
 TEST_CASE("small directories are listed inline in their parent's tree", "[trees]") {
   Fixture f;
-  // d0..d2 have 4 files each: inline in the dataset's tree (24 entries
+  // d0..d2 have 4 files each: inline in the dataset's tree (23 entries
   // below it: a tree of its own).
   const std::vector<FileEntry> files = Instance(3, 4);
   BuiltTrees built = BuildTrees(files, nullptr, nullptr);
@@ -152,31 +152,83 @@ TEST_CASE("small directories are listed inline in their parent's tree", "[trees]
 
 TEST_CASE("a tree lists inline directories only within its line budget", "[trees]") {
   Fixture f;
-  // 40 directories of 5 entries (d<n>, d<n>-x, d<n>.y, 3 files below d<n>).
+  // 40 directories d<n> of 3 files, each with two siblings d<n>-x, d<n>.y.
   const std::vector<FileEntry> files = Instance(40, 3);
-  const TreeShape shape{16, 60};
-  BuiltTrees built = BuildTrees(files, nullptr, nullptr, shape);
+  BuiltTrees built = BuildTrees(files, nullptr, nullptr, TreeShape{16, 60});
+  // In path order the dataset's tree lists "caf\xe9/\xff", then d0 (line 2,
+  // + 3 inline = 5), d0-x, d0.y, d1, ..., d17 (line 56, + 3 = 59 <= 60);
+  // d18 (line 62) has no room: d0, d1, d10..d17 are inline, the other 30
+  // have trees of their own.
+  const std::set<std::string> inline_dirs{"d0",  "d1",  "d10", "d11", "d12",
+                                          "d13", "d14", "d15", "d16", "d17"};
   const Digest256 ds = built.ids->at(kDs);
-  size_t own = 0;
-  for (const TreeText& t : built.encoded) {
-    if (t.id == ds) {
-      // Direct members: 40 x 3 + "empty" + "caf\xe9/\xff"; inline lines on top
-      // of them only while the total stays within 60.
-      CHECK(MemberLines(t.text) <= 40 * 3 + 2 + 60);
-      CHECK(MemberLines(t.text) > 40 * 3 + 2);
-    } else {
-      ++own;
-      CHECK(MemberLines(t.text) == 3);
-    }
+  for (int d = 0; d < 40; ++d) {
+    std::string name = "d";  // (not "d" + to_string: GCC 12's -Wrestrict false positive)
+    name += std::to_string(d);
+    CHECK(built.ids->count(std::string(kDs) + "/" + name) == (inline_dirs.count(name) ? 0 : 1));
   }
-  // The first directories in path order are inline; those past the budget
-  // have a tree of their own.
-  CHECK(own > 0);
-  CHECK(own < 40);
-  CHECK(built.ids->count(std::string(kDs) + "/d0") == 0);
-  CHECK(built.ids->count(std::string(kDs) + "/d9") == 1);
+  REQUIRE(built.encoded.size() == 1 + 30);
+  for (const TreeText& t : built.encoded) {
+    // The dataset: its 122 direct members and 10 x 3 inline files.
+    CHECK(MemberLines(t.text) == (t.id == ds ? 122 + 30 : 3));
+  }
   Store(f.env, f.objects, built);
   CHECK(ReadBack(f, built.top) == files);
+}
+
+// Builds on `before`'s trees for `after` and checks the result against a
+// build from scratch and a read back.
+void CheckIncremental(Fixture& f, const std::vector<FileEntry>& before,
+                      const std::vector<FileEntry>& after, TreeShape shape) {
+  BuiltTrees first = BuildTrees(before, nullptr, nullptr, shape);
+  Store(f.env, f.objects, first);
+  const std::vector<std::string> changed = ChangedPaths(before, after);
+  BuiltTrees next = BuildTrees(after, &changed, first.ids.get(), shape);
+  BuiltTrees scratch = BuildTrees(after, nullptr, nullptr, shape);
+  CHECK(next.top == scratch.top);
+  CHECK(*next.ids == *scratch.ids);
+  Store(f.env, f.objects, next);
+  TreeIds ids;
+  CHECK(ReadBack(f, next.top, &ids) == after);
+  CHECK(ids == *next.ids);
+}
+
+TEST_CASE("a generation built on the previous one's trees is the one built from scratch",
+          "[trees]") {
+  Fixture f;
+  const TreeShape shape = GENERATE(kPerDirectory, TreeShape{}, TreeShape{4, 10});
+  INFO("inline_below " << shape.inline_below << ", max_inline_lines " << shape.max_inline_lines);
+  const std::vector<FileEntry> before = Instance(12, 3);
+  const std::string ds = kDs;
+  SECTION("a file edited in a small directory") {
+    CheckIncremental(f, before, Edited(before, ds + "/d4/f1"), shape);
+  }
+  SECTION("a small directory grown past inline_below, one shrunk, one removed, one added") {
+    std::vector<FileEntry> after;
+    for (const FileEntry& e : before) {
+      if (e.path.starts_with(ds + "/d7/") || e.path == ds + "/d7") continue;  // removed
+      if (e.path == ds + "/d2/f2") continue;                                  // shrunk
+      after.push_back(e);
+    }
+    for (int i = 3; i < 20; ++i) after.push_back(File(ds + "/d5/g" + std::to_string(i), "g"));
+    after.push_back(DirFileEntry(ds + "/new"));
+    after.push_back(File(ds + "/new/sub/deep", "deep"));  // "sub" is no entry
+    SortByPath(&after);
+    CheckIncremental(f, before, after, shape);
+  }
+  SECTION("an entry removed before unchanged directories makes room to list one inline") {
+    std::vector<FileEntry> after;
+    for (const FileEntry& e : before) {
+      if (e.path != ds + "/caf\xe9/\xff") after.push_back(e);
+    }
+    CheckIncremental(f, before, after, shape);
+    if (shape.max_inline_lines == 10) {
+      // d1 (unchanged) had a tree of its own, and now fits: lines 1-6
+      // are d0, its 3 files, d0-x and d0.y; d1 is line 7, + 3 = 10.
+      CHECK(BuildTrees(before, nullptr, nullptr, shape).ids->count(ds + "/d1") == 1);
+      CHECK(BuildTrees(after, nullptr, nullptr, shape).ids->count(ds + "/d1") == 0);
+    }
+  }
 }
 
 TEST_CASE("trees of the one-per-directory shape are read and built on", "[trees]") {
