@@ -25,7 +25,9 @@ using testing::DirFileEntry;
 constexpr const char* kDs = "datasets/b2f1a9d4-7c3e-4f0a-9e57-2d1c6b8a4e10";
 
 // One tree per directory with entries below it: nothing inline (the shape
-// of every tree written before inlining).
+// of every tree written before inlining). In a GENERATE, give the type
+// (as<TreeShape>): an lvalue first makes Catch keep references to the
+// values after it, temporaries gone by the time they are read.
 constexpr TreeShape kPerDirectory{0, 0};
 
 FileEntry File(const std::string& path, const std::string& content) {
@@ -196,7 +198,7 @@ void CheckIncremental(Fixture& f, const std::vector<FileEntry>& before,
 TEST_CASE("a generation built on the previous one's trees is the one built from scratch",
           "[trees]") {
   Fixture f;
-  const TreeShape shape = GENERATE(kPerDirectory, TreeShape{}, TreeShape{4, 10});
+  const TreeShape shape = GENERATE(as<TreeShape>{}, kPerDirectory, TreeShape{}, TreeShape{4, 10});
   INFO("inline_below " << shape.inline_below << ", max_inline_lines " << shape.max_inline_lines);
   const std::vector<FileEntry> before = Instance(12, 3);
   const std::string ds = kDs;
@@ -263,7 +265,7 @@ TEST_CASE("trees of the one-per-directory shape are read and built on", "[trees]
 TEST_CASE("a built tree's children and the top's ids are what reading them back finds", "[trees]") {
   Fixture f;
   const std::vector<FileEntry> files = Instance(3, 4);
-  const TreeShape shape = GENERATE(kPerDirectory, TreeShape{});
+  const TreeShape shape = GENERATE(as<TreeShape>{}, kPerDirectory, TreeShape{});
   BuiltTrees built = BuildTrees(files, nullptr, nullptr, shape);
   Store(f.env, f.objects, built);
   std::vector<FileEntry> back;
