@@ -88,13 +88,21 @@ nlohmann::json ServicesJson(const std::vector<catalog::InstanceRecord>& instance
   return arr;
 }
 
-nlohmann::json RepairJson(const catalog::RepairReport& r) {
-  nlohmann::json problems = nlohmann::json::array();
-  for (const catalog::VerifyProblem& p : r.problems) {
+namespace {
+
+nlohmann::json FilesJson(const std::vector<catalog::VerifyProblem>& list) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const catalog::VerifyProblem& p : list) {
     nlohmann::json j = {{"what", p.what}};
     PutBytes(j, "path", p.path);
-    problems.push_back(std::move(j));
+    out.push_back(std::move(j));
   }
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json RepairJson(const catalog::RepairReport& r) {
   return {{"repair", r.repair},
           {"started", WallOrNull(r.started_ms)},
           {"finished", WallOrNull(r.finished_ms)},
@@ -102,10 +110,14 @@ nlohmann::json RepairJson(const catalog::RepairReport& r) {
           {"objects_checked", r.objects_checked},
           {"files_checked", r.files_checked},
           {"bytes_checked", r.bytes_checked},
-          {"problems", std::move(problems)},
+          {"problems", FilesJson(r.problems)},
           {"objects_removed", r.objects_removed},
           {"damaged_instances", r.damaged_instances},
           {"peers_to_pull", r.peers_to_pull},
+          {"unnamed_checked", r.unnamed_checked},
+          {"unnamed", FilesJson(r.unnamed)},
+          {"unnamed_bytes", r.unnamed_bytes},
+          {"unnamed_removed", r.unnamed_removed},
           {"ok", r.ok()}};
 }
 

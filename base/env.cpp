@@ -375,6 +375,11 @@ std::string BaseName(std::string_view path) {
 
 bool Exists(Env& env, const std::string& path) { return env.Stat(path).ok(); }
 
+bool SameFileState(const FileStat& a, const FileStat& b) {
+  return a.dev == b.dev && a.ino == b.ino && a.size == b.size && a.mtime_ns == b.mtime_ns &&
+         a.ctime_ns == b.ctime_ns;
+}
+
 bool IsDirectory(Env& env, const std::string& path) {
   auto st = env.Stat(path);
   return st.ok() && st->type == FileType::kDirectory;

@@ -172,6 +172,10 @@ std::string BaseName(std::string_view path);
 bool Exists(Env& env, const std::string& path);
 // A directory itself (Env::Stat does not follow a symlink).
 bool IsDirectory(Env& env, const std::string& path);
+// True when `a` and `b` describe the same file in the same state (device,
+// inode, size, mtime, ctime): a file replaced by a rename, or written, is
+// not.
+bool SameFileState(const FileStat& a, const FileStat& b);
 // mkdir -p: creates every missing component with `mode`; OK if it is a directory already.
 Status CreateDirs(Env& env, const std::string& path, uint32_t mode = 0700);
 // rm -rf without following symlinks; OK if `path` does not exist.

@@ -76,19 +76,38 @@ bool ObjectStore::HoldsExactly(const std::string& staged_fan, const std::vector<
   return want.empty();
 }
 
-Result<std::vector<Digest256>> ObjectStore::List() const {
-  std::vector<Digest256> out;
+namespace {
+
+// <2 hex>: the name of a fan-out directory (the hex of Digest256::Hex).
+bool IsFanOutName(std::string_view name) {
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
+  return name.size() == 2 && hex(name[0]) && hex(name[1]);
+}
+
+}  // namespace
+
+Result<ObjectStore::Listing> ObjectStore::List() const {
+  Listing out;
   auto fans = env_.ListDir(dir_);
   if (!fans.ok()) {
     if (fans.status().code() == Code::kNotFound) return out;
     return fans.status();
   }
   for (const DirEntry& fan : *fans) {
-    if (fan.name.size() != 2) continue;
-    auto names = env_.ListDir(dir_ + "/" + fan.name);
+    const std::string fan_dir = dir_ + "/" + fan.name;
+    if (!IsFanOutName(fan.name) || !IsDirectory(env_, fan_dir)) {
+      out.strays.push_back(fan_dir);
+      continue;
+    }
+    auto names = env_.ListDir(fan_dir);
     if (!names.ok()) continue;
     for (const DirEntry& e : *names) {
-      if (auto id = Digest256::FromHex(fan.name + e.name)) out.push_back(*id);
+      const std::string name = fan.name + e.name;
+      if (auto id = Digest256::FromHex(name); id && id->Hex() == name) {
+        out.ids.push_back(*id);
+      } else {
+        out.strays.push_back(fan_dir + "/" + e.name);
+      }
     }
   }
   return out;

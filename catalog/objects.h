@@ -68,9 +68,16 @@ class ObjectStore {
   Status AdoptStaged(const std::string& staged_dir, const std::vector<Digest256>& ids,
                      std::set<std::string>* changed_dirs);
 
-  // Every object on disk (garbage collection at Open). Names that are not
-  // object names are ignored.
-  Result<std::vector<Digest256>> List() const;
+  // What objects/ holds: every object (by name), and the paths of the
+  // entries that are not objects (a name that is not <2 hex>/<62 hex>, or
+  // a fan-out entry that is not a directory).
+  struct Listing {
+    std::vector<Digest256> ids;
+    std::vector<std::string> strays;
+  };
+  // Fails only when objects/ cannot be listed; a fan-out directory that
+  // cannot is skipped.
+  Result<Listing> List() const;
 
   Status Remove(const Digest256& id) { return env_.RemoveFile(PathOf(id)); }
 

@@ -1,6 +1,7 @@
-// Store::Scrub: every object of every retained generation re-hashed once;
-// with repair, damaged objects removed and their instances marked for a
-// re-fetch (docs/catalog.md, section 6 "Scrub and repair").
+// Store::Verify and Store::Scrub: one walk over every retained generation,
+// each object re-hashed once, objects/ listed for files nothing names; with
+// repair, damaged objects removed and their instances marked for a
+// re-fetch (docs/catalog.md, section 6 "Verify, scrub and repair").
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -23,7 +24,8 @@ struct WantedObject {
   Digest128 digest;
   uint64_t size = 0;
   std::set<std::string> instances;
-  bool tree = false;  // a generation tree: checked against its name when read
+  bool tree = false;     // a generation tree: checked against its name when read
+  bool current = false;  // named by a current generation
 };
 
 struct ScrubFindings {
@@ -32,37 +34,67 @@ struct ScrubFindings {
   std::vector<Digest256> missing;  // not there
   std::set<std::string> bad_descriptions;  // instances whose current description is bad
   std::set<Digest256> bad_trees;           // in damaged or missing already
+  std::vector<Digest256> unnamed;          // the objects among VerifyReport::unnamed
+  size_t unreadable = 0;  // generations whose description or trees could not be read
 };
 
-void AddProblem(RepairReport* report, const std::string& path, const std::string& what) {
+// The instances and the seqs of their retained generations as the walk
+// starts.
+struct WalkStart {
+  std::map<std::string, Record> instances;
+  std::map<std::string, std::vector<uint64_t>> seqs;  // ascending, up to the current one
+};
+
+void AddProblem(VerifyReport* report, const std::string& path, const std::string& what) {
   report->problems.push_back({path, what});
+}
+
+void SortByPath(std::vector<VerifyProblem>* list) {
+  std::sort(list->begin(), list->end(),
+            [](const VerifyProblem& a, const VerifyProblem& b) { return a.path < b.path; });
 }
 
 }  // namespace
 
-// Reads the description of every retained generation (the current one
-// checked against catalog.json) and lists the objects they name.
-static void CollectObjects(const Store::Impl& st, RepairReport* report, ScrubFindings* out) {
-  std::map<std::string, Record> instances;
-  std::map<std::string, std::vector<uint64_t>> seqs;
+// A writable store knows its retained generations (gen_ids_); a read-only
+// one lists the descriptions on disk up to each current seq.
+static WalkStart TakeWalkStart(const Store::Impl& st) {
+  WalkStart w;
   {
     std::lock_guard<std::mutex> lock(st.mu_);
-    instances = st.cat_.instances;
+    w.instances = st.cat_.instances;
     for (const auto& [uuid, gens] : st.gen_ids_) {
-      for (const auto& [seq, gen] : gens) seqs[uuid].push_back(seq);
+      for (const auto& [seq, gen] : gens) w.seqs[uuid].push_back(seq);
     }
   }
-  for (const auto& [uuid, rec] : instances) {
-    std::vector<uint64_t>& list = seqs[uuid];
-    if (std::find(list.begin(), list.end(), rec.r.seq) == list.end()) list.push_back(rec.r.seq);
-    for (uint64_t seq : list) {
-      if (seq > rec.r.seq) continue;
+  for (const auto& [uuid, rec] : w.instances) {
+    std::vector<uint64_t>& list = w.seqs[uuid];
+    if (st.o_.read_only) {
+      auto names = st.env_.ListDir(st.InstDir(uuid));
+      if (names.ok()) list = DescriptionSeqs(*names);
+    }
+    std::erase_if(list, [&](uint64_t seq) { return seq >= rec.r.seq; });
+    list.push_back(rec.r.seq);
+  }
+  return w;
+}
+
+// Reads the description of every retained generation (the current one
+// checked against catalog.json) and lists the objects they name.
+static void CollectObjects(const Store::Impl& st, const WalkStart& start, VerifyReport* report,
+                           ScrubFindings* out) {
+  for (const auto& [uuid, rec] : start.instances) {
+    for (uint64_t seq : start.seqs.at(uuid)) {
       const bool current = seq == rec.r.seq;
       TreeFault fault;
       auto desc = st.ReadCheckedDescription(uuid, seq,
                                             current ? rec.description_digest : Digest128(), &fault);
+      if (!desc.ok() && !current && st.o_.read_only && desc.status().code() == Code::kNotFound) {
+        continue;  // listed, then dropped by the agent's retention
+      }
       ++report->generations_checked;
       if (!desc.ok()) {
+        ++out->unreadable;
         AddProblem(report, st.DescPath(uuid, seq), desc.status().message());
         if (current) out->bad_descriptions.insert(uuid);
         if (!fault.id.IsZero()) {
@@ -87,32 +119,113 @@ static void CollectObjects(const Store::Impl& st, RepairReport* report, ScrubFin
         WantedObject& w = out->objects[f.sha256];
         w.digest = f.digest;
         w.size = f.size;
+        w.current = w.current || current;
         w.instances.insert(uuid);
       }
     }
   }
 }
 
-// Re-hashes each listed object once, sorting the bad ones into damaged/missing.
-static void CheckObjects(const Store::Impl& st, RepairReport* report, ScrubFindings* f) {
-  for (const auto& [id, w] : f->objects) {
-    if (w.tree) {  // checked against its name while its generation was read
-      ++report->objects_checked;
-      continue;
+// True when catalog.json is the file a read-only store's Open read: no
+// commit since (each replaces the file).
+static bool IndexUnchangedSinceOpen(const Store::Impl& st) {
+  if (!st.opened_index_) return false;
+  auto now = st.env_.Stat(st.P(kCatalogFile));
+  return now.ok() && SameFileState(*now, *st.opened_index_);
+}
+
+// True when some pull is staging (or an agent stopped during one: its next
+// start removes what it left).
+static bool PullStaging(const Store::Impl& st) {
+  auto pulls = st.env_.ListDir(st.P(kStaging));
+  return !pulls.ok() || !pulls->empty();
+}
+
+// Lists objects/ and reports what nothing names (VerifyReport::unnamed).
+// Called right after CollectObjects, so that the window in which a
+// read-only store can be overtaken by another process's commit is short.
+static void FindUnnamed(const Store::Impl& st, ScrubFindings* f, VerifyReport* report) {
+  // An unreadable generation names objects nobody can list (as for
+  // garbage collection at Open).
+  if (f->unreadable > 0) return;
+  auto listing = st.objects_.List();
+  if (!listing.ok()) {
+    AddProblem(report, st.objects_.dir(), listing.status().message());
+    return;
+  }
+  std::vector<Digest256> unnamed;
+  if (st.o_.read_only) {
+    // Another process's commit adopts objects before it replaces
+    // catalog.json, and removes its staging directory after: an object
+    // listed here that no generation read above names is unnamed only if
+    // neither happened.
+    for (const Digest256& id : listing->ids) {
+      if (!f->objects.count(id)) unnamed.push_back(id);
     }
+    if (!IndexUnchangedSinceOpen(st) || PullStaging(st)) return;
+  } else {
+    // Under the commit lock no commit is between its adoption of objects
+    // and its catalog.json, and refs_ counts every retained generation and
+    // every pull in progress (their pins): exact.
+    std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
+    std::lock_guard<std::mutex> lock(st.mu_);
+    for (const Digest256& id : listing->ids) {
+      if (st.refs_.Count(id) == 0 && st.objects_.Has(id)) unnamed.push_back(id);
+    }
+  }
+  report->unnamed_checked = true;
+  for (const Digest256& id : unnamed) {
+    const std::string path = st.objects_.PathOf(id);
+    auto stat = st.env_.Stat(path);
+    if (!stat.ok()) continue;  // deleted meanwhile (garbage collection)
+    report->unnamed.push_back(
+        {path, "no retained generation names this object (the agent's next start deletes it)"});
+    report->unnamed_bytes += stat->size;
+    f->unnamed.push_back(id);
+  }
+  for (const std::string& path : listing->strays) {
+    auto stat = st.env_.Stat(path);
+    report->unnamed.push_back({path, "not an object of the catalog (nothing deletes it)"});
+    if (stat.ok()) report->unnamed_bytes += stat->size;
+  }
+  SortByPath(&report->unnamed);
+}
+
+// Re-hashes each listed object once, sorting the bad ones into
+// damaged/missing. A read-only store beside an agent may see an object of
+// an older generation deleted by the agent's retention while it reads: when
+// catalog.json changed since Open, a missing object no current generation
+// named is taken for that.
+static void CheckObjects(const Store::Impl& st, VerifyReport* report, ScrubFindings* f) {
+  const bool may_be_dropped = st.o_.read_only && !IndexUnchangedSinceOpen(st);
+  for (const auto& [id, w] : f->objects) {
+    ++report->objects_checked;
+    if (w.tree) continue;  // checked against its name while its generation was read
     const std::string path = st.objects_.PathOf(id);
     FileCheck c = CheckStoredFile(st.env_, path, w.digest, w.size, &id);
-    ++report->objects_checked;
     ++report->files_checked;
     report->bytes_checked += c.bytes;
     if (c.ok) continue;
+    if (c.missing && !w.current && may_be_dropped) continue;
     AddProblem(report, path, c.what);
     (c.missing ? f->missing : f->damaged).push_back(id);
   }
 }
 
-// Under commit_mu_ and mu_: damaged objects to .trash, their instances
-// marked, their peers reset to a full pull; the scrub recorded. One write of
+// The whole check, shared by Verify and Scrub.
+static ScrubFindings CheckCatalog(const Store::Impl& st, VerifyReport* report) {
+  ScrubFindings found;
+  CollectObjects(st, TakeWalkStart(st), report, &found);
+  FindUnnamed(st, &found, report);
+  CheckObjects(st, report, &found);
+  st.CheckImagesAndRecords(report);
+  SortByPath(&report->problems);
+  return found;
+}
+
+// Under commit_mu_ and mu_ (repair): damaged objects to .trash, their
+// instances marked, their peers reset to a full pull, unnamed objects
+// deleted; the scrub recorded either way. One write of
 // catalog.json.
 static Status ApplyScrub(Store::Impl& st, const ScrubFindings& f, RepairReport* report) {
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
@@ -134,6 +247,8 @@ static Status ApplyScrub(Store::Impl& st, const ScrubFindings& f, RepairReport* 
         marked.insert(w.instances.begin(), w.instances.end());
       }
     }
+    // What garbage collection at Open would delete, deleted now.
+    report->unnamed_removed = st.RemoveObjects(f.unnamed);
     std::set<std::string> peers;
     for (const std::string& uuid : marked) {
       auto it = st.cat_.instances.find(uuid);
@@ -163,29 +278,27 @@ static Status ApplyScrub(Store::Impl& st, const ScrubFindings& f, RepairReport* 
   return st.WriteCatalog().WithContext("scrub: recording the result in catalog.json");
 }
 
+Result<VerifyReport> Store::Verify() const {
+  VerifyReport report;
+  CheckCatalog(*impl_, &report);
+  return report;
+}
+
 Result<RepairReport> Store::Scrub(bool repair) {
   Impl& st = *impl_;
   if (st.o_.read_only) return InternalError("Scrub on a read-only store");
   RepairReport report;
   report.repair = repair;
   report.started_ms = st.clock_.WallMs();
-  ScrubFindings found;
-  CollectObjects(st, &report, &found);
-  CheckObjects(st, &report, &found);
-  VerifyReport records;
-  st.CheckImagesAndRecords(&records);
-  report.files_checked += records.files_checked;
-  report.bytes_checked += records.bytes_checked;
-  for (VerifyProblem& p : records.problems) report.problems.push_back(std::move(p));
-  std::sort(report.problems.begin(), report.problems.end(),
-            [](const VerifyProblem& a, const VerifyProblem& b) { return a.path < b.path; });
+  const ScrubFindings found = CheckCatalog(st, &report);
   RETURN_IF_ERROR(ApplyScrub(st, found, &report));
-  log::Info("catalog: scrub finished",
-            {{"repair", repair},
-             {"objects_checked", report.objects_checked},
-             {"problems", report.problems.size()},
-             {"objects_removed", report.objects_removed},
-             {"instances_marked", report.damaged_instances.size()}});
+  log::Info("catalog: scrub finished", {{"repair", repair},
+                                        {"objects_checked", report.objects_checked},
+                                        {"problems", report.problems.size()},
+                                        {"unnamed", report.unnamed.size()},
+                                        {"objects_removed", report.objects_removed},
+                                        {"unnamed_removed", report.unnamed_removed},
+                                        {"instances_marked", report.damaged_instances.size()}});
   return report;
 }
 

@@ -95,7 +95,14 @@ Status Store::Impl::Open() {
   } else if (!Exists(env_, o_.data_dir)) {
     return Status::Ok();  // nothing pulled yet: an empty catalog
   }
+  // The file read, for Verify's question whether a commit replaced it
+  // since (read-only stores: another process's commits).
+  auto before = env_.Stat(P(kCatalogFile));
   auto text = ReadFileToString(env_, P(kCatalogFile));
+  auto after = env_.Stat(P(kCatalogFile));
+  if (text.ok() && before.ok() && after.ok() && SameFileState(*before, *after)) {
+    opened_index_ = *before;
+  }
   bool index_loaded = false;
   if (text.ok()) {
     Status loaded = LoadCatalog(*text);
@@ -273,9 +280,6 @@ std::string Store::Impl::EncodeCatalog(const Catalog& cat) const {
   return DumpJson(j, 1) + "\n";
 }
 
-namespace {
-
-// The generation seqs of the descriptions in an instance directory, ascending.
 std::vector<uint64_t> DescriptionSeqs(const std::vector<DirEntry>& entries) {
   std::vector<uint64_t> seqs;
   for (const DirEntry& e : entries) {
@@ -288,7 +292,7 @@ std::vector<uint64_t> DescriptionSeqs(const std::vector<DirEntry>& entries) {
   return seqs;
 }
 
-}  // namespace
+namespace {}  // namespace
 
 Status Store::Impl::Reconcile(bool index_loaded, bool* changed) {
   auto entries = env_.ListDir(P("instances"));
@@ -483,7 +487,7 @@ Status Store::Impl::LoadRefs() {
       }
     }
   }
-  ASSIGN_OR_RETURN(std::vector<Digest256> on_disk, objects_.List());
+  ASSIGN_OR_RETURN(ObjectStore::Listing on_disk, objects_.List());
   std::lock_guard<std::mutex> lock(mu_);
   refs_ = std::move(refs);
   gen_ids_ = std::move(gens);
@@ -501,7 +505,7 @@ Status Store::Impl::LoadRefs() {
     return Status::Ok();
   }
   std::vector<Digest256> garbage;
-  for (const Digest256& id : on_disk) {
+  for (const Digest256& id : on_disk.ids) {
     if (refs_.Count(id) == 0) garbage.push_back(id);
   }
   if (!garbage.empty()) {
@@ -511,15 +515,19 @@ Status Store::Impl::LoadRefs() {
   return Status::Ok();
 }
 
-void Store::Impl::RemoveObjects(const std::vector<Digest256>& ids) {
+size_t Store::Impl::RemoveObjects(const std::vector<Digest256>& ids) {
+  size_t removed = 0;
   for (const Digest256& id : ids) {
     if (refs_.Count(id) != 0) continue;
     Status st = objects_.Remove(id);
-    if (!st.ok() && st.code() != Code::kNotFound) {
+    if (st.ok()) {
+      ++removed;
+    } else if (st.code() != Code::kNotFound) {
       log::Warn("catalog: cannot delete an unused object (the next open retries)",
                 {{"object", id.Hex()}, {"error", st.message()}});
     }
   }
+  return removed;
 }
 
 Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
@@ -1049,30 +1057,6 @@ Result<Description> Store::Impl::ReadCheckedDescription(const std::string& uuid,
   ASSIGN_OR_RETURN(Description d, DecodeDescription(text, path));
   RETURN_IF_ERROR(ReadEntries(&d, path, fault));
   return d;
-}
-
-Result<VerifyReport> Store::Verify() const {
-  Impl& st = *impl_;
-  VerifyReport report;
-  std::map<std::string, Record> instances;
-  {
-    std::lock_guard<std::mutex> lock(st.mu_);
-    instances = st.cat_.instances;
-  }
-  std::unordered_set<Digest256, Digest256Hash> checked;  // each object once
-  for (const auto& [uuid, rec] : instances) {
-    auto desc = st.ReadCheckedDescription(uuid, rec.r.seq, rec.description_digest);
-    if (!desc.ok()) {
-      report.problems.push_back({st.DescPath(uuid, rec.r.seq), desc.status().message()});
-      continue;
-    }
-    for (const FileEntry& f : desc->files) {
-      if (f.kind != EntryKind::kFile || !checked.insert(f.sha256).second) continue;
-      st.CheckInto(&report, st.objects_.PathOf(f.sha256), f.digest, f.size, &f.sha256);
-    }
-  }
-  st.CheckImagesAndRecords(&report);
-  return report;
 }
 
 Status Store::ApplyRetention() {

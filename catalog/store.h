@@ -192,31 +192,39 @@ struct VerifyProblem {
   std::string what;  // "digest mismatch", "size 10 != 12", "missing", ...
 };
 
+// What Store::Verify found (and Store::Scrub, in RepairReport).
 struct VerifyReport {
-  uint64_t files_checked = 0;
+  uint64_t generations_checked = 0;  // retained generations whose descriptions were read
+  uint64_t objects_checked = 0;      // distinct objects of those generations (each once)
+  uint64_t files_checked = 0;        // objects re-hashed, images and SAPI records
   uint64_t bytes_checked = 0;
-  std::vector<VerifyProblem> problems;
+  std::vector<VerifyProblem> problems;  // every missing or damaged file, by absolute path
+  // Files under objects/ that no retained generation and no pull in
+  // progress names (`what` says which kind): objects a failed or crashed
+  // commit left, which the agent's next start deletes, and files that are
+  // not objects at all, which nothing deletes. Reported, not problems: no
+  // restore reads them. Sorted by path. `unnamed_checked` is false when the
+  // answer could not be made exact (a read-only store beside an agent that
+  // was pulling: see Store::Verify); `unnamed` is then empty.
+  bool unnamed_checked = false;
+  std::vector<VerifyProblem> unnamed;
+  uint64_t unnamed_bytes = 0;
   bool ok() const { return problems.empty(); }
 };
 
 // What Store::Scrub found and did.
-struct RepairReport {
+struct RepairReport : VerifyReport {
   bool repair = false;  // Scrub(true)
   int64_t started_ms = 0;
   int64_t finished_ms = 0;
-  uint64_t generations_checked = 0;  // retained generations whose descriptions were read
-  uint64_t objects_checked = 0;      // distinct objects re-hashed (each once)
-  uint64_t files_checked = 0;        // objects, images and SAPI records
-  uint64_t bytes_checked = 0;
-  std::vector<VerifyProblem> problems;  // every missing or damaged file, by absolute path
-  uint64_t objects_removed = 0;         // damaged objects moved to .trash (repair)
+  uint64_t objects_removed = 0;  // damaged objects moved to .trash (repair)
+  uint64_t unnamed_removed = 0;  // unnamed objects deleted (repair)
   // Instances marked damaged (repair): their peer's next pull brings back
   // what they lack. Sorted uuids.
   std::vector<std::string> damaged_instances;
   // Peers whose held generation was reset so their next pull asks for a full
   // manifest (repair): pull them now. Sorted.
   std::vector<std::string> peers_to_pull;
-  bool ok() const { return problems.empty(); }
 };
 
 // The last scrub's outcome, kept in catalog.json ("last_scrub") for status.
@@ -395,23 +403,27 @@ class Store {
   // `image_uuid` and its ancestors, root first. Fails with kNotFound naming
   // the first image of the chain the store does not hold.
   Result<std::vector<StoredImage>> ImageChain(const std::string& image_uuid) const;
-  // Re-hashes every object a current generation names (once each), every
-  // image and SAPI record, and reports each mismatch with its path.
-  Result<VerifyReport> Verify() const;
-
   // Re-hashes every object any retained generation names (each once), checks
   // each current description against catalog.json and every retained one
-  // for being readable, and the images and SAPI records (reported, never
-  // repaired). Writable store only; runs on the caller's thread for as long
-  // as reading every object takes, beside pulls (it holds no lock while it
-  // reads). Never call it twice at once.
+  // for being readable, and the images and SAPI records: each mismatch is
+  // reported with its path. Lists objects/ for files nothing names
+  // (VerifyReport::unnamed): exact on a writable store (compared with the
+  // reference counts under the commit lock, pulls in progress included). A
+  // read-only store cannot see another process's pulls: its list stands
+  // only when catalog.json is still the one Open read and no pull is
+  // staging once objects/ was listed (else unnamed_checked is false).
+  // Changes nothing; runs on the caller's thread for as long as reading
+  // every object takes, beside pulls (no lock held while it reads).
+  Result<VerifyReport> Verify() const;
+
+  // Verify, then (with `repair`) acts on what it found and records the
+  // result. Writable store only; never call it twice at once.
   //
   // With `repair`: each damaged object (wrong size or content, unreadable)
-  // is moved to .trash; each instance one of whose retained generations
-  // names a missing or removed object, or whose current description is bad,
-  // is marked `damaged` and its peer's held generation reset to 0, all in
-  // one catalog.json write. The caller then pulls those peers
-  // (RepairReport::peers_to_pull): a pull re-fetches exactly the files whose
+  // is moved to .trash, each unnamed object deleted; each instance one of whose retained
+  // generations names a missing or removed object, or whose current description is bad, is marked
+  // `damaged` and its peer's held generation reset to 0, all in one catalog.json write. The caller
+  // then pulls those peers (RepairReport::peers_to_pull): a pull re-fetches exactly the files whose
   // objects are missing and clears the mark. A pull that planned before the
   // scrub's write and commits after it keeps the mark. An older generation
   // whose content the peer no longer exports stays damaged (reported by

@@ -230,6 +230,24 @@ void RecordVerify(const catalog::Store& store, const catalog::VerifyReport& repo
     std::cerr << "lifeboat catalog verify: result not recorded: " << st.message() << "\n";
 }
 
+json VerifyProblemsJson(const std::vector<catalog::VerifyProblem>& list) {
+  json out = json::array();
+  for (const auto& p : list) {
+    json e = {{"problem", p.what}};
+    PutBytes(e, "path", p.path);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// "BAD <path>: <what>" lines (UNNAMED for files nothing names).
+void PrintFileLines(const char* tag, const std::vector<catalog::VerifyProblem>& list) {
+  for (const auto& p : list) {
+    std::cout << tag << " " << EscapeForTerminal(p.path) << ": " << EscapeForTerminal(p.what)
+              << "\n";
+  }
+}
+
 int RunVerify(const Context& ctx, const CatalogArgs& args) {
   auto store = OpenStore(ctx, args);
   if (!store.ok()) return Fail(store.status());
@@ -237,24 +255,32 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
   if (!report.ok()) return Fail(report.status());
   RecordVerify(**store, *report);
   if (ctx.json) {
-    json problems = json::array();
-    for (const auto& p : report->problems) {
-      json e = {{"problem", p.what}};
-      PutBytes(e, "path", p.path);
-      problems.push_back(std::move(e));
-    }
     json out = {{"ok", report->ok()},
+                {"generations_checked", report->generations_checked},
+                {"objects_checked", report->objects_checked},
                 {"files_checked", report->files_checked},
                 {"bytes_checked", report->bytes_checked},
-                {"problems", problems}};
+                {"problems", VerifyProblemsJson(report->problems)},
+                {"unnamed_checked", report->unnamed_checked},
+                {"unnamed", VerifyProblemsJson(report->unnamed)},
+                {"unnamed_bytes", report->unnamed_bytes}};
     std::cout << DumpJson(out, 2) << "\n";
   } else {
-    for (const auto& p : report->problems) {
-      std::cout << "BAD " << EscapeForTerminal(p.path) << ": " << EscapeForTerminal(p.what) << "\n";
-    }
-    std::cout << (report->ok() ? "ok" : "FAILED") << ": " << report->files_checked << " files, "
+    PrintFileLines("BAD", report->problems);
+    PrintFileLines("UNNAMED", report->unnamed);
+    std::cout << (report->ok() ? "ok" : "FAILED") << ": " << report->generations_checked
+              << " generations, " << report->files_checked << " files, "
               << HumanBytes(report->bytes_checked) << " checked, " << report->problems.size()
-              << " bad\n";
+              << " bad";
+    if (!report->unnamed.empty()) {
+      std::cout << "; " << report->unnamed.size() << " unnamed files under objects/ ("
+                << HumanBytes(report->unnamed_bytes) << ")";
+    }
+    std::cout << "\n";
+    if (!report->unnamed_checked && report->ok()) {
+      std::cout << "objects/ was not checked for unnamed files: the agent was committing a pull "
+                   "(run verify again)\n";
+    }
   }
   return report->ok() ? kExitOk : kExitData;
 }
@@ -268,16 +294,21 @@ int PrintRepair(const Context& ctx, const json& r, const std::string& by) {
     std::cout << DumpJson(out, 2) << "\n";
     return ok ? kExitOk : kExitData;
   }
-  for (const json& p : r.value("problems", json::array())) {
-    auto path = GetBytes(p, "path");
-    std::cout << "BAD " << EscapeForTerminal(path.ok() ? *path : "?") << ": "
-              << EscapeForTerminal(p.value("what", "")) << "\n";
+  for (const char* key : {"problems", "unnamed"}) {
+    for (const json& p : r.value(key, json::array())) {
+      auto path = GetBytes(p, "path");
+      std::cout << (key == std::string("problems") ? "BAD " : "UNNAMED ")
+                << EscapeForTerminal(path.ok() ? *path : "?") << ": "
+                << EscapeForTerminal(p.value("what", "")) << "\n";
+    }
   }
-  std::cout << (ok ? "ok" : "DAMAGED") << " (scrubbed by " << by << "): " << r.value("objects_checked", 0)
-            << " objects of " << r.value("generations_checked", 0) << " generations, "
+  std::cout << (ok ? "ok" : "DAMAGED") << " (scrubbed by " << by
+            << "): " << r.value("objects_checked", 0) << " objects of "
+            << r.value("generations_checked", 0) << " generations, "
             << HumanBytes(r.value("bytes_checked", uint64_t{0})) << " checked, "
             << r.value("problems", json::array()).size() << " bad, "
-            << r.value("objects_removed", 0) << " damaged objects removed\n";
+            << r.value("objects_removed", 0) << " damaged objects removed, "
+            << r.value("unnamed_removed", 0) << " unnamed objects deleted\n";
   const json peers = r.value("peers_to_pull", json::array());
   if (!peers.empty()) {
     std::cout << r.value("damaged_instances", json::array()).size()

@@ -111,6 +111,8 @@ std::string EncodeDescription(const Description& d);
 Result<Description> DecodeDescription(const std::string& text, const std::string& where);
 
 bool ParseSeq(const std::string& name, uint64_t* seq);
+// The generation seqs of the descriptions in an instance directory, ascending.
+std::vector<uint64_t> DescriptionSeqs(const std::vector<DirEntry>& entries);
 
 // Permission bits put on disk: what the peer had, but always readable and
 // traversable by the store's owner, never setuid/setgid/sticky.
@@ -169,7 +171,7 @@ class Store::Impl {
   // Guarded by mu_: raised by every scrub that marks instances damaged. A
   // pull remembers it at Plan; its commit keeps a mark set after that.
   uint64_t scrub_epoch_ = 0;
-  std::mutex commit_mu_;          // serializes every writer of catalog.json (commits,
+  mutable std::mutex commit_mu_;  // serializes every writer of catalog.json (commits,
                                   // retention, recorded errors); taken before mu_
   std::unique_ptr<Trash> trash_;  // what retention and cleanup delete (not when read_only)
   ObjectStore objects_;
@@ -238,6 +240,8 @@ class Store::Impl {
 
   // The format of the catalog.json read by Open (1 until MigrateFormat1).
   int loaded_format_ = kCatalogFormatVersion;
+  // catalog.json as Open read it (lstat), when it did not change while read.
+  std::optional<FileStat> opened_index_;
 
   // Converts a format-1 catalog (a directory tree per generation) into
   // format 2 (objects + descriptions), crash-safe and resumable
@@ -267,7 +271,8 @@ class Store::Impl {
 
   // Deletes objects whose count reached zero. Caller holds mu_ (a Plan pins
   // under mu_ before it checks that an object exists).
-  void RemoveObjects(const std::vector<Digest256>& ids);
+  // Returns how many it deleted.
+  size_t RemoveObjects(const std::vector<Digest256>& ids);
 
   // The view of `uuid` (instances/<uuid>/current/ and current.seq, then its
   // svc-* names) moved to generation `seq` with `entries`. With `from` (the

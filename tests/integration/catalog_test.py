@@ -157,5 +157,43 @@ class CatalogTest(agent_test.ClusterTestCase):
             self.assertEqual(f.read(), det_bytes("blob", 300000))
 
 
+    def test_verify_lists_unnamed_files_and_repair_deletes_the_objects(self):
+        """Files under objects/ that no generation names (a commit that
+        failed after adopting its objects, or a hand-made file) are listed
+        by `catalog verify` beside a running agent, without failing it; the
+        agent's repair deletes the objects among them, not other files."""
+        import hashlib
+        import json
+        c = self.cluster(names=("A", "B"))
+        B = c.exports["B"]
+        B.add_instance("imgapi", "imgapi0", {"etc/config.json": '{"port": 8080}'})
+        c.start()
+        A = c.agents["A"]
+        self.sync_ok(A)
+        orphan_id = hashlib.sha256(b"left by a failed commit").hexdigest()
+        orphan = os.path.join(A.data_dir, "objects", orphan_id[:2], orphan_id[2:])
+        stray = os.path.join(A.data_dir, "objects", "notes.txt")
+        write(orphan, "left by a failed commit")
+        write(stray, "hand-made")
+        r = A.cli("catalog", "verify", "-j")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = json.loads(r.stdout)
+        self.assertTrue(out["unnamed_checked"], out)
+        self.assertEqual(sorted(u["path"] for u in out["unnamed"]), sorted([orphan, stray]))
+        self.assertEqual(out["unnamed_bytes"], len("left by a failed commit") + len("hand-made"))
+        r = A.cli("catalog", "verify")
+        self.assertIn("UNNAMED " + stray + ": not an object", r.stdout)
+        self.assertIn("2 unnamed files under objects/", r.stdout)
+        r = A.cli("catalog", "repair", "-j")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["by"], "agent")
+        self.assertEqual(out["unnamed_removed"], 1, out)
+        self.assertFalse(os.path.exists(orphan))
+        self.assertTrue(os.path.exists(stray))
+        r = A.cli("catalog", "verify", "-j")
+        self.assertEqual([u["path"] for u in json.loads(r.stdout)["unnamed"]], [stray])
+
+
 if __name__ == "__main__":
     agent_test.run_tests()

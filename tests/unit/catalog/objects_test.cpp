@@ -1,7 +1,8 @@
 // ObjectRefs (catalog/objects.h): a registered tree holds its children once,
 // however many generations share it, and frees them with itself.
 // ObjectStore::AdoptStaged: a fan-out directory the store lacks moves in
-// whole, anything else object by object.
+// whole, anything else object by object. ObjectStore::List: objects and
+// whatever else sits in objects/.
 #include "catalog/objects.h"
 
 #include <algorithm>
@@ -90,6 +91,34 @@ TEST_CASE("AdoptStaged moves a staged fan-out directory only when it holds exact
   for (const std::string& t : texts) CHECK(testing::Read(f.store.PathOf(Id(t))) == t);
   CHECK(Exists(f.env, stray));
   CHECK_FALSE(Exists(f.env, f.store.dir() + "/" + f.Fan(texts[0]) + "/" + stray_name));
+}
+
+TEST_CASE("List names every object and every entry of objects/ that is not one") {
+  AdoptFixture f;
+  const Digest256 a = Id("a"), b = Id("b");
+  testing::Write(f.store.PathOf(a), "a");
+  testing::Write(f.store.PathOf(b), "b");
+  const std::string fan = f.store.dir() + "/" + f.Fan("a");
+  std::string upper = a.Hex().substr(2);
+  std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+  const std::vector<std::string> strays = {
+      fan + "/notes.txt",         // not a name of hex
+      fan + "/" + upper,          // an object's name, spelled otherwise
+      f.store.dir() + "/zz",      // not a fan-out name
+      f.store.dir() + "/README",  // a file at the top
+  };
+  testing::Write(strays[0], "x");
+  testing::Write(strays[1], "a");
+  REQUIRE(f.env.MakeDir(strays[2]).ok());
+  testing::Write(strays[3], "x");
+  auto listing = f.store.List();
+  REQUIRE(listing.ok());
+  CHECK(Sorted(listing->ids) == Sorted({a, b}));
+  std::vector<std::string> got = listing->strays;
+  std::sort(got.begin(), got.end());
+  std::vector<std::string> want = strays;
+  std::sort(want.begin(), want.end());
+  CHECK(got == want);
 }
 
 TEST_CASE("a registered tree holds its children until its own count drops to zero") {

@@ -947,9 +947,10 @@ TEST_CASE("verify finds a flipped byte and names the path") {
   CHECK(report->problems[0].what.find("digest mismatch") == 0);
   std::remove((f.data_dir + "/images/" + f.exp.img_base + "/file").c_str());
   report = store->Verify();
-  REQUIRE(report->problems.size() == 2);
-  CHECK(report->problems[1].path == f.data_dir + "/images/" + f.exp.img_base + "/file");
-  CHECK(report->problems[1].what == "missing");
+  REQUIRE(report->problems.size() == 2);  // sorted by path
+  CHECK(report->problems[0].path == f.data_dir + "/images/" + f.exp.img_base + "/file");
+  CHECK(report->problems[0].what == "missing");
+  CHECK(report->problems[1].path == bad);
 }
 
 TEST_CASE("a manifest that would write through a symlink is refused") {
@@ -1501,7 +1502,7 @@ TEST_CASE("a format-2 catalog (descriptions listing their entries) opens, reads,
   CHECK(store->Scrub(/*repair=*/false).value().ok());
 }
 
-TEST_CASE("a scrub checks the retained generations that verify does not") {
+TEST_CASE("verify and scrub check every retained generation, not only the current one") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/3);
   MustPull(f, *store);
@@ -1511,15 +1512,121 @@ TEST_CASE("a scrub checks the retained generations that verify does not") {
   MustPull(f, *store);
   REQUIRE(ObjectOf(*store, f.exp.sapi, "sapi/db.json") != first);
   REQUIRE(::unlink(first.c_str()) == 0);  // only the older generation names it
+  auto ro = f.OpenReadOnly();
+  REQUIRE(ro.ok());
   auto verify = store->Verify();
-  REQUIRE(verify.ok());
-  CHECK(verify->ok());
+  auto verify_ro = (*ro)->Verify();
   auto scrub = store->Scrub(/*repair=*/false);
-  REQUIRE(scrub.ok());
-  REQUIRE(scrub->problems.size() == 1);
-  CHECK(scrub->problems[0].path == first);
-  CHECK(scrub->problems[0].what == "missing");
-  CHECK(scrub->generations_checked >= 2);
+  REQUIRE((verify.ok() && verify_ro.ok() && scrub.ok()));
+  const std::vector<const VerifyReport*> reports = {&*verify, &*verify_ro, &*scrub};
+  for (const VerifyReport* r : reports) {
+    REQUIRE(r->problems.size() == 1);
+    CHECK(r->problems[0].path == first);
+    CHECK(r->problems[0].what == "missing");
+    CHECK(r->generations_checked >= 2);
+  }
+}
+
+// Files under objects/ that no generation names: what a commit that failed
+// after adopting its objects (or a crash there) leaves, and whatever else
+// someone put there.
+TEST_CASE("verify lists what objects/ holds that no generation names, repair deletes the objects") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  const Digest256 orphan_id = Sha256Digest("left by a failed commit");
+  const std::string hex = orphan_id.Hex();
+  const std::string orphan = f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
+  const std::string stray = f.data_dir + "/objects/" + hex.substr(0, 2) + "/notes.txt";
+  Write(orphan, "left by a failed commit");
+  Write(stray, "hand-made");
+  auto ro = f.OpenReadOnly();
+  REQUIRE(ro.ok());
+  for (const Store* s : {store.get(), ro->get()}) {
+    auto report = s->Verify();
+    REQUIRE(report.ok());
+    CHECK(report->ok());  // nothing a restore reads is wrong
+    CHECK(report->unnamed_checked);
+    REQUIRE(report->unnamed.size() == 2);
+    CHECK(report->unnamed[0].path == orphan);  // sorted by path: "4285..." < "notes.txt"
+    CHECK(report->unnamed[0].what.find("no retained generation names") == 0);
+    CHECK(report->unnamed[1].path == stray);
+    CHECK(report->unnamed[1].what.find("not an object") == 0);
+    CHECK(report->unnamed_bytes == 23 + 9);
+  }
+  auto repaired = store->Scrub(/*repair=*/true);
+  REQUIRE(repaired.ok());
+  CHECK(repaired->unnamed.size() == 2);
+  CHECK(repaired->unnamed_removed == 1);
+  CHECK_FALSE(Exists(*Env::Default(), orphan));
+  CHECK(Exists(*Env::Default(), stray));  // not an object: left for its owner
+  CHECK(repaired->damaged_instances.empty());
+  auto again = store->Verify();
+  REQUIRE(again->unnamed.size() == 1);
+  CHECK(again->unnamed[0].what.find("not an object") == 0);
+}
+
+// A read-only store (the CLI's, beside a running agent) cannot see the
+// agent's commit in progress: objects adopted, catalog.json not yet
+// replaced, the pull's staging directory still there.
+TEST_CASE("a read-only verify names no object unnamed while another process may be committing") {
+  StoreFixture f;
+  auto store = f.OpenStore();
+  MustPull(f, *store);
+  auto ro = f.OpenReadOnly();
+  REQUIRE(ro.ok());
+  const std::string staging = f.data_dir + "/.staging/pull-headnode1";
+  REQUIRE(Env::Default()->MakeDir(staging).ok());
+  const Digest256 id = Sha256Digest("adopted, not yet named");
+  Write(f.data_dir + "/objects/" + id.Hex().substr(0, 2) + "/" + id.Hex().substr(2),
+        "adopted, not yet named");
+  auto during = (*ro)->Verify();
+  REQUIRE(during.ok());
+  CHECK_FALSE(during->unnamed_checked);
+  CHECK(during->unnamed.empty());
+  CHECK(during->ok());
+  REQUIRE(Env::Default()->RemoveDir(staging).ok());
+  // The commit point passed: catalog.json replaced (by a pull of a change).
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 3}");
+  MustPull(f, *store);
+  auto after = (*ro)->Verify();
+  REQUIRE(after.ok());
+  CHECK_FALSE(after->unnamed_checked);
+  CHECK(after->unnamed.empty());
+  CHECK(after->ok());
+  // Opened again, it sees the index that names what is there.
+  auto fresh = f.OpenReadOnly();
+  REQUIRE(fresh.ok());
+  auto now = (*fresh)->Verify();
+  CHECK(now->unnamed_checked);
+  CHECK(now->unnamed.size() == 1);  // the planted object only
+}
+
+// An unreadable generation names objects nobody can list: none is called
+// unnamed, and repair deletes none (as garbage collection at Open).
+TEST_CASE("with a generation unreadable, verify names nothing unnamed and repair deletes nothing") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/3);
+  MustPull(f, *store);
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
+  MustPull(f, *store);
+  auto seqs = store->Generations(f.exp.sapi);
+  REQUIRE(seqs.ok());
+  REQUIRE(seqs->size() == 2);
+  Write(f.data_dir + "/instances/" + f.exp.sapi + "/" + std::to_string(seqs->front()) + ".json",
+        "{not json");
+  const Digest256 id = Sha256Digest("named by nothing readable");
+  const std::string planted =
+      f.data_dir + "/objects/" + id.Hex().substr(0, 2) + "/" + id.Hex().substr(2);
+  Write(planted, "named by nothing readable");
+  auto repaired = store->Scrub(/*repair=*/true);
+  REQUIRE(repaired.ok());
+  CHECK_FALSE(repaired->ok());  // the description is reported
+  CHECK_FALSE(repaired->unnamed_checked);
+  CHECK(repaired->unnamed_removed == 0);
+  CHECK(Exists(*Env::Default(), planted));
 }
 
 TEST_CASE("a scrub survives a reopen of its record and a read-only store refuses it") {
