@@ -26,8 +26,8 @@ bool SameOnDisk(const FileEntry& a, const FileEntry& b) {
 
 class Maker {
  public:
-  Maker(Env& env, const ObjectStore& objects, std::string dir)
-      : env_(env), objects_(objects), dir_(std::move(dir)) {
+  Maker(Env& env, ObjectPathFn object_path, std::string dir)
+      : env_(env), object_path_(std::move(object_path)), dir_(std::move(dir)) {
     known_.insert(dir_);
   }
 
@@ -55,7 +55,7 @@ class Maker {
 
  private:
   Status LinkObject(const FileEntry& e, const std::string& path) {
-    const std::string object = objects_.PathOf(e.sha256);
+    const std::string object = object_path_(e.sha256);
     Status linked = env_.Link(object, path);
     if (linked.ok()) return linked;
     if (linked.code() == Code::kNotFound) {
@@ -87,10 +87,14 @@ class Maker {
   }
 
   Env& env_;
-  const ObjectStore& objects_;
+  ObjectPathFn object_path_;
   std::string dir_;
   std::unordered_set<std::string> known_;
 };
+
+ObjectPathFn PathsIn(const ObjectStore& objects) {
+  return [&objects](const Digest256& id) { return objects.PathOf(id); };
+}
 
 // The entry at `path` in `files` (sorted by path), or null.
 const FileEntry* Find(const std::vector<FileEntry>& files, const std::string& path) {
@@ -115,7 +119,12 @@ Status BuildCheckout(Env& env, const ObjectStore& objects, const std::vector<Fil
 
 Status FillCheckout(Env& env, const ObjectStore& objects, const std::vector<FileEntry>& entries,
                     const std::string& dir) {
-  Maker maker(env, objects, dir);  // a directory there already is taken as it is
+  return FillCheckout(env, PathsIn(objects), entries, dir);
+}
+
+Status FillCheckout(Env& env, const ObjectPathFn& object_path,
+                    const std::vector<FileEntry>& entries, const std::string& dir) {
+  Maker maker(env, object_path, dir);  // a directory there already is taken as it is
   for (const FileEntry& e : entries) RETURN_IF_ERROR(maker.Make(e));
   return Status::Ok();
 }
@@ -136,7 +145,7 @@ Status UpdateCheckout(Env& env, const ObjectStore& objects, const std::vector<Fi
   for (auto it = diff.rbegin(); it != diff.rend(); ++it) {
     if (it->first != nullptr) RETURN_IF_ERROR(RemoveEntry(env, dir, *it->first));
   }
-  Maker maker(env, objects, dir);
+  Maker maker(env, PathsIn(objects), dir);
   for (const auto& [a, b] : diff) {
     if (b != nullptr) RETURN_IF_ERROR(maker.Make(*b));
   }

@@ -21,6 +21,7 @@
 #ifndef LIFEBOAT_CATALOG_CHECKOUT_H_
 #define LIFEBOAT_CATALOG_CHECKOUT_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,14 @@ Status BuildCheckout(Env& env, const ObjectStore& objects,
 // 0700 ahead of time (a skeleton: PullTxn makes one while a pull's
 // transfers run), hold `entries`, as BuildCheckout would have.
 Status FillCheckout(Env& env, const ObjectStore& objects,
+                    const std::vector<syncproto::FileEntry>& entries, const std::string& dir);
+
+// Where the file of an object is: ObjectStore::PathOf, or, before a pull
+// adopts its objects, their staged copies (the same inodes once adopted).
+using ObjectPathFn = std::function<std::string(const Digest256&)>;
+
+// FillCheckout, each file linked to `object_path(its id)`.
+Status FillCheckout(Env& env, const ObjectPathFn& object_path,
                     const std::vector<syncproto::FileEntry>& entries, const std::string& dir);
 
 // Changes the checkout at `dir`, which holds `from`, into one of `to` (both

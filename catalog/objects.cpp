@@ -36,7 +36,8 @@ std::string ObjectStore::StagedPath(const std::string& staged_dir, const Digest2
 }
 
 Status ObjectStore::AdoptStaged(const std::string& staged_dir, const std::vector<Digest256>& ids,
-                                std::set<std::string>* changed_dirs) {
+                                std::set<std::string>* changed_dirs,
+                                std::vector<Digest256>* already_held) {
   std::map<std::string, std::vector<Digest256>> by_fan;  // "ab" -> its objects
   for (const Digest256& id : ids) by_fan[id.Hex().substr(0, 2)].push_back(id);
   for (const auto& [fan, fan_ids] : by_fan) {
@@ -51,6 +52,7 @@ Status ObjectStore::AdoptStaged(const std::string& staged_dir, const std::vector
       continue;
     }
     for (const Digest256& id : fan_ids) {
+      if (already_held != nullptr && Has(id)) already_held->push_back(id);
       RETURN_IF_ERROR(Adopt(StagedPath(staged_dir, id), id, changed_dirs));
     }
   }

@@ -64,9 +64,12 @@ class ObjectStore {
   // staged objects named there (a first pull into an empty catalog adopts
   // 256 directories, not one file per object); every other object goes
   // through Adopt. Changed directories as Adopt, plus each directory moved
-  // in (its ".." changed).
+  // in (its ".." changed). The ids whose staged copy was dropped because
+  // the object was there already (another pull adopted it first) are
+  // appended to `already_held` when given.
   Status AdoptStaged(const std::string& staged_dir, const std::vector<Digest256>& ids,
-                     std::set<std::string>* changed_dirs);
+                     std::set<std::string>* changed_dirs,
+                     std::vector<Digest256>* already_held = nullptr);
 
   // What objects/ holds: every object (by name), and the paths of the
   // entries that are not objects (a name that is not <2 hex>/<62 hex>, or

@@ -20,6 +20,7 @@
 #include "catalog/internal/file_precreator.h"
 #include "catalog/internal/plan_entries.h"
 #include "catalog/internal/store_impl.h"
+#include "catalog/internal/view_prefill.h"
 #include "catalog/internal/write_behind.h"
 #include "catalog/trash.h"
 #include "syncproto/manifest_filter.h"
@@ -113,9 +114,10 @@ struct PullTxn::State {
     std::vector<Digest256> top_ids;
     bool rebuild_trees = false;              // every tree encoded and checked (a damaged instance)
     std::vector<std::string> changed_paths;  // differing from prev_seq's entries (with prev_seq)
-    // The directories of its view, made ahead by a bulk pull (a new
-    // instance's, StartTransfers); "" when none.
-    std::string view_skeleton;
+    // Its view made ahead by a bulk pull (a new instance's: directories
+    // during the transfers, StartTransfers; files during the commit,
+    // StartViewPrefill); no dir when none.
+    ViewSkeleton view_skeleton;
   };
   std::vector<StagedInstance> changed;
   std::vector<std::string> confirmed;  // unchanged instances: pulled_at/generation refreshed
@@ -166,6 +168,8 @@ struct PullTxn::State {
   // A bulk pull's staged-file writes, done on a thread of their own (null
   // for a smaller pull).
   std::unique_ptr<internal::WriteBehind> writer;
+  // A bulk pull's new views filled during its commit (null otherwise).
+  std::unique_ptr<internal::ViewPrefill> prefill;
   std::unordered_map<std::string, TransferState> xfer;
   std::unordered_set<std::string> known_dirs;  // staged directories (and the staging root's)
   std::vector<std::string> plan_files;         // staged by Plan: empty files
@@ -340,6 +344,7 @@ void PullTxn::Abort() {
   if (s_->writer) s_->writer->Stop();
   if (s_->syncer) s_->syncer->Stop().IgnoreError();
   if (s_->precreator) s_->precreator->Stop();
+  s_->prefill.reset();  // its thread links under the staging directory
   s_->store->trash_->Discard(s_->staging).IgnoreError();
   std::lock_guard<std::mutex> lock(s_->store->mu_);
   s_->ReleasePins();
@@ -572,17 +577,17 @@ std::vector<std::string> PullTxn::ViewSkeletons() {
   const std::string root = s.staging + "/views";
   for (State::StagedInstance& si : s.changed) {
     if (si.prev_seq != 0) continue;
-    si.view_skeleton = root + "/" + si.desc.r.uuid;
+    si.view_skeleton.dir = root + "/" + si.desc.r.uuid;
     add(root);
-    add(si.view_skeleton);
+    add(si.view_skeleton.dir);
     for (const FileEntry& f : si.desc.files) {
       if (f.kind != syncproto::EntryKind::kDir) continue;
       // Its parents first: those that are no entry (e.g. "datasets").
       for (size_t slash = f.path.find('/'); slash != std::string::npos;
            slash = f.path.find('/', slash + 1)) {
-        add(si.view_skeleton + "/" + f.path.substr(0, slash));
+        add(si.view_skeleton.dir + "/" + f.path.substr(0, slash));
       }
-      add(si.view_skeleton + "/" + f.path);
+      add(si.view_skeleton.dir + "/" + f.path);
     }
   }
   return dirs;
@@ -1138,6 +1143,48 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
 // every file and directory this pull staged (but the objects' fan-out
 // directories) is fsync'd, several at once,
 // before anything is renamed in. Returns the description texts.
+// A bulk pull's new views, their directories made during the transfers,
+// get their files on a thread of their own while StageDescriptions encodes
+// and syncs (internal/view_prefill.h). Called once the precreator stopped.
+void PullTxn::StartViewPrefill() {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  if (!s.precreator) return;
+  std::vector<internal::ViewPrefill::View> views;
+  for (const State::StagedInstance& si : s.changed) {
+    if (!si.view_skeleton.dir.empty() && IsDirectory(st.env_, si.view_skeleton.dir)) {
+      views.push_back({&si.desc.files, si.view_skeleton.dir});
+    }
+  }
+  if (views.empty()) return;
+  std::vector<Digest256> staged(s.new_objects.begin(), s.new_objects.end());  // sorted
+  s.prefill = std::make_unique<internal::ViewPrefill>(st.env_, st.objects_, s.staging + "/objects",
+                                                      std::move(staged), std::move(views));
+}
+
+// Joins the prefill before the staged objects move: each filled skeleton
+// is marked so, one that is not is discarded (RefreshView then builds the
+// view after the commit point).
+void PullTxn::FinishViewPrefill() {
+  State& s = *s_;
+  if (!s.prefill) return;
+  s.prefill->Join();
+  std::map<std::string, bool> filled;  // skeleton -> filled
+  for (size_t i = 0; i < s.prefill->views().size(); ++i) {
+    filled[s.prefill->views()[i].skeleton] = s.prefill->filled()[i];
+  }
+  s.prefill.reset();
+  for (State::StagedInstance& si : s.changed) {
+    auto it = filled.find(si.view_skeleton.dir);
+    if (it == filled.end()) continue;
+    si.view_skeleton.filled = it->second;
+    if (!it->second) {
+      s.store->trash_->Discard(si.view_skeleton.dir).IgnoreError();
+      si.view_skeleton.dir.clear();
+    }
+  }
+}
+
 Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
   State& s = *s_;
   Store::Impl& st = *s.store;
@@ -1267,7 +1314,9 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   // 1. Objects, then images (before the generations that name them). What a
   // commit that fails later renamed in is garbage: unpinned, then deleted.
   const std::vector<Digest256> ids(s.new_objects.begin(), s.new_objects.end());
-  RETURN_IF_ERROR(st.objects_.AdoptStaged(s.staging + "/objects", ids, &sync.dirs));
+  std::vector<Digest256> already_held;
+  RETURN_IF_ERROR(st.objects_.AdoptStaged(s.staging + "/objects", ids, &sync.dirs, &already_held));
+  RelinkPrefilledViews(already_held);
   for (const State::StagedImage& si : s.images) {
     const std::string final_dir = st.ImageDir(si.img.uuid);
     if (!Exists(env, final_dir)) {
@@ -1343,6 +1392,24 @@ Status PullTxn::Publish(const std::vector<std::string>& texts, int64_t now, Cata
   }
   // 5. The commit point.
   return st.FinishReplaces(&index);
+}
+
+// A prefilled view links each file to its staged copy; an object another
+// pull adopted first kept that pull's copy, so its files are linked to it
+// (a view's file is its object). A view that cannot be is built after the
+// commit point instead.
+void PullTxn::RelinkPrefilledViews(const std::vector<Digest256>& already_held) {
+  State& s = *s_;
+  Store::Impl& st = *s.store;
+  if (already_held.empty()) return;
+  std::vector<Digest256> sorted = already_held;
+  std::sort(sorted.begin(), sorted.end());
+  for (State::StagedInstance& si : s.changed) {
+    if (!si.view_skeleton.filled) continue;
+    Status relinked = internal::ViewPrefill::Relink(st.env_, st.objects_, si.desc.files, sorted,
+                                                    si.view_skeleton.dir);
+    if (!relinked.ok()) si.view_skeleton = {};  // discarded with the staging directory
+  }
 }
 
 // An instance of this peer still marked damaged (a filtered pull, a mark set
@@ -1460,9 +1527,11 @@ Status PullTxn::Commit() {
   }
   if (s.precreator) s.precreator->Stop();
   if (s.syncer) RETURN_IF_ERROR(s.syncer->Stop());
+  StartViewPrefill();
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
   const int64_t now = st.clock_.WallMs();
   ASSIGN_OR_RETURN(std::vector<std::string> texts, StageDescriptions(now));
+  FinishViewPrefill();  // before Publish moves the staged objects
 
   // `next` becomes the store's index (what readers see) only when
   // catalog.json is renamed over: the commit point of the whole pull.

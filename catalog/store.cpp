@@ -534,7 +534,7 @@ Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
                                 const std::vector<FileEntry>& entries,
                                 const std::vector<FileEntry>* from, uint64_t from_seq,
                                 const std::vector<std::string>* changed,
-                                const std::string& skeleton) {
+                                const ViewSkeleton& skeleton) {
   const std::string dir = ViewDir(uuid);
   const std::string marker = ViewSeqPath(uuid);
   const bool was_dir = IsDirectory(env_, dir);
@@ -550,8 +550,9 @@ Status Store::Impl::RefreshView(const std::string& uuid, uint64_t seq,
       return gone;
     }
     if (Exists(env_, dir)) RETURN_IF_ERROR(trash_->Discard(dir));
-    if (!skeleton.empty() && IsDirectory(env_, skeleton) && env_.Rename(skeleton, dir).ok()) {
-      RETURN_IF_ERROR(FillCheckout(env_, objects_, entries, dir));
+    if (!skeleton.dir.empty() && IsDirectory(env_, skeleton.dir) &&
+        env_.Rename(skeleton.dir, dir).ok()) {
+      if (!skeleton.filled) RETURN_IF_ERROR(FillCheckout(env_, objects_, entries, dir));
     } else {
       RETURN_IF_ERROR(BuildCheckout(env_, objects_, entries, dir));
     }

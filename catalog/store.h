@@ -340,6 +340,9 @@ class PullTxn {
   // fan-out directory made when this pull has not made it yet.
   Result<std::string> StagedObjectPath(const Digest256& id);
   // Commit's phases (pull_txn.cpp).
+  void StartViewPrefill();
+  void FinishViewPrefill();
+  void RelinkPrefilledViews(const std::vector<Digest256>& already_held);
   Result<std::vector<std::string>> StageDescriptions(int64_t now);
   Status StageTrees(size_t changed_index, std::vector<std::string>* staged_files);
   Status Publish(const std::vector<std::string>& texts, int64_t now, Catalog* next, Published* out);

@@ -44,6 +44,14 @@ inline constexpr const char* kCurrent = "current";         // the view: a checko
 inline constexpr const char* kCurrentSeq = "current.seq";  // the seq the view shows
 inline constexpr const char* kObjects = "objects";
 
+// A new view made ahead by a bulk pull under its staging directory: the
+// directories of its entries (made during the transfers, FilePrecreator),
+// and, when `filled`, every entry (made during the commit, ViewPrefill).
+struct ViewSkeleton {
+  std::string dir;  // "" when none
+  bool filled = false;
+};
+
 // ---- JSON (de)serialization --------------------------------------------------
 
 const char* KindName(EntryKind k);
@@ -280,12 +288,12 @@ class Store::Impl {
   // (the paths whose entries differ between the two, trees.h ChangedPaths)
   // only those paths are looked at; without them, or when the view is not at
   // `from_seq`, or the update fails, the view is rebuilt: from `skeleton`
-  // when given and there (directories of `entries` made ahead, checkout.h
-  // FillCheckout; moved into place). Not fsync'd: Open repairs.
+  // when given and there (moved into place, then filled unless it was
+  // filled ahead). Not fsync'd: Open repairs.
   Status RefreshView(const std::string& uuid, uint64_t seq, const std::vector<FileEntry>& entries,
                      const std::vector<FileEntry>* from = nullptr, uint64_t from_seq = 0,
                      const std::vector<std::string>* changed = nullptr,
-                     const std::string& skeleton = "");
+                     const ViewSkeleton& skeleton = {});
 
   // The seq the view of `uuid` shows (0 when none or being updated).
   uint64_t ViewSeq(const std::string& uuid) const;

@@ -115,7 +115,8 @@ TEST_CASE("pulled images keep their exported mtimes, in a bulk pull too") {
 }
 
 // The view of `uuid`'s current generation shows its entries, each as it
-// is (directories, file contents, symlink targets), and nothing else.
+// is (directories, symlink targets, files that are their objects: one
+// inode), and nothing else.
 void CheckView(StoreFixture& f, Store& store, const std::string& uuid) {
   auto gen = store.Instance(uuid);
   REQUIRE(gen.ok());
@@ -134,9 +135,18 @@ void CheckView(StoreFixture& f, Store& store, const std::string& uuid) {
       case EntryKind::kDir:
         CHECK(IsDirectory(env, at));
         break;
-      case EntryKind::kFile:
-        CHECK(Read(at) == Read(sf.local_path));
+      case EntryKind::kFile: {
+        // The view's file is the object (same inode), whose content it is.
+        const std::string hex = sf.entry.sha256.Hex();
+        const std::string object =
+            f.data_dir + "/objects/" + hex.substr(0, 2) + "/" + hex.substr(2);
+        auto shown = env.Stat(at);
+        auto held = env.Stat(object);
+        REQUIRE((shown.ok() && held.ok()));
+        CHECK(shown->ino == held->ino);
+        CHECK(Sha256Digest(Read(at)) == sf.entry.sha256);
         break;
+      }
       case EntryKind::kSymlink:
         CHECK(env.ReadLink(at).value() == sf.entry.target);
         break;
@@ -171,10 +181,18 @@ TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
     return path.find("/.staging/") != std::string::npos &&
            path.find("/views/") != std::string::npos;
   };
-  std::atomic<int> made_ahead{0}, moved_in{0};
+  // Their files are linked during the commit (ViewPrefill), not after it
+  // in the view's place.
+  auto in_current = [](const std::string& path) {
+    return path.find("/instances/") != std::string::npos &&
+           path.find("/current/") != std::string::npos;
+  };
+  std::atomic<int> made_ahead{0}, moved_in{0}, linked_ahead{0}, linked_after{0};
   fenv.SetBeforeCall([&](EnvOp op, const std::string& path) {
     if (op == EnvOp::kMakeDir && in_views(path)) ++made_ahead;
     if (op == EnvOp::kRename && in_views(path)) ++moved_in;
+    if (op == EnvOp::kLink && in_views(path)) ++linked_ahead;
+    if (op == EnvOp::kLink && in_current(path)) ++linked_after;
     // A staged image's mtime is set during the transfers, before the
     // commit stops the precreator: wait (bounded) for its first view.
     for (int spins = 0; op == EnvOp::kSetMtime && bulk && made_ahead < 2 && spins < 10'000'000;
@@ -212,6 +230,8 @@ TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
   CHECK(staging->empty());
   for (const std::string& uuid : {f.exp.imgapi, f.exp.sapi, f.exp.ufds}) CheckView(f, *store, uuid);
   CHECK((moved_in > 0) == bulk);
+  CHECK((linked_ahead > 0) == bulk);
+  CHECK((linked_after > 0) == !bulk);
 
   // The read API.
   auto peer = store->Peer("headnode1");
