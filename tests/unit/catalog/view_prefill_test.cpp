@@ -12,6 +12,7 @@ namespace {
 
 using syncproto::EntryKind;
 using syncproto::FileEntry;
+using testing::DirFileEntry;
 using testing::TempDir;
 
 Digest256 Id(const std::string& text) { return Sha256Digest(text); }
@@ -22,13 +23,6 @@ FileEntry File(const std::string& path, const std::string& text) {
   e.kind = EntryKind::kFile;
   e.size = text.size();
   e.sha256 = Id(text);
-  return e;
-}
-
-FileEntry Dir(const std::string& path) {
-  FileEntry e;
-  e.path = path;
-  e.kind = EntryKind::kDir;
   return e;
 }
 
@@ -46,8 +40,8 @@ struct PrefillFixture {
   Env& env = *Env::Default();
   ObjectStore objects{env, tmp / "objects"};
   const std::string staged = tmp / "staged";
-  const std::vector<FileEntry> entries = {Dir("d"), File("d/a", "new"), File("d/b", "held"),
-                                          Symlink("l", "d/a")};
+  const std::vector<FileEntry> entries = {DirFileEntry("d"), File("d/a", "new"),
+                                          File("d/b", "held"), Symlink("l", "d/a")};
 
   PrefillFixture() {
     REQUIRE(env.MakeDir(objects.dir()).ok());
@@ -60,6 +54,21 @@ struct PrefillFixture {
     REQUIRE(env.MakeDir(dir).ok());
     return dir;
   }
+  // The fixture's entries prefilled into a new skeleton, as a commit does.
+  std::string Prefilled() {
+    const std::string view = Skeleton("view");
+    ViewPrefill prefill(env, objects, staged, {Id("new")}, {{&entries, view}});
+    prefill.Join();
+    REQUIRE(prefill.filled() == std::vector<bool>{true});
+    return view;
+  }
+  // AdoptStaged of "new"; the ids it found held already.
+  std::vector<Digest256> Adopt() {
+    std::set<std::string> changed;
+    std::vector<Digest256> already_held;
+    REQUIRE(objects.AdoptStaged(staged, {Id("new")}, &changed, &already_held).ok());
+    return already_held;
+  }
   uint64_t Ino(const std::string& path) {
     auto st = env.Stat(path);
     REQUIRE(st.ok());
@@ -70,18 +79,11 @@ struct PrefillFixture {
 TEST_CASE(
     "a prefilled view's files are the staged copies and held objects, its objects once adopted") {
   PrefillFixture f;
-  const std::string view = f.Skeleton("view");
-  ViewPrefill prefill(f.env, f.objects, f.staged, {Id("new")}, {{&f.entries, view}});
-  prefill.Join();
-  REQUIRE(prefill.filled() == std::vector<bool>{true});
+  const std::string view = f.Prefilled();
   CHECK(f.Ino(view + "/d/a") == f.Ino(ObjectStore::StagedPath(f.staged, Id("new"))));
   CHECK(f.Ino(view + "/d/b") == f.Ino(f.objects.PathOf(Id("held"))));
   CHECK(f.env.ReadLink(view + "/l").value() == "d/a");
-
-  std::set<std::string> changed;
-  std::vector<Digest256> already_held;
-  REQUIRE(f.objects.AdoptStaged(f.staged, {Id("new")}, &changed, &already_held).ok());
-  CHECK(already_held.empty());
+  CHECK(f.Adopt().empty());
   CHECK(f.Ino(view + "/d/a") == f.Ino(f.objects.PathOf(Id("new"))));
 }
 
@@ -90,14 +92,9 @@ TEST_CASE(
 TEST_CASE(
     "a prefilled view's file whose object another pull adopted first is linked to that object") {
   PrefillFixture f;
-  const std::string view = f.Skeleton("view");
-  ViewPrefill prefill(f.env, f.objects, f.staged, {Id("new")}, {{&f.entries, view}});
-  prefill.Join();
-  REQUIRE(prefill.filled() == std::vector<bool>{true});
+  const std::string view = f.Prefilled();
   testing::Write(f.objects.PathOf(Id("new")), "new");  // the other pull's copy
-  std::set<std::string> changed;
-  std::vector<Digest256> already_held;
-  REQUIRE(f.objects.AdoptStaged(f.staged, {Id("new")}, &changed, &already_held).ok());
+  const std::vector<Digest256> already_held = f.Adopt();
   REQUIRE(already_held == std::vector<Digest256>{Id("new")});
   CHECK(f.Ino(view + "/d/a") != f.Ino(f.objects.PathOf(Id("new"))));
   REQUIRE(ViewPrefill::Relink(f.env, f.objects, f.entries, already_held, view).ok());
