@@ -80,15 +80,17 @@ static WalkStart TakeWalkStart(const Store::Impl& st) {
 }
 
 // Reads the description of every retained generation (the current one
-// checked against catalog.json) and lists the objects they name.
+// checked against catalog.json) and lists the objects they name. Each
+// distinct tree is read and checked once (generations share most trees).
 static void CollectObjects(const Store::Impl& st, const WalkStart& start, VerifyReport* report,
                            ScrubFindings* out) {
+  TreeCache trees;
   for (const auto& [uuid, rec] : start.instances) {
     for (uint64_t seq : start.seqs.at(uuid)) {
       const bool current = seq == rec.r.seq;
       TreeFault fault;
-      auto desc = st.ReadCheckedDescription(uuid, seq,
-                                            current ? rec.description_digest : Digest128(), &fault);
+      auto desc = st.ReadCheckedDescription(
+          uuid, seq, current ? rec.description_digest : Digest128(), &fault, &trees);
       if (!desc.ok() && !current && st.o_.read_only && desc.status().code() == Code::kNotFound) {
         continue;  // listed, then dropped by the agent's retention
       }

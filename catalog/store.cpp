@@ -1048,15 +1048,15 @@ void Store::Impl::CheckImagesAndRecords(VerifyReport* report) const {
 }
 
 Result<Description> Store::Impl::ReadCheckedDescription(const std::string& uuid, uint64_t seq,
-                                                        const Digest128& want,
-                                                        TreeFault* fault) const {
+                                                        const Digest128& want, TreeFault* fault,
+                                                        TreeCache* cache) const {
   const std::string path = DescPath(uuid, seq);
   ASSIGN_OR_RETURN(std::string text, ReadFileToString(env_, path, 1ull << 30));
   if (!want.IsZero() && Xxh3Digest(text) != want) {
     return DataError(path + ": generation description does not match catalog.json");
   }
   ASSIGN_OR_RETURN(Description d, DecodeDescription(text, path));
-  RETURN_IF_ERROR(ReadEntries(&d, path, fault));
+  RETURN_IF_ERROR(ReadEntries(&d, path, fault, cache));
   return d;
 }
 

@@ -381,10 +381,11 @@ class Store::Impl {
   void CheckImagesAndRecords(VerifyReport* report) const;
 
   // Generation `seq` of `uuid`, its text checked against `want` (zero: not
-  // checked), its trees against their names (the failing tree in `*fault`).
+  // checked), its trees against their names (the failing tree in `*fault`;
+  // with `cache`, each distinct tree read once: trees.h TreeCache).
   Result<Description> ReadCheckedDescription(const std::string& uuid, uint64_t seq,
-                                             const Digest128& want,
-                                             TreeFault* fault = nullptr) const;
+                                             const Digest128& want, TreeFault* fault = nullptr,
+                                             TreeCache* cache = nullptr) const;
 
   // ---- Retention ----
 
