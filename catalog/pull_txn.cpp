@@ -1530,8 +1530,10 @@ Status PullTxn::Commit() {
   StartViewPrefill();
   std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
   const int64_t now = st.clock_.WallMs();
-  ASSIGN_OR_RETURN(std::vector<std::string> texts, StageDescriptions(now));
-  FinishViewPrefill();  // before Publish moves the staged objects
+  Result<std::vector<std::string>> staged = StageDescriptions(now);
+  FinishViewPrefill();  // joined on every path: before Publish moves the staged objects
+  if (!staged.ok()) return staged.status();
+  const std::vector<std::string>& texts = *staged;
 
   // `next` becomes the store's index (what readers see) only when
   // catalog.json is renamed over: the commit point of the whole pull.

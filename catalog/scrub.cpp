@@ -19,13 +19,17 @@ namespace lifeboat::catalog {
 namespace {
 
 // An object as the descriptions name it, and the instances whose retained
-// generations name it.
+// generations name it, each with the newest of those generations.
 struct WantedObject {
   Digest128 digest;
   uint64_t size = 0;
-  std::set<std::string> instances;
-  bool tree = false;     // a generation tree: checked against its name when read
-  bool current = false;  // named by a current generation
+  std::map<std::string, uint64_t> newest;  // instance uuid -> seq
+  bool tree = false;                       // a generation tree: checked against its name when read
+
+  void NamedBy(const std::string& uuid, uint64_t seq) {
+    uint64_t& s = newest[uuid];
+    s = std::max(s, seq);
+  }
 };
 
 struct ScrubFindings {
@@ -56,8 +60,10 @@ void SortByPath(std::vector<VerifyProblem>* list) {
 
 }  // namespace
 
-// A writable store knows its retained generations (gen_ids_); a read-only
-// one lists the descriptions on disk up to each current seq.
+// The generations to read: those a writable store knows it retains
+// (gen_ids_) and every description on disk up to each current seq (one
+// Open could not read is not in gen_ids_, and a read-only store knows only
+// the disk).
 static WalkStart TakeWalkStart(const Store::Impl& st) {
   WalkStart w;
   {
@@ -69,14 +75,40 @@ static WalkStart TakeWalkStart(const Store::Impl& st) {
   }
   for (const auto& [uuid, rec] : w.instances) {
     std::vector<uint64_t>& list = w.seqs[uuid];
-    if (st.o_.read_only) {
-      auto names = st.env_.ListDir(st.InstDir(uuid));
-      if (names.ok()) list = DescriptionSeqs(*names);
+    if (auto names = st.env_.ListDir(st.InstDir(uuid)); names.ok()) {
+      for (uint64_t seq : DescriptionSeqs(*names)) list.push_back(seq);
     }
     std::erase_if(list, [&](uint64_t seq) { return seq >= rec.r.seq; });
     list.push_back(rec.r.seq);
+    std::sort(list.begin(), list.end());
+    list.erase(std::unique(list.begin(), list.end()), list.end());
   }
   return w;
+}
+
+// True when catalog.json is the file a read-only store's Open read: no
+// commit since (each replaces the file).
+static bool IndexUnchangedSinceOpen(const Store::Impl& st) {
+  if (!st.opened_index_) return false;
+  auto now = st.env_.Stat(st.P(kCatalogFile));
+  return now.ok() && SameFileState(*now, *st.opened_index_);
+}
+
+// Whether generation `seq` of `uuid` is still retained: the walk reads
+// beside pulls, whose retention drops generations (their description
+// first, then the objects only they named), so a description or object
+// found missing is damage only while a generation naming it is retained.
+// A writable store knows (gen_ids_); for a read-only one, nothing was
+// dropped while catalog.json is the file its Open read, and after that the
+// description on disk says.
+static bool StillRetained(const Store::Impl& st, const std::string& uuid, uint64_t seq) {
+  if (st.o_.read_only && IndexUnchangedSinceOpen(st)) return true;
+  if (!st.o_.read_only) {
+    std::lock_guard<std::mutex> lock(st.mu_);
+    auto it = st.gen_ids_.find(uuid);
+    if (it != st.gen_ids_.end() && it->second.count(seq) != 0) return true;
+  }
+  return Exists(st.env_, st.DescPath(uuid, seq));
 }
 
 // Reads the description of every retained generation (the current one
@@ -91,8 +123,8 @@ static void CollectObjects(const Store::Impl& st, const WalkStart& start, Verify
       TreeFault fault;
       auto desc = st.ReadCheckedDescription(
           uuid, seq, current ? rec.description_digest : Digest128(), &fault, &trees);
-      if (!desc.ok() && !current && st.o_.read_only && desc.status().code() == Code::kNotFound) {
-        continue;  // listed, then dropped by the agent's retention
+      if (!desc.ok() && desc.status().code() == Code::kNotFound && !StillRetained(st, uuid, seq)) {
+        continue;  // listed, then dropped by retention
       }
       ++report->generations_checked;
       if (!desc.ok()) {
@@ -102,7 +134,7 @@ static void CollectObjects(const Store::Impl& st, const WalkStart& start, Verify
         if (!fault.id.IsZero()) {
           WantedObject& w = out->objects[fault.id];
           w.tree = true;
-          w.instances.insert(uuid);
+          w.NamedBy(uuid, seq);
           if (out->bad_trees.insert(fault.id).second) {
             (fault.missing ? out->missing : out->damaged).push_back(fault.id);
           }
@@ -113,7 +145,7 @@ static void CollectObjects(const Store::Impl& st, const WalkStart& start, Verify
         for (const auto& [dir, id] : *desc->trees) {
           WantedObject& w = out->objects[id];
           w.tree = true;
-          w.instances.insert(uuid);
+          w.NamedBy(uuid, seq);
         }
       }
       for (const FileEntry& f : desc->files) {
@@ -121,26 +153,18 @@ static void CollectObjects(const Store::Impl& st, const WalkStart& start, Verify
         WantedObject& w = out->objects[f.sha256];
         w.digest = f.digest;
         w.size = f.size;
-        w.current = w.current || current;
-        w.instances.insert(uuid);
+        w.NamedBy(uuid, seq);
       }
     }
   }
 }
 
-// True when catalog.json is the file a read-only store's Open read: no
-// commit since (each replaces the file).
-static bool IndexUnchangedSinceOpen(const Store::Impl& st) {
-  if (!st.opened_index_) return false;
-  auto now = st.env_.Stat(st.P(kCatalogFile));
-  return now.ok() && SameFileState(*now, *st.opened_index_);
-}
-
 // True when some pull is staging (or an agent stopped during one: its next
-// start removes what it left).
+// start removes what it left), or .staging/ cannot be listed.
 static bool PullStaging(const Store::Impl& st) {
   auto pulls = st.env_.ListDir(st.P(kStaging));
-  return !pulls.ok() || !pulls->empty();
+  if (!pulls.ok()) return pulls.status().code() != Code::kNotFound;
+  return !pulls->empty();
 }
 
 // Lists objects/ and reports what nothing names (VerifyReport::unnamed).
@@ -167,12 +191,16 @@ static void FindUnnamed(const Store::Impl& st, ScrubFindings* f, VerifyReport* r
     if (!IndexUnchangedSinceOpen(st) || PullStaging(st)) return;
   } else {
     // Under the commit lock no commit is between its adoption of objects
-    // and its catalog.json, and refs_ counts every retained generation and
-    // every pull in progress (their pins): exact.
+    // and its catalog.json, and refs_ counts every generation Open read or
+    // a commit added and every pull in progress (their pins). A generation
+    // Open could not read is not counted there, but the walk read it (or
+    // found it unreadable, above).
     std::lock_guard<std::mutex> commit_lock(st.commit_mu_);
     std::lock_guard<std::mutex> lock(st.mu_);
     for (const Digest256& id : listing->ids) {
-      if (st.refs_.Count(id) == 0 && st.objects_.Has(id)) unnamed.push_back(id);
+      if (st.refs_.Count(id) == 0 && !f->objects.count(id) && st.objects_.Has(id)) {
+        unnamed.push_back(id);
+      }
     }
   }
   report->unnamed_checked = true;
@@ -188,18 +216,24 @@ static void FindUnnamed(const Store::Impl& st, ScrubFindings* f, VerifyReport* r
   for (const std::string& path : listing->strays) {
     auto stat = st.env_.Stat(path);
     report->unnamed.push_back({path, "not an object of the catalog (nothing deletes it)"});
-    if (stat.ok()) report->unnamed_bytes += stat->size;
+    if (stat.ok() && stat->type == FileType::kRegular) report->unnamed_bytes += stat->size;
   }
   SortByPath(&report->unnamed);
 }
 
+// Whether some generation naming `w` is still retained (StillRetained):
+// otherwise a missing object was deleted with the generations that named it.
+static bool NamedByRetained(const Store::Impl& st, const WantedObject& w) {
+  for (const auto& [uuid, seq] : w.newest) {
+    if (StillRetained(st, uuid, seq)) return true;
+  }
+  return false;
+}
+
 // Re-hashes each listed object once, sorting the bad ones into
-// damaged/missing. A read-only store beside an agent may see an object of
-// an older generation deleted by the agent's retention while it reads: when
-// catalog.json changed since Open, a missing object no current generation
-// named is taken for that.
+// damaged/missing (a missing one only while a generation naming it is
+// retained).
 static void CheckObjects(const Store::Impl& st, VerifyReport* report, ScrubFindings* f) {
-  const bool may_be_dropped = st.o_.read_only && !IndexUnchangedSinceOpen(st);
   for (const auto& [id, w] : f->objects) {
     ++report->objects_checked;
     if (w.tree) continue;  // checked against its name while its generation was read
@@ -208,7 +242,7 @@ static void CheckObjects(const Store::Impl& st, VerifyReport* report, ScrubFindi
     ++report->files_checked;
     report->bytes_checked += c.bytes;
     if (c.ok) continue;
-    if (c.missing && !w.current && may_be_dropped) continue;
+    if (c.missing && !NamedByRetained(st, w)) continue;
     AddProblem(report, path, c.what);
     (c.missing ? f->missing : f->damaged).push_back(id);
   }
@@ -245,8 +279,7 @@ static Status ApplyScrub(Store::Impl& st, const ScrubFindings& f, RepairReport* 
     for (const auto* ids : {&f.damaged, &f.missing}) {
       for (const Digest256& id : *ids) {
         if (st.refs_.Count(id) == 0) continue;  // its generations were dropped meanwhile
-        const WantedObject& w = f.objects.at(id);
-        marked.insert(w.instances.begin(), w.instances.end());
+        for (const auto& [uuid, seq] : f.objects.at(id).newest) marked.insert(uuid);
       }
     }
     // What garbage collection at Open would delete, deleted now.

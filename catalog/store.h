@@ -204,8 +204,9 @@ struct VerifyReport {
   // commit left, which the agent's next start deletes, and files that are
   // not objects at all, which nothing deletes. Reported, not problems: no
   // restore reads them. Sorted by path. `unnamed_checked` is false when the
-  // answer could not be made exact (a read-only store beside an agent that
-  // was pulling: see Store::Verify); `unnamed` is then empty.
+  // answer could not be made exact (a retained generation is unreadable, or
+  // a read-only store's catalog changed or was staging a pull: see
+  // Store::Verify); `unnamed` is then empty.
   bool unnamed_checked = false;
   std::vector<VerifyProblem> unnamed;
   uint64_t unnamed_bytes = 0;
@@ -409,7 +410,9 @@ class Store {
   // Re-hashes every object any retained generation names (each once), checks
   // each current description against catalog.json and every retained one
   // for being readable, and the images and SAPI records: each mismatch is
-  // reported with its path. Lists objects/ for files nothing names
+  // reported with its path (a description or object missing because
+  // retention dropped every generation naming it while the walk ran is
+  // not). Lists objects/ for files nothing names
   // (VerifyReport::unnamed): exact on a writable store (compared with the
   // reference counts under the commit lock, pulls in progress included). A
   // read-only store cannot see another process's pulls: its list stands

@@ -278,8 +278,9 @@ int RunVerify(const Context& ctx, const CatalogArgs& args) {
     }
     std::cout << "\n";
     if (!report->unnamed_checked && report->ok()) {
-      std::cout << "objects/ was not checked for unnamed files: the agent was committing a pull "
-                   "(run verify again)\n";
+      std::cout << "objects/ was not checked for unnamed files: catalog.json changed or a pull "
+                   "was staging while verify ran, or a generation is unreadable (run verify "
+                   "again)\n";
     }
   }
   return report->ok() ? kExitOk : kExitData;

@@ -187,15 +187,23 @@ TEST_CASE("a pull commits a complete catalog with RFD 67 names") {
     return path.find("/instances/") != std::string::npos &&
            path.find("/current/") != std::string::npos;
   };
-  std::atomic<int> made_ahead{0}, moved_in{0}, linked_ahead{0}, linked_after{0};
+  // Each new instance's skeleton is <staging>/views/<uuid>.
+  auto skeleton_root = [&](const std::string& path) {
+    for (const std::string& uuid : {f.exp.imgapi, f.exp.sapi, f.exp.ufds}) {
+      if (path.ends_with("/views/" + uuid)) return true;
+    }
+    return false;
+  };
+  std::atomic<int> skeletons{0}, moved_in{0}, linked_ahead{0}, linked_after{0};
   fenv.SetBeforeCall([&](EnvOp op, const std::string& path) {
-    if (op == EnvOp::kMakeDir && in_views(path)) ++made_ahead;
+    if (op == EnvOp::kMakeDir && in_views(path) && skeleton_root(path)) ++skeletons;
     if (op == EnvOp::kRename && in_views(path)) ++moved_in;
     if (op == EnvOp::kLink && in_views(path)) ++linked_ahead;
     if (op == EnvOp::kLink && in_current(path)) ++linked_after;
     // A staged image's mtime is set during the transfers, before the
-    // commit stops the precreator: wait (bounded) for its first view.
-    for (int spins = 0; op == EnvOp::kSetMtime && bulk && made_ahead < 2 && spins < 10'000'000;
+    // commit stops the precreator: wait (bounded) for the three views'
+    // skeletons, so that the commit prefills every view.
+    for (int spins = 0; op == EnvOp::kSetMtime && bulk && skeletons < 3 && spins < 10'000'000;
          ++spins) {
       std::this_thread::yield();
     }
@@ -1624,29 +1632,68 @@ TEST_CASE("a read-only verify names no object unnamed while another process may 
 }
 
 // An unreadable generation names objects nobody can list: none is called
-// unnamed, and repair deletes none (as garbage collection at Open).
+// unnamed, and repair deletes none (as garbage collection at Open), also
+// when it was unreadable when the store opened (so Open counted none of
+// its objects); once it reads again, its objects are named again.
 TEST_CASE("with a generation unreadable, verify names nothing unnamed and repair deletes nothing") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/3);
   MustPull(f, *store);
+  const std::string older = ObjectOf(*store, f.exp.sapi, "sapi/db.json");
   f.clock.Advance(60000);
   Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
   MustPull(f, *store);
+  REQUIRE(ObjectOf(*store, f.exp.sapi, "sapi/db.json") != older);  // only the older names it
   auto seqs = store->Generations(f.exp.sapi);
   REQUIRE(seqs.ok());
   REQUIRE(seqs->size() == 2);
-  Write(f.data_dir + "/instances/" + f.exp.sapi + "/" + std::to_string(seqs->front()) + ".json",
-        "{not json");
+  const std::string desc =
+      f.data_dir + "/instances/" + f.exp.sapi + "/" + std::to_string(seqs->front()) + ".json";
+  const std::string text = Read(desc);
+  Write(desc, "{not json");
   const Digest256 id = Sha256Digest("named by nothing readable");
   const std::string planted =
       f.data_dir + "/objects/" + id.Hex().substr(0, 2) + "/" + id.Hex().substr(2);
   Write(planted, "named by nothing readable");
+  const bool reopen = GENERATE(false, true);
+  INFO("reopened with the description unreadable: " << reopen);
+  if (reopen) store = f.OpenStore(/*gens=*/3);
   auto repaired = store->Scrub(/*repair=*/true);
   REQUIRE(repaired.ok());
   CHECK_FALSE(repaired->ok());  // the description is reported
   CHECK_FALSE(repaired->unnamed_checked);
   CHECK(repaired->unnamed_removed == 0);
   CHECK(Exists(*Env::Default(), planted));
+  CHECK(Exists(*Env::Default(), older));
+  // Readable again: its objects are named, the planted one is not.
+  Write(desc, text);
+  auto again = store->Verify();
+  REQUIRE(again.ok());
+  CHECK(again->ok());
+  CHECK(again->unnamed_checked);
+  REQUIRE(again->unnamed.size() == 1);
+  CHECK(again->unnamed[0].path == planted);
+}
+
+// A read-only verify beside an agent whose retention drops the generation
+// that was current when verify opened the catalog, and its objects, while
+// verify reads: nothing of it is reported missing.
+TEST_CASE("a read-only verify does not report what retention dropped while it ran") {
+  StoreFixture f;
+  auto store = f.OpenStore(/*gens=*/1);
+  MustPull(f, *store);
+  const std::string first = ObjectOf(*store, f.exp.sapi, "sapi/db.json");
+  auto ro = f.OpenReadOnly();
+  REQUIRE(ro.ok());
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
+  MustPull(f, *store);
+  REQUIRE_FALSE(Exists(*Env::Default(), first));  // dropped with its generation
+  auto report = (*ro)->Verify();
+  REQUIRE(report.ok());
+  for (const VerifyProblem& p : report->problems) INFO(p.path << ": " << p.what);
+  CHECK(report->ok());
+  CHECK_FALSE(report->unnamed_checked);
 }
 
 TEST_CASE("a scrub survives a reopen of its record and a read-only store refuses it") {
