@@ -164,6 +164,7 @@ class Bench:
                 continue
             if name == "B1":
                 self.scenario_b1(record="B1" in scen)
+                out["disk_after_b1"] = {s.name: disk_bytes(s.copy_source()) for s in self.sides}
                 pulled = True
             elif name == "B2":
                 self.scenario_changes("B2", None)
@@ -313,6 +314,23 @@ class Bench:
                 "targets_missed": [r["scenario"] for r in lb if r.get("target") == "missed"]}
 
 
+def disk_bytes(root):
+    """Bytes `root` takes on disk (allocated blocks, each inode once, as
+    du counts): a file several names share (hard links: a catalog's
+    views and its objects) counts once."""
+    seen, total = set(), 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
 def _tree_bytes(root):
     total = 0
     for dirpath, _, filenames in os.walk(root):
@@ -354,6 +372,12 @@ def table(result):
         base = {r["scenario"]: r for r in result["rows"] if r["tool"] == "rsync"}
         out.append("rsync + sync -f of its copy (durable, as lifeboat's pulls are): " + "; ".join(
             "%s %.3f s (lifeboat %.2fx)" % (s, base[s]["durable_wall_s"], r["durable_wall_ratio"]) for s, r in durable))
+    disk = result.get("disk_after_b1")
+    if disk:
+        out.append("on disk after B1 (each inode once): " + "; ".join(
+            "%s %s" % (name, human(n)) for name, n in disk.items()) +
+            " (lifeboat: its whole data_dir, objects + trees + descriptions + views; content shared by"
+            " several paths, instances or peers is stored once)")
     costs = [(r["scenario"], r["tls_cost"]) for r in result["rows"] if "tls_cost" in r]
     if costs:
         out.append("TLS cost (lifeboat over lifeboat-plain): " + "; ".join(

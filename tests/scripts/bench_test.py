@@ -16,6 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "scripts", "lib"))
 
+import bench_main  # noqa: E402
 import lifeboat_side  # noqa: E402
 import rsync_side  # noqa: E402
 
@@ -56,6 +57,17 @@ class Parsers(unittest.TestCase):
         with self.assertRaises(Exception):
             lifeboat_side.wire_bytes(None, {}, {"lifeboat_pulls_total": 1})
 
+    def test_disk_bytes_counts_a_file_with_several_names_once(self):
+        with tempfile.TemporaryDirectory(prefix="lifeboat-bench-test-") as tmp:
+            os.makedirs(os.path.join(tmp, "a", "b"))
+            with open(os.path.join(tmp, "a", "f"), "wb") as f:
+                f.write(b"x" * 100000)
+            one = bench_main.disk_bytes(tmp)
+            os.link(os.path.join(tmp, "a", "f"), os.path.join(tmp, "a", "b", "g"))
+            self.assertEqual(bench_main.disk_bytes(tmp), one)  # a view's link to its object
+            shutil.copy(os.path.join(tmp, "a", "f"), os.path.join(tmp, "h"))
+            self.assertGreaterEqual(bench_main.disk_bytes(tmp), one + 100000)  # a second copy
+
 
 @unittest.skipIf(shutil.which("rsync") is None, "rsync not installed")
 class Smoke(unittest.TestCase):
@@ -73,6 +85,7 @@ class Smoke(unittest.TestCase):
             self.assertLess(rows["B2"]["bytes_wire"], rows["B1"]["bytes_wire"] / 50)
             self.assertGreaterEqual(rows["B4"]["bytes_received"], 1 << 20)  # at least the 1 MiB append
             self.assertEqual(rows["B6"]["tool"], "cp")
+            self.assertGreaterEqual(res["disk_after_b1"]["rsync"], res["fixture"]["bytes"])
             self.assertGreater(rows["B1"]["peak_rss_puller_mib"], 0)
             for pr in res["processes"]:
                 self.assertFalse(os.path.exists("/proc/%d" % pr["pid"]) and _not_zombie(pr["pid"]),
@@ -102,6 +115,10 @@ class LifeboatSmoke(unittest.TestCase):
             self.assertLess(tls["bytes_wire"], plain["bytes_wire"] * 1.05)
             self.assertAlmostEqual(tls["tls_cost"]["bytes_ratio"], tls["bytes_wire"] / plain["bytes_wire"], places=3)
             self.assertIn("TLS cost", p.stdout)
+            # The catalog holds every byte of the export (its files stored once).
+            for side in ("lifeboat", "lifeboat-plain"):
+                self.assertGreaterEqual(res["disk_after_b1"][side], res["fixture"]["bytes"] // 2, side)
+            self.assertIn("on disk after B1", p.stdout)
             for pr in res["processes"]:
                 self.assertFalse(os.path.exists("/proc/%d" % pr["pid"]) and _not_zombie(pr["pid"]),
                                  "%s (pid %d) still running" % (pr["name"], pr["pid"]))
