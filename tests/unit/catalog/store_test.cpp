@@ -1530,15 +1530,23 @@ TEST_CASE("a format-2 catalog (descriptions listing their entries) opens, reads,
   CHECK(store->Scrub(/*repair=*/false).value().ok());
 }
 
+// Pulls, sets the sapi instance's db.json to `text`, pulls again; returns
+// the object of the first generation's db.json, which only that generation
+// names.
+std::string PullEditPull(StoreFixture& f, Store& store, const std::string& text) {
+  MustPull(f, store);
+  const std::string first = ObjectOf(store, f.exp.sapi, "sapi/db.json");
+  f.clock.Advance(60000);
+  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", text);
+  MustPull(f, store);
+  REQUIRE(ObjectOf(store, f.exp.sapi, "sapi/db.json") != first);
+  return first;
+}
+
 TEST_CASE("verify and scrub check every retained generation, not only the current one") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/3);
-  MustPull(f, *store);
-  const std::string first = ObjectOf(*store, f.exp.sapi, "sapi/db.json");
-  f.clock.Advance(60000);
-  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
-  MustPull(f, *store);
-  REQUIRE(ObjectOf(*store, f.exp.sapi, "sapi/db.json") != first);
+  const std::string first = PullEditPull(f, *store, "{\"v\": 2}");
   REQUIRE(::unlink(first.c_str()) == 0);  // only the older generation names it
   auto ro = f.OpenReadOnly();
   REQUIRE(ro.ok());
@@ -1638,12 +1646,7 @@ TEST_CASE("a read-only verify names no object unnamed while another process may 
 TEST_CASE("with a generation unreadable, verify names nothing unnamed and repair deletes nothing") {
   StoreFixture f;
   auto store = f.OpenStore(/*gens=*/3);
-  MustPull(f, *store);
-  const std::string older = ObjectOf(*store, f.exp.sapi, "sapi/db.json");
-  f.clock.Advance(60000);
-  Write(f.Ds(f.exp.sapi) + "/sapi/db.json", "{\"v\": 2}");
-  MustPull(f, *store);
-  REQUIRE(ObjectOf(*store, f.exp.sapi, "sapi/db.json") != older);  // only the older names it
+  const std::string older = PullEditPull(f, *store, "{\"v\": 2}");
   auto seqs = store->Generations(f.exp.sapi);
   REQUIRE(seqs.ok());
   REQUIRE(seqs->size() == 2);
