@@ -1138,11 +1138,6 @@ Status PullTxn::FinishFile(const std::string& path, std::unique_ptr<WritableFile
 
 // ---- Commit -----------------------------------------------------------------------
 
-// Phase 0: each changed instance's description written under .staging/ (its
-// seq: past every description on disk, also those of failed commits), then
-// every file and directory this pull staged (but the objects' fan-out
-// directories) is fsync'd, several at once,
-// before anything is renamed in. Returns the description texts.
 // A bulk pull's new views, their directories made during the transfers,
 // get their files on a thread of their own while StageDescriptions encodes
 // and syncs (internal/view_prefill.h). Called once the precreator stopped.
@@ -1185,6 +1180,11 @@ void PullTxn::FinishViewPrefill() {
   }
 }
 
+// Phase 0: each changed instance's description written under .staging/ (its
+// seq: past every description on disk, also those of failed commits), then
+// every file and directory this pull staged (but the objects' fan-out
+// directories) is fsync'd, several at once,
+// before anything is renamed in. Returns the description texts.
 Result<std::vector<std::string>> PullTxn::StageDescriptions(int64_t now) {
   State& s = *s_;
   Store::Impl& st = *s.store;
