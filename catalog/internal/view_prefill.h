@@ -2,7 +2,7 @@
 // the directories of each new instance's view, made during the transfers)
 // with their files on a thread of its own, while the commit stages its
 // trees and descriptions and waits for their syncfs. A new instance's view
-// is one hard link per file (~22k for the bench's first pull, ~0.5 s on
+// is one hard link per file (~22k for the bench's first pull, 0.3-0.4 s on
 // one thread): made after the commit point, as before, they were a
 // sequential tail of every first pull.
 //
