@@ -13,10 +13,12 @@ bool ObjectStore::Has(const Digest256& id) const {
 }
 
 Status ObjectStore::Adopt(const std::string& staged, const Digest256& id,
-                          std::set<std::string>* changed_dirs) {
+                          std::set<std::string>* changed_dirs, bool* was_held) {
   const std::string path = PathOf(id);
   const std::string fan = DirName(path);
-  if (Has(id)) return env_.RemoveFile(staged);
+  const bool held = Has(id);
+  if (was_held != nullptr) *was_held = held;
+  if (held) return env_.RemoveFile(staged);
   auto st = env_.Stat(fan);
   if (!st.ok()) {
     if (st.status().code() != Code::kNotFound) return st.status();
@@ -52,8 +54,9 @@ Status ObjectStore::AdoptStaged(const std::string& staged_dir, const std::vector
       continue;
     }
     for (const Digest256& id : fan_ids) {
-      if (already_held != nullptr && Has(id)) already_held->push_back(id);
-      RETURN_IF_ERROR(Adopt(StagedPath(staged_dir, id), id, changed_dirs));
+      bool held = false;
+      RETURN_IF_ERROR(Adopt(StagedPath(staged_dir, id), id, changed_dirs, &held));
+      if (held && already_held != nullptr) already_held->push_back(id);
     }
   }
   return Status::Ok();

@@ -50,8 +50,9 @@ class ObjectStore {
   // when not a directory: never through a symlink) and, when made,
   // objects/ are added to `changed_dirs` for the caller to fsync. When the
   // object is there already, `staged` is removed instead: objects are
-  // immutable, the first copy stays.
-  Status Adopt(const std::string& staged, const Digest256& id, std::set<std::string>* changed_dirs);
+  // immutable, the first copy stays (`*was_held` says which, when given).
+  Status Adopt(const std::string& staged, const Digest256& id, std::set<std::string>* changed_dirs,
+               bool* was_held = nullptr);
 
   // Where a pull stages object `id` under `staged_dir`: the layout of
   // objects/ itself (<staged_dir>/<2 hex>/<62 hex>), so that AdoptStaged
